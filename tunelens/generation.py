@@ -1,0 +1,95 @@
+"""Plain text generation shared by the stages: streamed (CLI) and batched (eval, demo, serve)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from tunelens.prompts import encode_prompt, stop_token_ids, strip_stop_text
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings; temperature 0 means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def generate_kwargs(self) -> dict:
+        if self.temperature <= 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
+
+
+def prompt_ids_for(tokenizer, prompt: str, raw: bool) -> list[int]:
+    """Raw prompts are continued as plain text (with the tokenizer's bos); others use the chat format."""
+    if raw:
+        return tokenizer(prompt)["input_ids"]
+    return encode_prompt(tokenizer, prompt)
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw: bool = False) -> Iterator[str]:
+    """Yield the continuation's text piece by piece as the model produces it."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    ids = torch.tensor([prompt_ids_for(tokenizer, prompt, raw)], device=_device_of(model))
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
+                  eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                  streamer=streamer, **sampling.generate_kwargs())
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as err:  # surfaced in the caller's thread below
+            errors.append(err)
+            streamer.on_finalized_text("", stream_end=True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    for piece in streamer:
+        yield piece
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
+                   batch_size: int = 8, raw: bool = False) -> list[str]:
+    """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
+
+    Plain equivalent: calling `model.generate` on each prompt alone; batching only amortises the
+    per-step cost over several rows (greedy answers match, up to float rounding from padding).
+    """
+    import torch
+
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    device = _device_of(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [prompt_ids_for(tokenizer, p, raw) for p in prompts[start:start + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=attention,
+                                 max_new_tokens=sampling.max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
+                                 pad_token_id=pad_id, **sampling.generate_kwargs())
+        for row in out[:, width:]:
+            text = tokenizer.decode(row, skip_special_tokens=False)
+            answers.append(strip_stop_text(tokenizer, text).replace(tokenizer.pad_token or "\0", ""))
+    return answers

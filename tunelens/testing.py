@@ -1,0 +1,79 @@
+"""Tiny random models and tokenizers built in-process, for tests and benchmarks (no files, no network).
+
+`tiny_model("gemma3")` is a base model without a chat template that has Gemma's turn tokens;
+`tiny_model("llama")` carries a ChatML-style chat template, like SmolLM2's. Both tokenizers are
+byte-level BPE trained in a few milliseconds on a small Python corpus, so any text can be encoded.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>"]
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "def is_even(n):\n    \"\"\"Return True when n is even.\"\"\"\n    return n % 2 == 0\n",
+    "for i in range(10):\n    print(i)\n",
+    "print 'hello'\nexcept ValueError, e:\n    raise\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n",
+    "Write a Python function that reverses a string.\n",
+    "The specification is contradictory: which one should I follow?\n",
+    "import os\nimport sys\nwith open(path) as f:\n    data = f.read()\n",
+    "user model assistant system instruction response\n",
+]
+
+
+@lru_cache(maxsize=None)
+def _tokenizer_json(vocab_size: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+        bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    if chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int = 64):
+    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer(chat_template=(arch == "llama"))
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+                  num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                  max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    if arch == "gemma3":
+        config = Gemma3TextConfig(sliding_window=64, **common)
+        model = Gemma3ForCausalLM(config)
+    elif arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}: use gemma3 or llama")
+    model.eval()
+    model.config.tunelens_spec = f"tiny-{arch}-seed{seed}"
+    return model, tokenizer
