@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+
+from tunelens.models import (ModelLoadError, adapter_disabled, attach_adapter, choose_dtype, choose_device,
+                             load_model, resolve_model_dir, weights_fingerprint)
+
+
+def test_auto_device_and_dtype_on_cpu():
+    assert choose_device("auto") in ("cpu", "cuda", "mps")
+    assert choose_dtype("auto", "cpu") == torch.float32
+    assert choose_dtype("auto", "cuda") == torch.bfloat16
+    with pytest.raises(ModelLoadError):
+        choose_dtype("int3", "cpu")
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("no-such-model", "unknown model"),
+    ("someone/not-cached-model", "not in the local Hugging Face cache"),
+    ("/nonexistent/model.gguf", "GGUF file not found"),
+])
+def test_unloadable_specs_give_one_line_errors(spec, words):
+    with pytest.raises(ModelLoadError) as err:
+        resolve_model_dir(spec)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        resolve_model_dir(str(tmp_path))
+
+
+def test_load_model_from_directory(tiny_model_dir, tiny_llama):
+    model, tok = load_model(str(tiny_model_dir))
+    reference, _ = tiny_llama
+    ids = torch.tensor([tok("def add")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reference(ids).logits, atol=1e-6)
+    assert not model.training and model.config.tunelens_spec == str(tiny_model_dir)
+
+
+def test_fingerprint_is_stable_and_sees_changed_weights(tiny_model_dir):
+    model_a, _ = load_model(str(tiny_model_dir))
+    model_b, _ = load_model(str(tiny_model_dir))
+    assert weights_fingerprint(model_a) == weights_fingerprint(model_b)
+    with torch.no_grad():
+        model_b.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0
+    assert weights_fingerprint(model_a) != weights_fingerprint(model_b)
+
+
+def _save_adapter(model, path, base_hash):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    peft_model.save_pretrained(path)
+    (path / "tunelens.json").write_text(json.dumps({"base_weights_hash": base_hash}))
+    return peft_model
+
+
+def test_adapter_attach_disable_and_refusal(tiny_model_dir, tmp_path):
+    base, tok = load_model(str(tiny_model_dir))
+    _save_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "ok", weights_fingerprint(base))
+    _save_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "other", "0" * 64)
+    ids = torch.tensor([tok("def add")["input_ids"]])
+    with torch.no_grad():
+        plain = base(ids).logits.clone()
+        tuned = attach_adapter(base, tmp_path / "ok")
+        assert not torch.allclose(tuned(ids).logits, plain)
+        with adapter_disabled(tuned):
+            assert torch.allclose(tuned(ids).logits, plain, atol=1e-6)
+    with pytest.raises(ModelLoadError, match="trained on base weights"):
+        attach_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "other")
+    with pytest.raises(ModelLoadError, match="not a PEFT adapter"):
+        attach_adapter(base, tmp_path)

@@ -1,0 +1,41 @@
+import pytest
+
+from tunelens.prompts import (encode_pair, encode_prompt, prompt_style, render_pair, render_prompt,
+                              stop_token_ids, strip_stop_text)
+
+INSTRUCTION = "Write a function `add(a, b)` that returns the sum."
+RESPONSE = "def add(a, b):\n    return a + b\n"
+
+
+def test_gemma_turn_format_is_used_without_a_template(tiny_gemma):
+    _, tok = tiny_gemma
+    assert prompt_style(tok).kind == "gemma_turns"
+    assert render_prompt(tok, INSTRUCTION) == (
+        f"<bos><start_of_turn>user\n{INSTRUCTION}<end_of_turn>\n<start_of_turn>model\n")
+    assert render_pair(tok, INSTRUCTION, RESPONSE).endswith(RESPONSE + "<end_of_turn>\n")
+
+
+def test_chat_template_is_used_when_present(tiny_llama):
+    _, tok = tiny_llama
+    style = prompt_style(tok)
+    assert style.kind == "chat_template"
+    assert style.end_of_turn == "<|im_end|>\n"
+    assert render_prompt(tok, INSTRUCTION).endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama"])
+def test_prompt_is_a_token_prefix_of_the_pair(fixture, request):
+    _, tok = request.getfixturevalue(fixture)
+    prompt_ids = encode_prompt(tok, INSTRUCTION)
+    pair_text_ids = tok(render_pair(tok, INSTRUCTION, RESPONSE), add_special_tokens=False)["input_ids"]
+    assert pair_text_ids[: len(prompt_ids)] == prompt_ids
+    ids, prompt_len = encode_pair(tok, INSTRUCTION, RESPONSE)
+    assert prompt_len == len(prompt_ids) and ids[:prompt_len] == prompt_ids
+    assert tok.decode(ids[prompt_len:]) == RESPONSE + prompt_style(tok).end_of_turn
+
+
+@pytest.mark.parametrize("fixture,marker", [("tiny_gemma", "<end_of_turn>"), ("tiny_llama", "<|im_end|>")])
+def test_end_of_turn_stops_generation(fixture, marker, request):
+    _, tok = request.getfixturevalue(fixture)
+    assert tok.convert_tokens_to_ids(marker) in stop_token_ids(tok)
+    assert strip_stop_text(tok, f"x = 1{marker}\nrest") == "x = 1"
