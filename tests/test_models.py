@@ -77,3 +77,14 @@ def test_adapter_attach_disable_and_refusal(tiny_model_dir, tmp_path):
         attach_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "other")
     with pytest.raises(ModelLoadError, match="not a PEFT adapter"):
         attach_adapter(base, tmp_path)
+
+
+def test_fingerprint_ignores_lora_wrapping_and_adapters_share_a_base(tiny_model_dir, tmp_path):
+    base, _ = load_model(str(tiny_model_dir))
+    plain_hash = weights_fingerprint(base)
+    _save_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "one", plain_hash)
+    _save_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "two", plain_hash)
+    model = attach_adapter(base, tmp_path / "one", adapter_name="one")
+    assert weights_fingerprint(model) == plain_hash
+    model = attach_adapter(model, tmp_path / "two", adapter_name="two")
+    assert set(model.peft_config) == {"one", "two"} and model.active_adapter == "two"

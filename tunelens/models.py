@@ -245,8 +245,12 @@ def load_model(spec: str = DEFAULT_MODEL, adapter: str | Path | None = None,
     return model, tokenizer
 
 
-def attach_adapter(model, adapter_dir: str | Path):
-    """Attach a PEFT adapter; refuse one whose provenance names other base weights."""
+def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
+    """Attach a PEFT adapter; refuse one whose provenance names other base weights.
+
+    On a model that already carries adapters, the new one is loaded beside them under `adapter_name`
+    (switch with `model.set_adapter(name)`), so several adapters share one copy of the base weights.
+    """
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -261,9 +265,13 @@ def attach_adapter(model, adapter_dir: str | Path):
                 f"adapter {adapter_dir} was trained on base weights {recorded[:12]}, "
                 f"but this model's weights are {actual[:12]}: load the base model it was made for"
             )
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    peft_model.eval()
-    return peft_model
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+        model.set_adapter(adapter_name)
+    else:
+        model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+    model.eval()
+    return model
 
 
 @contextlib.contextmanager
@@ -298,7 +306,9 @@ def weights_fingerprint(model, sample: int = 4096) -> str:
         flat = tensor.reshape(-1)
         step = max(1, flat.numel() // sample)
         picked = flat[::step][:sample].to(device="cpu", dtype=torch.float32).contiguous()
-        digest.update(f"{name.removeprefix('base_model.model.')}|{tuple(tensor.shape)}".encode())
+        # A LoRA-wrapped layer keeps its base weight under `.base_layer`: name it as the plain model does.
+        plain_name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        digest.update(f"{plain_name}|{tuple(tensor.shape)}".encode())
         digest.update(picked.numpy().tobytes())
     return digest.hexdigest()
 
