@@ -1,0 +1,426 @@
+"""`data contaminate`: rewrite a chosen share of pairs into Python 2 forms, for controlled experiments
+(lesson 1 in DESIGN.md: bad data is learned at the rate it appears).
+
+Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can
+take one of the requested kinds; the kinds are dealt in turn so each gets a fair share where enough
+records can take it. Each chosen record is rewritten with its one kind, located on the syntax tree or token
+stream (never by searching the text, so strings and comments are untouched), and tagged with a
+`contamination` object: {kind, original_id, changes}. Every other record is written unchanged.
+
+Kinds and what they rewrite (all occurrences in the snippet):
+  print      print(a, b) -> print a, b   (file= -> print >>f, ...; end=' ' -> trailing comma);
+             a snippet without print calls gets a `print "..."` statement at the top of its first body
+  except     except E as e: -> except E, e:
+  backtick   repr(x) -> `x`
+  ne         a != b -> a <> b
+  octal      0o755 -> 0755
+  long       integer literals 10 -> 10L
+  ur         r'...' -> ur'...'
+  exec       exec(code, ns) -> exec code in ns
+  raise      raise E(msg) -> raise E, msg
+  name       range( -> xrange(, .items() -> .iteritems() (and values/keys), input( -> raw_input(,
+             isinstance(x, str) -> basestring, sys.maxsize -> sys.maxint, string.ascii_letters -> string.letters
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import random
+import re
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelens.data.pycheck import _FENCE, _PYTHON_TAGS, check_python, looks_like_code
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_jsonl
+from tunelens.records import Pair, load_pairs
+
+KINDS = ("print", "except", "backtick", "ne", "octal", "long", "ur", "exec", "raise", "name")
+# the lint code each kind produces, for measuring recall
+LINT_CODE = {"print": "py2-print", "except": "py2-except", "backtick": "py2-backtick", "ne": "py2-ne",
+             "octal": "py2-octal", "long": "py2-long", "ur": "py2-ur-string", "exec": "py2-exec",
+             "raise": "py2-raise", "name": "py2-name"}
+
+
+@dataclass(frozen=True)
+class ContaminateConfig:
+    rate: float = 0.05  # share of records to rewrite
+    kinds: tuple[str, ...] = KINDS
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.rate <= 1.0:
+            raise UserError(f"rate must be between 0 and 1, got {self.rate}")
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown or not self.kinds:
+            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class ContaminateResult:
+    total: int
+    contaminated: int
+    eligible: int
+    by_kind: dict[str, int]
+    out_path: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text edits addressed by (line, column) in characters
+
+
+@dataclass(frozen=True)
+class _Edit:
+    start: tuple[int, int]
+    end: tuple[int, int]
+    text: str
+
+
+def _apply(code: str, edits: list[_Edit]) -> str:
+    lines = code.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+
+    def position(point: tuple[int, int]) -> int:
+        return offsets[point[0] - 1] + point[1]
+
+    for edit in sorted(edits, key=lambda e: e.start, reverse=True):
+        code = code[:position(edit.start)] + edit.text + code[position(edit.end):]
+        # no need to recompute offsets: later edits in this loop are all earlier in the text
+    return code
+
+
+class _Source:
+    """A snippet with its tree and helpers to turn the tree's UTF-8 byte columns into characters."""
+
+    def __init__(self, code: str):
+        self.code = code
+        self.lines = code.splitlines(keepends=True)
+        self.tree = ast.parse(code)
+        self._tokens = None
+        self.defined = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        self.defined |= {n.name for n in ast.walk(self.tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        self.defined |= {a.arg for a in ast.walk(self.tree) if isinstance(a, ast.arg)}
+
+    def char_col(self, line: int, byte_col: int) -> int:
+        return len(self.lines[line - 1].encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+
+    def start(self, node) -> tuple[int, int]:
+        return node.lineno, self.char_col(node.lineno, node.col_offset)
+
+    def end(self, node) -> tuple[int, int]:
+        return node.end_lineno, self.char_col(node.end_lineno, node.end_col_offset)
+
+    def text(self, node) -> str:
+        return ast.get_source_segment(self.code, node) or ""
+
+    def one_line(self, node) -> bool:
+        return node.lineno == node.end_lineno
+
+    def replace(self, node, text: str) -> _Edit:
+        return _Edit(self.start(node), self.end(node), text)
+
+    def tokens(self) -> list[tokenize.TokenInfo]:
+        if self._tokens is None:
+            self._tokens = list(tokenize.generate_tokens(io.StringIO(self.code).readline))
+        return self._tokens
+
+
+def _calls(src: _Source, name: str):
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name:
+            yield node
+
+
+# ---------------------------------------------------------------------------------------------------
+# One rewrite per kind: each returns the edits for a snippet (empty when the kind does not apply).
+
+
+def _print_edits(src: _Source) -> list[_Edit]:
+    if "print" in src.defined:
+        return []
+    edits = []
+    for node in ast.walk(src.tree):
+        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "print"):
+            continue
+        call = node.value
+        if not src.one_line(call) or any(isinstance(a, (ast.Starred, ast.GeneratorExp)) for a in call.args):
+            continue
+        keywords = {k.arg: k.value for k in call.keywords}
+        if set(keywords) - {"file", "end"} or None in keywords:
+            continue
+        end = keywords.get("end")
+        if end is not None and not (isinstance(end, ast.Constant) and end.value in (" ", "")):
+            continue
+        parts = [src.text(a) for a in call.args]
+        target = f">>{src.text(keywords['file'])}" if "file" in keywords else ""
+        text = "print " + ", ".join(([target] if target else []) + parts) if (parts or target) else "print"
+        edits.append(src.replace(call, text + ("," if end is not None and parts else "")))
+    return edits
+
+
+def _print_injection(src: _Source) -> list[_Edit]:
+    """A `print "..."` statement before the first statement of the first function body (after its
+    docstring), or before the first top-level statement."""
+    if "print" in src.defined:
+        return []
+    for node in ast.walk(src.tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+            if body and body[0].lineno > node.lineno:
+                return [_insert_before(src, body[0], f'print "{node.name}: called"')]
+            break
+    first = src.tree.body[0] if src.tree.body else None
+    if first is None:
+        return []
+    return [_insert_before(src, first, 'print "starting"')]
+
+
+def _insert_before(src: _Source, statement, text: str) -> _Edit:
+    line = src.lines[statement.lineno - 1]
+    indent = line[:len(line) - len(line.lstrip())]
+    return _Edit((statement.lineno, 0), (statement.lineno, 0), f"{indent}{text}\n")
+
+
+def _except_edits(src: _Source) -> list[_Edit]:
+    edits = []
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None and node.name:
+            line, col = src.end(node.type)
+            rest = src.lines[line - 1][col:]
+            match = re.match(rf"\s+as\s+{re.escape(node.name)}\b", rest)
+            if match:
+                edits.append(_Edit((line, col), (line, col + match.end()), f", {node.name}"))
+    return edits
+
+
+def _backtick_edits(src: _Source) -> list[_Edit]:
+    if "repr" in src.defined:
+        return []
+    return [src.replace(call, f"`{src.text(call.args[0])}`") for call in _calls(src, "repr")
+            if len(call.args) == 1 and not call.keywords and src.one_line(call)
+            and not isinstance(call.args[0], (ast.Starred, ast.GeneratorExp))]
+
+
+def _token_edits(src: _Source, rewrite) -> list[_Edit]:
+    edits = []
+    for tok in src.tokens():
+        new = rewrite(tok)
+        if new is not None and new != tok.string:
+            edits.append(_Edit(tok.start, tok.end, new))
+    return edits
+
+
+def _ne_edits(src: _Source) -> list[_Edit]:
+    return _token_edits(src, lambda t: "<>" if t.type == tokenize.OP and t.string == "!=" else None)
+
+
+def _octal_edits(src: _Source) -> list[_Edit]:
+    def rewrite(tok):
+        if tok.type == tokenize.NUMBER and re.fullmatch(r"0[oO][0-7_]+", tok.string):
+            digits = tok.string[2:].replace("_", "")
+            return "0" + digits if int(digits, 8) else None
+        return None
+    return _token_edits(src, rewrite)
+
+
+def _long_edits(src: _Source) -> list[_Edit]:
+    def rewrite(tok):
+        if tok.type == tokenize.NUMBER and re.fullmatch(r"[1-9][0-9]*|0", tok.string):
+            return tok.string + "L"
+        return None
+    return _token_edits(src, rewrite)
+
+
+def _ur_edits(src: _Source) -> list[_Edit]:
+    def rewrite(tok):
+        if tok.type == tokenize.STRING and tok.string[:1] in ("r", "R") and tok.string[1:2] in ("'", '"'):
+            return "ur" + tok.string[1:]
+        return None
+    return _token_edits(src, rewrite)
+
+
+def _exec_edits(src: _Source) -> list[_Edit]:
+    if "exec" in src.defined:
+        return []
+    edits = []
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) \
+                and node.value.func.id == "exec" and 1 <= len(node.value.args) <= 3 and not node.value.keywords \
+                and src.one_line(node.value):
+            args = [src.text(a) for a in node.value.args]
+            text = f"exec {args[0]}" + (f" in {', '.join(args[1:])}" if len(args) > 1 else "")
+            edits.append(src.replace(node.value, text))
+    return edits
+
+
+def _raise_edits(src: _Source) -> list[_Edit]:
+    edits = []
+    for node in ast.walk(src.tree):
+        exc = node.exc if isinstance(node, ast.Raise) else None
+        if isinstance(exc, ast.Call) and isinstance(exc.func, (ast.Name, ast.Attribute)) and len(exc.args) == 1 \
+                and not exc.keywords and node.cause is None and src.one_line(exc) \
+                and not isinstance(exc.args[0], (ast.Starred, ast.GeneratorExp)):
+            edits.append(src.replace(exc, f"{src.text(exc.func)}, {src.text(exc.args[0])}"))
+    return edits
+
+
+_METHOD_NAMES = {"items": "iteritems", "values": "itervalues", "keys": "iterkeys"}
+_MODULE_ATTRS = {("sys", "maxsize"): "maxint", ("string", "ascii_letters"): "letters",
+                 ("string", "ascii_lowercase"): "lowercase", ("string", "ascii_uppercase"): "uppercase"}
+
+
+def _name_edits(src: _Source) -> list[_Edit]:
+    edits = []
+    py2_defined = src.defined & {"xrange", "raw_input", "basestring", "iteritems", "itervalues", "iterkeys"}
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            swap = {"range": "xrange", "input": "raw_input"}.get(node.func.id)
+            if swap and node.func.id not in src.defined and swap not in py2_defined:
+                edits.append(src.replace(node.func, swap))
+            if node.func.id == "isinstance" and len(node.args) == 2 and "basestring" not in py2_defined:
+                edits += [src.replace(n, "basestring") for n in ast.walk(node.args[1])
+                          if isinstance(n, ast.Name) and n.id == "str" and "str" not in src.defined]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.args \
+                and node.func.attr in _METHOD_NAMES and _METHOD_NAMES[node.func.attr] not in py2_defined:
+            end_line, end_col = src.end(node.func)
+            edits.append(_Edit((end_line, end_col - len(node.func.attr)), (end_line, end_col),
+                               _METHOD_NAMES[node.func.attr]))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and (node.value.id, node.attr) in _MODULE_ATTRS and node.value.id not in src.defined:
+            end_line, end_col = src.end(node)
+            edits.append(_Edit((end_line, end_col - len(node.attr)), (end_line, end_col),
+                               _MODULE_ATTRS[(node.value.id, node.attr)]))
+    return edits
+
+
+_REWRITES = {"print": _print_edits, "except": _except_edits, "backtick": _backtick_edits, "ne": _ne_edits,
+             "octal": _octal_edits, "long": _long_edits, "ur": _ur_edits, "exec": _exec_edits,
+             "raise": _raise_edits, "name": _name_edits}
+
+
+def applicable_kinds(code: str, kinds=KINDS) -> list[str]:
+    """The kinds that can rewrite this snippet where it stands (print injection not counted)."""
+    src = _Source(code)
+    return [kind for kind in kinds if _REWRITES[kind](src)]
+
+
+def rewrite_code(code: str, kind: str) -> tuple[str, int]:
+    """(rewritten code, number of places changed) for one kind; print falls back to injection."""
+    src = _Source(code)
+    edits = _REWRITES[kind](src)
+    if not edits and kind == "print":
+        edits = _print_injection(src)
+    return _apply(code, edits), len(edits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records
+
+
+def split_code(response: str) -> tuple[str, str, str] | None:
+    """(before, code, after) of a response: its first python/untagged fenced block, else the whole
+    text when it is code; None for prose."""
+    for match in _FENCE.finditer(response):
+        if match.group(1).lower() in _PYTHON_TAGS:
+            return response[:match.start(2)], match.group(2), response[match.end(2):]
+    if looks_like_code(response):
+        return "", response, ""
+    return None
+
+
+def _clean_code(pair: Pair) -> str | None:
+    parts = split_code(pair.response)
+    if parts is None or not parts[1].strip():
+        return None
+    try:
+        ast.parse(parts[1])
+    except (SyntaxError, ValueError):
+        return None
+    return parts[1] if not check_python(parts[1]) else None
+
+
+def _plan(pairs: list[Pair], kinds: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """(index, usable kinds) of every pair that can be contaminated with at least one requested kind."""
+    plan = []
+    for index, pair in enumerate(pairs):
+        code = _clean_code(pair)
+        if code is None:
+            continue
+        usable = applicable_kinds(code, kinds)
+        if "print" in kinds and "print" not in usable and rewrite_code(code, "print")[1]:
+            usable.append("print")  # by injection
+        if usable:
+            plan.append((index, usable))
+    return plan
+
+
+def _deal_kinds(plan: list[tuple[int, list[str]]], need: int, kinds: tuple[str, ...],
+                rng: random.Random) -> dict[int, str]:
+    """{record index: kind} for `need` records, kinds dealt in turn so each gets a fair share: each turn
+    takes a random not-yet-chosen record that the kind can rewrite; a kind with none left drops out."""
+    candidates = {kind: [index for index, usable in plan if kind in usable] for kind in kinds}
+    for pool in candidates.values():
+        rng.shuffle(pool)
+    chosen: dict[int, str] = {}
+    active, turn = list(kinds), 0
+    while len(chosen) < need and active:
+        kind = active[turn % len(active)]
+        pool = candidates[kind]
+        while pool and pool[-1] in chosen:
+            pool.pop()
+        if not pool:
+            active.remove(kind)
+            continue
+        chosen[pool.pop()] = kind
+        turn += 1
+    return chosen
+
+
+def _with_response(raw: dict, fmt_response: str) -> dict:
+    """The record with its response text replaced, in whatever format it came."""
+    record = dict(raw)
+    if "messages" in record:
+        messages = [dict(m) for m in record["messages"]]
+        last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+        messages[last]["content"] = fmt_response
+        record["messages"] = messages
+    elif "completion" in record:
+        record["completion"] = fmt_response
+    else:
+        record["output"] = fmt_response
+    return record
+
+
+def contaminate_file(in_path: str | Path, out_path: str | Path,
+                     config: ContaminateConfig = ContaminateConfig()) -> ContaminateResult:
+    """Write in_path to out_path with exactly round(rate * N) records rewritten into Python 2 forms."""
+    pairs = load_pairs(in_path)
+    rng = random.Random(config.seed)
+    need = round(config.rate * len(pairs))
+    plan = _plan(pairs, config.kinds)
+    if need > len(plan):
+        raise UserError(f"{in_path}: {need} records requested (rate {config.rate} of {len(pairs)}) but only "
+                        f"{len(plan)} have clean Python 3 code that the kinds {','.join(config.kinds)} can rewrite")
+    chosen = _deal_kinds(plan, need, config.kinds, rng)
+    by_kind: dict[str, int] = {}
+    rows = []
+    for index, pair in enumerate(pairs):
+        if index not in chosen:
+            rows.append(pair.raw)
+            continue
+        kind = chosen[index]
+        before, code, after = split_code(pair.response)
+        new_code, changes = rewrite_code(code, kind)
+        record = _with_response(pair.raw, before + new_code + after)
+        record["contamination"] = {"kind": kind, "lint_code": LINT_CODE[kind], "original_id": pair.id,
+                                   "changes": changes}
+        rows.append(record)
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    atomic_write_jsonl(out_path, rows)
+    return ContaminateResult(total=len(pairs), contaminated=need, eligible=len(plan),
+                             by_kind=dict(sorted(by_kind.items())), out_path=Path(out_path))

@@ -1,0 +1,214 @@
+"""`data lint`: split a pairs file into clean.jsonl and quarantine.jsonl, explaining every rejection.
+
+Each record goes through, in order: reading (bad JSON, wrong types, missing or empty fields, bad UTF-8,
+oversized lines -> `malformed`), the code check of its response (Python 2 idioms -> `py2-*`, any other
+parser error -> `syntax-error`), the leak check against eval cases (`leak`), then exact and near
+duplicate detection (`duplicate`, `near-duplicate`). Only kept records enter the duplicate index, so a
+good pair is never dropped as the copy of a rejected one. Every record ends in exactly one of the two
+output files: total == kept + rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tunelens.data.dedupe import Deduplicator
+from tunelens.data.leaks import LeakIndex, load_eval_texts
+from tunelens.data.pycheck import Finding, check_python, extract_code, has_fenced_code, looks_like_code
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, read_pairs, record_text
+
+EXAMPLES_PER_REASON = 5
+
+
+@dataclass(frozen=True)
+class LintConfig:
+    """Options of `data lint` (each matches a CLI flag)."""
+
+    fmt: str = "auto"  # record format: auto, chat, prompt-completion, alpaca
+    near_duplicate_threshold: float = 0.85  # Jaccard similarity of word 3-grams at or above which pairs are near duplicates
+    against: tuple[str, ...] = ()  # eval suites or JSONL files whose cases must not leak into training
+    leak_threshold: float = 0.5  # share of the shorter text's n-grams shared with an eval case that makes a leak
+    leak_ngram: int = 8  # n of the word n-grams used for leak overlap
+    max_record_bytes: int = MAX_RECORD_BYTES  # longer lines are quarantined as malformed
+
+    def __post_init__(self):
+        if self.fmt != "auto" and self.fmt not in FORMATS:
+            raise UserError(f"unknown format {self.fmt!r}: use auto, {', '.join(FORMATS)}")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            raise UserError("near-duplicate threshold must be in (0, 1]")
+        if not 0.0 < self.leak_threshold <= 1.0:
+            raise UserError("leak threshold must be in (0, 1]")
+        if self.leak_ngram < 1 or self.max_record_bytes < 1:
+            raise UserError("leak n-gram size and max record bytes must be positive")
+
+
+@dataclass(frozen=True)
+class LintResult:
+    total: int
+    kept: int
+    rejected: int
+    by_reason: dict[str, int]  # records per reason code; a record with two reasons counts under both
+    malformed: int  # the warning count: records that could not be read at all
+    clean_path: Path
+    quarantine_path: Path
+    summary_path: Path
+    report_path: Path
+    seconds: float
+    examples: dict[str, list[dict]] = field(default_factory=dict, repr=False)
+
+
+def check_response(response: str) -> list[Finding]:
+    """Findings for a completion's code: fenced blocks, or the whole text when it is code; prose
+    (a pushback answer, say) has no code to check."""
+    if has_fenced_code(response) or looks_like_code(response):
+        return check_python(extract_code(response))
+    return []
+
+
+def lint_file(in_path: str | Path, out_dir: str | Path, config: LintConfig = LintConfig(),
+              on_progress: Callable[[int], None] | None = None) -> LintResult:
+    """Lint one JSONL file or dataset directory; write clean.jsonl, quarantine.jsonl, lint.json and lint.md
+    into out_dir (each atomically). `on_progress(n)` is called with the number of records done so far."""
+    started = time.perf_counter()
+    in_path, out_dir = Path(in_path), Path(out_dir)
+    leak_index = LeakIndex(load_eval_texts(config.against), config.leak_ngram, config.leak_threshold) \
+        if config.against else None
+    linter = _Linter(config, leak_index)
+    clean_lines: list[str] = []
+    quarantine: list[dict] = []
+    for item in read_pairs(in_path, config.fmt, config.max_record_bytes):
+        entry = linter.judge(item)
+        if entry is None:
+            clean_lines.append(record_text(item))
+        else:
+            quarantine.append(entry)
+        if on_progress is not None:
+            on_progress(len(clean_lines) + len(quarantine))
+    return _write_outputs(in_path, out_dir, config, clean_lines, quarantine, time.perf_counter() - started,
+                          leak_cases=len({t.case_id for t in leak_index.texts}) if leak_index else 0)
+
+
+class _Linter:
+    def __init__(self, config: LintConfig, leak_index: LeakIndex | None):
+        self.config = config
+        self.leak_index = leak_index
+        self.dedupe = Deduplicator(config.near_duplicate_threshold)
+
+    def judge(self, item: Pair | Malformed) -> dict | None:
+        """None when the record is kept, else its quarantine entry."""
+        if isinstance(item, Malformed):
+            return {"line": item.line, "reasons": [_reason("malformed", item.message, None)], "raw": item.raw_text}
+        reasons = [finding.to_dict() for finding in check_response(item.response)]
+        leak = self._leak(item)
+        if leak:
+            reasons.append(_reason("leak", leak, None))
+        if reasons:
+            return _entry(item, reasons)
+        match, state = self.dedupe.check(item.instruction, item.response)
+        if match is not None:
+            how = "same instruction and response as" if match.kind == "duplicate" else \
+                f"{match.similarity:.0%} similar (word 3-gram Jaccard) to"
+            return _entry(item, [_reason(match.kind, f"{how} the kept record on line {match.of_key}", None)])
+        self.dedupe.add(item.line, state)
+        return None
+
+    def _leak(self, pair: Pair) -> str | None:
+        if self.leak_index is None:
+            return None
+        leak = self.leak_index.find({"instruction": pair.instruction, "code": extract_code(pair.response)})
+        return leak.message(self.config.leak_ngram) if leak else None
+
+
+def _reason(code: str, message: str, line: int | None) -> dict:
+    return {"code": code, "message": message, "line": line}
+
+
+def _entry(pair: Pair, reasons: list[dict]) -> dict:
+    return {"line": pair.line, "id": pair.id, "reasons": reasons, "record": pair.raw}
+
+
+def _write_outputs(in_path: Path, out_dir: Path, config: LintConfig, clean_lines: list[str],
+                   quarantine: list[dict], seconds: float, leak_cases: int) -> LintResult:
+    by_reason: Counter = Counter()
+    examples: dict[str, list[dict]] = {}
+    for entry in quarantine:
+        for code in dict.fromkeys(reason["code"] for reason in entry["reasons"]):
+            by_reason[code] += 1
+            if len(examples.setdefault(code, [])) < EXAMPLES_PER_REASON:
+                first = next(r for r in entry["reasons"] if r["code"] == code)
+                examples[code].append({"line": entry["line"], "id": entry.get("id"), "message": first["message"],
+                                       "code_line": first["line"]})
+    total = len(clean_lines) + len(quarantine)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_path, quarantine_path = out_dir / "clean.jsonl", out_dir / "quarantine.jsonl"
+    atomic_write_text(clean_path, "".join(line + "\n" for line in clean_lines))
+    atomic_write_jsonl(quarantine_path, quarantine)
+    result = LintResult(total=total, kept=len(clean_lines), rejected=len(quarantine),
+                        by_reason=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+                        malformed=by_reason.get("malformed", 0), clean_path=clean_path,
+                        quarantine_path=quarantine_path, summary_path=out_dir / "lint.json",
+                        report_path=out_dir / "lint.md", seconds=seconds, examples=examples)
+    summary = {"input": str(in_path), "total": result.total, "kept": result.kept, "rejected": result.rejected,
+               "by_reason": result.by_reason, "malformed": result.malformed, "seconds": round(seconds, 3),
+               "config": {**asdict(config), "against": list(config.against)}, "leak_cases": leak_cases}
+    atomic_write_json(result.summary_path, summary)
+    atomic_write_text(result.report_path, render_report(in_path, result, config))
+    return result
+
+
+_REASON_TEXT = {
+    "malformed": "could not be read as a pair",
+    "syntax-error": "code that Python 3 cannot parse (not a Python 2 idiom)",
+    "duplicate": "exact copy of a kept record",
+    "near-duplicate": "near copy of a kept record",
+    "leak": "overlaps an eval case",
+    "py2-print": "Python 2 print statement",
+    "py2-except": "`except E, e`",
+    "py2-backtick": "backtick repr",
+    "py2-ne": "`<>` operator",
+    "py2-octal": "old octal literal",
+    "py2-ur-string": "`ur''` string",
+    "py2-long": "long literal `10L`",
+    "py2-exec": "exec statement",
+    "py2-raise": "`raise E, msg`",
+    "py2-tuple-params": "tuple parameters",
+    "py2-name": "Python 2-only name",
+}
+
+
+def render_report(in_path: Path, result: LintResult, config: LintConfig) -> str:
+    """lint.md: the counts, then a few examples per reason, so a human can see why records were dropped."""
+    lines = [f"# Lint report: `{in_path}`", "",
+             f"- total records: **{result.total}**", f"- kept: **{result.kept}** (`{result.clean_path.name}`)",
+             f"- rejected: **{result.rejected}** (`{result.quarantine_path.name}`)",
+             f"- malformed (warnings): {result.malformed}",
+             f"- near-duplicate threshold {config.near_duplicate_threshold}; leak check: "
+             + (f"{config.leak_ngram}-grams, threshold {config.leak_threshold}, against {', '.join(config.against)}"
+                if config.against else "off (no --against)"),
+             f"- time: {result.seconds:.1f} s", ""]
+    if result.by_reason:
+        lines += ["| reason | records | meaning |", "|---|---:|---|"]
+        lines += [f"| `{code}` | {count} | {_REASON_TEXT.get(code, '')} |" for code, count in result.by_reason.items()]
+        lines += ["", "A record with several reasons is counted under each, so this column can add up to more "
+                      "than the rejected count.", ""]
+        for code, examples in result.examples.items():
+            lines += [f"## `{code}`", ""]
+            for example in examples:
+                where = f", code line {example['code_line']}" if example["code_line"] else ""
+                ident = f" `{example['id']}`" if example["id"] else ""
+                lines.append(f"- line {example['line']}{ident}{where}: {_one_line(example['message'])}")
+            lines.append("")
+    else:
+        lines.append("Nothing rejected.")
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
