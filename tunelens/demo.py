@@ -153,7 +153,8 @@ def _prepare_data(config: DemoConfig, out: Path, report: Progress) -> dict:
     from tunelens.records import load_pairs
 
     data_dir = out / "data"
-    mined = mine_pairs(None, MineConfig(seed=config.seed),
+    # Methods too: the standard library has only a few hundred self-contained documented functions.
+    mined = mine_pairs(None, MineConfig(seed=config.seed, include_methods=True),
                        on_progress=lambda done, total: report("data: mining the standard library", done, total))
     tokenizer = load_tokenizer(config.model)
 
@@ -467,6 +468,7 @@ def _plots(summary: dict, out: Path) -> dict[str, bytes]:
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 100)
+        ax.tick_params(axis="x", labelsize=8, labelrotation=12)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
