@@ -12,6 +12,7 @@ from tunelens.commands.common import console, err_console, example, user_errors
 data_app = typer.Typer(
     help="Training data: lint pairs with Python's own parser, mine pairs from real code, "
          "and build controlled experiments (Python 2 contamination, pushback pairs).",
+    epilog=example("tunelens data lint pairs.jsonl --out runs/exp/lint"),
     no_args_is_help=True,
 )
 

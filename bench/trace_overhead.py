@@ -1,0 +1,172 @@
+"""What recording costs: `tunelens trace` against plain `model.generate` on the same prompt and model.
+
+Prints, from one run: greedy tokens/s of plain generate and of trace_generate (best and median of
+--repeats alternating runs, same tokens), their ratio (target: trace at most 5% slower), and the memory each
+way of keeping per-step distributions holds: generate(output_scores=True) keeps steps x vocabulary
+floats, the trace steps x K. Peak memory is measured around each call: CUDA's allocator peak on a GPU,
+else the process's resident set sampled every 2 ms.
+
+    python bench/trace_overhead.py                      # the embedded gemma3-270m
+    python bench/trace_overhead.py --model tiny         # a tiny random Gemma 3 (seconds; for CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+
+PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring and a doctest."
+
+
+class PeakRSS:
+    """Highest resident set size (bytes) seen while the block runs, above the size when it started."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self.start = interval, 0, 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self._page
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def peak_memory(fn, device):
+    """(result, peak bytes above the start) of calling fn."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn()
+        torch.cuda.synchronize()
+        return result, torch.cuda.max_memory_allocated() - start
+    with PeakRSS() as watch:
+        result = fn()
+    return result, watch.growth
+
+
+def load(spec: str):
+    if spec == "tiny":
+        from tunelens.testing import tiny_model
+
+        return tiny_model("gemma3", layers=4, hidden=128)
+    from tunelens.models import load_model
+
+    return load_model(spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="gemma3-270m", help="embedded name, model directory, or `tiny`")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (alternating)")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 gives steadier figures on a busy machine)")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from tunelens.generation import SamplingConfig
+    from tunelens.prompts import encode_prompt, stop_token_ids
+    from tunelens.trace import TraceConfig, trace_generate
+
+    torch.set_grad_enabled(False)
+    started = time.perf_counter()
+    model, tokenizer = load(args.model)
+    device = next(model.parameters()).device
+    print(f"model {args.model} on {device}, {torch.get_num_threads()} threads (loaded in {time.perf_counter() - started:.1f} s), "
+          f"vocabulary {model.get_output_embeddings().weight.shape[0]}, {args.tokens} new tokens, top-k {args.top_k}")
+    ids = torch.tensor([encode_prompt(tokenizer, args.prompt)], device=device)
+    generate_kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.tokens,
+                           eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                           **SamplingConfig(temperature=0.0).generate_kwargs())
+    config = TraceConfig(max_new_tokens=args.tokens, top_k=args.top_k)
+
+    def plain():
+        return model.generate(**generate_kwargs)[0, ids.shape[1]:].tolist()
+
+    def traced():
+        return [step.token_id for step in trace_generate(model, tokenizer, args.prompt, config).steps]
+
+    def timed(fn):
+        """(tokens, wall seconds, CPU seconds of this process): on a shared CPU the CPU time is the steadier."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        tokens = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return tokens, time.perf_counter() - start, time.process_time() - cpu_start
+
+    plain(), traced()  # warm-up: kernels, caches, lazy imports
+    rates = {"generate": [], "trace": []}
+    cpu_rates = {"generate": [], "trace": []}
+    for _ in range(args.repeats):
+        for name, fn in (("generate", plain), ("trace", traced)):
+            tokens, seconds, cpu_seconds = timed(fn)
+            rates[name].append(len(tokens) / seconds)
+            cpu_rates[name].append(len(tokens) / cpu_seconds)
+            if name == "generate":
+                reference_tokens = tokens
+            elif tokens != reference_tokens:
+                raise SystemExit("trace and generate produced different greedy tokens: not a fair comparison")
+    steps = len(reference_tokens)
+    print(f"tokens generated per run: {steps}")
+    for name in ("generate", "trace"):
+        label = "plain model.generate" if name == "generate" else "tunelens trace      "
+        print(f"{label} : best {max(rates[name]):8.2f} tokens/s, median {statistics.median(rates[name]):8.2f}"
+              f"  (runs: {', '.join(f'{r:.2f}' for r in rates[name])})")
+    # Best-of is the figure least disturbed by other processes on a shared machine (as timeit reports).
+    best = max(rates["generate"]) / max(rates["trace"])
+    median = statistics.median(rates["generate"]) / statistics.median(rates["trace"])
+    cpu = statistics.median(cpu_rates["generate"]) / statistics.median(cpu_rates["trace"])
+    print(f"trace time / generate time: wall best-of {best:.3f} ({100 * (best - 1):+.1f}%), "
+          f"wall median {median:.3f} ({100 * (median - 1):+.1f}%), "
+          f"CPU-time median {cpu:.3f} ({100 * (cpu - 1):+.1f}%); target <= +5%")
+
+    scores_out, scores_peak = peak_memory(
+        lambda: model.generate(**generate_kwargs, output_scores=True, return_dict_in_generate=True), device)
+    trace_out, trace_peak = peak_memory(lambda: trace_generate(model, tokenizer, args.prompt, config), device)
+    scores_bytes = sum(s.numel() * s.element_size() for s in scores_out.scores)
+    # What the trace loop holds per step: K probabilities and K ids, plus entropy, chosen probability, rank.
+    trace_bytes = len(trace_out.steps) * (max(args.top_k, 2) * (4 + 8) + 3 * 4)
+    trace_json = len(__import__("json").dumps(trace_out.to_json()).encode())
+    print(f"peak memory growth   : generate(output_scores=True) {scores_peak / 2**20:8.2f} MiB, "
+          f"trace {trace_peak / 2**20:8.2f} MiB  (ratio {scores_peak / max(trace_peak, 1):.1f}x)")
+    print(f"per-step data held   : scores {scores_bytes / 2**20:.2f} MiB ({len(scores_out.scores)} steps x vocabulary), "
+          f"trace {trace_bytes / 2**10:.1f} KiB ({len(trace_out.steps)} steps x K={args.top_k}); "
+          f"ratio {scores_bytes / trace_bytes:.0f}x; trace.json {trace_json / 2**10:.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()
