@@ -147,18 +147,9 @@ def test_generated_continuation_is_greedy_under_the_first_condition(tiny_gemma):
 
 
 def _perturbed_lora():
-    from peft import LoraConfig, get_peft_model
+    from tunelens.testing import tiny_lora_model
 
-    from tunelens.testing import tiny_model
-
-    model, tokenizer = tiny_model("gemma3", seed=5)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["v_proj"]))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator))
-    return peft_model.eval(), tokenizer
+    return tiny_lora_model("gemma3", seed=5, targets=("v_proj",), scale=1.0, noise_seed=1)
 
 
 def test_adapter_and_base_are_both_conditions():

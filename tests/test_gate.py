@@ -41,22 +41,10 @@ OUT_OF_DOMAIN = [
 
 def tiny_adapter_model(seed=0, perturb=True):
     """A tiny Gemma 3 wrapped in a LoRA adapter; nonzero B so adapter and base differ."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from tunelens.testing import tiny_lora_model
 
-    from tunelens.testing import tiny_model
-
-    model, tokenizer = tiny_model("gemma3", seed=seed)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                  target_modules=["q_proj", "v_proj", "o_proj"]))
-    if perturb:
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    peft_model.eval()
-    return peft_model, tokenizer
+    return tiny_lora_model("gemma3", seed=seed, targets=("q_proj", "v_proj", "o_proj"), perturb=perturb,
+                           noise_seed=seed)
 
 
 @pytest.fixture

@@ -179,21 +179,9 @@ def test_bad_config_is_a_user_error():
 
 
 def _lora(perturb: bool):
-    from peft import LoraConfig, get_peft_model
+    from tunelens.testing import tiny_lora_model
 
-    from tunelens.testing import tiny_model
-
-    model, tokenizer = tiny_model("gemma3", seed=3)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                  target_modules=["q_proj", "v_proj"]))
-    if perturb:
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    peft_model.eval()
-    return peft_model, tokenizer
+    return tiny_lora_model("gemma3", seed=3, perturb=perturb)
 
 
 def test_canary_fires_on_a_fresh_zero_initialised_lora():

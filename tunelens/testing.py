@@ -77,3 +77,25 @@ def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int
     model.eval()
     model.config.tunelens_spec = f"tiny-{arch}-seed{seed}"
     return model, tokenizer
+
+
+def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...] = ("q_proj", "v_proj"),
+                    perturb: bool = True, scale: float = 0.5, noise_seed: int = 0):
+    """(PEFT model, tokenizer): a tiny model under a rank-4 LoRA adapter, in eval mode.
+
+    PEFT initialises B to zero, so a fresh adapter changes nothing (the trap the adapter canary
+    catches); `perturb` fills B with seeded noise times `scale` so adapter and base really differ.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny_model(arch, seed=seed)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets)))
+    if perturb:
+        generator = torch.Generator().manual_seed(noise_seed)
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    peft_model.eval()
+    return peft_model, tokenizer
