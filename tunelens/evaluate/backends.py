@@ -1,0 +1,129 @@
+"""Where eval answers come from: the model in this process, or any OpenAI-compatible server.
+
+A backend answers a list of instructions for one role, `base` or `tuned`, under one decoding. The
+in-process backend runs the tuned model as a PEFT model and the base model as the same weights with
+the adapter switched off (so both share one copy in memory). The OpenAI backend sends each
+instruction to a server (vLLM, llama.cpp's server, `tunelens serve`) under the base model's name or,
+for the tuned role, the adapter's served name (vLLM's `--lora-modules NAME=PATH` convention).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Protocol
+
+from tunelens.errors import UserError
+from tunelens.generation import SamplingConfig
+
+BASE, TUNED = "base", "tuned"
+
+
+class Backend(Protocol):
+    roles: tuple[str, ...]  # ("base",) or ("base", "tuned")
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
+        """One answer per instruction, in order."""
+
+    def describe(self) -> dict:
+        """What answered, for summary.json."""
+
+
+class TransformersBackend:
+    """Batched in-process generation with `tunelens.generation.generate_batch`."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.roles = (BASE, TUNED) if _has_adapter(model) else (BASE,)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
+        from tunelens.generation import generate_batch
+        from tunelens.models import adapter_disabled
+
+        if role == TUNED:
+            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
+        with adapter_disabled(self.model):
+            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
+
+    def describe(self) -> dict:
+        spec = getattr(getattr(self.model, "config", None), "tunelens_spec", None)
+        return {"backend": "transformers", "model": spec, "roles": list(self.roles)}
+
+
+def _has_adapter(model) -> bool:
+    return bool(getattr(model, "peft_config", None)) and hasattr(model, "disable_adapter")
+
+
+def normalise_base_url(url: str) -> str:
+    """`http://host:8000`, `http://host:8000/` and `http://host:8000/v1` all mean the same server."""
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--base-url {url!r} must start with http:// or https://")
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAIBackend:
+    """`/v1/chat/completions` (the server applies its chat template) or `/v1/completions` (the prompt is
+    rendered here with `tunelens.prompts.render_prompt` when a tokenizer is given, else sent as is).
+
+    Requests of one batch go out `concurrency` at a time; a server batches them itself (vLLM does).
+    Sampled requests carry a per-prompt seed, so servers that honour `seed` answer reproducibly.
+    """
+
+    def __init__(self, base_url: str, base_model: str, tuned_model: str | None = None, api: str = "chat",
+                 tokenizer=None, concurrency: int = 8, timeout_s: float = 300.0, api_key: str | None = None):
+        import httpx
+
+        if api not in ("chat", "completions"):
+            raise UserError(f"--api {api!r}: use chat or completions")
+        self.base_url = normalise_base_url(base_url)
+        self.names = {BASE: base_model} | ({TUNED: tuned_model} if tuned_model else {})
+        self.roles = tuple(self.names)
+        self.api, self.tokenizer, self.concurrency = api, tokenizer, max(1, concurrency)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
+        seeds = [None if sampling.seed is None else sampling.seed + i for i in range(len(prompts))]
+        jobs = [(prompt, replace(sampling, seed=seed), role) for prompt, seed in zip(prompts, seeds)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda job: self._one(*job), jobs))
+
+    def _body(self, prompt: str, sampling: SamplingConfig, role: str) -> tuple[str, dict]:
+        sampled = sampling.temperature > 0
+        body = {"model": self.names[role], "max_tokens": sampling.max_new_tokens,
+                "temperature": sampling.temperature if sampled else 0.0, "top_p": sampling.top_p if sampled else 1.0}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if self.api == "chat":
+            return "/chat/completions", body | {"messages": [{"role": "user", "content": prompt}]}
+        if self.tokenizer is None:
+            return "/completions", body | {"prompt": prompt}
+        from tunelens.prompts import prompt_style, render_prompt
+
+        stops = [s for s in prompt_style(self.tokenizer).stop_strings if s]
+        return "/completions", body | {"prompt": render_prompt(self.tokenizer, prompt), "stop": stops or None}
+
+    def _one(self, prompt: str, sampling: SamplingConfig, role: str) -> str:
+        import httpx
+
+        path, body = self._body(prompt, sampling, role)
+        try:
+            response = self.client.post(path, json=body)
+        except httpx.HTTPError as err:
+            raise UserError(f"cannot reach {self.base_url}{path}: {err}") from None
+        if response.status_code != 200:
+            raise UserError(f"{self.base_url}{path} answered HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            choice = response.json()["choices"][0]
+            text = choice["message"]["content"] if self.api == "chat" else choice["text"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UserError(f"{self.base_url}{path} answered without choices[0] text: {response.text[:200]}") from None
+        return text or ""
+
+    def describe(self) -> dict:
+        return {"backend": "openai", "base_url": self.base_url, "api": self.api, "models": self.names,
+                "roles": list(self.roles)}
+
+    def close(self) -> None:
+        self.client.close()
