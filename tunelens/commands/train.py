@@ -1,7 +1,197 @@
-"""Commands of this stage (registered by tunelens.cli)."""
+"""`tunelens train` and `tunelens data show-mask` (registered by tunelens.cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from tunelens.commands.common import console, example, user_errors
+from tunelens.config import field_help
+
+
+def _help(name: str) -> str:
+    from tunelens.train import TrainConfig
+
+    return field_help(TrainConfig, name)
+
 
 def register(app: typer.Typer) -> None:
-    """No commands yet."""
+    app.command("train", epilog=example(
+        "tunelens train --model gemma3-270m --data runs/demo/clean.jsonl --out runs/demo/adapter",
+        "accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m tunelens train "
+        "--data clean.jsonl --out runs/x/adapter --config train.yaml --resume"))(train_command)
+    _register_show_mask()
+
+
+def _register_show_mask() -> None:
+    # `data` is the data engineer's command group; show-mask belongs with it but uses the training
+    # tokenisation, so it is defined here and added to that group.
+    from tunelens.commands.data import data_app
+
+    data_app.command("show-mask", epilog=example(
+        "tunelens data show-mask runs/demo/clean.jsonl --model gemma3-270m --n 3"))(show_mask_command)
+
+
+@user_errors
+def train_command(
+    data: Path = typer.Option(..., "--data", help="Training pairs (JSONL or a saved dataset directory).",
+                              show_default=False),
+    out: Path = typer.Option(..., "--out", help="Adapter directory to write (PEFT format + tunelens.json).",
+                             show_default=False),
+    model: str = typer.Option("gemma3-270m", "--model", help="Base model: embedded name, directory or .gguf."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options; "
+                                               "flags given here override it.", show_default=False),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in <out>-checkpoints/."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", "--learning-rate", help=_help("learning_rate"),
+                                                  show_default=False),
+    epochs: Optional[int] = typer.Option(None, help=_help("epochs"), show_default=False),
+    max_steps: Optional[int] = typer.Option(None, help=_help("max_steps"), show_default=False),
+    batch_size: Optional[int] = typer.Option(None, help=_help("batch_size"), show_default=False),
+    grad_accum: Optional[int] = typer.Option(None, help=_help("grad_accum"), show_default=False),
+    max_length: Optional[int] = typer.Option(None, help=_help("max_length"), show_default=False),
+    eval_split: Optional[float] = typer.Option(None, help=_help("eval_split"), show_default=False),
+    eval_every: Optional[int] = typer.Option(None, help=_help("eval_every"), show_default=False),
+    checkpoint_every: Optional[int] = typer.Option(None, help=_help("checkpoint_every"), show_default=False),
+    seed: Optional[int] = typer.Option(None, help=_help("seed"), show_default=False),
+    lora_r: Optional[int] = typer.Option(None, help=_help("lora_r"), show_default=False),
+    lora_alpha: Optional[float] = typer.Option(None, help=_help("lora_alpha"), show_default=False),
+    lora_dropout: Optional[float] = typer.Option(None, help=_help("lora_dropout"), show_default=False),
+    target_modules: Optional[str] = typer.Option(None, help=_help("target_modules"), show_default=False),
+    logits: Optional[str] = typer.Option(None, help=_help("logits"), show_default=False),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                          help=_help("gradient_checkpointing"), show_default=False),
+) -> None:
+    """Train a LoRA adapter (text decoder only, completion-only loss) on instruction -> code pairs."""
+    from tunelens.config import load_config
+    from tunelens.train import TrainConfig, train
+
+    overrides = dict(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                     grad_accum=grad_accum, max_length=max_length, eval_split=eval_split, eval_every=eval_every,
+                     checkpoint_every=checkpoint_every, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
+                     lora_dropout=lora_dropout, target_modules=target_modules, logits=logits,
+                     gradient_checkpointing=gradient_checkpointing)
+    config = load_config(TrainConfig, config_file, overrides)
+    _quiet_library_progress()
+    with _TrainDisplay() as display:
+        result = train(config, data, out, model_spec=model, resume=resume, progress=display.update)
+    if result.is_main_process:
+        _print_summary(result)
+
+
+def _quiet_library_progress() -> None:
+    """Our own progress bar is the one shown; transformers' weight-loading and saving bars are not."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+class _TrainDisplay:
+    """The placement table before training, then one Rich progress bar with loss, tokens/s and ETA."""
+
+    def __enter__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=console, transient=False)
+        self.task = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.task is not None:
+            self.progress.stop()
+        return False
+
+    def update(self, event) -> None:
+        if event.phase == "start":
+            print_placement(event.placement)
+            if event.detail:
+                console.print(event.detail)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=event.total_steps, completed=event.step,
+                                               loss="-", speed="- tok/s")
+        elif event.phase == "step":
+            self.progress.update(self.task, completed=event.step, loss=f"{event.loss:.4f}",
+                                 speed=f"{event.tokens_per_s:,.0f} tok/s")
+        elif event.phase == "eval":
+            self.progress.console.print(f"step {event.step}: eval loss {event.eval_loss:.4f}")
+        elif event.phase == "checkpoint":
+            self.progress.console.print(f"step {event.step}: checkpoint {event.detail}", style="dim")
+
+
+def print_placement(placement) -> None:
+    from rich.table import Table
+
+    from tunelens.train import layer_ranges
+
+    table = Table(title=f"LoRA placement: {placement.decoder_path or '(root)'} — {placement.num_layers} decoder layers")
+    for column in ("module", "layers", "absent in layers", "in -> out", "LoRA params"):
+        table.add_column(column, justify="right" if column == "LoRA params" else "left")
+    for row in placement.rows:
+        table.add_row(row.kind, layer_ranges(row.layers), layer_ranges(row.absent),
+                      " | ".join(f"{i} -> {o}" for i, o in row.shapes), f"{row.lora_params:,}")
+    console.print(table)
+    share = placement.trainable_params / max(1, placement.total_params)
+    console.print(f"trainable parameters: {placement.trainable_params:,} "
+                  f"({share:.2%} of {placement.total_params:,}); {len(placement.module_names)} linears adapted")
+    if placement.kv_shared_layers:
+        console.print(f"KV-shared layers (reuse an earlier layer's keys/values; no k_proj/v_proj): "
+                      f"{layer_ranges(placement.kv_shared_layers)}")
+    if placement.frozen_towers:
+        console.print(f"frozen, no LoRA: {', '.join(placement.frozen_towers)}")
+
+
+def _print_summary(result) -> None:
+    console.print(f"adapter written to {result.out_dir} ({result.steps} steps"
+                  + (f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else "") + ")")
+    console.print(f"pairs: {result.n_pairs} = {result.n_train} train + {result.n_eval} eval"
+                  + (f" + {len(result.skipped)} skipped (prompt longer than max_length)" if result.skipped else "")
+                  + (f"; {len(result.truncated)} truncated at max_length" if result.truncated else ""))
+    loss = f"{result.train_loss:.4f}" if result.train_loss is not None else "-"
+    eval_loss = f"{result.eval_loss:.4f}" if result.eval_loss is not None else "-"
+    console.print(f"train loss {loss}, eval loss {eval_loss}; {result.trained_tokens:,} trained tokens in "
+                  f"{result.train_seconds:.1f} s ({result.tokens_per_s:,.1f} tokens/s)")
+
+
+@user_errors
+def show_mask_command(
+    file: Path = typer.Argument(..., help="Pairs file (JSONL or saved dataset directory).", show_default=False),
+    model: str = typer.Option("gemma3-270m", "--model", help="Model whose tokenizer and prompt format to use."),
+    n: int = typer.Option(3, "--n", min=1, help="How many records to show."),
+    max_length: Optional[int] = typer.Option(None, help="Show where training would cut pairs (max_length).",
+                                             show_default=False),
+) -> None:
+    """Print records as the trainer sees them: masked prompt (dim) and trained tokens (green)."""
+    from tunelens.models import load_tokenizer
+    from tunelens.records import load_pairs
+    from tunelens.train import mask_spans
+
+    tokenizer = load_tokenizer(model)
+    pairs = load_pairs(file)[:n]
+    for pair in pairs:
+        print_masked_pair(pair, mask_spans(tokenizer, pair, max_length))
+
+
+def print_masked_pair(pair, view) -> None:
+    from rich.text import Text
+
+    console.rule(f"{pair.id} (line {pair.line})")
+    styles = {"masked": "dim strike", "trained": "bold green", "cut": "red strike"}
+    # Markers as text too, so the boundary shows without colour (logs, pipes, NO_COLOR).
+    markers = {"masked": ("", ""), "trained": ("[trained>]", "[<trained]"), "cut": ("[cut>]", "")}
+    text = Text()
+    for part, state in view.spans:
+        opening, closing = markers[state]
+        text.append(opening, style="reverse")
+        text.append(part, style=styles[state])
+        text.append(closing, style="reverse")
+    console.print(text)
+    legend = (f"[dim strike]masked[/dim strike] {view.masked_tokens} prompt tokens (no loss) · "
+              f"[bold green]trained[/bold green] {view.trained_tokens} completion tokens")
+    if view.cut_tokens:
+        legend += f" · [red strike]cut[/red strike] {view.cut_tokens} tokens past max_length"
+    console.print(legend, highlight=False)

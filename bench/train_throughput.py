@@ -1,0 +1,266 @@
+"""Training throughput: tunelens against TRL's SFTTrainer (+ PEFT, completion-only loss), in one run.
+
+Both train the same model on the same pairs with the same LoRA config (r=32, alpha=64, dropout 0.05
+on q/k/v/o/gate/up/down), batch size, max length, learning rate and number of steps, in fp32 on the
+CPU and without gradient checkpointing (TRL's default turns it on; `--gradient-checkpointing` turns it
+on for both). Each trainer runs in its own subprocess, so its peak RSS is its own. The first step of
+each is a warm-up and is not timed.
+
+Printed per trainer: trained (completion) tokens/s, peak RSS, and achieved model FLOP/s as a fraction
+of a large fp32 matmul's FLOP/s measured in the same run. Model FLOPs count the work a LoRA step must
+do, the same formula for both trainers:
+    4 * (decoder-layer parameters) * (non-padding tokens)      forward + input-gradient backward
+  + 4 * hidden * vocab * (trained tokens)                      LM head where a label is trained
+Work beyond that (head logits at masked positions, recomputation, padding) is what a trainer wastes.
+
+    python bench/train_throughput.py                  # gemma3-270m, a few minutes (5-10 on a busy CPU)
+    python bench/train_throughput.py --model tiny     # tiny random model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+FUNCTIONS = [
+    ("reverse_words", "reverses the order of the words in a sentence", "words = text.split()\n    return ' '.join(reversed(words))"),
+    ("count_vowels", "counts the vowels in a string", "return sum(1 for ch in text.lower() if ch in 'aeiou')"),
+    ("flatten", "flattens a list of lists into one list", "return [item for group in groups for item in group]"),
+    ("is_palindrome", "checks whether a string reads the same backwards", "clean = ''.join(ch.lower() for ch in text if ch.isalnum())\n    return clean == clean[::-1]"),
+    ("chunk", "splits a list into chunks of a given size", "return [items[i:i + size] for i in range(0, len(items), size)]"),
+    ("word_counts", "counts how often each word occurs", "counts = {}\n    for word in text.split():\n        counts[word] = counts.get(word, 0) + 1\n    return counts"),
+    ("merge_sorted", "merges two sorted lists into one sorted list", "result, i, j = [], 0, 0\n    while i < len(a) and j < len(b):\n        if a[i] <= b[j]:\n            result.append(a[i]); i += 1\n        else:\n            result.append(b[j]); j += 1\n    return result + a[i:] + b[j:]"),
+    ("fibonacci", "returns the first n Fibonacci numbers", "numbers = [0, 1]\n    while len(numbers) < n:\n        numbers.append(numbers[-1] + numbers[-2])\n    return numbers[:n]"),
+]
+
+
+def make_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Instruction -> code pairs of varied length (about 60-250 response tokens), deterministic."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        name, what, body = FUNCTIONS[i % len(FUNCTIONS)]
+        doc = " ".join(rng.choice(["Handles empty input.", "Runs in linear time.", "Pure function.",
+                                   "Raises TypeError on bad input.", "Keeps the original order."])
+                       for _ in range(rng.randint(1, 4)))
+        tests = "".join(f"\n\ndef test_{name}_{k}():\n    assert {name} is not None" for k in range(rng.randint(0, 4)))
+        response = f"```python\ndef {name}(*args):\n    \"\"\"{what.capitalize()}. {doc}\"\"\"\n    {body}{tests}\n```"
+        rows.append({"id": f"b{i}", "prompt": f"Write a Python function `{name}` that {what}. Variant {i}.",
+                     "completion": response})
+    return rows
+
+
+# ---------------------------------------------------------------- measurements shared by both workers
+
+
+def matmul_flops(size: int = 2048, seconds: float = 2.0) -> float:
+    """FLOP/s of a large fp32 matmul on this machine now (best of repeated runs)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+    return best
+
+
+class Meter:
+    """Per optimizer step: time, trained tokens and non-padding tokens so far."""
+
+    def __init__(self, decoder):
+        self.real_tokens = 0
+        self.trained_tokens = 0
+        self.marks: list[tuple[float, float, int, int]] = []
+        decoder.register_forward_pre_hook(self._count_real, with_kwargs=True)
+
+    def _count_real(self, _module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2:
+            self.real_tokens += int(mask.sum())
+
+    def mark(self, trained_total: int | None = None) -> None:
+        if trained_total is not None:
+            self.trained_tokens = trained_total
+        self.marks.append((time.perf_counter(), time.process_time(), self.trained_tokens, self.real_tokens))
+
+    def report(self, model, name: str) -> dict:
+        """Timed window: from the end of step 1 (warm-up) to the end of the last step."""
+        (t0, cpu0, trained0, real0), (t1, cpu1, trained1, real1) = self.marks[0], self.marks[-1]
+        seconds, trained, real = t1 - t0, trained1 - trained0, real1 - real0
+        hidden, vocab, body = model_shape(model)
+        flops = 4 * body * real + 4 * hidden * vocab * trained
+        return {"trainer": name, "timed_steps": len(self.marks) - 1, "seconds": seconds, "trained_tokens": trained,
+                "real_tokens": real, "tokens_per_s": trained / seconds, "cpu_seconds": cpu1 - cpu0,
+                "tokens_per_cpu_s": trained / (cpu1 - cpu0), "model_flops_per_s": flops / seconds,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def model_shape(model) -> tuple[int, int, int]:
+    from tunelens.models import base_model_of
+
+    base = base_model_of(model)
+    head = base.get_output_embeddings()
+    body = sum(p.numel() for p in base.get_decoder().layers.parameters())
+    return head.in_features, head.out_features, body
+
+
+def load(spec: str):
+    import torch
+
+    from tunelens.models import load_model
+
+    torch.manual_seed(0)
+    return load_model(spec, device="cpu", dtype="fp32")
+
+
+# ---------------------------------------------------------------- workers
+
+
+def run_tunelens(args) -> dict:
+    from tunelens.train import TrainConfig, train
+
+    model, tok = load(args.model)
+    meter = Meter(model.get_decoder())
+    config = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, max_length=args.max_length,
+                         learning_rate=2e-4, eval_split=0.0, checkpoint_every=0, seed=0,
+                         gradient_checkpointing=args.gradient_checkpointing)
+
+    def progress(event):
+        if event.phase == "step":
+            meter.mark(event.trained_tokens)
+
+    with tempfile.TemporaryDirectory() as out:
+        train(config, args.data, Path(out) / "adapter", model=model, tokenizer=tok, progress=progress)
+    return meter.report(model, "tunelens")
+
+
+def run_trl(args) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunelens.prompts import prompt_style, render_prompt
+
+    model, tok = load(args.model)
+    meter = Meter(model.get_decoder())
+    end_of_turn = prompt_style(tok).end_of_turn
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
+    # The same rendered text tunelens trains on: prompt in the model's format, completion + end of turn.
+    dataset = Dataset.from_list([{"prompt": render_prompt(tok, row["prompt"]), "completion": row["completion"] + end_of_turn}
+                                 for row in rows])
+
+    class StepMarks(TrainerCallback):
+        def on_step_end(self, *_args, **_kwargs):
+            meter.mark()
+
+    def count_trained(_module, _args, kwargs):
+        labels = kwargs.get("labels")
+        if labels is not None:
+            meter.trained_tokens += int((labels[:, 1:] != -100).sum())
+
+    with tempfile.TemporaryDirectory() as out:
+        sft = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+                        gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="linear",
+                        warmup_steps=0, max_length=args.max_length, completion_only_loss=True, packing=False,
+                        bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=args.gradient_checkpointing,
+                        save_strategy="no", report_to=[], logging_steps=1000, disable_tqdm=True, seed=0,
+                        dataloader_num_workers=0)
+        lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tok, peft_config=lora,
+                             callbacks=[StepMarks()])
+        trainer.model.register_forward_pre_hook(count_trained, with_kwargs=True)
+        trainer.train()
+    return meter.report(model, "trl")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _worker_main(args) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_tunelens(args) if args.worker == "tunelens" else run_trl(args)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _spawn(args, which: str) -> dict:
+    command = [sys.executable, __file__, "--worker", which, "--model", args.model, "--data", str(args.data),
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+               "--threads", str(args.threads)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        sys.exit(f"{which} worker failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _tiny_model_dir(root: Path) -> str:
+    from tunelens.testing import tiny_model
+
+    model, tok = tiny_model("gemma3", layers=2, hidden=64)
+    model.save_pretrained(root / "tiny")
+    tok.save_pretrained(root / "tiny")
+    return str(root / "tiny")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="gemma3-270m", help="gemma3-270m, tiny, or any tunelens model spec")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per trainer (the first is untimed)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=320)
+    # One thread each by default: on a shared, oversubscribed CPU two-thread workers mostly wait on each other.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="turn it on for both trainers")
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker_main(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if args.model == "tiny":
+            args.model = _tiny_model_dir(root)
+        args.data = root / "pairs.jsonl"
+        args.data.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(args.batch_size * args.steps + 8)))
+        print(f"model {args.model}; {args.steps} steps x batch {args.batch_size} (first step untimed); "
+              f"max_length {args.max_length}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        peak_before = matmul_flops()
+        results = [_spawn(args, "tunelens"), _spawn(args, "trl")]
+        peak = max(peak_before, matmul_flops())
+    print(f"fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
+    print(f"{'trainer':<10}{'trained tok/s':>15}{'tok/CPU-s':>11}{'peak RSS':>11}{'model GFLOP/s':>15}"
+          f"{'of matmul':>11}{'trained tok':>13}{'all tok':>9}{'seconds':>9}{'CPU s':>8}")
+    for r in results:
+        print(f"{r['trainer']:<10}{r['tokens_per_s']:>15.1f}{r['tokens_per_cpu_s']:>11.1f}"
+              f"{r['peak_rss_bytes'] / 2**30:>9.2f} G{r['model_flops_per_s'] / 1e9:>15.2f}"
+              f"{r['model_flops_per_s'] / peak:>11.1%}{r['trained_tokens']:>13}{r['real_tokens']:>9}"
+              f"{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}")
+    ours, trl = results
+    # On a shared machine the wall-clock ratio moves with the other jobs; CPU time counts each one's own work.
+    print(f"tunelens / TRL: {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s (wall clock), "
+          f"{ours['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
+          f"{ours['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 1.3x, <= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()

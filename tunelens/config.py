@@ -1,0 +1,194 @@
+"""Typed configs shared by every stage: frozen dataclasses, one help text per field, YAML < CLI flags.
+
+A stage declares its config as a frozen dataclass whose fields carry `metadata={"help": ...}`
+(use `option()` for that) and loads it with `load_config(Cls, yaml_path, overrides)`:
+
+- the YAML file (optional) sets fields; an unknown key is an error naming the file and the key;
+- `overrides` (the CLI flags) win over the file; a value of None means "flag not given";
+- values are coerced to the field's type, so `1e-5` (which YAML reads as a string) is a float,
+  and a value that cannot be coerced is an error naming the key;
+- the dataclass's own `validate()` (if any) then checks ranges and raises UserError.
+
+No torch import here, so commands can read help texts cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tunelens.errors import UserError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A dataclass field with a help text (and optionally the allowed values)."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for a sequence default: configs are frozen")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of one field, with its default, for a CLI option."""
+    field = _fields(cls)[name]
+    text = field.metadata.get("help", "")
+    if "choices" in field.metadata:
+        text += f" One of: {', '.join(map(str, field.metadata['choices']))}."
+    return f"{text} [default: {field.default}]"
+
+
+def describe_config(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) per field: for docs and `--help` listings."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, _type_name(hints[f.name]), f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)]
+
+
+def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: dict | None = None) -> C:
+    """Build `cls` from its defaults, then the YAML file, then the non-None overrides."""
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update(_read_yaml(cls, Path(yaml_path)))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _check_known(cls, key, "option")
+        values[key] = _coerce(cls, key, value, "option")
+    config = cls(**values)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """Plain JSON-ready values (tuples become lists)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _read_yaml(cls: type, path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping of option: value, got {type(loaded).__name__}")
+    values = {}
+    for key, value in loaded.items():
+        key = str(key).replace("-", "_")
+        _check_known(cls, key, f"{path}: key")
+        values[key] = _coerce(cls, key, value, f"{path}: key")
+    return values
+
+
+def _check_known(cls: type, key: str, where: str) -> None:
+    known = _fields(cls)
+    if key in known:
+        return
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    raise UserError(f"{where} {key!r} is unknown{hint}")
+
+
+def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
+    hint = typing.get_type_hints(cls)[key]
+    try:
+        coerced = _coerce_to(hint, value)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{where} {key!r}: {err}") from None
+    choices = _fields(cls)[key].metadata.get("choices")
+    if choices is not None and coerced not in choices:
+        raise UserError(f"{where} {key!r}: {coerced!r} is not one of {', '.join(map(str, choices))}")
+    return coerced
+
+
+def _coerce_to(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce_to(arg, value)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise ValueError("; ".join(errors))
+    if origin is tuple:
+        items = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_coerce_to(args[0], item) for item in items)
+    if hint is bool:
+        return _to_bool(value)
+    if hint is int:
+        return _to_int(value)
+    if hint is float:
+        return _to_float(value)
+    if hint is str:
+        if isinstance(value, (dict, list, bool)) or value is None:
+            raise ValueError(f"expected text, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {hint!r}")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_float(value: Any) -> float:
+    # YAML 1.1 reads `1e-5` (no dot) as a string; accept it, since that is how people write rates.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
