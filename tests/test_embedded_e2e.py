@@ -1,7 +1,6 @@
 """End to end on the real embedded models (the first run dequantizes and caches them: about a minute)."""
 
 import pytest
-import torch
 
 from tunelens.generation import SamplingConfig, generate_batch, stream_generate
 from tunelens.models import load_model

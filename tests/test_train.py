@@ -12,13 +12,7 @@ from tunelens.train import (Example, TrainConfig, _BatchPlan, _loss_module, _opt
                             placement_table, split_even, train)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two threads on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def chat(instruction, response, **extra):

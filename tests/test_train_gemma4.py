@@ -8,12 +8,7 @@ import torch
 from tunelens.train import TrainConfig, placement_table, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gemma4(seed=0):

@@ -16,14 +16,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from tunelens.errors import UserError
+from tunelens.io import atomic_directory
 
 DEFAULT_MODEL = "gemma3-270m"
 
@@ -141,20 +140,12 @@ def _dequantize_gguf_to(gguf_path: Path, target: Path, label: str) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "tunelens-source.json").write_text(
             json.dumps({"spec": label, "gguf": str(gguf_path), "gguf_size": gguf_path.stat().st_size})
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

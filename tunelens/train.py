@@ -23,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -597,22 +596,16 @@ def _save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, me
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}-", dir=root))
-    try:
+    from tunelens.io import atomic_directory
+
+    final = root / f"step-{step:07d}"
+    with atomic_directory(final) as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
         save_file(weights, staging / "adapter_weights.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    staging / "optimizer.pt")
         # The state file is written last: a directory without it is never taken for a checkpoint.
         (staging / CHECKPOINT_STATE).write_text(json.dumps({**meta, "step": step}, indent=2))
-        final = root / f"step-{step:07d}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for _old_step, old in _checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -647,23 +640,11 @@ def _check_resumable(state: dict, meta: dict, path: Path) -> None:
 
 def _write_adapter(out_dir: Path, peft_model, provenance: dict) -> None:
     """Write the PEFT adapter + tunelens.json into a staging dir, then swap it in."""
-    from tunelens.io import atomic_write_json
+    from tunelens.io import atomic_directory, atomic_write_json
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         peft_model.save_pretrained(str(staging), safe_serialization=True)
         atomic_write_json(staging / PROVENANCE_FILE, provenance)
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _check_out_dir(out_dir: Path) -> None:
