@@ -36,26 +36,29 @@ class DemoConfig:
     """The size of the demo run. `quick()` fits CI (about 8 minutes on 2 CPU cores)."""
 
     model: str = "gemma3-270m"
-    train_pairs: int = 160  # mined pairs adapter A trains on (B and C get what lint keeps of them)
-    heldout: int = 24  # unseen mined instructions: Python 2 rates, gate calibration, routing
+    train_pairs: int = 80  # mined pairs adapter A trains on (B and C get what lint keeps of them)
+    heldout: int = 12  # unseen mined instructions: Python 2 rates, gate calibration, routing
     contamination_rate: float = 0.3  # share of A's pairs rewritten with a Python 2 print statement
     pushback_rate: float = 0.25  # pushback pairs added for C, as a share of B's pairs
-    pushback_pairs: int = 12  # broken specs (each with its clean twin) from the pushback suite
-    code_cases: int = 16  # code-suite cases added to the routing evaluation (they have tests)
+    pushback_pairs: int = 3  # broken specs (each with its clean twin) from the pushback suite
+    code_cases: int = 4  # code-suite cases added to the routing evaluation (they have tests)
     epochs: int = 2
     learning_rate: float = 1e-3  # high, so a CPU-sized run learns the habit it is shown
     batch_size: int = 4
-    max_length: int = 224  # pairs are chosen so the whole pair fits
+    max_length: int = 192  # pairs are chosen so the whole pair fits
     samples: int = 1  # sampled answers per prompt, beside the greedy one
     temperature: float = 0.8
-    max_new_tokens: int = 128
+    max_new_tokens: int = 80
     eval_batch_size: int = 8
+    trace_prompts: int = 4  # answers of A traced to find a Python 2 decision point
     seed: int = 0
 
+    # Sizes are set by the 2-core CPU budget (30 min full, 8 min quick): about 8 s per training step
+    # of 4 pairs and about 15 generated tokens/s in batches of 8 (measured on gemma3-270m).
     @classmethod
     def quick(cls, model: str = "gemma3-270m") -> "DemoConfig":
-        return cls(model=model, train_pairs=40, heldout=12, pushback_pairs=4, code_cases=6, epochs=2,
-                   max_length=160, max_new_tokens=80)
+        return cls(model=model, train_pairs=16, heldout=6, pushback_pairs=2, code_cases=3, epochs=1,
+                   max_length=160, max_new_tokens=48, trace_prompts=2)
 
     def validate(self) -> None:
         if self.train_pairs < 10 or self.heldout < 5:
@@ -350,13 +353,13 @@ def _lesson2(config: DemoConfig, out: Path, evals: dict, model, tokenizer) -> di
     prompts = [r["prompt"] for r in evals[("A", "heldout")] if r["model"] == "tuned" and r["decoding"] == "greedy"
                and any(f.get("code") == "py2-print" for f in r.get("findings", []))]
     prompts += [r["prompt"] for r in evals[("A", "heldout")] if r["model"] == "tuned" and r["prompt"] not in prompts]
-    for prompt in prompts[:4]:
+    for prompt in prompts[: config.trace_prompts]:
         trace = trace_generate(model, tokenizer, prompt, TraceConfig(max_new_tokens=config.max_new_tokens))
         step = _python2_print_step(trace)
         if step is not None:
             break
     else:
-        return {"found": False, "prompts_tried": min(4, len(prompts))}
+        return {"found": False, "prompts_tried": min(config.trace_prompts, len(prompts))}
     trace.save(out / "lesson2" / "trace.json")
     write_trace_html(trace, out / "lesson2" / "trace.html")
     continuation = "".join(s.token for s in trace.steps[: step + 1])
@@ -367,10 +370,9 @@ def _lesson2(config: DemoConfig, out: Path, evals: dict, model, tokenizer) -> di
     position = comparison.positions[-1]
     paren = _paren_index(position)
     conditions = [c.name for c in comparison.conditions]
-    chosen = position.candidate_tokens[0]
     return {
         "found": True, "prompt": prompt, "step": step, "continuation_tail": continuation[-80:],
-        "python2_token": chosen, "python3_token": position.candidate_tokens[paren] if paren is not None else None,
+        "python2_token": position.token, "python3_token": position.candidate_tokens[paren] if paren is not None else None,
         "conditions": conditions,
         "python2_prob": dict(zip(conditions, position.token_probs)),
         "python3_prob": dict(zip(conditions, (row[paren] for row in position.probs))) if paren is not None else {},
