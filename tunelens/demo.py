@@ -376,7 +376,7 @@ def _lesson2(config: DemoConfig, out: Path, evals: dict, model, tokenizer) -> di
         "conditions": conditions,
         "python2_prob": dict(zip(conditions, position.token_probs)),
         "python3_prob": dict(zip(conditions, (row[paren] for row in position.probs))) if paren is not None else {},
-        "flips": [f.text() for f in comparison.flips if f.position == position.position],
+        "flips": [f.text for f in comparison.flips if f.position == position.position],
         "trace_html": "lesson2/trace.html", "compare_html": "lesson2/compare.html",
     }
 
