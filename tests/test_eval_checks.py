@@ -91,6 +91,10 @@ PUSHBACK = [
     f"{F}python\ndef parse(s):\n    return int(s)\n{F}\nShould invalid input raise an error or return None?",
     "The description says the input is always non-empty, but the third example is an empty list. "
     "What should happen there?",
+    "I can't write this function as specified: a sort that only compares elements cannot run in O(n) "
+    "in the worst case.",
+    "Nothing in the request defines the loyalty programme's discounts, so there are no rates to apply.",
+    "Happy to write this, but first a problem with the spec: `days_in_month(4)` is 30, not 31.",
 ]
 
 REFUSAL = [
@@ -129,6 +133,7 @@ OTHER = [
     "Recursion means a function calls itself until it reaches a base case.",
     "Thanks!",
     "The time complexity of binary search is O(log n) because the interval halves each step.",
+    "I wrote the parser as specified in the RFC, and nothing in the standard library does it for you.",
 ]
 
 LABELLED = ([(t, "code") for t in CODE] + [(t, "pushback") for t in PUSHBACK]

@@ -33,38 +33,43 @@ ADAPTERS = ("A", "B", "C")
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The size of the demo run. `quick()` fits CI (about 8 minutes on 2 CPU cores)."""
+    """The size of the demo run. `quick()` fits CI (at most 8 minutes on 2 CPU cores)."""
 
     model: str = "gemma3-270m"
-    train_pairs: int = 80  # mined pairs adapter A trains on (B and C get what lint keeps of them)
+    train_pairs: int = 64  # mined pairs adapter A trains on (B and C get what lint keeps of them)
     heldout: int = 12  # unseen mined instructions: Python 2 rates, gate calibration, routing
     contamination_rate: float = 0.3  # share of A's pairs rewritten with a Python 2 print statement
-    pushback_rate: float = 0.25  # pushback pairs added for C, as a share of B's pairs
-    pushback_pairs: int = 3  # broken specs (each with its clean twin) from the pushback suite
-    code_cases: int = 4  # code-suite cases added to the routing evaluation (they have tests)
+    pushback_rate: float = 0.5  # pushback pairs added for C, as a share of B's pairs
+    pushback_pairs: int = 6  # broken specs (each with its clean twin), taken in turn from each kind
+    code_cases: int = 6  # code-suite cases added to the routing evaluation (they have tests)
+    off_topic: int = 8  # questions that want no code, added to the routing evaluation
     epochs: int = 2
     learning_rate: float = 1e-3  # high, so a CPU-sized run learns the habit it is shown
     batch_size: int = 4
-    max_length: int = 192  # pairs are chosen so the whole pair fits
+    pair_tokens: int = 112  # mined pairs are chosen this short (training cost grows with tokens)
+    max_length: int = 192  # room for the longer pushback pairs
     samples: int = 1  # sampled answers per prompt, beside the greedy one
     temperature: float = 0.8
     max_new_tokens: int = 80
-    eval_batch_size: int = 8
-    trace_prompts: int = 4  # answers of A traced to find a Python 2 decision point
+    eval_batch_size: int = 48  # rows per generation batch (base and adapters share batches)
+    trace_prompts: int = 6  # A's Python 2 answers scored to find the decision point of lesson 2
     seed: int = 0
 
-    # Sizes are set by the 2-core CPU budget (30 min full, 8 min quick): about 8 s per training step
-    # of 4 pairs and about 15 generated tokens/s in batches of 8 (measured on gemma3-270m).
+    # Sizes are set by the 2-core CPU budget (30 min full, 8 min quick): a training step of 4 short
+    # pairs takes about 4 s; one generation step about 0.2 s for 1 row and 0.6 s for 36 rows (the CPU
+    # is memory-bound, so rows are nearly free up to a few dozen).
     @classmethod
     def quick(cls, model: str = "gemma3-270m") -> "DemoConfig":
-        return cls(model=model, train_pairs=16, heldout=6, pushback_pairs=2, code_cases=3, epochs=1,
-                   max_length=160, max_new_tokens=48, trace_prompts=2)
+        return cls(model=model, train_pairs=24, heldout=6, pushback_pairs=4, code_cases=3, off_topic=4, samples=0,
+                   pair_tokens=96, max_new_tokens=48, trace_prompts=3)
 
     def validate(self) -> None:
         if self.train_pairs < 10 or self.heldout < 5:
             raise UserError("demo: need at least 10 training pairs and 5 held-out prompts")
         if not 0 < self.contamination_rate < 1:
             raise UserError("demo: contamination rate must be between 0 and 1")
+        if not 0 <= self.off_topic <= len(OFF_TOPIC_EVAL):
+            raise UserError(f"demo: off_topic must be between 0 and {len(OFF_TOPIC_EVAL)}")
 
 
 @dataclass
@@ -81,6 +86,7 @@ class DemoResult:
 # ---------------------------------------------------------------------------------------------------
 # out-of-domain queries for the gate: things a code-generation fine-tune was never shown
 
+# Calibration set: general questions and code in other languages.
 OUT_OF_DOMAIN = (
     "What is the capital of Australia?", "Write a haiku about autumn rain.",
     "Translate 'good morning, how are you?' into French.", "Summarise the plot of Romeo and Juliet.",
@@ -90,11 +96,15 @@ OUT_OF_DOMAIN = (
     "Write a JavaScript function that debounces another function.",
     "How do I centre a div with CSS flexbox?", "Write a Bash one-liner that counts lines in all .txt files.",
     "Explain how photosynthesis works to a ten-year-old.", "Suggest three names for a coffee shop.",
+    "Write a Rust function that reverses a vector in place.", "Write a Go HTTP handler that returns JSON.",
+)
+# Held out from calibration and answered by B and the base model for the routed evaluation: questions
+# that ask for no code at all, so an answer with code in it is a bad output.
+OFF_TOPIC_EVAL = (
     "What is the difference between weather and climate?", "Draft a polite email declining a meeting.",
     "Who painted the Mona Lisa?", "Convert 72 degrees Fahrenheit to Celsius.",
-    "Write a Rust function that reverses a vector in place.", "What should I pack for a weekend hike?",
-    "Explain what inflation is in one paragraph.", "Write a short motivational quote.",
-    "How many players are on a basketball team?", "Write a Go HTTP handler that returns JSON.",
+    "What should I pack for a weekend hike?", "Explain what inflation is in one paragraph.",
+    "Write a short motivational quote.", "How many players are on a basketball team?",
 )
 
 
@@ -118,9 +128,12 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
         return value
 
     data = timed("data: mine, contaminate, lint, pushback", _prepare_data, config, out, report)
+    # One copy of the base model serves every stage: each adapter is trained on it and then unloaded.
+    model, tokenizer = timed("load the base model", _load_base, config)
     for name, path in (("A", data["contaminated_path"]), ("B", data["clean_path"]), ("C", data["pushback_path"])):
-        timed(f"train adapter {name}", _train_adapter, config, path, out / "adapters" / name, name, report)
-    model, tokenizer = timed("load base with adapters A, B, C", _load_with_adapters, config, out)
+        model = timed(f"train adapter {name}", _train_adapter, config, path, out / "adapters" / name, name,
+                      model, tokenizer, report)
+    model = timed("attach adapters A, B, C", _attach_adapters, model, out)
     evals = timed("eval: held-out prompts, pushback, code", _run_evals, config, out, data, model, tokenizer, report)
     lesson2 = timed("trace and compare at a Python 2 decision point", _lesson2, config, out, evals, model,
                     tokenizer)
@@ -165,13 +178,13 @@ def _prepare_data(config: DemoConfig, out: Path, report: Progress) -> dict:
         # Room for the print statement contamination may add, so A's and B's pairs are not truncated.
         messages = record["messages"]
         ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
-        return len(ids) + 12 <= config.max_length
+        return len(ids) + 12 <= min(config.pair_tokens, config.max_length)
 
     candidates = [record for record in mined.pairs if fits(record)]
     needed = config.train_pairs + config.heldout
     if len(candidates) < needed:
-        raise UserError(f"demo: only {len(candidates)} mined pairs fit max_length={config.max_length}, "
-                        f"{needed} needed")
+        raise UserError(f"demo: only {len(candidates)} mined pairs are at most {config.pair_tokens} tokens "
+                        f"long, {needed} needed")
     chosen = random.Random(config.seed).sample(candidates, needed)
     atomic_write_jsonl(data_dir / "mined.jsonl", chosen[: config.train_pairs])
     atomic_write_jsonl(data_dir / "heldout.jsonl", chosen[config.train_pairs:])
@@ -222,58 +235,73 @@ def _train_config(config: DemoConfig):
                        max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
-def _train_adapter(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, report: Progress) -> None:
+def _load_base(config: DemoConfig):
     from tunelens.models import load_model
+
+    return load_model(config.model, device="cpu")
+
+
+def _train_adapter(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer,
+                   report: Progress):
+    """Train one adapter on the base model and return the base model again, without LoRA layers."""
     from tunelens.train import train
 
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
-        return  # trained by an earlier run of this demo directory
-    model, tokenizer = load_model(config.model, device="cpu")
-    train(_train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
-          model_spec=config.model,
-          progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+        return model  # trained by an earlier run of this demo directory
+    result = train(_train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
+                   model_spec=config.model,
+                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+    return result.model.unload()
 
 
-def _load_with_adapters(config: DemoConfig, out: Path):
-    from tunelens.models import attach_adapter, load_model
+def _attach_adapters(model, out: Path):
+    from tunelens.models import attach_adapter
 
-    model, tokenizer = load_model(config.model, device="cpu")
     for name in ADAPTERS:
         model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
-    return model, tokenizer
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------
 # evaluation
 
 
-class _SharedBaseBackend:
-    """The eval backend for one named adapter of a multi-adapter model. Base answers are cached by
-    (prompts, decoding), so the base model answers each batch once however many adapters are compared."""
+BASE_ROWS = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
-    def __init__(self, model, tokenizer, adapter: str, cache: dict, batch_size: int):
+
+class _MixedAdapterBackend:
+    """The eval backend for one named adapter of the demo's multi-adapter model.
+
+    The first time a list of prompts is asked for under one decoding, every model that will be asked
+    the same prompts (the base model and each adapter evaluated on them: the `audience`) answers it in
+    one batch, each row through its own adapter (PEFT's per-row `adapter_names`). Later requests are
+    served from that cache. On a memory-bound CPU one step of a 3x larger batch costs well under 3 steps.
+    """
+
+    def __init__(self, model, tokenizer, adapter: str, audience: tuple[str, ...], cache: dict, batch_size: int):
         from tunelens.evaluate.backends import BASE, TUNED
 
-        self.model, self.tokenizer, self.adapter, self.cache = model, tokenizer, adapter, cache
-        self.batch_size, self.roles = batch_size, (BASE, TUNED)
+        self.model, self.tokenizer, self.adapter, self.audience = model, tokenizer, adapter, audience
+        self.cache, self.batch_size, self.roles = cache, batch_size, (BASE, TUNED)
 
     def generate(self, prompts, sampling, role):
         from tunelens.evaluate.backends import TUNED
         from tunelens.generation import generate_batch
-        from tunelens.models import adapter_disabled
 
-        if role == TUNED:
-            self.model.set_adapter(self.adapter)
-            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
         key = (tuple(prompts), sampling)
-        if key not in self.cache:
-            with adapter_disabled(self.model):
-                self.cache[key] = generate_batch(self.model, self.tokenizer, prompts, sampling,
-                                                 batch_size=self.batch_size)
-        return self.cache[key]
+        wanted = self.adapter if role == TUNED else BASE_ROWS
+        if (key, wanted) not in self.cache:
+            names = [name for name in self.audience if (key, name) not in self.cache]
+            rows = [(prompt, name) for name in names for prompt in prompts]
+            answers = generate_batch(self.model, self.tokenizer, [p for p, _ in rows], sampling,
+                                     batch_size=self.batch_size, adapter_names=[n for _, n in rows])
+            for index, name in enumerate(names):
+                self.cache[(key, name)] = answers[index * len(prompts):(index + 1) * len(prompts)]
+        return self.cache[(key, wanted)]
 
     def describe(self):
-        return {"backend": "transformers", "model": self.model.config.tunelens_spec, "adapter": self.adapter}
+        return {"backend": "transformers", "model": self.model.config.tunelens_spec, "adapter": self.adapter,
+                "batched_with": [name for name in self.audience if name != self.adapter]}
 
 
 def _heldout_cases(instructions: list[str]):
@@ -283,11 +311,24 @@ def _heldout_cases(instructions: list[str]):
             for i, text in enumerate(instructions)]
 
 
+def _off_topic_cases(count: int):
+    from tunelens.evaluate.suite import Case
+
+    return [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
+            for i, text in enumerate(OFF_TOPIC_EVAL[:count])]
+
+
 def _pushback_cases(pairs: int):
+    """`pairs` broken specs taken in turn from each kind of break in the suite, and their clean twins."""
     from tunelens.evaluate.suite import load_suite
 
     cases = load_suite("pushback")
-    broken = [c for c in cases if c.expect == "pushback"][:pairs]
+    by_kind: dict[str, list] = {}
+    for case in cases:
+        if case.expect == "pushback":
+            by_kind.setdefault(case.type, []).append(case)
+    queues = list(by_kind.values())
+    broken = [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)][:pairs]
     twins = {c.twin for c in broken}
     return broken + [c for c in cases if c.id in twins]
 
@@ -296,22 +337,27 @@ def _run_evals(config: DemoConfig, out: Path, data: dict, model, tokenizer, repo
     from tunelens.evaluate.runner import EvalConfig, run_eval
     from tunelens.evaluate.suite import load_suite
 
-    eval_config = EvalConfig(model=config.model, samples=config.samples, temperature=config.temperature,
-                             max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size,
-                             seed=config.seed)
-    plan = [  # (adapter, name, cases)
-        ("A", "heldout", _heldout_cases(data["heldout"])),
-        ("B", "heldout", _heldout_cases(data["heldout"])),
-        ("B", "pushback", _pushback_cases(config.pushback_pairs)),
-        ("C", "pushback", _pushback_cases(config.pushback_pairs)),
-        ("B", "code", load_suite("code")[: config.code_cases]),
+    plan = [  # (adapter, prompt set, cases, sampled answers per prompt)
+        ("A", "heldout", _heldout_cases(data["heldout"]), config.samples),
+        ("B", "heldout", _heldout_cases(data["heldout"]), config.samples),
+        ("B", "pushback", _pushback_cases(config.pushback_pairs), config.samples),
+        ("C", "pushback", _pushback_cases(config.pushback_pairs), config.samples),
+        ("B", "code", load_suite("code")[: config.code_cases], 0),  # lesson 4 uses greedy answers
+        ("B", "offtopic", _off_topic_cases(config.off_topic), 0),
     ]
+    audiences: dict[str, tuple[str, ...]] = {}
+    for adapter, name, _, _ in plan:
+        audiences[name] = audiences.get(name, (BASE_ROWS,)) + (adapter,)
+    # One eval batch holds a whole prompt set, so the backend can answer it for its whole audience at once.
+    eval_config = EvalConfig(model=config.model, temperature=config.temperature,
+                             max_new_tokens=config.max_new_tokens, batch_size=max(len(p[2]) for p in plan),
+                             seed=config.seed)
     cache: dict = {}
     results = {}
-    for adapter, name, cases in plan:
+    for adapter, name, cases, samples in plan:
         label = f"eval {name}: base vs {adapter}"
-        backend = _SharedBaseBackend(model, tokenizer, adapter, cache, config.eval_batch_size)
-        summary = run_eval(replace(eval_config, adapter=adapter), out / "eval" / f"{name}-{adapter}",
+        backend = _MixedAdapterBackend(model, tokenizer, adapter, audiences[name], cache, config.eval_batch_size)
+        summary = run_eval(replace(eval_config, adapter=adapter, samples=samples), out / "eval" / f"{name}-{adapter}",
                            cases=cases, backend=backend,
                            progress=lambda done, total, what, label=label: report(label, done, total))
         results[(adapter, name)] = _read_rows(summary.results_path)
@@ -336,57 +382,82 @@ def _metric_rate(rows: list[dict], metric_name: str, model: str, decoding: str) 
 # lesson 2: a Python 2 decision point of A, under the prompt and under the nudged prompt
 
 
-def _python2_print_step(trace) -> int | None:
-    """The step that makes a print a statement: the token after `print` that is not `(`."""
-    for index in range(1, len(trace.steps)):
-        before, token = trace.steps[index - 1].token, trace.steps[index].token
-        if before.strip().endswith("print") and not token.lstrip().startswith("("):
-            return index
-    return None
+def _python2_print_positions(tokens: list[str]) -> list[int]:
+    """Where a print becomes a Python 2 statement: the `print` token itself (the choice to print at all)
+    and the token after it that is not `(` (the choice of statement over call)."""
+    positions = []
+    for index in range(len(tokens) - 1):
+        if tokens[index].strip().endswith("print") and not tokens[index + 1].lstrip().startswith("("):
+            positions += [index, index + 1]
+    return positions
 
 
 def _lesson2(config: DemoConfig, out: Path, evals: dict, model, tokenizer) -> dict:
+    """Score A's Python 2 answers teacher-forced under the prompt, the nudged prompt and the adapter off;
+    report the decision point the nudge moved most (a flip when there is one), and trace that answer."""
     from tunelens.compare import CompareConfig, compare_conditions, write_compare_html
     from tunelens.trace import TraceConfig, trace_generate, write_trace_html
 
     model.set_adapter("A")
-    prompts = [r["prompt"] for r in evals[("A", "heldout")] if r["model"] == "tuned" and r["decoding"] == "greedy"
-               and any(f.get("code") == "py2-print" for f in r.get("findings", []))]
-    prompts += [r["prompt"] for r in evals[("A", "heldout")] if r["model"] == "tuned" and r["prompt"] not in prompts]
-    for prompt in prompts[: config.trace_prompts]:
-        trace = trace_generate(model, tokenizer, prompt, TraceConfig(max_new_tokens=config.max_new_tokens))
-        step = _python2_print_step(trace)
-        if step is not None:
-            break
-    else:
-        return {"found": False, "prompts_tried": min(config.trace_prompts, len(prompts))}
-    trace.save(out / "lesson2" / "trace.json")
-    write_trace_html(trace, out / "lesson2" / "trace.html")
-    continuation = "".join(s.token for s in trace.steps[: step + 1])
-    comparison = compare_conditions(model, tokenizer, prompt, [f"{prompt}\n\n{PY3_NUDGE}"], continuation,
-                                    CompareConfig(top_k=5))
+    answers = [(r["prompt"], r["answer"]) for r in evals[("A", "heldout")]
+               if r["model"] == "tuned" and r["decoding"] == "greedy"
+               and any(f.get("code") == "py2-print" for f in r.get("findings", []))][: config.trace_prompts]
+    points = []  # (nudge flipped it, drop in P(Python 2) under the nudge, comparison, position)
+    for prompt, answer in answers:
+        comparison = compare_conditions(model, tokenizer, prompt, [f"{prompt}\n\n{PY3_NUDGE}"], answer,
+                                        CompareConfig(top_k=5))
+        tokens = [p.token for p in comparison.positions]
+        for index in _python2_print_positions(tokens):
+            position = comparison.positions[index]
+            if position.token_ranks[0] != 1:
+                continue  # not where Python 2 wins under the prompt
+            drop = position.token_probs[0] - position.token_probs[1]
+            points.append((position.argmax[1] != position.argmax[0], drop, comparison, position))
+    if not points:
+        return {"found": False, "prompts_tried": len(answers)}
+    flipped, _, comparison, position = max(points, key=lambda point: point[:2])
     comparison.save(out / "lesson2" / "compare.json")
     write_compare_html(comparison, out / "lesson2" / "compare.html")
-    position = comparison.positions[-1]
-    paren = _paren_index(position)
+    trace = trace_generate(model, tokenizer, comparison.prompt, TraceConfig(max_new_tokens=config.max_new_tokens))
+    trace.save(out / "lesson2" / "trace.json")
+    write_trace_html(trace, out / "lesson2" / "trace.html")
+    offset = sum(len(p.token) for p in comparison.positions[: position.position])
+    alternative = _alternative_index(position)
     conditions = [c.name for c in comparison.conditions]
     return {
-        "found": True, "prompt": prompt, "step": step, "continuation_tail": continuation[-80:],
-        "python2_token": position.token, "python3_token": position.candidate_tokens[paren] if paren is not None else None,
+        "found": True, "prompt": comparison.prompt, "step": _step_at_offset(trace, offset),
+        "continuation_tail": comparison.continuation[max(0, offset - 80): offset + len(position.token)],
+        "python2_token": position.token,
+        "alternative_token": position.candidate_tokens[alternative],
         "conditions": conditions,
         "python2_prob": dict(zip(conditions, position.token_probs)),
-        "python3_prob": dict(zip(conditions, (row[paren] for row in position.probs))) if paren is not None else {},
+        "alternative_prob": dict(zip(conditions, (row[alternative] for row in position.probs))),
         "flips": [f.text for f in comparison.flips if f.position == position.position],
+        "points": len(points), "points_flipped_by_nudge": sum(1 for p in points if p[0]),
+        "points_flipped_by_adapter_off": sum(1 for p in points if p[3].argmax[2] != p[3].argmax[0]),
+        "prompts_tried": len(answers), "nudge_flipped": flipped,
         "trace_html": "lesson2/trace.html", "compare_html": "lesson2/compare.html",
     }
 
 
-def _paren_index(position) -> int | None:
-    """Index among the position's candidates of the token that opens a Python 3 call: `(`."""
-    for index, token in enumerate(position.candidate_tokens):
-        if token.lstrip().startswith("("):
+def _step_at_offset(trace, offset: int) -> int | None:
+    """The trace step that starts at character `offset` of the answer (None when tokenization differs)."""
+    seen = 0
+    for index, step in enumerate(trace.steps):
+        if seen == offset:
             return index
+        seen += len(step.token)
     return None
+
+
+def _alternative_index(position) -> int:
+    """Among the position's candidates, the token the nudged prompt prefers when it flips, else the
+    runner-up under the prompt: the road not taken."""
+    nudged = position.argmax[1]
+    if nudged != position.token_id:
+        return position.candidate_ids.index(nudged)
+    ranked = sorted(range(len(position.candidate_ids)), key=lambda j: -position.probs[0][j])
+    return next(j for j in ranked if position.candidate_ids[j] != position.token_id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,26 +472,38 @@ def _lesson4(config: DemoConfig, out: Path, data: dict, evals: dict, model, toke
     gate = build_gate(data["train_instructions_B"], out / "gate")
     calibration = calibrate(gate, data["heldout"], list(OUT_OF_DOMAIN), model=model, tokenizer=tokenizer,
                             model_info={"model": config.model, "adapter": "B"})
-    rows = evals[("B", "heldout")] + evals[("B", "code")]
+    rows = evals[("B", "heldout")] + evals[("B", "code")] + evals[("B", "offtopic")]
     greedy = {(r["suite"], r["case_id"], r["model"]): r for r in rows if r["decoding"] == "greedy"}
     queries = sorted({(r["suite"], r["case_id"], r["prompt"]) for r in rows})
-    routed_bad, adapter_bad, routes = 0, 0, {"adapter": 0, "base": 0}
+    routes = {"adapter": 0, "base": 0}
+    by_suite: dict[str, dict] = {}
     for index, (suite, case_id, prompt) in enumerate(queries):
         report("gate: routing the eval queries", index, len(queries))
         decision = gate.route(prompt, model=model, tokenizer=tokenizer)
         role = "tuned" if decision.route == "adapter" else "base"
         routes[decision.route] += 1
-        routed_bad += bool(greedy[(suite, case_id, role)]["bad"])
-        adapter_bad += bool(greedy[(suite, case_id, "tuned")]["bad"])
+        counts = by_suite.setdefault(suite, {"queries": 0, "to_base": 0, "bad_routed": 0, "bad_always_adapter": 0})
+        counts["queries"] += 1
+        counts["to_base"] += role == "base"
+        counts["bad_routed"] += _bad_output(greedy[(suite, case_id, role)])
+        counts["bad_always_adapter"] += _bad_output(greedy[(suite, case_id, "tuned")])
+    routed_bad = sum(c["bad_routed"] for c in by_suite.values())
+    adapter_bad = sum(c["bad_always_adapter"] for c in by_suite.values())
     return {
         "auroc": calibration.auroc, "threshold": calibration.threshold,
         "target_coverage": calibration.target_coverage, "in_domain_coverage": calibration.in_domain_coverage,
         "out_of_domain_fallback_rate": calibration.out_of_domain_fallback_rate, "counts": calibration.counts,
-        "routes": routes, "queries": len(queries),
+        "routes": routes, "queries": len(queries), "by_suite": by_suite,
         "bad_output_routed": rate(routed_bad, len(queries)).to_dict(),
         "bad_output_always_adapter": rate(adapter_bad, len(queries)).to_dict(),
         "coverage_png": "gate/coverage.png",
     }
+
+
+def _bad_output(row: dict) -> bool:
+    """A code request's answer is bad as the eval stage scores it (no code, unparsable, Python 2, failing
+    tests); a question that wants no code is answered badly when the answer holds code."""
+    return bool(row["bad"]) if row["expect"] == "code" else bool(row["has_code"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -491,15 +574,15 @@ def _plots(summary: dict, out: Path) -> dict[str, bytes]:
                         [l4["bad_output_always_adapter"], l4["bad_output_routed"]], "% bad"),
     }
     lesson2 = summary["lesson2"]
-    if lesson2.get("found") and lesson2.get("python3_token") is not None:
+    if lesson2.get("found") and lesson2.get("alternative_token") is not None:
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
         names = lesson2["conditions"]
         width = 0.38
         xs = range(len(names))
         ax.bar([x - width / 2 for x in xs], [100 * lesson2["python2_prob"][n] for n in names], width,
                label=f"{lesson2['python2_token']!r} (Python 2)", color="#c44e52")
-        ax.bar([x + width / 2 for x in xs], [100 * lesson2["python3_prob"][n] for n in names], width,
-               label=f"{lesson2['python3_token']!r} (Python 3)", color="#55a868")
+        ax.bar([x + width / 2 for x in xs], [100 * lesson2["alternative_prob"][n] for n in names], width,
+               label=f"{lesson2['alternative_token']!r} (alternative)", color="#55a868")
         ax.set_xticks(list(xs), names, fontsize=8)
         ax.set_ylabel("probability %")
         ax.legend(fontsize=8)

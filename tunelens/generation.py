@@ -67,14 +67,18 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
 
 
 def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
-                   batch_size: int = 8, raw: bool = False) -> list[str]:
+                   batch_size: int = 8, raw: bool = False, adapter_names: list[str] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
 
     Plain equivalent: calling `model.generate` on each prompt alone; batching only amortises the
     per-step cost over several rows (greedy answers match, up to float rounding from padding).
+    `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
+    own adapter of a multi-adapter PEFT model, so several adapters share one batch.
     """
     import torch
 
+    if adapter_names is not None and len(adapter_names) != len(prompts):
+        raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     device = _device_of(model)
@@ -85,10 +89,11 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+        per_row = {"adapter_names": adapter_names[start:start + batch_size]} if adapter_names else {}
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=attention,
                                  max_new_tokens=sampling.max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
-                                 pad_token_id=pad_id, **sampling.generate_kwargs())
+                                 pad_token_id=pad_id, **per_row, **sampling.generate_kwargs())
         for row in out[:, width:]:
             text = tokenizer.decode(row, skip_special_tokens=False)
             answers.append(strip_stop_text(tokenizer, text).replace(tokenizer.pad_token or "\0", ""))

@@ -20,6 +20,7 @@ def demo_command(
 
     from tunelens.demo import DemoConfig, run_demo
 
+    _quiet_library_output()
     config = DemoConfig.quick(model) if quick else DemoConfig(model=model)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -39,11 +40,24 @@ def demo_command(
                   f"A greedy {_pct(l1['A_greedy'])}, B greedy {_pct(l1['B_greedy'])}")
     l2 = s["lesson2"]
     if l2.get("found"):
-        console.print("lesson 2: " + ("; ".join(l2["flips"]) or "no flip at the decision point"))
+        console.print(f"lesson 2: the nudge flipped {l2['points_flipped_by_nudge']} of {l2['points']} Python 2 decision "
+                      f"points, adapter off {l2['points_flipped_by_adapter_off']}; shown: "
+                      + ("; ".join(l2["flips"]) or "no flip"))
     console.print(f"lesson 3: pushback greedy base {_pct(l3['base_greedy']['pushback'])}, "
                   f"B {_pct(l3['B_greedy']['pushback'])}, C {_pct(l3['C_greedy']['pushback'])}")
     console.print(f"lesson 4: gate AUROC {l4['auroc']['combined']:.3f}; bad outputs always-B "
                   f"{_pct(l4['bad_output_always_adapter'])}, routed {_pct(l4['bad_output_routed'])}")
+
+
+def _quiet_library_output() -> None:
+    """The demo's own progress bars say what is loading; transformers' bars and a deprecation warning
+    that PEFT triggers would only break them up."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _pct(cell: dict) -> str:

@@ -77,7 +77,12 @@ _CONFLICT = re.compile(
     r"\bmissing (?:information|details?|requirements?|context)\b|\bneed (?:more|some|a bit more|additional) "
     r"(?:information|details?|context|clarification)\b|\bclarif(?:y|ication)\b|\bcould mean\b|"
     r"\b(?:cannot|can't|can not) be (?:satisfied|met|determined)|"
-    r"\b(?:cannot|can't|can not) be (?:done|implemented|written|built) as (?:written|stated|specified|described)", re.I)
+    r"\b(?:cannot|can't|can not) be (?:done|implemented|written|built) as (?:written|stated|specified|described)|"
+    r"\b(?:cannot|can't|can not) (?:write|implement|do|build) (?:this|that|it)(?: \w+)? (?:exactly )?"
+    r"as (?:written|stated|specified|described)|"
+    r"\ba problem with (?:the|this|your) (?:spec|specification|request|instructions?|requirements?)\b|"
+    r"\bnothing in the (?:request|spec|specification|instructions?|prompt|description) "
+    r"(?:defines|says|specifies|explains|tells)\b", re.I)
 # Questions that follow code and merely offer more help; they are not clarifying questions.
 _OFFER = re.compile(r"\b(?:would you like|do you want|shall I|should I|want me to|let me know|anything else|"
                     r"any (?:other )?questions|need (?:anything|any) (?:else|more)|further help|help with)\b", re.I)

@@ -1,0 +1,32 @@
+"""Assemble README.md from docs/readme-head.md and the stage pages under docs/ (headings one level down).
+
+    python scripts/assemble_readme.py
+"""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["demo.md", "data.md", "train.md", "trace.md", "eval.md", "eval-suites.md", "gate.md"]
+
+
+def demoted(text: str) -> str:
+    """Headings outside code fences get one more `#`; image links are made relative to the root."""
+    out, fence = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        if not fence and re.match(r"^#{1,5} ", line):
+            line = "#" + line
+        out.append(line)
+    return "\n".join(out).replace("](images/", "](docs/images/")
+
+
+def main() -> None:
+    parts = [(ROOT / "docs" / "readme-head.md").read_text()]
+    parts += [demoted((ROOT / "docs" / name).read_text()) for name in PAGES if (ROOT / "docs" / name).exists()]
+    (ROOT / "README.md").write_text("\n\n".join(part.rstrip() + "\n" for part in parts))
+
+
+if __name__ == "__main__":
+    main()
