@@ -57,6 +57,12 @@ if l2.get("found"):
         p3 = l2["alternative_prob"].get(name)
         lines.append(f"| {name} | {100*l2['python2_prob'][name]:.1f}% | " + ("-" if p3 is None else f"{100*p3:.1f}%") + " |")
     lines += ["", "Flips: " + ("; ".join(f"`{f}`" for f in l2["flips"]) or "none at this position") + ".", ""]
+    if not l2["points_flipped_by_nudge"]:
+        ref, nudged = l2["conditions"][0], l2["conditions"][1]
+        drop = 100 * (l2["python2_prob"][ref] - l2["python2_prob"][nudged])
+        lines += [f"In this run the sentence lowered the Python 2 token by at most {drop:.1f} percentage points "
+                  f"at these points and flipped none of them, while switching the adapter off flipped {l2['points_flipped_by_adapter_off']} of "
+                  f"{l2['points']}: at this training strength the weights, not the words, decide.", ""]
 else:
     lines += ["Lesson 2: A's greedy answers had no Python 2 print statement in this run, so there was no decision point to compare.", ""]
 lines += ["| pushback suite ({} broken specs + twins) | pushback, greedy | over-asking, greedy | pushback, sampled | over-asking, sampled |".format(c["pushback_pairs"]),

@@ -248,6 +248,21 @@ def test_cli_build_calibrate_route(tmp_path):
 
 
 @pytest.mark.slow
+def test_minilm_onnx_runtime_matches_sentence_transformers(tmp_path, monkeypatch):
+    from tunelens.gate import MiniLMEmbedder
+
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))  # a fresh export, written atomically
+    fast, plain = MiniLMEmbedder(runtime="onnx"), MiniLMEmbedder(runtime="torch")
+    assert (fast.runtime, plain.runtime) == ("onnx", "torch")
+    assert [p.name for p in (tmp_path / "cache" / "embedders").iterdir()] == [
+        next((tmp_path / "cache" / "embedders").glob("all-MiniLM-L6-v2-*.onnx")).name]
+    texts = ["Reverse a string.", "Write a Python function that merges two sorted lists into one sorted list.",
+             "Quelle est la capitale de l'Australie ?", "x " * 400]  # padding within a batch; truncation at 256
+    np.testing.assert_allclose(fast.encode(texts, batch_size=4), plain.encode(texts), atol=1e-5)
+    assert MiniLMEmbedder(runtime="onnx").runtime == "onnx"  # the cached export is reused
+
+
+@pytest.mark.slow
 def test_minilm_gate_ranks_a_paraphrase_first(tmp_path):
     gate = build_gate(IN_DOMAIN_INDEX, tmp_path / "gate", k=3)
     assert gate.meta["embedder"] == "all-MiniLM-L6-v2" and gate.meta["dim"] == 384
