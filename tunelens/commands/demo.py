@@ -12,7 +12,7 @@ from tunelens.commands.common import console, example, user_errors
 @user_errors
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory (rerunning reuses trained adapters)."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller run (about 8 minutes on 2 CPU cores), as CI runs it."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller run (about 5 minutes on 2 CPU cores), as CI runs it."),
     model: str = typer.Option("gemma3-270m", "--model", "-m", help="Model spec (embedded name, directory, .gguf)."),
 ) -> None:
     """Reproduce the four lessons end to end: contaminated data, prompt nudges, pushback, the gate."""
@@ -43,6 +43,8 @@ def demo_command(
         console.print(f"lesson 2: the nudge flipped {l2['points_flipped_by_nudge']} of {l2['points']} Python 2 decision "
                       f"points, adapter off {l2['points_flipped_by_adapter_off']}; shown: "
                       + ("; ".join(l2["flips"]) or "no flip"))
+    else:
+        console.print("lesson 2: A wrote no Python 2 print in its greedy answers, so there was no decision point")
     console.print(f"lesson 3: pushback greedy base {_pct(l3['base_greedy']['pushback'])}, "
                   f"B {_pct(l3['B_greedy']['pushback'])}, C {_pct(l3['C_greedy']['pushback'])}")
     console.print(f"lesson 4: gate AUROC {l4['auroc']['combined']:.3f}; bad outputs always-B "
