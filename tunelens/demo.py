@@ -569,8 +569,10 @@ def _plots(summary: dict, out: Path) -> dict[str, bytes]:
                         ["A: training data", "A greedy", "A sampled", "B greedy", "B sampled", "base greedy"],
                         [train_rate, l1["A_greedy"], l1["A_sampled"], l1["B_greedy"], l1["B_sampled"],
                          l1["base_greedy"]], "% of answers"),
-        "lesson3": bars("Pushback on broken specs, greedy (95% Wilson)", ["base", "B", "C"],
-                        [l3[f"{m}_greedy"]["pushback"] for m in ("base", "B", "C")], "% pushed back"),
+        "lesson3": bars("Pushback on broken specs (95% Wilson)",
+                        [f"{m} {d}" for d in ("greedy", "sampled") for m in ("base", "B", "C")],
+                        [l3[f"{m}_{d}"]["pushback"] for d in ("greedy", "sampled") for m in ("base", "B", "C")],
+                        "% pushed back"),
         "lesson4": bars("Bad outputs, greedy (95% Wilson)", ["always adapter B", "gate-routed"],
                         [l4["bad_output_always_adapter"], l4["bad_output_routed"]], "% bad"),
     }
