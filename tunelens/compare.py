@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from tunelens.errors import UserError
-from tunelens.trace import (TraceConfig, _decoded_tokens, _device_of, _round, adapter_canary, has_adapter, pct,
-                            prob_color, prompt_token_ids, show_token, token_pieces, trace_generate)
+from tunelens.trace import (TraceConfig, _decoded_tokens, _device_of, _round, adapter_canary, adapter_name, has_adapter,
+                            load_inspected_model, pct, prob_color, prompt_token_ids, show_token, token_pieces,
+                            trace_generate)
 
 COMPARE_FORMAT = "tunelens.compare"
 COMPARE_VERSION = 1
@@ -341,7 +342,7 @@ def compare_conditions(model, tokenizer, prompt: str, variants: list[str] | tupl
                   for c, ((name, on, text, index), length, total, mean_kl)
                   in enumerate(zip(plan, prompt_lengths, totals, mean_kls))]
     return Comparison(model=str(getattr(model.config, "tunelens_spec", "") or type(model).__name__),
-                      adapter=(getattr(model, "tunelens_adapter_dir", None) or "adapter") if with_adapter else None,
+                      adapter=adapter_name(model),
                       prompt=prompt, variants=variants,
                       continuation=tokenizer.decode(continuation_ids, skip_special_tokens=False),
                       continuation_source=source, continuation_ids=list(continuation_ids), conditions=conditions,
@@ -369,13 +370,7 @@ class CompareRun:
 
 def run_compare(run: CompareRun, on_condition: Callable[[int], None] | None = None,
                 on_loaded: Callable[[], None] | None = None) -> Comparison:
-    from tunelens.models import load_model
-
-    model, tokenizer = load_model(run.model, adapter=run.adapter, device=run.device)
-    if run.adapter is not None:
-        model.tunelens_adapter_dir = str(run.adapter)
-    if on_loaded is not None:
-        on_loaded()
+    model, tokenizer = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
     comparison = compare_conditions(model, tokenizer, run.prompt, list(run.variants), run.continuation,
                                     run.config, on_condition=on_condition)
     comparison.model = run.model

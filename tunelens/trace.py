@@ -386,14 +386,26 @@ def trace_generate(model, tokenizer, prompt: str, config: TraceConfig | None = N
     body = chosen_ids[:-1] if stop_reason == "stop_token" else chosen_ids
     text = strip_stop_text(tokenizer, tokenizer.decode(body, skip_special_tokens=False))
     return Trace(model=str(getattr(getattr(model, "config", None), "tunelens_spec", "") or type(model).__name__),
-                 adapter=_adapter_name(model), prompt=prompt,
+                 adapter=adapter_name(model), prompt=prompt,
                  rendered_prompt=rendered_prompt_text(tokenizer, prompt, config.raw), prompt_tokens=len(prompt_ids),
                  config=config, steps=steps, stop_reason=stop_reason, text=text, adapter_canary=canary)
 
 
-def _adapter_name(model) -> str | None:
-    # run_trace records the directory the user gave; a model built in code just says "adapter".
+def adapter_name(model) -> str | None:
+    # load_inspected_model records the directory the user gave; a model built in code just says "adapter".
     return (getattr(model, "tunelens_adapter_dir", None) or "adapter") if has_adapter(model) else None
+
+
+def load_inspected_model(spec: str, adapter: str | None, device: str, on_loaded: Callable[[], None] | None = None):
+    """(model, tokenizer) for `trace` and `compare`, remembering the adapter directory for their reports."""
+    from tunelens.models import load_model
+
+    model, tokenizer = load_model(spec, adapter=adapter, device=device)
+    if adapter is not None:
+        model.tunelens_adapter_dir = str(adapter)
+    if on_loaded is not None:
+        on_loaded()
+    return model, tokenizer
 
 
 # ---------------------------------------------------------------- one command, one call
@@ -414,13 +426,7 @@ class TraceRun:
 
 def run_trace(run: TraceRun, on_step: Callable[[int], None] | None = None,
               on_loaded: Callable[[], None] | None = None) -> Trace:
-    from tunelens.models import load_model
-
-    model, tokenizer = load_model(run.model, adapter=run.adapter, device=run.device)
-    if run.adapter is not None:
-        model.tunelens_adapter_dir = str(run.adapter)
-    if on_loaded is not None:
-        on_loaded()
+    model, tokenizer = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
     trace = trace_generate(model, tokenizer, run.prompt, run.config, on_step=on_step)
     trace.model = run.model
     trace.save(run.out)
