@@ -404,9 +404,10 @@ def _lesson2(config: DemoConfig, out: Path, evals: dict, model, tokenizer) -> di
                if r["model"] == "tuned" and r["decoding"] == "greedy"
                and any(f.get("code") == "py2-print" for f in r.get("findings", []))][: config.trace_prompts]
     points = []  # (nudge flipped it, drop in P(Python 2) under the nudge, comparison, position)
-    for prompt, answer in answers:
+    for number, (prompt, answer) in enumerate(answers):
+        # The adapter canary proves A is active once; repeating it per answer would only redo its passes.
         comparison = compare_conditions(model, tokenizer, prompt, [f"{prompt}\n\n{PY3_NUDGE}"], answer,
-                                        CompareConfig(top_k=5))
+                                        CompareConfig(top_k=5, check_adapter=number == 0))
         tokens = [p.token for p in comparison.positions]
         for index in _python2_print_positions(tokens):
             position = comparison.positions[index]

@@ -169,7 +169,7 @@ class MiniLMEmbedder:
 
 def _onnx_session(model, model_dir: Path, required: bool):
     """An ONNX Runtime session over the embedder's transformer, exported on first use to
-    <cache>/embedders/ (keyed by the weights' hash); None when ONNX Runtime is not installed."""
+    <cache>/embedders/ (keyed by the weights file); None when ONNX Runtime is not installed."""
     try:
         import onnxruntime
     except ImportError:
@@ -178,8 +178,10 @@ def _onnx_session(model, model_dir: Path, required: bool):
         return None
     from tunelens.models import cache_root
 
-    weights = model_dir / "model.safetensors"
-    key = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else "unknown"
+    # Keyed by the weights file's size and mtime, not its hash: hashing 90 MB would add work to every
+    # start-up, while any reinstall of the package that changes the weights changes these too.
+    weights = (model_dir / "model.safetensors").stat()
+    key = hashlib.sha256(f"{weights.st_size}:{weights.st_mtime_ns}".encode()).hexdigest()[:16]
     path = cache_root() / "embedders" / f"{MINILM}-{key}.onnx"
     if not path.is_file():
         import importlib.util
