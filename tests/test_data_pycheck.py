@@ -120,14 +120,9 @@ def _python2():
     return None
 
 
-def test_labels_agree_with_a_real_python2_compiler():
-    """An independent check of the fixture's labels, where a Python 2.7 interpreter is installed: the
-    hand-written Python 2 snippets compile under it, and the `syntax` ones fail there too."""
+def _python2_parses_with_interpreter(python2: str) -> list[tuple[str, int]]:
     import subprocess
 
-    python2 = _python2()
-    if python2 is None:
-        pytest.skip("no Python 2.7 interpreter here")
     script = (
         "import json, sys\n"
         "for line in open(sys.argv[1]):\n"
@@ -139,9 +134,33 @@ def test_labels_agree_with_a_real_python2_compiler():
         "    print('%s %s %d' % (row['id'], row['label'], ok))\n"
     )
     out = subprocess.run([python2, "-c", script, str(FIXTURE)], capture_output=True, text=True, timeout=60)
-    results = [line.split() for line in out.stdout.splitlines()]
-    py2_ok = [int(ok) for _, label, ok in results if label == "py2"]
-    syntax_ok = [int(ok) for _, label, ok in results if label == "syntax"]
+    return [(label, int(ok)) for _, label, ok in (line.split() for line in out.stdout.splitlines())]
+
+
+def _python2_parses_with_typed_ast() -> list[tuple[str, int]]:
+    # typed_ast.ast27 is CPython 2.7's own grammar, parser and AST builder compiled as an extension
+    # module; it misses only the errors 2.7 raises later, in its symbol table (e.g. `return` outside
+    # a function), which none of the fixture's labels depend on.
+    ast27 = pytest.importorskip("typed_ast.ast27")
+    results = []
+    for row in map(json.loads, FIXTURE.read_text().splitlines()):
+        try:
+            ast27.parse(row["code"])
+            results.append((row["label"], 1))
+        except SyntaxError:
+            results.append((row["label"], 0))
+    return results
+
+
+def test_labels_agree_with_a_real_python2_compiler():
+    """An independent check of the fixture's labels against Python 2.7's own parser: the hand-written
+    Python 2 snippets parse under it, and the `syntax` ones fail there too. A Python 2.7 interpreter is
+    used where one is installed, else CPython 2.7's parser from typed_ast (the test extra installs it)."""
+    python2 = _python2()
+    results = _python2_parses_with_interpreter(python2) if python2 else _python2_parses_with_typed_ast()
+    py2_ok = [ok for label, ok in results if label == "py2"]
+    syntax_ok = [ok for label, ok in results if label == "syntax"]
+    assert len(py2_ok) >= 160 and len(syntax_ok) >= 15  # the fixture was read whole
     # 17 py2 snippets are Python 3 code (async, annotations, raise-from) with one idiom pasted in
     assert sum(py2_ok) >= 150
     assert sum(syntax_ok) == 0
