@@ -26,14 +26,50 @@ from tunelens.errors import UserError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A dataclass field with a help text (and optionally the allowed values)."""
-    metadata = {"help": help}
+def option(default: Any, help: str, choices: tuple | None = None, *, min: float | None = None,
+           max: float | None = None, flag: str | None = None, short: str | None = None) -> Any:
+    """A dataclass field declared once: its default, help text, allowed values and bounds, and (for the
+    CLI) its flag name (default ``--field-name``) and an optional short flag."""
+    metadata: dict[str, Any] = {"help": help}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    for key, value in (("min", min), ("max", max), ("flag", flag), ("short", short)):
+        if value is not None:
+            metadata[key] = value
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for a sequence default: configs are frozen")
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def configclass(cls: type[C]) -> type[C]:
+    """A frozen dataclass whose every construction is checked: each field's choices and bounds (from
+    `option()`), then the class's own `validate()` for rules across fields. One validation path, so no
+    caller has to remember to call it."""
+    own_validate = cls.__dict__.get("validate")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if own_validate is not None:
+            own_validate(self)
+
+    cls.__post_init__ = __post_init__
+    return dataclasses.dataclass(frozen=True)(cls)
+
+
+def check_fields(config) -> None:
+    """Raise UserError naming the first field whose value is outside its declared choices or bounds."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None or isinstance(value, bool):
+            continue
+        meta = field.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise UserError(f"{field.name}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        if isinstance(value, (int, float)):
+            if "min" in meta and value < meta["min"]:
+                raise UserError(f"{field.name} must be at least {meta['min']}, got {value}")
+            if "max" in meta and value > meta["max"]:
+                raise UserError(f"{field.name} must be at most {meta['max']}, got {value}")
 
 
 def field_help(cls: type, name: str) -> str:
@@ -63,9 +99,14 @@ def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: di
         _check_known(cls, key, "option")
         values[key] = _coerce(cls, key, value, "option")
     config = cls(**values)
-    if hasattr(config, "validate"):
+    if hasattr(config, "validate") and not _checks_itself(cls):
         config.validate()
     return config
+
+
+def _checks_itself(cls: type) -> bool:
+    # A @configclass validates on construction; calling validate() again would only repeat it.
+    return "__post_init__" in cls.__dict__
 
 
 def config_to_dict(config) -> dict[str, Any]:
@@ -119,6 +160,12 @@ def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
     choices = _fields(cls)[key].metadata.get("choices")
     if choices is not None and coerced not in choices:
         raise UserError(f"{where} {key!r}: {coerced!r} is not one of {', '.join(map(str, choices))}")
+    meta = _fields(cls)[key].metadata
+    if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
+        if "min" in meta and coerced < meta["min"]:
+            raise UserError(f"{where} {key!r}: must be at least {meta['min']}, got {coerced}")
+        if "max" in meta and coerced > meta["max"]:
+            raise UserError(f"{where} {key!r}: must be at most {meta['max']}, got {coerced}")
     return coerced
 
 

@@ -1,0 +1,85 @@
+"""Command-line options derived from a config dataclass.
+
+Each field of a stage's config is declared once with `tunelens.config.option` (default, help, choices,
+bounds, flag name). `config_options(Cls)` turns those fields into Typer options on a command, adds
+`--config FILE` (YAML), and hands the command one checked `Cls` built by `load_config`: defaults, then
+the file, then the flags given. So adding an option is one edit to the config plus its use, and the CLI,
+the YAML file and validation cannot disagree about a default or a bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from tunelens.config import load_config
+
+CONFIG_FILE_HELP = "YAML file of options (keys are the option names with - or _); flags given here win over it."
+
+
+def config_options(cls: type, *, skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorate a command taking ``config: cls`` (plus its own arguments) so that every field of ``cls``
+    not in ``skip`` is a CLI option, and ``--config FILE`` reads a YAML file of them."""
+
+    def decorate(func: Callable) -> Callable:
+        own = inspect.signature(func)
+        kept = [p for p in own.parameters.values() if p.name != "config"]
+        fields = [f for f in dataclasses.fields(cls) if f.name not in skip and f.name not in own.parameters]
+        hints = typing.get_type_hints(cls)
+        derived = [_parameter(cls, f, hints[f.name]) for f in fields]
+        derived.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                         default=typer.Option(None, "--config", help=CONFIG_FILE_HELP)))
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            overrides = {f.name: kwargs.pop(f.name, None) for f in fields}
+            config = load_config(cls, kwargs.pop("config_file", None), overrides)
+            return func(*args, config=config, **kwargs)
+
+        parameters = [*kept, *derived]
+        command.__signature__ = own.replace(parameters=parameters)
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+
+    return decorate
+
+
+def _parameter(cls: type, field: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    meta = field.metadata
+    flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+    kind = _cli_type(hint)
+    names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
+    if meta.get("short"):
+        names.append(meta["short"])
+    bounds = {key: meta[key] for key in ("min", "max") if key in meta and kind in (int, float)}
+    text = meta.get("help", "") + (f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else "")
+    shown = _shown_default(field.default)
+    # None means "not given": load_config then keeps the YAML value or the field's default.
+    default = typer.Option(None, *names, help=text, show_default=shown, **bounds)
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[kind])
+
+
+def _shown_default(value: Any) -> str | bool:
+    if value is None:
+        return False
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cli_type(hint: Any) -> type:
+    """The type Typer parses a field's flag as; tuples are given as comma-separated text."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return str
+    if hint in (bool, int, float, str):
+        return hint
+    raise TypeError(f"config type {hint!r} has no command-line form")
