@@ -62,3 +62,34 @@ def test_mcnemar_counts_pairs():
     assert (result.n_pairs, result.both, result.base_only, result.tuned_only, result.neither) == (11, 3, 6, 0, 2)
     assert result.tuned_worse and result.significant() and result.p_value == pytest.approx(1 / 32)
     assert not mcnemar([(False, True)] * 6).tuned_worse
+
+
+def test_bootstrap_mean_of_constant_values_has_zero_width():
+    from tunelens.evaluate.stats import bootstrap_mean
+
+    result = bootstrap_mean([2.0] * 7)
+    assert (result.n, result.mean, result.low, result.high) == (7, 2.0, 2.0, 2.0)
+    assert bootstrap_mean([]).mean is None
+
+
+def test_bootstrap_interval_covers_the_mean_and_matches_the_normal_width():
+    import random
+
+    from tunelens.evaluate.stats import bootstrap_mean
+
+    rng = random.Random(1)
+    values = [rng.gauss(1.0, 2.0) for _ in range(400)]
+    result = bootstrap_mean(values, resamples=4000)
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = Z95 * sd / math.sqrt(len(values))  # the normal-theory half-width, about 0.2 here
+    assert result.low < mean < result.high
+    assert (result.high - result.low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_sign_test_drops_zeros_and_is_two_sided():
+    from tunelens.evaluate.stats import sign_test_p
+
+    # 8 positive, 0 negative: 2 * (1/2)^8 = 0.0078125
+    assert sign_test_p([1] * 8 + [0] * 5) == pytest.approx(0.0078125)
+    assert sign_test_p([1, -1]) == 1.0

@@ -109,3 +109,42 @@ def mcnemar(pairs: list[tuple[bool, bool]]) -> McNemar:
     tuned_only = sum(1 for base, tuned in pairs if tuned and not base)
     neither = len(pairs) - both - base_only - tuned_only
     return McNemar(len(pairs), both, base_only, tuned_only, neither, mcnemar_exact_p(base_only, tuned_only))
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """The mean of n values with a 95% percentile-bootstrap interval (None for no values)."""
+
+    n: int
+    mean: float | None
+    low: float | None
+    high: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_mean(values, resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> MeanInterval:
+    """Mean with a percentile-bootstrap interval: resample the values with replacement ``resamples``
+    times and take the middle ``level`` of the resampled means.
+
+    Used for continuous, paired measures (a log-odds change per decision point or per prompt), where
+    the unit of resampling is the item, so items measured under two conditions stay paired."""
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    if data.size == 0:
+        return MeanInterval(0, None, None, None)
+    draws = np.random.default_rng(seed).integers(0, data.size, size=(resamples, data.size))
+    means = data[draws].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
+
+
+def sign_test_p(differences) -> float:
+    """Two-sided exact sign test that positive and negative differences are equally likely (zeros
+    dropped): the paired companion of a bootstrap interval that needs no distributional assumption."""
+    positive = sum(1 for d in differences if d > 0)
+    negative = sum(1 for d in differences if d < 0)
+    return mcnemar_exact_p(positive, negative)
