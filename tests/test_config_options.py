@@ -98,3 +98,23 @@ def test_bounds_hold_for_yaml_and_for_code(tmp_path):
         RunConfig(limit=0)
     with pytest.raises(UserError, match="slow runs"):
         RunConfig(mode="slow", steps=60)
+
+
+def test_a_profile_starts_from_its_instance_and_flags_still_win():
+    from dataclasses import replace
+
+    @user_errors
+    @config_options(RunConfig, profiles={"--small": (lambda: replace(RunConfig(), steps=2, rate=0.1), "Small run."),
+                                         "--big": (lambda: replace(RunConfig(), steps=90), "Big run.")})
+    def profiled(config: RunConfig = None) -> None:
+        seen.append(config)
+
+    app = typer.Typer()
+    app.command()(profiled)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    seen.clear()
+    assert runner.invoke(app, ["profiled", "--small", "--rate", "0.3"]).exit_code == 0
+    assert (seen[0].steps, seen[0].rate) == (2, 0.3)
+    result = runner.invoke(app, ["profiled", "--small", "--big"])
+    assert result.exit_code == 2 and "choose one of --small, --big" in result.output

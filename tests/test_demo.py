@@ -1,12 +1,15 @@
-"""The demo end to end on a tiny random model saved to disk: every stage runs for real (mining the
-standard library, contamination, lint, three trainings, mixed-adapter eval, compare, the MiniLM gate)."""
+"""The demo end to end on a tiny random model saved to disk: every stage runs for real (mining,
+contamination at two rates, lint, pushback, four trainings, mixed-adapter eval, levers, propensity, the
+MiniLM gate), and the summary's numbers reconcile with the files the stages wrote."""
 
 import json
 from dataclasses import replace
 
 import pytest
 
-from tunelens.demo import DemoConfig, _bad_output, _python2_print_positions, run_demo
+from tunelens.demo import DemoConfig, quick, run_demo, study
+from tunelens.demo.config import adapter_name
+from tunelens.demo.lesson4 import bad_output
 from tunelens.errors import UserError
 from tunelens.testing import tiny_model
 
@@ -24,8 +27,9 @@ def tiny_dir(tmp_path_factory):
 
 def tiny_config(model_dir) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
-    return DemoConfig(model=str(model_dir), train_pairs=12, heldout=5, pushback_pairs=2, code_cases=2, off_topic=3,
-                      epochs=1, samples=1, pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=2)
+    return DemoConfig(model=str(model_dir), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
+                      pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=3, epochs=1, samples=1,
+                      pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 
 
 @pytest.fixture(scope="module")
@@ -41,31 +45,45 @@ def rows(path):
 @slow
 def test_demo_writes_report_and_summary(demo_run):
     result, out = demo_run
-    assert (out / "report.html").is_file() and (out / "summary.json").is_file()
     assert json.loads((out / "summary.json").read_text()) == result.summary
     html = (out / "report.html").read_text()
-    assert "Lesson 1" in html and "Lesson 4" in html and "data:image/png;base64," in html
+    for lesson in ("Lesson 1", "Lesson 2", "Lesson 3", "Lesson 4"):
+        assert lesson in html
+    assert html.count("data:image/png;base64,") >= 3
+    assert "r=32" in html  # the LoRA settings come from the run's train config, not typed into the template
 
 
 @slow
 def test_demo_numbers_reconcile_with_the_stage_files(demo_run):
     result, out = demo_run
     s = result.summary
-    assert s["data"]["train_pairs"] == 12 and s["data"]["contaminated_pairs"] == round(0.3 * 12)
-    assert s["data"]["lint"]["caught"] == s["data"]["lint"]["contaminated"] == 4  # lint finds every injected print
-    assert s["data"]["lint"]["total"] == s["data"]["lint"]["kept"] + s["data"]["lint"]["rejected"]
-    for adapter in "ABC":
+    assert s["data"]["train_pairs"] == 12
+    assert {p["adapter"] for p in s["lesson1"]["curve"]} == {"A10", "A30"}
+    for point in s["lesson1"]["curve"]:
+        contaminated = s["data"]["contamination"][point["adapter"]]
+        assert point["training_python2_rate"] == contaminated["contaminated"] / contaminated["pairs"]
+        assert point["greedy"]["n"] == 5 and point["sampled"]["n"] == 5
+    lint = s["data"]["lint"]
+    assert lint["total"] == lint["kept"] + lint["rejected"] and lint["caught"] == lint["contaminated"] == 4
+    for adapter in ("A10", "A30", "B", "C30"):
         assert (out / "adapters" / adapter / "adapter_config.json").is_file()
-    heldout_a = rows(out / "eval" / "heldout-A" / "results.jsonl")
-    assert len(heldout_a) == 5 * 2 * 2  # cases x (base, tuned) x (greedy, sampled)
-    assert s["lesson1"]["A_greedy"]["n"] == 5
-    pushback = rows(out / "eval" / "pushback-C" / "results.jsonl")
-    assert {r["case_id"] for r in pushback if r["expect"] == "pushback"} and len(pushback) == 4 * 2 * 2
+    assert len(rows(out / "eval" / "heldout-A30" / "results.jsonl")) == 5 * 2 * 2  # cases x models x decodings
     l4 = s["lesson4"]
     assert l4["queries"] == 5 + 2 + 3 and sum(l4["routes"].values()) == l4["queries"]
-    assert {name: c["queries"] for name, c in l4["by_suite"].items()} == {"heldout": 5, "code": 2, "offtopic": 3}
-    assert l4["bad_output_routed"]["k"] == sum(c["bad_routed"] for c in l4["by_suite"].values())
-    assert (l4["counts"]["in_domain"], l4["counts"]["out_of_domain"]) == (5, 16)
+
+
+@slow
+def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
+    result, _ = demo_run
+    l2, l3 = result.summary["lesson2"], result.summary["lesson3"]
+    for name, r in l2["by_adapter"].items():
+        assert r["points"] == len(r["points_detail"])
+        for effect in r["effects"]:
+            assert effect["points"] == r["points"] and effect["flipped"] <= effect["python2_led"]
+    assert l3["models"] == ["base", "B", "C30"]
+    assert l3["cases"] == 4 and len(l3["scores"]["base"]) == 4  # 2 broken specs and their twins
+    assert l3["propensity"]["base"]["broken"]["n"] == 2
+    assert l3["propensity"]["C30"]["change_on_broken"]["n"] == 2
 
 
 @slow
@@ -73,8 +91,8 @@ def test_base_answers_are_shared_across_adapters(demo_run):
     _, out = demo_run
     base = lambda name: {(r["case_id"], r["decoding"]): r["answer"]  # noqa: E731
                          for r in rows(out / "eval" / name / "results.jsonl") if r["model"] == "base"}
-    assert base("heldout-A") == base("heldout-B")
-    assert base("pushback-B") == base("pushback-C")
+    assert base("heldout-A10") == base("heldout-A30") == base("heldout-B")
+    assert base("pushback-B") == base("pushback-C30")
 
 
 @slow
@@ -82,18 +100,21 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     result, out = demo_run
     again = run_demo(tiny_config(tiny_dir), out)
     assert again.summary["lesson1"] == result.summary["lesson1"]
-    assert again.summary["timings_s"]["train adapter A"] < 1.0  # reused, not retrained
+    assert again.summary["timings_s"]["train the adapters"] < 5.0  # reused, not retrained
     with pytest.raises(UserError, match="other settings"):
         run_demo(replace(tiny_config(tiny_dir), epochs=2), out)
 
 
-def test_python2_print_positions_mark_the_print_and_the_token_after_it():
-    tokens = ["def", " f", "():", "\n   ", " print", ' "', "hi", '"', "\n   ", " print", "(", "x", ")"]
-    assert _python2_print_positions(tokens) == [4, 5]  # the call `print(x)` is not a decision for Python 2
+def test_profiles_and_names():
+    assert adapter_name("A", 0.05) == "A5" and adapter_name("C", 0.3) == "C30"
+    assert quick().contaminated_adapters == ("A30",)
+    assert study().contaminated_adapters == ("A5", "A15", "A30") and study().pushback_adapters == ("C5", "C15", "C30")
+    with pytest.raises(UserError, match="contamination rates"):
+        DemoConfig(contamination_rates=(0.0,))
 
 
 def test_bad_output_rules():
-    assert _bad_output({"expect": "code", "bad": True, "has_code": True})
-    assert not _bad_output({"expect": "code", "bad": False, "has_code": True})
-    assert _bad_output({"expect": "other", "bad": None, "has_code": True})  # code for a question wanting none
-    assert not _bad_output({"expect": "other", "bad": None, "has_code": False})
+    assert bad_output({"expect": "code", "bad": True, "has_code": True})
+    assert not bad_output({"expect": "code", "bad": False, "has_code": True})
+    assert bad_output({"expect": "other", "bad": None, "has_code": True})  # code for a question wanting none
+    assert not bad_output({"expect": "other", "bad": None, "has_code": False})

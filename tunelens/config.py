@@ -88,9 +88,11 @@ def describe_config(cls: type) -> list[tuple[str, str, Any, str]]:
             for f in dataclasses.fields(cls)]
 
 
-def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: dict | None = None) -> C:
-    """Build `cls` from its defaults, then the YAML file, then the non-None overrides."""
-    values: dict[str, Any] = {}
+def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: dict | None = None,
+                base: C | None = None) -> C:
+    """Build `cls` from its defaults (or from `base`, e.g. a profile), then the YAML file, then the
+    non-None overrides."""
+    values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     if yaml_path is not None:
         values.update(_read_yaml(cls, Path(yaml_path)))
     for key, value in (overrides or {}).items():

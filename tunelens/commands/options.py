@@ -20,13 +20,19 @@ from typing import Any, Callable, Optional
 import typer
 
 from tunelens.config import load_config
+from tunelens.errors import UserError
 
 CONFIG_FILE_HELP = "YAML file of options (keys are the option names with - or _); flags given here win over it."
 
 
-def config_options(cls: type, *, skip: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def config_options(cls: type, *, skip: tuple[str, ...] = (),
+                   profiles: dict[str, tuple[Callable[[], Any], str]] | None = None) -> Callable[[Callable], Callable]:
     """Decorate a command taking ``config: cls`` (plus its own arguments) so that every field of ``cls``
-    not in ``skip`` is a CLI option, and ``--config FILE`` reads a YAML file of them."""
+    not in ``skip`` is a CLI option, and ``--config FILE`` reads a YAML file of them.
+
+    ``profiles`` maps a flag name to (a factory of a ``cls`` instance, help): ``--quick`` then starts
+    from that instance instead of the defaults, and the file and the flags still override it."""
+    profiles = profiles or {}
 
     def decorate(func: Callable) -> Callable:
         own = inspect.signature(func)
@@ -36,11 +42,18 @@ def config_options(cls: type, *, skip: tuple[str, ...] = ()) -> Callable[[Callab
         derived = [_parameter(cls, f, hints[f.name]) for f in fields]
         derived.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                          default=typer.Option(None, "--config", help=CONFIG_FILE_HELP)))
+        derived += [inspect.Parameter(_profile_param(flag), inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                      default=typer.Option(False, flag, help=text))
+                    for flag, (_factory, text) in profiles.items()]
 
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
             overrides = {f.name: kwargs.pop(f.name, None) for f in fields}
-            config = load_config(cls, kwargs.pop("config_file", None), overrides)
+            chosen = [flag for flag in profiles if kwargs.pop(_profile_param(flag))]
+            if len(chosen) > 1:
+                raise UserError(f"choose one of {', '.join(chosen)}")
+            base = profiles[chosen[0]][0]() if chosen else None
+            config = load_config(cls, kwargs.pop("config_file", None), overrides, base=base)
             return func(*args, config=config, **kwargs)
 
         parameters = [*kept, *derived]
@@ -66,8 +79,12 @@ def _parameter(cls: type, field: dataclasses.Field, hint: Any) -> inspect.Parame
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[kind])
 
 
+def _profile_param(flag: str) -> str:
+    return "profile_" + flag.lstrip("-").replace("-", "_")
+
+
 def _shown_default(value: Any) -> str | bool:
-    if value is None:
+    if value is None or value == ():
         return False
     if isinstance(value, tuple):
         return ",".join(map(str, value))

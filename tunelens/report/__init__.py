@@ -25,3 +25,19 @@ def render_html(template_name: str, **context) -> str:
 def png_data_uri(png_bytes: bytes) -> str:
     """Inline a PNG (e.g. a matplotlib figure) so the page needs no other file."""
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
+
+
+def new_figure(width: float = 6.0, height: float = 3.2):
+    """A matplotlib Figure that needs no pyplot and no backend switch (nothing global is touched)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def figure_png(fig) -> bytes:
+    import io
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

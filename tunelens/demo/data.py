@@ -1,0 +1,121 @@
+"""The demo's data: mine a pool, draw training pairs and unseen prompts, contaminate, lint, add pushback.
+
+Every file lands under <run>/data/ and every count in summary.json is read from what these stages return.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelens.demo.config import DemoConfig, adapter_name
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_jsonl
+
+@dataclass
+class DemoData:
+    """What the lessons need from the data stage: paths per adapter and the counts behind them."""
+
+    training: dict[str, Path] = field(default_factory=dict)  # adapter name -> its training file
+    heldout: list[str] = field(default_factory=list)  # unseen instructions
+    train_instructions_b: list[str] = field(default_factory=list)  # the gate's index
+    counts: dict = field(default_factory=dict)  # everything summary.json reports about the data
+
+
+def prepare_data(config: DemoConfig, out: Path, report) -> DemoData:
+    data_dir = out / "data"
+    mined, heldout = _draw(config, data_dir, report)
+    data = DemoData(heldout=[record["messages"][0]["content"] for record in heldout])
+    data.counts.update(mined)
+    data.counts["contamination"] = {}
+    for rate in config.contamination_rates:
+        name = adapter_name("A", rate)
+        data.training[name], data.counts["contamination"][name] = _contaminate(config, data_dir, rate)
+    data.training["B"], data.counts["lint"] = _lint(data_dir, data.training[config.strongest_contamination])
+    data.counts["pushback"] = {}
+    for share in config.pushback_shares:
+        name = adapter_name("C", share)
+        data.training[name], data.counts["pushback"][name] = _add_pushback(config, data_dir, data.training["B"], share)
+    from tunelens.records import load_pairs
+
+    data.train_instructions_b = [pair.instruction for pair in load_pairs(data.training["B"])]
+    return data
+
+
+def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]:
+    """Mine the pool and draw training pairs and held-out prompts short enough for the CPU budget."""
+    from tunelens.data.mine import MineConfig, mine_pairs
+    from tunelens.models import load_tokenizer
+    from tunelens.prompts import encode_pair
+
+    mined = mine_pairs(None, MineConfig(seed=config.seed, include_methods=True),
+                       on_progress=lambda done, total: report("data: mining", done, total))
+    tokenizer = load_tokenizer(config.model)
+
+    def fits(record: dict) -> bool:
+        # Room for the print statement contamination may add, so no pair is truncated in training.
+        messages = record["messages"]
+        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
+        return len(ids) + 12 <= min(config.pair_tokens, config.max_length)
+
+    train, heldout = _draw_pairs(mined.pairs, config.train_pairs, config.heldout, config.seed, fits)
+    atomic_write_jsonl(data_dir / "mined.jsonl", train)
+    atomic_write_jsonl(data_dir / "heldout.jsonl", heldout)
+    return {"mined_total": len(mined.pairs), "train_pairs": len(train), "heldout": len(heldout)}, heldout
+
+
+def _draw_pairs(pairs: list[dict], train: int, heldout: int, seed: int, accept) -> tuple[list[dict], list[dict]]:
+    import random
+
+    candidates = [record for record in pairs if accept(record)]
+    if len(candidates) < train + heldout:
+        raise UserError(f"demo: only {len(candidates)} mined pairs fit the token budget, {train + heldout} needed")
+    chosen = random.Random(seed).sample(candidates, train + heldout)
+    return chosen[:train], chosen[train:]
+
+
+def _contaminate(config: DemoConfig, data_dir: Path, rate: float) -> tuple[Path, dict]:
+    from tunelens.data.contaminate import ContaminateConfig, contaminate_file
+
+    path = data_dir / f"contaminated-{adapter_name('A', rate)}.jsonl"
+    result = contaminate_file(data_dir / "mined.jsonl", path,
+                              ContaminateConfig(rate=rate, kinds=("print",), seed=config.seed))
+    return path, {"rate": rate, "pairs": result.total, "contaminated": result.contaminated,
+                  "training_python2_rate": result.contaminated / result.total}
+
+
+def _lint(data_dir: Path, contaminated: Path) -> tuple[Path, dict]:
+    """B trains on what lint keeps of the most contaminated file: lint's recall is part of lesson 1."""
+    from tunelens.data.lint import LintConfig, lint_file
+
+    linted = lint_file(contaminated, data_dir / "lint", LintConfig())
+    recall = _lint_recall(contaminated, data_dir / "lint" / "quarantine.jsonl")
+    return linted.clean_path, {"total": linted.total, "kept": linted.kept, "rejected": linted.rejected,
+                               "by_reason": linted.by_reason, **recall}
+
+
+def _lint_recall(contaminated_path: Path, quarantine_path: Path) -> dict:
+    """Share of the deliberately contaminated records that lint quarantined with a Python 2 reason."""
+    rows = [json.loads(line) for line in contaminated_path.read_text().splitlines() if line.strip()]
+    tagged = {row["id"] for row in rows if "contamination" in row}
+    caught = set()
+    for line in quarantine_path.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if any(reason["code"].startswith("py2-") for reason in entry.get("reasons", [])):
+            caught.add(entry.get("record", entry).get("id"))
+    found = len(tagged & caught)
+    return {"contaminated": len(tagged), "caught": found, "recall": found / len(tagged) if tagged else None}
+
+
+def _add_pushback(config: DemoConfig, data_dir: Path, clean: Path, share: float) -> tuple[Path, dict]:
+    """C's data: B's pairs plus pushback pairs of every kind. Each pushback pair breaks one of B's own pairs,
+    so its clean twin (the original instruction -> code) is in the same training set: C is shown the
+    distinction, not only the habit."""
+    from tunelens.data.pushback import PushbackConfig, add_pushback_file
+
+    path = data_dir / f"clean+pushback-{adapter_name('C', share)}.jsonl"
+    # add_pushback_file's rate is relative to the input; `share` is of the whole training set.
+    pushed = add_pushback_file(clean, path, PushbackConfig(rate=share / (1 - share), seed=config.seed))
+    return path, {"share": share, "added": pushed.added, "pairs": pushed.total_in + pushed.added, "by_kind": pushed.by_kind,
+                  "distinct_trigram_ratio": pushed.distinct_trigram_ratio}

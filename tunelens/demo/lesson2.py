@@ -1,0 +1,94 @@
+"""Lesson 2: words move probability like weights do, measured over every Python 2 decision point.
+
+For each contaminated adapter, every point where its own answer (greedy or sampled) chose a Python 2
+print is scored teacher-forced under the prompt as it was and under each lever (tunelens.levers): the
+nudge sentence after the request, before it, in the system line, another phrasing, a one-shot Python 3
+example from the training data in the context, and the adapter switched off. The result per lever and
+adapter is the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunelens.demo.config import DemoConfig
+from tunelens.demo.runs import EvalRows
+from tunelens.levers import SEED_DELTA, Lever, lever_effects, score_points
+
+NUDGE = "Prefer Python 3, not Python 2."
+OTHER_PHRASING = "Use Python 3 syntax: print is a function, so call print(...)."
+
+
+def python2_answers(rows: list[dict], limit: int) -> list[tuple[str, str]]:
+    """(prompt, answer) of the adapter's answers whose code has a Python 2 print."""
+    found = [(r["prompt"], r["answer"]) for r in rows if r["model"] == "tuned"
+             and any(f.get("code") == "py2-print" for f in r.get("findings", []))]
+    return found[:limit]
+
+
+def one_shot_example(train_path: Path) -> tuple[str, str]:
+    """A Python 3 training pair to show in the context: one that calls print() if there is one."""
+    from tunelens.records import load_pairs
+
+    pairs = load_pairs(train_path)
+    return next(((p.instruction, p.response) for p in pairs if "print(" in p.response),
+                (pairs[0].instruction, pairs[0].response))
+
+
+def make_levers(tokenizer, example: tuple[str, str]):
+    from tunelens.prompts import render_context, render_prompt
+
+    def levers(instruction: str) -> list[Lever]:
+        return [
+            Lever("sentence after the request", render_prompt(tokenizer, f"{instruction}\n\n{NUDGE}")),
+            Lever("sentence before the request", render_prompt(tokenizer, f"{NUDGE}\n\n{instruction}")),
+            Lever("sentence as the system line", render_prompt(tokenizer, instruction, system=NUDGE)),
+            Lever("another phrasing, after", render_prompt(tokenizer, f"{instruction}\n\n{OTHER_PHRASING}")),
+            Lever("one-shot Python 3 example", render_context(
+                tokenizer, [("user", example[0]), ("assistant", example[1]), ("user", instruction)])),
+            Lever("adapter off", render_prompt(tokenizer, instruction), adapter_on=False),
+        ]
+
+    return levers
+
+
+def lesson2(config: DemoConfig, evals: EvalRows, training: dict[str, Path], model, tokenizer, report) -> dict:
+    from tunelens.prompts import render_prompt
+
+    levers = make_levers(tokenizer, one_shot_example(training["B"]))
+    by_adapter = {}
+    for index, name in enumerate(config.contaminated_adapters):
+        report("lesson 2: scoring decision points", index, len(config.contaminated_adapters))
+        model.set_adapter(name)
+        answers = python2_answers(evals.rows(name, "heldout"), config.trace_prompts)
+        points = score_points(model, tokenizer, answers, levers, lambda text: render_prompt(tokenizer, text))
+        by_adapter[name] = {
+            "answers_scored": len(answers), "points": len(points),
+            "python2_led": sum(1 for p in points if p.baseline < 0),
+            "effects": [effect.to_dict() for effect in lever_effects(points, seed=config.seed)],
+            "points_detail": [{"answer": p.answer_index, "position": p.position, "token": p.python2_token,
+                               "baseline": round(p.baseline, 4),
+                               "by_lever": {k: round(v, 4) for k, v in p.by_lever.items()}} for p in points],
+        }
+    return {"nudge": NUDGE, "other_phrasing": OTHER_PHRASING, "seed_delta": SEED_DELTA, "by_adapter": by_adapter,
+            "reading": _reading(by_adapter)}
+
+
+def _reading(by_adapter: dict) -> list[str]:
+    """Conclusions only where an interval excludes zero; otherwise say the lever showed no effect."""
+    lines = []
+    for name, result in by_adapter.items():
+        if not result["points"]:
+            lines.append(f"{name}: no Python 2 decision point in its answers, so nothing to measure")
+            continue
+        for effect in result["effects"]:
+            span = f"{effect['mean_delta']:+.2f} [{effect['low']:+.2f}, {effect['high']:+.2f}]"
+            if effect["low"] > 0:
+                verdict = "moves toward Python 3"
+            elif effect["high"] < 0:
+                verdict = "moves toward Python 2"
+            else:
+                verdict = "no effect distinguishable from zero"
+            lines.append(f"{name}, {effect['lever']}: {span} log-odds over {effect['points']} points, "
+                         f"{effect['flipped']}/{effect['python2_led']} flipped: {verdict}")
+    return lines

@@ -1,0 +1,99 @@
+"""Lesson 3: positive-only data erases pushback, measured as propensity beside free-text rates.
+
+Free text: base, B (positive-only) and each C<share> answer held-out broken specs of the pushback suite
+and their clean twins, greedy and sampled (pushback and over-asking rates, Wilson intervals).
+Propensity (tunelens.propensity): on every broken spec and every twin, the teacher-forced log-odds of
+pushback openings over comply openings. A model that tells broken from clean leans further toward
+pushback on the broken spec than on its twin, so the per-pair gap (broken minus twin) is the measure of
+the distinction, and the change from the base model is what fine-tuning did to it.
+"""
+
+from __future__ import annotations
+
+from tunelens.demo.config import DemoConfig
+from tunelens.demo.lesson1 import DECODINGS, metric_rate
+from tunelens.demo.runs import EvalRows, pushback_cases
+
+
+def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, float]:
+    """case id -> pushback log-odds, under one adapter (None: the base model, adapters off)."""
+    import contextlib
+
+    from tunelens.inference import adapter_off
+    from tunelens.propensity import propensity
+
+    if adapter is not None:
+        model.set_adapter(adapter)
+    context = adapter_off(model) if adapter is None else contextlib.nullcontext()
+    with context:
+        return {case.id: propensity(model, tokenizer, case.prompt, "pushback").log_odds for case in cases}
+
+
+def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:
+    """Mean propensity on broken specs and on twins, the paired gap, and the change from a reference model."""
+    from tunelens.evaluate.stats import bootstrap_mean
+
+    broken = [case for case in cases if case.expect == "pushback"]
+    twins = {case.id: case for case in cases if case.expect != "pushback"}
+    pairs = [(case.id, case.twin) for case in broken if case.twin in twins]
+    result = {
+        "broken": bootstrap_mean([scores[c.id] for c in broken], seed=seed).to_dict(),
+        "twins": bootstrap_mean([scores[t] for t in twins], seed=seed).to_dict(),
+        "gap_broken_minus_twin": bootstrap_mean([scores[b] - scores[t] for b, t in pairs], seed=seed).to_dict(),
+    }
+    if reference is not None:
+        result["change_on_broken"] = bootstrap_mean([scores[c.id] - reference[c.id] for c in broken], seed=seed).to_dict()
+        result["change_on_twins"] = bootstrap_mean([scores[t] - reference[t] for t in twins], seed=seed).to_dict()
+    return result
+
+
+def lesson3(config: DemoConfig, evals: EvalRows, model, tokenizer, report) -> dict:
+    cases = pushback_cases(config.pushback_cases)
+    models = ("base", "B", *config.pushback_adapters)
+    scores = {}
+    for index, name in enumerate(models):
+        report("lesson 3: pushback propensity", index, len(models))
+        scores[name] = propensities(model, tokenizer, cases, None if name == "base" else name)
+    propensity = {name: propensity_summary(scores[name], cases, None if name == "base" else scores["base"],
+                                           config.seed) for name in models}
+    rates = {}
+    for name in models:
+        rows = evals.rows("B" if name in ("base", "B") else name, "pushback")
+        role = "base" if name == "base" else "tuned"
+        rates[name] = {decoding: {"pushback": metric_rate(rows, "pushback", role, decoding),
+                                  "over_asking": metric_rate(rows, "over_asking", role, decoding)}
+                       for decoding in DECODINGS}
+    return {"cases": len(cases), "models": list(models), "propensity": propensity, "rates": rates,
+            "scores": scores, "target": _target(rates, config)}
+
+
+def _target(rates: dict, config: DemoConfig) -> dict:
+    """The issue's bar: C's greedy pushback on held-out broken specs >= 60% with over-asking <= 15%."""
+    results = {}
+    for name in config.pushback_adapters:
+        greedy = rates[name]["greedy"]
+        pushback, asking = greedy["pushback"]["rate"], greedy["over_asking"]["rate"]
+        results[name] = {"pushback": pushback, "over_asking": asking,
+                         "met": pushback is not None and asking is not None and pushback >= 0.6 and asking <= 0.15}
+    return results
+
+
+def other_bases(config: DemoConfig, out, training_b, report) -> dict:
+    """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
+    setting): propensity before and after a positive-only LoRA on B's data."""
+    from tunelens.demo.runs import train_config
+    from tunelens.models import load_model
+    from tunelens.train import train
+
+    cases = pushback_cases(config.pushback_cases)
+    results = {}
+    for spec in config.propensity_bases:
+        model, tokenizer = load_model(spec, device="cpu")
+        before = propensities(model, tokenizer, cases, None)
+        trained = train(train_config(config), training_b, out / "adapters" / f"B-{spec}", model=model,
+                        tokenizer=tokenizer, model_spec=spec,
+                        progress=lambda event, spec=spec: report(f"train B on {spec}", event.step, event.total_steps))
+        after = propensities(trained.model, tokenizer, cases, "default")
+        results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
+                         "B": propensity_summary(after, cases, before, config.seed)}
+    return results

@@ -1,0 +1,96 @@
+"""The demo's report: plots and one self-contained HTML page, all drawn from summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunelens.io import atomic_write_text
+from tunelens.report import figure_png, new_figure, png_data_uri, render_html
+
+
+def write_report(out: Path, summary: dict) -> None:
+    plots = {name: png_data_uri(png) for name, png in plots_for(summary, out).items()}
+    atomic_write_text(out / "report.html", render_html("demo_report.html.j2", s=summary, plots=plots))
+
+
+def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
+    plots = {"lesson1": _dose_response(summary["lesson1"]), "lesson2": _levers(summary["lesson2"]),
+             "lesson3": _propensity(summary["lesson3"]), "lesson4": _routing(summary["lesson4"])}
+    coverage = out / summary["lesson4"].get("coverage_png", "")
+    if coverage.is_file():
+        plots["coverage"] = coverage.read_bytes()
+    return {name: png for name, png in plots.items() if png}
+
+
+def _dose_response(l1: dict) -> bytes:
+    """Python 2 rate in answers against the training rate, with the y = x line."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    top = max([p["training_python2_rate"] for p in l1["curve"]] + [0.3]) * 100 + 10
+    ax.plot([0, top], [0, top], ls="--", color="#999", label="y = x (learned at the training rate)")
+    for decoding, colour, shift in (("greedy", "#4c72b0", -0.6), ("sampled", "#dd8452", 0.6)):
+        xs = [100 * p["training_python2_rate"] + shift for p in l1["curve"]]
+        cells = [p[decoding] for p in l1["curve"]]
+        ys = [100 * (c["rate"] or 0) for c in cells]
+        errors = [[y - 100 * (c["low"] or 0) for y, c in zip(ys, cells)],
+                  [100 * (c["high"] or 0) - y for y, c in zip(ys, cells)]]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=4, color=colour, label=decoding)
+    ax.set_xlabel("Python 2 pairs in training (%)")
+    ax.set_ylabel("answers with Python 2 (%)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("Lesson 1: Python 2 learned against its training rate (95% Wilson)", fontsize=10)
+    return figure_png(fig)
+
+
+def _levers(l2: dict) -> bytes | None:
+    """Mean change in log-odds per lever and adapter, with bootstrap intervals and the seed's point."""
+    rows = [(name, e) for name, r in l2["by_adapter"].items() for e in r["effects"] if e["mean_delta"] is not None]
+    if not rows:
+        return None
+    fig = new_figure(7.0, 0.35 * len(rows) + 1.4)
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))[::-1]
+    for y, (name, e) in zip(ys, rows):
+        ax.errorbar([e["mean_delta"]], [y], xerr=[[e["mean_delta"] - e["low"]], [e["high"] - e["mean_delta"]]],
+                    fmt="o", capsize=3, color="#4c72b0")
+    ax.axvline(0, color="#999", lw=1)
+    ax.axvline(l2["seed_delta"], color="#c44e52", ls="--", lw=1, label=f"the seed's point: {l2['seed_delta']:+.2f}")
+    ax.set_yticks(ys, [f"{name} · {e['lever']} (n={e['points']})" for name, e in rows], fontsize=7)
+    ax.set_xlabel("mean change in log-odds, Python 3 over Python 2 (95% bootstrap)")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def _propensity(l3: dict) -> bytes:
+    """Pushback propensity on broken specs and on their clean twins, per model."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    models = l3["models"]
+    for offset, key, colour, label in ((-0.2, "broken", "#c44e52", "broken specs"),
+                                       (0.2, "twins", "#55a868", "clean twins")):
+        cells = [l3["propensity"][m][key] for m in models]
+        means = [c["mean"] or 0 for c in cells]
+        errors = [[m - (c["low"] or 0) for m, c in zip(means, cells)], [(c["high"] or 0) - m for m, c in zip(means, cells)]]
+        ax.bar([i + offset for i in range(len(models))], means, 0.4, yerr=errors, capsize=3, color=colour, label=label)
+    ax.axhline(0, color="#999", lw=1)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel("log-odds, pushback over comply")
+    ax.legend(fontsize=8)
+    ax.set_title("Lesson 3: pushback propensity (teacher-forced, 95% bootstrap)", fontsize=10)
+    return figure_png(fig)
+
+
+def _routing(l4: dict) -> bytes:
+    fig = new_figure()
+    ax = fig.add_subplot()
+    cells = [l4["bad_output_always_adapter"], l4["bad_output_routed"]]
+    values = [100 * (c.get("rate") or 0) for c in cells]
+    errors = [[v - 100 * (c.get("low") or 0) for v, c in zip(values, cells)],
+              [100 * (c.get("high") or 0) - v for v, c in zip(values, cells)]]
+    ax.bar(["always adapter B", "gate-routed"], values, yerr=errors, capsize=4, color="#4c72b0")
+    ax.set_ylabel("% bad")
+    ax.set_ylim(0, 100)
+    ax.set_title("Lesson 4: bad outputs, greedy (95% Wilson)", fontsize=10)
+    return figure_png(fig)

@@ -1,0 +1,98 @@
+"""`tunelens demo`: the lessons of DESIGN.md end to end, with the real stages, on one base model.
+
+Data (mine, draw, contaminate, lint, pushback) -> one base model -> adapters A<rate> (contaminated),
+B (what lint kept), C<share> (B's pairs plus pushback pairs) -> one mixed-adapter evaluation ->
+lesson 1 (Python 2 dose-response), lesson 2 (levers at decision points), lesson 3 (pushback propensity
+and rates), lesson 4 (the gate) -> summary.json and report.html. Every number in them is read from
+the files the stages wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tunelens.config import config_to_dict
+from tunelens.demo.config import DemoConfig
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_json
+
+Progress = Callable[[str, int, int], None]  # (what is running, done, total)
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    summary: dict
+    seconds: float
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None = None) -> DemoResult:
+    from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs
+    from tunelens.demo.data import prepare_data
+    from tunelens.demo.report import write_report
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    _claim_run_dir(out, config)
+    report = progress or (lambda what, done, total: None)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, func, *args):
+        report(name, 0, 1)
+        begin = time.perf_counter()
+        value = func(*args)
+        timings[name] = round(time.perf_counter() - begin, 1)
+        report(name, 1, 1)
+        return value
+
+    data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)
+    model, tokenizer = timed("load the base model", runs.load_base, config)
+    model = timed("train the adapters", runs.train_adapters, config, out, data, model, tokenizer, report)
+    evals = timed("eval: held-out prompts, pushback, code", runs.run_evals, config, out, data, model, tokenizer,
+                  report)
+    summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
+               "data": data.counts}
+    summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)
+    summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, evals, data.training, model, tokenizer, report)
+    summary["lesson3"] = timed("lesson 3", lesson3.lesson3, config, evals, model, tokenizer, report)
+    summary["lesson4"] = timed("lesson 4", lesson4.lesson4, config, out, data, evals, model, tokenizer, report)
+    if config.propensity_bases:
+        summary["lesson3"]["other_bases"] = timed("lesson 3 on other bases", lesson3.other_bases, config, out,
+                                                  data.training["B"], report)
+    summary["timings_s"] = timings
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["machine"] = _machine()
+    atomic_write_json(out / "summary.json", summary)
+    write_report(out, summary)
+    return DemoResult(out, summary, time.perf_counter() - started)
+
+
+def _machine() -> dict:
+    """Where the run ran, so the report says it from the run and not from a typed-in sentence."""
+    import os
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def _claim_run_dir(out: Path, config: DemoConfig) -> None:
+    """A rerun with the same settings resumes (trained adapters and eval answers are reused); other
+    settings would mix two runs' files, so they need another directory."""
+    marker = out / "demo-config.json"
+    settings = config_to_dict(config)
+    if marker.is_file() and json.loads(marker.read_text()) != settings:
+        raise UserError(f"{out} holds a demo run with other settings: use another --out, or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, settings)
