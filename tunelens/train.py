@@ -250,7 +250,8 @@ def collate(examples: Sequence[Example], pad_id: int):
         ids = torch.tensor(ex.ids, dtype=torch.long)
         input_ids[row, : len(ids)] = ids
         attention[row, : len(ids)] = 1
-        labels[row, ex.prompt_len: len(ids)] = ids[ex.prompt_len:]
+        for start, end in ex.trained_spans:  # every assistant turn of a conversation (tunelens.encoding)
+            labels[row, start:end] = ids[start:end]
     return input_ids, attention, labels
 
 
