@@ -9,9 +9,9 @@ What turns a row into a training record is tunelens.records' business, not this 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,18 +237,33 @@ def looks_like_dataset_id(spec: str) -> bool:
 def cached_dataset_rows(spec: str):
     """Rows of a dataset already in the local Hugging Face cache, loaded with the Hub switched off:
     nothing is downloaded, and a dataset that is not cached is a clear error."""
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
     datasets = _datasets_module(spec)
-    datasets.config.HF_HUB_OFFLINE = True  # the module may have been imported before the variables were set
-    if hasattr(datasets.config, "HF_DATASETS_OFFLINE"):
-        datasets.config.HF_DATASETS_OFFLINE = True
-    try:
-        dataset = datasets.load_dataset(spec)
-    except Exception as err:  # not cached, or a broken cache entry
-        raise UserError(f"{spec}: no such file, and not a dataset in the local Hugging Face cache "
-                        f"({datasets.config.HF_DATASETS_CACHE}): {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    with _hub_offline(datasets):
+        try:
+            dataset = datasets.load_dataset(spec)
+        except Exception as err:  # not cached, or a broken cache entry: datasets raises many kinds
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(f"{spec}: no such file, and not a dataset in the local Hugging Face cache "
+                            f"({datasets.config.HF_DATASETS_CACHE}): {first}") from None
     return _dataset_rows(spec, dataset, datasets)
+
+
+@contextlib.contextmanager
+def _hub_offline(datasets):
+    """datasets and huggingface_hub read their offline switch at import; set it on the loaded modules
+    for this one load, so naming a dataset can never start a download."""
+    import huggingface_hub.constants as hub_constants
+
+    saved = [(module, name, getattr(module, name)) for module, name in
+             ((datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+              (hub_constants, "HF_HUB_OFFLINE")) if hasattr(module, name)]
+    for module, name, _ in saved:
+        setattr(module, name, True)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def _datasets_module(where):
