@@ -73,14 +73,15 @@ def jsonl_rows(path: Path, max_record_bytes: int):
 
 
 def _encoding_of(head: bytes) -> tuple[str, bytes]:
-    """(encoding, byte-order mark) from a file's first bytes. Without a mark, a NUL in the first two bytes
-    means UTF-16 (a JSON line starts with an ASCII character: `{ ` in UTF-16 LE is 7b 00)."""
+    """(encoding, byte-order mark) from a file's first bytes. Without a mark, NULs at every other byte
+    mean UTF-16 (a JSON line starts with ASCII: `{"` in UTF-16 LE is 7b 00 22 00); UTF-8 JSON never has
+    a raw NUL there, so a UTF-8 file is not mistaken for one."""
     for bom, name in _BOMS:
         if head.startswith(bom):
             return name, bom
-    if len(head) >= 2 and head[0] and not head[1]:
+    if len(head) == 4 and head[0] and head[2] and not head[1] and not head[3]:
         return "utf-16-le", b""
-    if len(head) >= 2 and not head[0] and head[1]:
+    if len(head) == 4 and head[1] and head[3] and not head[0] and not head[2]:
         return "utf-16-be", b""
     return "utf-8", b""
 
