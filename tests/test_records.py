@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.records import Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs
+from tunelens.records import Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs, source_path
 
 
 def _write(path, lines):
@@ -262,3 +262,28 @@ def test_a_dataset_id_in_the_local_hugging_face_cache(tmp_path, monkeypatch):
     assert bad.line == 2 and "no user message" in bad.message
     with pytest.raises(UserError, match="not a dataset in the local Hugging Face cache"):
         list(read_pairs("someone/not-cached"))
+    # what provenance hashes: the cached files, not the id
+    files = {p.name for p in source_path("someone/tiny-chats").iterdir()}
+    assert any(name.endswith(".arrow") for name in files)
+    assert source_path(tmp_path / "x.jsonl") == tmp_path / "x.jsonl"
+
+
+def test_lint_and_show_mask_accept_a_cached_dataset_id(tmp_path, monkeypatch):
+    import datasets
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    cache = tmp_path / "hf" / "datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    rows = [{"conversations": [{"from": "human", "value": "Add."}, {"from": "gpt", "value": "def add(a, b):\n    return a + b\n"},
+                               {"from": "human", "value": "Sub?"}, {"from": "gpt", "value": "def sub(a, b):\n    return a - b\n"}]}]
+    _cache_dataset(cache, "someone/chats", rows, tmp_path)
+    runner = CliRunner()
+    lint = runner.invoke(app, ["data", "lint", "someone/chats", "--out", str(tmp_path / "lint")])
+    assert lint.exit_code == 0 and "1 kept" in lint.output, lint.output
+    monkeypatch.setattr("tunelens.models.load_tokenizer", lambda spec: __import__("tunelens.testing").testing.tiny_tokenizer())
+    shown = runner.invoke(app, ["data", "show-mask", "someone/chats", "--model", "tiny"])
+    assert shown.exit_code == 0, shown.output
+    output = " ".join(shown.output.split())  # rich wraps at the terminal width
+    assert "in 2 assistant turns" in output and output.count("[trained>]def ") == 2

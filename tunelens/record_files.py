@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import csv
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,14 +240,28 @@ def cached_dataset_rows(spec: str):
     """Rows of a dataset already in the local Hugging Face cache, loaded with the Hub switched off:
     nothing is downloaded, and a dataset that is not cached is a clear error."""
     datasets = _datasets_module(spec)
+    return _dataset_rows(spec, _load_cached(spec, datasets), datasets)
+
+
+def cached_dataset_dir(spec: str) -> Path:
+    """The cache directory holding a cached dataset id's files: what provenance should hash."""
+    datasets = _datasets_module(spec)
+    dataset = _load_cached(spec, datasets)
+    splits = dataset.values() if isinstance(dataset, datasets.DatasetDict) else [dataset]
+    files = [Path(entry["filename"]) for split in splits for entry in split.cache_files]
+    if not files:
+        raise UserError(f"{spec}: the cached dataset has no files")
+    return Path(os.path.commonpath([str(f.parent) for f in files]))
+
+
+def _load_cached(spec: str, datasets):
     with _hub_offline(datasets):
         try:
-            dataset = datasets.load_dataset(spec)
+            return datasets.load_dataset(spec)
         except Exception as err:  # not cached, or a broken cache entry: datasets raises many kinds
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UserError(f"{spec}: no such file, and not a dataset in the local Hugging Face cache "
                             f"({datasets.config.HF_DATASETS_CACHE}): {first}") from None
-    return _dataset_rows(spec, dataset, datasets)
 
 
 @contextlib.contextmanager
@@ -260,9 +275,12 @@ def _hub_offline(datasets):
               (hub_constants, "HF_HUB_OFFLINE")) if hasattr(module, name)]
     for module, name, _ in saved:
         setattr(module, name, True)
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # "Using the latest cached version..." is what we asked for
     try:
         yield
     finally:
+        datasets.logging.set_verbosity(verbosity)
         for module, name, value in saved:
             setattr(module, name, value)
 

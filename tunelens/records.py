@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Iterator
 
 from tunelens.errors import UserError
-from tunelens.record_files import Malformed, cached_dataset_rows, json_type, looks_like_dataset_id, rows
+from tunelens.record_files import (Malformed, cached_dataset_dir, cached_dataset_rows, json_type,
+                                   looks_like_dataset_id, rows)
 
 __all__ = ["FORMATS", "MAX_RECORD_BYTES", "Malformed", "Pair", "Turn", "content_id", "detect_format",
-           "load_pairs", "pair_to_record", "read_pairs", "record_text"]
+           "load_pairs", "pair_to_record", "read_pairs", "record_text", "source_path"]
 
 FORMATS = ("chat", "sharegpt", "prompt-completion", "alpaca", "text")
 # A record over this size is quarantined instead of parsed: no real pair is megabytes long, and one
@@ -167,6 +168,14 @@ def _open_rows(path: str | Path, max_record_bytes: int):
     if looks_like_dataset_id(spec):
         return cached_dataset_rows(spec)
     raise UserError(f"{path}: no such file or directory")
+
+
+def source_path(path: str | Path) -> Path:
+    """The file or directory whose bytes are the data: `path` itself, or for a dataset id read from the
+    Hugging Face cache, the cache directory of its files (so provenance can hash real bytes)."""
+    if Path(path).exists() or not looks_like_dataset_id(str(path)):
+        return Path(path)
+    return cached_dataset_dir(str(path))
 
 
 def load_pairs(path: str | Path, fmt: str = "auto") -> list[Pair]:
