@@ -229,3 +229,25 @@ def test_every_assistant_turn_is_checked_and_named(tmp_path):
     assert result.rejected == 1
     assert entry["reasons"][0]["code"] == "py2-print" and entry["reasons"][0]["turn"] == 1
     assert entry["reasons"][0]["message"].startswith("assistant turn 1:")
+
+
+def test_conversations_are_duplicates_only_when_every_turn_repeats(tmp_path):
+    def convo(first_question):
+        return {"messages": [{"role": "user", "content": first_question}, {"role": "assistant", "content": ADD},
+                             {"role": "user", "content": "Now subtract."},
+                             {"role": "assistant", "content": "def sub(a, b):\n    return a - b\n"}]}
+    records = [convo("Add two numbers."), convo("Write a completely different opening request about strings."),
+               convo("Add two numbers.")]
+    result, [entry] = _lint_reconciles(_write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "out")
+    assert (result.kept, entry["line"], entry["reasons"][0]["code"]) == (2, 3, "duplicate")
+
+
+def test_lint_reads_parquet_and_writes_its_rows_as_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "Add.", "completion": ADD}, {"prompt": "Greet.", "completion": "print 'hi'\n"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
+    result, [entry] = _lint_reconciles(tmp_path / "pairs.parquet", tmp_path / "out")
+    assert (result.kept, entry["line"]) == (1, 2)
+    assert json.loads((tmp_path / "out" / "clean.jsonl").read_text()) == rows[0]
