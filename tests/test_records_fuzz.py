@@ -4,7 +4,7 @@ Invariants: no exception other than a one-line UserError for a source that canno
 every non-blank line is one record, read as a Pair or a Malformed; lint's counts reconcile
 (total == kept + rejected == records written), every quarantined record has a reason, all four
 outputs exist and parse, nothing half-written is left beside them, and linting clean.jsonl again keeps
-every record. The example budgets are fixed so CI cost stays bounded (about 15 s on a 2-core CPU).
+every record. The example budgets are fixed so CI cost stays bounded (15-50 s on a shared 2-core CPU).
 """
 
 import json
@@ -16,8 +16,8 @@ from tunelens.data.lint import lint_file
 from tunelens.errors import UserError
 from tunelens.records import Malformed, Pair, read_pairs
 
-READER_EXAMPLES = 300
-LINT_EXAMPLES = 60
+READER_EXAMPLES = 200
+LINT_EXAMPLES = 50
 SHAREGPT_EXAMPLES = 100
 
 
@@ -88,6 +88,7 @@ def jsonl_files(draw, line_strategy=lines):
 @given(data=st.binary(max_size=300))
 @example(data=b'{"prompt": "p", "completion": "c"}\r{"prompt": "q", "completion": "d"}')
 @example(data=b"\xff\xfe{\x00")
+@example(data='{"prompt": "0\x85", "completion": "\u2028"}\n'.encode("utf-8"))
 def test_reader_never_raises_on_arbitrary_bytes(tmp_path, data):
     path = tmp_path / "any.jsonl"
     path.write_bytes(data)
@@ -135,8 +136,9 @@ def test_sharegpt_files_reconcile(tmp_path, file):
 def _assert_lint_invariants(out, result, count):
     assert result.total == result.kept + result.rejected == count
     assert sorted(p.name for p in out.iterdir()) == ["clean.jsonl", "lint.json", "lint.md", "quarantine.jsonl"]
-    clean = (out / "clean.jsonl").read_text(encoding="utf-8").splitlines()
-    quarantine = [json.loads(line) for line in (out / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
+    # JSONL lines end at LF only: str.splitlines would also split at U+0085 or U+2028 inside a record
+    clean = (out / "clean.jsonl").read_bytes().split(b"\n")[:-1]
+    quarantine = [json.loads(line) for line in (out / "quarantine.jsonl").read_bytes().split(b"\n")[:-1]]
     assert len(clean) == result.kept and len(quarantine) == result.rejected
     assert all(entry["reasons"] and all(r["code"] and r["message"] for r in entry["reasons"]) for entry in quarantine)
     summary = json.loads((out / "lint.json").read_text(encoding="utf-8"))
@@ -144,6 +146,7 @@ def _assert_lint_invariants(out, result, count):
 
 
 @fuzz(LINT_EXAMPLES)
+@example(file=(b"{\"messages\": [{\"role\": \"user\", \"content\": \"0\xc2\x85\"}, {\"role\": \"assistant\", \"content\": \"def f(x):\\n    return x\\n\"}]}", 1))
 @given(file=jsonl_files())
 def test_lint_end_to_end_reconciles_and_is_idempotent(tmp_path_factory, file):
     data, count = file
