@@ -287,3 +287,17 @@ def test_lint_and_show_mask_accept_a_cached_dataset_id(tmp_path, monkeypatch):
     assert shown.exit_code == 0, shown.output
     output = " ".join(shown.output.split())  # rich wraps at the terminal width
     assert "in 2 assistant turns" in output and output.count("[trained>]def ") == 2
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
+def test_line_splitting_does_not_depend_on_where_blocks_end(tmp_path, monkeypatch, block):
+    from tunelens import record_files
+
+    records = [json.dumps({"prompt": f"p{i}", "completion": "c" * (i + 1)}) for i in range(5)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes((records[0] + "\r\n" + records[1] + "\r" + records[2] + "\n\r\n" + records[3] + "\r\r"
+                      + records[4]).encode("utf-8"))
+    monkeypatch.setattr(record_files, "_BLOCK", block)
+    items = list(read_pairs(path))
+    assert [item.instruction for item in items] == [f"p{i}" for i in range(5)]
+    assert [item.line for item in items] == [1, 2, 3, 5, 7]  # blank lines count, like an editor's

@@ -198,7 +198,7 @@ def csv_rows(path: Path, max_record_bytes: int, delimiter: str = ","):
 
 def _csv_record(number: int, row: dict) -> dict | Malformed:
     if None in row:  # DictReader puts cells beyond the header under the key None
-        return Malformed(number, delimiter_join(row), f"row has {len(row) - 1 + len(row[None])} cells, "
+        return Malformed(number, _row_preview(row), f"row has {len(row) - 1 + len(row[None])} cells, "
                                                       f"the header has {len(row) - 1}")
     record = {key: value for key, value in row.items() if value not in ("", None)}
     for column in _LIST_COLUMNS:
@@ -206,11 +206,11 @@ def _csv_record(number: int, row: dict) -> dict | Malformed:
             try:
                 record[column] = json.loads(record[column])
             except (ValueError, RecursionError):
-                return Malformed(number, delimiter_join(row), f"column '{column}' is not a JSON list of messages")
+                return Malformed(number, _row_preview(row), f"column '{column}' is not a JSON list of messages")
     return record
 
 
-def delimiter_join(row: dict) -> str:
+def _row_preview(row: dict) -> str:
     return preview_text(json.dumps({str(k): v for k, v in row.items()}, ensure_ascii=True, default=str))
 
 
