@@ -301,3 +301,13 @@ def test_line_splitting_does_not_depend_on_where_blocks_end(tmp_path, monkeypatc
     items = list(read_pairs(path))
     assert [item.instruction for item in items] == [f"p{i}" for i in range(5)]
     assert [item.line for item in items] == [1, 2, 3, 5, 7]  # blank lines count, like an editor's
+
+
+def test_an_unpaired_surrogate_in_a_utf16_file_spoils_only_its_line(tmp_path):
+    good = json.dumps({"prompt": "p", "completion": "c"}).encode("utf-16-le")
+    bad = '{"prompt": "'.encode("utf-16-le") + b"\x00\xd8" + '", "completion": "c"}'.encode("utf-16-le")
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes(b"\xff\xfe" + good + "\n".encode("utf-16-le") + bad + "\n".encode("utf-16-le") + good)
+    items = list(read_pairs(path))
+    assert [type(item).__name__ for item in items] == ["Pair", "Malformed", "Pair"]
+    assert items[1].message == "not valid UTF-16-LE: unpaired surrogate U+D800 at character 12"

@@ -69,7 +69,9 @@ def jsonl_rows(path: Path, max_record_bytes: int):
         handle.seek(len(bom))
         lines = _utf8_lines(handle) if encoding == "utf-8" else _wide_lines(handle, encoding, path)
         for number, data in lines:
-            if data.strip():
+            if isinstance(data, Malformed):
+                yield number, data, data.raw_text
+            elif data.strip():
                 yield number, *parse_json_line(number, data, max_record_bytes)
 
 
@@ -109,17 +111,22 @@ def _utf8_lines(handle) -> Iterator[tuple[int, bytes]]:
         yield number, piece
 
 
-def _wide_lines(handle, encoding: str, path: Path) -> Iterator[tuple[int, bytes]]:
+def _wide_lines(handle, encoding: str, path: Path) -> Iterator[tuple[int, bytes | Malformed]]:
     """Lines of a UTF-16/32 file, re-encoded as UTF-8 so the rest of the reader is the same. Such files
     are small in practice (PowerShell redirection writes them), so the file is decoded at once; a lone
-    surrogate is decoded as such and then quarantined by its record's text check."""
+    surrogate code unit makes its line Malformed, the other lines are read."""
     data = handle.read()
     try:
         text = data.decode(encoding, errors="surrogatepass")
     except UnicodeDecodeError as err:  # with surrogatepass only a file cut inside a code unit gets here
         raise UserError(f"{path}: not valid {encoding.upper()} at byte {err.start} ({err.reason})") from None
     for number, line in enumerate(_TEXT_NEWLINE.split(text), start=1):
-        yield number, line.encode("utf-8", errors="surrogatepass")
+        try:
+            yield number, line.encode("utf-8")
+        except UnicodeEncodeError as err:  # an unpaired surrogate code unit in the file itself
+            preview = preview_text(line.encode("utf-8", "backslashreplace").decode("utf-8"))
+            yield number, Malformed(number, preview, f"not valid {encoding.upper()}: unpaired surrogate "
+                                                     f"U+{ord(line[err.start]):04X} at character {err.start}")
 
 
 def parse_json_line(number: int, data: bytes, max_record_bytes: int) -> tuple[dict | Malformed, str]:
