@@ -204,11 +204,48 @@ def check_adapter_config(path: Path) -> dict:
     rank = config.get("r")
     if type(rank) is not int or rank < 1:
         raise _fail(path, f"r (the LoRA rank) must be a positive integer, found {_short(rank)}")
-    rank_pattern = config.get("rank_pattern") or {}
+    rank_pattern = config.get("rank_pattern", {})
     if not isinstance(rank_pattern, dict) or not all(type(v) is int and v > 0 for v in rank_pattern.values()):
         raise _fail(path, f"rank_pattern must map module patterns to positive ranks, found {_short(rank_pattern)}")
+    for field, (accepts, expected) in _FIELD_CHECKS.items():
+        if field in config and not accepts(config[field]):
+            raise _fail(path, f"{field} must be {expected}, found {_short(config[field])}")
     _peft_accepts(path, config)
     return config
+
+
+def _number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _names(value, allow_str: bool = True) -> bool:
+    return (allow_str and isinstance(value, str)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+# Fields PEFT uses while injecting layers, and the types it assumes there without checking them
+# (a wrong one would surface as an AttributeError deep inside PEFT).
+_FIELD_CHECKS = {
+    "lora_alpha": (_number, "a number"),
+    "lora_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "bias": (lambda v: v in ("none", "all", "lora_only"), "none, all or lora_only"),
+    "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
+    "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+    "use_dora": (lambda v: v is False, "false (tunelens loads plain LoRA, not DoRA)"),
+    # PiSSA, OLoRA, CorDA and LoftQ rewrite the base weights when the adapter is created, on load too:
+    # the model would silently differ from the one trained. Only inits that touch A and B alone pass.
+    "init_lora_weights": (lambda v: isinstance(v, bool) or v in ("gaussian", "eva", "orthogonal"),
+                          "true, false, gaussian, eva or orthogonal (an init that rewrites the base weights, "
+                          "such as pissa or olora, needs converting to plain LoRA first)"),
+    "alpha_pattern": (lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
+                      "a map of module patterns to numbers"),
+    "modules_to_save": (lambda v: v is None or _names(v, allow_str=False), "null or a list of module names"),
+    "exclude_modules": (lambda v: v is None or _names(v), "null, a regex or a list of module names"),
+    "layers_pattern": (lambda v: v is None or _names(v), "null, a name or a list of names"),
+    "layers_to_transform": (lambda v: v is None or type(v) is int
+                            or (isinstance(v, list) and all(type(x) is int for x in v)),
+                            "null, a layer index or a list of layer indices"),
+    "task_type": (lambda v: v is None or isinstance(v, str), "null or a PEFT task type name"),
+}
 
 
 def _peft_accepts(path: Path, config: dict) -> None:
@@ -284,7 +321,7 @@ def _check_targets_exist(path: Path, config: dict, model) -> None:
 def _check_tensors_fit(path: Path, tensors: dict[str, TensorInfo], config: dict, model) -> None:
     """Every tensor is a LoRA weight of a module this model has, with shapes that fit that module."""
     modules = _module_table(model)
-    ranks = {config["r"], *(config.get("rank_pattern") or {}).values()}
+    ranks = {config["r"], *config.get("rank_pattern", {}).values()}
     seen: dict[str, dict[str, TensorInfo]] = {}
     for name, info in tensors.items():
         match = _LORA_KEY.match(name) or _LORA_EMBEDDING_KEY.match(name)
@@ -337,7 +374,7 @@ def peft_errors(adapter_dir: Path) -> Iterator[None]:
         yield
     except AdapterError:
         raise
-    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as err:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AdapterError(f"{adapter_dir}: PEFT could not load this adapter: {first[:200]}") from None
 
