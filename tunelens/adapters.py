@@ -447,17 +447,21 @@ def _tokenizer_of(spec: str | None):
 
 @contextlib.contextmanager
 def _base_recorded_as(peft_model, reference: str | None) -> Iterator[None]:
-    """Save with base_model_name_or_path set to `reference` (PEFT puts it in the config and the card)."""
+    """Save with the base named `reference`: PEFT takes the adapter config's base_model_name_or_path
+    from the LoRA config, and the model card's base_model from the base model's config."""
     configs = list(peft_model.peft_config.values())
-    before = [config.base_model_name_or_path for config in configs]
+    base_config = peft_model.get_base_model().config
+    before = ([config.base_model_name_or_path for config in configs], base_config._name_or_path)
     if reference:
         for config in configs:
             config.base_model_name_or_path = reference
+        base_config._name_or_path = reference
     try:
         yield
     finally:
-        for config, old in zip(configs, before):
+        for config, old in zip(configs, before[0]):
             config.base_model_name_or_path = old
+        base_config._name_or_path = before[1]
 
 
 # ---------------------------------------------------------------- tokenizer and chat template
