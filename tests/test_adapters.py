@@ -107,6 +107,7 @@ CASES = {
     "provenance a list": (_write(PROVENANCE_FILE, b"[1, 2]"), PROVENANCE_FILE, "must hold a JSON object"),
     "provenance 5000-digit number": (_write(PROVENANCE_FILE, b'{"steps": ' + b"9" * 5000 + b"}"),
                                      PROVENANCE_FILE, "not usable JSON"),
+    "provenance nested 100,000 deep": (_write(PROVENANCE_FILE, b"[" * 100_000), PROVENANCE_FILE, "recursion depth"),
     "provenance not UTF-8": (_write(PROVENANCE_FILE, b"\xff\xfe{}"), PROVENANCE_FILE, "not UTF-8"),
     "provenance bad hash": (lambda a: _edit_json(a / PROVENANCE_FILE, base_weights_hash=12),
                             PROVENANCE_FILE, "must be a hex digest"),

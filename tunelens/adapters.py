@@ -70,7 +70,7 @@ def read_json_object(path: Path, what: str) -> dict:
     except json.JSONDecodeError as err:
         raise _fail(path, f"is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     except (ValueError, RecursionError) as err:  # a 5,000-digit number; thousands of nested brackets
-        raise _fail(path, f"is not usable JSON ({type(err).__name__}: {str(err)[:80]})") from None
+        raise _fail(path, f"is not usable JSON ({str(err).split(':')[0][:100]})") from None
     if not isinstance(value, dict):
         raise _fail(path, f"must hold a JSON object ({what}), found {type(value).__name__}")
     return value
@@ -349,7 +349,8 @@ def _check_module_shapes(path: Path, module_name: str, parts: dict[str, TensorIn
         raise _fail(path, f"module {_short(module_name)}: lora_A {list(a)} and lora_B {list(b)} are not a "
                           "rank-r pair")
     if a[0] not in ranks:
-        raise _fail(path, f"module {_short(module_name)} has rank {a[0]}, but {ADAPTER_CONFIG} says r={sorted(ranks)}")
+        said = ", ".join(str(r) for r in sorted(ranks))
+        raise _fail(path, f"module {_short(module_name)} has rank {a[0]}, but {ADAPTER_CONFIG} says r={said}")
     fan_in, fan_out = _fans(module)
     if fan_in is None:
         return  # a layer kind whose sizes we cannot read; PEFT checks it while loading
