@@ -187,3 +187,30 @@ def test_cli_turns_a_damaged_adapter_into_exit_2(tmp_path, tiny_model_dir, good_
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and ADAPTER_WEIGHTS in errors[0] and "missing" in errors[0], result.stderr
     assert "Traceback" not in result.stderr and "Repo id" not in result.stderr
+
+
+def test_gemma4_text_decoder_adapter_loads_and_is_refused_elsewhere(tmp_path, tiny_gemma):
+    """The real target: LoRA on the text decoder only (a regex), KV-shared layers without k/v, towers untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.test_train_gemma4 import tiny_gemma4
+    from tunelens.adapters import write_adapter
+    from tunelens.train import TrainConfig, placement_table
+
+    model, _ = tiny_gemma4()
+    regex = placement_table(model, TrainConfig()).target_regex
+    fresh = copy.deepcopy(model)
+    tuned = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=regex))
+    with torch.no_grad():
+        for name, param in tuned.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.02)
+    write_adapter(tmp_path / "adapter", tuned, {"base_model": "tiny-gemma4",
+                                                "base_weights_hash": weights_fingerprint(fresh)})
+    ids = torch.tensor([[2, 5, 9, 30]])
+    with torch.no_grad():
+        loaded = attach_adapter(fresh, tmp_path / "adapter")
+        assert torch.allclose(loaded(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-6)
+    (tmp_path / "adapter" / PROVENANCE_FILE).unlink()  # only the shapes and names are left to go on
+    with pytest.raises(AdapterError, match="match no module of this model"):
+        attach_adapter(copy.deepcopy(tiny_gemma[0]), tmp_path / "adapter")
