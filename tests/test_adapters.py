@@ -12,6 +12,9 @@ from tunelens.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE, 
 from tunelens.cli import app
 from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
 
+# Tiny models run far faster on one thread, above all on a busy shared CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _lora(model, r=4, targets=("q_proj", "v_proj")):
     from peft import LoraConfig, get_peft_model

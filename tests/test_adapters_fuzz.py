@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from tunelens.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE
 from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
 
+# Tiny models run far faster on one thread, above all on a busy shared CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 def fuzz(examples: int):
     # derandomize: the same examples on every run (and no example database left in the work tree).
     return settings(max_examples=examples, deadline=None, derandomize=True,

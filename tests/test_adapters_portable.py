@@ -10,6 +10,9 @@ from tunelens.adapters import ADAPTER_CONFIG, PROVENANCE_FILE, write_adapter
 from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
 from tunelens.prompts import render_pair, render_prompt
 
+# Tiny models run far faster on one thread, above all on a busy shared CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDS = torch.tensor([[2, 5, 9, 30, 41, 7]])
 
 

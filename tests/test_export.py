@@ -12,6 +12,9 @@ from tunelens.cli import app
 from tunelens.export import EXPORT_FILE, export_model
 from tunelens.models import attach_adapter, load_model, weights_fingerprint
 
+# Tiny models run far faster on one thread, above all on a busy shared CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["def add(a, b):", "for i in range(10):", "class Stack:"]
 
 

@@ -428,7 +428,8 @@ def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=N
         tokenizer = _tokenizer_of(spec)
     with atomic_directory(out_dir) as staging:
         with _base_recorded_as(peft_model, base_reference(spec)):
-            peft_model.save_pretrained(str(staging), safe_serialization=True)
+            # tunelens never resizes the vocabulary; "auto" would look the base up on the Hub to find out.
+            peft_model.save_pretrained(str(staging), safe_serialization=True, save_embedding_layers=False)
         if tokenizer is not None:
             save_tokenizer(tokenizer, staging)
         atomic_write_json(staging / PROVENANCE_FILE, portable_provenance(provenance))
