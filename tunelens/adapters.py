@@ -10,6 +10,7 @@ every file itself, with bounds, and raises one `AdapterError` line naming the fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -436,7 +437,10 @@ def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=N
     return Path(out_dir)
 
 
+@functools.lru_cache(maxsize=2)
 def _tokenizer_of(spec: str | None):
+    """The base's tokenizer, loaded once per process: a 262k-row vocabulary takes seconds to load, and the
+    demo writes several adapters of one base. It never leaves this module (save_tokenizer restores it)."""
     from tunelens.models import load_tokenizer
 
     if not spec:
