@@ -168,6 +168,25 @@ def test_missing_directory_and_directory_without_config(tmp_path, base):
         attach_adapter(base, tmp_path / "nope")
     with pytest.raises(ModelLoadError, match="not a PEFT adapter directory"):
         attach_adapter(base, tmp_path)
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(ModelLoadError, match="file: is not a directory"):
+        attach_adapter(base, tmp_path / "file")
+
+
+def test_unreadable_weights_are_one_line(adapter, base, monkeypatch):
+    # Tests run as root here, where a chmod 0 file stays readable: make the open fail instead.
+    from pathlib import Path
+
+    real_open = Path.open
+
+    def refusing_open(self, *args, **kwargs):
+        if self.name == ADAPTER_WEIGHTS:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    with pytest.raises(AdapterError, match="adapter_model.safetensors: cannot be read: Permission denied"):
+        attach_adapter(base, adapter)
 
 
 def test_same_base_by_name_without_hash_loads(adapter, base):

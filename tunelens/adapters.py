@@ -89,6 +89,13 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
     then the data; offsets are relative to the data start and must tile it exactly.
     """
+    try:
+        return _read_header(path)
+    except OSError as err:
+        raise _fail(path, f"cannot be read: {err.strerror or err}") from None
+
+
+def _read_header(path: Path) -> dict[str, TensorInfo]:
     size = path.stat().st_size
     if size == 0:
         raise _fail(path, "is empty (0 bytes): the adapter weights were not written")
@@ -170,7 +177,8 @@ def check_adapter(adapter_dir: str | Path, model) -> dict | None:
     """
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
-        raise AdapterError(f"{adapter_dir}: adapter directory not found")
+        what = "is not a directory" if adapter_dir.exists() else "adapter directory not found"
+        raise AdapterError(f"{adapter_dir}: {what}")
     if not (adapter_dir / ADAPTER_CONFIG).exists():
         raise AdapterError(f"{adapter_dir} is not a PEFT adapter directory (no {ADAPTER_CONFIG})")
     config = check_adapter_config(adapter_dir / ADAPTER_CONFIG)
