@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -93,8 +94,8 @@ def test_cli_export_and_its_refusals(base_and_adapter, tmp_path):
     assert done.exit_code == 0 and "14 layers merged" in done.output, done.output
     assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
 
-    def one_line_error(args, words):
-        result = runner.invoke(app, ["export", "--adapter", str(root / "adapter"), *args])
+    def one_line_error(args, words, adapter=root / "adapter"):
+        result = runner.invoke(app, ["export", "--adapter", str(adapter), *args])
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.stderr
         assert "Traceback" not in result.stderr
@@ -102,12 +103,14 @@ def test_cli_export_and_its_refusals(base_and_adapter, tmp_path):
     one_line_error(["--out", str(tmp_path / "g"), "--format", "gguf"], "convert_hf_to_gguf.py merged --outfile")
     one_line_error(["--out", str(root)], "is not an earlier export")
     one_line_error(["--out", str(tmp_path / "x"), "--dtype", "int4"], "--dtype fp32, bf16, fp16")
+    one_line_error(["--out", str(tmp_path / "x")], "adapter directory not found", adapter=tmp_path / "none")
+    damaged = shutil.copytree(root / "adapter", tmp_path / "damaged")
+    (damaged / "tunelens.json").write_text("[]")
+    one_line_error(["--out", str(tmp_path / "x")], "tunelens.json: must hold a JSON object", adapter=damaged)
     assert not (tmp_path / "g").exists() and not (tmp_path / "x").exists()
 
 
 def test_export_needs_a_base_when_the_adapter_names_none(base_and_adapter, tmp_path):
-    import shutil
-
     from tunelens.errors import UserError
 
     adapter = shutil.copytree(base_and_adapter / "adapter", tmp_path / "adapter")

@@ -54,7 +54,9 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, model_spec: str |
         raise UserError(f"export writes --format {' or '.join(FORMATS)} in --dtype {', '.join(DTYPES)}; "
                         f"got {fmt!r} in {dtype!r}")
     _check_out_dir(out_dir)
-    spec = model_spec or (base_spec_of(adapter_dir) if adapter_dir.is_dir() else None)
+    if not adapter_dir.is_dir():
+        raise UserError(f"{adapter_dir}: adapter directory not found")
+    spec = model_spec or base_spec_of(adapter_dir)
     if not spec:
         raise UserError(f"{adapter_dir}: no tunelens.json names its base model: give it with --model")
     # fp32 on the CPU whatever the export dtype: the merge adds a small update to large weights.
