@@ -111,7 +111,8 @@ def test_plain_format_template_for_a_tokenizer_without_turn_tokens(tmp_path):
     save_tokenizer(tokenizer, tmp_path)
     saved = AutoTokenizer.from_pretrained(str(tmp_path))
     pair = [{"role": "user", "content": "Return x."}, {"role": "assistant", "content": "def f(x):\n    return x"}]
-    assert saved.apply_chat_template(pair, tokenize=False) == render_pair(tokenizer, "Return x.", "def f(x):\n    return x")
+    expected = render_pair(tokenizer, "Return x.", "def f(x):\n    return x")
+    assert saved.apply_chat_template(pair, tokenize=False) == expected
 
 
 def test_train_writes_the_tokenizer_and_base_path(tmp_path, tiny_model_dir):

@@ -228,7 +228,9 @@ def _number(value) -> bool:
 
 
 def _names(value, allow_str: bool = True) -> bool:
-    return (allow_str and isinstance(value, str)) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if isinstance(value, str):
+        return allow_str
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 # Fields PEFT uses while injecting layers, and the types it assumes there without checking them

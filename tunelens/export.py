@@ -81,7 +81,8 @@ def _tokenizer_for(adapter_dir: Path, spec: str):
         try:
             return AutoTokenizer.from_pretrained(str(adapter_dir), local_files_only=True)
         except (OSError, ValueError) as err:
-            raise UserError(f"{adapter_dir}: its saved tokenizer cannot be loaded ({str(err).splitlines()[0]})") from None
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(f"{adapter_dir}: its saved tokenizer cannot be loaded ({first})") from None
     return load_tokenizer(spec)
 
 

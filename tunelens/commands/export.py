@@ -12,7 +12,8 @@ from tunelens.export import DTYPES, FORMATS
 
 @user_errors
 def export_command(
-    adapter: Path = typer.Option(..., "--adapter", help="Adapter directory written by `tunelens train` (or any PEFT LoRA)."),
+    adapter: Path = typer.Option(..., "--adapter",
+                                 help="Adapter directory written by `tunelens train` (or any PEFT LoRA)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the merged model to (replaced whole)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="Base model spec; default: the base_model recorded in the adapter's tunelens.json."),
