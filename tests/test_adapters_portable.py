@@ -129,3 +129,18 @@ def test_train_writes_the_tokenizer_and_base_path(tmp_path, tiny_model_dir):
     assert {"adapter_model.safetensors", "tokenizer.json", "chat_template.jinja", PROVENANCE_FILE} <= files, files
     config_json = json.loads((tmp_path / "adapter" / ADAPTER_CONFIG).read_text())
     assert config_json["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+
+
+def test_saved_gemma_template_renders_a_conversation(tmp_path, tiny_gemma):
+    """Multi-turn: the system text opens the first user turn, every turn is closed, the model's turn is open."""
+    from transformers import AutoTokenizer
+
+    from tunelens.adapters import save_tokenizer
+
+    save_tokenizer(tiny_gemma[1], tmp_path)
+    conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "U1"},
+                    {"role": "assistant", "content": "A1"}, {"role": "user", "content": "U2"}]
+    rendered = AutoTokenizer.from_pretrained(str(tmp_path)).apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True)
+    assert rendered == ("<bos><start_of_turn>user\nS\n\nU1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n"
+                        "<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n")
