@@ -583,12 +583,10 @@ def _check_resumable(state: dict, meta: dict, path: Path) -> None:
 
 
 def _write_adapter(out_dir: Path, peft_model, provenance: dict) -> None:
-    """Write the PEFT adapter + tunelens.json into a staging dir, then swap it in."""
-    from tunelens.io import atomic_directory, atomic_write_json
+    """Write a portable adapter (Hub id of the base, tokenizer, tunelens.json) atomically: tunelens.adapters."""
+    from tunelens.adapters import write_adapter
 
-    with atomic_directory(out_dir) as staging:
-        peft_model.save_pretrained(str(staging), safe_serialization=True)
-        atomic_write_json(staging / PROVENANCE_FILE, provenance)
+    write_adapter(out_dir, peft_model, provenance)
 
 
 def _check_out_dir(out_dir: Path) -> None:
