@@ -43,6 +43,7 @@ class TokenInfo:
 @dataclass
 class Outcome:
     text: str = ""
+    ids: list[int] = field(default_factory=list)  # the generated token ids, without a stop token
     tokens: list[TokenInfo] = field(default_factory=list)
     finish_reason: str = "length"
     prompt_tokens: int = 0
@@ -77,6 +78,7 @@ def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callabl
                 outcome.finish_reason = "stop"
                 break
             outcome.completion_tokens += 1
+            outcome.ids.append(step.token)
             info = _token_info(loaded.tokenizer, step.logits, step.token, job.top_logprobs)
             if info is not None:
                 outcome.tokens.append(info)
