@@ -156,6 +156,7 @@ class Sampler:
             sorted_probs, order = probs.sort(dim=-1, descending=True)
             # Keep the smallest prefix whose mass reaches top_p (the most likely token always stays).
             drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
+            drop[..., 0] = False  # a top_p that underflows float32 (5e-324) would otherwise drop every token
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
         return probs
 
