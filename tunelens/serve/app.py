@@ -35,8 +35,14 @@ def create_app(model: LoadedModel | object, tokenizer=None, gate=None, limits: S
     engine = Engine(loaded, gate, limits)
     app = FastAPI(title="tunelens", version="1")
     app.state.engine = engine
-    created = int(time.time())
-    label = model_label or loaded.spec
+    _add_error_handling(app, engine, api_key)
+    _add_info_routes(app, engine, model_label or loaded.spec)
+    _add_generation_routes(app, engine)
+    return app
+
+
+def _add_error_handling(app: FastAPI, engine: Engine, api_key: str | None) -> None:
+    """Errors in OpenAI's shape (500s too), the API key check, and the request counter."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError):
@@ -61,6 +67,11 @@ def create_app(model: LoadedModel | object, tokenizer=None, gate=None, limits: S
         engine.metrics.count_request(request.url.path, response.status_code)
         return response
 
+
+def _add_info_routes(app: FastAPI, engine: Engine, label: str) -> None:
+    created = int(time.time())
+    gate = engine.gate
+
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok", "model": label, "adapter": engine.has_adapter, "gate": gate is not None,
@@ -79,6 +90,10 @@ def create_app(model: LoadedModel | object, tokenizer=None, gate=None, limits: S
         if name not in engine.model_names():
             raise _unknown_model(name, engine)
         return model_card(name, created)
+
+
+def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
+    limits = engine.limits
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -109,8 +124,6 @@ def create_app(model: LoadedModel | object, tokenizer=None, gate=None, limits: S
         job = _make_job(engine, body, ids, body.max_completion_tokens or body.max_tokens, top,
                         stops=engine.chat_stops)
         return await _respond(engine, body, job, instruction, chat=True)
-
-    return app
 
 
 def _authorised(request: Request, api_key: str) -> bool:
