@@ -190,3 +190,39 @@ def test_load_from_a_directory_records_spec_and_adapter(tiny_model_dir, tmp_path
     with_adapter = LoadedModel.load(str(tiny_model_dir), adapter=tmp_path / "adapter", device="cpu")
     assert with_adapter.has_adapter and with_adapter.adapter_label == str(tmp_path / "adapter")
     assert not hasattr(with_adapter.model, "tunelens_adapter_dir")
+
+
+# ---------------------------------------------------------------- the certified greedy head
+
+
+def test_certified_argmax_equals_the_plain_head_argmax():
+    from tunelens.inference import CertifiedArgmax
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(5000, 64, generator=generator) * 0.05
+    head = CertifiedArgmax(weight)
+    hiddens = [torch.randn(64, generator=generator) * scale for scale in (0.01, 1, 30, 3000) for _ in range(25)]
+    hiddens += [weight[4000] * 40, torch.full((64,), 1e5), torch.zeros(64)]
+    for hidden in hiddens:
+        assert head(hidden) == int(torch.nn.functional.linear(hidden, weight).argmax())
+    everyone = CertifiedArgmax(weight, max_candidates=0)  # forced onto the fp32 fallback
+    assert all(everyone(h) == head(h) for h in hiddens[:10])
+    # Rows that tie exactly may be told apart by fp32 rounding, which depends on the kernel: either is
+    # then a maximum of the plain logits, to rounding.
+    weight[17] = weight[4000]
+    logits = torch.nn.functional.linear(weight[4000] * 40, weight)
+    assert CertifiedArgmax(weight)(weight[4000] * 40) in (17, 4000) and float(logits.max() - logits[17]) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_decode_without_logits_gives_the_same_greedy_tokens(arch):
+    model, tokenizer = tiny_lora_model(arch)
+    prompt = encode_prompt(tokenizer, PROMPT)
+    for switch in (lambda: adapter_off(model), lambda: torch.inference_mode()):
+        with switch():
+            plain = [s.token for s in decode(model, prompt, Sampler(), 24)]
+            fast = list(decode(model, prompt, Sampler(), 24, need_logits=False))
+        assert [s.token for s in fast] == plain and all(s.logits is None for s in fast)
+    # Sampling always takes the plain head: the fast path only certifies an argmax.
+    sampled = next(decode(model, prompt, Sampler(1.0, seed=1), 1, need_logits=False))
+    assert sampled.logits is not None

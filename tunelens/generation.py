@@ -43,7 +43,7 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
     sampler = Sampler(sampling.temperature, sampling.top_p, sampling.seed)
     ids, sent = [], ""
     steps = decode(model, prompt_ids_for(tokenizer, prompt, raw), sampler, sampling.max_new_tokens,
-                   stop_token_ids(tokenizer))
+                   stop_token_ids(tokenizer), need_logits=False)
     for step in steps:
         ids.append(step.token)
         text = tokenizer.decode(ids, skip_special_tokens=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -169,6 +170,74 @@ class Sampler:
         return torch.multinomial(self.probs(logits), 1, generator=generator).squeeze(-1)
 
 
+# ---------------------------------------------------------------- a cheaper greedy head
+
+
+# The error of an fp16 GEMV with fp32 accumulation: the inputs' rounding (2^-11 each, relative) bounds it by
+# 2^-10 * sum_j |W_ij x_j| plus the output's rounding, 2^-11 |logit|; twice that is kept as margin.
+_HALF_ERROR = 2.0 ** -9
+# Causal LMs whose logits are exactly lm_head(decoder(ids)) up to a monotonic soft-cap (argmax unchanged).
+_PLAIN_HEAD_MODELS = {"Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM", "LlamaForCausalLM",
+                      "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}
+
+
+class CertifiedArgmax:
+    """The argmax of the fp32 vocabulary head, reading mostly an fp16 copy of it (half the bytes).
+
+    The fp16 logits come with a per-row error bound (from each row's L1 and L2 norms, precomputed); only
+    the rows whose bound reaches the best lower bound can be the argmax, and those few are recomputed in
+    fp32. Plain equivalent: int(F.linear(hidden, weight).argmax()); a test checks them against each other.
+    They can differ only between logits equal to within fp32 rounding, which is kernel-dependent anyway.
+    When the bound admits too many rows (a flat distribution) the whole head is computed in fp32.
+    """
+
+    def __init__(self, weight, max_candidates: int = 4096):
+        import torch
+
+        # A weak reference: the cache of these objects must not keep a model's weights alive.
+        self._weight, self.version, self.max_candidates = weakref.ref(weight), weight._version, max_candidates
+        with torch.no_grad():
+            self.half = weight.detach().half()
+            self.row_l1 = weight.detach().abs().sum(dim=1)
+            self.row_l2 = weight.detach().norm(dim=1)
+
+    def __call__(self, hidden) -> int:
+        import torch
+
+        x, weight = hidden.reshape(-1).float(), self._weight().detach()
+        if not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # outside what fp16 holds exactly enough
+            return int(torch.mv(weight, x).argmax())
+        approx = torch.mv(self.half, x.half()).float()
+        bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs())
+        lowest_best = float((approx - bound).max())
+        candidates = (approx + bound >= lowest_best).nonzero().flatten()
+        if len(candidates) > self.max_candidates:
+            return int(torch.mv(weight, x).argmax())
+        exact = torch.mv(weight[candidates], x)
+        return int(candidates[int(exact.argmax())])  # candidates ascend: exact ties go to the lowest id
+
+
+_certified_heads: dict = {}
+
+
+def certified_head(model):
+    """The CertifiedArgmax for a model whose logits are a plain linear head, else None (use the forward)."""
+    import torch
+
+    lm = base_model_of(model)
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if type(lm).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
+        return None
+    if head.weight.device.type != "cpu":  # measured on the CPU only, where the head is bandwidth-bound
+        return None
+    weight = head.weight
+    cached = _certified_heads.get(id(weight))
+    if cached is None or cached._weight() is not weight or cached.version != weight._version:
+        cached = _certified_heads[id(weight)] = CertifiedArgmax(weight)
+        weakref.finalize(weight, _certified_heads.pop, id(weight), None)
+    return cached
+
+
 # ---------------------------------------------------------------- the decode loop
 
 
@@ -192,13 +261,16 @@ def _cache_of(output, name: str):
 
 
 def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
-           stop_ids: Iterable[int] = ()) -> Iterator[Step]:
+           stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
     """Yield one Step per new token, reusing the KV cache; ends after a stop id (yielded) or the limit.
 
     Plain equivalent: at step i the logits are model(prompt + tokens so far).logits[-1] with no cache,
     and greedy tokens equal `model.generate(do_sample=False)`'s (tests check both). Only the last
     position's logits are computed (logits_to_keep=1): the prompt's others would each cost a full
     vocabulary-head pass. The caller may stop early by closing the iterator.
+
+    With `need_logits=False` and a greedy sampler, a plain-head model on the CPU takes its argmax from
+    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None.
     """
     import torch
 
@@ -208,16 +280,24 @@ def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
     device = device_of(model)
     generator = sampler.generator(device)
     name = cache_argument(model)
+    fast = certified_head(model) if sampler.greedy and not need_logits else None
     sequence = torch.tensor([prompt_ids], device=device)
     step_input, past = sequence, None
     for _ in range(max_new_tokens):
         with torch.inference_mode():
-            out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past})
-            past = _cache_of(out, name)
-            logits = out.logits[:, -1, :].float()
-            chosen = sampler.pick(logits, generator)
-        token = int(chosen)  # the one host sync per step, as in generate's stopping check
-        yield Step(token, logits[0], chosen)
+            if fast is not None:
+                out = base_model_of(model).get_decoder()(input_ids=step_input, use_cache=True, **{name: past})
+                past, logits = _cache_of(out, name), None
+                token = fast(out.last_hidden_state[0, -1])
+                chosen = torch.tensor([token], device=device)
+            else:
+                out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past})
+                past = _cache_of(out, name)
+                logits = out.logits[:, -1, :].float()
+                chosen = sampler.pick(logits, generator)
+                token = int(chosen)  # the one host sync per step, as in generate's stopping check
+                logits = logits[0]
+        yield Step(token, logits, chosen)
         if token in stop_ids:
             return
         if past is None:  # a model that keeps no cache is given the whole sequence again

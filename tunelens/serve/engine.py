@@ -69,7 +69,8 @@ def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callabl
     sampler = Sampler(job.temperature, job.top_p, job.seed)
     hit_stop_text = False
     with torch.inference_mode(), switch:
-        steps = decode(loaded.model, job.prompt_ids, sampler, job.max_tokens, stop_ids)
+        steps = decode(loaded.model, job.prompt_ids, sampler, job.max_tokens, stop_ids,
+                       need_logits=job.top_logprobs is not None)
         for step in steps:
             if cancelled.is_set():
                 outcome.finish_reason = "cancelled"
