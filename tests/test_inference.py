@@ -226,3 +226,22 @@ def test_decode_without_logits_gives_the_same_greedy_tokens(arch):
     # Sampling always takes the plain head: the fast path only certifies an argmax.
     sampled = next(decode(model, prompt, Sampler(1.0, seed=1), 1, need_logits=False))
     assert sampled.logits is not None
+
+
+def test_certified_argmax_with_tiny_and_huge_weights():
+    """Weights below fp16's normal range (absolute rounding) and past its range (overflow) stay exact."""
+    from tunelens.inference import CertifiedArgmax
+
+    generator = torch.Generator().manual_seed(1)
+    tiny_rows = torch.randn(300, 32, generator=generator) * 1e-6
+    huge_rows = tiny_rows.clone()
+    huge_rows[3, 0] = 1e5
+    for weight in (tiny_rows, huge_rows):
+        head = CertifiedArgmax(weight)
+        for _ in range(20):
+            hidden = torch.randn(32, generator=generator)
+            assert head(hidden) == int(torch.nn.functional.linear(hidden, weight).argmax())
+    assert CertifiedArgmax(tiny_rows).usable and not CertifiedArgmax(huge_rows).usable
+    big_logits = torch.full((300, 32), 100.0)  # fp16 weights fine, but logits of 100 * 32 * 50 overflow fp16
+    big_logits[7] += 1
+    assert CertifiedArgmax(big_logits)(torch.full((32,), 50.0)) == 7

@@ -176,6 +176,8 @@ class Sampler:
 # The error of an fp16 GEMV with fp32 accumulation: the inputs' rounding (2^-11 each, relative) bounds it by
 # 2^-10 * sum_j |W_ij x_j| plus the output's rounding, 2^-11 |logit|; twice that is kept as margin.
 _HALF_ERROR = 2.0 ** -9
+# Values below fp16's normal range round to a multiple of 2^-24 (absolute, not relative error).
+_HALF_SUBNORMAL = 2.0 ** -24
 # Causal LMs whose logits are exactly lm_head(decoder(ids)) up to a monotonic soft-cap (argmax unchanged).
 _PLAIN_HEAD_MODELS = {"Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM", "LlamaForCausalLM",
                       "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}
@@ -200,15 +202,19 @@ class CertifiedArgmax:
             self.half = weight.detach().half()
             self.row_l1 = weight.detach().abs().sum(dim=1)
             self.row_l2 = weight.detach().norm(dim=1)
+            self.usable = bool(torch.isfinite(self.half).all())  # a weight past 65504 overflows fp16
 
     def __call__(self, hidden) -> int:
         import torch
 
         x, weight = hidden.reshape(-1).float(), self._weight().detach()
-        if not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # outside what fp16 holds exactly enough
+        if not self.usable or not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # past fp16's range
             return int(torch.mv(weight, x).argmax())
         approx = torch.mv(self.half, x.half()).float()
-        bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs())
+        if not torch.isfinite(approx).all():  # a logit past fp16's range
+            return int(torch.mv(weight, x).argmax())
+        bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs()) \
+            + _HALF_SUBNORMAL * (x.abs().sum() + self.row_l1)
         lowest_best = float((approx - bound).max())
         candidates = (approx + bound >= lowest_best).nonzero().flatten()
         if len(candidates) > self.max_candidates:
