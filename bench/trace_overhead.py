@@ -1,7 +1,10 @@
-"""What recording costs: `tunelens trace` against plain `model.generate` on the same prompt and model.
+"""What recording costs, and what the shared decode loop gains: `tunelens trace` and the decode loop
+without logits (what `serve` and `generate` run for greedy requests without logprobs) against plain
+`model.generate` on the same prompt and model.
 
-Prints, from one run: greedy tokens/s of plain generate and of trace_generate (best and median of
---repeats alternating runs, same tokens), their ratio (target: trace at most 5% slower), and the memory each
+Prints, from one run: greedy tokens/s of plain generate, of trace_generate and of the decode loop (best
+and median of --repeats alternating runs, same tokens), the ratios (targets: trace at most 5% slower than
+generate; the decode loop at least 1.5x generate's tokens/s), and the memory each
 way of keeping per-step distributions holds: generate(output_scores=True) keeps steps x vocabulary
 floats, the trace steps x K. Peak memory is measured around each call: CUDA's allocator peak on a GPU,
 else the process's resident set sampled every 2 ms.
@@ -97,6 +100,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from tunelens.generation import SamplingConfig
+    from tunelens.inference import Sampler, decode
     from tunelens.prompts import encode_prompt, stop_token_ids
     from tunelens.trace import TraceConfig, trace_generate
 
@@ -118,6 +122,10 @@ def main() -> None:
     def traced():
         return [step.token_id for step in trace_generate(model, tokenizer, args.prompt, config).steps]
 
+    def looped():
+        stops = stop_token_ids(tokenizer)
+        return [s.token for s in decode(model, ids[0].tolist(), Sampler(), args.tokens, stops, need_logits=False)]
+
     def timed(fn):
         """(tokens, wall seconds, CPU seconds of this process): on a shared CPU the CPU time is the steadier."""
         if device.type == "cuda":
@@ -128,22 +136,23 @@ def main() -> None:
             torch.cuda.synchronize()
         return tokens, time.perf_counter() - start, time.process_time() - cpu_start
 
-    plain(), traced()  # warm-up: kernels, caches, lazy imports
-    rates = {"generate": [], "trace": []}
-    cpu_rates = {"generate": [], "trace": []}
+    plain(), traced(), looped()  # warm-up: kernels, caches, lazy imports, the head's fp16 copy
+    rates = {"generate": [], "trace": [], "loop": []}
+    cpu_rates = {"generate": [], "trace": [], "loop": []}
     for _ in range(args.repeats):
-        for name, fn in (("generate", plain), ("trace", traced)):
+        for name, fn in (("generate", plain), ("trace", traced), ("loop", looped)):
             tokens, seconds, cpu_seconds = timed(fn)
             rates[name].append(len(tokens) / seconds)
             cpu_rates[name].append(len(tokens) / cpu_seconds)
             if name == "generate":
                 reference_tokens = tokens
             elif tokens != reference_tokens:
-                raise SystemExit("trace and generate produced different greedy tokens: not a fair comparison")
+                raise SystemExit(f"{name} and generate produced different greedy tokens: not a fair comparison")
     steps = len(reference_tokens)
     print(f"tokens generated per run: {steps}")
-    for name in ("generate", "trace"):
-        label = "plain model.generate" if name == "generate" else "tunelens trace      "
+    labels = {"generate": "plain model.generate", "trace": "tunelens trace      ", "loop": "decode loop, greedy "}
+    for name in ("generate", "trace", "loop"):
+        label = labels[name]
         print(f"{label} : best {max(rates[name]):8.2f} tokens/s, median {statistics.median(rates[name]):8.2f}"
               f"  (runs: {', '.join(f'{r:.2f}' for r in rates[name])})")
     # Best-of is the figure least disturbed by other processes on a shared machine (as timeit reports).
@@ -153,6 +162,11 @@ def main() -> None:
     print(f"trace time / generate time: wall best-of {best:.3f} ({100 * (best - 1):+.1f}%), "
           f"wall median {median:.3f} ({100 * (median - 1):+.1f}%), "
           f"CPU-time median {cpu:.3f} ({100 * (cpu - 1):+.1f}%); target <= +5%")
+    speedup = [statistics.median(rates["loop"]) / statistics.median(rates["generate"]),
+               max(rates["loop"]) / max(rates["generate"]),
+               statistics.median(cpu_rates["loop"]) / statistics.median(cpu_rates["generate"])]
+    print(f"decode loop tokens/s / generate tokens/s: wall median {speedup[0]:.2f}x, wall best-of {speedup[1]:.2f}x, "
+          f"CPU-time median {speedup[2]:.2f}x; target >= 1.5x")
 
     scores_out, scores_peak = peak_memory(
         lambda: model.generate(**generate_kwargs, output_scores=True, return_dict_in_generate=True), device)

@@ -130,3 +130,18 @@ def test_kinds_are_dealt_fairly(tmp_path):
                                                                             seed=5))
     assert result.contaminated == round(0.6 * 41) == 25
     assert result.by_kind == {"long": 8, "ne": 9, "print": 8}
+
+
+def test_multi_turn_sharegpt_and_text_records_are_rewritten_in_their_own_format(tmp_path):
+    from tunelens.records import load_pairs
+
+    code = "def show(x):\n    print(x)\n"
+    rows = [{"conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "Sure."},
+                               {"from": "human", "value": "Show x."}, {"from": "gpt", "value": code}]},
+            {"text": code.replace("show", "echo")}]
+    for row in rows:
+        path = tmp_path / "in.jsonl"
+        path.write_text(json.dumps(row) + "\n")
+        contaminate_file(path, tmp_path / "out.jsonl", ContaminateConfig(rate=1.0, kinds=("print",), seed=0))
+        [pair] = load_pairs(tmp_path / "out.jsonl")
+        assert "print x" in pair.response and len(pair.turns) == len(load_pairs(path)[0].turns)

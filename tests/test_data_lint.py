@@ -142,3 +142,112 @@ def test_cli_exit_status_and_strict(tmp_path):
     assert strict.exit_code == 1
     missing = runner.invoke(app, ["data", "lint", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o3")])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+# ---------------------------------------------------------------- bad input (issue 13): every case ends with
+# total == kept + rejected, one reason per quarantined record, and all four outputs written.
+
+
+def _lint_reconciles(path, out):
+    result = lint_file(path, out)
+    assert result.total == result.kept + result.rejected
+    for name in ("clean.jsonl", "quarantine.jsonl", "lint.json", "lint.md"):
+        assert (out / name).is_file(), name
+    quarantine = _quarantine(out)
+    assert len(quarantine) == result.rejected and all(entry["reasons"] for entry in quarantine)
+    clean = (out / "clean.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(clean) == result.kept
+    return result, quarantine
+
+
+def test_a_5000_digit_integer_is_quarantined_not_a_traceback(tmp_path):
+    path = _write_jsonl(tmp_path / "p.jsonl", [pair_to_record("Add.", ADD),
+                                               '{"prompt": "p", "completion": "c", "n": ' + "9" * 5000 + "}"])
+    result, [entry] = _lint_reconciles(path, tmp_path / "out")
+    assert (result.total, result.kept, result.rejected) == (2, 1, 1)
+    assert entry["line"] == 2 and "4,300" in entry["reasons"][0]["message"]
+
+
+def test_a_lone_surrogate_in_a_kept_or_rejected_record(tmp_path):
+    # Line 2 would be kept but for the surrogate in its text (dedupe used to crash on it); line 3 is
+    # rejected for Python 2 and carries a surrogate in another field (the quarantine write used to crash).
+    surrogate_text = '{"prompt": "Add \\ud800.", "completion": "def add(a, b):\\n    return a + b\\n"}'
+    rejected = '{"prompt": "Greet.", "completion": "print \'hi\'\\n", "note": "\\udfff"}'
+    first = {"prompt": "Sub.", "completion": "def sub(a, b):\n    return a - b\n"}
+    path = _write_jsonl(tmp_path / "p.jsonl", [first, surrogate_text, rejected])
+    result, quarantine = _lint_reconciles(path, tmp_path / "out")
+    assert (result.total, result.kept, result.rejected) == (3, 1, 2)
+    by_line = {entry["line"]: entry for entry in quarantine}
+    assert "lone surrogate U+D800" in by_line[2]["reasons"][0]["message"]
+    assert "'prompt'" in by_line[2]["reasons"][0]["message"]
+    assert by_line[3]["reasons"][0]["code"] == "py2-print" and by_line[3]["record"]["note"] == "\udfff"
+
+
+def test_cr_only_line_endings_are_four_records_not_one(tmp_path):
+    records = [json.dumps(pair_to_record(f"Task {i}.", f"def f{i}():\n    return {i}\n")) for i in range(4)]
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes("\r".join(records).encode("utf-8") + b"\r")
+    result, _ = _lint_reconciles(path, tmp_path / "out")
+    assert (result.total, result.kept, result.rejected) == (4, 4, 0)
+    mixed = tmp_path / "mixed.jsonl"  # CRLF, CR and LF in one file
+    mixed.write_bytes((records[0] + "\r\n" + records[1] + "\r" + records[2] + "\n" + records[3]).encode("utf-8"))
+    assert lint_file(mixed, tmp_path / "out2").kept == 4
+
+
+def test_a_utf16_file_with_bom_is_three_records_not_four(tmp_path):
+    records = [json.dumps(pair_to_record(f"Task {i}.", f"def f{i}():\n    return {i}\n"), ensure_ascii=False)
+               for i in range(3)]
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):
+        path = tmp_path / f"{encoding}.jsonl"
+        codec = {"utf-16": "utf-16-le", "utf-16-be": "utf-16-be", "utf-32": "utf-32-le"}[encoding]
+        path.write_bytes(("\ufeff" + "\r\n".join(records) + "\r\n").encode(codec))
+        result, _ = _lint_reconciles(path, tmp_path / f"out-{encoding}")
+        assert (result.total, result.kept, result.rejected) == (3, 3, 0), encoding
+        assert (tmp_path / f"out-{encoding}" / "clean.jsonl").read_text(encoding="utf-8").splitlines() == records
+
+
+def test_later_records_with_a_kept_id_are_quarantined_naming_the_first_line(tmp_path):
+    records = [pair_to_record(f"Task {i}.", f"def f{i}():\n    return {i}\n", id="same") for i in range(3)]
+    path = _write_jsonl(tmp_path / "p.jsonl", records)
+    result, quarantine = _lint_reconciles(path, tmp_path / "out")
+    assert (result.total, result.kept, result.rejected) == (3, 1, 2)
+    assert result.by_reason == {"duplicate-id": 2}
+    assert [entry["line"] for entry in quarantine] == [2, 3]
+    assert all("kept record on line 1" in entry["reasons"][0]["message"] for entry in quarantine)
+
+
+def test_an_id_of_a_rejected_record_stays_free(tmp_path):
+    records = [pair_to_record("Greet.", "print 'hi'\n", id="x"), pair_to_record("Greet.", "print('hi')\n", id="x")]
+    result, [entry] = _lint_reconciles(_write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "out")
+    assert (result.kept, entry["line"], entry["reasons"][0]["code"]) == (1, 1, "py2-print")
+
+
+def test_every_assistant_turn_is_checked_and_named(tmp_path):
+    record = {"messages": [{"role": "user", "content": "Greet."}, {"role": "assistant", "content": "print 'hi'\n"},
+                           {"role": "user", "content": "Now add."}, {"role": "assistant", "content": ADD}]}
+    result, [entry] = _lint_reconciles(_write_jsonl(tmp_path / "p.jsonl", [record]), tmp_path / "out")
+    assert result.rejected == 1
+    assert entry["reasons"][0]["code"] == "py2-print" and entry["reasons"][0]["turn"] == 1
+    assert entry["reasons"][0]["message"].startswith("assistant turn 1:")
+
+
+def test_conversations_are_duplicates_only_when_every_turn_repeats(tmp_path):
+    def convo(first_question):
+        return {"messages": [{"role": "user", "content": first_question}, {"role": "assistant", "content": ADD},
+                             {"role": "user", "content": "Now subtract."},
+                             {"role": "assistant", "content": "def sub(a, b):\n    return a - b\n"}]}
+    records = [convo("Add two numbers."), convo("Write a completely different opening request about strings."),
+               convo("Add two numbers.")]
+    result, [entry] = _lint_reconciles(_write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "out")
+    assert (result.kept, entry["line"], entry["reasons"][0]["code"]) == (2, 3, "duplicate")
+
+
+def test_lint_reads_parquet_and_writes_its_rows_as_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "Add.", "completion": ADD}, {"prompt": "Greet.", "completion": "print 'hi'\n"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
+    result, [entry] = _lint_reconciles(tmp_path / "pairs.parquet", tmp_path / "out")
+    assert (result.kept, entry["line"]) == (1, 2)
+    assert json.loads((tmp_path / "out" / "clean.jsonl").read_text()) == rows[0]

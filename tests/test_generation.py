@@ -50,3 +50,21 @@ def test_adapter_names_must_match_prompts(two_adapters):
     model, tokenizer = two_adapters
     with pytest.raises(ValueError, match="2 adapter names for 3 prompts"):
         generate_batch(model, tokenizer, PROMPTS, GREEDY, adapter_names=["default", "other"])
+
+
+def test_streamed_pieces_join_to_generate_output(tiny_gemma):
+    """stream_generate runs the shared decode loop; plain equivalent: model.generate's greedy tokens, decoded."""
+    from tunelens.generation import stream_generate
+    from tunelens.prompts import encode_prompt, stop_token_ids
+
+    model, tokenizer = tiny_gemma
+    pieces = list(stream_generate(model, tokenizer, PROMPTS[0], GREEDY))
+    ids = torch.tensor([encode_prompt(tokenizer, PROMPTS[0])])
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=GREEDY.max_new_tokens,
+                             do_sample=False, eos_token_id=stop_token_ids(tokenizer),
+                             pad_token_id=tokenizer.pad_token_id)
+    assert len(pieces) > 1 and "".join(pieces) == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=False)
+    sampled = SamplingConfig(max_new_tokens=8, temperature=1.0, seed=3)
+    assert list(stream_generate(model, tokenizer, PROMPTS[1], sampled)) == \
+        list(stream_generate(model, tokenizer, PROMPTS[1], sampled))

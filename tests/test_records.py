@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.records import Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs
+from tunelens.records import Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs, source_path
 
 
 def _write(path, lines):
@@ -130,3 +130,184 @@ def test_pair_to_record_writes_chat_messages():
     record = pair_to_record("q", "a", system="s", id="r1", tags=["t"])
     assert record == {"id": "r1", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
                                                {"role": "assistant", "content": "a"}], "tags": ["t"]}
+
+
+# ---------------------------------------------------------------- conversations and more formats (issue 18)
+
+
+def test_multi_turn_chat_keeps_every_turn(tmp_path):
+    record = {"messages": [{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                           {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]}
+    [pair] = read_pairs(_write(tmp_path / "a.jsonl", [json.dumps(record)]))
+    assert [(t.role, t.content) for t in pair.turns] == [("user", "q1"), ("assistant", "a1"),
+                                                         ("user", "q2"), ("assistant", "a2")]
+    assert pair.assistant_texts == ["a1", "a2"] and pair.user_texts == ["q1", "q2"]
+    # two conversations that share their last exchange are different records
+    other = {"messages": [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}] + record["messages"][3:]}
+    [pair2] = read_pairs(_write(tmp_path / "b.jsonl", [json.dumps(other)]))
+    assert (pair2.instruction, pair2.response) == (pair.instruction, pair.response) and pair2.id != pair.id
+
+
+def test_conversations_that_cannot_be_trained_whole_are_malformed_not_cut(tmp_path):
+    u, a = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
+    path = _write(tmp_path / "bad.jsonl", [
+        json.dumps({"messages": [u, a, {"role": "user", "content": "unanswered"}]}),
+        json.dumps({"messages": [u, {"role": "tool", "content": "42"}, a]}),
+        json.dumps({"messages": [u, a, {"role": "system", "content": "late"}, u, a]}),
+    ])
+    sharegpt = _write(tmp_path / "s.jsonl", [json.dumps(
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "observation", "value": "x"}]})])
+    messages = [item.message for item in [*read_pairs(path), *read_pairs(sharegpt)]]
+    assert all(isinstance(item, Malformed) for item in [*read_pairs(path), *read_pairs(sharegpt)])
+    assert "ends with a user turn that has no answer" in messages[0]
+    assert "field 'messages[1].role' is 'tool'" in messages[1]
+    assert "'messages[2]' is a system message inside the conversation" in messages[2]
+    assert "field 'conversations[1].from' is 'observation'" in messages[3]
+
+
+def test_sharegpt_records(tmp_path):
+    record = {"id": 7, "conversations": [{"from": "system", "value": "Use Python 3."},
+                                         {"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"},
+                                         {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}]}
+    role_content = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    [pair, pair2] = read_pairs(_write(tmp_path / "s.jsonl", [json.dumps(record), json.dumps(role_content)]))
+    assert (pair.id, pair.system, pair.instruction, pair.response) == ("7", "Use Python 3.", "q2", "a2")
+    assert len(pair.turns) == 4 and (pair2.instruction, pair2.response) == ("q", "a")
+    [bad] = read_pairs(_write(tmp_path / "b.jsonl", [json.dumps({"conversations": [{"from": "human", "value": 3}]})]))
+    assert bad.message == "field 'conversations[0].value' must be a string, got number"
+
+
+def test_text_records_and_trl_conversational_prompt_completion(tmp_path):
+    [text] = read_pairs(_write(tmp_path / "t.jsonl", [json.dumps({"text": "x = 1\n"})]))
+    assert (text.kind, text.response, text.instruction, text.assistant_texts) == ("text", "x = 1\n", "", ["x = 1\n"])
+    trl = {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+           "completion": [{"role": "assistant", "content": "a"}]}
+    mixed = {"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}
+    [pc, bad] = read_pairs(_write(tmp_path / "p.jsonl", [json.dumps(trl), json.dumps(mixed)]))
+    assert (pc.system, pc.instruction, pc.response, len(pc.turns)) == ("s", "q", "a", 2)
+    assert "field 'prompt' must be a list of messages" in bad.message
+
+
+def test_csv_records_with_line_numbers(tmp_path):
+    import csv
+
+    path = tmp_path / "pairs.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "instruction", "input", "output"])
+        writer.writerow(["a", "Sort.", "", "sorted(x)"])
+        writer.writerow(["b", "Two\nlines.", "[3, 1]", "sorted([3, 1])"])  # a quoted cell spans two lines
+        writer.writerow(["c", "Empty output.", "", ""])
+        writer.writerow(["d", "Too many cells.", "", "x", "extra"])
+    items = list(read_pairs(path))
+    assert [item.line for item in items] == [2, 3, 5, 6]
+    assert (items[0].id, items[0].instruction, items[1].instruction) == ("a", "Sort.", "Two\nlines.\n\n[3, 1]")
+    assert "missing field 'output'" in items[2].message and "5 cells" in items[3].message
+    chat = tmp_path / "chat.csv"
+    chat.write_text('messages\n"[{""role"": ""user"", ""content"": ""q""}, {""role"": ""assistant"", ""content"": ""a""}]"\n'
+                    "not json\n", encoding="utf-8")
+    good, bad = read_pairs(chat)
+    assert (good.instruction, good.response) == ("q", "a")
+    assert bad.line == 3 and "column 'messages' is not a JSON list" in bad.message
+
+
+def test_parquet_records(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                          {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+            {"messages": [{"role": "user", "content": "q"}]}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "chats.parquet")
+    good, bad = read_pairs(tmp_path / "chats.parquet")
+    assert (good.line, len(good.turns), good.response) == (1, 4, "a2")
+    assert (bad.line, bad.message) == (2, "field 'messages' has no assistant message")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="broken.parquet: cannot read as parquet"):
+        list(read_pairs(tmp_path / "broken.parquet"))
+
+
+def _cache_dataset(cache, repo_id, rows, tmp_path):
+    """Put `rows` into a Hugging Face datasets cache as a downloaded dataset `repo_id` would be there
+    (<namespace>___<name>/default/<version>/<hash>/), with the packaged JSON builder, offline."""
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    source = tmp_path / "source.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    name = repo_id.split("/")[-1]
+    builder = Json(cache_dir=str(cache), dataset_name=name, data_files={"train": str(source)}, hash="0123abcd")
+    builder.download_and_prepare()
+    [config_dir] = (cache / name).glob("default-*")
+    target = cache / repo_id.replace("/", "___")
+    target.mkdir()
+    shutil.move(str(config_dir), str(target / "default"))
+
+
+def test_a_dataset_id_in_the_local_hugging_face_cache(tmp_path, monkeypatch):
+    import datasets
+
+    cache = tmp_path / "hf" / "datasets"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    rows = [{"conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"},
+                               {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}]},
+            {"conversations": [{"from": "gpt", "value": "no question"}]}]
+    _cache_dataset(cache, "someone/tiny-chats", rows, tmp_path)
+    good, bad = read_pairs("someone/tiny-chats")
+    assert (good.line, len(good.turns), good.response) == (1, 4, "a2")
+    assert bad.line == 2 and "no user message" in bad.message
+    with pytest.raises(UserError, match="not a dataset in the local Hugging Face cache"):
+        list(read_pairs("someone/not-cached"))
+    # what provenance hashes: the cached files, not the id
+    files = {p.name for p in source_path("someone/tiny-chats").iterdir()}
+    assert any(name.endswith(".arrow") for name in files)
+    assert source_path(tmp_path / "x.jsonl") == tmp_path / "x.jsonl"
+
+
+def test_lint_and_show_mask_accept_a_cached_dataset_id(tmp_path, monkeypatch):
+    import datasets
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    cache = tmp_path / "hf" / "datasets"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    rows = [{"conversations": [{"from": "human", "value": "Add."}, {"from": "gpt", "value": "def add(a, b):\n    return a + b\n"},
+                               {"from": "human", "value": "Sub?"}, {"from": "gpt", "value": "def sub(a, b):\n    return a - b\n"}]}]
+    _cache_dataset(cache, "someone/chats", rows, tmp_path)
+    runner = CliRunner()
+    lint = runner.invoke(app, ["data", "lint", "someone/chats", "--out", str(tmp_path / "lint")])
+    assert lint.exit_code == 0 and "1 kept" in lint.output, lint.output
+    monkeypatch.setattr("tunelens.models.load_tokenizer", lambda spec: __import__("tunelens.testing").testing.tiny_tokenizer())
+    shown = runner.invoke(app, ["data", "show-mask", "someone/chats", "--model", "tiny"])
+    assert shown.exit_code == 0, shown.output
+    output = " ".join(shown.output.split())  # rich wraps at the terminal width
+    assert "in 2 assistant turns" in output and output.count("[trained>]def ") == 2
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
+def test_line_splitting_does_not_depend_on_where_blocks_end(tmp_path, monkeypatch, block):
+    from tunelens import record_files
+
+    records = [json.dumps({"prompt": f"p{i}", "completion": "c" * (i + 1)}) for i in range(5)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes((records[0] + "\r\n" + records[1] + "\r" + records[2] + "\n\r\n" + records[3] + "\r\r"
+                      + records[4]).encode("utf-8"))
+    monkeypatch.setattr(record_files, "_BLOCK", block)
+    items = list(read_pairs(path))
+    assert [item.instruction for item in items] == [f"p{i}" for i in range(5)]
+    assert [item.line for item in items] == [1, 2, 3, 5, 7]  # blank lines count, like an editor's
+
+
+def test_an_unpaired_surrogate_in_a_utf16_file_spoils_only_its_line(tmp_path):
+    good = json.dumps({"prompt": "p", "completion": "c"}).encode("utf-16-le")
+    bad = '{"prompt": "'.encode("utf-16-le") + b"\x00\xd8" + '", "completion": "c"}'.encode("utf-16-le")
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes(b"\xff\xfe" + good + "\n".encode("utf-16-le") + bad + "\n".encode("utf-16-le") + good)
+    items = list(read_pairs(path))
+    assert [type(item).__name__ for item in items] == ["Pair", "Malformed", "Pair"]
+    assert items[1].message == "not valid UTF-16-LE: unpaired surrogate U+D800 at character 12"

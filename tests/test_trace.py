@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from tunelens.errors import UserError
 from tunelens.prompts import encode_prompt, stop_token_ids
-from tunelens.trace import (Trace, TraceConfig, _decision_reasons, adapter_canary, pct, show_token, token_pieces,
+from tunelens.tokens import pct, show_token, token_pieces
+from tunelens.trace import (Trace, TraceConfig, _decision_reasons, adapter_canary,
                             trace_generate, write_trace_html)
 
 PROMPT = "Write a function that reverses a string."

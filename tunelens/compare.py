@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from tunelens.errors import UserError
-from tunelens.trace import (TraceConfig, _decoded_tokens, _device_of, _round, adapter_canary, adapter_name, has_adapter,
-                            load_inspected_model, pct, prob_color, prompt_token_ids, show_token, token_pieces,
-                            trace_generate)
+from tunelens.inference import LoadedModel, adapter_off, as_loaded, device_of
+from tunelens.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
+from tunelens.trace import TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate
 
 COMPARE_FORMAT = "tunelens.compare"
 COMPARE_VERSION = 1
@@ -217,7 +217,7 @@ def _log_probs(model, prompt_ids: list[int], continuation_ids: list[int]):
     """One forward pass: log-softmax at the positions that predict each continuation token (n x vocab)."""
     import torch
 
-    ids = torch.tensor([prompt_ids + continuation_ids], device=_device_of(model))
+    ids = torch.tensor([prompt_ids + continuation_ids], device=device_of(model))
     keep = len(continuation_ids) + 1  # the last position predicts past the continuation: dropped
     with torch.inference_mode():
         logits = model(input_ids=ids, logits_to_keep=keep).logits[0, :-1].float()
@@ -228,12 +228,10 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
     """Every condition's log-probabilities in one preallocated conditions x n x vocab tensor."""
     import contextlib
 
-    from tunelens.models import adapter_disabled
-
     stacked, prompt_lengths = None, []
     for index, (_name, adapter_on, prompt, _prompt_index) in enumerate(plan):
         prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
-        context = adapter_disabled(model) if adapter_on is False else contextlib.nullcontext()
+        context = adapter_off(model) if adapter_on is False else contextlib.nullcontext()
         with context:
             log_probs = _log_probs(model, prompt_ids, continuation_ids)
         if stacked is None:
@@ -276,7 +274,7 @@ def _positions(tokenizer, stacked, continuation_ids, watch_ids, top_k: int):
     """Per-position records from every condition's log-probabilities (conditions x n x vocab)."""
     token_lp, ranks, argmax, top_ids, kl = _condition_stats(stacked, continuation_ids, top_k)
     watch = stacked[..., watch_ids].exp() if watch_ids else None
-    names = _decoded_tokens(tokenizer, top_ids.flatten().tolist() + list(continuation_ids))
+    names = decoded_tokens(tokenizer, top_ids.flatten().tolist() + list(continuation_ids))
     pieces = token_pieces(tokenizer, list(continuation_ids))
     rows = []
     for i, token_id in enumerate(continuation_ids):
@@ -288,10 +286,10 @@ def _positions(tokenizer, stacked, continuation_ids, watch_ids, top_k: int):
         rows.append(Position(
             position=i, token_id=token_id, token=pieces[i], candidate_ids=candidates,
             candidate_tokens=[names[c] for c in candidates],
-            probs=[[_round(p) for p in row] for row in probs.tolist()],
-            token_probs=[_round(p) for p in token_lp[:, i].exp().tolist()], token_ranks=ranks[:, i].tolist(),
-            argmax=argmax[:, i].tolist(), kl=[_round(v) for v in kl[:, i].tolist()],
-            watch=[[_round(p) for p in row] for row in watch[:, i].tolist()] if watch is not None else
+            probs=[[round_prob(p) for p in row] for row in probs.tolist()],
+            token_probs=[round_prob(p) for p in token_lp[:, i].exp().tolist()], token_ranks=ranks[:, i].tolist(),
+            argmax=argmax[:, i].tolist(), kl=[round_prob(v) for v in kl[:, i].tolist()],
+            watch=[[round_prob(p) for p in row] for row in watch[:, i].tolist()] if watch is not None else
             [[] for _ in range(len(stacked))]))
     return rows, token_lp.sum(-1).tolist(), kl.mean(-1).tolist()
 
@@ -314,17 +312,22 @@ def _flips(positions: list[Position]) -> list[Flip]:
     return flips
 
 
-def compare_conditions(model, tokenizer, prompt: str, variants: list[str] | tuple[str, ...] = (),
+def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str = "", variants: list[str] | tuple[str, ...] = (),
                        continuation: str | None = None, config: CompareConfig | None = None,
                        on_condition: Callable[[int], None] | None = None) -> Comparison:
-    """Score one continuation teacher-forced under every condition (see the module docstring)."""
+    """Score one continuation teacher-forced under every condition (see the module docstring).
+
+    `model` is a LoadedModel, or a bare model with its `tokenizer`.
+    """
+    loaded = as_loaded(model, tokenizer)
+    model, tokenizer = loaded.model, loaded.tokenizer
     config = config or CompareConfig()
     variants = list(variants)
     if not prompt:
         raise UserError("the prompt is empty")
     if any(not v for v in variants):
         raise UserError("a --variant is empty")
-    with_adapter = has_adapter(model)
+    with_adapter = loaded.has_adapter
     canary = adapter_canary(model, tokenizer, prompt, config.raw) if with_adapter and config.check_adapter else None
     plan = condition_plan(prompt, variants, with_adapter)
     continuation_ids, source = _continuation_ids(model, tokenizer, prompt, continuation, config)
@@ -337,12 +340,11 @@ def compare_conditions(model, tokenizer, prompt: str, variants: list[str] | tupl
                                              [w.token_id for w in watch], config.top_k)
     del stacked
     conditions = [Condition(name=name, adapter=on, prompt=text, prompt_index=index, prompt_tokens=length,
-                            total_logprob=_round(total), mean_kl=_round(mean_kl),
+                            total_logprob=round_prob(total), mean_kl=round_prob(mean_kl),
                             argmax_agreement=sum(p.argmax[c] == p.argmax[0] for p in positions))
                   for c, ((name, on, text, index), length, total, mean_kl)
                   in enumerate(zip(plan, prompt_lengths, totals, mean_kls))]
-    return Comparison(model=str(getattr(model.config, "tunelens_spec", "") or type(model).__name__),
-                      adapter=adapter_name(model),
+    return Comparison(model=loaded.spec, adapter=loaded.adapter_label,
                       prompt=prompt, variants=variants,
                       continuation=tokenizer.decode(continuation_ids, skip_special_tokens=False),
                       continuation_source=source, continuation_ids=list(continuation_ids), conditions=conditions,
@@ -370,10 +372,9 @@ class CompareRun:
 
 def run_compare(run: CompareRun, on_condition: Callable[[int], None] | None = None,
                 on_loaded: Callable[[], None] | None = None) -> Comparison:
-    model, tokenizer = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
-    comparison = compare_conditions(model, tokenizer, run.prompt, list(run.variants), run.continuation,
+    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
+    comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
                                     run.config, on_condition=on_condition)
-    comparison.model = run.model
     comparison.save(run.out)
     if run.html is not None:
         write_compare_html(comparison, run.html)

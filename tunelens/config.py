@@ -131,7 +131,14 @@ def _read_yaml(cls: type, path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError as err:  # yaml builds ints with int(): over 4,300 digits Python refuses
+        raise UserError(f"{path}: not a usable config ({' '.join(str(err).split())[:200]})") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -212,7 +219,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
+        raise ValueError(f"expected an integer, got {_short(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -222,21 +229,30 @@ def _to_int(value: Any) -> int:
             return int(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"expected an integer, got {value!r}")
+    raise ValueError(f"expected an integer, got {_short(value)}")
 
 
 def _to_float(value: Any) -> float:
     # YAML 1.1 reads `1e-5` (no dot) as a string; accept it, since that is how people write rates.
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
             return float(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected a number, got {value!r}")
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond float's range
+        pass
+    raise ValueError(f"expected a number, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    """repr of a bad value, cut: an error message stays one readable line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over Python's 4,300-digit str limit
+        return "an integer of more than 4,300 digits"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _type_name(hint: Any) -> str:

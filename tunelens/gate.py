@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from tunelens.errors import UserError
+from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
 GATE_FORMAT = 1
@@ -332,10 +333,6 @@ class TrustSignals:
                 if getattr(self, name) is not None}
 
 
-def _has_adapter(model) -> bool:
-    return hasattr(model, "disable_adapter")
-
-
 def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress | None = None) -> list[tuple]:
     """(adapter_base_kl, prompt_perplexity) per query, from one adapter and one base forward pass each.
 
@@ -355,7 +352,7 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
         with torch.inference_mode():
             adapter_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
             kl = None
-            if _has_adapter(model):
+            if has_adapter(model):
                 with adapter_disabled(model):
                     base_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
                 kl = float((adapter_logp.exp() * (adapter_logp - base_logp)).sum(-1).mean())

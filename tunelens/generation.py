@@ -1,11 +1,12 @@
-"""Plain text generation shared by the stages: streamed (CLI) and batched (eval, demo, serve)."""
+"""Plain text generation shared by the stages: streamed (CLI, through the shared decode loop of
+tunelens.inference) and batched with `model.generate` (eval, demo)."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Iterator
 
+from tunelens.inference import device_of
 from tunelens.prompts import encode_prompt, stop_token_ids, strip_stop_text
 
 
@@ -31,39 +32,27 @@ def prompt_ids_for(tokenizer, prompt: str, raw: bool) -> list[int]:
     return encode_prompt(tokenizer, prompt)
 
 
-def _device_of(model):
-    return next(model.parameters()).device
-
-
 def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw: bool = False) -> Iterator[str]:
-    """Yield the continuation's text piece by piece as the model produces it."""
-    import torch
-    from transformers import TextIteratorStreamer
+    """Yield the continuation's text piece by piece as the model produces it, from the shared decode loop.
 
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
-    ids = torch.tensor([prompt_ids_for(tokenizer, prompt, raw)], device=_device_of(model))
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
-    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
-                  eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                  streamer=streamer, **sampling.generate_kwargs())
-    errors: list[BaseException] = []
+    The pieces join to decode(generated ids), the stop token included, as transformers'
+    TextIteratorStreamer over `model.generate` gives; a token that ends inside a character waits for the next.
+    """
+    from tunelens.inference import Sampler, decode
 
-    def run() -> None:
-        try:
-            with torch.inference_mode():
-                model.generate(**kwargs)
-        except BaseException as err:  # surfaced in the caller's thread below
-            errors.append(err)
-            streamer.on_finalized_text("", stream_end=True)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    for piece in streamer:
-        yield piece
-    worker.join()
-    if errors:
-        raise errors[0]
+    sampler = Sampler(sampling.temperature, sampling.top_p, sampling.seed)
+    ids, sent = [], ""
+    steps = decode(model, prompt_ids_for(tokenizer, prompt, raw), sampler, sampling.max_new_tokens,
+                   stop_token_ids(tokenizer), need_logits=False)
+    for step in steps:
+        ids.append(step.token)
+        text = tokenizer.decode(ids, skip_special_tokens=False)
+        if not text.endswith("\ufffd") and text.startswith(sent):
+            yield text[len(sent):]
+            sent = text
+    final = tokenizer.decode(ids, skip_special_tokens=False)
+    if final.startswith(sent) and final != sent:
+        yield final[len(sent):]
 
 
 def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
@@ -81,7 +70,7 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
         raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    device = _device_of(model)
+    device = device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):

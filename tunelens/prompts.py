@@ -5,6 +5,11 @@ plus response), and `encode_pair` tokenizes the two parts separately, so the pro
 is trained on are exactly the tokens it is later prompted with. Chat templates do not promise this
 on their own: some (Gemma 4's among them) render an assistant turn differently once it is followed
 by content, so the pair is built as prompt + response + the template's own end-of-turn text.
+
+A multi-turn conversation is rendered the same way, one assistant turn at a time: the text before
+assistant turn k is exactly the prompt a model would get for the conversation up to turn k, and each
+assistant turn is its content plus the end-of-turn text. `conversation_segments` returns those pieces
+(masked context, trained answer, ...); a one-exchange conversation gives [render_prompt, response + end].
 """
 
 from __future__ import annotations
@@ -46,17 +51,84 @@ def prompt_style(tokenizer) -> PromptStyle:
 
 def render_prompt(tokenizer, instruction: str, system: str | None = None) -> str:
     """The text a model is prompted with for one instruction, ending where its answer begins."""
+    return render_context(tokenizer, [("user", instruction)], system)
+
+
+def render_context(tokenizer, turns, system: str | None = None) -> str:
+    """The prompt for a conversation so far (`turns`: (role, content) pairs, roles user/assistant),
+    ending where the next assistant turn begins. Without a chat template the system text opens the
+    first user turn, as Gemma's own format has no system role."""
     style = prompt_style(tokenizer)
     if style.kind == "chat_template":
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": instruction}
+            {"role": role, "content": content} for role, content in turns
         ]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    user_text = f"{system}\n\n{instruction}" if system else instruction
+    parts = [tokenizer.bos_token or ""]
+    first_user = True
+    for role, content in turns:
+        if role == "user":
+            text = f"{system}\n\n{content}" if (system and first_user) else content
+            first_user = False
+            parts.append(_user_block(style, text))
+        else:
+            parts.append(_assistant_opener(style) + content + style.end_of_turn)
+    return "".join(parts) + _assistant_opener(style)
+
+
+def _user_block(style: PromptStyle, text: str) -> str:
     if style.kind == "gemma_turns":
-        bos = tokenizer.bos_token or ""
-        return f"{bos}{GEMMA_START}user\n{user_text}{GEMMA_END}\n{GEMMA_START}model\n"
-    return f"{tokenizer.bos_token or ''}### Instruction:\n{user_text}\n\n### Response:\n"
+        return f"{GEMMA_START}user\n{text}{GEMMA_END}\n"
+    return f"### Instruction:\n{text}\n\n"
+
+
+def _assistant_opener(style: PromptStyle) -> str:
+    return f"{GEMMA_START}model\n" if style.kind == "gemma_turns" else "### Response:\n"
+
+
+class TemplateMismatch(ValueError):
+    """The chat template renders an earlier turn differently once the conversation goes on, so no
+    token sequence is both the trained text and the prompt of every later turn."""
+
+
+def conversation_segments(tokenizer, turns, system: str | None = None) -> list[tuple[str, bool]]:
+    """The training text of a conversation as (text, trained) pieces: before each assistant turn the
+    context a model would be prompted with (masked), then the turn's content and end-of-turn text
+    (trained unless the turn says otherwise). `turns` holds objects with role, content and trained.
+    Joining the texts gives the whole rendered conversation."""
+    end = prompt_style(tokenizer).end_of_turn
+    segments: list[tuple[str, bool]] = []
+    so_far, history = "", []
+    for turn in turns:
+        if turn.role == "assistant":
+            context = render_context(tokenizer, history, system)
+            if not context.startswith(so_far):
+                raise TemplateMismatch("the chat template renders earlier turns differently later in the "
+                                       "conversation; multi-turn records cannot be trained exactly with it")
+            segments.append((context[len(so_far):], False))
+            segments.append((turn.content + end, getattr(turn, "trained", True)))
+            so_far = context + turn.content + end
+        history.append((turn.role, turn.content))
+    return [(text, trained) for text, trained in segments if text]
+
+
+def text_segments(tokenizer, text: str) -> list[tuple[str, bool]]:
+    """Plain completion data: bos (nothing predicts it) then the text and eos, all trained."""
+    return [(piece, trained) for piece, trained in ((tokenizer.bos_token or "", False),
+                                                    (text + (tokenizer.eos_token or ""), True)) if piece]
+
+
+def encode_segments(tokenizer, segments) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of the joined segments and the [start, end) token spans of the trained ones. Each
+    segment is tokenized on its own, so every context is exactly the tokens it is prompted with."""
+    ids: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for text, trained in segments:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if trained and piece:
+            spans.append((len(ids), len(ids) + len(piece)))
+        ids.extend(piece)
+    return ids, spans
 
 
 def render_pair(tokenizer, instruction: str, response: str, system: str | None = None) -> str:

@@ -1,9 +1,16 @@
-"""Training-pair records: read chat, prompt/completion and alpaca records from JSONL files or Hugging Face
-dataset directories, and write the one format tunelens itself produces (chat `messages`).
+"""Training records: read chat (incl. multi-turn), ShareGPT, prompt/completion (strings or TRL message
+lists), alpaca and plain `text` records from JSONL, parquet, CSV, saved dataset directories or a dataset
+id in the local Hugging Face cache; write the one format tunelens itself produces (chat `messages`).
+
+A record is a conversation: an optional system text and user/assistant turns, every assistant turn
+trained. Single-turn consumers keep reading `Pair.instruction` (the last user turn) and `Pair.response`
+(the last assistant turn). A `text` record is plain completion data: every token is trained.
 
 Reading never raises on a bad record: `read_pairs` yields a `Malformed` (line number and reason) in its
-place, so the lint stage can quarantine it and the counts still reconcile. Stages that need clean input
-use `load_pairs`, which stops at the first bad record with an error naming file, line and field.
+place, so the lint stage can quarantine it and the counts still reconcile. Nothing is cut silently: a
+conversation the trainer could not use whole (an unknown role, a trailing unanswered user turn) is
+Malformed too. Stages that need clean input use `load_pairs`, which stops at the first bad record with
+an error naming file, line and field.
 """
 
 from __future__ import annotations
@@ -15,18 +22,40 @@ from pathlib import Path
 from typing import Iterator
 
 from tunelens.errors import UserError
+from tunelens.record_files import (Malformed, cached_dataset_dir, cached_dataset_rows, json_type,
+                                   looks_like_dataset_id, rows)
 
-FORMATS = ("chat", "prompt-completion", "alpaca")
+__all__ = ["FORMATS", "MAX_RECORD_BYTES", "Malformed", "Pair", "Turn", "content_id", "detect_format",
+           "load_pairs", "pair_to_record", "read_pairs", "record_text", "source_path"]
+
+FORMATS = ("chat", "sharegpt", "prompt-completion", "alpaca", "text")
 # A record over this size is quarantined instead of parsed: no real pair is megabytes long, and one
 # runaway line must not slow everything after it.
 MAX_RECORD_BYTES = 1_000_000
-# How much of an oversized or undecodable line the quarantine keeps.
-RAW_TEXT_KEEP = 2_000
+
+# ShareGPT speaker names (and the chat names some exports use there) -> tunelens roles.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "system": "system"}
+CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation. `trained` is False only for an assistant turn given as context, as in
+    the `prompt` list of TRL's conversational prompt-completion format."""
+
+    role: str  # "user" or "assistant"
+    content: str
+    trained: bool = True
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One usable instruction -> response pair. `raw` is the record as read; `source_text` its line."""
+    """One usable training record. `raw` is the record as read; `source_text` its line.
+
+    `turns` is the whole conversation (empty for a `text` record); `instruction` and `response` are its
+    last user and last assistant turn, for stages that look at one exchange. For `kind == "text"`,
+    `response` is the text and `instruction` is empty."""
 
     id: str
     instruction: str
@@ -35,20 +64,41 @@ class Pair:
     raw: dict
     system: str | None = None
     source_text: str = field(default="", repr=False, compare=False)
+    turns: tuple[Turn, ...] = ()
+    kind: str = "chat"  # "chat" (masked prompt, trained answers) or "text" (every token trained)
 
+    @property
+    def conversation(self) -> tuple[Turn, ...]:
+        """The turns; a Pair built by hand with only instruction/response is one exchange."""
+        if self.turns or self.kind == "text":
+            return self.turns
+        return (Turn("user", self.instruction), Turn("assistant", self.response))
 
-@dataclass(frozen=True)
-class Malformed:
-    """A record that could not be read: its 1-based line (row for dataset dirs), raw text and why."""
+    @property
+    def assistant_texts(self) -> list[str]:
+        """Every text the model is trained to write: each trained assistant turn, or the whole text."""
+        if self.kind == "text":
+            return [self.response]
+        return [turn.content for turn in self.conversation if turn.role == "assistant" and turn.trained]
 
-    line: int
-    raw_text: str
-    message: str
+    @property
+    def user_texts(self) -> list[str]:
+        return [turn.content for turn in self.conversation if turn.role == "user"]
 
 
 def content_id(instruction: str, response: str) -> str:
     """A stable id for a record without one: the same pair always gets the same id, whatever its format."""
     digest = hashlib.sha256(f"{instruction}\x00{response}".encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+def conversation_id(turns: tuple[Turn, ...], text: str | None = None) -> str:
+    """content_id of a one-exchange conversation (so single-turn ids never change); for longer ones and
+    plain text, a hash over every turn, so two conversations that share their last exchange differ."""
+    if text is None and len(turns) == 2 and turns[0].role == "user" and turns[1].role == "assistant":
+        return content_id(turns[0].content, turns[1].content)
+    parts = [text] if text is not None else [f"{t.role}\x00{t.content}" for t in turns]
+    digest = hashlib.sha256("\x01".join(parts).encode("utf-8")).hexdigest()
     return f"sha256:{digest[:16]}"
 
 
@@ -67,7 +117,18 @@ def pair_to_record(instruction: str, response: str, system: str | None = None, *
 
 def record_text(pair: Pair) -> str:
     """The record as one JSONL line: its original text when read from a file, else re-serialized."""
-    return pair.source_text or json.dumps(pair.raw, ensure_ascii=False)
+    return pair.source_text or json_line(pair.raw)
+
+
+def json_line(value) -> str:
+    """One JSON line that always encodes as UTF-8: a lone surrogate anywhere (possible in a parsed
+    `"\\ud800"` escape) is written as an escape again instead of failing the whole output file."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True, default=str)
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -76,18 +137,16 @@ def record_text(pair: Pair) -> str:
 
 def read_pairs(path: str | Path, fmt: str = "auto", max_record_bytes: int = MAX_RECORD_BYTES
                ) -> Iterator[Pair | Malformed]:
-    """Yield every record of a JSONL file or a `save_to_disk` dataset directory as a Pair or a Malformed,
-    in order. `fmt` is one of FORMATS or "auto" (detected once per file from its first recognisable
-    record). Blank lines are not records and are skipped. Raises UserError for a missing/unreadable path."""
+    """Yield every record of a file (JSONL, .parquet, .csv), a `save_to_disk` dataset directory or a
+    dataset id in the local Hugging Face cache as a Pair or a Malformed, in order. `fmt` is one of FORMATS
+    or "auto" (detected once per source from its first recognisable record). Blank lines are skipped.
+    Raises UserError for a missing or unreadable source."""
     if fmt != "auto" and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: use auto, {', '.join(FORMATS)}")
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or directory")
-    rows = _dataset_rows(path) if path.is_dir() else _jsonl_rows(path, max_record_bytes)
+    source = _open_rows(path, max_record_bytes)
     detected = None if fmt == "auto" else fmt
     detected_at = None
-    for line, value, raw_text in rows:
+    for line, value, raw_text in source:
         if isinstance(value, Malformed):
             yield value
             continue
@@ -99,6 +158,24 @@ def read_pairs(path: str | Path, fmt: str = "auto", max_record_bytes: int = MAX_
             item = Malformed(item.line, item.raw_text, f"{item.message} (format {detected} detected from line "
                                                        f"{detected_at}; use --format to choose another)")
         yield item
+
+
+def _open_rows(path: str | Path, max_record_bytes: int):
+    spec = str(path)
+    path = Path(path)
+    if path.exists():
+        return rows(path, max_record_bytes)
+    if looks_like_dataset_id(spec):
+        return cached_dataset_rows(spec)
+    raise UserError(f"{path}: no such file or directory")
+
+
+def source_path(path: str | Path) -> Path:
+    """The file or directory whose bytes are the data: `path` itself, or for a dataset id read from the
+    Hugging Face cache, the cache directory of its files (so provenance can hash real bytes)."""
+    if Path(path).exists() or not looks_like_dataset_id(str(path)):
+        return Path(path)
+    return cached_dataset_dir(str(path))
 
 
 def load_pairs(path: str | Path, fmt: str = "auto") -> list[Pair]:
@@ -114,71 +191,15 @@ def load_pairs(path: str | Path, fmt: str = "auto") -> list[Pair]:
 def detect_format(record: dict) -> str | None:
     if "messages" in record:
         return "chat"
+    if "conversations" in record:
+        return "sharegpt"
     if "prompt" in record and "completion" in record:
         return "prompt-completion"
     if "instruction" in record and "output" in record:
         return "alpaca"
+    if "text" in record:
+        return "text"
     return None
-
-
-def _jsonl_rows(path: Path, max_record_bytes: int):
-    """(line number, parsed value or Malformed, raw text) for each non-blank line; bytes are decoded per
-    line so one bad line cannot hide the others."""
-    try:
-        handle = path.open("rb")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
-        for number, data in enumerate(handle, start=1):
-            if number == 1 and data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]  # a UTF-8 byte-order mark written by some editors
-            data = data.rstrip(b"\r\n")
-            if not data.strip():
-                continue
-            yield number, *_parse_line(number, data, max_record_bytes)
-
-
-def _parse_line(number: int, data: bytes, max_record_bytes: int):
-    if len(data) > max_record_bytes:
-        preview = _preview(data.decode("utf-8", errors="replace"))
-        return Malformed(number, preview, f"record is {len(data) / 1e6:.1f} MB, over the "
-                                          f"{max_record_bytes / 1e6:g} MB limit"), preview
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        preview = _preview(data.decode("utf-8", errors="replace"))
-        return Malformed(number, preview, f"not valid UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}"), preview
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        return Malformed(number, _preview(text), f"invalid JSON: {err.msg} at column {err.colno}"), text
-    except RecursionError:
-        return Malformed(number, _preview(text), "invalid JSON: nested too deeply"), text
-    if not isinstance(value, dict):
-        return Malformed(number, _preview(text), f"record is a JSON {_json_type(value)}, expected an object"), text
-    return value, text
-
-
-def _dataset_rows(path: Path):
-    """Rows of a Hugging Face dataset saved with `save_to_disk` (a Dataset, or a DatasetDict's train split)."""
-    if not any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        raise UserError(f"{path}: a directory but not a dataset saved with save_to_disk "
-                        "(no dataset_info.json/state.json/dataset_dict.json)")
-    try:
-        from datasets import DatasetDict, load_from_disk
-    except ImportError:
-        raise UserError(f"{path}: reading a dataset directory needs the `datasets` package") from None
-    try:
-        dataset = load_from_disk(str(path))
-    except Exception as err:  # datasets raises many kinds; all mean the directory cannot be used
-        raise UserError(f"{path}: cannot load dataset ({err})") from None
-    if isinstance(dataset, DatasetDict):
-        splits = list(dataset)
-        if "train" not in dataset and len(splits) != 1:
-            raise UserError(f"{path}: dataset has splits {splits} and none is 'train'; pass {path}/<split>")
-        dataset = dataset["train" if "train" in dataset else splits[0]]
-    for index, row in enumerate(dataset, start=1):
-        yield index, row, ""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,26 +210,39 @@ class _BadField(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    turns: tuple[Turn, ...]
+    system: str | None = None
+    text: str | None = None  # set for a `text` record
+
+
 def _to_pair(record: dict, line: int, raw_text: str, fmt: str | None) -> Pair | Malformed:
     try:
         if fmt is None:
-            raise _BadField("unknown record format: expected `messages`, `prompt`/`completion` "
-                            "or `instruction`/`output` fields")
-        instruction, response, system = _READERS[fmt](record)
-        record_id = _record_id(record, instruction, response)
+            raise _BadField("unknown record format: expected `messages`, `conversations`, `prompt`/`completion`, "
+                            "`instruction`/`output` or `text` fields")
+        parsed = _READERS[fmt](record)
+        record_id = _record_id(record, parsed)
     except _BadField as err:
-        return Malformed(line, raw_text or json.dumps(record, ensure_ascii=False, default=str), str(err))
-    return Pair(record_id, instruction, response, line, record, system, raw_text)
+        return Malformed(line, raw_text or json_line(record), str(err))
+    if parsed.text is not None:
+        return Pair(record_id, "", parsed.text, line, record, None, raw_text, (), "text")
+    instruction = next(t.content for t in reversed(parsed.turns) if t.role == "user")
+    response = next(t.content for t in reversed(parsed.turns) if t.role == "assistant")
+    return Pair(record_id, instruction, response, line, record, parsed.system, raw_text, parsed.turns)
 
 
-def _record_id(record: dict, instruction: str, response: str) -> str:
+def _record_id(record: dict, parsed: _Parsed) -> str:
     value = record.get("id")
     if value is None:
-        return content_id(instruction, response)
+        return conversation_id(parsed.turns, parsed.text)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _BadField(f"field 'id' must be a string or integer, got {_json_type(value)}")
-    if isinstance(value, str) and not value.strip():
-        raise _BadField("field 'id' is empty")
+        raise _BadField(f"field 'id' must be a string or integer, got {json_type(value)}")
+    if isinstance(value, str):
+        if not value.strip():
+            raise _BadField("field 'id' is empty")
+        _check_encodable(value, "id")
     return str(value)
 
 
@@ -222,10 +256,20 @@ def _text_field(record: dict, name: str, required: bool = True, where: str = "")
     if isinstance(value, list):  # OpenAI-style content parts: [{"type": "text", "text": ...}]
         value = _join_content_parts(value, label)
     if not isinstance(value, str):
-        raise _BadField(f"field '{label}' must be a string, got {_json_type(value)}")
+        raise _BadField(f"field '{label}' must be a string, got {json_type(value)}")
     if required and not value.strip():
         raise _BadField(f"field '{label}' is empty")
+    _check_encodable(value, label)
     return value
+
+
+def _check_encodable(value: str, label: str) -> None:
+    """A lone surrogate (JSON allows the escape "\\ud800") is not text: no tokenizer or UTF-8 file can hold it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _BadField(f"field '{label}' holds a lone surrogate U+{ord(value[err.start]):04X} at character "
+                        f"{err.start}, which is not encodable text") from None
 
 
 def _join_content_parts(parts: list, label: str) -> str:
@@ -238,66 +282,107 @@ def _join_content_parts(parts: list, label: str) -> str:
     return "".join(texts)
 
 
-def _read_chat(record: dict) -> tuple[str, str, str | None]:
-    messages = record.get("messages")
+def _message_list(record: dict, name: str) -> list:
+    messages = record.get(name)
     if messages is None:
-        raise _BadField("missing field 'messages'")
+        raise _BadField(f"missing field '{name}'")
     if not isinstance(messages, list):
-        raise _BadField(f"field 'messages' must be a list, got {_json_type(messages)}")
-    roles = []
+        raise _BadField(f"field '{name}' must be a list, got {json_type(messages)}")
+    return messages
+
+
+def _turns(messages: list, name: str, role_key: str, content_key: str, role_map: dict,
+           trained: bool = True) -> tuple[list[str], list[Turn]]:
+    """(leading system texts, turns) of one message list; field names in errors are `name[i].key`."""
+    systems, turns = [], []
     for index, message in enumerate(messages):
+        where = f"{name}[{index}]"
         if not isinstance(message, dict):
-            raise _BadField(f"field 'messages[{index}]' must be an object, got {_json_type(message)}")
-        role = message.get("role")
+            raise _BadField(f"field '{where}' must be an object, got {json_type(message)}")
+        role = message.get(role_key)
         if not isinstance(role, str):
-            raise _BadField(f"field 'messages[{index}].role' must be a string, got {_json_type(role)}")
-        roles.append(role)
-    last_assistant = max((i for i, role in enumerate(roles) if role == "assistant"), default=None)
-    if last_assistant is None:
-        raise _BadField("field 'messages' has no assistant message")
-    last_user = max((i for i, role in enumerate(roles[:last_assistant]) if role == "user"), default=None)
-    if last_user is None:
-        raise _BadField("field 'messages' has no user message before the assistant message")
-    response = _text_field(messages[last_assistant], "content", where=f"messages[{last_assistant}].")
-    instruction = _text_field(messages[last_user], "content", where=f"messages[{last_user}].")
-    system_index = next((i for i, role in enumerate(roles) if role == "system"), None)
-    system = None
-    if system_index is not None:
-        system = _text_field(messages[system_index], "content", required=False,
-                             where=f"messages[{system_index}].") or None
-    return instruction, response, system
+            raise _BadField(f"field '{where}.{role_key}' must be a string, got {json_type(role)}")
+        mapped = role_map.get(role.strip().lower())
+        if mapped is None:
+            known = ", ".join(sorted(role_map))
+            raise _BadField(f"field '{where}.{role_key}' is {role!r}: supported roles are {known}")
+        if mapped == "system":
+            if turns:
+                raise _BadField(f"field '{where}' is a system message inside the conversation; only "
+                                "system messages before the first turn are supported")
+            text = _text_field(message, content_key, required=False, where=f"{where}.")
+            if text.strip():
+                systems.append(text)
+            continue
+        content = _text_field(message, content_key, where=f"{where}.")
+        turns.append(Turn(mapped, content, trained if mapped == "assistant" else True))
+    return systems, turns
 
 
-def _read_prompt_completion(record: dict) -> tuple[str, str, str | None]:
-    return _text_field(record, "prompt"), _text_field(record, "completion"), None
+def _conversation(systems: list[str], turns: list[Turn], name: str) -> _Parsed:
+    """Check that every assistant turn can be trained: a user turn opens, an assistant turn closes."""
+    if not any(t.role == "assistant" for t in turns):
+        raise _BadField(f"field '{name}' has no assistant message")
+    if turns[0].role != "user":
+        raise _BadField(f"field '{name}' has no user message before the assistant message")
+    if turns[-1].role != "assistant":
+        raise _BadField(f"field '{name}' ends with a user turn that has no answer; remove it or add the "
+                        "answer (a trailing turn is never cut silently)")
+    return _Parsed(tuple(turns), "\n\n".join(systems) or None)
 
 
-def _read_alpaca(record: dict) -> tuple[str, str, str | None]:
+def _read_chat(record: dict) -> _Parsed:
+    systems, turns = _turns(_message_list(record, "messages"), "messages", "role", "content", CHAT_ROLES)
+    return _conversation(systems, turns, "messages")
+
+
+def _read_sharegpt(record: dict) -> _Parsed:
+    messages = _message_list(record, "conversations")
+    # ShareGPT proper uses from/value; some exports keep chat's role/content under `conversations`.
+    chat_keys = bool(messages) and isinstance(messages[0], dict) and "from" not in messages[0] and "role" in messages[0]
+    role_key, content_key = ("role", "content") if chat_keys else ("from", "value")
+    systems, turns = _turns(messages, "conversations", role_key, content_key, SHAREGPT_ROLES)
+    if isinstance(record.get("system"), str) and record["system"].strip():  # a top-level system prompt
+        systems.insert(0, _text_field(record, "system"))
+    return _conversation(systems, turns, "conversations")
+
+
+def _read_prompt_completion(record: dict) -> _Parsed:
+    prompt, completion = record.get("prompt"), record.get("completion")
+    if isinstance(prompt, list) or isinstance(completion, list):
+        return _read_conversational_prompt_completion(record)
+    return _Parsed((Turn("user", _text_field(record, "prompt")), Turn("assistant", _text_field(record, "completion"))))
+
+
+def _read_conversational_prompt_completion(record: dict) -> _Parsed:
+    """TRL's conversational form: `prompt` and `completion` are message lists; as in TRL, only the
+    completion is trained (an assistant turn inside the prompt is context)."""
+    for name in ("prompt", "completion"):
+        if not isinstance(record.get(name), list):
+            raise _BadField(f"field '{name}' must be a list of messages like the other one, "
+                            f"got {json_type(record.get(name))}")
+    systems, prompt_turns = _turns(record["prompt"], "prompt", "role", "content", CHAT_ROLES, trained=False)
+    more_systems, completion_turns = _turns(record["completion"], "completion", "role", "content", CHAT_ROLES)
+    if more_systems:
+        raise _BadField("field 'completion' holds a system message; put it first in 'prompt'")
+    if not any(t.role == "assistant" for t in completion_turns):
+        raise _BadField("field 'completion' has no assistant message")
+    if not prompt_turns:
+        raise _BadField("field 'prompt' has no user message")
+    return _conversation(systems, prompt_turns + completion_turns, "completion")
+
+
+def _read_alpaca(record: dict) -> _Parsed:
     instruction = _text_field(record, "instruction")
     extra_input = _text_field(record, "input", required=False)
     if extra_input.strip():
         instruction = f"{instruction}\n\n{extra_input}"
-    return instruction, _text_field(record, "output"), None
+    return _Parsed((Turn("user", instruction), Turn("assistant", _text_field(record, "output"))))
 
 
-_READERS = {"chat": _read_chat, "prompt-completion": _read_prompt_completion, "alpaca": _read_alpaca}
+def _read_text(record: dict) -> _Parsed:
+    return _Parsed((), None, _text_field(record, "text"))
 
 
-def _json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def _preview(text: str) -> str:
-    if len(text) <= RAW_TEXT_KEEP:
-        return text
-    return text[:RAW_TEXT_KEEP] + f"... [truncated, {len(text)} characters in all]"
+_READERS = {"chat": _read_chat, "sharegpt": _read_sharegpt, "prompt-completion": _read_prompt_completion,
+            "alpaca": _read_alpaca, "text": _read_text}

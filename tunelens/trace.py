@@ -1,6 +1,6 @@
 """Generation with the model's raw top-K distribution recorded at every step, and its decision points.
 
-`trace_generate` runs its own decoding loop with a KV cache. At each step it keeps only the top-K of
+`trace_generate` consumes the shared KV-cache decode loop (tunelens.inference.decode). At each step it keeps only the top-K of
 softmax(logits) (the model's raw distribution, before temperature and top-p), the chosen token's
 probability and rank, the entropy and the top-1 minus top-2 margin, so what it holds grows with
 steps x K, never steps x vocabulary (unlike `generate(output_scores=True)`).
@@ -12,21 +12,16 @@ step's probabilities equal softmax(model(prompt + tokens so far).logits[-1]) (te
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tunelens.errors import UserError
+from tunelens.inference import LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of, has_adapter
+from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 
 TRACE_FORMAT = "tunelens.trace"
 TRACE_VERSION = 1
-# Stored probabilities keep 6 significant digits: enough for any display, and files stay small.
-_DIGITS = 6
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.{_DIGITS}g}")
 
 
 @dataclass(frozen=True)
@@ -187,10 +182,6 @@ def _trace_from_json(data, source: str) -> Trace:
 # ---------------------------------------------------------------- the adapter canary
 
 
-def has_adapter(model) -> bool:
-    return hasattr(model, "disable_adapter")
-
-
 def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: int = 16) -> dict:
     """Check that the attached adapter changes the logits on this prompt; raise UserError if it does not.
 
@@ -200,15 +191,13 @@ def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: 
     """
     import torch
 
-    from tunelens.models import adapter_disabled
-
     if not has_adapter(model):
         raise UserError("adapter canary: the model carries no adapter to check")
-    ids = torch.tensor([prompt_token_ids(tokenizer, prompt, raw)], device=_device_of(model))
+    ids = torch.tensor([prompt_token_ids(tokenizer, prompt, raw)], device=device_of(model))
     keep = min(positions, ids.shape[1])
     with torch.inference_mode():
         tuned = model(input_ids=ids, logits_to_keep=keep).logits.float()
-        with adapter_disabled(model):
+        with adapter_off(model):
             base = model(input_ids=ids, logits_to_keep=keep).logits.float()
     diff = float((tuned - base).abs().max())
     if diff <= 1e-6:
@@ -217,7 +206,7 @@ def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: 
             f"{diff:.1e} over {keep} positions); it is inactive (untrained or zero-initialised LoRA B, or "
             "targets modules the prompt never reaches), so base and tuned would be identical"
         )
-    return {"max_abs_logit_diff": _round(diff), "positions": keep}
+    return {"max_abs_logit_diff": round_prob(diff), "positions": keep}
 
 
 # ---------------------------------------------------------------- generation with top-K capture
@@ -236,26 +225,6 @@ def rendered_prompt_text(tokenizer, prompt: str, raw: bool) -> str:
     from tunelens.prompts import render_prompt
 
     return prompt if raw else render_prompt(tokenizer, prompt)
-
-
-def _device_of(model):
-    return next(model.parameters()).device
-
-
-def _pick_token(logits, config: TraceConfig, generator):
-    """Greedy, or a sample from the temperature/top-p distribution (recording always uses the raw one)."""
-    import torch
-
-    if config.temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= config.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _step_record(logits, chosen, top_k: int, greedy: bool):
@@ -277,70 +246,25 @@ def _step_record(logits, chosen, top_k: int, greedy: bool):
     return torch.cat([top_values[0], entropy, chosen_prob, rank]), top_ids[0]
 
 
-def _cache_argument(model) -> str:
-    """transformers 5.2x names the KV cache `cache`; earlier 5.x releases call it `past_key_values`."""
-    import inspect
-
-    from tunelens.models import base_model_of
-
-    return "cache" if "cache" in inspect.signature(base_model_of(model).forward).parameters else "past_key_values"
-
-
-def _run_loop(model, ids, config: TraceConfig, stop_ids: set[int], on_step: Callable[[int], None] | None):
-    """Decode with a KV cache; return the chosen token ids and the stacked per-step records."""
+def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[int],
+              on_step: Callable[[int], None] | None):
+    """Decode with the shared loop; return the chosen token ids and the stacked per-step records."""
     import torch
 
-    device = ids.device
-    generator = None
-    if config.temperature > 0:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+    sampler = Sampler(config.temperature, config.top_p, config.seed)
     chosen_ids, stats, top_ids = [], [], []
-    cache_name, past, step_input = _cache_argument(model), None, ids
+    stop_reason = "max_new_tokens"
     with torch.inference_mode():
-        for step in range(config.max_new_tokens):
-            out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{cache_name: past})
-            past = getattr(out, cache_name)
-            logits = out.logits[:, -1, :].float()
-            chosen = _pick_token(logits, config, generator)
-            record, top = _step_record(logits, chosen, config.top_k, greedy=config.temperature <= 0)
+        for index, step in enumerate(decode(model, prompt_ids, sampler, config.max_new_tokens, stop_ids)):
+            record, top = _step_record(step.logits[None], step.chosen, config.top_k, greedy=sampler.greedy)
             stats.append(record)
             top_ids.append(top)
-            token_id = int(chosen)  # the one host sync per step, as in generate's stopping check
-            chosen_ids.append(token_id)
+            chosen_ids.append(step.token)
             if on_step is not None:
-                on_step(step)
-            if token_id in stop_ids:
-                return chosen_ids, torch.stack(stats).cpu(), torch.stack(top_ids).cpu(), "stop_token"
-            step_input = chosen[:, None]
-    return chosen_ids, torch.stack(stats).cpu(), torch.stack(top_ids).cpu(), "max_new_tokens"
-
-
-def token_pieces(tokenizer, ids: list[int], context: int = 4) -> list[str]:
-    """The text each token adds, so that the pieces join to the decoded sequence.
-
-    Decoding a token alone can differ from its contribution in context (a leading-space marker, a
-    multi-byte character split over tokens), so a piece is the difference of two decodings that start
-    `context` tokens earlier. A token that ends inside a character adds "" and the token completing the
-    character carries it. Plain equivalent: decode(ids[:i+1])[len(decode(ids[:i])):], which is quadratic.
-    """
-    pieces, emitted = [], 0  # tokens before `emitted` have had their text handed out
-    for end in range(1, len(ids) + 1):
-        start = max(0, emitted - context)
-        before = tokenizer.decode(ids[start:emitted], skip_special_tokens=False)
-        now = tokenizer.decode(ids[start:end], skip_special_tokens=False)
-        if now.endswith("\ufffd") and end < len(ids):
-            pieces.append("")
-            continue
-        # A decoder that rewrites earlier text (space clean-up) still advances by what is new.
-        pieces.append(now[len(os.path.commonprefix([before, now])):])
-        emitted = end
-    return pieces
-
-
-def _decoded_tokens(tokenizer, ids) -> dict[int, str]:
-    unique = sorted(set(int(i) for i in ids))
-    return dict(zip(unique, tokenizer.batch_decode([[i] for i in unique], skip_special_tokens=False)))
+                on_step(index)
+            if step.token in stop_ids:
+                stop_reason = "stop_token"
+    return chosen_ids, torch.stack(stats).cpu(), torch.stack(top_ids).cpu(), stop_reason
 
 
 def _decision_reasons(prob_top1: float, prob_top2: float, rank: int, threshold: float) -> list[str]:
@@ -355,57 +279,50 @@ def _decision_reasons(prob_top1: float, prob_top2: float, rank: int, threshold: 
 def _build_steps(tokenizer, chosen_ids, stats, top_ids, config: TraceConfig) -> list[TraceStep]:
     k = max(config.top_k, 2)
     pieces = token_pieces(tokenizer, chosen_ids)
-    names = _decoded_tokens(tokenizer, top_ids.flatten().tolist())
+    names = decoded_tokens(tokenizer, top_ids.flatten().tolist())
     steps = []
     for index, token_id in enumerate(chosen_ids):
         row = stats[index].tolist()
         top_probs, entropy, chosen_prob, rank = row[:k], row[k], row[k + 1], int(row[k + 2])
-        alternatives = [Alternative(int(tid), names[int(tid)], _round(p))
+        alternatives = [Alternative(int(tid), names[int(tid)], round_prob(p))
                         for tid, p in zip(top_ids[index].tolist()[:config.top_k], top_probs[:config.top_k])]
-        steps.append(TraceStep(step=index, token_id=token_id, token=pieces[index], prob=_round(chosen_prob),
-                               rank=rank, entropy=_round(max(entropy, 0.0)),
-                               margin=_round(top_probs[0] - top_probs[1]), top=alternatives,
+        steps.append(TraceStep(step=index, token_id=token_id, token=pieces[index], prob=round_prob(chosen_prob),
+                               rank=rank, entropy=round_prob(max(entropy, 0.0)),
+                               margin=round_prob(top_probs[0] - top_probs[1]), top=alternatives,
                                reasons=_decision_reasons(top_probs[0], top_probs[1], rank, config.margin_threshold)))
     return steps
 
 
-def trace_generate(model, tokenizer, prompt: str, config: TraceConfig | None = None,
+def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = "", config: TraceConfig | None = None,
                    on_step: Callable[[int], None] | None = None) -> Trace:
-    """Generate from `prompt`, recording the raw top-K distribution at every step (see module docstring)."""
-    import torch
+    """Generate from `prompt`, recording the raw top-K distribution at every step (see module docstring).
 
+    `model` is a LoadedModel, or a bare model with its `tokenizer`.
+    """
     from tunelens.prompts import stop_token_ids, strip_stop_text
 
+    loaded = as_loaded(model, tokenizer)
+    model, tokenizer = loaded.model, loaded.tokenizer
     config = config or TraceConfig()
-    canary = adapter_canary(model, tokenizer, prompt, config.raw) if config.check_adapter and has_adapter(model) else None
+    canary = adapter_canary(model, tokenizer, prompt, config.raw) if config.check_adapter and loaded.has_adapter else None
     prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
-    ids = torch.tensor([prompt_ids], device=_device_of(model))
     stop_ids = set(stop_token_ids(tokenizer))
-    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, ids, config, stop_ids, on_step)
+    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, prompt_ids, config, stop_ids, on_step)
     steps = _build_steps(tokenizer, chosen_ids, stats, top_ids, config)
     body = chosen_ids[:-1] if stop_reason == "stop_token" else chosen_ids
     text = strip_stop_text(tokenizer, tokenizer.decode(body, skip_special_tokens=False))
-    return Trace(model=str(getattr(getattr(model, "config", None), "tunelens_spec", "") or type(model).__name__),
-                 adapter=adapter_name(model), prompt=prompt,
+    return Trace(model=loaded.spec, adapter=loaded.adapter_label, prompt=prompt,
                  rendered_prompt=rendered_prompt_text(tokenizer, prompt, config.raw), prompt_tokens=len(prompt_ids),
                  config=config, steps=steps, stop_reason=stop_reason, text=text, adapter_canary=canary)
 
 
-def adapter_name(model) -> str | None:
-    # load_inspected_model records the directory the user gave; a model built in code just says "adapter".
-    return (getattr(model, "tunelens_adapter_dir", None) or "adapter") if has_adapter(model) else None
-
-
-def load_inspected_model(spec: str, adapter: str | None, device: str, on_loaded: Callable[[], None] | None = None):
-    """(model, tokenizer) for `trace` and `compare`, remembering the adapter directory for their reports."""
-    from tunelens.models import load_model
-
-    model, tokenizer = load_model(spec, adapter=adapter, device=device)
-    if adapter is not None:
-        model.tunelens_adapter_dir = str(adapter)
+def load_inspected_model(spec: str, adapter: str | None, device: str,
+                         on_loaded: Callable[[], None] | None = None) -> LoadedModel:
+    """The model `trace` and `compare` inspect, knowing its adapter directory for their reports."""
+    loaded = LoadedModel.load(spec, adapter=adapter, device=device)
     if on_loaded is not None:
         on_loaded()
-    return model, tokenizer
+    return loaded
 
 
 # ---------------------------------------------------------------- one command, one call
@@ -426,9 +343,8 @@ class TraceRun:
 
 def run_trace(run: TraceRun, on_step: Callable[[int], None] | None = None,
               on_loaded: Callable[[], None] | None = None) -> Trace:
-    model, tokenizer = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
-    trace = trace_generate(model, tokenizer, run.prompt, run.config, on_step=on_step)
-    trace.model = run.model
+    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
+    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, on_step=on_step)
     trace.save(run.out)
     if run.html is not None:
         write_trace_html(trace, run.html)
@@ -442,27 +358,3 @@ def write_trace_html(trace: Trace, path: str | Path) -> Path:
     data = trace.to_json()
     return atomic_write_text(path, render_html("trace.html.j2", trace=data, steps=data["steps"], color=prob_color,
                                              show=show_token))
-
-
-def prob_color(prob: float) -> str:
-    """Background colour of a token by its probability: red (unlikely) through yellow to green (sure)."""
-    hue = 120 * max(0.0, min(1.0, prob))
-    return f"hsl({hue:.0f}, 75%, 82%)"
-
-
-def show_token(text: str) -> str:
-    """A token as it reads in a table: newlines, tabs and other invisible characters escaped."""
-    if text == "":
-        return "∅"
-    escapes = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    return "".join(escapes.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
-
-
-def pct(prob: float) -> str:
-    """55%, 3.2%, 0.041%, <0.001%: whole percents when large, two significant digits when small."""
-    value = 100 * prob
-    if value >= 10 or value == 0:
-        return f"{value:.0f}%"
-    if value >= 1:
-        return f"{value:.1f}%"
-    return f"{value:.2g}%" if value >= 0.001 else "<0.001%"

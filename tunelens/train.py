@@ -31,9 +31,9 @@ from typing import Callable, Sequence
 
 from tunelens import __version__
 from tunelens.config import config_to_dict, option
+from tunelens.encoding import IGNORE_INDEX, EncodedData, Example, MaskView, encode_examples, mask_spans  # noqa: F401  (moved; re-exported)
 from tunelens.errors import UserError
 
-IGNORE_INDEX = -100
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROVENANCE_FILE = "tunelens.json"
 CHECKPOINT_STATE = "trainer_state.json"
@@ -222,42 +222,6 @@ def layer_ranges(layers: Sequence[int]) -> str:
 # ---------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class Example:
-    pair_id: str
-    line: int | None
-    ids: tuple[int, ...]
-    prompt_len: int
-
-    @property
-    def trained_tokens(self) -> int:
-        # Position t predicts token t+1; tokens prompt_len .. len-1 are predicted, so they are trained.
-        return len(self.ids) - self.prompt_len
-
-
-@dataclass(frozen=True)
-class EncodedData:
-    examples: tuple[Example, ...]
-    truncated: tuple[str, ...]  # pair ids whose response was cut at max_length
-    skipped: tuple[str, ...]  # pair ids whose prompt alone fills max_length: nothing left to train on
-
-
-def encode_examples(tokenizer, pairs, max_length: int) -> EncodedData:
-    from tunelens.prompts import encode_pair
-
-    examples, truncated, skipped = [], [], []
-    for pair in pairs:
-        ids, prompt_len = encode_pair(tokenizer, pair.instruction, pair.response, getattr(pair, "system", None))
-        if prompt_len >= max_length:
-            skipped.append(str(pair.id))
-            continue
-        if len(ids) > max_length:
-            truncated.append(str(pair.id))
-            ids = ids[:max_length]
-        examples.append(Example(str(pair.id), getattr(pair, "line", None), tuple(ids), prompt_len))
-    return EncodedData(tuple(examples), tuple(truncated), tuple(skipped))
-
-
 def split_train_eval(examples: Sequence[Example], eval_split: float, seed: int):
     """A seeded held-out split: (train, eval), train in file order."""
     import torch
@@ -286,29 +250,9 @@ def collate(examples: Sequence[Example], pad_id: int):
         ids = torch.tensor(ex.ids, dtype=torch.long)
         input_ids[row, : len(ids)] = ids
         attention[row, : len(ids)] = 1
-        labels[row, ex.prompt_len: len(ids)] = ids[ex.prompt_len:]
+        for start, end in ex.trained_spans:  # every assistant turn of a conversation (tunelens.encoding)
+            labels[row, start:end] = ids[start:end]
     return input_ids, attention, labels
-
-
-@dataclass(frozen=True)
-class MaskView:
-    """A rendered pair as the trainer sees it: spans of (text, state) with state masked/trained/cut."""
-
-    spans: tuple[tuple[str, str], ...]
-    masked_tokens: int  # the prompt: labels -100, no loss
-    trained_tokens: int  # the completion: in the loss
-    cut_tokens: int  # beyond max_length: not seen at all
-
-
-def mask_spans(tokenizer, pair, max_length: int | None = None) -> MaskView:
-    """What `data show-mask` prints; uses the same encode_pair + truncation as training."""
-    from tunelens.prompts import encode_pair
-
-    ids, prompt_len = encode_pair(tokenizer, pair.instruction, pair.response, getattr(pair, "system", None))
-    cut = len(ids) if max_length is None else min(len(ids), max_length)
-    parts = (("masked", ids[:min(prompt_len, cut)]), ("trained", ids[prompt_len:cut]), ("cut", ids[cut:]))
-    spans = tuple((tokenizer.decode(part, skip_special_tokens=False), state) for state, part in parts if part)
-    return MaskView(spans, min(prompt_len, cut), max(0, cut - prompt_len), len(ids) - cut)
 
 
 def file_sha256(path: Path) -> str:
@@ -639,12 +583,10 @@ def _check_resumable(state: dict, meta: dict, path: Path) -> None:
 
 
 def _write_adapter(out_dir: Path, peft_model, provenance: dict) -> None:
-    """Write the PEFT adapter + tunelens.json into a staging dir, then swap it in."""
-    from tunelens.io import atomic_directory, atomic_write_json
+    """Write a portable adapter (Hub id of the base, tokenizer, tunelens.json) atomically: tunelens.adapters."""
+    from tunelens.adapters import write_adapter
 
-    with atomic_directory(out_dir) as staging:
-        peft_model.save_pretrained(str(staging), safe_serialization=True)
-        atomic_write_json(staging / PROVENANCE_FILE, provenance)
+    write_adapter(out_dir, peft_model, provenance)
 
 
 def _check_out_dir(out_dir: Path) -> None:

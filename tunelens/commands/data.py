@@ -25,11 +25,16 @@ def _progress():
 
 
 def _count_lines(path: Path) -> int | None:
-    """Non-blank lines of a JSONL file, for the progress bar's total (None for a dataset directory)."""
-    if not path.is_file():
+    """Non-blank lines of a JSONL file, for the progress bar's total (None for other sources). A file
+    without LF is counted at its bare CRs, as the reader splits it; UTF-16/32 files get no total."""
+    if not path.is_file() or path.suffix.lower() in (".parquet", ".csv", ".tsv"):
         return None
     with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        data = handle.read()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+        return None
+    separator = b"\n" if b"\n" in data else b"\r"
+    return sum(1 for line in data.split(separator) if line.strip())
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -38,13 +43,17 @@ def _split_list(value: str) -> tuple[str, ...]:
 
 @data_app.command("lint", epilog=example(
     "tunelens data lint pairs.jsonl --out runs/demo/lint --against eval_cases.jsonl",
-    "tunelens data lint hf_dataset_dir --format alpaca --out lint/ --strict"))
+    "tunelens data lint hf_dataset_dir --format alpaca --out lint/ --strict",
+    "tunelens data lint someone/chats --out lint/   (a dataset id already in the local Hugging Face cache)"))
 @user_errors
 def lint_command(
-    in_path: Path = typer.Argument(..., help="JSONL file or Hugging Face dataset directory (save_to_disk)."),
+    in_path: Path = typer.Argument(..., help="Records: JSONL (any line ending; UTF-8/16/32), .parquet, .csv, a "
+                                             "dataset directory (save_to_disk) or a dataset id in the local "
+                                             "Hugging Face cache (read offline)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for clean.jsonl, quarantine.jsonl, lint.json, lint.md."),
     against: Optional[List[str]] = typer.Option(None, "--against", help="Eval suite names or files (comma-separated or repeated) whose cases must not leak into training."),
-    fmt: str = typer.Option("auto", "--format", help="auto, chat, prompt-completion or alpaca."),
+    fmt: str = typer.Option("auto", "--format", help="auto, chat (incl. multi-turn), sharegpt, prompt-completion "
+                                                     "(strings or TRL message lists), alpaca or text."),
     near_dup_threshold: float = typer.Option(0.85, "--near-dup-threshold", min=0.01, max=1.0, help="Word 3-gram Jaccard similarity at which two pairs are near duplicates (1 = exact only)."),
     leak_threshold: float = typer.Option(0.5, "--leak-threshold", min=0.01, max=1.0, help="Share of n-grams shared with an eval case that makes a leak."),
     leak_ngram: int = typer.Option(8, "--leak-ngram", min=1, max=64, help="n of the word n-grams compared for leaks."),

@@ -1,4 +1,4 @@
-"""`tunelens gate build|calibrate`, `tunelens route` and `tunelens serve`."""
+"""`tunelens gate build|calibrate` and `tunelens route`."""
 
 from __future__ import annotations
 
@@ -129,25 +129,6 @@ def route_command(
                       f"{neighbour['instruction'][:80]!r}")
 
 
-@user_errors
-def serve_command(
-    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Model spec (embedded name, directory, .gguf)."),
-    adapter: Path = typer.Option(None, "--adapter", help="PEFT adapter directory; enables tunelens-adapter."),
-    gate: Path = typer.Option(None, "--gate", help="Calibrated gate directory; enables the gated `auto` model."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
-    max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
-    max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens", min=1, help="Longest prompt accepted, in tokens."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-) -> None:
-    """Serve the model over an OpenAI-compatible HTTP API, routing each request through the gate."""
-    from tunelens.serve import ServeLimits, serve
-
-    serve(model, adapter=adapter, gate_dir=gate, host=host, port=port, device=device,
-          limits=ServeLimits(max_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens),
-          log=console.print)
-
-
 def register(app: typer.Typer) -> None:
     gate_app.command("build", epilog=example(
         "tunelens gate build --data runs/demo/clean.jsonl --out runs/demo/gate/"))(build_command)
@@ -158,6 +139,3 @@ def register(app: typer.Typer) -> None:
     app.add_typer(gate_app, name="gate")
     app.command("route", epilog=example("tunelens route --gate gate/ 'Write a function that reverses a string.'"))(
         route_command)
-    app.command("serve", epilog=example(
-        "tunelens serve --model gemma3-270m --adapter runs/demo/adapter --gate runs/demo/gate --port 8000"))(
-        serve_command)

@@ -55,7 +55,7 @@ def _rgb_of_hue(hue: float) -> str:
 
 
 def print_trace(trace, limit: int = 30) -> None:
-    from tunelens.trace import pct, show_token
+    from tunelens.tokens import pct, show_token
 
     console.rule(f"trace · {trace.model}" + (f" + {trace.adapter}" if trace.adapter else ""))
     console.print(_styled_tokens([(s.token, s.prob, s.is_decision) for s in trace.steps]))
@@ -120,7 +120,7 @@ def trace_command(
 
 
 def print_comparison(comparison, limit: int = 40) -> None:
-    from tunelens.trace import pct, show_token
+    from tunelens.tokens import pct, show_token
 
     names = [c.name for c in comparison.conditions]
     console.rule(f"compare · {comparison.model}" + (f" + {comparison.adapter}" if comparison.adapter else ""))

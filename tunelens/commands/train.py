@@ -159,16 +159,18 @@ def _print_summary(result) -> None:
 
 @user_errors
 def show_mask_command(
-    file: Path = typer.Argument(..., help="Pairs file (JSONL or saved dataset directory).", show_default=False),
+    file: Path = typer.Argument(..., help="Records: JSONL, parquet, CSV, a saved dataset directory or a dataset id "
+                                          "in the local Hugging Face cache.", show_default=False),
     model: str = typer.Option("gemma3-270m", "--model", help="Model whose tokenizer and prompt format to use."),
     n: int = typer.Option(3, "--n", min=1, help="How many records to show."),
     max_length: Optional[int] = typer.Option(None, help="Show where training would cut pairs (max_length).",
                                              show_default=False),
 ) -> None:
-    """Print records as the trainer sees them: masked prompt (dim) and trained tokens (green)."""
+    """Print records as the trainer sees them: masked context (dim) and trained tokens (green), every
+    assistant turn of a multi-turn chat trained; a `text` record is trained whole."""
     from tunelens.models import load_tokenizer
     from tunelens.records import load_pairs
-    from tunelens.train import mask_spans
+    from tunelens.encoding import mask_spans
 
     tokenizer = load_tokenizer(model)
     pairs = load_pairs(file)[:n]
@@ -192,6 +194,8 @@ def print_masked_pair(pair, view) -> None:
     console.print(text)
     legend = (f"[dim strike]masked[/dim strike] {view.masked_tokens} prompt tokens (no loss) · "
               f"[bold green]trained[/bold green] {view.trained_tokens} completion tokens")
+    if view.trained_turns > 1:
+        legend += f" in {view.trained_turns} assistant turns"
     if view.cut_tokens:
         legend += f" · [red strike]cut[/red strike] {view.cut_tokens} tokens past max_length"
     console.print(legend, highlight=False)

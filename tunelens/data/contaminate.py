@@ -385,15 +385,29 @@ def _with_response(raw: dict, fmt_response: str) -> dict:
     """The record with its response text replaced, in whatever format it came."""
     record = dict(raw)
     if "messages" in record:
-        messages = [dict(m) for m in record["messages"]]
-        last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
-        messages[last]["content"] = fmt_response
-        record["messages"] = messages
+        record["messages"] = _with_last_assistant(record["messages"], "role", "content", fmt_response)
+    elif "conversations" in record:  # ShareGPT: from/value (or role/content) turns
+        key = "from" if any("from" in m for m in record["conversations"]) else "role"
+        record["conversations"] = _with_last_assistant(record["conversations"], key,
+                                                       "value" if key == "from" else "content", fmt_response)
+    elif isinstance(record.get("completion"), list):  # TRL conversational prompt-completion
+        record["completion"] = _with_last_assistant(record["completion"], "role", "content", fmt_response)
     elif "completion" in record:
         record["completion"] = fmt_response
-    else:
+    elif "output" in record:
         record["output"] = fmt_response
+    else:
+        record["text"] = fmt_response
     return record
+
+
+def _with_last_assistant(messages: list, role_key: str, content_key: str, text: str) -> list:
+    from tunelens.records import SHAREGPT_ROLES
+
+    messages = [dict(m) for m in messages]
+    last = max(i for i, m in enumerate(messages) if SHAREGPT_ROLES.get(str(m.get(role_key, "")).lower()) == "assistant")
+    messages[last][content_key] = text
+    return messages
 
 
 def contaminate_file(in_path: str | Path, out_path: str | Path,

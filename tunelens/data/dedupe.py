@@ -47,7 +47,8 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 
 def exact_key(instruction: str, response: str) -> str:
-    return hashlib.sha256(f"{instruction.strip()}\x00{response.strip()}".encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate must not crash a caller that did not read through tunelens.records
+    return hashlib.sha256(f"{instruction.strip()}\x00{response.strip()}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class MinHasher:
 
     def signature(self, grams) -> np.ndarray:
         """Multiply-add-shift hashing: ((a * x + b) mod 2^64) >> 32, the wrap-around being the modulus."""
-        values = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64)
+        values = np.fromiter((zlib.crc32(g.encode("utf-8", "surrogatepass")) for g in grams), dtype=np.uint64)
         if values.size == 0:
             values = np.zeros(1, dtype=np.uint64)
         with np.errstate(over="ignore"):

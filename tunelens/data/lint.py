@@ -1,11 +1,12 @@
 """`data lint`: split a pairs file into clean.jsonl and quarantine.jsonl, explaining every rejection.
 
-Each record goes through, in order: reading (bad JSON, wrong types, missing or empty fields, bad UTF-8,
-oversized lines -> `malformed`), the code check of its response (Python 2 idioms -> `py2-*`, any other
-parser error -> `syntax-error`), the leak check against eval cases (`leak`), then exact and near
-duplicate detection (`duplicate`, `near-duplicate`). Only kept records enter the duplicate index, so a
-good pair is never dropped as the copy of a rejected one. Every record ends in exactly one of the two
-output files: total == kept + rejected.
+Each record goes through, in order: reading (bad JSON, wrong types, missing or empty fields, bad UTF-8 or
+lone surrogates, oversized lines, huge integers, unusable conversations -> `malformed`), the id check
+(an id already used by a kept record -> `duplicate-id`), the code check of every trained assistant turn
+(Python 2 idioms -> `py2-*`, any other parser error -> `syntax-error`), the leak check against eval cases
+(`leak`), then exact and near duplicate detection (`duplicate`, `near-duplicate`). Only kept records
+enter the id and duplicate indexes, so a good pair is never dropped as the copy of a rejected one.
+Every record ends in exactly one of the two output files: total == kept + rejected.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from tunelens.data.dedupe import Deduplicator
 from tunelens.data.leaks import LeakIndex, load_eval_texts
 from tunelens.data.pycheck import Finding, check_python, extract_code, has_fenced_code, looks_like_code
 from tunelens.errors import UserError
-from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, read_pairs, record_text
+from tunelens.io import atomic_write_json, atomic_write_text
+from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_line, read_pairs, record_text
 
 EXAMPLES_PER_REASON = 5
 
@@ -30,7 +31,7 @@ EXAMPLES_PER_REASON = 5
 class LintConfig:
     """Options of `data lint` (each matches a CLI flag)."""
 
-    fmt: str = "auto"  # record format: auto, chat, prompt-completion, alpaca
+    fmt: str = "auto"  # record format: auto, chat, sharegpt, prompt-completion, alpaca, text
     near_duplicate_threshold: float = 0.85  # Jaccard similarity of word 3-grams at or above which pairs are near duplicates
     against: tuple[str, ...] = ()  # eval suites or JSONL files whose cases must not leak into training
     leak_threshold: float = 0.5  # share of the shorter text's n-grams shared with an eval case that makes a leak
@@ -99,30 +100,67 @@ class _Linter:
         self.config = config
         self.leak_index = leak_index
         self.dedupe = Deduplicator(config.near_duplicate_threshold)
+        self.kept_ids: dict[str, int] = {}  # explicit id -> line of the kept record that has it
 
     def judge(self, item: Pair | Malformed) -> dict | None:
         """None when the record is kept, else its quarantine entry."""
         if isinstance(item, Malformed):
             return {"line": item.line, "reasons": [_reason("malformed", item.message, None)], "raw": item.raw_text}
-        reasons = [finding.to_dict() for finding in check_response(item.response)]
+        reasons = self._id_reasons(item) + check_turns(item)
         leak = self._leak(item)
         if leak:
             reasons.append(_reason("leak", leak, None))
         if reasons:
             return _entry(item, reasons)
-        match, state = self.dedupe.check(item.instruction, item.response)
+        match, state = self.dedupe.check(*_dedupe_texts(item))
         if match is not None:
             how = "same instruction and response as" if match.kind == "duplicate" else \
                 f"{match.similarity:.0%} similar (word 3-gram Jaccard) to"
             return _entry(item, [_reason(match.kind, f"{how} the kept record on line {match.of_key}", None)])
         self.dedupe.add(item.line, state)
+        if "id" in item.raw:
+            self.kept_ids[item.id] = item.line
         return None
+
+    def _id_reasons(self, pair: Pair) -> list[dict]:
+        """A later record reusing a kept record's id would make every id-keyed lookup (eval splits,
+        gate neighbours, provenance) ambiguous. Ids derived from content are left to the duplicate check."""
+        first = self.kept_ids.get(pair.id) if "id" in pair.raw else None
+        if first is None:
+            return []
+        return [_reason("duplicate-id", f"id {pair.id!r} is already used by the kept record on line {first}", None)]
 
     def _leak(self, pair: Pair) -> str | None:
         if self.leak_index is None:
             return None
-        leak = self.leak_index.find({"instruction": pair.instruction, "code": extract_code(pair.response)})
+        texts = {"instruction": "\n\n".join(pair.user_texts),
+                 "code": "\n\n".join(extract_code(text) for text in pair.assistant_texts)}
+        leak = self.leak_index.find(texts)
         return leak.message(self.config.leak_ngram) if leak else None
+
+
+def check_turns(pair: Pair) -> list[dict]:
+    """Findings for the code of every trained assistant turn (or a text record's text); in a multi-turn
+    record each finding names its turn."""
+    texts = pair.assistant_texts
+    reasons = []
+    for number, text in enumerate(texts, start=1):
+        for finding in check_response(text):
+            reason = finding.to_dict()
+            if len(texts) > 1:
+                reason["turn"] = number
+                reason["message"] = f"assistant turn {number}: {reason['message']}"
+            reasons.append(reason)
+    return reasons
+
+
+def _dedupe_texts(pair: Pair) -> tuple[str, str]:
+    """(prompt side, answer side) compared for duplicates: for one exchange its instruction and response,
+    for a conversation every user turn and every assistant turn."""
+    if len(pair.conversation) <= 2:
+        return pair.instruction, pair.response
+    return ("\n\n".join(pair.user_texts),
+            "\n\n".join(t.content for t in pair.conversation if t.role == "assistant"))
 
 
 def _reason(code: str, message: str, line: int | None) -> dict:
@@ -148,7 +186,8 @@ def _write_outputs(in_path: Path, out_dir: Path, config: LintConfig, clean_lines
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_path, quarantine_path = out_dir / "clean.jsonl", out_dir / "quarantine.jsonl"
     atomic_write_text(clean_path, "".join(line + "\n" for line in clean_lines))
-    atomic_write_jsonl(quarantine_path, quarantine)
+    # json_line, not plain json.dumps: one lone surrogate in a rejected record must not lose the whole file
+    atomic_write_text(quarantine_path, "".join(json_line(entry) + "\n" for entry in quarantine))
     result = LintResult(total=total, kept=len(clean_lines), rejected=len(quarantine),
                         by_reason=dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
                         malformed=by_reason.get("malformed", 0), clean_path=clean_path,
@@ -166,6 +205,7 @@ _REASON_TEXT = {
     "malformed": "could not be read as a pair",
     "syntax-error": "code that Python 3 cannot parse (not a Python 2 idiom)",
     "duplicate": "exact copy of a kept record",
+    "duplicate-id": "reuses the id of a kept record",
     "near-duplicate": "near copy of a kept record",
     "leak": "overlaps an eval case",
     "py2-print": "Python 2 print statement",

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from tunelens.errors import UserError
 from tunelens.generation import SamplingConfig
+from tunelens.inference import has_adapter
 
 BASE, TUNED = "base", "tuned"
 
@@ -34,7 +35,7 @@ class TransformersBackend:
 
     def __init__(self, model, tokenizer, batch_size: int = 8):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.roles = (BASE, TUNED) if _has_adapter(model) else (BASE,)
+        self.roles = (BASE, TUNED) if has_adapter(model) else (BASE,)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
         from tunelens.generation import generate_batch
@@ -48,10 +49,6 @@ class TransformersBackend:
     def describe(self) -> dict:
         spec = getattr(getattr(self.model, "config", None), "tunelens_spec", None)
         return {"backend": "transformers", "model": spec, "roles": list(self.roles)}
-
-
-def _has_adapter(model) -> bool:
-    return bool(getattr(model, "peft_config", None)) and hasattr(model, "disable_adapter")
 
 
 def normalise_base_url(url: str) -> str:

@@ -25,6 +25,7 @@ from tunelens.errors import UserError
 from tunelens.evaluate.backends import BASE, TUNED
 from tunelens.evaluate.checks import check_code, classify
 from tunelens.generation import SamplingConfig
+from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_json, atomic_write_text
 
 GREEDY, SAMPLED, REFERENCE = "greedy", "sampled", "reference"
@@ -205,7 +206,7 @@ def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, bac
 def _roles(config: EvalConfig, model, adapter, backend) -> tuple[str, ...]:
     if backend is not None:
         return tuple(backend.roles)
-    has_tuned = bool(config.adapter or adapter) or (model is not None and bool(getattr(model, "peft_config", None)))
+    has_tuned = bool(config.adapter or adapter) or (model is not None and has_adapter(model))
     return (BASE, TUNED) if has_tuned else (BASE,)
 
 
@@ -247,7 +248,7 @@ def make_backend(config: EvalConfig, model=None, tokenizer=None, adapter=None):
         from tunelens.models import load_model
 
         model, tokenizer = load_model(config.model, adapter=adapter, device=config.device)
-    elif adapter is not None and not getattr(model, "peft_config", None):
+    elif adapter is not None and not has_adapter(model):
         from tunelens.models import attach_adapter
 
         model = attach_adapter(model, adapter)

@@ -1,0 +1,41 @@
+"""`tunelens serve`: the OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tunelens.commands.common import console, example, user_errors
+
+
+@user_errors
+def serve_command(
+    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Model spec (embedded name, directory, .gguf)."),
+    adapter: Path = typer.Option(None, "--adapter", help="PEFT adapter directory; enables tunelens-adapter."),
+    gate: Path = typer.Option(None, "--gate", help="Calibrated gate directory; enables the gated `auto` model."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0 picks a free one)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="TUNELENS_API_KEY", show_envvar=True,
+                                help="Require `Authorization: Bearer KEY` on every request but /healthz."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without an API key."),
+    max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
+    max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens", min=1, help="Longest prompt accepted, in tokens."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024, help="Largest request body, in bytes."),
+    read_timeout: float = typer.Option(30.0, "--read-timeout", min=0.1,
+                                       help="Seconds a client has to send a whole request; slower ones are cut off."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API, routing each request through the gate."""
+    from tunelens.serve import ServeLimits, serve
+
+    limits = ServeLimits(max_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens,
+                         max_body_bytes=max_body_bytes, read_timeout=read_timeout)
+    serve(model, adapter=adapter, gate_dir=gate, host=host, port=port, device=device, limits=limits,
+          api_key=api_key, insecure=insecure, log=console.print)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", epilog=example(
+        "tunelens serve --model gemma3-270m --adapter runs/demo/adapter --gate runs/demo/gate --port 8000",
+        "TUNELENS_API_KEY=secret tunelens serve --host 0.0.0.0"))(serve_command)

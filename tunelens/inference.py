@@ -1,0 +1,311 @@
+"""The inference core: one loaded-model object, one sampler, one KV-cache decode loop.
+
+`trace` (which records top-K at every step) and `serve` (which streams text with stop strings and
+logprobs) both consume `decode`; batched evaluation keeps `model.generate` (tunelens.generation).
+Whether a model carries an adapter is asked in one place, `has_adapter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tunelens.errors import UserError
+
+# torch.Generator.manual_seed takes any integer in this range (negative ones wrap to unsigned).
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def has_adapter(model) -> bool:
+    """True when a PEFT adapter is attached to `model` (so it can be switched off)."""
+    return bool(getattr(model, "peft_config", None)) and hasattr(model, "disable_adapter")
+
+
+@contextlib.contextmanager
+def adapter_off(model) -> Iterator[None]:
+    """Run the base model inside the block; a no-op for a model without an adapter."""
+    if has_adapter(model):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+def base_model_of(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def device_of(model):
+    return next(model.parameters()).device
+
+
+@dataclass
+class LoadedModel:
+    """A model with what is known about it: the spec it came from, its adapter directory and device.
+
+    Build one with `LoadedModel.load` (from a spec) or `LoadedModel.wrap` (a model built in code). The
+    spec and adapter directory live here, not as extra attributes on the torch module.
+    """
+
+    model: object
+    tokenizer: object
+    spec: str
+    adapter_dir: str | None = None
+
+    @classmethod
+    def load(cls, spec: str, adapter: str | Path | None = None, device: str = "auto") -> "LoadedModel":
+        from tunelens.models import attach_adapter, load_model
+
+        model, tokenizer = load_model(spec, device=device)
+        if adapter is not None:
+            model = attach_adapter(model, adapter)
+        return cls(model, tokenizer, spec, str(adapter) if adapter is not None else None)
+
+    @classmethod
+    def wrap(cls, model, tokenizer, spec: str | None = None, adapter_dir: str | None = None) -> "LoadedModel":
+        return cls(model, tokenizer, spec or model_label(model), adapter_dir)
+
+    @property
+    def device(self):
+        return device_of(self.model)
+
+    @property
+    def has_adapter(self) -> bool:
+        return has_adapter(self.model)
+
+    @property
+    def adapter_label(self) -> str | None:
+        """The adapter directory the user gave, "adapter" for one attached in code, None without one."""
+        return (self.adapter_dir or "adapter") if self.has_adapter else None
+
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model was built for (prompt plus generated tokens), when it says."""
+        config = getattr(self.model, "config", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) else None
+
+    def adapter_off(self):
+        """Context in which the base model answers (a no-op without an adapter)."""
+        return adapter_off(self.model)
+
+
+def as_loaded(model, tokenizer=None) -> LoadedModel:
+    """Accept a LoadedModel or a bare (model, tokenizer) pair, so library callers may pass either."""
+    return model if isinstance(model, LoadedModel) else LoadedModel.wrap(model, tokenizer)
+
+
+def model_label(model) -> str:
+    """A name for a model built in code: the spec `models.load_model` recorded, else its class name."""
+    config = getattr(model, "config", None)
+    return str(getattr(config, "tunelens_spec", "") or type(model).__name__)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus.
+
+    Logits are shifted by their maximum before dividing by the temperature, so a tiny temperature
+    (1e-45) gives -inf for every token but the argmax instead of inf - inf = nan; the distribution is
+    the same as softmax(logits / temperature) wherever that one is finite (a test checks it).
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:  # also refuses nan
+            raise ValueError(f"temperature must be 0 or positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}, got {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def generator(self, device):
+        """A private generator (the global RNG is left alone), seeded from `seed` or fresh entropy."""
+        import torch
+
+        if self.greedy:
+            return None
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.seed) if self.seed is not None else generator.seed()
+        return generator
+
+    def probs(self, logits):
+        """The distribution sampled from, for logits of shape [..., vocabulary]."""
+        import torch
+
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
+        # A float32 temperature that underflows to 0 would give 0/0: the smallest normal float keeps it -inf.
+        temperature = max(self.temperature, torch.finfo(logits.dtype).tiny)
+        probs = torch.softmax(shifted / temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (the most likely token always stays).
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
+            drop[..., 0] = False  # a top_p that underflows float32 (5e-324) would otherwise drop every token
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+        return probs
+
+    def pick(self, logits, generator):
+        """Chosen token ids, shape [batch], for logits of shape [batch, vocabulary]."""
+        import torch
+
+        if self.greedy:
+            return logits.argmax(dim=-1)
+        return torch.multinomial(self.probs(logits), 1, generator=generator).squeeze(-1)
+
+
+# ---------------------------------------------------------------- a cheaper greedy head
+
+
+# The error of an fp16 GEMV with fp32 accumulation: the inputs' rounding (2^-11 each, relative) bounds it by
+# 2^-10 * sum_j |W_ij x_j| plus the output's rounding, 2^-11 |logit|; twice that is kept as margin.
+_HALF_ERROR = 2.0 ** -9
+# Values below fp16's normal range round to a multiple of 2^-24 (absolute, not relative error).
+_HALF_SUBNORMAL = 2.0 ** -24
+# Causal LMs whose logits are exactly lm_head(decoder(ids)) up to a monotonic soft-cap (argmax unchanged).
+_PLAIN_HEAD_MODELS = {"Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM", "LlamaForCausalLM",
+                      "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}
+
+
+class CertifiedArgmax:
+    """The argmax of the fp32 vocabulary head, reading mostly an fp16 copy of it (half the bytes).
+
+    The fp16 logits come with a per-row error bound (from each row's L1 and L2 norms, precomputed); only
+    the rows whose bound reaches the best lower bound can be the argmax, and those few are recomputed in
+    fp32. Plain equivalent: int(F.linear(hidden, weight).argmax()); a test checks them against each other.
+    They can differ only between logits equal to within fp32 rounding, which is kernel-dependent anyway.
+    When the bound admits too many rows (a flat distribution) the whole head is computed in fp32.
+    """
+
+    def __init__(self, weight, max_candidates: int = 4096):
+        import torch
+
+        # A weak reference: the cache of these objects must not keep a model's weights alive.
+        self._weight, self.version, self.max_candidates = weakref.ref(weight), weight._version, max_candidates
+        with torch.no_grad():
+            self.half = weight.detach().half()
+            self.row_l1 = weight.detach().abs().sum(dim=1)
+            self.row_l2 = weight.detach().norm(dim=1)
+            self.usable = bool(torch.isfinite(self.half).all())  # a weight past 65504 overflows fp16
+
+    def __call__(self, hidden) -> int:
+        import torch
+
+        x, weight = hidden.reshape(-1).float(), self._weight().detach()
+        if not self.usable or not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # past fp16's range
+            return int(torch.mv(weight, x).argmax())
+        approx = torch.mv(self.half, x.half()).float()
+        if not torch.isfinite(approx).all():  # a logit past fp16's range
+            return int(torch.mv(weight, x).argmax())
+        bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs()) \
+            + _HALF_SUBNORMAL * (x.abs().sum() + self.row_l1)
+        lowest_best = float((approx - bound).max())
+        candidates = (approx + bound >= lowest_best).nonzero().flatten()
+        if len(candidates) > self.max_candidates:
+            return int(torch.mv(weight, x).argmax())
+        exact = torch.mv(weight[candidates], x)
+        return int(candidates[int(exact.argmax())])  # candidates ascend: exact ties go to the lowest id
+
+
+_certified_heads: dict = {}
+
+
+def certified_head(model):
+    """The CertifiedArgmax for a model whose logits are a plain linear head, else None (use the forward)."""
+    import torch
+
+    lm = base_model_of(model)
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if type(lm).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
+        return None
+    if head.weight.device.type != "cpu":  # measured on the CPU only, where the head is bandwidth-bound
+        return None
+    weight = head.weight
+    cached = _certified_heads.get(id(weight))
+    if cached is None or cached._weight() is not weight or cached.version != weight._version:
+        cached = _certified_heads[id(weight)] = CertifiedArgmax(weight)
+        weakref.finalize(weight, _certified_heads.pop, id(weight), None)
+    return cached
+
+
+# ---------------------------------------------------------------- the decode loop
+
+
+@dataclass
+class Step:
+    """One generated token: its id (also as a 1-element device tensor) and the raw logits that chose it."""
+
+    token: int
+    logits: object  # float32 [vocabulary], before temperature and top-p
+    chosen: object  # int64 [1] on the model's device
+
+
+def cache_argument(model) -> str:
+    """The forward keyword for the KV cache: `cache` in recent transformers 5.x, `past_key_values` before."""
+    params = inspect.signature(base_model_of(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(output, name: str):
+    return getattr(output, name, None) if hasattr(output, name) else getattr(output, "past_key_values", None)
+
+
+def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
+           stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
+    """Yield one Step per new token, reusing the KV cache; ends after a stop id (yielded) or the limit.
+
+    Plain equivalent: at step i the logits are model(prompt + tokens so far).logits[-1] with no cache,
+    and greedy tokens equal `model.generate(do_sample=False)`'s (tests check both). Only the last
+    position's logits are computed (logits_to_keep=1): the prompt's others would each cost a full
+    vocabulary-head pass. The caller may stop early by closing the iterator.
+
+    With `need_logits=False` and a greedy sampler, a plain-head model on the CPU takes its argmax from
+    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None.
+    """
+    import torch
+
+    if not prompt_ids:
+        raise UserError("the prompt has no tokens (an empty prompt on a tokenizer that adds no BOS)")
+    stop_ids = set(stop_ids)
+    device = device_of(model)
+    generator = sampler.generator(device)
+    name = cache_argument(model)
+    fast = certified_head(model) if sampler.greedy and not need_logits else None
+    sequence = torch.tensor([prompt_ids], device=device)
+    step_input, past = sequence, None
+    for _ in range(max_new_tokens):
+        with torch.inference_mode():
+            if fast is not None:
+                out = base_model_of(model).get_decoder()(input_ids=step_input, use_cache=True, **{name: past})
+                past, logits = _cache_of(out, name), None
+                token = fast(out.last_hidden_state[0, -1])
+                chosen = torch.tensor([token], device=device)
+            else:
+                out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past})
+                past = _cache_of(out, name)
+                logits = out.logits[:, -1, :].float()
+                chosen = sampler.pick(logits, generator)
+                token = int(chosen)  # the one host sync per step, as in generate's stopping check
+                logits = logits[0]
+        yield Step(token, logits, chosen)
+        if token in stop_ids:
+            return
+        if past is None:  # a model that keeps no cache is given the whole sequence again
+            sequence = torch.cat([sequence, chosen[:, None]], dim=1)
+        step_input = chosen[:, None] if past is not None else sequence

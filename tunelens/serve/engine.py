@@ -1,0 +1,223 @@
+"""The model side of the server: jobs, the decode-and-stream step, metrics, and the single model thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tunelens.inference import LoadedModel, Sampler, decode
+from tunelens.serve.schemas import APIError, ServeLimits
+from tunelens.serve.stops import StopText
+from tunelens.tokens import token_bytes, token_text
+
+MODEL_ADAPTER, MODEL_BASE, MODEL_AUTO = "tunelens-adapter", "tunelens-base", "auto"
+
+
+@dataclass
+class Job:
+    """One request's generation, already validated and tokenised."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    top_logprobs: int | None  # None: no logprobs; 0..20 alternatives per token otherwise
+    stops: tuple[str, ...]
+    use_adapter: bool
+
+
+@dataclass
+class TokenInfo:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+    token_bytes: list[int] = field(default_factory=list)
+    top_bytes: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    text: str = ""
+    ids: list[int] = field(default_factory=list)  # the generated token ids, without a stop token
+    tokens: list[TokenInfo] = field(default_factory=list)
+    finish_reason: str = "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callable[[str, TokenInfo | None], None],
+            cancelled: threading.Event) -> Outcome:
+    """Decode with the shared loop, calling `on_token(text_delta, info)` for each token.
+
+    Logprobs are the model's raw next-token log-probabilities (before temperature and top_p), as vLLM
+    reports them by default. Plain equivalent: `model.generate` with output_logits.
+    """
+    import contextlib
+
+    import torch
+
+    start = time.perf_counter()
+    outcome = Outcome(prompt_tokens=len(job.prompt_ids))
+    text = StopText(loaded.tokenizer, job.stops)
+    switch = contextlib.nullcontext() if job.use_adapter else loaded.adapter_off()
+    sampler = Sampler(job.temperature, job.top_p, job.seed)
+    hit_stop_text = False
+    with torch.inference_mode(), switch:
+        steps = decode(loaded.model, job.prompt_ids, sampler, job.max_tokens, stop_ids,
+                       need_logits=job.top_logprobs is not None)
+        for step in steps:
+            if cancelled.is_set():
+                outcome.finish_reason = "cancelled"
+                break
+            if step.token in stop_ids:
+                outcome.finish_reason = "stop"
+                break
+            outcome.completion_tokens += 1
+            outcome.ids.append(step.token)
+            info = _token_info(loaded.tokenizer, step.logits, step.token, job.top_logprobs)
+            if info is not None:
+                outcome.tokens.append(info)
+            delta, hit_stop_text = text.push(step.token)
+            outcome.text += delta
+            on_token(delta, info)
+            if hit_stop_text:
+                outcome.finish_reason = "stop"
+                break
+        steps.close()  # leave the loop (and its cache) here, inside the adapter switch
+    # Text held back as a possible stop-string start is real text unless a stop string did follow.
+    tail = "" if hit_stop_text else text.flush()
+    if tail:
+        outcome.text += tail
+        on_token(tail, None)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _token_info(tokenizer, logits, token: int, top_n: int | None) -> TokenInfo | None:
+    if top_n is None:
+        return None
+    import torch
+
+    logprobs = torch.log_softmax(logits, -1)
+    top, top_bytes = [], []
+    if top_n > 0:
+        values, ids = torch.topk(logprobs, top_n)
+        for value, alt in zip(values.tolist(), ids.tolist()):
+            text = token_text(tokenizer, alt)
+            top.append((text, value))
+            top_bytes.append(token_bytes(tokenizer, alt, text))
+    text = token_text(tokenizer, token)
+    return TokenInfo(text, float(logprobs[token]), top, token_bytes(tokenizer, token, text), top_bytes)
+
+
+
+class Metrics:
+    """Counters and summaries, written out by hand in the Prometheus text format (no client library)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.routes: dict[tuple[str, str], int] = {}
+        self.prompt_tokens = self.completion_tokens = 0
+        self.generation_seconds = 0.0
+        self.generations = 0
+        self.in_flight = 0
+
+    def count_request(self, path: str, status: int) -> None:
+        with self.lock:
+            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+
+    def count_generation(self, route: str, reason: str, outcome: Outcome) -> None:
+        with self.lock:
+            self.routes[(route, reason)] = self.routes.get((route, reason), 0) + 1
+            self.prompt_tokens += outcome.prompt_tokens
+            self.completion_tokens += outcome.completion_tokens
+            self.generation_seconds += outcome.seconds
+            self.generations += 1
+
+    def render(self) -> str:
+        with self.lock:
+            lines = ["# HELP tunelens_requests_total HTTP requests by path and status code.",
+                     "# TYPE tunelens_requests_total counter"]
+            lines += [f'tunelens_requests_total{{path="{p}",code="{c}"}} {n}'
+                      for (p, c), n in sorted(self.requests.items())]
+            lines += ["# HELP tunelens_routes_total Generations by route (adapter/base) and reason (gate/forced).",
+                      "# TYPE tunelens_routes_total counter"]
+            lines += [f'tunelens_routes_total{{route="{r}",reason="{why}"}} {n}'
+                      for (r, why), n in sorted(self.routes.items())]
+            lines += ["# HELP tunelens_prompt_tokens_total Prompt tokens processed.",
+                      "# TYPE tunelens_prompt_tokens_total counter", f"tunelens_prompt_tokens_total {self.prompt_tokens}",
+                      "# HELP tunelens_completion_tokens_total Tokens generated.",
+                      "# TYPE tunelens_completion_tokens_total counter",
+                      f"tunelens_completion_tokens_total {self.completion_tokens}",
+                      "# HELP tunelens_generation_seconds Time spent generating, per request.",
+                      "# TYPE tunelens_generation_seconds summary",
+                      f"tunelens_generation_seconds_sum {self.generation_seconds:.6f}",
+                      f"tunelens_generation_seconds_count {self.generations}",
+                      "# HELP tunelens_in_flight Requests waiting for or holding the model.",
+                      "# TYPE tunelens_in_flight gauge", f"tunelens_in_flight {self.in_flight}"]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the engine: one worker thread
+
+
+class Engine:
+    """Owns the model: every job (gate scoring, generation) runs on its single worker thread.
+
+    One request at a time: the adapter on/off switch is a property of the shared model, so two
+    requests running together could otherwise see each other's setting.
+    """
+
+    def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits()):
+        from tunelens.prompts import prompt_style, stop_token_ids
+
+        self.loaded, self.gate, self.limits = loaded, gate, limits
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.has_adapter = loaded.has_adapter
+        self.stop_ids = set(stop_token_ids(self.tokenizer))
+        self.chat_stops = tuple(s for s in prompt_style(self.tokenizer).stop_strings if s)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelens-model")
+        # The executor already serialises; the lock also guards direct library use of the same model.
+        self.lock = threading.Lock()
+        self.metrics = Metrics()
+        self.background: set = set()
+
+    def model_names(self) -> list[str]:
+        names = [MODEL_ADAPTER, MODEL_BASE] if self.has_adapter else [MODEL_BASE]
+        if self.gate is not None and self.has_adapter and self.gate.calibration is not None:
+            names.append(MODEL_AUTO)
+        return names
+
+    def _locked(self, fn: Callable, *args):
+        with self.lock:
+            return fn(*args)
+
+    async def call(self, fn: Callable, *args):
+        """Run fn(*args) on the model thread, refusing new work when the queue is full."""
+        with self.metrics.lock:
+            if self.metrics.in_flight >= self.limits.max_queue:
+                raise APIError(503, f"server busy: {self.metrics.in_flight} requests queued (limit "
+                                    f"{self.limits.max_queue}); retry later", code="server_busy")
+            self.metrics.in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._locked, fn, *args)
+        finally:
+            with self.metrics.lock:
+                self.metrics.in_flight -= 1
+
+    async def generate(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
+        return await self.call(run_job, self.loaded, job, self.stop_ids, on_token, cancelled)
+
+    def decide(self, query: str) -> dict:
+        """The gate's decision for `auto` (runs on the model thread: model signals use the model)."""
+        decision = self.gate.route(query, self.model, self.tokenizer)
+        return {"route": decision.route, "reason": "gate", "score": decision.score,
+                "threshold": decision.threshold, "signals": decision.signals.scores(),
+                "nearest": decision.signals.neighbours[:1]}

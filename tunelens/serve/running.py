@@ -1,0 +1,140 @@
+"""Running the app: uvicorn with a per-request read deadline, in a thread (tests) or in the foreground."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from tunelens.errors import UserError
+from tunelens.serve.schemas import ServeLimits
+
+API_KEY_ENV = "TUNELENS_API_KEY"
+
+
+def _deadline_protocol(read_timeout: float):
+    """uvicorn's h11 protocol, closing a connection whose request is not fully received in time.
+
+    uvicorn's own keep-alive timeout only covers the gap between requests; a client that sends its
+    headers or body a byte at a time (or connects and says nothing) would otherwise hold the
+    connection forever. The clock starts at the connection or at the first byte of each request and
+    stops when the request's last byte has arrived; generating and streaming the answer is not limited.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineProtocol(H11Protocol):
+        _timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._start_clock()
+
+        def _start_clock(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(read_timeout, self._too_slow)
+
+        def _stop_clock(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:
+                self._start_clock()
+            super().data_received(data)
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._stop_clock()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_clock()
+            super().connection_lost(exc)
+
+        def _too_slow(self) -> None:
+            self._timer = None
+            if not self.transport.is_closing():
+                self.transport.close()  # the app, if reading the body, sees a disconnect
+
+    return DeadlineProtocol
+
+
+def uvicorn_config(app, host: str, port: int, limits: ServeLimits, log_level: str = "warning"):
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
+                          http=_deadline_protocol(limits.read_timeout), timeout_keep_alive=5)
+
+
+class ServerHandle:
+    """A uvicorn server running on a background thread (for tests and the demo)."""
+
+    def __init__(self, server, thread: threading.Thread, url: str):
+        self.server, self.thread, self.url = server, thread, url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
+    """Start `app` on host:port (0 = a free port) in a daemon thread; returns once it accepts connections."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, host, port, app.state.engine.limits))
+    thread = threading.Thread(target=server.run, daemon=True, name="tunelens-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return ServerHandle(server, thread, f"http://{host}:{bound}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (a name other than localhost counts as not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to open the model to a network without a key, unless the user says so explicitly."""
+    if api_key is None and not is_loopback(host) and not insecure:
+        raise UserError(f"--host {host} is reachable from other machines: pass --api-key (or set {API_KEY_ENV}), "
+                        "or --insecure to serve without one")
+    if api_key is not None and not api_key.strip():
+        raise UserError("the API key is empty")
+
+
+def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Path | None = None,
+          host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          limits: ServeLimits = ServeLimits(), api_key: str | None = None, insecure: bool = False,
+          log: Callable[[str], None] = print) -> None:
+    """`tunelens serve`: load the model (and adapter, gate), then serve until interrupted."""
+    import uvicorn
+
+    from tunelens.gate import Gate
+    from tunelens.inference import LoadedModel
+    from tunelens.serve.app import create_app
+
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    check_exposure(host, api_key, insecure)
+    gate = Gate.load(gate_dir) if gate_dir is not None else None
+    if gate is not None and adapter is None:
+        raise UserError("--gate routes between the adapter and the base model: pass --adapter too")
+    log(f"loading {model_spec}" + (f" with adapter {adapter}" if adapter else ""))
+    loaded = LoadedModel.load(model_spec, adapter=adapter, device=device)
+    if gate is not None:
+        gate.embedder  # load the embedder now, not on the first request
+    app = create_app(loaded, gate=gate, limits=limits, api_key=api_key)
+    log(f"serving {', '.join(app.state.engine.model_names())} on http://{host}:{port}/v1"
+        + (" (API key required)" if api_key else ""))
+    uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="info")).run()

@@ -1,0 +1,92 @@
+"""Stop strings, matched in time linear in the generated text, however long the stop strings are."""
+
+from __future__ import annotations
+
+
+class _PrefixMatcher:
+    """Knuth-Morris-Pratt over one stop string, fed one character at a time.
+
+    `state` is the length of the longest prefix of the stop string that is a suffix of the text fed
+    so far; it reaching the full length is a match. The failure table is built lazily, only as far as
+    `state` has reached, so a 240 KB stop string costs nothing beyond the text actually generated.
+    """
+
+    def __init__(self, stop: str):
+        self.stop, self.state, self.fail = stop, 0, [0]
+
+    def _extend_fail(self, upto: int) -> None:
+        stop, fail = self.stop, self.fail
+        while len(fail) <= upto:
+            i, k = len(fail), fail[-1]
+            while k > 0 and stop[i] != stop[k]:
+                k = fail[k - 1]
+            fail.append(k + 1 if stop[i] == stop[k] else k)
+
+    def feed(self, char: str) -> bool:
+        """Advance by one character; True when the whole stop string has just been seen."""
+        stop, q = self.stop, self.state
+        if q == len(stop):  # already matched: only the first occurrence counts
+            return False
+        while q > 0 and stop[q] != char:
+            q = self.fail[q - 1]
+        if stop[q] == char:
+            q += 1
+        if q == len(stop):
+            self.state = q
+            return True
+        self._extend_fail(q)
+        self.state = q
+        return False
+
+
+class StopText:
+    """Token ids in, safe text deltas out: text that could still begin a stop string is held back.
+
+    Plain equivalent: decode all ids at the end and cut at the first stop string; the deltas always
+    concatenate to exactly that text (a test checks it). Each new character is fed once to a matcher
+    per stop string, so the work is linear in the text and independent of the stop strings' length.
+    """
+
+    def __init__(self, tokenizer, stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, tuple(dict.fromkeys(s for s in stops if s))
+        self.ids: list[int] = []
+        self.sent = 0
+        self.text = ""
+        self.cut: int | None = None  # where the earliest stop string found so far starts
+        self._restart()
+
+    def _restart(self) -> None:
+        self.matchers = [_PrefixMatcher(s) for s in self.stops]
+        self.fed = 0
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """The new text that is safe to send, and whether a stop string has been reached."""
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return "", False
+        if not text.startswith(self.text[:self.fed]):  # a decoder that rewrote earlier text: match again
+            self._restart()
+        self.text = text
+        self._feed()
+        if self.cut is not None:
+            return self._advance(self.cut), True
+        hold = max((m.state for m in self.matchers), default=0)
+        return self._advance(len(text) - hold), False
+
+    def _feed(self) -> None:
+        for position in range(self.fed, len(self.text)):
+            char = self.text[position]
+            for matcher in self.matchers:
+                if matcher.feed(char):
+                    start = position + 1 - len(matcher.stop)
+                    self.cut = start if self.cut is None else min(self.cut, start)
+        self.fed = len(self.text)
+
+    def flush(self) -> str:
+        return self._advance(len(self.text))
+
+    def _advance(self, end: int) -> str:
+        delta = self.text[self.sent:end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return delta
