@@ -213,7 +213,7 @@ def _continuation_ids(model, tokenizer, prompt: str, continuation: str | None, c
     return [step.token_id for step in trace.steps], "generated"
 
 
-def _log_probs(model, prompt_ids: list[int], continuation_ids: list[int]):
+def continuation_log_probs(model, prompt_ids: list[int], continuation_ids: list[int]):
     """One forward pass: log-softmax at the positions that predict each continuation token (n x vocab)."""
     import torch
 
@@ -233,7 +233,7 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
         prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
         context = adapter_off(model) if adapter_on is False else contextlib.nullcontext()
         with context:
-            log_probs = _log_probs(model, prompt_ids, continuation_ids)
+            log_probs = continuation_log_probs(model, prompt_ids, continuation_ids)
         if stacked is None:
             stacked = log_probs.new_empty((len(plan),) + tuple(log_probs.shape))
         stacked[index] = log_probs

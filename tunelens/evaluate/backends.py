@@ -15,7 +15,7 @@ from typing import Protocol
 
 from tunelens.errors import UserError
 from tunelens.generation import SamplingConfig
-from tunelens.inference import has_adapter
+from tunelens.inference import has_adapter, model_label
 
 BASE, TUNED = "base", "tuned"
 
@@ -158,5 +158,5 @@ class MixedAdapterBackend:
         return self.cache[(key, wanted)]
 
     def describe(self):
-        return {"backend": "transformers", "model": self.model.config.tunelens_spec, "adapter": self.adapter,
+        return {"backend": "transformers", "model": model_label(self.model), "adapter": self.adapter,
                 "batched_with": [name for name in self.audience if name != self.adapter]}
