@@ -1,5 +1,5 @@
 """Benchmark of the data stage: lint speed on N records, Python 2 recall on contaminated records, and
-the parser against a regex filter (the approach that failed in DESIGN.md lesson 1).
+the parser against a regex filter (the approach that failed in docs/design.md lesson 1).
 
     python bench/data_lint.py [--records 5000] [--mined pairs.jsonl] [--work DIR]
 

@@ -1,5 +1,5 @@
 """`data contaminate`: rewrite a chosen share of pairs into Python 2 forms, for controlled experiments
-(lesson 1 in DESIGN.md: bad data is learned at the rate it appears).
+(lesson 1 in docs/design.md: bad data is learned at the rate it appears).
 
 Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can
 take one of the requested kinds; the kinds are dealt in turn so each gets a fair share where enough

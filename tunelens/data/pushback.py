@@ -1,6 +1,6 @@
 """`data pushback`: add adversarial pairs, "broken instruction -> pushback", to a pairs file.
 
-Lesson 3 in DESIGN.md: a fine-tune on "good instruction -> correct code" only forgets how to push back;
+Lesson 3 in docs/design.md: a fine-tune on "good instruction -> correct code" only forgets how to push back;
 given a contradictory spec it writes confident wrong code. So for a share of the real pairs, a copy of
 the instruction is broken in one of several ways, and the response (no code) names the specific
 conflict in that instruction, with its names and values, and asks a concrete question.

@@ -1,7 +1,7 @@
 """Classify a code snippet as clean Python 3, Python 2 (by idiom) or broken, with Python 3's own parser.
 
 A regex over the raw text cannot tell `print "x"` in code from the same words in a docstring, which is
-how hundreds of Python 2 pairs once reached a training set (lesson 1 in DESIGN.md). So:
+how hundreds of Python 2 pairs once reached a training set (lesson 1 in docs/design.md). So:
 
 1. `ast.parse` decides whether the snippet is valid Python 3. If it is, only the few Python 2 habits
    that still parse are looked for, on the syntax tree: `print >>f, x`, a bare `print`, and Python

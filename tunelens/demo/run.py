@@ -1,4 +1,4 @@
-"""`tunelens demo`: the lessons of DESIGN.md end to end, with the real stages, on one base model.
+"""`tunelens demo`: the lessons of docs/design.md end to end, with the real stages, on one base model.
 
 Data (mine, draw, contaminate, lint, pushback) -> one base model -> adapters A<rate> (contaminated),
 B (what lint kept), C<share> (B's pairs plus pushback pairs) -> one mixed-adapter evaluation ->
