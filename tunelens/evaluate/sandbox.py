@@ -359,7 +359,8 @@ def ending_reason(result: SandboxResult) -> str | None:
         return "sandbox-error: " + str(setup[1])[:300]
     if code is not None and (code < 0 or code > 128):
         return _signal_reason(-code if code < 0 else code - 128)
-    stop = next((f for f in result.frames if f[0] in ("error", "exit", "end")), None)
+    # A call's own exit (["exit", index, code]) is that call's outcome, not the job's end.
+    stop = next((f for f in result.frames if f[0] in ("error", "end") or f[:2] == ["exit", None]), None)
     if stop is None:
         return "exited-early" if code == 0 else "exit-code %s" % code
     if stop[0] == "error":

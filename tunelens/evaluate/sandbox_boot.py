@@ -96,8 +96,8 @@ def _run_calls(code: str, calls: list) -> None:
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
         return
-    for index, (name, args, kwargs) in enumerate(calls):
-        _one_call(index, namespace, name, args, kwargs)
+    for index, (name, args, kwargs, consume) in enumerate(calls):
+        _one_call(index, namespace, name, args, kwargs, consume)
     sys.stdout.flush()
     _frame("end")
     os._exit(0)
@@ -118,14 +118,16 @@ def _define(code: str, namespace: dict) -> bool:
     return False
 
 
-def _one_call(index: int, namespace: dict, name: str, args, kwargs) -> None:
+def _one_call(index: int, namespace: dict, name: str, args, kwargs, consume: bool) -> None:
     try:
         function = namespace[name]
     except KeyError:
         _frame("raise", index, "NameError", None)
         return
     try:
-        value = function(*_decode(args), **_decode(kwargs))
+        value = _plain_scalar(function(*_decode(args), **_decode(kwargs)))
+        if consume and type(value) not in _PLAIN:
+            value = list(value)  # the test iterates it (list(f(x))): a generator's items, by its code
     except SystemExit as stop:
         _frame("exit", index, _plain_code(stop.code))
         return
@@ -163,6 +165,18 @@ def _errno(error: BaseException):
 
 def _plain_code(code):
     return code if type(code) in (int, str) or code is None else repr(type(code))
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, set, frozenset, dict)
+
+
+def _plain_scalar(value):
+    """A numpy scalar (np.int64, np.float64, np.bool_...) as the Python value it holds: an answer that
+    computes with numpy returns them where the test expects a number. Arrays are not converted."""
+    kind = type(value)
+    if kind not in _PLAIN and getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
 
 
 def _encode(value, depth: int):

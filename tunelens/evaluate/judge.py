@@ -1,0 +1,172 @@
+"""The verdict on an answer: does its code pass the case's tests?
+
+Two ways, chosen per case from the shape of its tests (judge_plan):
+
+* ``host``: only the answer's code and the calls the tests make run in the sandbox; each call's
+  result comes back as plain data and the host evaluates the asserts. The answer never sees the
+  tests or the expected values, and nothing it builds takes part in a comparison, so the worst it can
+  do is choose its own outputs, which is what is being judged.
+* ``in-sandbox``: tests of any other shape run with the code in one sandboxed program, and it passes
+  when the program reaches its end. An answer written to attack this harness can fake that end
+  (docs/eval-suites.md says what remains possible).
+
+Either way the reason for a failure comes from the sandbox's status frames and the host's own
+observations (see sandbox.ending_reason), and the answer's stdout and stderr are kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tunelens.evaluate.judge_plan import HostPlan, NotHostShape, evaluate, host_plan
+from tunelens.evaluate.judge_wire import Malformed, decode
+from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_calls,
+                                       run_python)
+
+HOST, IN_SANDBOX = "host", "in-sandbox"
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reason: str | None  # None when passed; see SandboxResult for the vocabulary, plus not-plain: <type>
+    judged: str  # HOST or IN_SANDBOX
+    stdout: str
+    stderr: str
+    duration_s: float
+    isolation: str
+    detail: str | None = None  # the failing assert's line and source, for host-judged cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the judge needs of a suite case (suite.Case has these fields)."""
+
+    tests: str
+    entry_point: str | None
+    prelude: str = ""  # code that precedes the answer (a HumanEval prompt)
+
+
+def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> Verdict:
+    """Judge ``code`` against ``case``'s tests: on the host when their shape allows, else in the sandbox."""
+    plan = plan_for(case.tests, case.entry_point)
+    if isinstance(plan, NotHostShape):
+        return _in_sandbox(case, code, limits, unsafe)
+    return _on_host(plan, case.prelude + code, limits, unsafe)
+
+
+def judge_many(jobs: list[tuple[Case, str]], limits: Limits | None = None, workers: int = 2,
+               unsafe: bool = False) -> list[Verdict]:
+    """``[judge(case, code, limits) for case, code in jobs]``, ``workers`` at a time, in order."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda job: judge(job[0], job[1], limits, unsafe), jobs))
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_for(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
+    return host_plan(tests, entry_point)
+
+
+def program_for(case: Case, code: str) -> str:
+    """The in-sandbox program: the code, then the tests (then ``check(entry_point)`` for the
+    HumanEval form)."""
+    program = case.prelude + code + "\n\n" + case.tests + "\n"
+    if case.entry_point and _defines_check(case.tests):
+        program += f"\ncheck({case.entry_point})\n"
+    return program
+
+
+def _defines_check(tests: str) -> bool:
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body)
+
+
+def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+    result = run_python(program_for(case, code), limits, unsafe)
+    return _verdict(result, result.reason, IN_SANDBOX)
+
+
+def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
+    result = run_calls(code, [probe.wire() for probe in plan.probes], limits, unsafe)
+    try:
+        outcomes = _outcomes(result.frames, len(plan.probes))
+    except Malformed:
+        return _verdict(result, "malformed-status", HOST)
+    if result.reason == "malformed-status":
+        return _verdict(result, result.reason, HOST)
+    probes = _Probes(outcomes, lambda: _why_missing(result))
+    for check in plan.asserts:
+        failed = _failed(check.expr, probes)
+        if failed:
+            return _verdict(result, failed, HOST, f"line {check.line}: {check.source}")
+    # Every assert held; the job must also have ended cleanly (a hang after the calls is a timeout).
+    return _verdict(result, ending_reason(result), HOST)
+
+
+def _verdict(result: SandboxResult, reason: str | None, judged: str, detail: str | None = None) -> Verdict:
+    return Verdict(reason is None, reason, judged, result.stdout, result.stderr, result.duration_s,
+                   result.isolation, detail if reason else None)
+
+
+def _outcomes(frames: list, count: int) -> dict[int, list]:
+    """Each call's frame by index; a frame for a call that does not exist, or two for one call, is
+    malformed (the answer wrote to the status pipe)."""
+    outcomes: dict[int, list] = {}
+    for frame in frames:
+        if frame[0] in ("ok", "raise", "unplain") or (frame[0] == "exit" and frame[1] is not None):
+            index = frame[1]
+            if type(index) is not int or not 0 <= index < count or index in outcomes:
+                raise Malformed("call index %r" % (index,))
+            outcomes[index] = frame
+    return outcomes
+
+
+def _why_missing(result: SandboxResult) -> str:
+    """Why a call has no outcome: the job stopped (or never got to it)."""
+    return ending_reason(result) or "exited-early"
+
+
+class _ProbeFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Probes:
+    """The answer's results by call index, decoded when an assert first needs them."""
+
+    def __init__(self, outcomes: dict, why_missing):
+        self.outcomes, self.why_missing = outcomes, why_missing
+
+    def __getitem__(self, index: int):
+        frame = self.outcomes.get(index)
+        if frame is None:
+            raise _ProbeFailed(self.why_missing())
+        kind = frame[0]
+        if kind == "ok":
+            return decode(frame[2])
+        if kind == "raise":
+            raise _ProbeFailed(exception_reason(frame[2], frame[3]))
+        if kind == "exit":
+            raise _ProbeFailed("exited-early")
+        raise _ProbeFailed("not-plain: " + str(frame[2])[:100])
+
+
+def _failed(expr, probes: _Probes) -> str | None:
+    """None when the assert holds, else the reason it does not."""
+    try:
+        return None if evaluate(expr, probes) else "test-failed"
+    except _ProbeFailed as failure:
+        return failure.reason
+    except Malformed:
+        return "malformed-status"
+    except RecursionError:
+        return "exception: RecursionError"
+    except Exception as error:  # the comparison itself raised, on plain data: as it would have inside
+        return exception_reason(type(error).__name__, None)
