@@ -96,8 +96,8 @@ def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
     result = run_calls(code, [probe.wire() for probe in plan.probes], limits, unsafe)
     try:
         outcomes = _outcomes(result.frames, len(plan.probes))
-    except Malformed:
-        return _verdict(result, "malformed-status", HOST)
+    except Malformed:  # a kill for flooding the pipe says more than the flood's content
+        return _verdict(result, result.killed_for or "malformed-status", HOST)
     if result.reason == "malformed-status":
         return _verdict(result, result.reason, HOST)
     probes = _Probes(outcomes, lambda: _why_missing(result))

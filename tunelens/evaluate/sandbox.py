@@ -78,7 +78,8 @@ class SandboxResult:
 
     ``passed`` means the job reached its end (an ``end`` frame) and exited with status 0. Otherwise
     ``reason`` is one of: ``timeout``, ``memory``, ``output-limit``, ``result-limit``,
-    ``process-limit``, ``network-blocked``, ``write-blocked``, ``file-size``, ``exited-early`` (exit
+    ``process-limit``, ``network-blocked``, ``write-blocked`` (read-only file system),
+    ``permission-denied``, ``file-size``, ``exited-early`` (exit
     before the end), ``test-failed`` (an AssertionError), ``exception: <Name>``, ``signal-N``,
     ``exit-code N``, ``malformed-status`` or ``sandbox-error: ...``. ``frames`` are the status frames,
     checked for shape (each a list whose first item names its kind).
@@ -374,7 +375,8 @@ def _signal_reason(number: int) -> str:
     return {_SIGXCPU: "timeout", _SIGXFSZ: "file-size"}.get(number, "signal-%d" % number)
 
 
-_WRITE_ERRNOS = {1, 13, 30}  # EPERM, EACCES, EROFS
+_DENIED_ERRNOS = {1, 13}  # EPERM, EACCES
+_EROFS = 30
 _NETWORK_ERRNOS = {99, 100, 101}  # EADDRNOTAVAIL, ENETDOWN, ENETUNREACH
 
 
@@ -389,8 +391,10 @@ def exception_reason(name, errno) -> str:
         return "process-limit"  # fork() at RLIMIT_NPROC
     if errno in _NETWORK_ERRNOS:
         return "network-blocked"
-    if errno in _WRITE_ERRNOS and name in ("PermissionError", "OSError"):
+    if errno == _EROFS:
         return "write-blocked"
+    if errno in _DENIED_ERRNOS and name in ("PermissionError", "OSError"):
+        return "permission-denied"
     return "exception: " + name
 
 
