@@ -236,7 +236,8 @@ def _bwrap_args(job: dict) -> list[str]:
             args += ["--symlink", target.lstrip("/"), "/" + name]
     disk = str(job["limits"]["disk_mb"] * 1024 * 1024)
     args += ["--ro-bind", BOOT_SCRIPT, BOOT_INSIDE, "--dev", "/dev", "--proc", "/proc",
-             "--perms", "1777", "--size", disk, "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
+             "--perms", "1777", "--size", disk, "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
+             "--chdir", "/tmp"]
     return args
 
 

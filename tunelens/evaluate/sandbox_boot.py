@@ -343,6 +343,8 @@ def _build_dev(devices: list) -> None:
         os.symlink(target, dev + "/" + name)
     os.mkdir(dev + "/shm", 0o1777)
     _mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777")
+    # In a user namespace the job's uid owns this tmpfs: read-only, so /dev holds only what is put here.
+    _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
 
 
 def _wait_and_exit(pid: int) -> None:
