@@ -194,10 +194,23 @@ def test_a_numpy_answer_passes():
     assert verdict.passed and verdict.judged == "in-sandbox", (verdict.reason, verdict.stderr[-500:])
 
 
-def test_status_frames_are_json_lists():
-    # The wire itself: what a correct answer's job writes is well-formed frames ending in "end".
+def test_status_frames_carry_results_and_the_variables_after_each_call():
+    # The wire itself: a test variable is the sandbox's own copy, so a mutation shows in the frame.
     from tunelens.evaluate.sandbox import run_calls
 
-    result = run_calls("def f(x):\n    return [x, {x}]\n", [["f", ["t", [["i", "0x2"]]], ["d", []], False]], QUICK)
-    assert result.passed and result.frames == [["ok", 0, ["l", [["i", "0x2"], ["S", [["i", "0x2"]]]]]], ["end"]]
-    assert json.loads(json.dumps(result.frames)) == result.frames
+    steps = [["set", "xs", ["l", [["i", "0x1"]]]], ["call", "f", [["$", "xs"]], [], False, "r"]]
+    result = run_calls("def f(xs):\n    xs.append(2)\n    return {len(xs)}\n", steps, QUICK)
+    state = [["xs", ["l", [["i", "0x1"], ["i", "0x2"]]]], ["r", ["S", [["i", "0x2"]]]]]
+    assert result.passed and result.frames == [["ok", 0, ["S", [["i", "0x2"]]], state], ["end"]]
+
+
+def test_mutating_an_argument_is_seen_by_the_host():
+    case = Case(tests="data = [3, 1, 2]\nassert sort_copy(data) == [1, 2, 3]\nassert data == [3, 1, 2]\n",
+                entry_point="sort_copy")
+    copying = judge(case, "def sort_copy(xs):\n    return sorted(xs)\n", QUICK)
+    assert copying.passed and copying.judged == "host"
+    mutating = judge(case, "def sort_copy(xs):\n    xs.sort()\n    return xs\n", QUICK)
+    assert not mutating.passed and mutating.reason == "test-failed" and mutating.detail == "line 3: assert data == [3, 1, 2]"
+    sneaky = judge(case, "class Any:\n    def __eq__(self, o):\n        return True\n"
+                         "def sort_copy(xs):\n    xs.append(Any())\n    return [1, 2, 3]\n", QUICK)
+    assert not sneaky.passed and sneaky.reason.startswith("not-plain")

@@ -21,7 +21,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tunelens.evaluate.judge_plan import HostPlan, NotHostShape, evaluate, host_plan
+from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan
 from tunelens.evaluate.judge_wire import Malformed, decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_calls,
                                        run_python)
@@ -93,7 +93,7 @@ def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
 
 
 def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
-    result = run_calls(code, [probe.wire() for probe in plan.probes], limits, unsafe)
+    result = run_calls(code, plan.wire(), limits, unsafe)
     try:
         outcomes = _outcomes(result.frames, len(plan.probes))
     except Malformed:  # a kill for flooding the pipe says more than the flood's content
@@ -101,10 +101,10 @@ def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
     if result.reason == "malformed-status":
         return _verdict(result, result.reason, HOST)
     probes = _Probes(outcomes, lambda: _why_missing(result))
-    for check in plan.asserts:
-        failed = _failed(check.expr, probes)
+    for statement in plan.statements:
+        failed = _failed(statement, probes)
         if failed:
-            return _verdict(result, failed, HOST, f"line {check.line}: {check.source}")
+            return _verdict(result, failed, HOST, f"line {statement.line}: {statement.source}")
     # Every assert held; the job must also have ended cleanly (a hang after the calls is a timeout).
     return _verdict(result, ending_reason(result), HOST)
 
@@ -138,11 +138,27 @@ class _ProbeFailed(Exception):
         self.reason = reason
 
 
+class _NotPlainVariable:
+    def __init__(self, why: str):
+        self.why = why
+
+
 class _Probes:
-    """The answer's results by call index, decoded when an assert first needs them."""
+    """The answer's results by call index, decoded when an assert first needs them, and the test
+    variables' values as of the last result fetched (the sandbox reports them after every call)."""
 
     def __init__(self, outcomes: dict, why_missing):
         self.outcomes, self.why_missing = outcomes, why_missing
+        self.variables: dict = {}
+
+    def assign(self, name: str, value) -> None:
+        self.variables[name] = value
+
+    def variable(self, name: str):
+        value = self.variables.get(name)
+        if isinstance(value, _NotPlainVariable):
+            raise _ProbeFailed("not-plain: " + value.why)
+        return value
 
     def __getitem__(self, index: int):
         frame = self.outcomes.get(index)
@@ -150,18 +166,36 @@ class _Probes:
             raise _ProbeFailed(self.why_missing())
         kind = frame[0]
         if kind == "ok":
-            return decode(frame[2])
+            value = decode(frame[2])
+            self._update(frame[3])
+            return value
         if kind == "raise":
             raise _ProbeFailed(exception_reason(frame[2], frame[3]))
         if kind == "exit":
             raise _ProbeFailed("exited-early")
         raise _ProbeFailed("not-plain: " + str(frame[2])[:100])
 
+    def _update(self, state) -> None:
+        if type(state) is not list:
+            raise Malformed("variables")
+        for pair in state:
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                raise Malformed("variable")
+            name, tagged = pair
+            if type(tagged) is list and tagged[:1] == ["?"]:
+                self.variables[name] = _NotPlainVariable(str(tagged[1:2])[:100])
+            else:
+                self.variables[name] = decode(tagged)
 
-def _failed(expr, probes: _Probes) -> str | None:
-    """None when the assert holds, else the reason it does not."""
+
+def _failed(statement, probes: _Probes) -> str | None:
+    """None when the statement runs (an assert: holds), else the reason it does not."""
     try:
-        return None if evaluate(expr, probes) else "test-failed"
+        if isinstance(statement, HostAssign):
+            probes.assign(statement.name, evaluate(statement.expr, probes) if statement.expr is not None
+                          else decode(statement.value))
+            return None
+        return None if evaluate(statement.expr, probes) else "test-failed"
     except _ProbeFailed as failure:
         return failure.reason
     except Malformed:

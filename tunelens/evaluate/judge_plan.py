@@ -40,6 +40,8 @@ _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, as
             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
             ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
 _SINGLETONS = (None, True, False)
+TYPE_NAMES = ("int", "float", "str", "bool", "bytes", "list", "tuple", "dict", "set", "frozenset")
+VARIABLE = "_var_"  # host expressions name a test variable x as _var_x
 # Built-ins that iterate their one argument: a result they take that is not plain data (a generator,
 # an iterable object of the answer's) is turned into a list inside the sandbox, by the answer's code.
 CONSUMERS = ("list", "tuple", "set", "frozenset", "sorted", "sum", "min", "max", "any", "all", "dict")
@@ -51,15 +53,17 @@ class NotHostShape(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    """One call into the answer: ``name(*args, **kwargs)``, arguments as tagged plain data."""
+    """One call into the answer: ``name(*args, **kwargs)``; each argument is tagged plain data or
+    ``["$", variable]`` (the sandbox's copy of a test variable, so that mutations carry over)."""
 
     name: str
     args: list
-    kwargs: list  # [[keyword, tagged value], ...]
+    kwargs: list  # [[keyword, argument], ...]
     consume: bool = False  # the test iterates the result (list(f(x))): a generator is listed inside
+    store: str | None = None  # the test assigns the result to this variable
 
     def wire(self) -> list:
-        return [self.name, ["t", self.args], ["d", [[["s", k], v] for k, v in self.kwargs]], self.consume]
+        return ["call", self.name, self.args, self.kwargs, self.consume, self.store]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +76,28 @@ class HostAssert:
 
 
 @dataclasses.dataclass(frozen=True)
+class HostAssign:
+    """``name = literal`` (value: the plain value) or ``name = call`` (expr: the probe's name)."""
+
+    name: str
+    expr: ast.expr | None
+    value: object
+    line: int
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
 class HostPlan:
     probes: tuple[Probe, ...]
-    asserts: tuple[HostAssert, ...]
+    statements: tuple  # HostAssert and HostAssign, in the tests' order
+    steps: tuple  # what the sandbox does, in order: ["set", name, tagged] and the probes' calls
+
+    @property
+    def asserts(self) -> tuple:
+        return tuple(s for s in self.statements if isinstance(s, HostAssert))
+
+    def wire(self) -> list:
+        return [step.wire() if isinstance(step, Probe) else step for step in self.steps]
 
 
 def host_plan(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
@@ -83,11 +106,10 @@ def host_plan(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
         tree = ast.parse(tests)
         body, aliases = _statements(tree, entry_point)
         builder = _Builder(aliases, _bound_names(tree))
-        asserts = tuple(builder.statement(node, tests) for node in body)
-        asserts = tuple(a for a in asserts if a is not None)
-        if not asserts:
+        statements = tuple(s for s in (builder.statement(node, tests) for node in body) if s is not None)
+        if not any(isinstance(s, HostAssert) for s in statements):
             raise NotHostShape("no asserts")
-        return HostPlan(tuple(builder.probes), asserts)
+        return HostPlan(tuple(builder.probes), statements, builder.finished_steps())
     except NotHostShape as why:
         return why
     except (SyntaxError, RecursionError, ValueError) as err:
@@ -148,14 +170,47 @@ class _Builder:
         self.aliases = aliases  # check(candidate): candidate -> the entry point
         self.bound = bound - set(aliases)
         self.probes: list[Probe] = []
+        self.steps: list = []  # ["set", ...] lists and probe indexes
+        self.variables: set[str] = set()  # assigned so far
+        self.boolop = 0  # inside and/or: a probe there may not run in the original
 
-    def statement(self, node: ast.stmt, source: str) -> HostAssert | None:
+    def finished_steps(self) -> tuple:
+        return tuple(self.probes[step] if isinstance(step, int) else step for step in self.steps)
+
+    def statement(self, node: ast.stmt, source: str):
         if _ignorable(node):
             return None
-        if not isinstance(node, ast.Assert):
-            raise NotHostShape(f"line {node.lineno}: {type(node).__name__} statement")
-        expr = self.expr(node.test)
-        return HostAssert(expr, node.lineno, ast.get_source_segment(source, node) or "")
+        text = ast.get_source_segment(source, node) or ""
+        if isinstance(node, ast.Assert):
+            return HostAssert(self.expr(node.test), node.lineno, text)
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id not in self.aliases):
+            return self._assign(node, node.targets[0].id, text)
+        raise NotHostShape(f"line {node.lineno}: {type(node).__name__} statement")
+
+    def _assign(self, node: ast.Assign, name: str, text: str) -> HostAssign:
+        expr = self.expr(node.value)
+        if _is_probe(expr):  # name = f(...): the sandbox keeps the result under that name too
+            index = int(expr.id[len("_probe"):])
+            self.probes[index] = dataclasses.replace(self.probes[index], store=name)
+            self.variables.add(name)
+            return HostAssign(name, expr, None, node.lineno, text)
+        if _has_probe(expr) or _uses_variables(expr):
+            raise NotHostShape(f"line {node.lineno}: assignment of a computed value")
+        value = self._literal(expr, node.lineno)
+        self.steps.append(["set", name, value])
+        self.variables.add(name)
+        return HostAssign(name, None, value, node.lineno, text)
+
+    def _literal(self, expr: ast.expr, line: int):
+        try:
+            return encode(evaluate(expr, {}))
+        except NotPlain as why:
+            raise NotHostShape(f"line {line}: value {why}") from None
+        except NotHostShape:
+            raise
+        except Exception as err:  # a value the host cannot compute: leave the case in the sandbox
+            raise NotHostShape(f"line {line}: value raises {type(err).__name__}") from None
 
     def expr(self, node: ast.expr) -> ast.expr:
         handler = getattr(self, "_" + type(node).__name__, None)
@@ -167,8 +222,10 @@ class _Builder:
         return node
 
     def _Name(self, node):
-        if node.id in ("int", "float", "str", "bool", "bytes", "list", "tuple", "dict", "set", "frozenset"):
+        if node.id in TYPE_NAMES and node.id not in self.variables:
             return node  # a type, e.g. for isinstance()
+        if node.id in self.variables:
+            return ast.Name(VARIABLE + node.id, ast.Load())
         raise NotHostShape(f"line {node.lineno}: uses the name {node.id!r}")
 
     def _Attribute(self, node):
@@ -204,7 +261,11 @@ class _Builder:
         return ast.BinOp(left, node.op, right)
 
     def _BoolOp(self, node):
-        return ast.BoolOp(node.op, [self.expr(v) for v in node.values])
+        self.boolop += 1
+        try:
+            return ast.BoolOp(node.op, [self.expr(v) for v in node.values])
+        finally:
+            self.boolop -= 1
 
     def _Compare(self, node):
         for op, right in zip(node.ops, node.comparators):
@@ -242,17 +303,23 @@ class _Builder:
             if name in self.bound or hasattr(builtins, name):
                 raise NotHostShape(f"line {node.lineno}: call of {name!r}, not a function of the answer")
             target = name
-        try:
-            args = [encode(evaluate(self.expr(a), {})) for a in self._no_star(node.args)]
-            kwargs = [[k.arg, encode(evaluate(self.expr(k.value), {}))] for k in self._named(node.keywords)]
-        except NotPlain as why:
-            raise NotHostShape(f"line {node.lineno}: argument {why}") from None
-        except NotHostShape:
-            raise
-        except Exception as err:  # an argument the host cannot compute: leave the case in the sandbox
-            raise NotHostShape(f"line {node.lineno}: argument raises {type(err).__name__}") from None
+        args = [self._argument(a) for a in self._no_star(node.args)]
+        kwargs = [[k.arg, self._argument(k.value)] for k in self._named(node.keywords)]
+        if self.boolop and any(a[0] == "$" for a in args + [v for _, v in kwargs]):
+            # The sandbox makes every call; one the original would have skipped must not mutate a variable.
+            raise NotHostShape(f"line {node.lineno}: a call on a variable inside and/or")
         self.probes.append(Probe(target, args, kwargs))
+        self.steps.append(len(self.probes) - 1)
         return ast.Name(f"_probe{len(self.probes) - 1}", ast.Load())
+
+    def _argument(self, node: ast.expr) -> list:
+        """A test variable by name (the sandbox passes its own copy, mutations and all), or a literal."""
+        expr = self.expr(node)
+        if isinstance(expr, ast.Name) and expr.id.startswith(VARIABLE):
+            return ["$", expr.id[len(VARIABLE):]]
+        if _has_probe(expr) or _uses_variables(expr):
+            raise NotHostShape(f"line {node.lineno}: an argument computed from results or variables")
+        return self._literal(expr, node.lineno)
 
     @staticmethod
     def _no_star(items):
@@ -269,6 +336,10 @@ class _Builder:
 
 def _is_singleton(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and any(node.value is s for s in _SINGLETONS)
+
+
+def _uses_variables(node: ast.expr) -> bool:
+    return any(isinstance(n, ast.Name) and n.id.startswith(VARIABLE) for n in ast.walk(node))
 
 
 def _is_probe(node: ast.expr) -> bool:
@@ -288,12 +359,17 @@ MAX_REPEAT = 10_000_000
 
 def evaluate(node: ast.expr, probes) -> object:
     """The value of a host expression; ``probes[i]`` gives (or raises for) the answer's i-th result,
-    fetched only when the expression needs it (``and``/``or`` short-circuit as in Python)."""
+    fetched only when the expression needs it (``and``/``or`` short-circuit as in Python), and
+    ``probes.variable(name)`` a test variable's value as of the last result fetched."""
     kind = type(node)
     if kind is ast.Constant:
         return node.value
     if kind is ast.Name:
-        return probes[int(node.id[len("_probe"):])] if node.id.startswith("_probe") else getattr(builtins, node.id)
+        if node.id.startswith("_probe"):
+            return probes[int(node.id[len("_probe"):])]
+        if node.id.startswith(VARIABLE):
+            return probes.variable(node.id[len(VARIABLE):])
+        return getattr(builtins, node.id)
     if kind is ast.Attribute:
         return SAFE_MATH[node.attr]
     if kind in (ast.List, ast.Tuple, ast.Set):

@@ -11,7 +11,6 @@ payload type and nesting depth is checked, and it only ever builds objects of th
 
 from __future__ import annotations
 
-import math
 import re
 
 from tunelens.evaluate.sandbox_boot import MAX_DEPTH
@@ -19,7 +18,6 @@ from tunelens.evaluate.sandbox_boot import MAX_DEPTH
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+\Z")
 _HEX_BYTES = re.compile(r"(?:[0-9a-f]{2})*\Z")
 _CONTAINERS = {"l": list, "t": tuple, "S": set, "F": frozenset}
-PLAIN_TYPES = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset)
 
 
 class Malformed(ValueError):
@@ -43,7 +41,7 @@ def encode(value, depth: int = 0):
         return ["i", hex(value)]
     if kind is float:
         return ["f", value.hex()]
-    if kind in (str,):
+    if kind is str:
         return ["s", value]
     if kind is bytes:
         return ["b", value.hex()]
@@ -137,8 +135,3 @@ def _dict(payload: list, depth: int) -> dict:
         except TypeError:
             raise Malformed("unhashable dict key") from None
     return result
-
-
-def same_float(a: float, b: float) -> bool:
-    """Exact equality, with nan equal to nan (a round trip must keep nan)."""
-    return a == b or (math.isnan(a) and math.isnan(b))

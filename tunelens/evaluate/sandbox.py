@@ -102,10 +102,10 @@ def run_python(code: str, limits: Limits | None = None, unsafe: bool = False) ->
     return _run_job(code, None, limits or Limits(), unsafe)
 
 
-def run_calls(code: str, calls: list, limits: Limits | None = None, unsafe: bool = False) -> SandboxResult:
-    """Define ``code``, then make each call ``(name, args, kwargs)`` (arguments already encoded as
-    tagged plain data, see judge_wire) and frame its outcome; ``passed`` only says the job ran to its end."""
-    return _run_job(code, calls, limits or Limits(), unsafe)
+def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool = False) -> SandboxResult:
+    """Define ``code``, then take ``steps`` (calls and variable values, see judge_plan.HostPlan.wire and
+    sandbox_boot._run_calls) and frame each call's outcome; ``passed`` only says the job ran to its end."""
+    return _run_job(code, steps, limits or Limits(), unsafe)
 
 
 def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
@@ -326,7 +326,7 @@ def _kill_group(pgid: int) -> None:
 # Reading the status frames and naming how a job ended
 
 
-FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 3, "raise": 4, "unplain": 3}
+FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3}
 
 
 def parse_frames(data: bytes) -> tuple[list, bool]:

@@ -4,9 +4,9 @@ It reads a job as JSON on stdin, contains itself (see sandbox.py for what each i
 then runs the job in this same interpreter after dropping privileges. A job is either
 
 * a **program** (``"calls": null``): the answer's code and its tests together, judged in the sandbox;
-* the answer's code and a list of **calls** (function name, arguments as plain data): each call's
-  outcome is written back as plain data and the host compares it with what the test expects. The
-  tests themselves never enter the sandbox.
+* the answer's code and a list of **steps** (calls: function name, arguments as plain data; and the
+  literal values of test variables passed to them): each call's outcome is written back as plain
+  data and the host compares it with what the test expects. The tests never enter the sandbox.
 
 Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD`` (see
 ``_frame``). The answer runs in this interpreter and can write to that pipe too: the host therefore
@@ -92,12 +92,21 @@ def _run_program(code: str) -> None:
         os._exit(0)
 
 
-def _run_calls(code: str, calls: list) -> None:
+def _run_calls(code: str, steps: list) -> None:
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable its
+    value; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
+    with every variable's value after it (a call may mutate the arguments it was given)."""
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
         return
-    for index, (name, args, kwargs, consume) in enumerate(calls):
-        _one_call(index, namespace, name, args, kwargs, consume)
+    variables = {}
+    index = 0
+    for step in steps:
+        if step[0] == "set":
+            variables[step[1]] = _decode(step[2])
+            continue
+        _one_call(index, namespace, variables, *step[1:])
+        index += 1
     sys.stdout.flush()
     _frame("end")
     os._exit(0)
@@ -118,14 +127,15 @@ def _define(code: str, namespace: dict) -> bool:
     return False
 
 
-def _one_call(index: int, namespace: dict, name: str, args, kwargs, consume: bool) -> None:
+def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwargs, consume: bool, store) -> None:
     try:
         function = namespace[name]
     except KeyError:
         _frame("raise", index, "NameError", None)
         return
+    argument = lambda item: variables[item[1]] if item[0] == "$" else _decode(item)  # noqa: E731
     try:
-        value = _plain_scalar(function(*_decode(args), **_decode(kwargs)))
+        value = _plain_scalar(function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs}))
         if consume and type(value) not in _PLAIN:
             value = list(value)  # the test iterates it (list(f(x))): a generator's items, by its code
     except SystemExit as stop:
@@ -134,15 +144,22 @@ def _one_call(index: int, namespace: dict, name: str, args, kwargs, consume: boo
     except BaseException as error:  # the answer's own exception is its outcome for this call
         _frame("raise", index, type(error).__name__, _errno(error))
         return
+    if store is not None:
+        variables[store] = value
     try:
         encoded = _encode(value, 0)
-    except _Unserializable as why:
-        _frame("unplain", index, str(why)[:200])
+    except (_Unserializable, RecursionError) as why:
+        _frame("unplain", index, str(why)[:200] or "nested too deep")
         return
-    except RecursionError:
-        _frame("unplain", index, "nested too deep")
-        return
-    _frame("ok", index, encoded)
+    _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
+
+
+def _encode_or_mark(value):
+    """A variable's value, or ["?", why] when it holds something that is not plain data."""
+    try:
+        return _encode(value, 0)
+    except (_Unserializable, RecursionError) as why:
+        return ["?", str(why)[:200] or "nested too deep"]
 
 
 def _report_uncaught(error: BaseException) -> None:
