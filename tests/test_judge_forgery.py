@@ -21,6 +21,8 @@ PLAIN = Case(tests="assert add(2, 3) == 5\nassert add(-1, 1) == 0\nassert add(10
 HUMANEVAL = Case(tests="METADATA = {}\n\ndef check(candidate):\n    assert candidate(2, 3) == 5\n"
                        "    assert candidate(-1, 1) == 0\n    assert candidate(10, 5) == 15\n",
                  entry_point="add", prelude="def add(a, b):\n    \"\"\"Sum.\"\"\"\n")
+# Tests of a shape the host cannot evaluate (a loop): they run apart from the answer, in their own process.
+LOOP = Case(tests="for a, b, s in ((2, 3, 5), (-1, 1, 0), (10, 5, 15)):\n    assert add(a, b) == s\n", entry_point="add")
 TRUTH = Case(tests="assert is_even(3) is False\nassert not is_even(5)\nassert is_even(4)\n", entry_point="is_even")
 
 WRONG = "def add(a, b):\n    return a - b\n"
@@ -92,16 +94,16 @@ FORGERIES = {
 
 @pytest.mark.parametrize("name", sorted(FORGERIES))
 def test_a_forging_answer_fails(name):
-    for case in (PLAIN, HUMANEVAL):
+    for case, judged in ((PLAIN, "host"), (HUMANEVAL, "host"), (LOOP, "sandbox-apart")):
         code = FORGERIES[name]
         verdict = judge(case, code, QUICK)
-        assert not verdict.passed and verdict.judged == "host", (name, verdict.reason, verdict.stderr[-300:])
+        assert not verdict.passed and verdict.judged == judged, (name, judged, verdict.reason, verdict.stderr[-300:])
 
 
 def test_the_same_cases_pass_a_correct_answer():
     # Also with the harmless parts of the forgeries around it: the attacks fail because add is wrong.
     right = "def add(a, b):\n    return a + b\n"
-    for case in (PLAIN, HUMANEVAL):
+    for case in (PLAIN, HUMANEVAL, LOOP):
         assert judge(case, right, QUICK).passed
         assert judge(case, "print('PASSED')\n" + right, QUICK).passed
     assert judge(TRUTH, "def is_even(n):\n    return n % 2 == 0\n", QUICK).passed
@@ -191,7 +193,7 @@ def test_a_numpy_answer_passes():
     # in the sandbox too (tests of another shape)
     loop = Case(tests="for n in range(3):\n    assert mean_of([n, n]) == n\n", entry_point="mean_of")
     verdict = judge(loop, code, Limits(wall_s=20))
-    assert verdict.passed and verdict.judged == "in-sandbox", (verdict.reason, verdict.stderr[-500:])
+    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-500:])
 
 
 def test_status_frames_carry_results_and_the_variables_after_each_call():
@@ -214,3 +216,41 @@ def test_mutating_an_argument_is_seen_by_the_host():
     sneaky = judge(case, "class Any:\n    def __eq__(self, o):\n        return True\n"
                          "def sort_copy(xs):\n    xs.append(Any())\n    return [1, 2, 3]\n", QUICK)
     assert not sneaky.passed and sneaky.reason.startswith("not-plain")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tests apart from the answer: what crosses, and when the reference keeps them in one program
+
+
+def test_objects_of_the_answer_are_used_through_requests():
+    case = Case(tests=("acct = Account(10)\nacct.deposit(5)\nassert acct.balance == 15\n"
+                       "try:\n    acct.withdraw(100)\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
+                       "    assert e.args == ('short', 85)\n"
+                       "assert [x * 2 for x in acct.history()] == [20, 10]\nassert sorted(acct.items(), key=lambda p: -p[1]) == [('b', 2), ('a', 1)]\n"
+                       "data = [3, 1]\nacct.sort_in_place(data)\nassert data == [1, 3]\n"
+                       "with acct as same:\n    assert same is acct\n"), entry_point="Account")
+    code = ("class Short(ValueError):\n    pass\n"
+            "class Account:\n    def __init__(self, start):\n        self.balance, self.log = start, [start]\n"
+            "    def deposit(self, n):\n        self.balance += n\n        self.log.append(n)\n"
+            "    def withdraw(self, n):\n        if n > self.balance:\n            raise Short('short', n - self.balance)\n"
+            "    def history(self):\n        yield from self.log\n"
+            "    def items(self):\n        return iter([('a', 1), ('b', 2)])\n"
+            "    def sort_in_place(self, xs):\n        xs.sort()\n"
+            "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n")
+    verdict = judge(case, code, QUICK)
+    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+
+
+def test_the_reference_decides_when_tests_share_the_answers_process():
+    # isinstance() against the answer's own class cannot work apart: the reference fails there, so
+    # every answer to this case runs in one program with its tests.
+    tests = "s = Square(2)\nassert isinstance(s, Shape) and s.area() == 4\n"
+    reference = "class Shape:\n    pass\nclass Square(Shape):\n    def __init__(self, n):\n        self.n = n\n" \
+                "    def area(self):\n        return self.n ** 2\n"
+    case = Case(tests=tests, entry_point="Square", reference=reference)
+    assert judge(case, reference, QUICK).judged == "sandbox-shared" and judge(case, reference, QUICK).passed
+    wrong = reference.replace("** 2", "* 3")
+    verdict = judge(case, wrong, QUICK)
+    assert verdict.judged == "sandbox-shared" and verdict.reason == "test-failed"
+    # without a reference nothing can say so: apart, where this correct answer fails
+    assert judge(Case(tests=tests, entry_point="Square"), reference, QUICK).judged == "sandbox-apart"

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 
 from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan
 from tunelens.evaluate.judge_wire import Malformed, decode
-from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_calls,
-                                       run_python)
+from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
+                                       run_calls, run_python)
 
-HOST, IN_SANDBOX = "host", "in-sandbox"
+HOST, APART, SHARED = "host", "sandbox-apart", "sandbox-shared"
 
 
 @dataclass
 class Verdict:
     passed: bool
     reason: str | None  # None when passed; see SandboxResult for the vocabulary, plus not-plain: <type>
-    judged: str  # HOST or IN_SANDBOX
+    judged: str  # HOST, APART or SHARED
     stdout: str
     stderr: str
     duration_s: float
@@ -48,6 +48,7 @@ class Case:
     tests: str
     entry_point: str | None
     prelude: str = ""  # code that precedes the answer (a HumanEval prompt)
+    reference: str | None = None  # a known-good answer: decides whether the tests can run apart
 
 
 def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> Verdict:
@@ -88,8 +89,34 @@ def _defines_check(tests: str) -> bool:
 
 
 def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
-    result = run_python(program_for(case, code), limits, unsafe)
-    return _verdict(result, result.reason, IN_SANDBOX)
+    """Tests apart from the answer (sandbox_remote.py) unless the case's reference fails that way
+    (its tests use the answer's classes with isinstance or except, pass it iterators or dates...):
+    then tests and answer share one program. The reference decides, never the answer."""
+    if case.reference:
+        reference = _reference_apart(case, limits, unsafe)
+        if not reference.passed:
+            result = run_python(program_for(case, code), limits, unsafe)
+            return _verdict(result, result.reason, SHARED)
+        if code == case.reference:
+            return reference
+    return _apart(case, code, limits, unsafe)
+
+
+def _apart(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+    result = run_apart(code, case.tests, limits, unsafe, prelude=case.prelude, entry_point=case.entry_point,
+                       check=bool(case.entry_point) and _defines_check(case.tests))
+    return _verdict(result, result.reason, APART)
+
+
+_REFERENCE_APART: dict = {}
+
+
+def _reference_apart(case: Case, limits, unsafe: bool) -> Verdict:
+    """The reference's verdict with its tests apart; once per case and process."""
+    key = (case.tests, case.entry_point, case.prelude, case.reference)
+    if key not in _REFERENCE_APART:
+        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe)
+    return _REFERENCE_APART[key]
 
 
 def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:

@@ -27,6 +27,7 @@ never from the text of stderr.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -46,6 +47,7 @@ from tunelens.errors import UserError
 from tunelens.evaluate.sandbox_boot import SETUP_FAILED
 
 BOOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boot.py")
+REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_remote.py")
 BOOT_INSIDE = "/.tunelens_boot.py"  # where bwrap shows the launcher
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Random per-run uids come from this range, so runs never share a process count or a file owner.
@@ -106,6 +108,16 @@ def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool
     """Define ``code``, then take ``steps`` (calls and variable values, see judge_plan.HostPlan.wire and
     sandbox_boot._run_calls) and frame each call's outcome; ``passed`` only says the job ran to its end."""
     return _run_job(code, steps, limits or Limits(), unsafe)
+
+
+def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool = False, *,
+              prelude: str = "", entry_point: str | None = None, check: bool = False) -> SandboxResult:
+    """Run ``tests`` against ``code`` with the two in separate processes of one sandbox
+    (sandbox_remote.py): the tests reach the answer only through requests, and only their process
+    writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
+    ``check(entry_point)``."""
+    remote = {"tests": tests, "prelude": prelude, "entry_point": entry_point, "check": check}
+    return _run_job(prelude + code, None, limits or Limits(), unsafe, remote)
 
 
 def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
@@ -172,9 +184,11 @@ def _mode_for(unsafe: bool) -> str:
 # Host side: start the launcher, feed it the job, read its pipes with caps and a deadline.
 
 
-def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool) -> SandboxResult:
+def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None) -> SandboxResult:
     mode = _mode_for(unsafe)
     job = _job(code, calls, limits, mode)
+    if remote:
+        job.update(remote=remote, remote_source=_remote_source())
     try:
         return _launch(job, limits, mode)
     finally:
@@ -182,10 +196,17 @@ def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool) -> San
             _remove_tree(job["workdir"])
 
 
+@functools.lru_cache(maxsize=1)
+def _remote_source() -> str:
+    with open(REMOTE_SCRIPT, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:
     uid = UID_BASE + secrets.randbelow(UID_SPAN) if mode == "namespaces" else None
     nproc = limits.max_processes if uid is not None else _own_processes() + limits.max_processes
     return {"code": code, "calls": calls, "isolation": mode, "uid": uid,
+            "answer_uid": uid + UID_SPAN if uid is not None else None,  # the answer's process, apart
             "workdir": tempfile.mkdtemp(prefix="tunelens-sbx-") if mode == UNSAFE else "/tmp/work",
             "limits": {**limits.__dict__, "nproc": nproc},
             "binds": _binds(), "site_dirs": _site_dirs()}

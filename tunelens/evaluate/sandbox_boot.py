@@ -30,7 +30,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 # Where the new root is assembled (a tmpfs mounted over this path in the job's own mount namespace).
 NEW_ROOT = "/tmp"
 DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -45,6 +45,7 @@ class _Unserializable(Exception):
 
 
 _STATUS_FD = -1
+_IN_USERNS = False
 
 
 def _frame(*parts) -> None:
@@ -66,11 +67,14 @@ def _boot(status_fd: int) -> None:
             workdir = "/tmp/work"
         else:  # "bwrap" (contained before this started) or "unsafe" (not contained at all)
             workdir = job["workdir"]
-            os.makedirs(workdir, 0o700, exist_ok=True)
+            os.makedirs(workdir, 0o777, exist_ok=True)
         sys.path.extend(job["site_dirs"])
         _apply_rlimits(limits)
         os.chdir(workdir)
         _redirect_stdin()
+        if job.get("remote"):
+            _run_apart(job)  # never returns
+        _become(job["uid"] if mode == "namespaces" else None)
     except (_SetupError, OSError) as err:
         _frame("setup", str(err))
         os._exit(SETUP_FAILED)
@@ -78,6 +82,45 @@ def _boot(status_fd: int) -> None:
         _run_program(job["code"])
     else:
         _run_calls(job["code"], job["calls"])
+
+
+def _become(uid) -> None:
+    """Drop to ``uid`` (root namespaces), or keep this user and shed capabilities (user namespace,
+    bwrap, unsafe: nothing to shed there but the parent-death signal and no_new_privs still apply)."""
+    if uid is not None:
+        _drop_privileges(uid)
+    elif _IN_USERNS:
+        _drop_capabilities()
+    else:
+        _no_new_privileges()
+
+
+def _run_apart(job: dict) -> None:
+    """Tests and answer in two processes of this sandbox (see sandbox_remote.py): the answer's process
+    is a child that never holds the status pipe; this one runs the tests and writes the frames."""
+    remote = dict(globals())
+    exec(compile(job["remote_source"], "<sandbox_remote>", "exec"), remote)
+    to_answer_r, to_answer_w = os.pipe()
+    to_tests_r, to_tests_w = os.pipe()
+    uid = job["uid"] if job["isolation"] == "namespaces" else None
+    if os.fork() == 0:
+        os.close(_STATUS_FD)
+        os.close(to_answer_w)
+        os.close(to_tests_r)
+        _become(job["answer_uid"] if uid is not None else None)
+        remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
+        sys.stdout.flush()
+        os._exit(0)
+    os.close(to_answer_r)
+    os.close(to_tests_w)
+    _become(uid)
+    import ctypes
+
+    # Not dumpable: a process of the same uid (the answer's, outside root namespaces) cannot ptrace
+    # this one or open its status pipe through /proc.
+    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl dumpable")
+    remote["run_tests"](job, remote["_Channel"](to_tests_r, to_answer_w))
+    os._exit(0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,12 +328,12 @@ def _contain(job: dict, mode: str) -> None:
     # may only mount proc where a full one is already seen), then switches roots.
     _mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _enter_root()
+    # Owned by the job's uid; writable by all, as the answer's process (another uid) shares it.
     uid = job["uid"] if mode == "namespaces" else os.getuid()
     os.chown("/tmp/work", uid, uid)
-    if mode == "namespaces":
-        _drop_privileges(uid)
-    else:
-        _drop_capabilities()
+    os.chmod("/tmp/work", 0o777)
+    global _IN_USERNS
+    _IN_USERNS = mode == "userns"
 
 
 def _map_ids(uid: int, gid: int) -> None:

@@ -106,7 +106,7 @@ def judge_case(case: Case) -> judge.Case:
     (signature and docstring) precedes the completion; a whole function as the answer also works (it
     redefines the stub the prompt declares)."""
     return judge.Case(tests=case.tests or "", entry_point=case.entry_point,
-                      prelude=case.prompt if case.suite == "humaneval" else "")
+                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference)
 
 
 def test_program(case: Case, code: str) -> str:

@@ -1,0 +1,406 @@
+"""In-sandbox tests without the answer in their process: two processes, one sandbox.
+
+For tests the host cannot evaluate itself (loops, classes, files, expected exceptions...), the
+launcher forks after containment. The **answer process** defines the answer's code and serves requests;
+the **tests process** runs the tests (and a HumanEval prompt's own helpers), where every name the tests
+take from the answer is a ``Proxy``: calling it, reading an attribute, iterating, using an operator
+sends a request and gets back plain data (exact built-in types) or a handle to an object that stays in
+the answer process. Only the tests process holds the status pipe and writes the verdict's ``end``
+frame. The two run as different uids where the sandbox is root (else the tests process is made
+non-dumpable, so the answer cannot ptrace it or open its fds through /proc), and share only the
+working directory, so tests that create or read files still work.
+
+What this keeps from the answer: equality between an answer's object and anything else is never asked
+of the answer (``Proxy == 5`` is False; two of its objects compare by its own ``__eq__``, which is its
+class being tested), and a result is plain data or a handle, never an object with behaviour inside the
+tests' process. A test variable passed to a call (a list, dict or set) is updated in place with the
+answer's changes to it. Functions of the tests passed to the answer (a ``key=lambda``) are called back
+in the tests process.
+
+This file is sent to the launcher as source in the job (it must work inside bwrap, where nothing of the
+host is readable) and run with the launcher's globals (``_frame``, ``_encode``, ``_decode``...).
+"""
+
+import builtins
+import json
+import operator
+import os
+import sys
+
+
+class _AnswerGone(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages: one JSON list per line on a pipe.
+
+
+class _Channel:
+    def __init__(self, read_fd: int, write_fd: int):
+        self.reader = os.fdopen(read_fd, "rb", buffering=65536)
+        self.write_fd = write_fd
+
+    def send(self, message: list) -> None:
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        while data:
+            data = data[os.write(self.write_fd, data):]
+
+    def receive(self) -> list:
+        line = self.reader.readline()
+        if not line:
+            raise _AnswerGone()
+        return json.loads(line)
+
+
+def _raised(error: BaseException) -> list:
+    """An exception as a message: its classes' names and its arguments (plain data, else their str)."""
+    args = []
+    for arg in error.args[:8]:
+        try:
+            args.append(_encode(arg, 0))
+        except (_Unserializable, RecursionError):
+            args.append(["s", str(arg)[:2000]])
+    return ["raise", [kind.__name__ for kind in type(error).__mro__], args]
+
+
+def _builtin_exception(names: list, args: list) -> BaseException:
+    """The first built-in exception class among an error's class names (its own class may be one the
+    answer defined, which does not exist here), with its arguments."""
+    values = [_decode(arg) for arg in args]
+    for name in names:
+        kind = getattr(builtins, str(name), None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            try:
+                return kind(*values)
+            except TypeError:
+                return kind()
+    return RuntimeError(*values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The answer process: defines the code, then serves requests until the tests process closes the pipe.
+
+
+class _Callback:
+    """A function of the tests, called from the answer: the call goes back to the tests process."""
+
+    def __init__(self, server, ident: int):
+        self.server, self.ident = server, ident
+
+    def __call__(self, *args, **kwargs):
+        channel = self.server.channel
+        channel.send(["cb", self.ident, [self.server.encode(a) for a in args],
+                      [[k, self.server.encode(v)] for k, v in kwargs.items()]])
+        while True:
+            message = channel.receive()
+            if message[0] == "cbret":
+                return self.server.decode(message[1])
+            if message[0] == "raise":
+                raise _builtin_exception(message[1], message[2])
+            self.server.handle(message)  # a request made by the callback itself
+
+
+class _Server:
+    def __init__(self, namespace: dict, channel: _Channel):
+        self.namespace, self.channel = namespace, channel
+        self.objects: dict = {}
+
+    def encode(self, value):
+        value = _plain_scalar(value)
+        try:
+            return _encode(value, 0)
+        except (_Unserializable, RecursionError):
+            self.objects[id(value)] = value  # kept alive: the tests may use it again
+            return ["h", id(value)]
+
+    def decode(self, tagged):
+        if tagged[0] == "h":
+            return self.objects[tagged[1]]
+        if tagged[0] == "c":
+            return _Callback(self, tagged[1])
+        if tagged[0] in ("l", "t", "S", "F"):
+            kind = {"l": list, "t": tuple, "S": set, "F": frozenset}[tagged[0]]
+            return kind(self.decode(item) for item in tagged[1])
+        if tagged[0] == "d":
+            return {self.decode(k): self.decode(v) for k, v in tagged[1]}
+        return _decode(tagged)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.channel.receive()
+            except _AnswerGone:  # the tests are done
+                return
+            self.handle(message)
+
+    def handle(self, message: list) -> None:
+        try:
+            value, changed = self.perform(message)
+            self.channel.send(["ok", self.encode(value), changed])
+        except BaseException as error:  # the answer's exception is its outcome for this request
+            self.channel.send(_raised(error))
+
+    def perform(self, message: list):
+        kind = message[0]
+        if kind == "get":
+            if message[1] not in self.namespace:
+                raise NameError("name %r is not defined" % message[1])
+            return self.namespace[message[1]], []
+        if kind == "call":
+            function = self.decode(message[1])
+            args = [self.decode(a) for a in message[2]]
+            kwargs = {k: self.decode(v) for k, v in message[3]}
+            value = function(*args, **kwargs)
+            return value, self._changed(args, kwargs, message[4])
+        operands = [self.decode(o) for o in message[2]]
+        return _OPERATIONS[message[1]](*operands), []
+
+    def _changed(self, args, kwargs, watched):
+        """The new contents of the arguments the tests want back (their own lists, dicts, sets)."""
+        changed = []
+        for where in watched:
+            value = args[where] if type(where) is int else kwargs[where]
+            try:
+                changed.append([where, _encode(value, 0)])
+            except (_Unserializable, RecursionError):
+                changed.append([where, None])
+        return changed
+
+
+def _exit_context(manager, has_error):
+    # The tests' exception is not sent over; the manager learns only whether there was one.
+    error = RuntimeError("raised in the with block") if has_error else None
+    return type(manager).__exit__(manager, type(error) if error else None, error, None)
+
+
+_OPERATIONS = {
+    "attr": getattr, "setattr": setattr, "delattr": delattr, "len": len, "iter": iter, "next": next,
+    "str": str, "repr": repr, "hash": hash, "bool": bool, "format": format, "int": int, "float": float,
+    "index": lambda o: o.__index__(), "round": round, "contains": lambda o, x: x in o,
+    "getitem": lambda o, k: o[k], "setitem": lambda o, k, v: o.__setitem__(k, v),
+    "delitem": lambda o, k: o.__delitem__(k), "enter": lambda m: type(m).__enter__(m), "exit": _exit_context,
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "neg": lambda a: -a, "pos": lambda a: +a,
+    "abs": abs, "invert": lambda a: ~a, "reversed": reversed, "call0": lambda f: f(),
+}
+_BINARY = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift", "and", "or", "xor",
+           "matmul")
+for _name in _BINARY:
+    _OPERATIONS[_name] = getattr(operator, _name + "_" if _name in ("and", "or") else _name)
+
+
+def serve_answer(code: str, channel: _Channel) -> None:
+    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    try:
+        exec(compile(code, "<program>", "exec"), namespace)
+    except BaseException as error:
+        # Every request now gets the definition's error: the tests fail with its type.
+        _report_traceback(error)
+        while True:
+            try:
+                channel.receive()
+            except _AnswerGone:
+                return
+            channel.send(_raised(error))
+    _Server(namespace, channel).serve()
+
+
+def _report_traceback(error: BaseException) -> None:
+    try:
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        sys.stderr.flush()
+    except BaseException:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tests process: proxies for the answer's objects, and the tests run against them.
+
+
+class _Client:
+    def __init__(self, channel: _Channel):
+        self.channel = channel
+        self.proxies: dict = {}  # handle -> Proxy, so `is` works on the answer's objects
+        self.callbacks: dict = {}
+
+    def request(self, message: list, watched=()):
+        self.channel.send(message)
+        while True:
+            reply = self.channel.receive()
+            if reply[0] == "ok":
+                self._apply_changes(watched, reply[2])
+                return self.decode(reply[1])
+            if reply[0] == "raise":
+                raise _builtin_exception(reply[1], reply[2])
+            if reply[0] != "cb":
+                raise RuntimeError("malformed reply from the answer process")
+            self._callback(reply)
+
+    def _callback(self, message: list) -> None:
+        try:
+            function = self.callbacks[message[1]]
+            value = function(*[self.decode(a) for a in message[2]], **{k: self.decode(v) for k, v in message[3]})
+            self.channel.send(["cbret", self.encode(value)])
+        except _AnswerGone:
+            raise
+        except BaseException as error:
+            self.channel.send(_raised(error))
+
+    def _apply_changes(self, watched, changes) -> None:
+        for where, tagged in changes:
+            target = watched.get(where) if isinstance(watched, dict) else None
+            if target is None or tagged is None:
+                continue
+            value = _decode(tagged)
+            if type(target) is list and type(value) is list:
+                target[:] = value
+            elif type(target) in (dict, set) and type(value) is type(target):
+                target.clear()
+                target.update(value)
+
+    def encode(self, value):
+        """What the tests send: plain data, the answer's own objects (handles), or callbacks."""
+        if type(value) is Proxy:
+            return ["h", object.__getattribute__(value, "_h")]
+        kind = type(value)
+        if kind in (list, tuple, set, frozenset):
+            return [{list: "l", tuple: "t", set: "S", frozenset: "F"}[kind], [self.encode(v) for v in value]]
+        if kind is dict:
+            return ["d", [[self.encode(k), self.encode(v)] for k, v in value.items()]]
+        if callable(value) and not isinstance(value, type):
+            self.callbacks[id(value)] = value
+            return ["c", id(value)]
+        try:
+            return _encode(_plain_scalar(value), 0)
+        except _Unserializable:
+            raise TypeError("the tests passed a %s to the answer: only plain data, the answer's own "
+                            "objects and functions cross" % kind.__name__) from None
+
+    def decode(self, tagged):
+        if type(tagged) is list and tagged[:1] == ["h"] and type(tagged[1]) is int:
+            proxy = self.proxies.get(tagged[1])
+            if proxy is None:
+                proxy = self.proxies[tagged[1]] = Proxy(tagged[1])
+            return proxy
+        return _decode(tagged)
+
+    def call(self, target, args, kwargs):
+        watched = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
+        watched.update({k: v for k, v in kwargs.items() if type(v) in (list, dict, set)})
+        return self.request(["call", self.encode(target), [self.encode(a) for a in args],
+                             [[k, self.encode(v)] for k, v in kwargs.items()], list(watched)], watched)
+
+    def operate(self, name: str, *operands):
+        return self.request(["op", name, [self.encode(o) for o in operands]])
+
+
+_CLIENT = None
+
+
+class Proxy:
+    """An object of the answer's, seen from the tests: every use is a request to the answer process."""
+
+    __slots__ = ("_h", "__weakref__")
+
+    def __init__(self, handle: int):
+        object.__setattr__(self, "_h", handle)
+
+    def __getattr__(self, name):
+        return _CLIENT.operate("attr", self, name)
+
+    def __setattr__(self, name, value):
+        _CLIENT.operate("setattr", self, name, value)
+
+    def __delattr__(self, name):
+        _CLIENT.operate("delattr", self, name)
+
+    def __call__(self, *args, **kwargs):
+        return _CLIENT.call(self, args, kwargs)
+
+    def __bool__(self):
+        return _CLIENT.operate("bool", self) is True
+
+    def __iter__(self):
+        return _CLIENT.operate("iter", self)
+
+    def __next__(self):
+        return _CLIENT.operate("next", self)
+
+    def __len__(self):
+        return _CLIENT.operate("len", self)
+
+    def __hash__(self):
+        return _CLIENT.operate("hash", self)
+
+    def __enter__(self):
+        return _CLIENT.operate("enter", self)
+
+    def __exit__(self, kind, error, trace):
+        return _CLIENT.operate("exit", self, error is not None) is True
+
+
+def _comparison(name):
+    # Only two of the answer's objects are compared by the answer; against anything else it has no say.
+    def compare(self, other):
+        if type(other) is not Proxy:
+            return NotImplemented
+        return _CLIENT.operate(name, self, other)
+    return compare
+
+
+def _forward(name, reflected=False):
+    def operation(self, *operands):
+        if reflected:
+            return _CLIENT.operate(name, operands[0], self)
+        return _CLIENT.operate(name, self, *operands)
+    return operation
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(Proxy, "__%s__" % _name, _comparison(_name))
+for _name in ("str", "repr", "int", "float", "index", "neg", "pos", "abs", "invert", "reversed", "round",
+              "format", "contains", "getitem", "setitem", "delitem"):
+    setattr(Proxy, "__%s__" % _name, _forward(_name))
+for _name in _BINARY:
+    setattr(Proxy, "__%s__" % _name, _forward(_name))
+    setattr(Proxy, "__r%s__" % _name, _forward(_name, reflected=True))
+
+
+class _TestGlobals(dict):
+    """The tests' globals: a name they do not define and that is not a built-in is the answer's."""
+
+    def __missing__(self, name):
+        if hasattr(builtins, name):
+            return getattr(builtins, name)
+        value = _CLIENT.request(["get", name])
+        self[name] = value
+        return value
+
+
+def run_tests(job: dict, channel: _Channel) -> None:
+    """Run the tests against the answer process; frame how they ended (the verdict's source)."""
+    global _CLIENT
+    _CLIENT = _Client(channel)
+    remote = job["remote"]
+    namespace = _TestGlobals(__name__="__tests__", __builtins__=builtins)
+    try:
+        exec(compile(remote["prelude"], "<prompt>", "exec"), namespace)  # a HumanEval prompt's helpers
+        if remote["entry_point"]:
+            namespace[remote["entry_point"]] = _CLIENT.request(["get", remote["entry_point"]])
+        exec(compile(remote["tests"], "<tests>", "exec"), namespace)
+        if remote["check"]:
+            namespace["check"](namespace[remote["entry_point"]])
+    except _AnswerGone:
+        _frame("exit", None, "the answer's process ended")
+        return
+    except SystemExit as stop:
+        _frame("exit", None, _plain_code(stop.code))
+        return
+    except BaseException as error:
+        _report_uncaught(error)
+        return
+    sys.stdout.flush()
+    _frame("end")
