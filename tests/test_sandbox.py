@@ -344,3 +344,26 @@ def test_bubblewrap_mode_runs_when_namespaces_are_not_offered(monkeypatch):
     monkeypatch.setattr(sandbox, "_ISOLATION", chosen)
     result = run_python("import os, numpy\nprint(os.listdir('/tmp'), numpy.int64(2) * 3)", QUICK)
     assert result.passed and result.isolation == "bwrap" and result.stdout.split() == ["['work']", "6"]
+
+
+def test_the_answer_cannot_reach_the_tests_process(mode):
+    # Tests apart from the answer (sandbox_remote.py): in every mode the answer's process can neither
+    # trace the tests' process nor open its status pipe through /proc, so a failing answer stays failing.
+    from tunelens.evaluate.judge import Case, judge
+
+    attack = ("import os, ctypes\n"
+              "libc = ctypes.CDLL(None, use_errno=True)\n"
+              "for pid in {1, os.getppid()}:\n"
+              "    print('ptrace', libc.ptrace(16, pid, 0, 0))\n"  # PTRACE_ATTACH
+              "    try:\n        fds = os.listdir('/proc/%d/fd' % pid)\n    except OSError as e:\n"
+              "        print('listdir', type(e).__name__)\n        fds = [str(n) for n in range(3, 12)]\n"
+              "    for fd in fds:\n        try:\n            w = os.open('/proc/%d/fd/%s' % (pid, fd), os.O_WRONLY)\n"
+              "            os.write(w, b'[\"end\"]\\n')\n            print('wrote', pid, fd)\n"
+              "        except OSError:\n            pass\n"
+              "def add(a, b):\n    return a - b\n")
+    case = Case(tests="for a, b in ((2, 3),):\n    assert add(a, b) == a + b\n", entry_point="add")
+    verdict = judge(case, attack, QUICK)
+    assert not verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-300:])
+    assert "wrote" not in verdict.stdout and "ptrace 0" not in verdict.stdout, verdict.stdout
+    right = judge(case, "def add(a, b):\n    return a + b\n", QUICK)
+    assert right.passed and right.judged == "sandbox-apart", right.reason
