@@ -1,14 +1,17 @@
 """The verdict on an answer: does its code pass the case's tests?
 
-Two ways, chosen per case from the shape of its tests (judge_plan):
+Three ways, chosen per case from the shape of its tests (judge_plan) and its reference:
 
 * ``host``: only the answer's code and the calls the tests make run in the sandbox; each call's
   result comes back as plain data and the host evaluates the asserts. The answer never sees the
   tests or the expected values, and nothing it builds takes part in a comparison, so the worst it can
   do is choose its own outputs, which is what is being judged.
-* ``in-sandbox``: tests of any other shape run with the code in one sandboxed program, and it passes
-  when the program reaches its end. An answer written to attack this harness can fake that end
-  (docs/eval-suites.md says what remains possible).
+* ``sandbox-apart``: tests of any other shape run in the sandbox in a process of their own, reaching
+  the answer's process only through requests (sandbox_remote.py); only the tests' process can write
+  the frame that says they reached their end.
+* ``sandbox-shared``: when the case's reference fails apart (its tests need the answer's classes or
+  objects in their own process), tests and code run as one program. An answer written to attack this
+  harness can fake its end there (docs/eval-suites.md says what remains possible).
 
 Either way the reason for a failure comes from the sandbox's status frames and the host's own
 observations (see sandbox.ending_reason), and the answer's stdout and stderr are kept.
@@ -72,7 +75,7 @@ def plan_for(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
 
 
 def program_for(case: Case, code: str) -> str:
-    """The in-sandbox program: the code, then the tests (then ``check(entry_point)`` for the
+    """The one-program form (``sandbox-shared``): the code, then the tests (then ``check(entry_point)`` for the
     HumanEval form)."""
     program = case.prelude + code + "\n\n" + case.tests + "\n"
     if case.entry_point and _defines_check(case.tests):

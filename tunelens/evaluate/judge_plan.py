@@ -13,7 +13,7 @@ case's entry point. ``EXPR`` may use literals, ``== != < <= > >= in not-in``, ``
 None/True/False, ``and or not``, arithmetic, subscripts and slices, a few pure built-ins (``SAFE``) and
 ``math`` functions, and calls into the answer: ``name(args)`` where ``name`` is not a built-in and not
 bound by the tests. Anything else (variables, loops, helper functions, attribute access on results,
-classes, ``try``) keeps the case *in-sandbox*: see docs/eval-suites.md.
+classes, ``try``) keeps the tests in the sandbox (judge.py): see docs/eval-suites.md.
 """
 
 from __future__ import annotations
