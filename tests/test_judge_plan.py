@@ -34,6 +34,8 @@ def test_host_shapes(tests):
     ("assert len([x for x in f(1)]) == 2", "ListComp"),
     ("assert isinstance(f(1), list) and f(2) is f(2)", "'is' against"),
     ("assert f(1) ** 2 == 4", "** on an answer's result"),
+    ("assert sum(range(f(1))) == 4", "range() of an answer's result"),
+    ("assert len(bytes(f(1))) == 4", "bytes() of an answer's result"),
     ("assert f(g(1)) == 2", "computed from results"),
     ("def helper():\n    return 1\nassert f(1) == helper()", "FunctionDef"),
     ("assert print(1) is None", "not a function of the answer"),

@@ -44,6 +44,7 @@ TYPE_NAMES = ("int", "float", "str", "bool", "bytes", "list", "tuple", "dict", "
 VARIABLE = "_var_"  # host expressions name a test variable x as _var_x
 # Built-ins that iterate their one argument: a result they take that is not plain data (a generator,
 # an iterable object of the answer's) is turned into a list inside the sandbox, by the answer's code.
+SIZED_BY_ARGUMENT = ("range", "bytes")
 CONSUMERS = ("list", "tuple", "set", "frozenset", "sorted", "sum", "min", "max", "any", "all", "dict")
 
 
@@ -286,6 +287,9 @@ class _Builder:
         func = node.func
         if isinstance(func, ast.Name) and func.id in SAFE and func.id not in self.bound | set(self.aliases):
             args = [self.expr(a) for a in self._no_star(node.args)]
+            if func.id in SIZED_BY_ARGUMENT and any(_has_probe(a) for a in args):
+                # range(n) and bytes(n) cost time or memory on the host in proportion to an answer's n
+                raise NotHostShape(f"line {node.lineno}: {func.id}() of an answer's result")
             if func.id in CONSUMERS and len(args) == 1 and _is_probe(args[0]):
                 index = int(args[0].id[len("_probe"):])
                 self.probes[index] = dataclasses.replace(self.probes[index], consume=True)
