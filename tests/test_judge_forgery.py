@@ -168,6 +168,9 @@ def test_a_failing_answer_keeps_its_output():
     verdict = judge(PLAIN, "print('thinking about', 2 + 3)\n" + WRONG, QUICK)
     assert not verdict.passed and verdict.stdout == "thinking about 5\n"
     assert verdict.detail == "line 1: assert add(2, 3) == 5"
+    noisy = "print('defining')\ndef add(a, b):\n    print('adding', a, b)\n    return a - b\n"
+    apart = judge(LOOP, noisy, QUICK)  # printed in the answer's process, kept though the tests end it
+    assert not apart.passed and apart.judged == "sandbox-apart" and apart.stdout == "defining\nadding 2 3\n"
 
 
 def test_results_round_trip_exactly():
@@ -254,3 +257,26 @@ def test_the_reference_decides_when_tests_share_the_answers_process():
     assert verdict.judged == "sandbox-shared" and verdict.reason == "test-failed"
     # without a reference nothing can say so: apart, where this correct answer fails
     assert judge(Case(tests=tests, entry_point="Square"), reference, QUICK).judged == "sandbox-apart"
+
+
+def test_the_tests_never_enter_the_answers_process():
+    # Apart, the tests reach their own process through a pipe the answer's never holds; a spy that
+    # reads its whole address space finds the tests' expected value no more often than a number built
+    # the same way that is in no test (both are in the spy's own memory as it searches).
+    case = Case(tests="for n in (1,):\n    assert add(n, n) == 987654321\n", entry_point="add")
+    spy = ("marks = [''.join(['== 98765', '4321']).encode(), ''.join(['== 12345', '6789']).encode()]\n"
+           "counts = [0, 0]\n"
+           "mem = open('/proc/self/mem', 'rb', 0)\n"
+           "for line in open('/proc/self/maps'):\n"
+           "    span, perms = line.split()[:2]\n"
+           "    if 'r' not in perms or '[vvar]' in line or '[vsyscall]' in line:\n        continue\n"
+           "    start, end = (int(x, 16) for x in span.split('-'))\n"
+           "    try:\n        mem.seek(start)\n        data = mem.read(end - start)\n    except (OSError, OverflowError, ValueError):\n        continue\n"
+           "    counts = [c + data.count(m) for c, m in zip(counts, marks)]\n"
+           "print(counts)\n"
+           "def add(a, b):\n    return a + b\n")
+    verdict = judge(case, spy, Limits(wall_s=20, memory_mb=1024))
+    assert verdict.judged == "sandbox-apart" and verdict.reason == "test-failed", (verdict.reason, verdict.stderr[-500:])
+    assert verdict.stdout.startswith("["), (verdict.stdout, verdict.stderr[-500:])
+    expected, control = eval(verdict.stdout)
+    assert control > 0 and expected == control, verdict.stdout

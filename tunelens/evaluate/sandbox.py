@@ -38,6 +38,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,8 +117,8 @@ def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool 
     (sandbox_remote.py): the tests reach the answer only through requests, and only their process
     writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
     ``check(entry_point)``."""
-    remote = {"tests": tests, "prelude": prelude, "entry_point": entry_point, "check": check}
-    return _run_job(prelude + code, None, limits or Limits(), unsafe, remote)
+    remote = {"prelude": prelude, "entry_point": entry_point, "check": check}
+    return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
 
 
 def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
@@ -184,13 +185,14 @@ def _mode_for(unsafe: bool) -> str:
 # Host side: start the launcher, feed it the job, read its pipes with caps and a deadline.
 
 
-def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None) -> SandboxResult:
+def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None,
+             private: bytes | None = None) -> SandboxResult:
     mode = _mode_for(unsafe)
     job = _job(code, calls, limits, mode)
     if remote:
         job.update(remote=remote, remote_source=_remote_source())
     try:
-        return _launch(job, limits, mode)
+        return _launch(job, limits, mode, private)
     finally:
         if mode == UNSAFE:
             _remove_tree(job["workdir"])
@@ -264,14 +266,22 @@ def _bwrap_args(job: dict) -> list[str]:
     return args
 
 
-def _launch(job: dict, limits: Limits, mode: str) -> SandboxResult:
+def _launch(job: dict, limits: Limits, mode: str, private: bytes | None = None) -> SandboxResult:
+    """Run the launcher on ``job``. ``private`` (the tests, for run_apart) goes through a pipe of its
+    own that only the tests' process reads: it is never in the answer's process, not even in memory."""
     start = time.monotonic()
     status_r, status_w = os.pipe()
+    private_r, private_w = os.pipe() if private is not None else (None, None)
+    job["private_fd"] = private_r
     proc = subprocess.Popen(
         _command(mode, status_w, job), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, pass_fds=(status_w,), env=dict(CLEAN_ENV),
-        cwd=job["workdir"] if mode == UNSAFE else "/", start_new_session=True)
+        stderr=subprocess.PIPE, pass_fds=tuple(fd for fd in (status_w, private_r) if fd is not None),
+        env=dict(CLEAN_ENV), cwd=job["workdir"] if mode == UNSAFE else "/", start_new_session=True)
     os.close(status_w)
+    if private is not None:
+        os.close(private_r)
+        # A thread: the pipe holds 64 KiB, and the launcher reads it only once it has forked.
+        threading.Thread(target=_write_all, args=(private_w, private), daemon=True).start()
     try:
         _send(proc, job)
         out, err, status, killed_for = _collect(proc, status_r, limits, start)
@@ -286,6 +296,16 @@ def _launch(job: dict, limits: Limits, mode: str) -> SandboxResult:
     result.reason = "malformed-status" if malformed and not killed_for else ending_reason(result)
     result.passed = result.reason is None
     return result
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the launcher is gone
+        pass
+    finally:
+        os.close(fd)
 
 
 def _send(proc: subprocess.Popen, job: dict) -> None:

@@ -103,24 +103,42 @@ def _run_apart(job: dict) -> None:
     to_answer_r, to_answer_w = os.pipe()
     to_tests_r, to_tests_w = os.pipe()
     uid = job["uid"] if job["isolation"] == "namespaces" else None
+    # Not dumpable from before the fork on: a process of the same uid (the answer's, outside root
+    # namespaces) cannot ptrace this one or open its pipes through /proc.
+    _not_dumpable()
     if os.fork() == 0:
         os.close(_STATUS_FD)
+        os.close(job["private_fd"])  # the tests: never read into the answer's process
         os.close(to_answer_w)
         os.close(to_tests_r)
         _become(job["answer_uid"] if uid is not None else None)
+        _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
         sys.stdout.flush()
         os._exit(0)
     os.close(to_answer_r)
     os.close(to_tests_w)
     _become(uid)
+    _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
+    tests = _read_all(job["private_fd"]).decode()
+    remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
+    os._exit(0)
+
+
+def _not_dumpable(dumpable: int = 0) -> None:
     import ctypes
 
-    # Not dumpable: a process of the same uid (the answer's, outside root namespaces) cannot ptrace
-    # this one or open its status pipe through /proc.
-    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl dumpable")
-    remote["run_tests"](job, remote["_Channel"](to_tests_r, to_answer_w))
-    os._exit(0)
+    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            os.close(fd)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 # ---------------------------------------------------------------------------------------------------

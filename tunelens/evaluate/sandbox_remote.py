@@ -137,9 +137,11 @@ class _Server:
     def handle(self, message: list) -> None:
         try:
             value, changed = self.perform(message)
-            self.channel.send(["ok", self.encode(value), changed])
+            reply = ["ok", self.encode(value), changed]
         except BaseException as error:  # the answer's exception is its outcome for this request
-            self.channel.send(_raised(error))
+            reply = _raised(error)
+        _flush()  # what it printed reaches the host before the tests may end (and the sandbox with them)
+        self.channel.send(reply)
 
     def perform(self, message: list):
         kind = message[0]
@@ -197,6 +199,7 @@ def serve_answer(code: str, channel: _Channel) -> None:
     except BaseException as error:
         # Every request now gets the definition's error: the tests fail with its type.
         _report_traceback(error)
+        _flush()
         while True:
             try:
                 channel.receive()
@@ -204,6 +207,14 @@ def serve_answer(code: str, channel: _Channel) -> None:
                 return
             channel.send(_raised(error))
     _Server(namespace, channel).serve()
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
 
 
 def _report_traceback(error: BaseException) -> None:
@@ -380,7 +391,7 @@ class _TestGlobals(dict):
         return value
 
 
-def run_tests(job: dict, channel: _Channel) -> None:
+def run_tests(job: dict, tests: str, channel: _Channel) -> None:
     """Run the tests against the answer process; frame how they ended (the verdict's source)."""
     global _CLIENT
     _CLIENT = _Client(channel)
@@ -390,7 +401,7 @@ def run_tests(job: dict, channel: _Channel) -> None:
         exec(compile(remote["prelude"], "<prompt>", "exec"), namespace)  # a HumanEval prompt's helpers
         if remote["entry_point"]:
             namespace[remote["entry_point"]] = _CLIENT.request(["get", remote["entry_point"]])
-        exec(compile(remote["tests"], "<tests>", "exec"), namespace)
+        exec(compile(tests, "<tests>", "exec"), namespace)
         if remote["check"]:
             namespace["check"](namespace[remote["entry_point"]])
     except _AnswerGone:
