@@ -208,7 +208,6 @@ def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:
     uid = UID_BASE + secrets.randbelow(UID_SPAN) if mode == "namespaces" else None
     nproc = limits.max_processes if uid is not None else _own_processes() + limits.max_processes
     return {"code": code, "calls": calls, "isolation": mode, "uid": uid,
-            "answer_uid": uid + UID_SPAN if uid is not None else None,  # the answer's process, apart
             "workdir": tempfile.mkdtemp(prefix="tunelens-sbx-") if mode == UNSAFE else "/tmp/work",
             "limits": {**limits.__dict__, "nproc": nproc},
             "binds": _binds(), "site_dirs": _site_dirs()}

@@ -111,7 +111,7 @@ def _run_apart(job: dict) -> None:
         os.close(job["private_fd"])  # the tests: never read into the answer's process
         os.close(to_answer_w)
         os.close(to_tests_r)
-        _become(job["answer_uid"] if uid is not None else None)
+        _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
         _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
         sys.stdout.flush()

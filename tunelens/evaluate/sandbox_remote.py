@@ -6,16 +6,19 @@ the **tests process** runs the tests (and a HumanEval prompt's own helpers), whe
 take from the answer is a ``Proxy``: calling it, reading an attribute, iterating, using an operator
 sends a request and gets back plain data (exact built-in types) or a handle to an object that stays in
 the answer process. Only the tests process holds the status pipe and writes the verdict's ``end``
-frame. The two run as different uids where the sandbox is root (else the tests process is made
-non-dumpable, so the answer cannot ptrace it or open its fds through /proc), and share only the
-working directory, so tests that create or read files still work.
+frame. The two run as the same unprivileged uid; the tests process is made non-dumpable before the
+fork, so the answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID
+namespace's init it ignores the answer's kill(). They share only the working directory, so tests that
+create or read files still work. The tests' source reaches the tests process through a private pipe
+after the fork: it is never in the answer's process.
 
 What this keeps from the answer: equality between an answer's object and anything else is never asked
 of the answer (``Proxy == 5`` is False; two of its objects compare by its own ``__eq__``, which is its
 class being tested), and a result is plain data or a handle, never an object with behaviour inside the
 tests' process. A test variable passed to a call (a list, dict or set) is updated in place with the
-answer's changes to it. Functions of the tests passed to the answer (a ``key=lambda``) are called back
-in the tests process.
+answer's changes to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the
+tests passed to the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and
+are used by reference: the answer's calls, iteration and indexing of them are requests back.
 
 This file is sent to the launcher as source in the job (it must work inside bwrap, where nothing of the
 host is readable) and run with the launcher's globals (``_frame``, ``_encode``, ``_decode``...).
@@ -82,23 +85,45 @@ def _builtin_exception(names: list, args: list) -> BaseException:
 # The answer process: defines the code, then serves requests until the tests process closes the pipe.
 
 
-class _Callback:
-    """A function of the tests, called from the answer: the call goes back to the tests process."""
+class _TestsObject:
+    """An object of the tests' (a function, a range, an iterator...) in the answer's hands: calling or
+    iterating it goes back to the tests' process, where it stays."""
 
-    def __init__(self, server, ident: int):
-        self.server, self.ident = server, ident
+    def __init__(self, server, ident: int, name: str):
+        self._server, self._ident = server, ident
+        self.__name__ = self.__qualname__ = name  # what functools.wraps copies
+        self.__doc__, self.__module__ = None, "__tests__"
 
     def __call__(self, *args, **kwargs):
-        channel = self.server.channel
-        channel.send(["cb", self.ident, [self.server.encode(a) for a in args],
-                      [[k, self.server.encode(v)] for k, v in kwargs.items()]])
+        return self._back("call", args, kwargs)
+
+    def __iter__(self):
+        return self._back("iter", (), {})
+
+    def __next__(self):
+        return self._back("next", (), {})
+
+    def __len__(self):
+        return self._back("len", (), {})
+
+    def __bool__(self):
+        return self._back("bool", (), {}) is True
+
+    def __getitem__(self, key):
+        return self._back("getitem", (key,), {})
+
+    def _back(self, operation: str, args, kwargs):
+        server = self._server
+        channel = server.channel
+        channel.send(["cb", self._ident, operation, [server.encode(a) for a in args],
+                      [[k, server.encode(v)] for k, v in kwargs.items()]])
         while True:
             message = channel.receive()
             if message[0] == "cbret":
-                return self.server.decode(message[1])
+                return server.decode(message[1])
             if message[0] == "raise":
                 raise _builtin_exception(message[1], message[2])
-            self.server.handle(message)  # a request made by the callback itself
+            server.handle(message)  # a request made by the tests' code while it runs
 
 
 class _Server:
@@ -108,6 +133,10 @@ class _Server:
 
     def encode(self, value):
         value = _plain_scalar(value)
+        if isinstance(value, _TestsObject):
+            return ["c", value._ident, value.__name__]
+        if type(value) is type and getattr(builtins, value.__name__, None) is value:
+            return ["T", value.__name__]
         try:
             return _encode(value, 0)
         except (_Unserializable, RecursionError):
@@ -118,7 +147,9 @@ class _Server:
         if tagged[0] == "h":
             return self.objects[tagged[1]]
         if tagged[0] == "c":
-            return _Callback(self, tagged[1])
+            return _TestsObject(self, tagged[1], str(tagged[2]))
+        if tagged[0] == "T":
+            return _builtin_type(tagged[1])
         if tagged[0] in ("l", "t", "S", "F"):
             kind = {"l": list, "t": tuple, "S": set, "F": frozenset}[tagged[0]]
             return kind(self.decode(item) for item in tagged[1])
@@ -168,6 +199,18 @@ class _Server:
             except (_Unserializable, RecursionError):
                 changed.append([where, None])
         return changed
+
+
+def _builtin_type(name) -> type:
+    kind = getattr(builtins, str(name), None)
+    if not isinstance(kind, type):
+        raise TypeError("no built-in type %r" % (name,))
+    return kind
+
+
+# What the answer may do with an object of the tests' (the client runs it on the real object).
+_BACK = {"call": lambda f, *a, **k: f(*a, **k), "iter": lambda o: iter(o), "next": lambda o: next(o),
+         "len": lambda o: len(o), "bool": lambda o: bool(o), "getitem": lambda o, key: o[key]}
 
 
 def _exit_context(manager, has_error):
@@ -252,8 +295,10 @@ class _Client:
 
     def _callback(self, message: list) -> None:
         try:
-            function = self.callbacks[message[1]]
-            value = function(*[self.decode(a) for a in message[2]], **{k: self.decode(v) for k, v in message[3]})
+            target = self.callbacks[message[1]]
+            args = [self.decode(a) for a in message[3]]
+            kwargs = {k: self.decode(v) for k, v in message[4]}
+            value = _BACK[message[2]](target, *args, **kwargs)
             self.channel.send(["cbret", self.encode(value)])
         except _AnswerGone:
             raise
@@ -281,16 +326,21 @@ class _Client:
             return [{list: "l", tuple: "t", set: "S", frozenset: "F"}[kind], [self.encode(v) for v in value]]
         if kind is dict:
             return ["d", [[self.encode(k), self.encode(v)] for k, v in value.items()]]
-        if callable(value) and not isinstance(value, type):
-            self.callbacks[id(value)] = value
-            return ["c", id(value)]
+        if kind is type and getattr(builtins, value.__name__, None) is value:
+            return ["T", value.__name__]  # int, ValueError...: the same class on both sides
         try:
             return _encode(_plain_scalar(value), 0)
         except _Unserializable:
-            raise TypeError("the tests passed a %s to the answer: only plain data, the answer's own "
-                            "objects and functions cross" % kind.__name__) from None
+            if isinstance(value, type):  # a class of the tests': the answer cannot hold it
+                raise TypeError("the tests passed their class %s to the answer" % value.__name__) from None
+            self.callbacks[id(value)] = value  # functions, ranges, iterators...: used by reference
+            return ["c", id(value), getattr(value, "__name__", type(value).__name__)]
 
     def decode(self, tagged):
+        if type(tagged) is list and tagged[:1] == ["T"]:
+            return _builtin_type(tagged[1])
+        if type(tagged) is list and tagged[:1] == ["c"]:
+            return self.callbacks[tagged[1]]  # one of the tests' own objects, handed back
         if type(tagged) is list and tagged[:1] == ["h"] and type(tagged[1]) is int:
             proxy = self.proxies.get(tagged[1])
             if proxy is None:
