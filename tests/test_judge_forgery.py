@@ -280,3 +280,20 @@ def test_the_tests_never_enter_the_answers_process():
     assert verdict.stdout.startswith("["), (verdict.stdout, verdict.stderr[-500:])
     expected, control = eval(verdict.stdout)
     assert control > 0 and expected == control, verdict.stdout
+
+
+def test_objects_of_the_tests_are_used_by_reference():
+    # A range, a decorated function and a built-in class handed to the answer stay in the tests'
+    # process; the answer iterates, calls and wraps them through requests back.
+    case = Case(tests=("assert chunks(range(5), 2) == [[0, 1], [2, 3], [4]]\n"
+                       "@counted\ndef double(x):\n    return 2 * x\n"
+                       "assert double(4) == 8 and double.calls == 1 and double.__name__ == 'double'\n"
+                       "assert convert(['1', '2'], int) == [1, 2]\n"), entry_point="chunks")
+    code = ("import functools\n"
+            "def chunks(items, n):\n    out = []\n    for x in items:\n"
+            "        if not out or len(out[-1]) == n:\n            out.append([])\n        out[-1].append(x)\n    return out\n"
+            "def counted(f):\n    @functools.wraps(f)\n    def wrapper(*a):\n        wrapper.calls += 1\n        return f(*a)\n"
+            "    wrapper.calls = 0\n    return wrapper\n"
+            "def convert(xs, kind):\n    return [kind(x) for x in xs]\n")
+    verdict = judge(case, code, QUICK)
+    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
