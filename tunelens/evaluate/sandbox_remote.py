@@ -25,6 +25,7 @@ host is readable) and run with the launcher's globals (``_frame``, ``_encode``, 
 """
 
 import builtins
+import datetime
 import json
 import operator
 import os
@@ -56,12 +57,61 @@ class _Channel:
         return json.loads(line)
 
 
+# Between the two processes, values are the plain tagged data of the host's wire, plus dates and times
+# (stdlib classes the two sides rebuild alike), plus what ``special`` makes of everything else: a handle
+# to one of the answer's objects, a built-in class by name, or one of the tests' objects by reference.
+_CONTAINERS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+_CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINERS.items()}
+_TIMES = (datetime.date, datetime.datetime, datetime.time)
+
+
+def _pack(value, special, depth: int = 0):
+    if depth > MAX_DEPTH:
+        raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
+    kind = type(value)
+    if kind in _TIMES:
+        return ["dt", kind.__name__, value.isoformat()]
+    if kind is datetime.timedelta:
+        return ["td", value.days, value.seconds, value.microseconds]
+    if kind in _CONTAINERS:
+        return [_CONTAINERS[kind], [_pack(item, special, depth + 1) for item in value]]
+    if kind is dict:
+        return ["d", [[_pack(k, special, depth + 1), _pack(v, special, depth + 1)] for k, v in value.items()]]
+    try:
+        return _encode(_plain_scalar(value), depth)
+    except _Unserializable:
+        return special(value)
+
+
+def _unpack(tagged, special):
+    tag = tagged[0]
+    if tag in _CONTAINER_KINDS:
+        return _CONTAINER_KINDS[tag](_unpack(item, special) for item in tagged[1])
+    if tag == "d":
+        return {_unpack(k, special): _unpack(v, special) for k, v in tagged[1]}
+    if tag == "dt" and tagged[1] in ("date", "datetime", "time"):
+        return getattr(datetime, tagged[1]).fromisoformat(tagged[2])
+    if tag == "td":
+        return datetime.timedelta(int(tagged[1]), int(tagged[2]), int(tagged[3]))
+    if tag in ("n", "B", "i", "f", "s", "b"):
+        return _decode(tagged)
+    return special(tagged)
+
+
+def _refuse(value):
+    raise _Unserializable("not plain data: %s" % type(value).__name__)
+
+
+def _no_special(tagged):
+    raise TypeError("unexpected value tag %r" % (tagged[0],))
+
+
 def _raised(error: BaseException) -> list:
     """An exception as a message: its classes' names and its arguments (plain data, else their str)."""
     args = []
     for arg in error.args[:8]:
         try:
-            args.append(_encode(arg, 0))
+            args.append(_pack(arg, _refuse))
         except (_Unserializable, RecursionError):
             args.append(["s", str(arg)[:2000]])
     return ["raise", [kind.__name__ for kind in type(error).__mro__], args]
@@ -70,7 +120,7 @@ def _raised(error: BaseException) -> list:
 def _builtin_exception(names: list, args: list) -> BaseException:
     """The first built-in exception class among an error's class names (its own class may be one the
     answer defined, which does not exist here), with its arguments."""
-    values = [_decode(arg) for arg in args]
+    values = [_unpack(arg, _no_special) for arg in args]
     for name in names:
         kind = getattr(builtins, str(name), None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
@@ -132,30 +182,30 @@ class _Server:
         self.objects: dict = {}
 
     def encode(self, value):
-        value = _plain_scalar(value)
+        try:
+            return _pack(value, self._special)
+        except (_Unserializable, RecursionError):
+            return self._special(value)  # too deep: the whole value stays here
+
+    def _special(self, value):
         if isinstance(value, _TestsObject):
             return ["c", value._ident, value.__name__]
         if type(value) is type and getattr(builtins, value.__name__, None) is value:
             return ["T", value.__name__]
-        try:
-            return _encode(value, 0)
-        except (_Unserializable, RecursionError):
-            self.objects[id(value)] = value  # kept alive: the tests may use it again
-            return ["h", id(value)]
+        self.objects[id(value)] = value  # kept alive: the tests may use it again
+        return ["h", id(value)]
 
     def decode(self, tagged):
+        return _unpack(tagged, self._unspecial)
+
+    def _unspecial(self, tagged):
         if tagged[0] == "h":
             return self.objects[tagged[1]]
         if tagged[0] == "c":
             return _TestsObject(self, tagged[1], str(tagged[2]))
         if tagged[0] == "T":
             return _builtin_type(tagged[1])
-        if tagged[0] in ("l", "t", "S", "F"):
-            kind = {"l": list, "t": tuple, "S": set, "F": frozenset}[tagged[0]]
-            return kind(self.decode(item) for item in tagged[1])
-        if tagged[0] == "d":
-            return {self.decode(k): self.decode(v) for k, v in tagged[1]}
-        return _decode(tagged)
+        raise TypeError("unexpected value tag %r" % (tagged[0],))
 
     def serve(self) -> None:
         while True:
@@ -195,7 +245,7 @@ class _Server:
         for where in watched:
             value = args[where] if type(where) is int else kwargs[where]
             try:
-                changed.append([where, _encode(value, 0)])
+                changed.append([where, _pack(value, _refuse)])
             except (_Unserializable, RecursionError):
                 changed.append([where, None])
         return changed
@@ -310,7 +360,7 @@ class _Client:
             target = watched.get(where) if isinstance(watched, dict) else None
             if target is None or tagged is None:
                 continue
-            value = _decode(tagged)
+            value = _unpack(tagged, _no_special)
             if type(target) is list and type(value) is list:
                 target[:] = value
             elif type(target) in (dict, set) and type(value) is type(target):
@@ -318,35 +368,33 @@ class _Client:
                 target.update(value)
 
     def encode(self, value):
-        """What the tests send: plain data, the answer's own objects (handles), or callbacks."""
+        """What the tests send: plain data, the answer's own objects (handles), or their own by reference."""
+        return _pack(value, self._special)
+
+    def _special(self, value):
         if type(value) is Proxy:
             return ["h", object.__getattribute__(value, "_h")]
-        kind = type(value)
-        if kind in (list, tuple, set, frozenset):
-            return [{list: "l", tuple: "t", set: "S", frozenset: "F"}[kind], [self.encode(v) for v in value]]
-        if kind is dict:
-            return ["d", [[self.encode(k), self.encode(v)] for k, v in value.items()]]
-        if kind is type and getattr(builtins, value.__name__, None) is value:
+        if type(value) is type and getattr(builtins, value.__name__, None) is value:
             return ["T", value.__name__]  # int, ValueError...: the same class on both sides
-        try:
-            return _encode(_plain_scalar(value), 0)
-        except _Unserializable:
-            if isinstance(value, type):  # a class of the tests': the answer cannot hold it
-                raise TypeError("the tests passed their class %s to the answer" % value.__name__) from None
-            self.callbacks[id(value)] = value  # functions, ranges, iterators...: used by reference
-            return ["c", id(value), getattr(value, "__name__", type(value).__name__)]
+        if isinstance(value, type):  # a class of the tests': the answer cannot hold it
+            raise TypeError("the tests passed their class %s to the answer" % value.__name__)
+        self.callbacks[id(value)] = value  # functions, ranges, iterators...: used by reference
+        return ["c", id(value), getattr(value, "__name__", type(value).__name__)]
 
     def decode(self, tagged):
-        if type(tagged) is list and tagged[:1] == ["T"]:
+        return _unpack(tagged, self._unspecial)
+
+    def _unspecial(self, tagged):
+        if tagged[0] == "T":
             return _builtin_type(tagged[1])
-        if type(tagged) is list and tagged[:1] == ["c"]:
+        if tagged[0] == "c":
             return self.callbacks[tagged[1]]  # one of the tests' own objects, handed back
-        if type(tagged) is list and tagged[:1] == ["h"] and type(tagged[1]) is int:
+        if tagged[0] == "h" and type(tagged[1]) is int:
             proxy = self.proxies.get(tagged[1])
             if proxy is None:
                 proxy = self.proxies[tagged[1]] = Proxy(tagged[1])
             return proxy
-        return _decode(tagged)
+        raise RuntimeError("malformed value from the answer process")
 
     def call(self, target, args, kwargs):
         watched = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
