@@ -245,18 +245,16 @@ def test_objects_of_the_answer_are_used_through_requests():
 
 
 def test_the_reference_decides_when_tests_share_the_answers_process():
-    # isinstance() against the answer's own class cannot work apart: the reference fails there, so
-    # every answer to this case runs in one program with its tests.
-    tests = "s = Square(2)\nassert isinstance(s, Shape) and s.area() == 4\n"
-    reference = "class Shape:\n    pass\nclass Square(Shape):\n    def __init__(self, n):\n        self.n = n\n" \
-                "    def area(self):\n        return self.n ** 2\n"
-    case = Case(tests=tests, entry_point="Square", reference=reference)
+    # A test that hands the answer one of its own classes cannot run apart: the reference fails there,
+    # so every answer to this case runs in one program with its tests.
+    tests = "class Local:\n    pass\nassert describe(Local) == 'Local'\n"
+    reference = "def describe(kind):\n    return kind.__name__\n"
+    case = Case(tests=tests, entry_point="describe", reference=reference)
     assert judge(case, reference, QUICK).judged == "sandbox-shared" and judge(case, reference, QUICK).passed
-    wrong = reference.replace("** 2", "* 3")
-    verdict = judge(case, wrong, QUICK)
+    verdict = judge(case, "def describe(kind):\n    return 'Other'\n", QUICK)
     assert verdict.judged == "sandbox-shared" and verdict.reason == "test-failed"
     # without a reference nothing can say so: apart, where this correct answer fails
-    assert judge(Case(tests=tests, entry_point="Square"), reference, QUICK).judged == "sandbox-apart"
+    assert judge(Case(tests=tests, entry_point="describe"), reference, QUICK).judged == "sandbox-apart"
 
 
 def test_the_tests_never_enter_the_answers_process():
@@ -297,3 +295,21 @@ def test_objects_of_the_tests_are_used_by_reference():
             "def convert(xs, kind):\n    return [kind(x) for x in xs]\n")
     verdict = judge(case, code, QUICK)
     assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+
+
+def test_the_answers_classes_work_with_isinstance_and_except():
+    case = Case(tests=("assert isinstance(Square(2), Shape) and not isinstance(3, Shape)\n"
+                       "try:\n    Square(-1)\n    raise AssertionError('no error')\nexcept BadSize as err:\n"
+                       "    assert err.size == -1 and str(err) == 'bad: -1' and isinstance(err, ValueError)\n"),
+                entry_point="Square")
+    code = ("class Shape:\n    pass\n"
+            "class BadSize(ValueError):\n    def __init__(self, size):\n        super().__init__(f'bad: {size}')\n"
+            "        self.size = size\n"
+            "class Square(Shape):\n    def __init__(self, n):\n        if n < 0:\n            raise BadSize(n)\n")
+    verdict = judge(case, code, QUICK)
+    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    # An exception class of the answer's named like a built-in is not taken for it.
+    fake = Case(tests="try:\n    f()\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n", entry_point="f")
+    impostor = "class ValueError(Exception):\n    pass\ndef f():\n    raise ValueError('not the built-in')\n"
+    verdict = judge(fake, impostor, QUICK)
+    assert not verdict.passed and "not the built-in" in verdict.stderr

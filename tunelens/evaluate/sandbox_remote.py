@@ -106,15 +106,26 @@ def _no_special(tagged):
     raise TypeError("unexpected value tag %r" % (tagged[0],))
 
 
-def _raised(error: BaseException) -> list:
-    """An exception as a message: its classes' names and its arguments (plain data, else their str)."""
+def _raised(error: BaseException, objects: dict | None = None) -> list:
+    """An exception as a message: its classes' names and its arguments (plain data, else their str);
+    from the answer's process also handles to the error and its class (``objects`` keeps them)."""
     args = []
     for arg in error.args[:8]:
         try:
             args.append(_pack(arg, _refuse))
         except (_Unserializable, RecursionError):
             args.append(["s", str(arg)[:2000]])
-    return ["raise", [kind.__name__ for kind in type(error).__mro__], args]
+    message = ["raise", _class_names(type(error)), args]
+    if objects is not None:
+        objects[id(error)], objects[id(type(error))] = error, type(error)
+        message += [id(error), id(type(error))]
+    return message
+
+
+def _class_names(kind: type) -> list:
+    """The names of a class and its bases; one that is not the built-in of that name gets a "~"
+    first, so an answer's class called ValueError is never taken for the built-in one."""
+    return [k.__name__ if getattr(builtins, k.__name__, None) is k else "~" + k.__name__ for k in kind.__mro__]
 
 
 def _builtin_exception(names: list, args: list) -> BaseException:
@@ -193,6 +204,8 @@ class _Server:
         if type(value) is type and getattr(builtins, value.__name__, None) is value:
             return ["T", value.__name__]
         self.objects[id(value)] = value  # kept alive: the tests may use it again
+        if isinstance(value, type) and issubclass(value, BaseException):
+            return ["E", id(value), _class_names(value)]  # for `except` in the tests
         return ["h", id(value)]
 
     def decode(self, tagged):
@@ -220,7 +233,7 @@ class _Server:
             value, changed = self.perform(message)
             reply = ["ok", self.encode(value), changed]
         except BaseException as error:  # the answer's exception is its outcome for this request
-            reply = _raised(error)
+            reply = _raised(error, self.objects)
         _flush()  # what it printed reaches the host before the tests may end (and the sandbox with them)
         self.channel.send(reply)
 
@@ -277,7 +290,7 @@ _OPERATIONS = {
     "delitem": lambda o, k: o.__delitem__(k), "enter": lambda m: type(m).__enter__(m), "exit": _exit_context,
     "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "neg": lambda a: -a, "pos": lambda a: +a,
-    "abs": abs, "invert": lambda a: ~a, "reversed": reversed, "call0": lambda f: f(),
+    "abs": abs, "invert": lambda a: ~a, "reversed": reversed, "isinstance": isinstance, "issubclass": issubclass,
 }
 _BINARY = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift", "and", "or", "xor",
            "matmul")
@@ -329,6 +342,27 @@ class _Client:
         self.channel = channel
         self.proxies: dict = {}  # handle -> Proxy, so `is` works on the answer's objects
         self.callbacks: dict = {}
+        self.exception_classes: dict = {}  # handle -> a local stand-in class, so `except` can name it
+
+    def _exception(self, reply: list) -> BaseException:
+        """The answer's exception, to raise here: a built-in one as itself; one of its own classes as
+        an instance of that class's stand-in, whose attributes are read from the real error."""
+        names, args = reply[1], reply[2]
+        if len(reply) != 5 or hasattr(builtins, str(names[0])):
+            return _builtin_exception(names, args)
+        stand_in = self._stand_in(reply[4], names)
+        error = stand_in.__new__(stand_in)
+        BaseException.__init__(error, *[_unpack(arg, _no_special) for arg in args])
+        error.__dict__["_remote"] = self._unspecial(["h", reply[3]])
+        return error
+
+    def _stand_in(self, handle: int, names: list) -> type:
+        if handle not in self.exception_classes:
+            base = next((getattr(builtins, str(n)) for n in names if isinstance(getattr(builtins, str(n), None), type)
+                         and issubclass(getattr(builtins, str(n)), BaseException)), Exception)
+            self.exception_classes[handle] = type(str(names[0]).lstrip("~") or "AnswerError", (base,), {
+                "__module__": "__answer__", "__getattr__": _remote_attribute})
+        return self.exception_classes[handle]
 
     def request(self, message: list, watched=()):
         self.channel.send(message)
@@ -338,7 +372,7 @@ class _Client:
                 self._apply_changes(watched, reply[2])
                 return self.decode(reply[1])
             if reply[0] == "raise":
-                raise _builtin_exception(reply[1], reply[2])
+                raise self._exception(reply)
             if reply[0] != "cb":
                 raise RuntimeError("malformed reply from the answer process")
             self._callback(reply)
@@ -387,6 +421,8 @@ class _Client:
     def _unspecial(self, tagged):
         if tagged[0] == "T":
             return _builtin_type(tagged[1])
+        if tagged[0] == "E" and type(tagged[1]) is int and type(tagged[2]) is list:
+            return self._stand_in(tagged[1], tagged[2])
         if tagged[0] == "c":
             return self.callbacks[tagged[1]]  # one of the tests' own objects, handed back
         if tagged[0] == "h" and type(tagged[1]) is int:
@@ -407,6 +443,14 @@ class _Client:
 
 
 _CLIENT = None
+
+
+def _remote_attribute(error, name):
+    # Only called for attributes the stand-in instance lacks: the answer's error has them.
+    remote = error.__dict__.get("_remote")
+    if remote is None or name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(remote, name)
 
 
 class Proxy:
@@ -449,6 +493,12 @@ class Proxy:
 
     def __exit__(self, kind, error, trace):
         return _CLIENT.operate("exit", self, error is not None) is True
+
+    def __instancecheck__(self, obj):  # isinstance(x, AnswerClass): the answer's own classes decide
+        return _CLIENT.operate("isinstance", obj, self) is True
+
+    def __subclasscheck__(self, kind):
+        return _CLIENT.operate("issubclass", kind, self) is True
 
 
 def _comparison(name):
