@@ -22,7 +22,9 @@ whole process group is killed, and a cap on every pipe the job can write to the 
 stderr together, and the status pipe), so host memory stays bounded whatever the job writes.
 
 How a job ended is read from the launcher's status frames (see sandbox_boot.py) and the exit status,
-never from the text of stderr.
+never from the text of stderr. Three kinds of job: ``run_python`` (a program), ``run_calls`` (the
+answer's code and calls whose results come back as plain data, for asserts judged on the host) and
+``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
 """
 
 from __future__ import annotations
