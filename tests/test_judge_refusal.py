@@ -68,3 +68,26 @@ def test_a_sandboxed_report_names_its_mode(tmp_path):
     assert "ran in the sandbox (%s)" % sandbox.sandbox_isolation() in (tmp_path / "report.md").read_text()
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["judged"] for r in rows] == ["host", "sandbox-apart"]
+
+
+class AddBackend:
+    """Answers every prompt with a correct add()."""
+
+    roles = ("base",)
+
+    def generate(self, prompts, sampling, role):
+        return ["```python\ndef add(a, b):\n    return a + b\n```" for _ in prompts]
+
+    def describe(self):
+        return {"backend": "scripted"}
+
+
+def test_a_resumed_run_keeps_saying_it_was_unsafe(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "_ISOLATION", "none")
+    config = EvalConfig(samples=0, unsafe_no_sandbox=True)
+    run_eval(config, tmp_path, cases=CASES[:1], backend=AddBackend())
+    if sandbox.sandbox_isolation(probe=lambda mode: sandbox._works(mode)) == "none":
+        pytest.skip("no sandbox on this host to resume with")
+    monkeypatch.setattr(sandbox, "_ISOLATION", None)
+    resumed = run_eval(EvalConfig(samples=0), tmp_path, cases=CASES, backend=AddBackend())
+    assert resumed.reused > 0 and resumed.summary["sandbox"] == "unsafe-no-sandbox"

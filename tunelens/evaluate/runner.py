@@ -145,7 +145,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
                                                          progress, backend)
     summary = summarize(rows, config=asdict(config), source=described)
     summary["counts"].update(generated=generated, reused=reused)
-    summary["sandbox"] = sandbox
+    summary["sandbox"] = _sandbox_of_run(out_dir, sandbox, reused)
     atomic_write_json(out_dir / SUMMARY, summary)
     write_reports(summary, rows, out_dir)
     return EvalSummary(out_dir, summary, generated, reused, summary["regressions"], summary["reference_failures"])
@@ -162,6 +162,14 @@ def _sandbox_mode(config: EvalConfig) -> str:
     if not config.unsafe_no_sandbox:
         raise SandboxUnavailable(refusal_message())
     return UNSAFE
+
+
+def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
+    """The mode this call used, unless resumed answers were judged without a sandbox before."""
+    from tunelens.evaluate.sandbox import UNSAFE
+
+    previous = json.loads((out_dir / SUMMARY).read_text()) if reused and (out_dir / SUMMARY).is_file() else {}
+    return UNSAFE if previous.get("sandbox") == UNSAFE else mode
 
 
 def _load_cases(suites: Iterable[str]) -> list:
