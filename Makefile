@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tunelens-installed
 
-.PHONY: setup demo demo-quick test test-fast browser clean
+.PHONY: setup demo demo-quick test test-fast browser sandbox-tools clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test-fast: setup
 # Headless Chromium for the HTML page tests (Debian's package; needs root and the package registry).
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# bubblewrap: the eval sandbox's way in where neither root namespaces nor user namespaces work; CI
+# installs it so that its tests run for real.
+sandbox-tools:
+	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

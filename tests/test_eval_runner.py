@@ -226,7 +226,7 @@ def test_fail_on_regression_exit_codes(tmp_path, discordant, exit_code):
 
 def test_reference_mode_reports_a_failing_reference_by_id(tmp_path):
     result = run_eval(EvalConfig(reference=True), tmp_path, cases=CASES)
-    assert result.reference_failures == ["t/mul: exception: AssertionError"]
+    assert result.reference_failures == ["t/mul: test-failed"]
     rows = read_results(tmp_path / "results.jsonl")
     assert [(r["case_id"], r["tests"], r["behaviour"]) for r in rows] == [("add", "passed", "code"),
                                                                           ("mul", "failed", "code")]

@@ -83,21 +83,23 @@ def test_plain_case_program_is_code_then_tests():
     case = Case(id="t", suite="mine", type="x", prompt="p", expect="code", tests="assert f() == 1",
                 entry_point="f")
     assert test_program(case, "def f():\n    return 1") == "def f():\n    return 1\n\nassert f() == 1\n"
-    assert run_case_tests(case, "def f():\n    return 1").passed
+    right = run_case_tests(case, "def f():\n    return 1")
+    assert right.passed and right.judged == "host"
     wrong = run_case_tests(case, "def f():\n    return 2")
-    assert not wrong.passed and wrong.reason == "exception: AssertionError"
+    assert not wrong.passed and wrong.reason == "test-failed" and wrong.detail == "line 1: assert f() == 1"
 
 
 def test_humaneval_program_follows_the_package(bundled):
     case = bundled["humaneval"][0]
     program = test_program(case, case.reference)
     assert program.startswith(case.prompt + case.reference) and program.rstrip().endswith("check(has_close_elements)")
-    assert run_case_tests(case, case.reference).passed
+    verdict = run_case_tests(case, case.reference)
+    assert verdict.passed and verdict.judged == "host"
     # An answer that is a whole function (what chat models write) redefines the prompt's stub.
     full = ("def has_close_elements(numbers, threshold):\n"
             "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
     assert run_case_tests(case, full).passed
-    assert run_case_tests(case, "    return False\n").reason == "exception: AssertionError"
+    assert run_case_tests(case, "    return False\n").reason == "test-failed"
     with pytest.raises(ValueError):
         run_case_tests(Case(id="r", suite="s", type="t", prompt="p", expect="refusal"), "x = 1")
 
@@ -112,7 +114,7 @@ def test_score_references_reports_failing_and_missing_references_by_id():
     scored = {case.id: result for case, result in score_references([good, bad, missing, refusal])}
     assert set(scored) == {"good", "bad", "missing"}  # nothing to run for a refusal
     assert scored["good"].passed
-    assert scored["bad"].reason == "exception: AssertionError"
+    assert scored["bad"].reason == "test-failed"
     assert scored["missing"].reason == "no-reference" and not scored["missing"].passed
 
 
@@ -122,6 +124,12 @@ def test_every_bundled_reference_and_humaneval_solution_passes(bundled):
     failures = [f"{case.suite}/{case.id}: {result.reason}" for case, result in scored if not result.passed]
     assert failures == []
     assert len(scored) == 144 + 40 + 40 + 164
+    judged = Counter((case.suite, result.judged) for case, result in scored)
+    # Every literal-shaped test is judged on the host; the rest run apart from the answer, none in
+    # its process (docs/eval-suites.md has the table).
+    assert judged[("humaneval", "host")] == 158 and judged[("humaneval", "sandbox-apart")] == 6
+    assert judged[("code", "host")] >= 90
+    assert sum(n for (suite, how), n in judged.items() if how == "sandbox-shared") == 0
 
 
 def test_bundled_tests_reject_a_do_nothing_answer(bundled):

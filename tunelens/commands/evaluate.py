@@ -31,6 +31,7 @@ def eval_command(
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Sandboxed test programs run at once."),
     test_timeout: float = typer.Option(10.0, "--test-timeout", min=0.5, max=600, help="Wall-time limit of one test program, seconds."),
     threads: int = typer.Option(None, "--threads", min=1, max=256, help="torch CPU threads for in-process generation (default: torch's; 1 is often fastest on a busy machine)."),
+    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Where no sandbox works (no namespaces, no user namespaces, no bwrap), run generated code anyway with resource limits only; every report says so."),
     summarize_only: bool = typer.Option(False, "--summarize-only", help="Generate nothing: recompute summary.json and the reports from DIR/results.jsonl."),
 ) -> None:
     """Evaluate a model (and its fine-tune) on code, pushback and safety suites, greedy and sampled.
@@ -47,7 +48,8 @@ def eval_command(
     config = EvalConfig(model=model, adapter=adapter, suites=suite, samples=samples, temperature=temperature,
                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, seed=seed,
                         reference=reference, backend=backend, base_url=base_url, api=api, device=device,
-                        workers=workers, test_timeout_s=test_timeout, threads=threads)
+                        workers=workers, test_timeout_s=test_timeout, threads=threads,
+                        unsafe_no_sandbox=unsafe_no_sandbox)
     result = _run_with_progress(config, out)
     console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
     _print_summary(result.summary, out)
@@ -90,6 +92,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         for g in rows:
             table.add_row(g["model"], g["decoding"], str(g["n"]), *(_short(g["metrics"].get(m)) for m in columns))
         console.print(table)
+    if summary.get("sandbox") == "unsafe-no-sandbox":
+        console.print("[red]UNSAFE: generated code ran without a sandbox (--unsafe-no-sandbox)[/red]")
     for item in summary["reference_failures"]:
         console.print(f"[red]reference fails:[/red] {item}")
     for c in summary["regressions"]:

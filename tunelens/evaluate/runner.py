@@ -55,6 +55,7 @@ class EvalConfig:
     workers: int = 2  # sandboxed test programs run at once
     test_timeout_s: float = 10.0  # wall-time limit of one test program
     threads: int | None = None  # torch CPU threads for in-process generation (None: torch's default)
+    unsafe_no_sandbox: bool = False  # where no sandbox works, run generated code anyway (reports say so)
 
     def __post_init__(self):
         if isinstance(self.suites, str):
@@ -136,6 +137,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
     if not cases:
         raise UserError("no cases to evaluate: the suites are empty")
     out_dir.mkdir(parents=True, exist_ok=True)
+    sandbox = _sandbox_mode(config)  # refuses before any answer is generated
     if config.reference:
         rows = _score_references(cases, out_dir, config)
         generated, reused, described = len(rows), 0, {"backend": REFERENCE}
@@ -144,9 +146,31 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
                                                          progress, backend)
     summary = summarize(rows, config=asdict(config), source=described)
     summary["counts"].update(generated=generated, reused=reused)
+    summary["sandbox"] = _sandbox_of_run(out_dir, sandbox, reused)
     atomic_write_json(out_dir / SUMMARY, summary)
     write_reports(summary, rows, out_dir)
     return EvalSummary(out_dir, summary, generated, reused, summary["regressions"], summary["reference_failures"])
+
+
+def _sandbox_mode(config: EvalConfig) -> str:
+    """How generated code will be contained here; SandboxUnavailable (a UserError naming
+    --unsafe-no-sandbox) when it cannot be and the config does not ask to run it anyway."""
+    from tunelens.evaluate.sandbox import UNSAFE, SandboxUnavailable, refusal_message, sandbox_isolation
+
+    mode = sandbox_isolation()
+    if mode != "none":
+        return mode
+    if not config.unsafe_no_sandbox:
+        raise SandboxUnavailable(refusal_message())
+    return UNSAFE
+
+
+def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
+    """The mode this call used, unless resumed answers were judged without a sandbox before."""
+    from tunelens.evaluate.sandbox import UNSAFE
+
+    previous = json.loads((out_dir / SUMMARY).read_text()) if reused and (out_dir / SUMMARY).is_file() else {}
+    return UNSAFE if previous.get("sandbox") == UNSAFE else mode
 
 
 def _load_cases(suites: Iterable[str]) -> list:
@@ -323,10 +347,9 @@ def score_answers(pairs: list[tuple[WorkItem, str]], config: EvalConfig) -> list
     to_test = [(i, pairs[i][0].case, row["code"]) for i, row in enumerate(rows) if row.pop("_run_tests")]
     limits = Limits(wall_s=config.test_timeout_s)
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        outcomes = list(pool.map(lambda job: _run_tests(job[1], job[2], limits), to_test))
-    for (index, _case, _code), (passed, reason) in zip(to_test, outcomes):
-        rows[index]["tests"] = "passed" if passed else "failed"
-        rows[index]["test_reason"] = reason
+        outcomes = list(pool.map(lambda job: _run_tests(job[1], job[2], limits, config.unsafe_no_sandbox), to_test))
+    for (index, _case, _code), verdict in zip(to_test, outcomes):
+        _record_verdict(rows[index], verdict)
     for row in rows:
         row["bad"] = _is_bad(row)
         del row["code"]
@@ -357,11 +380,20 @@ def _static_row(item: WorkItem, answer: str) -> dict:
     return row
 
 
-def _run_tests(case, code: str, limits) -> tuple[bool, str | None]:
+def _run_tests(case, code: str, limits, unsafe: bool):
     from tunelens.evaluate.suite import run_case_tests
 
-    result = run_case_tests(case, code, limits)
-    return bool(result.passed), result.reason
+    return run_case_tests(case, code, limits, unsafe)
+
+
+def _record_verdict(row: dict, verdict) -> None:
+    """The judge's verdict on a row: how it was judged, and on failure the reason and the answer's
+    stdout (its last 2,000 characters: what it printed is often why)."""
+    row["tests"] = "passed" if verdict.passed else "failed"
+    row["test_reason"] = verdict.reason
+    row["judged"] = verdict.judged
+    if not verdict.passed:
+        row["test_stdout"] = verdict.stdout[-2000:]
 
 
 def _is_bad(row: dict) -> bool | None:
@@ -378,8 +410,8 @@ def _score_references(cases: list, out_dir: Path, config: EvalConfig) -> list[di
     from tunelens.evaluate.suite import score_references
 
     limits = Limits(wall_s=config.test_timeout_s)
-    scored = {(case.suite, case.id): result
-              for case, result in score_references(cases, limits=limits, workers=config.workers)}
+    scored = {(case.suite, case.id): result for case, result in
+              score_references(cases, limits=limits, workers=config.workers, unsafe=config.unsafe_no_sandbox)}
     rows = []
     for case in cases:
         result = scored.get((case.suite, case.id))
@@ -387,8 +419,7 @@ def _score_references(cases: list, out_dir: Path, config: EvalConfig) -> list[di
             continue
         row = _static_row(WorkItem(case, REFERENCE, REFERENCE, 0), case.reference or "")
         row.pop("_run_tests")
-        row["tests"] = "passed" if result.passed else "failed"
-        row["test_reason"] = result.reason
+        _record_verdict(row, result)
         row["bad"] = _is_bad(row)
         del row["code"]
         rows.append(row)
@@ -534,6 +565,8 @@ def summarize_results(out_dir: str | Path) -> dict:
         raise UserError(f"{out_dir / RESULTS}: no results to summarize")
     previous = json.loads((out_dir / SUMMARY).read_text()) if (out_dir / SUMMARY).is_file() else {}
     summary = summarize(rows, previous.get("config"), previous.get("source"))
+    if "sandbox" in previous:
+        summary["sandbox"] = previous["sandbox"]
     atomic_write_json(out_dir / SUMMARY, summary)
     write_reports(summary, rows, out_dir)
     return summary
@@ -566,7 +599,7 @@ def render_markdown(summary: dict) -> str:
     lines.append(f"Model `{config.get('model')}`, adapter `{config.get('adapter')}`, backend `{source.get('backend')}`; "
                  f"{summary['counts']['cases']} cases, {summary['counts']['rows']} answers. "
                  "Rates are shown as percent [95% Wilson interval] (k/n).")
-    lines.append("")
+    lines += ["", _sandbox_line(summary.get("sandbox")), ""]
     for suite in sorted({g["suite"] for g in summary["groups"]}):
         rows = [g for g in summary["groups"] if g["suite"] == suite and g["type"] == ALL]
         present = _headline_columns(summary, suite)
@@ -594,6 +627,13 @@ def render_markdown(summary: dict) -> str:
         lines += ["", "## reference failures", ""]
         lines += [f"- {item}" for item in summary["reference_failures"]] or ["None: every reference passes its tests."]
     return "\n".join(lines) + "\n"
+
+
+def _sandbox_line(mode: str | None) -> str:
+    if mode == "unsafe-no-sandbox":
+        return ("**UNSAFE: generated code ran without a sandbox** (--unsafe-no-sandbox): only resource limits "
+                "applied, and an answer could have reached the host or faked its verdict.")
+    return f"Generated code ran in the sandbox ({mode or 'mode not recorded'})."
 
 
 def _verdict(comparison: dict) -> str:

@@ -1,76 +1,93 @@
-"""Run untrusted Python (model-generated code and its tests) in a contained child process.
+"""Run untrusted Python (model-generated code, and tests that call it) in a contained child process.
 
-Every program runs in a fresh ``python -I -S`` interpreter (``sys.executable``) started through this
-file's own launcher. When the host is root (as here) the launcher puts the program in new Linux
-namespaces and drops to an unprivileged user id picked at random for this run:
+Every job runs in a fresh ``python -I -S`` interpreter started through ``sandbox_boot.py``. Where it
+can, the sandbox shows the job nothing of the host:
 
-* network: a new network namespace with no interfaces up, so any connect fails (even to 127.0.0.1);
-* processes: a new PID namespace whose init is the program, so when it ends or is killed every
-  process it started dies with it; ``RLIMIT_NPROC`` on the run's own uid caps a fork bomb (root is
-  exempt from RLIMIT_NPROC, which is why the uid is dropped);
-* files: ``/`` is remounted read-only for the program, ``/tmp`` and ``/dev/shm`` are replaced by
-  empty tmpfs mounts, and the only writable place is the empty working directory ``/tmp/work``
-  (a size-capped tmpfs that disappears with the namespace);
-* memory: ``RLIMIT_AS``; time: a wall-clock deadline after which the whole process group is killed
-  (plus ``RLIMIT_CPU`` as a backstop); output: stdout and stderr are read with a cap and the
-  program is killed as soon as it passes it;
-* environment: only a minimal ``PATH`` and ``LANG``; nothing of the parent's environment.
+* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root that
+  holds read-only binds of only the Python installation, its site-packages and the system libraries
+  they load, a minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp`` (the working
+  directory is ``/tmp/work``); ``pivot_root`` into it, the host's root detached. No checkout, home,
+  caches, ``/etc``, ``/var/tmp`` or ``/run`` exist inside, so no host path unix socket can be named;
+  the network namespace has no interface up. The job then drops to an unprivileged uid picked at
+  random for the run (``RLIMIT_NPROC`` on that uid caps a fork bomb).
+* **not root, user namespaces allowed** (``userns``): the same, inside a new user namespace, with
+  every capability cleared after the root is built.
+* **neither, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``.
+* **none of these**: ``run_python``/``run_calls`` refuse (``SandboxUnavailable``) unless the caller
+  passes ``unsafe=True`` (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a
+  clean environment apply, and every report says so.
 
-Without root (or where namespaces are refused) the launcher falls back to what an ordinary user can
-do: resource limits, a clean environment, an empty temporary directory that is deleted afterwards,
-and an audit hook that refuses sockets. ``sandbox_isolation()`` says which mode is in use.
+In every mode: ``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, a wall-clock deadline after which the
+whole process group is killed, and a cap on every pipe the job can write to the host (stdout and
+stderr together, and the status pipe), so host memory stays bounded whatever the job writes.
 
-Generated code is assumed to be buggy, not to be an attacker studying this file: a program that goes
-out of its way to fake the completion marker could fake a pass.
-
-The launcher is ``sandbox_boot.py`` (kept apart so that each program's start-up imports almost nothing).
+How a job ended is read from the launcher's status frames (see sandbox_boot.py) and the exit status,
+never from the text of stderr. Three kinds of job: ``run_python`` (a program), ``run_calls`` (the
+answer's code and calls whose results come back as plain data, for asserts judged on the host) and
+``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 import secrets
 import selectors
+import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
-from tunelens.evaluate.sandbox_boot import EXITED_EARLY, SETUP_FAILED
+from tunelens.errors import UserError
+from tunelens.evaluate.sandbox_boot import SETUP_FAILED
 
 BOOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boot.py")
+REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_remote.py")
+BOOT_INSIDE = "/.tunelens_boot.py"  # where bwrap shows the launcher
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Random per-run uids come from this range, so runs never share a process count or a file owner.
 UID_BASE, UID_SPAN = 1_200_000, 800_000
+MODES = ("namespaces", "userns", "bwrap")  # preferred first
+UNSAFE = "unsafe-no-sandbox"
+_SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib")
+_SIGXCPU, _SIGXFSZ = 24, 25
+
+
+class SandboxUnavailable(UserError):
+    """No containment works here and running generated code uncontained was not asked for."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one sandboxed program may use."""
+    """What one sandboxed job may use."""
 
     wall_s: float = 10
     memory_mb: int = 512
-    max_output_bytes: int = 1_000_000
+    max_output_bytes: int = 1_000_000  # stdout and stderr together
     max_processes: int = 16
     disk_mb: int = 64
+    max_result_bytes: int = 4_000_000  # the status pipe: frames with the calls' results
 
 
 @dataclass
 class SandboxResult:
-    """The outcome of one program.
+    """The outcome of one job.
 
-    ``passed`` means the program ran to its end and exited with status 0. Otherwise ``reason`` is one
-    of: ``timeout``, ``memory``, ``output-limit``, ``process-limit``, ``network-blocked``,
-    ``write-blocked``, ``file-size``, ``exited-early`` (called exit before the end),
-    ``exception: <Name>`` (an uncaught exception; ``exception: AssertionError`` is a failed test),
-    ``signal-N``, ``exit-code N``, ``sandbox-error: ...`` (the sandbox itself could not start it).
+    ``passed`` means the job reached its end (an ``end`` frame) and exited with status 0. Otherwise
+    ``reason`` is one of: ``timeout``, ``memory``, ``output-limit``, ``result-limit``,
+    ``process-limit``, ``network-blocked``, ``write-blocked`` (read-only file system),
+    ``permission-denied``, ``file-size``, ``exited-early`` (exit
+    before the end), ``test-failed`` (an AssertionError), ``exception: <Name>``, ``signal-N``,
+    ``exit-code N``, ``malformed-status`` or ``sandbox-error: ...``. ``frames`` are the status frames,
+    checked for shape (each a list whose first item names its kind).
     """
 
     passed: bool
@@ -81,99 +98,235 @@ class SandboxResult:
     duration_s: float
     isolation: str = "namespaces"
     uid: int | None = field(default=None, repr=False)
+    frames: list = field(default_factory=list, repr=False)
+    killed_for: str | None = field(default=None, repr=False)
 
 
-def run_python(code: str, limits: Limits | None = None) -> SandboxResult:
+def run_python(code: str, limits: Limits | None = None, unsafe: bool = False) -> SandboxResult:
     """Run ``code`` as a program in the sandbox and report how it ended."""
-    limits = limits or Limits()
-    isolation = sandbox_isolation()
-    nonce = secrets.token_hex(16)
-    uid = UID_BASE + secrets.randbelow(UID_SPAN) if isolation == "namespaces" else None
-    host_dir = None if isolation == "namespaces" else tempfile.mkdtemp(prefix="tunelens-sbx-")
-    payload = {"code": code, "nonce": nonce, "uid": uid, "workdir": host_dir,
-               "limits": limits.__dict__, "isolation": isolation}
-    try:
-        return _run_launcher(payload, limits, isolation, nonce, uid)
-    finally:
-        if host_dir:
-            _remove_tree(host_dir)
+    return _run_job(code, None, limits or Limits(), unsafe)
 
 
-def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2) -> list[SandboxResult]:
+def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool = False) -> SandboxResult:
+    """Define ``code``, then take ``steps`` (calls and variable values, see judge_plan.HostPlan.wire and
+    sandbox_boot._run_calls) and frame each call's outcome; ``passed`` only says the job ran to its end."""
+    return _run_job(code, steps, limits or Limits(), unsafe)
+
+
+def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool = False, *,
+              prelude: str = "", entry_point: str | None = None, check: bool = False) -> SandboxResult:
+    """Run ``tests`` against ``code`` with the two in separate processes of one sandbox
+    (sandbox_remote.py): the tests reach the answer only through requests, and only their process
+    writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
+    ``check(entry_point)``."""
+    remote = {"prelude": prelude, "entry_point": entry_point, "check": check}
+    return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
+
+
+def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
+             unsafe: bool = False) -> list[SandboxResult]:
     """``[run_python(c, limits) for c in codes]``, with ``workers`` programs running at once."""
     codes = list(codes)
     if workers <= 1:
-        return [run_python(code, limits) for code in codes]
+        return [run_python(code, limits, unsafe) for code in codes]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda code: run_python(code, limits), codes))
+        return list(pool.map(lambda code: run_python(code, limits, unsafe), codes))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which containment this host offers
 
 
 _ISOLATION: str | None = None
 
 
-def sandbox_isolation() -> str:
-    """``namespaces`` when the full sandbox works here (root and unshare allowed), else ``rlimits``."""
+def sandbox_isolation(probe: Callable[[str], bool] | None = None) -> str:
+    """The first of ``MODES`` that runs a trivial job here, else ``"none"``; cached once found.
+
+    ``probe(mode) -> bool`` replaces the real trial run (tests use it to play a host without one).
+    """
     global _ISOLATION
+    if probe is not None:
+        return next((mode for mode in _candidates() if probe(mode)), "none")
     if _ISOLATION is None:
-        _ISOLATION = "rlimits"
-        if os.geteuid() == 0 and sys.platform.startswith("linux"):
-            probe = _run_launcher({"code": "pass", "nonce": "probe", "uid": UID_BASE, "workdir": None,
-                                   "limits": Limits().__dict__, "isolation": "namespaces"},
-                                  Limits(wall_s=20), "namespaces", "probe", UID_BASE)
-            if probe.passed:
-                _ISOLATION = "namespaces"
-            else:  # root without namespaces (a restricted container): say so, once
-                warnings.warn(f"tunelens sandbox: namespaces unavailable ({probe.reason}); falling back "
-                              "to resource limits only", RuntimeWarning, stacklevel=2)
+        _ISOLATION = next((mode for mode in _candidates() if _works(mode)), "none")
     return _ISOLATION
 
 
+def _candidates() -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return []
+    found = ["namespaces"] if os.geteuid() == 0 else []
+    found.append("userns")
+    if shutil.which("bwrap"):
+        found.append("bwrap")
+    return found
+
+
+def _works(mode: str) -> bool:
+    result = _launch(_job("pass", None, Limits(wall_s=20), mode), Limits(wall_s=20), mode)
+    return result.passed
+
+
+def refusal_message() -> str:
+    return ("tunelens sandbox: cannot contain generated code here (no root namespaces, no unprivileged "
+            "user namespaces, no bwrap): install bubblewrap, or pass --unsafe-no-sandbox to run it "
+            "with resource limits only")
+
+
+def _mode_for(unsafe: bool) -> str:
+    mode = sandbox_isolation()
+    if mode != "none":
+        return mode
+    if not unsafe:
+        raise SandboxUnavailable(refusal_message())
+    return UNSAFE
+
+
 # ---------------------------------------------------------------------------------------------------
-# Host side: start the launcher, feed it the program, read its output with a cap and a deadline.
+# Host side: start the launcher, feed it the job, read its pipes with caps and a deadline.
 
 
-def _run_launcher(payload: dict, limits: Limits, isolation: str, nonce: str, uid) -> SandboxResult:
-    start = time.monotonic()
-    done_r, done_w = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", BOOT_SCRIPT, "--boot", str(done_w)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        pass_fds=(done_w,), env=dict(CLEAN_ENV), cwd="/", start_new_session=True)
-    os.close(done_w)
+def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None,
+             private: bytes | None = None) -> SandboxResult:
+    mode = _mode_for(unsafe)
+    job = _job(code, calls, limits, mode)
+    if remote:
+        job.update(remote=remote, remote_source=_remote_source())
     try:
-        _send_payload(proc, payload)
-        out, err, done, killed_for = _collect(proc, done_r, limits, start)
+        return _launch(job, limits, mode, private)
     finally:
-        os.close(done_r)
+        if mode == UNSAFE:
+            _remove_tree(job["workdir"])
+
+
+@functools.lru_cache(maxsize=1)
+def _remote_source() -> str:
+    with open(REMOTE_SCRIPT, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:
+    uid = UID_BASE + secrets.randbelow(UID_SPAN) if mode == "namespaces" else None
+    nproc = limits.max_processes if uid is not None else _own_processes() + limits.max_processes
+    return {"code": code, "calls": calls, "isolation": mode, "uid": uid,
+            "workdir": tempfile.mkdtemp(prefix="tunelens-sbx-") if mode == UNSAFE else "/tmp/work",
+            "limits": {**limits.__dict__, "nproc": nproc},
+            "binds": _binds(), "site_dirs": _site_dirs()}
+
+
+def _site_dirs() -> list[str]:
+    """The site-packages directories, so installed packages import (read-only) inside."""
+    dirs = list(site.getsitepackages()) + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    return [os.path.realpath(d) for d in dirs if os.path.isdir(d)]
+
+
+def _binds() -> list[str]:
+    """What the new root shows: the interpreter's prefix, site-packages, the system's shared libraries."""
+    wanted = [os.path.realpath(sys.base_prefix)] + _site_dirs()
+    wanted += [path for path in _SYSTEM_LIBS if os.path.isdir(path) and not os.path.islink(path)]
+    return sorted(set(wanted))
+
+
+def _own_processes() -> int:
+    uid = os.getuid()
+    return sum(1 for entry in os.listdir("/proc") if entry.isdigit() and _owner(entry) == uid)
+
+
+def _owner(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _command(mode: str, status_w: int, job: dict) -> list[str]:
+    boot = [os.path.realpath(sys.executable), "-I", "-S"]
+    if mode != "bwrap":
+        return boot + [BOOT_SCRIPT, "--boot", str(status_w)]
+    return _bwrap_args(job) + boot + [BOOT_INSIDE, "--boot", str(status_w)]
+
+
+def _bwrap_args(job: dict) -> list[str]:
+    # --as-pid-1: the launcher is the namespace's init, as in the other modes; no reaper of bwrap's own
+    # (same uid as the job, traceable by it) stands between the answer and the tests' process.
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "1000", "--gid", "1000", "--die-with-parent",
+            "--new-session", "--as-pid-1", "--cap-drop", "ALL", "--clearenv"]
+    for name, value in CLEAN_ENV.items():
+        args += ["--setenv", name, value]
+    for path in job["binds"]:
+        args += ["--ro-bind", path, path]
+    for name in ("lib", "lib64", "bin"):
+        target = os.path.realpath("/" + name)
+        if target != "/" + name:
+            args += ["--symlink", target.lstrip("/"), "/" + name]
+    disk = str(job["limits"]["disk_mb"] * 1024 * 1024)
+    args += ["--ro-bind", BOOT_SCRIPT, BOOT_INSIDE, "--dev", "/dev", "--proc", "/proc",
+             "--perms", "1777", "--size", disk, "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
+             "--chdir", "/tmp"]
+    return args
+
+
+def _launch(job: dict, limits: Limits, mode: str, private: bytes | None = None) -> SandboxResult:
+    """Run the launcher on ``job``. ``private`` (the tests, for run_apart) goes through a pipe of its
+    own that only the tests' process reads: it is never in the answer's process, not even in memory."""
+    start = time.monotonic()
+    status_r, status_w = os.pipe()
+    private_r, private_w = os.pipe() if private is not None else (None, None)
+    job["private_fd"] = private_r
+    proc = subprocess.Popen(
+        _command(mode, status_w, job), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, pass_fds=tuple(fd for fd in (status_w, private_r) if fd is not None),
+        env=dict(CLEAN_ENV), cwd=job["workdir"] if mode == UNSAFE else "/", start_new_session=True)
+    os.close(status_w)
+    if private is not None:
+        os.close(private_r)
+        # A thread: the pipe holds 64 KiB, and the launcher reads it only once it has forked.
+        threading.Thread(target=_write_all, args=(private_w, private), daemon=True).start()
+    try:
+        _send(proc, job)
+        out, err, status, killed_for = _collect(proc, status_r, limits, start)
+    finally:
+        os.close(status_r)
         _kill_group(proc.pid)
         proc.wait()
-    duration = time.monotonic() - start
-    stdout = out.decode("utf-8", "replace")
-    stderr = err.decode("utf-8", "replace")
-    finished = done.decode(errors="replace") == nonce
-    passed = killed_for is None and proc.returncode == 0 and finished
-    reason = None if passed else (killed_for or _failure_reason(proc.returncode, stderr, finished))
-    return SandboxResult(passed, reason, proc.returncode, stdout, stderr, duration, isolation, uid)
+    frames, malformed = parse_frames(status)
+    result = SandboxResult(False, None, proc.returncode, out.decode("utf-8", "replace"),
+                           err.decode("utf-8", "replace"), time.monotonic() - start, mode, job["uid"],
+                           frames, killed_for)
+    result.reason = "malformed-status" if malformed and not killed_for else ending_reason(result)
+    result.passed = result.reason is None
+    return result
 
 
-def _send_payload(proc: subprocess.Popen, payload: dict) -> None:
+def _write_all(fd: int, data: bytes) -> None:
     try:
-        proc.stdin.write(json.dumps(payload).encode())
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the launcher is gone
+        pass
+    finally:
+        os.close(fd)
+
+
+def _send(proc: subprocess.Popen, job: dict) -> None:
+    try:
+        proc.stdin.write(json.dumps(job).encode())
         proc.stdin.close()
-    except BrokenPipeError:  # the launcher died before reading; its stderr says why
+    except BrokenPipeError:  # the launcher died before reading; its exit status says so
         pass
 
 
-def _collect(proc, done_r: int, limits: Limits, start: float):
-    """Read stdout, stderr and the completion pipe until all close, the deadline, or the output cap."""
-    chunks = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), done_r: bytearray()}
+def _collect(proc, status_r: int, limits: Limits, start: float):
+    """Read stdout, stderr and the status pipe until all close, the deadline, or a cap is passed."""
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks = {out: bytearray(), err: bytearray(), status_r: bytearray()}
     sel = selectors.DefaultSelector()
     for fd in chunks:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
     killed_for = None
-    output = 0
-    while sel.get_map():
+    while sel.get_map() and killed_for is None:
         left = limits.wall_s - (time.monotonic() - start)
         if left <= 0:
             killed_for = "timeout"
@@ -182,23 +335,20 @@ def _collect(proc, done_r: int, limits: Limits, start: float):
             data = os.read(key.fd, 65536)
             if not data:
                 sel.unregister(key.fd)
-                continue
             chunks[key.fd] += data
-            if key.fd != done_r:
-                output += len(data)
-        if output > limits.max_output_bytes:
+        if len(chunks[out]) + len(chunks[err]) > limits.max_output_bytes:
             killed_for = "output-limit"
-            break
+        elif len(chunks[status_r]) > limits.max_result_bytes:
+            killed_for = "result-limit"
     sel.close()
     if killed_for:
         _stop(proc)
     cap = limits.max_output_bytes
-    return (bytes(chunks[proc.stdout.fileno()][:cap]), bytes(chunks[proc.stderr.fileno()][:cap]),
-            bytes(chunks[done_r][:64]), killed_for)
+    return bytes(chunks[out][:cap]), bytes(chunks[err][:cap]), bytes(chunks[status_r]), killed_for
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Ask the launcher to kill and reap the program; kill the whole process group if it does not."""
+    """Ask the launcher to kill and reap the job; kill the whole process group if it does not."""
     try:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=2)
@@ -208,7 +358,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _kill_group(pgid: int) -> None:
-    # The launcher leads its own process group; in namespace mode killing it also ends the PID
+    # The launcher leads its own process group; in namespace modes killing it also ends the PID
     # namespace (its init has the launcher's death as its own death signal).
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -216,44 +366,85 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b(.*)$", re.M)
+# ---------------------------------------------------------------------------------------------------
+# Reading the status frames and naming how a job ended
 
 
-def _failure_reason(returncode: int | None, stderr: str, finished: bool) -> str:
-    if returncode == SETUP_FAILED and "sandbox-setup:" in stderr:
-        return "sandbox-error: " + stderr.split("sandbox-setup:", 1)[1].strip().splitlines()[0]
-    if returncode == EXITED_EARLY or (returncode == 0 and not finished):
+FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3}
+
+
+def parse_frames(data: bytes) -> tuple[list, bool]:
+    """The status frames, and whether anything in the pipe was not a well-formed frame.
+
+    A truncated last line (the job killed mid-write) is dropped, not counted as malformed.
+    """
+    lines = data.split(b"\n")
+    frames, malformed = [], False
+    for line in lines[:-1]:
+        try:
+            frame = json.loads(line)
+        except (ValueError, RecursionError):
+            malformed = True
+            continue
+        if (type(frame) is not list or not frame or type(frame[0]) is not str
+                or FRAME_KINDS.get(frame[0]) != len(frame)):
+            malformed = True
+            continue
+        frames.append(frame)
+    return frames, malformed
+
+
+def ending_reason(result: SandboxResult) -> str | None:
+    """None when the job ran to its end; else why not, from the host's own observations first
+    (kills, signals), then the first frame that says how the job stopped."""
+    if result.killed_for:
+        return result.killed_for
+    code = result.returncode
+    setup = next((f for f in result.frames if f[0] == "setup"), None)
+    if code == SETUP_FAILED and setup:
+        return "sandbox-error: " + str(setup[1])[:300]
+    if code is not None and (code < 0 or code > 128):
+        return _signal_reason(-code if code < 0 else code - 128)
+    # A call's own exit (["exit", index, code]) is that call's outcome, not the job's end.
+    stop = next((f for f in result.frames if f[0] in ("error", "end") or f[:2] == ["exit", None]), None)
+    if stop is None:
+        return "exited-early" if code == 0 else "exit-code %s" % code
+    if stop[0] == "error":
+        return exception_reason(stop[1], stop[2])
+    if stop[0] == "exit":
         return "exited-early"
-    if returncode is not None and returncode < 0:
-        return "signal-%d" % -returncode
-    if returncode is not None and returncode > 128 and not _EXCEPTION_LINE.search(stderr):
-        sig = returncode - 128
-        return "file-size" if sig == signal.SIGXFSZ else "signal-%d" % sig
-    return _reason_from_traceback(stderr) or "exit-code %s" % returncode
+    return None if code == 0 else "exit-code %s" % code
 
 
-def _reason_from_traceback(stderr: str) -> str | None:
-    if "MemoryError" in stderr:
+def _signal_reason(number: int) -> str:
+    return {_SIGXCPU: "timeout", _SIGXFSZ: "file-size"}.get(number, "signal-%d" % number)
+
+
+_DENIED_ERRNOS = {1, 13}  # EPERM, EACCES
+_EROFS = 30
+_NETWORK_ERRNOS = {99, 100, 101}  # EADDRNOTAVAIL, ENETDOWN, ENETUNREACH
+
+
+def exception_reason(name, errno) -> str:
+    """The reason for an exception the job reported by type name and errno."""
+    name = str(name)[:100]
+    if name == "MemoryError":
         return "memory"
-    if "Network is unreachable" in stderr or "sandbox: network access is blocked" in stderr:
+    if name == "AssertionError":
+        return "test-failed"
+    if name == "BlockingIOError" and errno == 11:
+        return "process-limit"  # fork() at RLIMIT_NPROC
+    if errno in _NETWORK_ERRNOS:
         return "network-blocked"
-    if "BlockingIOError" in stderr and "Resource temporarily unavailable" in stderr:
-        return "process-limit"
-    if "Read-only file system" in stderr or "sandbox: writing outside" in stderr:
+    if errno == _EROFS:
         return "write-blocked"
-    found = _EXCEPTION_LINE.findall(stderr)
-    if not found:
-        return None
-    name, message = found[-1]
-    if name == "PermissionError" and ("Errno 13" in message or "Errno 1]" in message):
-        return "write-blocked"
-    return "exception: " + name.rsplit(".", 1)[-1]
+    if errno in _DENIED_ERRNOS and name in ("PermissionError", "OSError"):
+        return "permission-denied"
+    return "exception: " + name
 
 
 def _remove_tree(path: str) -> None:
-    import shutil
-
-    # The fallback sandbox may leave read-only directories; make them writable so rmtree can finish.
+    # An uncontained job may leave read-only directories; make them writable so rmtree can finish.
     for root, dirs, _files in os.walk(path):
         for name in dirs:
             try:
@@ -261,5 +452,3 @@ def _remove_tree(path: str) -> None:
             except OSError:
                 pass
     shutil.rmtree(path, ignore_errors=True)
-
-

