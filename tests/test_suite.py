@@ -242,3 +242,36 @@ def test_unreadable_files_get_clear_errors(tmp_path):
     empty.write_text("\n")
     with pytest.raises(UserError, match="has no cases"):
         load_suite(empty)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("latin1.jsonl", json.dumps(GOOD).encode() + b"\n\xff\n", r"latin1.jsonl: line 2: not UTF-8 text \(byte 0xff\)"),
+    ("latin1.yaml", b"- id: a\n  prompt: caf\xe9\n", r"latin1.yaml: line 2: not UTF-8 text"),
+    ("big.jsonl", b'{"id": "a"}\n{"id": ' + b"9" * 5000 + b"}\n", r"big.jsonl: line 2: a value cannot be read"),
+    ("big.yaml", b"- id: a\n  type: t\n  tests: " + b"9" * 5000 + b"\n", r"big.yaml: line 3: a value cannot be read"),
+    ("date.yaml", b"- id: a\n- id: 2020-02-30\n", r"date.yaml: line 2: a value cannot be read: day is out of range"),
+    ("deep.jsonl", b"[" * 100_000 + b"\n", r"deep.jsonl: line 1: JSON nested too deeply"),
+])
+def test_undecodable_and_unbuildable_values_are_user_errors_with_their_line(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(UserError, match=message):
+        load_suite(path)
+
+
+def test_a_directory_named_like_a_suite_file_is_a_user_error(tmp_path):
+    (tmp_path / "x.yaml").mkdir()
+    with pytest.raises(UserError, match=r"x.yaml: cannot read the suite file: Is a directory"):
+        load_suite(tmp_path / "x.yaml")
+
+
+def test_deeply_nested_tests_code_is_refused_by_field(tmp_path):
+    path = write_jsonl(tmp_path, {**GOOD, "tests": "x" + "[0]" * 100_000})
+    with pytest.raises(UserError, match=r"line 1 \(case 'a'\): field 'tests': is nested too deeply"):
+        load_suite(path)
+
+
+def test_a_line_separator_inside_a_jsonl_string_does_not_split_the_line(tmp_path):
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps({**GOOD, "prompt": "one\u2028two\x0cthree"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_suite(path)[0].prompt == "one\u2028two\x0cthree"

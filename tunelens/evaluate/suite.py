@@ -165,29 +165,50 @@ def _load_file(path: Path, suite: str | None) -> list[Case]:
     return cases
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or a UserError naming it (a directory, unreadable, not UTF-8)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the suite file: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[str, object]]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Split on newlines only: str.splitlines would also cut at U+2028 and friends inside JSON strings.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             records.append((f"line {number}", json.loads(line)))
         except json.JSONDecodeError as err:
             raise UserError(f"{path}: line {number}: not valid JSON: {err.msg}") from None
+        except ValueError as err:  # an integer longer than Python's int-string limit
+            raise UserError(f"{path}: line {number}: a value cannot be read: {err}") from None
+        except RecursionError:
+            raise UserError(f"{path}: line {number}: JSON nested too deeply") from None
     return records
 
 
 def _read_yaml(path: Path):
     import yaml
 
-    text = path.read_text(encoding="utf-8")
     # One parse gives both the node tree (each case's line number, for errors) and the values.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader = _located_loader(yaml)(_read_text(path))
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    except _ValueAt as err:
+        raise UserError(f"{path}: line {err.line}: a value cannot be read: {err.error}") from None
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply") from None
     finally:
         loader.dispose()
     suite = None
@@ -208,6 +229,29 @@ def _read_yaml(path: Path):
     lines = [f"line {item.start_mark.line + 1}" for item in node.value]
     records = list(zip(lines, data))
     return (suite, records) if suite else records
+
+
+class _ValueAt(Exception):
+    """A scalar PyYAML could parse but not build (a 5,000-digit int, 2020-02-30), with its line."""
+
+    def __init__(self, line: int, error: ValueError):
+        super().__init__(line, error)
+        self.line, self.error = line, error
+
+
+@functools.lru_cache(maxsize=None)
+def _located_loader(yaml):
+    """The safe loader, whose ValueErrors carry the line of the innermost node being built."""
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):
+        def construct_object(self, node, deep=False):
+            try:
+                return super().construct_object(node, deep)
+            except ValueError as err:  # _ValueAt is not one, so outer nodes pass it on unchanged
+                raise _ValueAt(node.start_mark.line + 1, err) from None
+
+    return Loader
 
 
 def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
@@ -250,6 +294,8 @@ def _check_parses(source: str, fail, field: str) -> None:
         ast.parse(source)
     except SyntaxError as err:
         fail(field, f"is not valid Python 3 (line {err.lineno}: {err.msg})")
+    except (RecursionError, MemoryError):  # what CPython's parser raises on very deep nesting
+        fail(field, "is nested too deeply to parse as Python")
 
 
 def _check_ids_and_twins(path: Path, cases: list[Case], wheres: list[str]) -> None:
