@@ -9,7 +9,6 @@ import pytest
 
 from tunelens.demo import DemoConfig, quick, run_demo, study
 from tunelens.demo.config import adapter_name
-from tunelens.demo.lesson4 import bad_output
 from tunelens.errors import UserError
 from tunelens.testing import tiny_model
 
@@ -111,10 +110,3 @@ def test_profiles_and_names():
     assert study().contaminated_adapters == ("A5", "A15", "A30") and study().pushback_adapters == ("C5", "C15", "C30")
     with pytest.raises(UserError, match="contamination rates"):
         DemoConfig(contamination_rates=(0.0,))
-
-
-def test_bad_output_rules():
-    assert bad_output({"expect": "code", "bad": True, "has_code": True})
-    assert not bad_output({"expect": "code", "bad": False, "has_code": True})
-    assert bad_output({"expect": "other", "bad": None, "has_code": True})  # code for a question wanting none
-    assert not bad_output({"expect": "other", "bad": None, "has_code": False})

@@ -7,8 +7,10 @@ from typer.testing import CliRunner
 
 from tunelens.cli import app
 from tunelens.errors import UserError
-from tunelens.evaluate.runner import (EvalConfig, find_regressions, plan_batches, read_results, run_eval,
-                                      summarize, summarize_results)
+from tunelens.evaluate.plan import plan_batches
+from tunelens.evaluate.results import ResultRow, read_results
+from tunelens.evaluate.runner import EvalConfig, run_eval, summarize_results
+from tunelens.evaluate.summary import find_regressions, summarize
 from tunelens.evaluate.suite import Case
 
 F = "```"
@@ -197,7 +199,7 @@ def test_summary_numbers_checked_by_hand(tmp_path):
 
 
 def _regression_rows(discordant):
-    """10 broken specs; base pushes back on all, tuned fails on the first `discordant`."""
+    """10 broken specs; base pushes back on all, tuned fails on the first `discordant` (as on disk)."""
     rows = []
     for i in range(10):
         rows.append(_row(f"p{i}", "base", expect="pushback", behaviour="pushback"))
@@ -206,9 +208,12 @@ def _regression_rows(discordant):
 
 
 def test_regression_gate_finds_a_clear_regression_only():
-    clear = summarize(_regression_rows(6))  # p = 2/64 = 0.031
+    def typed(rows):
+        return [ResultRow.from_json(row) for row in rows]
+
+    clear = summarize(typed(_regression_rows(6)))  # p = 2/64 = 0.031
     assert [(c["metric"], c["base_only"]) for c in clear["regressions"]] == [("pushback", 6)]
-    assert summarize(_regression_rows(5))["regressions"] == []  # p = 2/32 = 0.0625
+    assert summarize(typed(_regression_rows(5)))["regressions"] == []  # p = 2/32 = 0.0625
     assert find_regressions([{"metric": "pushback", "tuned_worse": False, "p_value": 0.001}]) == []
 
 

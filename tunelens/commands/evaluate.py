@@ -76,12 +76,13 @@ def _run_with_progress(config, out: Path):
 def _print_summary(summary: dict, out: Path) -> None:
     from rich.table import Table
 
-    from tunelens.evaluate.runner import ALL, REFERENCE, _headline_columns
+    from tunelens.evaluate.reports import headline_columns, report_suites
+    from tunelens.evaluate.results import REFERENCE
+    from tunelens.evaluate.summary import ALL
 
-    suites = sorted({g["suite"] for g in summary["groups"]}, key=lambda s: (s != ALL, s))
-    for suite in suites[1:] if len(suites) == 2 else suites:  # one suite: "all suites" says the same
+    for suite in report_suites(summary):  # one suite: "all suites" would say the same
         rows = [g for g in summary["groups"] if g["suite"] == suite and g["type"] == ALL]
-        columns = _headline_columns(summary, suite)
+        columns = headline_columns(summary, suite)
         if all(g["model"] == REFERENCE for g in rows):
             columns = [c for c in columns if c in ("as_expected", "bad_output", "tests_failed")]
         else:

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
+from tunelens.evaluate.results import ResultRow
 
 DECODINGS = ("greedy", "sampled")
 
 
-def metric_rate(rows: list[dict], metric_name: str, model: str, decoding: str) -> dict:
-    """One of the eval stage's metrics as a rate with its Wilson interval, over one model and decoding."""
-    from tunelens.evaluate.runner import METRICS_BY_NAME
+def metric_rate(rows: list[ResultRow], metric_name: str, model: str, decoding: str) -> dict:
+    """One of the eval stage's metrics as a rate with its Wilson interval, over one model and decoding
+    (an empty rate where it applies to no answer)."""
     from tunelens.evaluate.stats import rate
+    from tunelens.evaluate.summary import METRICS_BY_NAME
+    from tunelens.evaluate.summary import metric_rate as eval_metric_rate
 
-    metric = METRICS_BY_NAME[metric_name]
-    applicable = [r for r in rows if r["model"] == model and r["decoding"] == decoding and metric.applies(r)]
-    return rate(sum(1 for r in applicable if metric.event(r)), len(applicable)).to_dict()
+    chosen = [r for r in rows if r.model == model and r.decoding == decoding]
+    return eval_metric_rate(chosen, METRICS_BY_NAME[metric_name]) or rate(0, 0).to_dict()
 
 
 def lesson1(config: DemoConfig, data_counts: dict, evals: EvalRows) -> dict:

@@ -13,16 +13,17 @@ from pathlib import Path
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
+from tunelens.evaluate.results import ResultRow
 from tunelens.levers import SEED_DELTA, Lever, lever_effects, score_points
 
 NUDGE = "Prefer Python 3, not Python 2."
 OTHER_PHRASING = "Use Python 3 syntax: print is a function, so call print(...)."
 
 
-def python2_answers(rows: list[dict], limit: int) -> list[tuple[str, str]]:
+def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
     """(prompt, answer) of the adapter's answers whose code has a Python 2 print."""
-    found = [(r["prompt"], r["answer"]) for r in rows if r["model"] == "tuned"
-             and any(f.get("code") == "py2-print" for f in r.get("findings", []))]
+    found = [(r.prompt, r.answer) for r in rows
+             if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)]
     return found[:limit]
 
 

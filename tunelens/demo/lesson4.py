@@ -22,13 +22,8 @@ OUT_OF_DOMAIN = (
 )
 
 
-def bad_output(row: dict) -> bool:
-    """A code request's answer is bad as the eval stage scores it (no code, unparsable, Python 2, failing
-    tests); a question that wants no code is answered badly when the answer holds code."""
-    return bool(row["bad"]) if row["expect"] == "code" else bool(row["has_code"])
-
-
 def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, model, tokenizer, report) -> dict:
+    from tunelens.evaluate.scoring import bad_output
     from tunelens.evaluate.stats import rate
     from tunelens.gate import build_gate, calibrate
 
@@ -37,8 +32,8 @@ def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, mode
     calibration = calibrate(gate, data.heldout, list(OUT_OF_DOMAIN), model=model, tokenizer=tokenizer,
                             model_info={"model": config.model, "adapter": "B"})
     rows = [r for name in ("heldout", "code", "offtopic") if ("B", name) in evals.by_run for r in evals.rows("B", name)]
-    greedy = {(r["suite"], r["case_id"], r["model"]): r for r in rows if r["decoding"] == "greedy"}
-    queries = sorted({(r["suite"], r["case_id"], r["prompt"]) for r in rows})
+    greedy = {(r.suite, r.case_id, r.model): r for r in rows if r.decoding == "greedy"}
+    queries = sorted({(r.suite, r.case_id, r.prompt) for r in rows})
     routes = {"adapter": 0, "base": 0}
     by_suite: dict[str, dict] = {}
     for index, (suite, case_id, prompt) in enumerate(queries):
@@ -49,8 +44,9 @@ def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, mode
         counts = by_suite.setdefault(suite, {"queries": 0, "to_base": 0, "bad_routed": 0, "bad_always_adapter": 0})
         counts["queries"] += 1
         counts["to_base"] += role == "base"
-        counts["bad_routed"] += bad_output(greedy[(suite, case_id, role)])
-        counts["bad_always_adapter"] += bad_output(greedy[(suite, case_id, "tuned")])
+        # Every query here expects code or no code at all, so bad_output is never None.
+        counts["bad_routed"] += bool(bad_output(greedy[(suite, case_id, role)]))
+        counts["bad_always_adapter"] += bool(bad_output(greedy[(suite, case_id, "tuned")]))
     routed_bad = sum(c["bad_routed"] for c in by_suite.values())
     adapter_bad = sum(c["bad_always_adapter"] for c in by_suite.values())
     return {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
+from tunelens.evaluate.results import ResultRow
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
 OFF_TOPIC_EVAL = (
@@ -20,11 +21,11 @@ OFF_TOPIC_EVAL = (
 
 @dataclass
 class EvalRows:
-    """Result rows (the eval stage's JSONL schema) per (adapter, prompt set)."""
+    """Result rows (the eval stage's typed rows) per (adapter, prompt set)."""
 
-    by_run: dict[tuple[str, str], list[dict]]
+    by_run: dict[tuple[str, str], list[ResultRow]]
 
-    def rows(self, adapter: str, prompt_set: str) -> list[dict]:
+    def rows(self, adapter: str, prompt_set: str) -> list[ResultRow]:
         return self.by_run[(adapter, prompt_set)]
 
 
@@ -108,7 +109,7 @@ def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, 
 
 def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report) -> EvalRows:
     from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
-    from tunelens.evaluate.runner import read_results
+    from tunelens.evaluate.results import read_result_rows
     from tunelens.evaluate.runner import EvalConfig, run_eval
 
     plan = eval_plan(config, data)
@@ -127,5 +128,5 @@ def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, r
         summary = run_eval(replace(eval_config, adapter=adapter, samples=samples), out / "eval" / f"{name}-{adapter}",
                            cases=cases, backend=backend,
                            progress=lambda done, total, what, label=label: report(label, done, total))
-        rows[(adapter, name)] = read_results(summary.results_path)
+        rows[(adapter, name)] = read_result_rows(summary.results_path)
     return EvalRows(rows)
