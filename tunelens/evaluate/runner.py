@@ -190,6 +190,7 @@ def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, bac
     for sampling, batch, missing in resume.pending():
         if backend is None:  # an in-process model is loaded only once an answer is needed
             backend = make_backend(config, model, tokenizer, adapter)
+        # The whole batch is regenerated, so a half-written batch gets the same answers it would have had.
         answers = dict(zip((item.key for item in batch),
                            backend.generate([item.case.prompt for item in batch], sampling, batch[0].model)))
         rows = score_answers([(item, answers[item.key]) for item in missing], limits, config.workers,
