@@ -81,15 +81,19 @@ def plan_files(specs, allow: tuple[str, ...]) -> FilePlan:
 def _roots(spec) -> list[tuple[str, str, Origin | None]]:
     """(directory or file to walk, directory module names are relative to, fixed origin or None)."""
     if str(spec) == STDLIB:
-        stdlib = sysconfig.get_paths()["stdlib"]
+        stdlib = stdlib_dir()
         return [(stdlib, stdlib, Origin("python", platform.python_version(), "PSF-2.0"))]
     if str(spec) == SITE_PACKAGES:
         return [(d, d, None) for d in site_package_dirs()]
     path = Path(spec)
     if not path.exists():
-        raise UserError(f"--source {spec}: no such file or directory (or use {' / '.join(KEYWORDS)})")
+        raise UserError(f"source {spec}: no such file or directory (a source is {', '.join(KEYWORDS)} or a path)")
     path = path.resolve()
     return [(str(path), str(_package_base(path if path.is_dir() else path.parent)), None)]
+
+
+def stdlib_dir() -> str:
+    return os.path.realpath(sysconfig.get_paths()["stdlib"])
 
 
 def site_package_dirs() -> list[str]:
