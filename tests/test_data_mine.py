@@ -180,7 +180,7 @@ def test_workers_do_not_change_the_output(many_files, tmp_path):
     assert len(one.pairs) == 80
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
     paths = [p["source"]["path"] for p in one.pairs]
-    assert paths == sorted(paths)  # file order, whatever order the file system lists them in
+    assert paths == sorted(paths)  # the walk order (here: sorted), whatever order the file system lists them in
     assert one.summary()["skipped"] == two.summary()["skipped"]
 
 

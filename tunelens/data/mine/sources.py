@@ -2,8 +2,8 @@
 
 A source is `stdlib` (the running Python's standard library), `site-packages` (the running environment's
 installed distributions) or a path to any source tree or .py file. Files are listed in a fixed order
-(sources in the order given, paths sorted within each), so the output never depends on the file
-system's order. Tests, vendored copies and private modules are pruned while walking, so they are never
+(sources in the order given; within each, a directory's files sorted by name, then its subdirectories
+sorted by name), so the output never depends on the file system's order. Tests, vendored copies and private modules are pruned while walking, so they are never
 read: they are not public API, and vendored code would be mined twice under the wrong name.
 """
 
