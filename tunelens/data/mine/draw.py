@@ -21,8 +21,8 @@ def draw_pairs(pairs: list[dict], train: int, heldout: int, seed: int = 0,
     Held-out pairs are at most one per module, and no training pair comes from a held-out module.
     `accept(pair)` filters candidates (say, a token budget); it is called lazily, in the drawing order,
     so an expensive check runs on about as many pairs as are needed, not on the whole pool.
-    Plain equivalent: shuffle, keep the accepted pairs, take the first pair of each new module for
-    held-out until there are `heldout`, then the first `train` pairs of the other modules.
+    The draw: shuffle the pool (seeded); walking it, take the first accepted pair of each new module
+    until there are `heldout`; walking it again, take the first `train` accepted pairs of other modules.
     """
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
