@@ -18,6 +18,7 @@ import builtins
 import contextlib
 import gc
 import io
+import re
 import textwrap
 import tokenize
 import warnings
@@ -34,6 +35,7 @@ from tunelens.records import pair_to_record
 # dunder names like __file__ are module state even though some are also attributes of `builtins`
 BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("__")) | {"__import__", "__debug__"}
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEF = re.compile(rb"\bdef\b")  # absent: the file defines no function, so parsing it cannot give a pair
 
 
 @dataclass
@@ -43,7 +45,7 @@ class FileOutcome:
     pairs: list[dict] = field(default_factory=list)
     functions_seen: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> functions
-    unreadable: bool = False
+    unreadable: bool = False  # could not be read, or has a `def` but does not parse as Python 3
 
 
 def mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
@@ -68,7 +70,15 @@ def _gc_paused():
 
 def _mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
     outcome = FileOutcome()
-    parsed = _read_and_parse(task.path)
+    try:
+        with open(task.path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        outcome.unreadable = True
+        return outcome
+    if not _DEF.search(data):  # no function at all: a third of site-packages' files (constants, re-exports)
+        return outcome
+    parsed = _parse(data)
     if parsed is None:
         outcome.unreadable = True
         return outcome
@@ -91,16 +101,14 @@ def _mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
     return outcome
 
 
-def _read_and_parse(path: str) -> tuple[ast.Module, list[str]] | None:
+def _parse(data: bytes) -> tuple[ast.Module, list[str]] | None:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)  # the file's coding declaration
         source = data.decode(encoding)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences in old code are not our problem
             tree = ast.parse(source)
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError, LookupError):
+    except (SyntaxError, UnicodeDecodeError, ValueError, LookupError):
         return None
     return tree, source.splitlines()
 
