@@ -5,6 +5,7 @@ import csv
 import email.message
 import io
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,15 @@ def test_a_path_inside_site_packages_keeps_its_distribution_and_is_not_mined_twi
     assert names.count("merge_counts") == 1 and names[:2] == ["merge_counts", "split_pairs"]
     assert result.pairs[0]["source"]["module"] == "mitpkg.core"  # named from site-packages, not from mitpkg/
     assert result.pairs[0]["source"]["distribution"] == "mitpkg"
+
+
+def test_a_directory_named_like_a_keyword_is_a_path(fake_env, tmp_path, monkeypatch):
+    (tmp_path / "stdlib").mkdir()
+    (tmp_path / "stdlib" / "local.py").write_text(_function("local_add", "Add two local numbers together."))
+    monkeypatch.chdir(tmp_path)
+    assert [p["source"]["qualname"] for p in mine_pairs(["./stdlib"], MineConfig(workers=1)).pairs] == ["local_add"]
+    assert [p["source"]["module"] for p in mine_pairs([Path("stdlib")], MineConfig(workers=1)).pairs] == ["local"]
+    assert [p["source"]["qualname"] for p in mine_pairs(["stdlib"], MineConfig(workers=1)).pairs] == ["join_words"]
 
 
 def test_licence_from_metadata():

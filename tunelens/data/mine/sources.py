@@ -79,11 +79,12 @@ def plan_files(specs, allow: tuple[str, ...]) -> FilePlan:
 
 
 def _roots(spec) -> list[tuple[str, str, Origin | None]]:
-    """(directory or file to walk, directory module names are relative to, fixed origin or None)."""
-    if str(spec) == STDLIB:
+    """(directory or file to walk, directory module names are relative to, fixed origin or None).
+    Only a string can be a keyword: Path("./stdlib") prints as "stdlib" but names a directory."""
+    if isinstance(spec, str) and spec == STDLIB:
         stdlib = stdlib_dir()
         return [(stdlib, stdlib, Origin("python", platform.python_version(), "PSF-2.0"))]
-    if str(spec) == SITE_PACKAGES:
+    if isinstance(spec, str) and spec == SITE_PACKAGES:
         return [(d, d, None) for d in site_package_dirs()]
     path = Path(spec)
     if not path.exists():
