@@ -59,22 +59,22 @@ class FilePlan:
 
 def plan_files(specs, allow: tuple[str, ...]) -> FilePlan:
     """The files to mine, in order, for source specs (keywords or paths), keeping licences in `allow`."""
+    roots = [root for spec in specs for root in _roots(spec)]  # every bad path is reported before any walk
     plan, seen = FilePlan(), set()
     owners = _Owners()
-    for spec in specs:
-        for root, base, fixed in _roots(spec):
-            for path in _walk(root, plan.skipped):
-                real = os.path.realpath(path)
-                if real in seen:  # a path given twice, or a tree inside site-packages given again
-                    continue
-                seen.add(real)
-                origin = fixed or owners.origin(real)
-                if not license_allowed(origin.license, allow):
-                    plan.skipped["license"] += 1
-                    plan.skipped_licenses[origin.license] += 1
-                    continue
-                relpath = os.path.relpath(path, base)
-                plan.tasks.append(FileTask(path, Path(relpath).as_posix(), _module_name(relpath), origin))
+    for root, base, fixed in roots:
+        for path in _walk(root, plan.skipped):
+            real = os.path.realpath(path)
+            if real in seen:  # a path given twice, or a tree inside site-packages given again
+                continue
+            seen.add(real)
+            origin = fixed or owners.origin(real)
+            if not license_allowed(origin.license, allow):
+                plan.skipped["license"] += 1
+                plan.skipped_licenses[origin.license] += 1
+                continue
+            relpath = os.path.relpath(path, base)
+            plan.tasks.append(FileTask(path, Path(relpath).as_posix(), _module_name(relpath), origin))
     return plan
 
 
