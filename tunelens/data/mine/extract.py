@@ -81,8 +81,13 @@ def _mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
     parsed = _parse(data)
     if parsed is None:
         outcome.unreadable = True
-        return outcome
-    tree, lines = parsed
+    else:
+        _mine_tree(*parsed, task, config, outcome)
+    return outcome
+
+
+def _mine_tree(tree: ast.Module, lines: list[str], task: FileTask, config: MineConfig,
+               outcome: FileOutcome) -> None:
     module = None  # built on the first function that needs it: many files have no candidate at all
     private_module = any(is_private(part) for part in task.module.split("."))
     for node, owner in _candidates(tree, config):
@@ -98,7 +103,6 @@ def _mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
             outcome.skipped[reason] += 1
         else:
             outcome.pairs.append(pair)
-    return outcome
 
 
 def _parse(data: bytes) -> tuple[ast.Module, list[str]] | None:
