@@ -82,29 +82,50 @@ def lint_command(
 
 
 @data_app.command("mine", epilog=example(
-    "tunelens data mine --out pairs.jsonl",
-    "tunelens data mine src/mypackage --methods --limit 2000 --out pairs.jsonl"))
+    "tunelens data mine --source stdlib,site-packages --out pairs.jsonl",
+    "tunelens data mine --source site-packages --licenses permissive --limit 5000 --out pairs.jsonl",
+    "tunelens data mine src/mypackage --no-methods --out pairs.jsonl"))
 @user_errors
 def mine_command(
-    sources: Optional[List[Path]] = typer.Argument(None, help="Python files or directories (default: this Python's standard library)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL (chat messages format)."),
-    methods: bool = typer.Option(False, "--methods", help="Also mine self-contained documented methods of public classes."),
-    max_lines: int = typer.Option(60, "--max-lines", min=2, help="Skip longer functions."),
+    paths: Optional[List[str]] = typer.Argument(None, help="Source trees or .py files (the same as --source PATH)."),
+    source: Optional[List[str]] = typer.Option(None, "--source", "-s", help="stdlib, site-packages or a path to a source tree; comma-separated or repeated (default: stdlib)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL (chat messages format); the counts go to <name>.summary.json beside it."),
+    methods: bool = typer.Option(True, "--methods/--no-methods", help="Also mine self-contained documented methods of public classes."),
+    max_lines: int = typer.Option(60, "--max-lines", min=1, help="Skip longer functions (lines, decorators included)."),
+    min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip shorter functions."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many pairs."),
     seed: int = typer.Option(0, "--seed", help="Changes which phrasing each instruction gets."),
+    licenses: str = typer.Option("any", "--licenses", help="Licences to keep, comma-separated: any, permissive (MIT, BSD, Apache, ISC, PSF...), UNKNOWN, or SPDX ids and families such as MIT,BSD."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes parsing files (default: one per core; 1 mines in this process)."),
 ) -> None:
-    """Mine instruction -> code pairs from documented, self-contained functions in real source."""
+    """Mine instruction -> code pairs from documented, self-contained functions in real source, each
+    recording its distribution, version and licence."""
     from tunelens.data.mine import MineConfig, mine_to_file
 
-    config = MineConfig(include_methods=methods, max_lines=max_lines, limit=limit, seed=seed)
+    specs = [part for value in source or () for part in _split_list(value)] + list(paths or ())
+    config = MineConfig(include_methods=methods, max_lines=max_lines, min_lines=min_lines, limit=limit,
+                        seed=seed, licenses=_split_list(licenses), workers=workers)
     with _progress() as progress:
         task = progress.add_task("mining files", total=None)
-        result = mine_to_file(sources, out, config,
+        result = mine_to_file(specs or None, out, config,
                               on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    _print_mined(result)
+
+
+def _print_mined(result) -> None:
     console.print(f"{len(result.pairs)} pairs from {result.files_scanned} files "
-                  f"({result.functions_seen} functions seen) in {result.seconds:.1f} s -> {result.out_path}")
+                  f"({result.functions_seen} functions seen) in {result.seconds:.1f} s "
+                  f"({result.cpu_seconds:.1f} s CPU, {result.workers} worker(s)) -> {result.out_path}")
     skipped = ", ".join(f"{reason} {count}" for reason, count in result.skipped.most_common())
-    console.print(f"skipped: {skipped or 'none'}; unreadable files: {result.files_unreadable}")
+    console.print(f"functions skipped: {skipped or 'none'}")
+    not_read = ", ".join(f"{reason} {count}" for reason, count in result.files_skipped.most_common())
+    console.print(f"files not read: {not_read or 'none'}; unreadable files: {result.files_unreadable}")
+    if result.skipped_licenses:
+        left_out = ", ".join(f"{name} {count}" for name, count in result.skipped_licenses.most_common(5))
+        console.print(f"files left out by --licenses: {left_out}")
+    top = ", ".join(f"{name} {count}" for name, count in result.by_distribution().most_common(10))
+    console.print(f"pairs by distribution (top 10): {top or 'none'}")
+    console.print(f"counts in {result.summary_path}")
 
 
 @data_app.command("contaminate", epilog=example(
