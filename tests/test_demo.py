@@ -26,7 +26,7 @@ def tiny_dir(tmp_path_factory):
 
 def tiny_config(model_dir) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
-    return DemoConfig(model=str(model_dir), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
+    return DemoConfig(model=str(model_dir), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
                       pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=3, epochs=1, samples=1,
                       pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 

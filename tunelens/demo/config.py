@@ -18,6 +18,8 @@ class DemoConfig:
     """What the demo trains and measures. Every size below is in summary.json beside its results."""
 
     model: str = option(DEFAULT_MODEL, "Base model: embedded name, directory or .gguf.", short="-m")
+    mine_sources: tuple[str, ...] = option(
+        ("stdlib", "site-packages"), "Where the pairs are mined: stdlib, site-packages or source paths.")
     train_pairs: int = option(64, "Mined pairs each adapter trains on (before lint and pushback).", min=10)
     heldout: int = option(16, "Unseen mined instructions (one per module) for lessons 1, 2 and 4.", min=5)
     contamination_rates: tuple[float, ...] = option(

@@ -44,12 +44,14 @@ def prepare_data(config: DemoConfig, out: Path, report) -> DemoData:
 
 
 def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]:
-    """Mine the pool and draw training pairs and held-out prompts short enough for the CPU budget."""
-    from tunelens.data.mine import MineConfig, mine_pairs
+    """Mine the pool (stdlib and the installed distributions, permissive licences) and draw training pairs
+    and held-out prompts short enough for the CPU budget; held-out prompts come one per module, from
+    modules that give no training pair."""
+    from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
     from tunelens.models import load_tokenizer
     from tunelens.prompts import encode_pair
 
-    mined = mine_pairs(None, MineConfig(seed=config.seed, include_methods=True),
+    mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=("permissive",)),
                        on_progress=lambda done, total: report("data: mining", done, total))
     tokenizer = load_tokenizer(config.model)
 
@@ -59,20 +61,12 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
         ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
         return len(ids) + 12 <= min(config.pair_tokens, config.max_length)
 
-    train, heldout = _draw_pairs(mined.pairs, config.train_pairs, config.heldout, config.seed, fits)
+    train, heldout = draw_pairs(mined.pairs, train=config.train_pairs, heldout=config.heldout, seed=config.seed,
+                                accept=fits)
     atomic_write_jsonl(data_dir / "mined.jsonl", train)
     atomic_write_jsonl(data_dir / "heldout.jsonl", heldout)
-    return {"mined_total": len(mined.pairs), "train_pairs": len(train), "heldout": len(heldout)}, heldout
-
-
-def _draw_pairs(pairs: list[dict], train: int, heldout: int, seed: int, accept) -> tuple[list[dict], list[dict]]:
-    import random
-
-    candidates = [record for record in pairs if accept(record)]
-    if len(candidates) < train + heldout:
-        raise UserError(f"demo: only {len(candidates)} mined pairs fit the token budget, {train + heldout} needed")
-    chosen = random.Random(seed).sample(candidates, train + heldout)
-    return chosen[:train], chosen[train:]
+    return {"mined_total": len(mined.pairs), "mine_sources": list(config.mine_sources),
+            "train_pairs": len(train), "heldout": len(heldout)}, heldout
 
 
 def _contaminate(config: DemoConfig, data_dir: Path, rate: float) -> tuple[Path, dict]:
