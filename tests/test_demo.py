@@ -73,12 +73,14 @@ def test_demo_numbers_reconcile_with_the_stage_files(demo_run):
 
 @slow
 def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
-    result, _ = demo_run
+    result, out = demo_run
     l2, l3 = result.summary["lesson2"], result.summary["lesson3"]
     for name, r in l2["by_adapter"].items():
         assert r["points"] == len(r["points_detail"])
         for effect in r["effects"]:
             assert effect["points"] == r["points"] and effect["flipped"] <= effect["python2_led"]
+    if any(r["points"] for r in l2["by_adapter"].values()):
+        assert (out / l2["shown"]["compare_html"]).is_file()
     assert l3["models"] == ["base", "B", "C30"]
     assert l3["cases"] == 4 and len(l3["scores"]["base"]) == 4  # 2 broken specs and their twins
     assert l3["propensity"]["base"]["broken"]["n"] == 2

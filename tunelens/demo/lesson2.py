@@ -53,16 +53,20 @@ def make_levers(tokenizer, example: tuple[str, str]):
     return levers
 
 
-def lesson2(config: DemoConfig, evals: EvalRows, training: dict[str, Path], model, tokenizer, report) -> dict:
+def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, Path], model, tokenizer,
+            report) -> dict:
     from tunelens.prompts import render_prompt
 
     levers = make_levers(tokenizer, one_shot_example(training["B"]))
-    by_adapter = {}
+    by_adapter, shown = {}, None
     for index, name in enumerate(config.contaminated_adapters):
         report("lesson 2: scoring decision points", index, len(config.contaminated_adapters))
         model.set_adapter(name)
         answers = python2_answers(evals.rows(name, "heldout"), config.trace_prompts)
         points = score_points(model, tokenizer, answers, levers, lambda text: render_prompt(tokenizer, text))
+        moved = max(points, key=lambda p: p.delta(LEVER_SHOWN), default=None)
+        if moved is not None and (shown is None or moved.delta(LEVER_SHOWN) > shown[2].delta(LEVER_SHOWN)):
+            shown = (name, answers[moved.answer_index], moved)
         by_adapter[name] = {
             "answers_scored": len(answers), "points": len(points),
             "python2_led": sum(1 for p in points if p.baseline < 0),
@@ -72,7 +76,27 @@ def lesson2(config: DemoConfig, evals: EvalRows, training: dict[str, Path], mode
                                "by_lever": {k: round(v, 4) for k, v in p.by_lever.items()}} for p in points],
         }
     return {"nudge": NUDGE, "other_phrasing": OTHER_PHRASING, "seed_delta": SEED_DELTA, "by_adapter": by_adapter,
-            "reading": _reading(by_adapter)}
+            "shown": _show(out, shown, model, tokenizer), "reading": _reading(by_adapter)}
+
+
+LEVER_SHOWN = "sentence after the request"
+
+
+def _show(out: Path, shown, model, tokenizer) -> dict | None:
+    """The point the sentence moved most, as a comparison page a reader can open token by token."""
+    from tunelens.compare import CompareConfig, compare_conditions, write_compare_html
+
+    if shown is None:
+        return None
+    name, (instruction, answer), point = shown
+    model.set_adapter(name)
+    comparison = compare_conditions(model, tokenizer, instruction, [f"{instruction}\n\n{NUDGE}"], answer,
+                                    CompareConfig(top_k=5))
+    comparison.save(out / "lesson2" / "compare.json")
+    write_compare_html(comparison, out / "lesson2" / "compare.html")
+    return {"adapter": name, "prompt": instruction, "token": point.python2_token, "position": point.position,
+            "baseline": point.baseline, "under_sentence": point.by_lever[LEVER_SHOWN],
+            "compare_html": "lesson2/compare.html"}
 
 
 def _reading(by_adapter: dict) -> list[str]:

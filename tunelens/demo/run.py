@@ -61,7 +61,8 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
                "data": data.counts}
     summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)
-    summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, evals, data.training, model, tokenizer, report)
+    summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, out, evals, data.training, model, tokenizer,
+                               report)
     summary["lesson3"] = timed("lesson 3", lesson3.lesson3, config, evals, model, tokenizer, report)
     summary["lesson4"] = timed("lesson 4", lesson4.lesson4, config, out, data, evals, model, tokenizer, report)
     if config.propensity_bases:
