@@ -18,7 +18,8 @@ from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.inference import SEED_MAX, SEED_MIN, LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of, has_adapter
+from tunelens.inference import (SEED_MAX, SEED_MIN, LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of,
+                                has_adapter)
 from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 
 TRACE_FORMAT = "tunelens.trace"

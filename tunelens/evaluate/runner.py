@@ -80,7 +80,8 @@ class EvalConfig:
         problems = [msg for bad, msg in (
             (not self.suites, "suites: name at least one suite"),
             (self.samples > 0 and self.temperature == 0, "sampled answers need temperature > 0"),
-            (self.backend == "openai" and not self.base_url and not self.reference, "--backend openai needs --base-url"),
+            (self.backend == "openai" and not self.base_url and not self.reference,
+             "--backend openai needs --base-url"),
         ) if bad]
         if problems:
             raise UserError("eval config: " + "; ".join(problems))
