@@ -22,7 +22,8 @@ from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.inference import LoadedModel, adapter_off, as_loaded, device_of
 from tunelens.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
-from tunelens.trace import TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate
+from tunelens.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids,
+                            trace_generate)
 
 COMPARE_FORMAT = "tunelens.compare"
 COMPARE_VERSION = 1
@@ -37,8 +38,7 @@ class CompareConfig:
     max_new_tokens: int = option(64, "Length of the generated continuation.", min=1, max=4096)
     raw: bool = option(False, "Prompts are plain text, without the chat/turn format.")
     watch: tuple[str, ...] = option((), "A token or string whose probability to show at every position.")
-    check_adapter: bool = option(True, "With an adapter, first check that it changes the model's logits "
-                                       "(the adapter canary): an inactive adapter is an error, not a null result.")
+    check_adapter: bool = option(True, CANARY_HELP)
     # All conditions' log-probabilities are held at once (to report any token under any condition exactly).
     max_kept_bytes: int = option(2 * 1024 ** 3, "Most bytes of log-probabilities held at once; a longer "
                                                 "comparison is refused before it starts.", min=1)

@@ -24,6 +24,8 @@ from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, 
 
 TRACE_FORMAT = "tunelens.trace"
 TRACE_VERSION = 1
+CANARY_HELP = ("With an adapter, first check that it changes the model's logits (the adapter canary): an "
+               "inactive adapter is an error, not a null result.")
 
 
 @configclass
@@ -40,8 +42,7 @@ class TraceConfig:
     margin_threshold: float = option(0.1, "A step whose top-1 minus top-2 probability is below this is a decision "
                                           "point.", min=0.0, max=1.0, flag="--margin")
     raw: bool = option(False, "Continue the prompt as plain text, without the chat/turn format.")
-    check_adapter: bool = option(True, "With an adapter, first check that it changes the model's logits "
-                                       "(the adapter canary): an inactive adapter is an error, not a null result.")
+    check_adapter: bool = option(True, CANARY_HELP)
 
     def validate(self) -> None:
         # A nucleus of mass 0 holds no token; the field's bounds are inclusive, so this end is checked here.

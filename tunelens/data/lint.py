@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.data.dedupe import Deduplicator
 from tunelens.data.leaks import LeakIndex, load_eval_texts
 from tunelens.data.pycheck import Finding, check_python, extract_code, has_fenced_code, looks_like_code
-from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_text
 from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_line, read_pairs, record_text
@@ -47,7 +47,7 @@ class LintConfig:
                                   min=0.001)
 
     def validate(self) -> None:
-        # Not declared as choices: the message names the flag and every format, as the record reader's does.
+        # Not declared as choices: that error would name the field `fmt`, not the --format flag people type.
         if self.fmt != "auto" and self.fmt not in FORMATS:
             raise UserError(f"unknown format {self.fmt!r}: use auto, {', '.join(FORMATS)}")
 
