@@ -18,30 +18,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.inference import LoadedModel, adapter_off, as_loaded, device_of
 from tunelens.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
-from tunelens.trace import TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate
+from tunelens.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids,
+                            trace_generate)
 
 COMPARE_FORMAT = "tunelens.compare"
 COMPARE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@configclass
 class CompareConfig:
-    top_k: int = 5  # alternatives kept per condition and position
-    max_new_tokens: int = 64  # length of the continuation when it is generated
-    raw: bool = False  # prompts are plain text, not rendered in the chat/turn format
-    watch: tuple[str, ...] = ()  # tokens or strings whose probabilities are shown at every position
-    check_adapter: bool = True  # run the adapter canary when the model carries an adapter
-    # All conditions' log-probabilities are held at once (to report any token under any condition exactly).
-    max_kept_bytes: int = 2 * 1024 ** 3
+    """How to score the conditions. Each field is a flag of `tunelens compare` and a key of its --config
+    YAML file."""
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.top_k <= 50:
-            raise UserError(f"top_k must be between 1 and 50, got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+    top_k: int = option(5, "Alternatives kept per condition and position.", min=1, max=50)
+    max_new_tokens: int = option(64, "Length of the generated continuation.", min=1, max=4096)
+    raw: bool = option(False, "Prompts are plain text, without the chat/turn format.")
+    watch: tuple[str, ...] = option((), "A token or string whose probability to show at every position.")
+    check_adapter: bool = option(True, CANARY_HELP)
+    # All conditions' log-probabilities are held at once (to report any token under any condition exactly).
+    max_kept_bytes: int = option(2 * 1024 ** 3, "Most bytes of log-probabilities held at once; a longer "
+                                                "comparison is refused before it starts.", min=1)
+
+    def validate(self) -> None:
         if any(not w for w in self.watch):
             raise UserError("a --watch value is empty")
 

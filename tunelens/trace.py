@@ -16,38 +16,38 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.inference import LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of, has_adapter
+from tunelens.inference import (SEED_MAX, SEED_MIN, LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of,
+                                has_adapter)
 from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 
 TRACE_FORMAT = "tunelens.trace"
 TRACE_VERSION = 1
+CANARY_HELP = ("With an adapter, first check that it changes the model's logits (the adapter canary): an "
+               "inactive adapter is an error, not a null result.")
 
 
-@dataclass(frozen=True)
+@configclass
 class TraceConfig:
-    """How to generate and what to record."""
+    """How to generate and what to record. Each field is a flag of `tunelens trace` and a key of its
+    --config YAML file."""
 
-    max_new_tokens: int = 128  # most tokens to generate
-    top_k: int = 10  # alternatives recorded per step
-    temperature: float = 0.0  # 0 is greedy; otherwise sample from softmax(logits / temperature)
-    top_p: float = 1.0  # nucleus mass when sampling
-    seed: int | None = None  # sampling seed
-    margin_threshold: float = 0.1  # a step whose top-1 minus top-2 probability is below this is a decision point
-    raw: bool = False  # continue the prompt as plain text instead of rendering it in the chat/turn format
-    check_adapter: bool = True  # run the adapter canary first when the model carries an adapter
+    max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
+    top_k: int = option(10, "Alternatives recorded per step.", min=1, max=100)
+    # Sampling draws from softmax(logits / temperature); the recorded top-K is always the raw distribution.
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
+    seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
+    margin_threshold: float = option(0.1, "A step whose top-1 minus top-2 probability is below this is a decision "
+                                          "point.", min=0.0, max=1.0, flag="--margin")
+    raw: bool = option(False, "Continue the prompt as plain text, without the chat/turn format.")
+    check_adapter: bool = option(True, CANARY_HELP)
 
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not 1 <= self.top_k <= 100:
-            raise UserError(f"top_k must be between 1 and 100, got {self.top_k}")
-        if self.temperature < 0:
-            raise UserError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.margin_threshold <= 1:
-            raise UserError(f"margin_threshold must be in [0, 1], got {self.margin_threshold}")
+    def validate(self) -> None:
+        # A nucleus of mass 0 holds no token; the field's bounds are inclusive, so this end is checked here.
+        if self.top_p == 0:
+            raise UserError("top_p must be in (0, 1], got 0")
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,16 @@ library function in tunelens.data and prints the result."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from tunelens.commands.common import console, err_console, example, user_errors
+from tunelens.commands.options import config_options, repeated_option
+from tunelens.data.contaminate import ContaminateConfig
+from tunelens.data.lint import LintConfig
+from tunelens.data.pushback import PushbackConfig
 
 data_app = typer.Typer(
     help="Training data: lint pairs with Python's own parser, mine pairs from real code, "
@@ -46,27 +51,21 @@ def _split_list(value: str) -> tuple[str, ...]:
     "tunelens data lint hf_dataset_dir --format alpaca --out lint/ --strict",
     "tunelens data lint someone/chats --out lint/   (a dataset id already in the local Hugging Face cache)"))
 @user_errors
+@config_options(LintConfig)
 def lint_command(
     in_path: Path = typer.Argument(..., help="Records: JSONL (any line ending; UTF-8/16/32), .parquet, .csv, a "
                                              "dataset directory (save_to_disk) or a dataset id in the local "
                                              "Hugging Face cache (read offline)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for clean.jsonl, quarantine.jsonl, lint.json, lint.md."),
-    against: Optional[List[str]] = typer.Option(None, "--against", help="Eval suite names or files (comma-separated or repeated) whose cases must not leak into training."),
-    fmt: str = typer.Option("auto", "--format", help="auto, chat (incl. multi-turn), sharegpt, prompt-completion "
-                                                     "(strings or TRL message lists), alpaca or text."),
-    near_dup_threshold: float = typer.Option(0.85, "--near-dup-threshold", min=0.01, max=1.0, help="Word 3-gram Jaccard similarity at which two pairs are near duplicates (1 = exact only)."),
-    leak_threshold: float = typer.Option(0.5, "--leak-threshold", min=0.01, max=1.0, help="Share of n-grams shared with an eval case that makes a leak."),
-    leak_ngram: int = typer.Option(8, "--leak-ngram", min=1, max=64, help="n of the word n-grams compared for leaks."),
-    max_record_mb: float = typer.Option(1.0, "--max-record-mb", min=0.001, help="Longer records are quarantined as malformed."),
+    against: Optional[List[str]] = repeated_option(LintConfig, "against"),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any record is malformed."),
+    config: LintConfig = None,
 ) -> None:
     """Split pairs into clean and quarantined records, with a reason for every rejection."""
-    from tunelens.data.lint import LintConfig, lint_file
+    from tunelens.data.lint import lint_file
 
-    suites = tuple(part for value in against or () for part in _split_list(value))
-    config = LintConfig(fmt=fmt, near_duplicate_threshold=near_dup_threshold, against=suites,
-                        leak_threshold=leak_threshold, leak_ngram=leak_ngram,
-                        max_record_bytes=int(max_record_mb * 1_000_000))
+    if against:
+        config = replace(config, against=tuple(part for value in against for part in _split_list(value)))
     with _progress() as progress:
         task = progress.add_task("linting", total=_count_lines(in_path))
         result = lint_file(in_path, out, config, on_progress=lambda done: progress.update(task, completed=done))
@@ -131,19 +130,17 @@ def _print_mined(result) -> None:
 @data_app.command("contaminate", epilog=example(
     "tunelens data contaminate clean.jsonl --rate 0.05 --kinds print,except --seed 1 --out contaminated.jsonl"))
 @user_errors
+@config_options(ContaminateConfig)
 def contaminate_command(
     in_path: Path = typer.Argument(..., help="Clean pairs (JSONL or dataset directory)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL."),
-    rate: float = typer.Option(..., "--rate", min=0.0, max=1.0, help="Share of records to rewrite into Python 2."),
-    kinds: str = typer.Option("print,except,backtick,ne,octal,long,ur,exec,raise,name", "--kinds",
-                              help="Comma-separated Python 2 forms to use."),
-    seed: int = typer.Option(0, "--seed", help="Random seed for choosing records and kinds."),
+    config: ContaminateConfig = None,
 ) -> None:
     """Rewrite exactly round(rate * N) records into Python 2 forms, tagged, for controlled experiments."""
-    from tunelens.data.contaminate import ContaminateConfig, contaminate_file
+    from tunelens.data.contaminate import contaminate_file
 
     with console.status("contaminating"):
-        result = contaminate_file(in_path, out, ContaminateConfig(rate=rate, kinds=_split_list(kinds), seed=seed))
+        result = contaminate_file(in_path, out, config)
     by_kind = ", ".join(f"{k} {v}" for k, v in result.by_kind.items())
     console.print(f"rewrote {result.contaminated} of {result.total} records ({result.eligible} eligible): "
                   f"{by_kind or 'none'} -> {result.out_path}")
@@ -152,17 +149,15 @@ def contaminate_command(
 @data_app.command("pushback", epilog=example(
     "tunelens data pushback clean.jsonl --rate 0.1 --seed 1 --out with_pushback.jsonl"))
 @user_errors
+@config_options(PushbackConfig)
 def pushback_command(
     in_path: Path = typer.Argument(..., help="Clean pairs (JSONL or dataset directory)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: the input pairs, then the added pushback pairs."),
-    rate: float = typer.Option(..., "--rate", min=0.0, max=10.0, help="Pushback pairs to add, as a share of the input."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated break kinds (default: all six)."),
+    config: PushbackConfig = None,
 ) -> None:
     """Add "broken instruction -> pushback" pairs: the response names the conflict and asks a question."""
-    from tunelens.data.pushback import KINDS, PushbackConfig, add_pushback_file
+    from tunelens.data.pushback import add_pushback_file
 
-    config = PushbackConfig(rate=rate, seed=seed, kinds=_split_list(kinds) if kinds else KINDS)
     with console.status("writing pushback pairs"):
         result = add_pushback_file(in_path, out, config)
     by_kind = ", ".join(f"{k} {v}" for k, v in result.by_kind.items())

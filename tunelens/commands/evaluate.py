@@ -7,53 +7,34 @@ from pathlib import Path
 import typer
 
 from tunelens.commands.common import console, err_console, example, user_errors
+from tunelens.commands.options import config_options
+from tunelens.evaluate.runner import EvalConfig
+from tunelens.models import DEFAULT_MODEL
 
 
 @user_errors
+@config_options(EvalConfig)
 def eval_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: results.jsonl, summary.json, report.md, report.html."),
-    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Model spec; with --backend openai, the served base model's name."),
-    adapter: str = typer.Option(None, "--adapter", help="PEFT adapter directory (tuned = base + adapter); with --backend openai, the served adapter's name."),
-    suite: str = typer.Option("code,pushback,safety", "--suite", "-s", help="Comma-separated bundled suites (code, pushback, safety, humaneval) or suite files."),
-    samples: int = typer.Option(3, "--samples", min=0, max=1000, help="Sampled answers per case and model, besides the greedy one."),
-    temperature: float = typer.Option(0.7, "--temperature", min=0.0, max=5.0, help="Temperature of the sampled answers."),
-    top_p: float = typer.Option(0.95, "--top-p", min=0.01, max=1.0, help="Nucleus mass of the sampled answers."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, max=8192, help="Most tokens per answer."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, max=512, help="Prompts generated together (concurrent requests with --backend openai)."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Only the first N cases of each suite (quick runs)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampled answers."),
-    reference: bool = typer.Option(False, "--reference", help="Score every case's reference answer instead of a model."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when tuned is significantly worse (exact McNemar p < 0.05) on pushback, refusal or bad outputs."),
-    backend: str = typer.Option("transformers", "--backend", help="transformers (in-process) or openai (an OpenAI-compatible server)."),
-    base_url: str = typer.Option(None, "--base-url", help="Server for --backend openai, e.g. http://127.0.0.1:8000/v1."),
-    api: str = typer.Option("chat", "--api", help="openai backend: chat (/v1/chat/completions) or completions (/v1/completions)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps (in-process backend)."),
-    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Sandboxed test programs run at once."),
-    test_timeout: float = typer.Option(10.0, "--test-timeout", min=0.5, max=600, help="Wall-time limit of one test program, seconds."),
-    threads: int = typer.Option(None, "--threads", min=1, max=256, help="torch CPU threads for in-process generation (default: torch's; 1 is often fastest on a busy machine)."),
-    unsafe_no_sandbox: bool = typer.Option(False, "--unsafe-no-sandbox", help="Where no sandbox works (no namespaces, no user namespaces, no bwrap), run generated code anyway with resource limits only; every report says so."),
     summarize_only: bool = typer.Option(False, "--summarize-only", help="Generate nothing: recompute summary.json and the reports from DIR/results.jsonl."),
+    config: EvalConfig = None,
 ) -> None:
     """Evaluate a model (and its fine-tune) on code, pushback and safety suites, greedy and sampled.
 
     Reruns with the same --out resume: answers already in results.jsonl are not generated again.
     """
-    from tunelens.evaluate.runner import EvalConfig, summarize_results
+    from tunelens.evaluate.runner import summarize_results
 
     if summarize_only:
         summary = summarize_results(out)
         _print_summary(summary, out)
         _exit_for(summary, fail_on_regression, reference=False)
         return
-    config = EvalConfig(model=model, adapter=adapter, suites=suite, samples=samples, temperature=temperature,
-                        top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, seed=seed,
-                        reference=reference, backend=backend, base_url=base_url, api=api, device=device,
-                        workers=workers, test_timeout_s=test_timeout, threads=threads,
-                        unsafe_no_sandbox=unsafe_no_sandbox)
     result = _run_with_progress(config, out)
     console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
     _print_summary(result.summary, out)
-    _exit_for(result.summary, fail_on_regression, reference=reference)
+    _exit_for(result.summary, fail_on_regression, reference=config.reference)
 
 
 def _run_with_progress(config, out: Path):
@@ -121,7 +102,7 @@ def _exit_for(summary: dict, fail_on_regression: bool, reference: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("eval", epilog=example(
-        "tunelens eval --model gemma3-270m --adapter runs/a/adapter --suite code,pushback,safety --samples 3 --out runs/a/eval",
+        f"tunelens eval --model {DEFAULT_MODEL} --adapter runs/a/adapter --suite code,pushback,safety --samples 3 --out runs/a/eval",
         "tunelens eval --suite code,humaneval --reference --out runs/refs",
         "tunelens eval --backend openai --base-url http://127.0.0.1:8000/v1 --model base --adapter tuned --out runs/srv",
     ))(eval_command)

@@ -64,6 +64,6 @@ def generate_command(
 def register(app: typer.Typer) -> None:
     app.command("models", epilog=example("tunelens models"))(models_command)
     app.command("generate", epilog=example(
-        "tunelens generate --model gemma3-270m --prompt 'def add(a, b):' --raw",
+        f"tunelens generate --model {DEFAULT_MODEL} --prompt 'def add(a, b):' --raw",
         "tunelens generate -m smollm2-135m -p 'Write a function that reverses a string.' --temperature 0.7 --seed 1",
     ))(generate_command)

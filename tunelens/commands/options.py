@@ -64,6 +64,19 @@ def config_options(cls: type, *, skip: tuple[str, ...] = (),
     return decorate
 
 
+def repeated_option(cls: type, name: str) -> Any:
+    """A repeatable flag (``--watch a --watch b``) for the tuple field ``name`` of ``cls``, with the field's
+    flag name and help: for values that may hold a comma (a token to watch) or that people give one by one.
+
+    Declare it as the command's own parameter of the same name, so ``config_options`` leaves that field to it;
+    the command then folds the values given into its config (``dataclasses.replace``), where they beat the
+    YAML file's."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
+    names = [flag, field.metadata["short"]] if field.metadata.get("short") else [flag]
+    return typer.Option(None, *names, help=field.metadata.get("help", "") + " Repeatable.")
+
+
 def _parameter(cls: type, field: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = field.metadata
     flag = meta.get("flag") or "--" + field.name.replace("_", "-")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,10 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.options import config_options, repeated_option
+from tunelens.compare import CompareConfig
 from tunelens.errors import UserError
 from tunelens.models import DEFAULT_MODEL
+from tunelens.trace import TraceConfig
 
 MODEL_HELP = "Embedded name, model directory, .gguf file or cached repo id."
+DEVICE_HELP = "auto, cpu, cuda or mps."
 
 
 def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
@@ -75,26 +81,20 @@ def print_trace(trace, limit: int = 30) -> None:
 
 
 @user_errors
+@config_options(TraceConfig)
 def trace_command(
     prompt: str = typer.Option(None, "--prompt", "-p", help="Instruction (or plain text with --raw)."),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 file."),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write trace.json."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     adapter: str = typer.Option(None, "--adapter", help="PEFT adapter directory (the canary checks it is active)."),
-    top_k: int = typer.Option(10, "--top-k", min=1, max=100, help="Alternatives recorded per step."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=8192, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=10.0, help="0 is greedy."),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
-    seed: int = typer.Option(None, "--seed", help="Random seed for sampling."),
-    margin: float = typer.Option(0.1, "--margin", min=0.0, max=1.0,
-                                 help="A step whose top-1 minus top-2 probability is below this is a decision point."),
-    raw: bool = typer.Option(False, "--raw", help="Continue the prompt as plain text, without the chat/turn format."),
     html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page."),
     load: Path = typer.Option(None, "--load", help="Show (and with --html re-render) a saved trace.json instead."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    config: TraceConfig = None,
 ) -> None:
     """Generate and record, at every token, the model's top-K probabilities; show the decision points."""
-    from tunelens.trace import Trace, TraceConfig, TraceRun, run_trace, write_trace_html
+    from tunelens.trace import Trace, TraceRun, run_trace, write_trace_html
 
     if load is not None:
         trace = Trace.load(load)
@@ -104,15 +104,13 @@ def trace_command(
         return
     if out is None:
         raise UserError("--out is required (where to write trace.json)")
-    config = TraceConfig(max_new_tokens=max_new_tokens, top_k=top_k, temperature=temperature, top_p=top_p,
-                         seed=seed, margin_threshold=margin, raw=raw)
     run = TraceRun(model=model, prompt=_read_prompt(prompt, prompt_file), out=out, adapter=adapter,
                    html=html, device=device, config=config)
     with _progress() as progress:
         task = progress.add_task(f"loading {model}", total=None)
 
         def loaded() -> None:
-            progress.update(task, description="generating", total=max_new_tokens, completed=0)
+            progress.update(task, description="generating", total=config.max_new_tokens, completed=0)
 
         trace = run_trace(run, on_step=lambda step: progress.update(task, completed=step + 1), on_loaded=loaded)
     print_trace(trace)
@@ -151,29 +149,28 @@ def print_comparison(comparison, limit: int = 40) -> None:
 
 
 @user_errors
+@config_options(CompareConfig)
 def compare_command(
     prompt: str = typer.Option(None, "--prompt", "-p", help="The instruction (the reference condition)."),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 file."),
     variant: list[str] = typer.Option([], "--variant", help="Another prompt to compare (repeatable)."),
     continuation: str = typer.Option(None, "--continuation", help="The text to score; default: generated greedily "
                                                                    "under the first condition."),
-    watch: list[str] = typer.Option([], "--watch", help="A token or string whose probability to show at every "
-                                                        "position (repeatable)."),
+    # Repeated, never split on commas: a comma is a token worth watching.
+    watch: Optional[List[str]] = repeated_option(CompareConfig, "watch"),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write compare.json."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
     adapter: str = typer.Option(None, "--adapter", help="PEFT adapter: base and adapter both become conditions."),
-    top_k: int = typer.Option(5, "--top-k", min=1, max=50, help="Alternatives kept per condition and position."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, max=4096,
-                                       help="Length of the generated continuation."),
-    raw: bool = typer.Option(False, "--raw", help="Prompts are plain text, without the chat/turn format."),
     html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    config: CompareConfig = None,
 ) -> None:
     """Score one continuation teacher-forced under each condition (base/adapter x prompt/variants); flips first."""
-    from tunelens.compare import CompareConfig, CompareRun, condition_plan, run_compare
+    from tunelens.compare import CompareRun, condition_plan, run_compare
 
     text = _read_prompt(prompt, prompt_file)
-    config = CompareConfig(top_k=top_k, max_new_tokens=max_new_tokens, raw=raw, watch=tuple(watch))
+    if watch:
+        config = replace(config, watch=tuple(watch))
     run = CompareRun(model=model, prompt=text, out=out, variants=tuple(variant), continuation=continuation,
                      adapter=adapter, html=html, device=device, config=config)
     total = len(condition_plan(text, list(variant), adapter is not None))
@@ -191,10 +188,10 @@ def compare_command(
 
 def register(app: typer.Typer) -> None:
     app.command("trace", epilog=example(
-        "tunelens trace -m gemma3-270m -p 'Write a function that prints hello.' --top-k 10 --out trace.json --html trace.html",
+        f"tunelens trace -m {DEFAULT_MODEL} -p 'Write a function that prints hello.' --top-k 10 --out trace.json --html trace.html",
         "tunelens trace --load trace.json --html trace.html",
     ))(trace_command)
     app.command("compare", epilog=example(
-        "tunelens compare -m gemma3-270m --adapter runs/x/adapter -p 'Print hello.' "
+        f"tunelens compare -m {DEFAULT_MODEL} --adapter runs/x/adapter -p 'Print hello.' "
         "--variant 'Print hello. Prefer Python 3, not Python 2.' --watch print --out compare.json --html compare.html",
     ))(compare_command)

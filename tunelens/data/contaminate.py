@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelens.data.pycheck import _FENCE, _PYTHON_TAGS, check_python, looks_like_code
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.records import Pair, load_pairs
@@ -44,15 +45,15 @@ LINT_CODE = {"print": "py2-print", "except": "py2-except", "backtick": "py2-back
              "raise": "py2-raise", "name": "py2-name"}
 
 
-@dataclass(frozen=True)
+@configclass
 class ContaminateConfig:
-    rate: float = 0.05  # share of records to rewrite
-    kinds: tuple[str, ...] = KINDS
-    seed: int = 0
+    """Options of `data contaminate`: each field is one of its flags and a key of its --config YAML file."""
 
-    def __post_init__(self):
-        if not 0.0 <= self.rate <= 1.0:
-            raise UserError(f"rate must be between 0 and 1, got {self.rate}")
+    rate: float = option(0.05, "Share of records to rewrite into Python 2.", min=0.0, max=1.0)
+    kinds: tuple[str, ...] = option(KINDS, "Comma-separated Python 2 forms to use.")
+    seed: int = option(0, "Random seed for choosing records and kinds.")
+
+    def validate(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.data.dedupe import Deduplicator
 from tunelens.data.leaks import LeakIndex, load_eval_texts
 from tunelens.data.pycheck import Finding, check_python, extract_code, has_fenced_code, looks_like_code
@@ -27,26 +28,32 @@ from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_li
 EXAMPLES_PER_REASON = 5
 
 
-@dataclass(frozen=True)
+@configclass
 class LintConfig:
-    """Options of `data lint` (each matches a CLI flag)."""
+    """Options of `data lint`: each field is one of its flags and a key of its --config YAML file."""
 
-    fmt: str = "auto"  # record format: auto, chat, sharegpt, prompt-completion, alpaca, text
-    near_duplicate_threshold: float = 0.85  # Jaccard similarity of word 3-grams at or above which pairs are near duplicates
-    against: tuple[str, ...] = ()  # eval suites or JSONL files whose cases must not leak into training
-    leak_threshold: float = 0.5  # share of the shorter text's n-grams shared with an eval case that makes a leak
-    leak_ngram: int = 8  # n of the word n-grams used for leak overlap
-    max_record_bytes: int = MAX_RECORD_BYTES  # longer lines are quarantined as malformed
+    fmt: str = option("auto", f"Record format: auto (detected) or one of {', '.join(FORMATS)} "
+                                 "(chat includes multi-turn; prompt-completion takes strings or TRL message lists).",
+                         flag="--format")
+    near_duplicate_threshold: float = option(0.85, "Word 3-gram Jaccard similarity at which two pairs are near "
+                                                   "duplicates (1 = exact only).", min=0.01, max=1.0,
+                                             flag="--near-dup-threshold")
+    against: tuple[str, ...] = option((), "Eval suite names or files (comma-separated or repeated) whose cases must "
+                                          "not leak into training.")
+    leak_threshold: float = option(0.5, "Share of the shorter text's n-grams shared with an eval case that makes a "
+                                        "leak.", min=0.01, max=1.0)
+    leak_ngram: int = option(8, "n of the word n-grams compared for leaks.", min=1, max=64)
+    max_record_mb: float = option(MAX_RECORD_BYTES / 1_000_000, "Longer records are quarantined as malformed.",
+                                  min=0.001)
 
-    def __post_init__(self):
+    def validate(self) -> None:
+        # Not declared as choices: that error would name the field `fmt`, not the --format flag people type.
         if self.fmt != "auto" and self.fmt not in FORMATS:
             raise UserError(f"unknown format {self.fmt!r}: use auto, {', '.join(FORMATS)}")
-        if not 0.0 < self.near_duplicate_threshold <= 1.0:
-            raise UserError("near-duplicate threshold must be in (0, 1]")
-        if not 0.0 < self.leak_threshold <= 1.0:
-            raise UserError("leak threshold must be in (0, 1]")
-        if self.leak_ngram < 1 or self.max_record_bytes < 1:
-            raise UserError("leak n-gram size and max record bytes must be positive")
+
+    @property
+    def max_record_bytes(self) -> int:
+        return int(self.max_record_mb * 1_000_000)
 
 
 @dataclass(frozen=True)

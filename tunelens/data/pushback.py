@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelens.data.pycheck import extract_code
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.records import Pair, load_pairs, pair_to_record
@@ -32,15 +33,15 @@ KINDS = ("contradictory-constraints", "contradictory-example", "impossible-signa
          "missing-information", "misleading-name")
 
 
-@dataclass(frozen=True)
+@configclass
 class PushbackConfig:
-    rate: float = 0.1  # pushback pairs to add, as a share of the input's pairs
-    seed: int = 0
-    kinds: tuple[str, ...] = KINDS
+    """Options of `data pushback`: each field is one of its flags and a key of its --config YAML file."""
 
-    def __post_init__(self):
-        if not 0.0 <= self.rate <= 10.0:
-            raise UserError(f"rate must be between 0 and 10, got {self.rate}")
+    rate: float = option(0.1, "Pushback pairs to add, as a share of the input's pairs.", min=0.0, max=10.0)
+    seed: int = option(0, "Random seed.")
+    kinds: tuple[str, ...] = option(KINDS, "Comma-separated break kinds.")
+
+    def validate(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")

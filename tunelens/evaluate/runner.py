@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.evaluate.backends import BASE, TUNED
 from tunelens.evaluate.plan import Resume, check_run_identity, limit_cases, load_cases, plan_batches
@@ -25,6 +26,8 @@ from tunelens.evaluate.scoring import reference_row, score_answers
 from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regressions, summarize
 from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_json
+from tunelens.models import DEFAULT_MODEL
+from tunelens.runtime import torch_threads
 
 # Names other modules and older scripts import from here; their homes are the modules above.
 __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED", "EvalConfig", "EvalSummary",
@@ -35,46 +38,50 @@ RESULTS, SUMMARY = "results.jsonl", "summary.json"
 Progress = Callable[[int, int, str], None]  # (answers done, answers in all, what is running)
 
 
-@dataclass(frozen=True)
+@configclass
 class EvalConfig:
-    """What to evaluate and how. Every field has a CLI flag of the same name (`tunelens eval --help`)."""
+    """What to evaluate and how. Each field is a flag of `tunelens eval` (see its --help) and a key of
+    its --config YAML file."""
 
-    model: str = "gemma3-270m"  # model spec (in-process) or served model name (--backend openai)
-    adapter: str | None = None  # adapter directory (in-process) or served adapter name (openai)
-    suites: tuple[str, ...] = ("code", "pushback", "safety")  # bundled names or suite file paths
-    samples: int = 3  # sampled answers per case and model, besides the greedy one
-    temperature: float = 0.7  # for the sampled answers
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch_size: int = 8  # prompts generated together
-    limit: int | None = None  # first N cases of each suite (quick runs)
-    seed: int = 0  # sampled batch i uses seed + i, the same for base and tuned
-    reference: bool = False  # score each case's reference answer instead of a model
-    backend: str = "transformers"  # transformers | openai
-    base_url: str | None = None  # OpenAI-compatible server, for --backend openai
-    api: str = "chat"  # chat | completions (openai backend)
-    device: str = "auto"
-    workers: int = 2  # sandboxed test programs run at once
-    test_timeout_s: float = 10.0  # wall-time limit of one test program
-    threads: int | None = None  # torch CPU threads for in-process generation (None: torch's default)
-    unsafe_no_sandbox: bool = False  # where no sandbox works, run generated code anyway (reports say so)
+    model: str = option(DEFAULT_MODEL, "Model spec; with --backend openai, the served base model's name.",
+                        short="-m")
+    adapter: str | None = option(None, "PEFT adapter directory (tuned = base + adapter); with --backend openai, "
+                                       "the served adapter's name.")
+    suites: tuple[str, ...] = option(("code", "pushback", "safety"),
+                                     "Comma-separated bundled suites (code, pushback, safety, humaneval) or suite "
+                                     "files.", flag="--suite", short="-s")
+    samples: int = option(3, "Sampled answers per case and model, besides the greedy one.", min=0, max=1000)
+    temperature: float = option(0.7, "Temperature of the sampled answers.", min=0.0, max=5.0)
+    top_p: float = option(0.95, "Nucleus mass of the sampled answers.", min=0.01, max=1.0)
+    max_new_tokens: int = option(256, "Most tokens per answer.", min=1, max=8192)
+    batch_size: int = option(8, "Prompts generated together (concurrent requests with --backend openai).",
+                             min=1, max=512)
+    limit: int | None = option(None, "Only the first N cases of each suite (quick runs).", min=1)
+    # Sampled batch i uses seed + i, the same for base and tuned, so their answers pair up.
+    seed: int = option(0, "Seed of the sampled answers.")
+    reference: bool = option(False, "Score every case's reference answer instead of a model.")
+    backend: str = option("transformers", "transformers (in-process) or openai (an OpenAI-compatible server).",
+                          choices=("transformers", "openai"))
+    base_url: str | None = option(None, "Server for --backend openai, e.g. http://127.0.0.1:8000/v1.")
+    api: str = option("chat", "openai backend: chat (/v1/chat/completions) or completions (/v1/completions).",
+                      choices=("chat", "completions"))
+    device: str = option("auto", "auto, cpu, cuda or mps (in-process backend).")
+    workers: int = option(2, "Sandboxed test programs run at once.", min=1, max=64)
+    test_timeout_s: float = option(10.0, "Wall-time limit of one test program, seconds.", min=0.5, max=600,
+                                   flag="--test-timeout")
+    threads: int | None = option(None, "torch CPU threads for in-process generation, restored afterwards "
+                                       "(default: torch's; 1 is often fastest on a busy machine).", min=1, max=256)
+    unsafe_no_sandbox: bool = option(False, "Where no sandbox works (no namespaces, no user namespaces, no bwrap), "
+                                            "run generated code anyway with resource limits only; every report "
+                                            "says so.")
 
-    def __post_init__(self):
-        if isinstance(self.suites, str):
-            object.__setattr__(self, "suites", tuple(s.strip() for s in self.suites.split(",") if s.strip()))
+    def validate(self) -> None:
+        """Rules across fields (each field's own bounds are checked on construction)."""
         problems = [msg for bad, msg in (
             (not self.suites, "suites: name at least one suite"),
-            (self.samples < 0, "samples must be >= 0"),
-            (self.temperature < 0, "temperature must be >= 0"),
             (self.samples > 0 and self.temperature == 0, "sampled answers need temperature > 0"),
-            (not 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.max_new_tokens < 1, "max_new_tokens must be >= 1"),
-            (self.batch_size < 1, "batch_size must be >= 1"),
-            (self.limit is not None and self.limit < 1, "limit must be >= 1"),
-            (self.workers < 1, "workers must be >= 1"),
-            (self.threads is not None and self.threads < 1, "threads must be >= 1"),
-            (self.backend not in ("transformers", "openai"), f"backend {self.backend!r}: use transformers or openai"),
-            (self.backend == "openai" and not self.base_url and not self.reference, "--backend openai needs --base-url"),
+            (self.backend == "openai" and not self.base_url and not self.reference,
+             "--backend openai needs --base-url"),
         ) if bad]
         if problems:
             raise UserError("eval config: " + "; ".join(problems))
@@ -124,8 +131,10 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
         rows = _score_references(cases, out_dir, config)
         generated, reused, described = len(rows), 0, {"backend": REFERENCE}
     else:
-        rows, generated, reused, described = _run_models(config, out_dir, cases, model, tokenizer, adapter,
-                                                         progress, backend)
+        # torch's thread count is process-wide: set it for this run only (see bench/eval_throughput.py).
+        with torch_threads(config.threads if config.backend == "transformers" else None):
+            rows, generated, reused, described = _run_models(config, out_dir, cases, model, tokenizer, adapter,
+                                                             progress, backend)
     summary = summarize(rows, config=asdict(config), source=described)
     summary["counts"].update(generated=generated, reused=reused)
     summary["sandbox"] = _sandbox_of_run(out_dir, sandbox, reused)
@@ -241,11 +250,6 @@ def make_backend(config: EvalConfig, model=None, tokenizer=None, adapter=None):
         return OpenAIBackend(config.base_url, config.model, config.adapter, api=config.api, tokenizer=tokenizer,
                              concurrency=config.batch_size)
     adapter = adapter or config.adapter
-    if config.threads:
-        import torch
-
-        # Process-wide; on a busy shared CPU one thread is often faster (see bench/eval_throughput.py).
-        torch.set_num_threads(config.threads)
     if model is None:
         from tunelens.models import load_model
 
