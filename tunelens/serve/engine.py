@@ -129,6 +129,18 @@ class Metrics:
         self.generations = 0
         self.in_flight = 0
 
+    def enter(self, max_queue: int) -> None:
+        """Admit one more request that waits for or holds the model (or the upstream); 503 past the cap."""
+        with self.lock:
+            if self.in_flight >= max_queue:
+                raise APIError(503, f"server busy: {self.in_flight} requests queued (limit {max_queue}); "
+                                    "retry later", code="server_busy")
+            self.in_flight += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
     def count_request(self, path: str, status: int) -> None:
         with self.lock:
             self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
@@ -190,10 +202,7 @@ class Engine:
         self.background: set = set()
 
     def model_names(self) -> list[str]:
-        names = [MODEL_ADAPTER, MODEL_BASE] if self.has_adapter else [MODEL_BASE]
-        if self.gate is not None and self.has_adapter and self.gate.calibration is not None:
-            names.append(MODEL_AUTO)
-        return names
+        return served_names(self.has_adapter, self.gate)
 
     def _locked(self, fn: Callable, *args):
         with self.lock:
@@ -201,23 +210,30 @@ class Engine:
 
     async def call(self, fn: Callable, *args):
         """Run fn(*args) on the model thread, refusing new work when the queue is full."""
-        with self.metrics.lock:
-            if self.metrics.in_flight >= self.limits.max_queue:
-                raise APIError(503, f"server busy: {self.metrics.in_flight} requests queued (limit "
-                                    f"{self.limits.max_queue}); retry later", code="server_busy")
-            self.metrics.in_flight += 1
+        self.metrics.enter(self.limits.max_queue)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self._locked, fn, *args)
         finally:
-            with self.metrics.lock:
-                self.metrics.in_flight -= 1
+            self.metrics.leave()
 
     async def generate(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
         return await self.call(run_job, self.loaded, job, self.stop_ids, on_token, cancelled)
 
     def decide(self, query: str) -> dict:
         """The gate's decision for `auto` (runs on the model thread: model signals use the model)."""
-        decision = self.gate.route(query, self.model, self.tokenizer)
-        return {"route": decision.route, "reason": "gate", "score": decision.score,
-                "threshold": decision.threshold, "signals": decision.signals.scores(),
-                "nearest": decision.signals.neighbours[:1]}
+        return routing_info(self.gate.route(query, self.model, self.tokenizer))
+
+
+def served_names(has_adapter: bool, gate) -> list[str]:
+    """The model names a server answers to: `auto` only where there is an adapter and a calibrated gate."""
+    names = [MODEL_ADAPTER, MODEL_BASE] if has_adapter else [MODEL_BASE]
+    if gate is not None and has_adapter and gate.calibration is not None:
+        names.append(MODEL_AUTO)
+    return names
+
+
+def routing_info(decision) -> dict:
+    """The `tunelens` field of a gated response: the route and what the gate saw."""
+    return {"route": decision.route, "reason": "gate", "score": decision.score,
+            "threshold": decision.threshold, "signals": decision.signals.scores(),
+            "nearest": decision.signals.neighbours[:1]}
