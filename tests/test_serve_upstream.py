@@ -366,3 +366,17 @@ def test_startup_check_of_the_upstreams_model_names(upstream):
         check_upstream_models(Upstream(upstream.url, "tunelens-base", api_key="wrong"))
     down = check_upstream_models(Upstream(f"http://127.0.0.1:{_free_port()}", "base", connect_timeout=2))
     assert "does not answer yet" in down
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--upstream", "http://127.0.0.1:9/v1"], "--upstream needs --upstream-base-model"),
+    (["--upstream", "127.0.0.1:9", "--upstream-base-model", "b"], "give an http:// or https:// URL"),
+    (["--upstream-adapter-model", "tuned"], "need --upstream URL"),
+    (["--upstream", "http://127.0.0.1:9", "--upstream-base-model", "b", "--adapter", "a"], "--upstream-adapter-model"),
+    (["--upstream", "http://127.0.0.1:9", "--upstream-base-model", "b", "--host", "0.0.0.0"], "pass --api-key"),
+])
+def test_serve_options_that_cannot_work_are_one_line_errors(args, needle):
+    from tunelens.cli import app
+
+    result = CliRunner().invoke(app, ["serve", *args], env={"TUNELENS_API_KEY": ""})
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output

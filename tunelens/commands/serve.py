@@ -22,6 +22,8 @@ def serve_command(
     max_tokens_limit: int = typer.Option(1024, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
     max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens", min=1, help="Longest prompt accepted, in tokens."),
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024, help="Largest request body, in bytes."),
+    max_queue: int = typer.Option(256, "--max-queue", min=1,
+                                  help="Requests waiting for or holding the model (or the upstream); more get 503."),
     read_timeout: float = typer.Option(30.0, "--read-timeout", min=0.1,
                                        help="Seconds a client has to send a whole request; slower ones are cut off."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -44,7 +46,7 @@ def serve_command(
     from tunelens.serve import ServeLimits, Upstream, serve
 
     limits = ServeLimits(max_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens,
-                         max_body_bytes=max_body_bytes, read_timeout=read_timeout)
+                         max_body_bytes=max_body_bytes, read_timeout=read_timeout, max_queue=max_queue)
     target = None
     if upstream is not None:
         if not upstream_base_model:
