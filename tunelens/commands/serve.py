@@ -31,8 +31,8 @@ def serve_command(
                                  "(e.g. http://127.0.0.1:8001/v1, a vLLM with --enable-lora); no model loads here."),
     upstream_base_model: str = typer.Option(None, "--upstream-base-model",
                                             help="The upstream's name for the base model (needed with --upstream)."),
-    upstream_adapter_model: str = typer.Option(None, "--upstream-adapter-model",
-                                               help="The upstream's name for the adapter (vLLM: the --lora-modules name)."),
+    upstream_adapter_model: str = typer.Option(
+        None, "--upstream-adapter-model", help="The upstream's name for the adapter (vLLM: the --lora-modules name)."),
     upstream_api_key: str = typer.Option(None, "--upstream-api-key", envvar="TUNELENS_UPSTREAM_API_KEY",
                                          show_envvar=True, help="Key sent to the upstream as `Authorization: Bearer`."),
     upstream_timeout: float = typer.Option(600.0, "--upstream-timeout", min=0.1,

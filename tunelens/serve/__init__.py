@@ -27,5 +27,5 @@ from tunelens.serve.stops import StopText
 from tunelens.serve.upstream import UPSTREAM_API_KEY_ENV, Upstream, UpstreamEngine
 
 __all__ = ["API_KEY_ENV", "APIError", "Engine", "Job", "MODEL_ADAPTER", "MODEL_AUTO", "MODEL_BASE", "Outcome",
-           "ServeLimits", "ServerHandle", "StopText", "UPSTREAM_API_KEY_ENV", "Upstream", "UpstreamEngine", "create_app",
-           "run_job", "serve", "start_in_thread"]
+           "ServeLimits", "ServerHandle", "StopText", "UPSTREAM_API_KEY_ENV", "Upstream", "UpstreamEngine",
+           "create_app", "run_job", "serve", "start_in_thread"]
