@@ -24,6 +24,8 @@ def serve_command(
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024, help="Largest request body, in bytes."),
     max_queue: int = typer.Option(256, "--max-queue", min=1,
                                   help="Requests waiting for or holding the model (or the upstream); more get 503."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1,
+                                  help="Waiting requests decoded together in one batch (1: one at a time)."),
     read_timeout: float = typer.Option(30.0, "--read-timeout", min=0.1,
                                        help="Seconds a client has to send a whole request; slower ones are cut off."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -58,7 +60,7 @@ def serve_command(
     elif upstream_base_model or upstream_adapter_model:
         raise UserError("--upstream-base-model and --upstream-adapter-model need --upstream URL")
     serve(model, adapter=adapter, gate_dir=gate, host=host, port=port, device=device, limits=limits,
-          api_key=api_key, insecure=insecure, log=console.print, upstream=target)
+          api_key=api_key, insecure=insecure, log=console.print, upstream=target, max_batch=max_batch)
 
 
 def register(app: typer.Typer) -> None:

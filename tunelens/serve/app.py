@@ -25,12 +25,13 @@ OPEN_PATHS = ("/healthz",)
 
 def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=None,
                limits: ServeLimits = ServeLimits(), model_label: str | None = None, api_key: str | None = None,
-               upstream: Upstream | None = None):
+               upstream: Upstream | None = None, max_batch: int = 16):
     """The FastAPI app serving one loaded model (optionally with its adapter and a calibrated gate).
 
     `model` is a LoadedModel, or a bare model with its `tokenizer`. With `upstream` (and no model),
     generation is forwarded to that OpenAI-compatible engine and only the gate runs here. With
-    `api_key`, every request but /healthz must carry `Authorization: Bearer <api_key>`.
+    `api_key`, every request but /healthz must carry `Authorization: Bearer <api_key>`. Up to
+    `max_batch` waiting requests decode together (serve/batching.py); 1 serves one at a time.
     """
     if gate is not None and gate.calibration is None:
         raise UserError(f"gate {gate.directory} is not calibrated: run `tunelens gate calibrate` before serving it")
@@ -41,7 +42,7 @@ def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=N
         label = model_label or f"upstream {upstream.url}"
     else:
         loaded = as_loaded(model, tokenizer)
-        engine = Engine(loaded, gate, limits)
+        engine = Engine(loaded, gate, limits, max_batch=max_batch)
         label = model_label or loaded.spec
     app = FastAPI(title="tunelens", version="1")
     app.state.engine = engine

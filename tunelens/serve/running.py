@@ -117,7 +117,7 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
 def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Path | None = None,
           host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           limits: ServeLimits = ServeLimits(), api_key: str | None = None, insecure: bool = False,
-          log: Callable[[str], None] = print, upstream=None) -> None:
+          log: Callable[[str], None] = print, upstream=None, max_batch: int = 16) -> None:
     """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until interrupted."""
     import uvicorn
 
@@ -129,7 +129,7 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
     if upstream is not None:
         app = _upstream_app(upstream, adapter, gate, limits, api_key, log)
     else:
-        app = _local_app(model_spec, adapter, gate, device, limits, api_key, log)
+        app = _local_app(model_spec, adapter, gate, device, limits, api_key, log, max_batch)
     if gate is not None:
         gate.embedder  # load the embedder now, not on the first request
     log(f"serving {', '.join(app.state.engine.model_names())} on http://{host}:{port}/v1"
@@ -137,7 +137,8 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
     uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="info")).run()
 
 
-def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log):
+def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
+               max_batch: int):
     from tunelens.inference import LoadedModel
     from tunelens.serve.app import create_app
 
@@ -145,7 +146,7 @@ def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits,
         raise UserError("--gate routes between the adapter and the base model: pass --adapter too")
     log(f"loading {model_spec}" + (f" with adapter {adapter}" if adapter else ""))
     loaded = LoadedModel.load(model_spec, adapter=adapter, device=device)
-    return create_app(loaded, gate=gate, limits=limits, api_key=api_key)
+    return create_app(loaded, gate=gate, limits=limits, api_key=api_key, max_batch=max_batch)
 
 
 def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | None, log):
