@@ -7,16 +7,17 @@ Model names: `tunelens-adapter` (the adapter), `tunelens-base` (adapter switched
 gate decides per request). Every response carries a `tunelens` field with the route taken and, for
 `auto`, the gate's scores and threshold.
 
-All model work runs on one worker thread, one request at a time (serve/engine.py), through the shared
-decode loop of tunelens.inference. Bad input of any kind is a 4xx in OpenAI's error shape
-(docs/serve.md lists the cases); an unexpected failure is a 500 in the same shape.
+All model work runs on one worker thread (serve/engine.py); requests waiting for it decode together
+as one batch (serve/batching.py), and a lone request takes the shared decode loop of
+tunelens.inference. Bad input of any kind is a 4xx in OpenAI's error shape (docs/serve.md lists the
+cases); an unexpected failure is a 500 in the same shape.
 
 With an upstream engine (serve/upstream.py) no model loads: the gate decides here and the requests go
 to an OpenAI-compatible engine such as vLLM with LoRA modules.
 
 Modules: schemas (limits, request fields, errors), stops (stop strings), engine (the model thread),
-upstream (forwarding to another engine), responses (OpenAI's response shapes), app (endpoints and
-request checks), running (uvicorn).
+batching (several requests in one decode loop), upstream (forwarding to another engine), responses
+(OpenAI's response shapes), app (endpoints and request checks), running (uvicorn).
 """
 
 from tunelens.serve.app import create_app

@@ -218,8 +218,9 @@ class Metrics:
 class Engine:
     """Owns the model: every job (gate scoring, generation) runs on its single worker thread.
 
-    One request at a time: the adapter on/off switch is a property of the shared model, so two
-    requests running together could otherwise see each other's setting.
+    One thread, because the adapter on/off switch is a property of the shared model: two requests
+    running on two threads could see each other's setting. Several requests of one route may still
+    decode together on it, as one batch (`max_batch` > 1, serve/batching.py).
     """
 
     def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
