@@ -9,7 +9,7 @@ import pytest
 from tunelens.inference import as_loaded
 from tunelens.prompts import stop_token_ids
 from tunelens.serve import ServeLimits, create_app, start_in_thread
-from tunelens.serve.batching import Request, run_batch, take_group
+from tunelens.serve.batching import Batch, Request, run_batch, take_group
 from tunelens.serve.engine import Job, run_job
 from tunelens.testing import tiny_lora_model
 
@@ -71,6 +71,31 @@ def test_take_group_keeps_one_route_and_the_cap():
     assert take_group(pending, 2) == [base1, base2] and pending == [adapter1, base3, adapter2]
     assert take_group(pending, 8) == [adapter1, adapter2] and pending == [base3]
     assert take_group([], 4) == []
+    base, adapter1, adapter2 = pending = [request(False), request(True), request(True)]
+    assert take_group(pending, 1, route=True) == [adapter1] and pending == [base, adapter2]  # the batch's route
+    assert take_group(pending, 0) == []
+
+
+def test_requests_joining_a_running_batch_answer_as_alone(tiny):
+    model, tokenizer = tiny
+    loaded, stops = as_loaded(model, tokenizer), set(stop_token_ids(tokenizer))
+    jobs = _jobs(tokenizer, True)
+    alone = [run_job(loaded, job, stops, lambda d, i: None, threading.Event()) for job in jobs]
+    requests = [Request(job, lambda d, i: None, threading.Event(), None) for job in jobs]
+    batch, outcomes = Batch(loaded, requests[:2], stops), {}
+    for step in range(40):
+        if step == 2:
+            batch.join(requests[2:4])  # mid-decode: the first two have taken two tokens each
+        if step == 4:
+            batch.join(requests[4:])
+        outcomes.update(batch.step())
+        if not batch.rows:
+            break
+    assert sorted(outcomes) == list(range(len(jobs)))
+    for k, single in enumerate(alone):
+        joined = outcomes[k]
+        assert joined.ids == single.ids and joined.text == single.text and joined.finish_reason == single.finish_reason
+        assert [t.logprob for t in joined.tokens] == pytest.approx([t.logprob for t in single.tokens], abs=1e-5)
 
 
 def _metric(url, name):
@@ -120,7 +145,45 @@ def test_concurrent_clients_are_batched_and_answer_as_the_one_at_a_time_server(t
         # Batching really happened: fewer batches than requests.
         assert _metric(batched.url, "tunelens_batched_requests_total") == len(cases)
         assert _metric(batched.url, "tunelens_batches_total") < len(cases)
+
         assert _metric(batched.url, "tunelens_in_flight") == 0
     finally:
         single.stop()
         batched.stop()
+
+
+def test_the_engine_lets_late_requests_join_the_running_batch(tiny):
+    import asyncio
+
+    from tunelens.serve.engine import Engine
+
+    model, tokenizer = tiny
+    loaded, stops = as_loaded(model, tokenizer), set(stop_token_ids(tokenizer))
+    engine = Engine(loaded, limits=ServeLimits(max_tokens=64), max_batch=8)
+    jobs = _jobs(tokenizer, True)
+    jobs[0].max_tokens = jobs[1].max_tokens = 30  # still decoding when the others arrive
+    alone = [run_job(loaded, job, stops, lambda d, i: None, threading.Event()) for job in jobs]
+    started = threading.Event()
+
+    def first_tokens(delta, info, seen=[]):
+        seen.append(delta)
+        if len(seen) >= 3:
+            started.set()
+
+    async def scenario():
+        hold = threading.Event()
+        engine.executor.submit(hold.wait)  # so that the first two are both waiting when the thread frees
+        early = [asyncio.create_task(engine.generate(jobs[0], first_tokens, threading.Event())),
+                 asyncio.create_task(engine.generate(jobs[1], lambda d, i: None, threading.Event()))]
+        await asyncio.sleep(0.05)
+        hold.set()
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 60)
+        late = [asyncio.create_task(engine.generate(job, lambda d, i: None, threading.Event())) for job in jobs[2:]]
+        return await asyncio.gather(*early, *late)
+
+    outcomes = asyncio.run(scenario())
+    for single, batched in zip(alone, outcomes):
+        assert batched.ids == single.ids and batched.text == single.text
+        assert batched.finish_reason == single.finish_reason
+    assert engine.metrics.joins >= 1 and engine.metrics.batches == 1  # the late ones joined the first batch
+    assert engine.metrics.batched_requests == len(jobs) and engine.active is None

@@ -152,7 +152,7 @@ class Metrics:
         self.generation_seconds = 0.0
         self.generations = 0
         self.in_flight = 0
-        self.batches = self.batched_requests = 0
+        self.batches = self.batched_requests = self.joins = 0
 
     def enter(self, max_queue: int) -> None:
         """Admit one more request that waits for or holds the model (or the upstream); 503 past the cap."""
@@ -170,10 +170,11 @@ class Metrics:
         with self.lock:
             self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
 
-    def count_batch(self, size: int) -> None:
+    def count_batch(self, size: int, joined: bool = False) -> None:
         with self.lock:
-            self.batches += 1
+            self.batches += 0 if joined else 1
             self.batched_requests += size
+            self.joins += 1 if joined else 0
 
     def count_generation(self, route: str, reason: str, outcome: Outcome) -> None:
         with self.lock:
@@ -204,6 +205,8 @@ class Metrics:
                       f"tunelens_generation_seconds_count {self.generations}",
                       "# HELP tunelens_batches_total Decoding batches run with --max-batch over 1 (a lone request is a batch of 1).",
                       "# TYPE tunelens_batches_total counter", f"tunelens_batches_total {self.batches}",
+                      "# HELP tunelens_batch_joins_total Times waiting requests joined a running batch.",
+                      "# TYPE tunelens_batch_joins_total counter", f"tunelens_batch_joins_total {self.joins}",
                       "# HELP tunelens_batched_requests_total Requests decoded in those batches.",
                       "# TYPE tunelens_batched_requests_total counter",
                       f"tunelens_batched_requests_total {self.batched_requests}",
@@ -239,6 +242,7 @@ class Engine:
         self.max_batch = max_batch  # 1: one request at a time; more: serve/batching.py
         self.pending: list = []  # batching.Request objects waiting for the model thread
         self.pending_lock = threading.Lock()
+        self.active = None  # the batching.Batch decoding now (touched only on the model thread)
 
     def model_names(self) -> list[str]:
         return served_names(self.has_adapter, self.gate)
@@ -261,11 +265,7 @@ class Engine:
         return await self._batched(job, on_token, cancelled)
 
     async def _batched(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
-        """Queue the job and one drain of the queue on the model thread; the outcome comes back by future.
-
-        Each job adds one drain and each drain takes at least the oldest waiting job, so no job is left
-        behind; a drain that finds the queue empty (its job went in an earlier batch) does nothing.
-        """
+        """Queue the job and one drain of the queue on the model thread; the outcome comes back by future."""
         from tunelens.serve.batching import Request
 
         loop = asyncio.get_running_loop()
@@ -281,20 +281,58 @@ class Engine:
         try:
             with self.pending_lock:
                 self.pending.append(Request(job, on_token, cancelled, done))
-            loop.run_in_executor(self.executor, self._drain)
+            self.executor.submit(self._drain)
             return await future
         finally:
             self.metrics.leave()
 
     def _drain(self) -> None:
-        from tunelens.serve.batching import run_group, take_group
+        """On the model thread: waiting requests join the running batch, or start one.
+
+        Every queued job adds one drain, and the end of a batch adds another while jobs wait, so no
+        job is left behind; a drain that finds nothing to take does nothing.
+        """
+        from tunelens.serve.batching import Batch, run_lone, take_group
 
         with self.pending_lock:
-            group = take_group(self.pending, self.max_batch)
-        if group:
-            self.metrics.count_batch(len(group))
+            if self.active is not None:
+                group = take_group(self.pending, self.max_batch - len(self.active.rows), self.active.use_adapter)
+            else:
+                group = take_group(self.pending, self.max_batch)
+            alone = self.active is None and len(group) == 1 and not self.pending
+        if not group:
+            return
+        self.metrics.count_batch(len(group), joined=self.active is not None)
+        if alone:
             with self.lock:
-                run_group(self.loaded, group, self.stop_ids)
+                run_lone(self.loaded, group[0], self.stop_ids)
+        elif self.active is not None:
+            self.active.join(group)
+        else:
+            self.active = Batch(self.loaded, group, self.stop_ids)
+            self.executor.submit(self._step)
+
+    def _step(self) -> None:
+        """On the model thread: one step of the running batch, then back to the end of the queue."""
+        batch = self.active
+        try:
+            with self.lock:
+                finished = batch.step()
+        except BaseException as err:  # every request still in the batch answers with the error
+            for index in batch.rows:
+                batch.requests[index].done(None, err)
+            batch.rows = []
+            finished = []
+        for index, outcome in finished:
+            batch.requests[index].done(outcome, None)
+        if batch.rows:
+            self.executor.submit(self._step)
+            return
+        self.active = None
+        with self.pending_lock:
+            waiting = bool(self.pending)
+        if waiting:
+            self.executor.submit(self._drain)
 
     def decide(self, query: str) -> dict:
         """The gate's decision for `auto` (runs on the model thread: model signals use the model)."""
