@@ -17,26 +17,37 @@ from tunelens.inference import LoadedModel, as_loaded
 from tunelens.serve.engine import MODEL_ADAPTER, MODEL_AUTO, MODEL_BASE, Engine, Job, TokenInfo
 from tunelens.serve.responses import ChunkWriter, chat_response, completion_response, model_card, sse
 from tunelens.serve.schemas import APIError, ChatMessage, ChatRequest, CompletionRequest, ServeLimits, parse
+from tunelens.serve.upstream import Upstream, UpstreamEngine
 
 # Paths a load balancer may probe without the API key.
 OPEN_PATHS = ("/healthz",)
 
 
-def create_app(model: LoadedModel | object, tokenizer=None, gate=None, limits: ServeLimits = ServeLimits(),
-               model_label: str | None = None, api_key: str | None = None):
+def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=None,
+               limits: ServeLimits = ServeLimits(), model_label: str | None = None, api_key: str | None = None,
+               upstream: Upstream | None = None, max_batch: int = 16):
     """The FastAPI app serving one loaded model (optionally with its adapter and a calibrated gate).
 
-    `model` is a LoadedModel, or a bare model with its `tokenizer`. With `api_key`, every request
-    but /healthz must carry `Authorization: Bearer <api_key>`.
+    `model` is a LoadedModel, or a bare model with its `tokenizer`. With `upstream` (and no model),
+    generation is forwarded to that OpenAI-compatible engine and only the gate runs here. With
+    `api_key`, every request but /healthz must carry `Authorization: Bearer <api_key>`. Up to
+    `max_batch` waiting requests decode together (serve/batching.py); 1 serves one at a time.
     """
     if gate is not None and gate.calibration is None:
         raise UserError(f"gate {gate.directory} is not calibrated: run `tunelens gate calibrate` before serving it")
-    loaded = as_loaded(model, tokenizer)
-    engine = Engine(loaded, gate, limits)
+    if upstream is not None:
+        if model is not None:
+            raise UserError("serve either a local model or an upstream engine, not both")
+        engine = UpstreamEngine(upstream, gate, limits)
+        label = model_label or f"upstream {upstream.url}"
+    else:
+        loaded = as_loaded(model, tokenizer)
+        engine = Engine(loaded, gate, limits, max_batch=max_batch)
+        label = model_label or loaded.spec
     app = FastAPI(title="tunelens", version="1")
     app.state.engine = engine
     _add_error_handling(app, engine, api_key)
-    _add_info_routes(app, engine, model_label or loaded.spec)
+    _add_info_routes(app, engine, label)
     _add_generation_routes(app, engine)
     return app
 
@@ -97,10 +108,13 @@ def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = parse(CompletionRequest, await read_json(request, limits))
+        data = await read_json(request, limits)
+        body = parse(CompletionRequest, data)
         prompt = _single_prompt(body)
         if body.echo:
             raise APIError(400, "echo is not supported", param="echo")
+        if isinstance(engine, UpstreamEngine):
+            return await _forward(engine, data, body, body.max_tokens, prompt, "/completions")
         from tunelens.generation import prompt_ids_for
 
         # Tokenising runs on the model thread too: a fast tokenizer used from two threads at once can
@@ -113,10 +127,14 @@ def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = parse(ChatRequest, await read_json(request, limits))
-        instruction, system = _single_turn(body.messages)
+        data = await read_json(request, limits)
+        body = parse(ChatRequest, data)
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if isinstance(engine, UpstreamEngine):
+            asked = body.max_completion_tokens or body.max_tokens
+            return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions")
+        instruction, system = _single_turn(body.messages)
         from tunelens.prompts import encode_prompt
 
         ids = await engine.call(encode_prompt, engine.tokenizer, instruction, system)
@@ -284,11 +302,40 @@ def _single_turn(messages: list[ChatMessage]) -> tuple[str, str | None]:
     return _content_text(users[0]), system
 
 
+def _check_request(engine, body, asked_tokens: int | None) -> tuple[str, ...]:
+    """The checks that need no tokenizer (model name, max_tokens cap, stop count); the user's stops."""
+    if body.model not in engine.model_names():
+        raise _unknown_model(body.model, engine)
+    if asked_tokens is not None and asked_tokens > engine.limits.max_tokens:
+        raise APIError(400, f"max_tokens {asked_tokens} is over this server's limit of {engine.limits.max_tokens}",
+                       param="max_tokens", code="invalid_value")
+    user_stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if len(user_stops) > 4:
+        raise APIError(400, f"stop: at most 4 stop sequences, got {len(user_stops)}", param="stop")
+    return user_stops
+
+
+async def _forward(engine: UpstreamEngine, data: dict, body, asked_tokens: int | None, query: str | None,
+                   path: str):
+    """Check and route here, generate upstream. Prompt-length limits are the upstream's (no tokenizer here)."""
+    _check_request(engine, body, asked_tokens)
+    if body.model == MODEL_AUTO and query is None:
+        raise APIError(400, "messages: `auto` routes on the last user message, and there is none", param="messages")
+    routing = await _route(engine, body.model, query or "")
+    wants_usage = body.stream_options is not None and body.stream_options.include_usage
+    return await engine.forward(path, data, routing, body.stream, wants_usage)
+
+
+def _last_user_text(body: ChatRequest) -> str | None:
+    """What the gate judges in a chat sent upstream: the last user message (the upstream renders the chat)."""
+    users = [m for m in body.messages if m.role == "user"]
+    return _content_text(users[-1]) if users else None
+
+
 def _make_job(engine: Engine, body, ids: list[int], asked_tokens: int | None, top_logprobs: int | None,
               stops: tuple[str, ...]) -> Job:
     limits, param = engine.limits, "messages" if isinstance(body, ChatRequest) else "prompt"
-    if body.model not in engine.model_names():
-        raise _unknown_model(body.model, engine)
+    user_stops = _check_request(engine, body, asked_tokens)
     if not ids:
         raise APIError(400, "the prompt is empty, and this tokenizer adds no start token to continue from",
                        param=param, code="invalid_value")
@@ -296,9 +343,6 @@ def _make_job(engine: Engine, body, ids: list[int], asked_tokens: int | None, to
         raise APIError(400, f"the prompt is {len(ids)} tokens, over this server's limit of "
                             f"{limits.max_prompt_tokens}", param=param, code="context_length_exceeded")
     max_tokens = _max_tokens(engine, asked_tokens, len(ids))
-    user_stops = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    if len(user_stops) > 4:
-        raise APIError(400, f"stop: at most 4 stop sequences, got {len(user_stops)}", param="stop")
     return Job(ids, max_tokens, body.temperature, body.top_p, body.seed, top_logprobs, stops + user_stops,
                use_adapter=True)
 
@@ -310,9 +354,6 @@ def _max_tokens(engine: Engine, asked: int | None, prompt_tokens: int) -> int:
     """
     limit, window = engine.limits.max_tokens, engine.loaded.context_length
     room = window - prompt_tokens if window is not None else limit
-    if asked is not None and asked > limit:
-        raise APIError(400, f"max_tokens {asked} is over this server's limit of {limit}",
-                       param="max_tokens", code="invalid_value")
     if asked is not None and asked > room:
         raise APIError(400, f"the prompt ({prompt_tokens} tokens) plus max_tokens ({asked}) is over the model's "
                             f"context window of {window} tokens", param="max_tokens", code="context_length_exceeded")

@@ -51,6 +51,54 @@ class Outcome:
     seconds: float = 0.0
 
 
+class Answer:
+    """One request's answer as its tokens arrive: stop ids, stop strings, logprobs, deltas, finish reason.
+
+    Shared by the one-at-a-time loop (`run_job`) and the batched one (serve/batching.py), so a token
+    is handled the same way whichever loop chose it.
+    """
+
+    def __init__(self, tokenizer, job: Job, stop_ids: set[int], on_token: Callable[[str, TokenInfo | None], None],
+                 cancelled: threading.Event):
+        self.tokenizer, self.job, self.stop_ids = tokenizer, job, stop_ids
+        self.on_token, self.cancelled = on_token, cancelled
+        self.outcome = Outcome(prompt_tokens=len(job.prompt_ids))
+        self.text = StopText(tokenizer, job.stops)
+        self.hit_stop_text = False
+        self.start = time.perf_counter()
+
+    def take(self, token: int, logits) -> bool:
+        """Handle one chosen token (and the raw logits that chose it); True when the answer has ended."""
+        outcome = self.outcome
+        if self.cancelled.is_set():
+            outcome.finish_reason = "cancelled"
+            return True
+        if token in self.stop_ids:
+            outcome.finish_reason = "stop"
+            return True
+        outcome.completion_tokens += 1
+        outcome.ids.append(token)
+        info = _token_info(self.tokenizer, logits, token, self.job.top_logprobs)
+        if info is not None:
+            outcome.tokens.append(info)
+        delta, self.hit_stop_text = self.text.push(token)
+        outcome.text += delta
+        self.on_token(delta, info)
+        if self.hit_stop_text:
+            outcome.finish_reason = "stop"
+            return True
+        return outcome.completion_tokens >= self.job.max_tokens  # finish_reason stays "length"
+
+    def finish(self) -> Outcome:
+        # Text held back as a possible stop-string start is real text unless a stop string did follow.
+        tail = "" if self.hit_stop_text else self.text.flush()
+        if tail:
+            self.outcome.text += tail
+            self.on_token(tail, None)
+        self.outcome.seconds = time.perf_counter() - self.start
+        return self.outcome
+
+
 def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callable[[str, TokenInfo | None], None],
             cancelled: threading.Event) -> Outcome:
     """Decode with the shared loop, calling `on_token(text_delta, info)` for each token.
@@ -62,41 +110,17 @@ def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callabl
 
     import torch
 
-    start = time.perf_counter()
-    outcome = Outcome(prompt_tokens=len(job.prompt_ids))
-    text = StopText(loaded.tokenizer, job.stops)
+    answer = Answer(loaded.tokenizer, job, stop_ids, on_token, cancelled)
     switch = contextlib.nullcontext() if job.use_adapter else loaded.adapter_off()
     sampler = Sampler(job.temperature, job.top_p, job.seed)
-    hit_stop_text = False
     with torch.inference_mode(), switch:
         steps = decode(loaded.model, job.prompt_ids, sampler, job.max_tokens, stop_ids,
                        need_logits=job.top_logprobs is not None)
         for step in steps:
-            if cancelled.is_set():
-                outcome.finish_reason = "cancelled"
-                break
-            if step.token in stop_ids:
-                outcome.finish_reason = "stop"
-                break
-            outcome.completion_tokens += 1
-            outcome.ids.append(step.token)
-            info = _token_info(loaded.tokenizer, step.logits, step.token, job.top_logprobs)
-            if info is not None:
-                outcome.tokens.append(info)
-            delta, hit_stop_text = text.push(step.token)
-            outcome.text += delta
-            on_token(delta, info)
-            if hit_stop_text:
-                outcome.finish_reason = "stop"
+            if answer.take(step.token, step.logits):
                 break
         steps.close()  # leave the loop (and its cache) here, inside the adapter switch
-    # Text held back as a possible stop-string start is real text unless a stop string did follow.
-    tail = "" if hit_stop_text else text.flush()
-    if tail:
-        outcome.text += tail
-        on_token(tail, None)
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    return answer.finish()
 
 
 def _token_info(tokenizer, logits, token: int, top_n: int | None) -> TokenInfo | None:
@@ -128,10 +152,29 @@ class Metrics:
         self.generation_seconds = 0.0
         self.generations = 0
         self.in_flight = 0
+        self.batches = self.batched_requests = self.joins = 0
+
+    def enter(self, max_queue: int) -> None:
+        """Admit one more request that waits for or holds the model (or the upstream); 503 past the cap."""
+        with self.lock:
+            if self.in_flight >= max_queue:
+                raise APIError(503, f"server busy: {self.in_flight} requests queued (limit {max_queue}); "
+                                    "retry later", code="server_busy")
+            self.in_flight += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def count_request(self, path: str, status: int) -> None:
         with self.lock:
             self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+
+    def count_batch(self, size: int, joined: bool = False) -> None:
+        with self.lock:
+            self.batches += 0 if joined else 1
+            self.batched_requests += size
+            self.joins += 1 if joined else 0
 
     def count_generation(self, route: str, reason: str, outcome: Outcome) -> None:
         with self.lock:
@@ -160,6 +203,13 @@ class Metrics:
                       "# TYPE tunelens_generation_seconds summary",
                       f"tunelens_generation_seconds_sum {self.generation_seconds:.6f}",
                       f"tunelens_generation_seconds_count {self.generations}",
+                      "# HELP tunelens_batches_total Decoding batches run with --max-batch over 1 (a lone request is a batch of 1).",
+                      "# TYPE tunelens_batches_total counter", f"tunelens_batches_total {self.batches}",
+                      "# HELP tunelens_batch_joins_total Times waiting requests joined a running batch.",
+                      "# TYPE tunelens_batch_joins_total counter", f"tunelens_batch_joins_total {self.joins}",
+                      "# HELP tunelens_batched_requests_total Requests decoded in those batches.",
+                      "# TYPE tunelens_batched_requests_total counter",
+                      f"tunelens_batched_requests_total {self.batched_requests}",
                       "# HELP tunelens_in_flight Requests waiting for or holding the model.",
                       "# TYPE tunelens_in_flight gauge", f"tunelens_in_flight {self.in_flight}"]
         return "\n".join(lines) + "\n"
@@ -171,11 +221,12 @@ class Metrics:
 class Engine:
     """Owns the model: every job (gate scoring, generation) runs on its single worker thread.
 
-    One request at a time: the adapter on/off switch is a property of the shared model, so two
-    requests running together could otherwise see each other's setting.
+    One thread, because the adapter on/off switch is a property of the shared model: two requests
+    running on two threads could see each other's setting. Several requests of one route may still
+    decode together on it, as one batch (`max_batch` > 1, serve/batching.py).
     """
 
-    def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits()):
+    def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
         from tunelens.prompts import prompt_style, stop_token_ids
 
         self.loaded, self.gate, self.limits = loaded, gate, limits
@@ -188,12 +239,13 @@ class Engine:
         self.lock = threading.Lock()
         self.metrics = Metrics()
         self.background: set = set()
+        self.max_batch = max_batch  # 1: one request at a time; more: serve/batching.py
+        self.pending: list = []  # batching.Request objects waiting for the model thread
+        self.pending_lock = threading.Lock()
+        self.active = None  # the batching.Batch decoding now (touched only on the model thread)
 
     def model_names(self) -> list[str]:
-        names = [MODEL_ADAPTER, MODEL_BASE] if self.has_adapter else [MODEL_BASE]
-        if self.gate is not None and self.has_adapter and self.gate.calibration is not None:
-            names.append(MODEL_AUTO)
-        return names
+        return served_names(self.has_adapter, self.gate)
 
     def _locked(self, fn: Callable, *args):
         with self.lock:
@@ -201,23 +253,102 @@ class Engine:
 
     async def call(self, fn: Callable, *args):
         """Run fn(*args) on the model thread, refusing new work when the queue is full."""
-        with self.metrics.lock:
-            if self.metrics.in_flight >= self.limits.max_queue:
-                raise APIError(503, f"server busy: {self.metrics.in_flight} requests queued (limit "
-                                    f"{self.limits.max_queue}); retry later", code="server_busy")
-            self.metrics.in_flight += 1
+        self.metrics.enter(self.limits.max_queue)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self._locked, fn, *args)
         finally:
-            with self.metrics.lock:
-                self.metrics.in_flight -= 1
+            self.metrics.leave()
 
     async def generate(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
-        return await self.call(run_job, self.loaded, job, self.stop_ids, on_token, cancelled)
+        if self.max_batch <= 1:
+            return await self.call(run_job, self.loaded, job, self.stop_ids, on_token, cancelled)
+        return await self._batched(job, on_token, cancelled)
+
+    async def _batched(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
+        """Queue the job and one drain of the queue on the model thread; the outcome comes back by future."""
+        from tunelens.serve.batching import Request
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def done(outcome, err) -> None:
+            def settle():
+                if not future.done():
+                    future.set_exception(err) if err is not None else future.set_result(outcome)
+            loop.call_soon_threadsafe(settle)
+
+        self.metrics.enter(self.limits.max_queue)
+        try:
+            with self.pending_lock:
+                self.pending.append(Request(job, on_token, cancelled, done))
+            self.executor.submit(self._drain)
+            return await future
+        finally:
+            self.metrics.leave()
+
+    def _drain(self) -> None:
+        """On the model thread: waiting requests join the running batch, or start one.
+
+        Every queued job adds one drain, and the end of a batch adds another while jobs wait, so no
+        job is left behind; a drain that finds nothing to take does nothing.
+        """
+        from tunelens.serve.batching import Batch, run_lone, take_group
+
+        with self.pending_lock:
+            if self.active is not None:
+                group = take_group(self.pending, self.max_batch - len(self.active.rows), self.active.use_adapter)
+            else:
+                group = take_group(self.pending, self.max_batch)
+            alone = self.active is None and len(group) == 1 and not self.pending
+        if not group:
+            return
+        self.metrics.count_batch(len(group), joined=self.active is not None)
+        if alone:
+            with self.lock:
+                run_lone(self.loaded, group[0], self.stop_ids)
+        elif self.active is not None:
+            self.active.join(group)
+        else:
+            self.active = Batch(self.loaded, group, self.stop_ids)
+            self.executor.submit(self._step)
+
+    def _step(self) -> None:
+        """On the model thread: one step of the running batch, then back to the end of the queue."""
+        batch = self.active
+        try:
+            with self.lock:
+                finished = batch.step()
+        except BaseException as err:  # every request still in the batch answers with the error
+            for index in batch.rows:
+                batch.requests[index].done(None, err)
+            batch.rows = []
+            finished = []
+        for index, outcome in finished:
+            batch.requests[index].done(outcome, None)
+        if batch.rows:
+            self.executor.submit(self._step)
+            return
+        self.active = None
+        with self.pending_lock:
+            waiting = bool(self.pending)
+        if waiting:
+            self.executor.submit(self._drain)
 
     def decide(self, query: str) -> dict:
         """The gate's decision for `auto` (runs on the model thread: model signals use the model)."""
-        decision = self.gate.route(query, self.model, self.tokenizer)
-        return {"route": decision.route, "reason": "gate", "score": decision.score,
-                "threshold": decision.threshold, "signals": decision.signals.scores(),
-                "nearest": decision.signals.neighbours[:1]}
+        return routing_info(self.gate.route(query, self.model, self.tokenizer))
+
+
+def served_names(has_adapter: bool, gate) -> list[str]:
+    """The model names a server answers to: `auto` only where there is an adapter and a calibrated gate."""
+    names = [MODEL_ADAPTER, MODEL_BASE] if has_adapter else [MODEL_BASE]
+    if gate is not None and has_adapter and gate.calibration is not None:
+        names.append(MODEL_AUTO)
+    return names
+
+
+def routing_info(decision) -> dict:
+    """The `tunelens` field of a gated response: the route and what the gate saw."""
+    return {"route": decision.route, "reason": "gate", "score": decision.score,
+            "threshold": decision.threshold, "signals": decision.signals.scores(),
+            "nearest": decision.signals.neighbours[:1]}

@@ -117,24 +117,52 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
 def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Path | None = None,
           host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           limits: ServeLimits = ServeLimits(), api_key: str | None = None, insecure: bool = False,
-          log: Callable[[str], None] = print) -> None:
-    """`tunelens serve`: load the model (and adapter, gate), then serve until interrupted."""
+          log: Callable[[str], None] = print, upstream=None, max_batch: int = 16) -> None:
+    """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until interrupted."""
     import uvicorn
 
     from tunelens.gate import Gate
-    from tunelens.inference import LoadedModel
-    from tunelens.serve.app import create_app
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_exposure(host, api_key, insecure)
     gate = Gate.load(gate_dir) if gate_dir is not None else None
+    if upstream is not None:
+        app = _upstream_app(upstream, adapter, gate, limits, api_key, log)
+    else:
+        app = _local_app(model_spec, adapter, gate, device, limits, api_key, log, max_batch)
+    if gate is not None:
+        gate.embedder  # load the embedder now, not on the first request
+    log(f"serving {', '.join(app.state.engine.model_names())} on http://{host}:{port}/v1"
+        + (" (API key required)" if api_key else ""))
+    uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="info")).run()
+
+
+def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
+               max_batch: int):
+    from tunelens.inference import LoadedModel
+    from tunelens.serve.app import create_app
+
     if gate is not None and adapter is None:
         raise UserError("--gate routes between the adapter and the base model: pass --adapter too")
     log(f"loading {model_spec}" + (f" with adapter {adapter}" if adapter else ""))
     loaded = LoadedModel.load(model_spec, adapter=adapter, device=device)
-    if gate is not None:
-        gate.embedder  # load the embedder now, not on the first request
-    app = create_app(loaded, gate=gate, limits=limits, api_key=api_key)
-    log(f"serving {', '.join(app.state.engine.model_names())} on http://{host}:{port}/v1"
-        + (" (API key required)" if api_key else ""))
-    uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="info")).run()
+    return create_app(loaded, gate=gate, limits=limits, api_key=api_key, max_batch=max_batch)
+
+
+def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | None, log):
+    """No model here: check the options and the upstream's model names, then forward."""
+    from tunelens.serve.app import create_app
+    from tunelens.serve.upstream import check_gate_for_upstream, check_upstream_models
+
+    if adapter is not None:
+        raise UserError("--adapter loads an adapter here; with --upstream the engine serves it: name it with "
+                        "--upstream-adapter-model")
+    if gate is not None and upstream.adapter_model is None:
+        raise UserError("--gate routes between the adapter and the base model: pass --upstream-adapter-model too")
+    check_gate_for_upstream(gate)  # before anything slow
+    warning = check_upstream_models(upstream)
+    if warning:
+        log(f"warning: {warning}")
+    log(f"forwarding to {upstream.url}: base {upstream.base_model}"
+        + (f", adapter {upstream.adapter_model}" if upstream.adapter_model else ""))
+    return create_app(gate=gate, limits=limits, api_key=api_key, upstream=upstream)
