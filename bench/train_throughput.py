@@ -88,8 +88,17 @@ class Meter:
 
     def _count_real(self, _module, args, kwargs):
         mask = kwargs.get("attention_mask")
+        if isinstance(mask, dict):  # precomputed per-layer-type masks: the 2D mask is not among them
+            mask = None
         if mask is not None and mask.dim() == 2:
             self.real_tokens += int(mask.sum())
+            return
+        # Padding-free batches (TRL's padding_free, tunelens packing) carry no 2D mask: every position is real.
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if ids is not None:
+            self.real_tokens += int(ids.shape[0] * ids.shape[1])
 
     def mark(self, trained_total: int | None = None) -> None:
         if trained_total is not None:
@@ -175,7 +184,10 @@ def run_trl(args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         sft = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                         gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="linear",
-                        warmup_steps=0, max_length=args.max_length, completion_only_loss=True, packing=False,
+                        warmup_steps=0, completion_only_loss=True, packing=False,
+                        # TRL's best CPU settings: no padding through the decoder and head. padding_free
+                        # needs max_length=None without packing (the longest pair fits anyway).
+                        padding_free=True, max_length=None,
                         bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=args.gradient_checkpointing,
                         save_strategy="no", report_to=[], logging_steps=1000, disable_tqdm=True, seed=0,
                         dataloader_num_workers=0)

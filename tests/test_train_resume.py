@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from tunelens.errors import UserError
-from tunelens.train import TrainConfig, checkpoint_root, train
+from tunelens.checkpoints import checkpoint_root
+from tunelens.train import TrainConfig, train
 
 CONFIG = dict(batch_size=2, max_steps=8, checkpoint_every=2, keep_checkpoints=2, lora_dropout=0.1,
               eval_split=0.2, learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.2, seed=7)

@@ -126,7 +126,7 @@ class _TrainDisplay:
 def print_placement(placement) -> None:
     from rich.table import Table
 
-    from tunelens.train import layer_ranges
+    from tunelens.lora_setup import layer_ranges
 
     table = Table(title=f"LoRA placement: {placement.decoder_path or '(root)'} — {placement.num_layers} decoder layers")
     for column in ("module", "layers", "absent in layers", "in -> out", "LoRA params"):
