@@ -11,6 +11,7 @@ from tunelens.lora_setup import layer_ranges, placement_table, wrap_lora
 from tunelens.train import Example, TrainConfig, collate, encode_examples, make_collate, mask_spans, train
 from tunelens.train_loop import BatchPlan, LoopParts, optimizer_step, padded_inputs, split_even
 from tunelens.train_loss import completion_loss_sums, linear_cross_entropy, loss_module
+from tunelens.train_metrics import read_metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -323,15 +324,17 @@ def test_placement_table_counts_lora_parameters_by_hand():
 
 def test_gradient_checkpointing_gives_the_same_adapter(tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", n=4)
-    weights = []
+    weights, losses = [], []
     for checkpointing in (False, True):
         model, tok = fresh_tiny()
         config = TrainConfig(batch_size=2, max_steps=2, eval_split=0.0, lora_dropout=0.0, learning_rate=1e-3,
                              checkpoint_every=0, gradient_checkpointing=checkpointing)
         out = tmp_path / f"gc-{checkpointing}"
-        train(config, data, out, model=model, tokenizer=tok)
+        result = train(config, data, out, model=model, tokenizer=tok)
         weights.append(lora_weights(out))
+        losses.append([row["loss"] for row in read_metrics(result.metrics_path)])
     assert_same_weights(*weights, atol=1e-6)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and len(losses[0]) == 2
 
 
 @pytest.mark.slow

@@ -337,7 +337,9 @@ def train(config: TrainConfig, data_path: str | Path, out_dir: str | Path, model
     finally:
         if run.metrics is not None:
             run.metrics.close()
-        run.accelerator.end_training()  # closes the trackers
+        # accelerator.end_training() would also destroy the process group, which _finish still needs.
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
     return _finish(run, outcome, eval_losses)
 
 
