@@ -72,8 +72,9 @@ class TrainConfig:
                                           "about a third more decoder compute.")
     logits: str = option("trained", "Where to compute logits: only at trained positions (fast) or everywhere "
                          "(the plain reference).", choices=("trained", "full"))
-    packing: bool = option(False, "Pack each micro-batch into one row without padding; position ids restart "
-                           "per pair and attention stays inside it (same losses, no compute on padding).")
+    packing: bool = option(True, "Pack each micro-batch into one row without padding; position ids restart "
+                           "per pair and attention stays inside it (same losses as padded rows, no compute on "
+                           "padding). --no-packing pads each micro-batch to its longest pair.")
     bf16: bool = option(False, "Autocast forward and backward to bfloat16 (weights, LoRA and optimizer stay "
                         "fp32): faster on GPUs and bf16-capable CPUs, losses differ at bf16 precision.")
     load_in_4bit: bool = option(False, "QLoRA: load the base model in 4-bit NF4 through bitsandbytes "
