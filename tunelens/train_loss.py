@@ -87,26 +87,34 @@ def _linear_ce_function():
             grad_hidden = torch.zeros_like(hidden) if want_hidden else None
             grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            mm_weight, device = weight, hidden.device.type
+            if torch.is_autocast_enabled(device):
+                # Cast the head once, not in every chunk: autocast caches no cast of a frozen weight.
+                mm_weight = weight.to(torch.get_autocast_dtype(device))
             for start in range(0, hidden.shape[0], chunk_tokens):
                 rows = hidden[start:start + chunk_tokens]
                 target = targets[start:start + chunk_tokens]
-                logits = (rows @ weight.t()).float()
+                logits = (rows @ mm_weight.t()).float()
                 squash = None
                 if softcap is not None:
                     squash = torch.tanh(logits / softcap)
                     logits = squash * softcap
-                log_norm = torch.logsumexp(logits, dim=-1)
-                total += (log_norm - logits.gather(1, target[:, None]).squeeze(1)).sum()
+                # log-sum-exp and softmax in place over the logits' memory (no second chunk-sized buffer).
+                target_logit = logits.gather(1, target[:, None]).squeeze(1)
+                top = logits.amax(dim=-1, keepdim=True)
+                probs = logits.sub_(top).exp_()
+                sums = probs.sum(dim=-1, keepdim=True)
+                total += (sums.log() + top).squeeze(1).sub_(target_logit).sum()
                 if not (want_hidden or want_weight):
                     continue
-                # d loss / d logits = softmax - one_hot, computed in place over the logits' memory.
-                grad = logits.sub_(log_norm[:, None]).exp_()
+                # d loss / d logits = softmax - one_hot.
+                grad = probs.div_(sums)
                 grad[torch.arange(len(target), device=grad.device), target] -= 1
                 if squash is not None:
                     grad.mul_(1 - squash * squash)  # through cap * tanh(z / cap)
-                grad = grad.to(weight.dtype)
+                grad = grad.to(mm_weight.dtype)
                 if want_hidden:
-                    grad_hidden[start:start + chunk_tokens] = grad @ weight
+                    grad_hidden[start:start + chunk_tokens] = grad @ mm_weight
                 if want_weight:
                     grad_weight += (grad.t() @ rows).float()
             ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
