@@ -193,4 +193,7 @@ def load_4bit(spec: str, device: str):
                                                  dtype=torch.bfloat16, device_map={"": device},
                                                  local_files_only=True)
     model.config.tunelens_spec = spec
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), load_tokenizer(spec)
+    tokenizer = load_tokenizer(spec)
+    if tokenizer.pad_token is None:  # as load_model does
+        tokenizer.pad_token = tokenizer.eos_token
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
