@@ -22,6 +22,7 @@ Work beyond that (head logits at masked positions, recomputation, padding) is wh
 
     python bench/train_throughput.py --threads 2                  # gemma3-270m, plain + packing vs TRL
     python bench/train_throughput.py --threads 2 --variants plain,packing,packing+bf16
+    python bench/train_throughput.py --threads 2 --packing-ab --steps 3   # packing's effect alone
     python bench/train_throughput.py --model tiny                 # tiny random model, seconds
 """
 
@@ -218,6 +219,44 @@ def run_trl(args) -> dict:
     return meter.report(model, "trl")
 
 
+def packing_ab(args) -> None:
+    """Padded vs packed optimizer steps on the same batch, alternating in one process (after a warm-up
+    pair): on a shared CPU, alternating cancels most of the drift two separate runs suffer."""
+    import torch
+    from accelerate import Accelerator
+
+    from tunelens.lora_setup import placement_table, wrap_lora
+    from tunelens.prompts import encode_pair
+    from tunelens.train import Example, TrainConfig, make_collate
+    from tunelens.train_loop import LoopParts, optimizer_step
+    from tunelens.train_loss import loss_module
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok = load(args.model)
+    peft = wrap_lora(model, TrainConfig(), placement_table(model, TrainConfig()))
+    peft.train()
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()][:args.batch_size]
+    batch = [Example(r["id"], i, tuple(ids[:args.max_length]), n) for i, r in enumerate(rows)
+             for ids, n in [encode_pair(tok, r["prompt"], r["completion"])]]
+    params = [p for p in peft.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    cpu = {False: 0.0, True: 0.0}
+    for rep in range(args.steps):
+        for packing in (False, True):
+            parts = LoopParts(Accelerator(cpu=True), loss_module(peft, True), optimizer, scheduler, params,
+                              make_collate(TrainConfig(packing=packing), tok), max_grad_norm=1.0)
+            start = time.process_time()
+            loss, tokens, _norm = optimizer_step(parts, batch)
+            cpu[packing] += (time.process_time() - start) if rep else 0.0
+            print(f"rep {rep} {'packed' if packing else 'padded'}: loss {loss:.6f}, {tokens} trained tokens, "
+                  f"{time.process_time() - start:.2f} CPU s", flush=True)
+    real, padded = sum(len(ex.ids) for ex in batch), len(batch) * max(len(ex.ids) for ex in batch)
+    print(f"positions: {real} real, {padded} padded; packed / padded trained tokens per CPU-second: "
+          f"{cpu[False] / cpu[True]:.2f}x")
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -264,12 +303,21 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,packing",
                         help=f"tunelens runs, comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--no-trl", action="store_true", help="skip TRL (tunelens variants only)")
+    parser.add_argument("--packing-ab", action="store_true",
+                        help="only: padded vs packed steps alternating in one process, --steps pairs")
     parser.add_argument("--variant", default="plain", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker_main(args)
+        return
+    if args.packing_ab:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.model = _tiny_model_dir(Path(tmp)) if args.model == "tiny" else args.model
+            args.data = Path(tmp) / "pairs.jsonl"
+            args.data.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(args.batch_size + 4)[4:]))
+            packing_ab(args)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
