@@ -6,15 +6,24 @@ CPU and without gradient checkpointing (TRL's default turns it on; `--gradient-c
 on for both). Each trainer runs in its own subprocess, so its peak RSS is its own. The first step of
 each is a warm-up and is not timed.
 
-Printed per trainer: trained (completion) tokens/s, peak RSS, and achieved model FLOP/s as a fraction
-of a large fp32 matmul's FLOP/s measured in the same run. Model FLOPs count the work a LoRA step must
+TRL runs with the best settings its installed version offers on a CPU: `padding_free=True` (no padding
+through the decoder or the head; `max_length=None`, which TRL requires without packing; the longest
+pair fits anyway). tunelens runs once per `--variants` entry: `plain` (right-padded micro-batches),
+`packing` (one row per micro-batch, position ids reset per pair), `bf16` / `packing+bf16` (bfloat16
+autocast: faster where the CPU has bf16 matmuls, but losses differ at bf16 precision, so it is not
+the plain path's equal).
+
+Printed per trainer: trained (completion) tokens/s, peak RSS, the mean loss of the timed steps, and
+achieved model FLOP/s as a fraction of a large fp32 matmul's FLOP/s measured in the same run. Model FLOPs count the work a LoRA step must
 do, the same formula for both trainers:
     4 * (decoder-layer parameters) * (non-padding tokens)      forward + input-gradient backward
   + 4 * hidden * vocab * (trained tokens)                      LM head where a label is trained
 Work beyond that (head logits at masked positions, recomputation, padding) is what a trainer wastes.
 
-    python bench/train_throughput.py                  # gemma3-270m, a few minutes (5-10 on a busy CPU)
-    python bench/train_throughput.py --model tiny     # tiny random model, seconds
+    python bench/train_throughput.py --threads 2                  # gemma3-270m, plain + packing vs TRL
+    python bench/train_throughput.py --threads 2 --variants plain,packing,packing+bf16
+    python bench/train_throughput.py --threads 2 --packing-ab --steps 3   # packing's effect alone
+    python bench/train_throughput.py --model tiny                 # tiny random model, seconds
 """
 
 from __future__ import annotations
@@ -77,19 +86,33 @@ def matmul_flops(size: int = 2048, seconds: float = 2.0) -> float:
     return best
 
 
+VARIANTS = {"plain": {}, "packing": {"packing": True}, "bf16": {"bf16": True},
+            "packing+bf16": {"packing": True, "bf16": True}}
+
+
 class Meter:
-    """Per optimizer step: time, trained tokens and non-padding tokens so far."""
+    """Per optimizer step: time, trained tokens and non-padding tokens so far, and the step's loss."""
 
     def __init__(self, decoder):
         self.real_tokens = 0
         self.trained_tokens = 0
+        self.losses: list[float] = []
         self.marks: list[tuple[float, float, int, int]] = []
         decoder.register_forward_pre_hook(self._count_real, with_kwargs=True)
 
     def _count_real(self, _module, args, kwargs):
         mask = kwargs.get("attention_mask")
+        if isinstance(mask, dict):  # precomputed per-layer-type masks: the 2D mask is not among them
+            mask = None
         if mask is not None and mask.dim() == 2:
             self.real_tokens += int(mask.sum())
+            return
+        # Padding-free batches (TRL's padding_free, tunelens packing) carry no 2D mask: every position is real.
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if ids is not None:
+            self.real_tokens += int(ids.shape[0] * ids.shape[1])
 
     def mark(self, trained_total: int | None = None) -> None:
         if trained_total is not None:
@@ -102,7 +125,8 @@ class Meter:
         seconds, trained, real = t1 - t0, trained1 - trained0, real1 - real0
         hidden, vocab, body = model_shape(model)
         flops = 4 * body * real + 4 * hidden * vocab * trained
-        return {"trainer": name, "timed_steps": len(self.marks) - 1, "seconds": seconds, "trained_tokens": trained,
+        losses = self.losses[1:] or self.losses
+        return {"trainer": name, "timed_steps": len(self.marks) - 1, "loss": sum(losses) / max(1, len(losses)), "seconds": seconds, "trained_tokens": trained,
                 "real_tokens": real, "tokens_per_s": trained / seconds, "cpu_seconds": cpu1 - cpu0,
                 "tokens_per_cpu_s": trained / (cpu1 - cpu0), "model_flops_per_s": flops / seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -136,15 +160,16 @@ def run_tunelens(args) -> dict:
     meter = Meter(model.get_decoder())
     config = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, max_length=args.max_length,
                          learning_rate=2e-4, eval_split=0.0, checkpoint_every=0, seed=0,
-                         gradient_checkpointing=args.gradient_checkpointing)
+                         gradient_checkpointing=args.gradient_checkpointing, **VARIANTS[args.variant])
 
     def progress(event):
         if event.phase == "step":
+            meter.losses.append(event.loss)
             meter.mark(event.trained_tokens)
 
     with tempfile.TemporaryDirectory() as out:
         train(config, args.data, Path(out) / "adapter", model=model, tokenizer=tok, progress=progress)
-    return meter.report(model, "tunelens")
+    return meter.report(model, f"tunelens {args.variant}")
 
 
 def run_trl(args) -> dict:
@@ -167,6 +192,10 @@ def run_trl(args) -> dict:
         def on_step_end(self, *_args, **_kwargs):
             meter.mark()
 
+        def on_log(self, _args, _state, _control, logs=None, **_kwargs):
+            if logs and "loss" in logs:
+                meter.losses.append(float(logs["loss"]))
+
     def count_trained(_module, _args, kwargs):
         labels = kwargs.get("labels")
         if labels is not None:
@@ -175,9 +204,12 @@ def run_trl(args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         sft = SFTConfig(output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                         gradient_accumulation_steps=1, learning_rate=2e-4, lr_scheduler_type="linear",
-                        warmup_steps=0, max_length=args.max_length, completion_only_loss=True, packing=False,
+                        warmup_steps=0, completion_only_loss=True, packing=False,
+                        # TRL's best CPU settings: no padding through the decoder and head. padding_free
+                        # needs max_length=None without packing (the longest pair fits anyway).
+                        padding_free=True, max_length=None,
                         bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=args.gradient_checkpointing,
-                        save_strategy="no", report_to=[], logging_steps=1000, disable_tqdm=True, seed=0,
+                        save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True, seed=0,
                         dataloader_num_workers=0)
         lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=sft, train_dataset=dataset, processing_class=tok, peft_config=lora,
@@ -185,6 +217,44 @@ def run_trl(args) -> dict:
         trainer.model.register_forward_pre_hook(count_trained, with_kwargs=True)
         trainer.train()
     return meter.report(model, "trl")
+
+
+def packing_ab(args) -> None:
+    """Padded vs packed optimizer steps on the same batch, alternating in one process (after a warm-up
+    pair): on a shared CPU, alternating cancels most of the drift two separate runs suffer."""
+    import torch
+    from accelerate import Accelerator
+
+    from tunelens.lora_setup import placement_table, wrap_lora
+    from tunelens.prompts import encode_pair
+    from tunelens.train import Example, TrainConfig, make_collate
+    from tunelens.train_loop import LoopParts, optimizer_step
+    from tunelens.train_loss import loss_module
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok = load(args.model)
+    peft = wrap_lora(model, TrainConfig(), placement_table(model, TrainConfig()))
+    peft.train()
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()][:args.batch_size]
+    batch = [Example(r["id"], i, tuple(ids[:args.max_length]), n) for i, r in enumerate(rows)
+             for ids, n in [encode_pair(tok, r["prompt"], r["completion"])]]
+    params = [p for p in peft.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    cpu = {False: 0.0, True: 0.0}
+    for rep in range(args.steps):
+        for packing in (False, True):
+            parts = LoopParts(Accelerator(cpu=True), loss_module(peft, True), optimizer, scheduler, params,
+                              make_collate(TrainConfig(packing=packing), tok), max_grad_norm=1.0)
+            start = time.process_time()
+            loss, tokens, _norm = optimizer_step(parts, batch)
+            cpu[packing] += (time.process_time() - start) if rep else 0.0
+            print(f"rep {rep} {'packed' if packing else 'padded'}: loss {loss:.6f}, {tokens} trained tokens, "
+                  f"{time.process_time() - start:.2f} CPU s", flush=True)
+    real, padded = sum(len(ex.ids) for ex in batch), len(batch) * max(len(ex.ids) for ex in batch)
+    print(f"positions: {real} real, {padded} padded; packed / padded trained tokens per CPU-second: "
+          f"{cpu[False] / cpu[True]:.2f}x")
 
 
 # ---------------------------------------------------------------- the run
@@ -199,8 +269,9 @@ def _worker_main(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(args, which: str) -> dict:
-    command = [sys.executable, __file__, "--worker", which, "--model", args.model, "--data", str(args.data),
+def _spawn(args, which: str, variant: str = "plain") -> dict:
+    command = [sys.executable, __file__, "--worker", which, "--variant", variant, "--model", args.model,
+               "--data", str(args.data),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                "--threads", str(args.threads)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -229,11 +300,24 @@ def main() -> None:
     # One thread each by default: on a shared, oversubscribed CPU two-thread workers mostly wait on each other.
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="turn it on for both trainers")
+    parser.add_argument("--variants", default="plain,packing",
+                        help=f"tunelens runs, comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--no-trl", action="store_true", help="skip TRL (tunelens variants only)")
+    parser.add_argument("--packing-ab", action="store_true",
+                        help="only: padded vs packed steps alternating in one process, --steps pairs")
+    parser.add_argument("--variant", default="plain", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker_main(args)
+        return
+    if args.packing_ab:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.model = _tiny_model_dir(Path(tmp)) if args.model == "tiny" else args.model
+            args.data = Path(tmp) / "pairs.jsonl"
+            args.data.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(args.batch_size + 4)[4:]))
+            packing_ab(args)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,21 +329,31 @@ def main() -> None:
         print(f"model {args.model}; {args.steps} steps x batch {args.batch_size} (first step untimed); "
               f"max_length {args.max_length}; load average {os.getloadavg()[0]:.1f}", flush=True)
         peak_before = matmul_flops()
-        results = [_spawn(args, "tunelens"), _spawn(args, "trl")]
+        results = [_spawn(args, "tunelens", variant) for variant in args.variants.split(",")]
+        results += [] if args.no_trl else [_spawn(args, "trl")]
         peak = max(peak_before, matmul_flops())
     print(f"fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
-    print(f"{'trainer':<10}{'trained tok/s':>15}{'tok/CPU-s':>11}{'peak RSS':>11}{'model GFLOP/s':>15}"
-          f"{'of matmul':>11}{'trained tok':>13}{'all tok':>9}{'seconds':>9}{'CPU s':>8}")
+    print(f"{'trainer':<22}{'trained tok/s':>14}{'tok/CPU-s':>10}{'peak RSS':>10}{'GFLOP/s':>9}"
+          f"{'of matmul':>10}{'loss':>8}{'trained tok':>12}{'all tok':>8}{'seconds':>8}{'CPU s':>7}")
     for r in results:
-        print(f"{r['trainer']:<10}{r['tokens_per_s']:>15.1f}{r['tokens_per_cpu_s']:>11.1f}"
-              f"{r['peak_rss_bytes'] / 2**30:>9.2f} G{r['model_flops_per_s'] / 1e9:>15.2f}"
-              f"{r['model_flops_per_s'] / peak:>11.1%}{r['trained_tokens']:>13}{r['real_tokens']:>9}"
-              f"{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}")
-    ours, trl = results
+        print(f"{r['trainer']:<22}{r['tokens_per_s']:>14.1f}{r['tokens_per_cpu_s']:>10.1f}"
+              f"{r['peak_rss_bytes'] / 2**30:>8.2f} G{r['model_flops_per_s'] / 1e9:>9.2f}"
+              f"{r['model_flops_per_s'] / peak:>10.1%}{r['loss']:>8.4f}{r['trained_tokens']:>12}{r['real_tokens']:>8}"
+              f"{r['seconds']:>8.1f}{r['cpu_seconds']:>7.1f}")
+    ours = [r for r in results if r["trainer"].startswith("tunelens")]
+    if len(ours) > 1:
+        base = ours[0]
+        for r in ours[1:]:
+            print(f"{r['trainer']} / {base['trainer']}: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x trained tokens/s, "
+                  f"{r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x per CPU-second")
+    if args.no_trl:
+        return
+    trl = results[-1]
     # On a shared machine the wall-clock ratio moves with the other jobs; CPU time counts each one's own work.
-    print(f"tunelens / TRL: {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s (wall clock), "
-          f"{ours['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
-          f"{ours['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 1.3x, <= 1.0x)")
+    for r in ours:
+        print(f"{r['trainer']} / TRL: {r['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s (wall clock), "
+              f"{r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
+              f"{r['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 3x, <= 1.0x)")
 
 
 if __name__ == "__main__":

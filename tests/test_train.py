@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from tunelens.errors import UserError
-from tunelens.train import (Example, TrainConfig, _BatchPlan, _loss_module, _optimizer_step, _wrap_lora,
-                            collate, completion_loss_sums, encode_examples, layer_ranges, linear_cross_entropy, mask_spans,
-                            placement_table, split_even, train)
+from tunelens.lora_setup import layer_ranges, placement_table, wrap_lora
+from tunelens.train import Example, TrainConfig, collate, encode_examples, make_collate, mask_spans, train
+from tunelens.train_loop import BatchPlan, LoopParts, optimizer_step, padded_inputs, split_even
+from tunelens.train_loss import completion_loss_sums, linear_cross_entropy, loss_module
+from tunelens.train_metrics import read_metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,13 +104,13 @@ def test_split_even_and_layer_ranges():
 
 def test_batch_plan_is_a_seeded_permutation_per_epoch():
     config = TrainConfig(batch_size=2, grad_accum=2, epochs=2, seed=3)
-    plan = _BatchPlan(10, config, world=1)
+    plan = BatchPlan(10, config, world=1)
     assert (plan.global_batch, plan.steps_per_epoch, plan.total_steps) == (4, 3, 6)
     epoch0 = [i for step in range(3) for i in plan.indices(step)]
     epoch1 = [i for step in range(3, 6) for i in plan.indices(step)]
     assert sorted(epoch0) == sorted(epoch1) == list(range(10))
     assert epoch0 != epoch1
-    again = _BatchPlan(10, config, world=1)
+    again = BatchPlan(10, config, world=1)
     assert [again.indices(s) for s in (5, 0, 4)] == [plan.indices(s) for s in (5, 0, 4)]
 
 
@@ -120,7 +122,7 @@ def _lora_model(arch="gemma3", softcap=None):
     if softcap is not None:
         model.config.final_logit_softcapping = softcap
     config = TrainConfig(lora_dropout=0.0)
-    peft_model = _wrap_lora(model, config, placement_table(model, config))
+    peft_model = wrap_lora(model, config, placement_table(model, config))
     torch.manual_seed(1)
     with torch.no_grad():  # B starts at zero; make the adapter matter
         for name, param in peft_model.named_parameters():
@@ -201,11 +203,11 @@ class _RecordingOptimizer:
 def _accumulated_grads(peft_model, examples, batch_size, grad_accum, pad_id):
     from accelerate import Accelerator
 
-    config = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, max_grad_norm=0.0, lora_dropout=0.0)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = _RecordingOptimizer(params)
-    loss, tokens = _optimizer_step(Accelerator(cpu=True), _loss_module(peft_model, True), optimizer, examples,
-                                   config, pad_id, params)
+    parts = LoopParts(Accelerator(cpu=True), loss_module(peft_model, True), optimizer, None, params,
+                      lambda chunk: padded_inputs(*collate(chunk, pad_id)), grad_accum=grad_accum)
+    loss, tokens, _norm = optimizer_step(parts, examples)
     return loss, tokens, optimizer.grads
 
 
@@ -322,15 +324,17 @@ def test_placement_table_counts_lora_parameters_by_hand():
 
 def test_gradient_checkpointing_gives_the_same_adapter(tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", n=4)
-    weights = []
+    weights, losses = [], []
     for checkpointing in (False, True):
         model, tok = fresh_tiny()
         config = TrainConfig(batch_size=2, max_steps=2, eval_split=0.0, lora_dropout=0.0, learning_rate=1e-3,
                              checkpoint_every=0, gradient_checkpointing=checkpointing)
         out = tmp_path / f"gc-{checkpointing}"
-        train(config, data, out, model=model, tokenizer=tok)
+        result = train(config, data, out, model=model, tokenizer=tok)
         weights.append(lora_weights(out))
+        losses.append([row["loss"] for row in read_metrics(result.metrics_path)])
     assert_same_weights(*weights, atol=1e-6)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and len(losses[0]) == 2
 
 
 @pytest.mark.slow

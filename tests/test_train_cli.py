@@ -39,6 +39,10 @@ def test_train_command_yaml_then_flags(tmp_path, tiny_model_dir):
     # tiny llama, r=4: 2 layers x (512 + 768 + 512 + 1536 + 768) LoRA parameters
     assert "trainable parameters: 8,192" in result.output
     assert "pairs: 8 = 6 train + 2 eval" in result.output
+    # The loss curve: a sparkline in the summary, a PNG beside the per-step metrics.
+    assert "over 2 steps (per step: " in result.output
+    assert (out.parent / "adapter-loss.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out.parent / "adapter-logs").exists()  # no tracker asked for, no tracker directory
     provenance = json.loads((out / "tunelens.json").read_text())
     assert provenance["steps"] == 2 and provenance["config"]["lora_r"] == 4
     assert provenance["config"]["learning_rate"] == 1e-3 and provenance["config"]["batch_size"] == 2

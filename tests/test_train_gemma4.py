@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from tunelens.train import TrainConfig, placement_table, train
+from tunelens.lora_setup import placement_table
+from tunelens.train import TrainConfig, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from tunelens.errors import UserError
-from tunelens.train import TrainConfig, checkpoint_root, train
+from tunelens.checkpoints import checkpoint_root
+from tunelens.train import TrainConfig, train
 
 CONFIG = dict(batch_size=2, max_steps=8, checkpoint_every=2, keep_checkpoints=2, lora_dropout=0.1,
               eval_split=0.2, learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.2, seed=7)
@@ -78,6 +79,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model_dir
                              env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "resumed from step 4" in resumed.stdout
+    # The killed run logged steps 1-5; the resumed one redid 5: every step is in the metrics once.
+    rows = [json.loads(line) for line in (out.parent / "adapter-metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row] == list(range(1, 9))
     assert not root.exists()  # a finished run leaves nothing to resume
 
     model, tok = load_model(str(tiny_model_dir), device="cpu")

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written output, and a crash leaves the old file."""
+"""Atomic, durable file writes: a reader never sees a half-written output, a crash leaves the old one.
+
+Durable means fsynced: the file's bytes before the rename, and the directory holding the new name
+after it, so a power cut after `atomic_*` returns cannot bring back the old file or an empty one.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         # mkstemp creates the file 0600; outputs get the usual permissions of a new file instead.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,25 +55,74 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Build a directory in a staging path beside `target`, then swap it in whole.
 
     A reader sees either the old directory or the complete new one, never a half-written one; when
-    the block raises, the staging directory is removed and `target` is left as it was.
+    the block raises, the staging directory is removed and `target` is left as it was. Every file
+    and directory built is fsynced before the swap, and the parent after it. A process killed
+    mid-way leaves `.<name>.tmp-*` / `.<name>.old-*` behind: `staging_dirs_of(target)` finds them.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        fsync_tree(staging)
         if target.exists():
             # Move the old one aside first: os.replace cannot overwrite a non-empty directory.
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, trash / target.name)
             os.replace(staging, target)
+            fsync_dir(target.parent)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, target)
+            fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file under `root`, then every directory bottom-up (a file's name lives in its directory)."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_file(Path(folder) / name)
+        fsync_dir(folder)
+
+
+def staging_dirs_of(target: str | Path) -> list[Path]:
+    """Staging and to-be-deleted directories `atomic_directory(target)` left behind when killed."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    prefixes = (f".{target.name}.tmp-", f".{target.name}.old-")
+    return sorted(p for p in target.parent.iterdir() if p.is_dir() and p.name.startswith(prefixes))
+
+
+def remove_staging_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Remove the given leftovers; returns those removed."""
+    removed = []
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
 
 
 def _umask() -> int:

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
     app.command("train", epilog=example(
         "tunelens train --model gemma3-270m --data runs/demo/clean.jsonl --out runs/demo/adapter",
         "accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m tunelens train "
-        "--data clean.jsonl --out runs/x/adapter --config train.yaml --resume"))(train_command)
+        "--data clean.jsonl --out runs/x/adapter --config train.yaml --resume",
+        "tunelens train --data clean.jsonl --out runs/x/adapter --packing --report-to tensorboard"))(train_command)
     _register_show_mask()
 
 
@@ -62,6 +63,11 @@ def train_command(
     logits: Optional[str] = typer.Option(None, help=_help("logits"), show_default=False),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help=_help("gradient_checkpointing"), show_default=False),
+    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help=_help("packing"), show_default=False),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=_help("bf16"), show_default=False),
+    load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", help=_help("load_in_4bit"),
+                                                show_default=False),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=_help("report_to"), show_default=False),
 ) -> None:
     """Train a LoRA adapter (text decoder only, completion-only loss) on instruction -> code pairs."""
     from tunelens.config import load_config
@@ -71,7 +77,8 @@ def train_command(
                      grad_accum=grad_accum, max_length=max_length, eval_split=eval_split, eval_every=eval_every,
                      checkpoint_every=checkpoint_every, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
                      lora_dropout=lora_dropout, target_modules=target_modules, logits=logits,
-                     gradient_checkpointing=gradient_checkpointing)
+                     gradient_checkpointing=gradient_checkpointing, packing=packing, bf16=bf16,
+                     load_in_4bit=load_in_4bit, report_to=report_to)
     config = load_config(TrainConfig, config_file, overrides)
     _quiet_library_progress()
     with _TrainDisplay() as display:
@@ -126,7 +133,7 @@ class _TrainDisplay:
 def print_placement(placement) -> None:
     from rich.table import Table
 
-    from tunelens.train import layer_ranges
+    from tunelens.lora_setup import layer_ranges
 
     table = Table(title=f"LoRA placement: {placement.decoder_path or '(root)'} — {placement.num_layers} decoder layers")
     for column in ("module", "layers", "absent in layers", "in -> out", "LoRA params"):
@@ -155,6 +162,21 @@ def _print_summary(result) -> None:
     eval_loss = f"{result.eval_loss:.4f}" if result.eval_loss is not None else "-"
     console.print(f"train loss {loss}, eval loss {eval_loss}; {result.trained_tokens:,} trained tokens in "
                   f"{result.train_seconds:.1f} s ({result.tokens_per_s:,.1f} tokens/s)")
+    _print_loss_curve(result)
+
+
+def _print_loss_curve(result) -> None:
+    """A sparkline of the loss per step, and the same curve as a PNG beside the metrics file."""
+    from tunelens.train_metrics import loss_sparkline, read_metrics, render_loss_curve
+
+    rows = read_metrics(result.metrics_path) if result.metrics_path else []
+    losses = [row["loss"] for row in rows if row.get("loss") is not None]
+    if len(losses) < 2:
+        return
+    png = result.metrics_path.with_name(result.metrics_path.name.replace("-metrics.jsonl", "-loss.png"))
+    render_loss_curve(rows, png)
+    console.print(f"loss {losses[0]:.3f} {loss_sparkline(losses)} {losses[-1]:.3f} over {len(losses)} steps "
+                  f"(per step: {result.metrics_path}; curve: {png})", highlight=False)
 
 
 @user_errors

@@ -1,0 +1,130 @@
+"""Training history: `metrics.jsonl` (one row per optimizer step), experiment trackers, the loss curve.
+
+The JSONL file is the record that always exists; `--report-to` sends the same rows to TensorBoard,
+Weights & Biases, trackio or MLflow through Accelerate's trackers (which call those libraries), when
+they are installed. A resumed run cuts the file back to its checkpoint's step, then appends, so each
+step appears once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tunelens.errors import UserError
+
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: package
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+
+
+def metrics_path(out_dir: Path) -> Path:
+    """`<out>-metrics.jsonl` beside the adapter, like `<out>-checkpoints/` (the adapter dir stays pure PEFT)."""
+    return out_dir.parent / f"{out_dir.name}-metrics.jsonl"
+
+
+def logs_dir(out_dir: Path) -> Path:
+    """Where file-based trackers (TensorBoard) write: `<out>-logs/`."""
+    return out_dir.parent / f"{out_dir.name}-logs"
+
+
+def check_trackers(names: Sequence[str]) -> None:
+    """A clear one-line error for an unknown tracker or one whose library is not installed."""
+    for name in names:
+        if name not in TRACKERS:
+            raise UserError(f"--report-to {name}: unknown tracker (use {', '.join(TRACKERS)})")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise UserError(f"--report-to {name} needs the {TRACKERS[name]} package: pip install {TRACKERS[name]}")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics file; a torn last line (a run killed mid-write) is skipped."""
+    rows = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
+
+
+class MetricsLog:
+    """Appends one JSON line per optimizer step, flushed and fsynced, so a crash loses at most the line in flight."""
+
+    def __init__(self, path: Path, start_step: int):
+        from tunelens.io import atomic_write_jsonl
+
+        self.path = Path(path)
+        # A fresh run starts an empty file; a resumed one keeps only the steps its checkpoint holds.
+        kept = [row for row in read_metrics(self.path) if row["step"] <= start_step] if start_step else []
+        atomic_write_jsonl(self.path, kept)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def append(self, row: dict) -> None:
+        # One write() per line on an O_APPEND descriptor: the line lands whole or (on a crash) torn at the end.
+        os.write(self._fd, (json.dumps(row) + "\n").encode("utf-8"))
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def tracker_config(config: dict) -> dict:
+    """Hyperparameters as trackers accept them (scalars and text; lists joined)."""
+    return {key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            for key, value in config.items()}
+
+
+# ---------------------------------------------------------------- the loss curve
+
+
+def loss_sparkline(losses: Sequence[float], width: int = 48) -> str:
+    """The loss curve as one line of block characters (mean of each of `width` buckets), low = ▁."""
+    values = [v for v in losses if v == v]  # drop NaN
+    if not values:
+        return ""
+    buckets = [values[i * len(values) // width:(i + 1) * len(values) // width] for i in range(width)]
+    means = [sum(b) / len(b) for b in buckets if b] if len(values) > width else values
+    low, high = min(means), max(means)
+    span = (high - low) or 1.0
+    return "".join(SPARK_BARS[min(len(SPARK_BARS) - 1, int((v - low) / span * len(SPARK_BARS)))] for v in means)
+
+
+def render_loss_curve(metrics: Path | Iterable[dict], png_path: Path | None = None, title: str = "training loss") -> bytes:
+    """PNG of loss per optimizer step (and eval loss, where rows hold one) from a metrics file or its rows.
+
+    Uses matplotlib's object API with the Agg canvas, so no global backend is switched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
+    steps = [row["step"] for row in rows if row.get("loss") is not None]
+    figure = Figure(figsize=(6, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(steps, [row["loss"] for row in rows if row.get("loss") is not None], label="train loss", lw=1.2)
+    evals = [(row["step"], row["eval_loss"]) for row in rows if row.get("eval_loss") is not None]
+    if evals:
+        axes.plot(*zip(*evals), "o-", label="eval loss", lw=1.2)
+    axes.set(xlabel="optimizer step", ylabel="loss per trained token", title=title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    data = buffer.getvalue()
+    if png_path is not None:
+        from tunelens.io import atomic_write_bytes
+
+        atomic_write_bytes(png_path, data)
+    return data
