@@ -114,11 +114,26 @@ class Calibration:
         return cls(**data)
 
 
-def _oriented_matrix(items: list[TrustSignals], names: list[str], directions: dict) -> np.ndarray:
+def orient_signals(items: list[TrustSignals], names: list[str], labels: np.ndarray) -> tuple[dict, dict, dict]:
+    """(raw AUROC, direction, AUROC in that direction) per signal, for labels 1 = trust the adapter.
+
+    Retrieval similarity is "higher = closer" by construction; the model signals' direction is an
+    empirical question, so calibration picks it (and reports the raw AUROC beside it).
+    """
+    raw_auroc, directions, oriented_auroc = {}, {}, {}
+    for name in names:
+        values = np.array([item.value(name) for item in items])
+        raw_auroc[name] = auroc(values[labels == 1], values[labels == 0])
+        directions[name] = 1 if name in RETRIEVAL_SIGNALS or raw_auroc[name] >= 0.5 else -1
+        oriented_auroc[name] = raw_auroc[name] if directions[name] == 1 else 1 - raw_auroc[name]
+    return raw_auroc, directions, oriented_auroc
+
+
+def oriented_matrix(items: list[TrustSignals], names: list[str], directions: dict) -> np.ndarray:
     return np.array([[item.value(n) * directions[n] for n in names] for item in items])
 
 
-def _cross_validated_scores(matrix: np.ndarray, labels: np.ndarray, folds: int = 5) -> np.ndarray:
+def cross_validated_scores(matrix: np.ndarray, labels: np.ndarray, folds: int = 5) -> np.ndarray:
     """Out-of-fold combiner scores, so the combined AUROC is not measured on the data it was fitted on."""
     rng = np.random.default_rng(0)
     fold_of = np.empty(len(labels), int)
@@ -147,22 +162,14 @@ def calibrate(gate: Gate, in_domain: Sequence[str], out_of_domain: Sequence[str]
     labels = np.array([1] * len(in_domain) + [0] * len(out_of_domain))
     names = list(RETRIEVAL_SIGNALS) + [n for n in MODEL_SIGNALS if getattr(items[0], n) is not None]
 
-    raw_auroc, directions, oriented_auroc = {}, {}, {}
-    for name in names:
-        values = np.array([item.value(name) for item in items])
-        raw_auroc[name] = auroc(values[labels == 1], values[labels == 0])
-        # Retrieval similarity is "higher = closer" by construction; the model signals' direction is
-        # an empirical question, so calibration picks it (and reports the raw AUROC beside it).
-        directions[name] = 1 if name in RETRIEVAL_SIGNALS or raw_auroc[name] >= 0.5 else -1
-        oriented_auroc[name] = raw_auroc[name] if directions[name] == 1 else 1 - raw_auroc[name]
-
-    matrix = _oriented_matrix(items, names, directions)
+    raw_auroc, directions, oriented_auroc = orient_signals(items, names, labels)
+    matrix = oriented_matrix(items, names, directions)
     mean, std = matrix.mean(0), matrix.std(0) + 1e-12
     weights = fit_logistic((matrix - mean) / std, labels)
     logits = ((matrix - mean) / std) @ weights[:-1] + weights[-1]
     probs = 1 / (1 + np.exp(-logits))
     folds = min(5, len(in_domain), len(out_of_domain))
-    oof = _cross_validated_scores(matrix, labels, folds)
+    oof = cross_validated_scores(matrix, labels, folds)
     oriented_auroc["combined"] = auroc(oof[labels == 1], oof[labels == 0])
 
     threshold = threshold_for_coverage(probs[labels == 1], target_coverage)

@@ -17,8 +17,9 @@ import numpy as np
 
 from tunelens.errors import UserError
 from tunelens.gate.calibration import Calibration
+from tunelens.gate.failure import OUTCOME_KIND, OutcomeCalibration
 from tunelens.gate.embedders import MINILM, Progress, load_embedder
-from tunelens.gate.index import top_k
+from tunelens.gate.index import build_index, load_index
 from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, model_signals
 from tunelens.hashing import file_sha256
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
@@ -43,17 +44,33 @@ class Decision:
                 "signals": self.signals.scores(), "neighbours": self.signals.neighbours}
 
 
+def read_calibration(path: Path):
+    """calibration.json: a failure-calibrated rule (kind "outcome") or an in/out-of-domain one (no kind)."""
+    data = json.loads(path.read_text())
+    if data.get("kind") == OUTCOME_KIND:
+        return OutcomeCalibration.from_dict(data)
+    return Calibration.from_dict(data)
+
+
 class Gate:
     """A built index (and, once calibrated, its routing rule) loaded from a gate directory."""
 
     def __init__(self, directory: Path, meta: dict, vectors: np.ndarray, entries: list[dict],
-                 calibration: "Calibration | None" = None, embedder=None):
+                 calibration: "Calibration | None" = None, embedder=None, index=None):
         self.directory = Path(directory)
         self.meta = meta
         self.vectors = vectors
         self.entries = entries
         self.calibration = calibration
         self._embedder = embedder
+        self._index = index
+
+    @property
+    def index(self):
+        """The search structure gate.json names (exact, or the saved HNSW graph); loaded on first use."""
+        if self._index is None:
+            self._index = load_index(self.directory, self.meta, self.vectors)
+        return self._index
 
     @property
     def embedder(self):
@@ -80,13 +97,12 @@ class Gate:
             raise UserError(f"{directory}: embeddings ({len(vectors)}), entries ({len(entries)}) and gate.json "
                             f"count ({meta['count']}) disagree: rebuild the gate")
         calibration_file = directory / "calibration.json"
-        calibration = Calibration.from_dict(json.loads(calibration_file.read_text())) \
-            if calibration_file.is_file() else None
+        calibration = read_calibration(calibration_file) if calibration_file.is_file() else None
         return cls(directory, meta, vectors, entries, calibration)
 
     def retrieval_signals(self, queries: Sequence[str], progress: Progress | None = None) -> list[TrustSignals]:
         embedded = self.embedder.encode(list(queries), progress=progress)
-        sims, rows = top_k(self.vectors, embedded, self.k)
+        sims, rows = self.index.search(embedded, self.k)
         return [TrustSignals(
             max_similarity=float(s[0]), mean_similarity=float(s.mean()),
             neighbours=[{"id": self.entries[r]["id"], "instruction": self.entries[r]["instruction"],
@@ -118,10 +134,11 @@ class Gate:
 
 def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] | None = None,
                embedder=None, k: int = 5, source: dict | None = None,
-               progress: Progress | None = None) -> Gate:
+               progress: Progress | None = None, index: str = "auto") -> Gate:
     """Embed the instructions and write a gate directory; returns the loaded gate.
 
-    Every instruction is indexed (duplicates too), so the row count equals the input count.
+    Every instruction is indexed (duplicates too), so the row count equals the input count. `index`:
+    auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw.
     """
     if not queries:
         raise UserError("no instructions to index: the gate needs at least one training pair")
@@ -136,17 +153,19 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
     np.save(buffer, vectors)
     atomic_write_bytes(out_dir / "embeddings.npy", buffer.getvalue())
     atomic_write_jsonl(out_dir / "entries.jsonl", ({"id": i, "instruction": q} for i, q in zip(ids, queries)))
+    search = build_index(vectors, index)
     meta = {"format": GATE_FORMAT, "embedder": embedder.name, "dim": int(vectors.shape[1]),
-            "count": len(queries), "k": k, "index": "exact-numpy-cosine", "source": source or {}}
+            "count": len(queries), "k": k, "index": search.kind, "index_params": search.save(out_dir),
+            "source": source or {}}
     # A rebuilt index invalidates an old calibration (its threshold was measured on other data).
     (out_dir / "calibration.json").unlink(missing_ok=True)
     atomic_write_json(out_dir / "gate.json", meta)
     return Gate(out_dir, meta, vectors, [{"id": i, "instruction": q} for i, q in zip(ids, queries)],
-                embedder=embedder)
+                embedder=embedder, index=search)
 
 
 def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,
-                         progress: Progress | None = None) -> Gate:
+                         progress: Progress | None = None, index: str = "auto") -> Gate:
     """`tunelens gate build`: index the instructions of a training-pair file."""
     from tunelens.records import load_pairs
 
@@ -155,4 +174,4 @@ def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5,
     # A dataset directory hashes as a whole (names and bytes), the same digest train records.
     source = {"path": str(data_path), "sha256": file_sha256(data_path), "pairs": len(pairs)}
     return build_gate([p.instruction for p in pairs], out_dir, ids=[str(p.id) for p in pairs],
-                      embedder=embedder, k=k, source=source, progress=progress)
+                      embedder=embedder, k=k, source=source, progress=progress, index=index)
