@@ -208,21 +208,25 @@ def quality(args) -> None:
 # ---------------------------------------------------------------- approximate index
 
 
-def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str) -> None:
-    from tunelens.gate.index import ExactIndex, HNSWIndex
+def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str, ef_construction: int | None = None,
+                ef_search: int | None = None) -> None:
+    from tunelens.gate.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, ExactIndex, HNSWIndex
 
     start = time.perf_counter()
-    hnsw = HNSWIndex.build(vectors)
+    hnsw = HNSWIndex.build(vectors, ef_construction=ef_construction or HNSW_EF_CONSTRUCTION,
+                           ef_search=ef_search or HNSW_EF_SEARCH)
     build_s = time.perf_counter() - start
     exact = ExactIndex(vectors)
     truth = np.vstack([exact.search(q[None], k)[1] for q in queries])
-    found = np.vstack([hnsw.search(q[None], k)[1] for q in queries])
     exact_ms = ms(timed(lambda q: exact.search(q[None], k), queries))[0]
-    hnsw_ms = ms(timed(lambda q: hnsw.search(q[None], k), queries))[0]
-    print(f"{label}: {len(vectors)} rows, HNSW M={hnsw.m} efSearch={hnsw.index.hnsw.efSearch}: build {build_s:.1f} s "
-          f"on {os.cpu_count()} CPUs")
-    print(f"  recall@{k} vs exact {recall_at_k(found, truth):.4f} over {len(queries)} queries")
-    print(f"  median query: exact {exact_ms:.3f} ms (baseline), HNSW {hnsw_ms:.3f} ms = {hnsw_ms / exact_ms:.3f}x the time")
+    print(f"{label}: {len(vectors)} rows, HNSW M={hnsw.m} efConstruction={hnsw.index.hnsw.efConstruction}: "
+          f"build {build_s:.1f} s on {os.cpu_count()} CPUs; exact search median {exact_ms:.3f} ms (baseline)")
+    for ef in sorted({hnsw.index.hnsw.efSearch, 2 * hnsw.index.hnsw.efSearch, 4 * hnsw.index.hnsw.efSearch}):
+        hnsw.index.hnsw.efSearch = ef
+        found = np.vstack([hnsw.search(q[None], k)[1] for q in queries])
+        hnsw_ms = ms(timed(lambda q: hnsw.search(q[None], k), queries))[0]
+        print(f"  efSearch {ef}: recall@{k} vs exact {recall_at_k(found, truth):.4f} over {len(queries)} queries, "
+              f"median {hnsw_ms:.3f} ms = {hnsw_ms / exact_ms:.3f}x the exact time", flush=True)
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
 
 
@@ -253,7 +257,8 @@ def synthetic_rows(count: int, dim: int = 384, seed: int = 0, clusters: int = 20
 
 
 def ann_rows(args) -> None:
-    hnsw_report(synthetic_rows(args.ann_rows), synthetic_rows(args.ann_queries, seed=1), args.k, "synthetic")
+    hnsw_report(synthetic_rows(args.ann_rows), synthetic_rows(args.ann_queries, seed=1), args.k, "synthetic",
+                args.ef_construction, args.ef_search)
 
 
 def compare_ann(args) -> None:
@@ -326,6 +331,8 @@ def main() -> None:
     parser.add_argument("--ann-rows", type=int, default=0, metavar="ROWS", help="HNSW on this many synthetic rows")
     parser.add_argument("--compare-ann", type=int, default=0, metavar="ROWS", help="compare ANN libraries")
     parser.add_argument("--ann-queries", type=int, default=200)
+    parser.add_argument("--ef-construction", type=int, default=None, help="HNSW build effort [library default]")
+    parser.add_argument("--ef-search", type=int, default=None, help="HNSW search effort [library default]")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = [(args.quality, quality), (args.real_recall, real_recall), (args.ann_rows, ann_rows),
