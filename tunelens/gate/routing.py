@@ -35,7 +35,7 @@ class Decision:
 
     query: str
     route: str  # "adapter" or "base"
-    score: float  # combined score (probability of in-domain under the calibrated combiner)
+    score: float  # combined score: P(in-domain), or P(adapter answer good) for a failure calibration
     threshold: float
     signals: TrustSignals
 
