@@ -133,8 +133,9 @@ def query_time(args) -> None:
     samples = interleaved(variants, queries, [int8.encode([q]) for q in queries])
     assert all(np.array_equal(exact.search(int8.encode([q]), k)[1], top_k(vectors, int8.encode([q]), k)[1])
                for q in queries[:20])
-    print(f"index: {len(indexed)} instructions, {vectors.shape[1]} dims, {vectors.nbytes / 2**20:.1f} MiB; int8 "
-          f"embedding build {build_s:.1f} s ({build_s / len(indexed) * 1000:.2f} ms/instruction)")
+    built = ("rows from the cache of an earlier run" if build_s != build_s  # NaN: loaded, not built
+             else f"int8 embedding build {build_s:.1f} s ({build_s / len(indexed) * 1000:.2f} ms/instruction)")
+    print(f"index: {len(indexed)} instructions, {vectors.shape[1]} dims, {vectors.nbytes / 2**20:.1f} MiB; {built}")
     print(f"{len(queries)} single queries, every variant on each query in turn (so all see the same load); "
           f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'step':46s} {'median ms':>10s} {'p95 ms':>8s} {'min ms':>8s}")
