@@ -20,7 +20,9 @@ from tunelens.gate.calibration import (Calibration, auroc, calibrate, coverage_c
                                        fit_logistic, threshold_for_coverage)
 from tunelens.gate.embedders import (MINILM, SMALL_BATCH, HashingEmbedder, MiniLMEmbedder, Progress,
                                      load_embedder, torch_threads)
+from tunelens.gate.failure import OutcomeCalibration, calibrate_on_outcomes
 from tunelens.gate.index import top_k
+from tunelens.gate.outcomes import Outcome, answer_is_bad, read_outcomes
 from tunelens.gate.queries import OUT_OF_DOMAIN_EXAMPLES, read_queries
 from tunelens.gate.routing import GATE_FORMAT, Decision, Gate, build_gate, build_gate_from_file
 from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals, model_signals
@@ -30,5 +32,6 @@ __all__ = [
     "threshold_for_coverage", "MINILM", "SMALL_BATCH", "HashingEmbedder", "MiniLMEmbedder", "Progress",
     "load_embedder", "torch_threads", "top_k", "OUT_OF_DOMAIN_EXAMPLES", "read_queries", "GATE_FORMAT",
     "Decision", "Gate", "build_gate", "build_gate_from_file", "MODEL_SIGNALS", "RETRIEVAL_SIGNALS",
-    "TrustSignals", "model_signals",
+    "TrustSignals", "model_signals", "OutcomeCalibration", "calibrate_on_outcomes", "Outcome", "answer_is_bad",
+    "read_outcomes",
 ]
