@@ -270,3 +270,18 @@ def test_minilm_gate_ranks_a_paraphrase_first(tmp_path):
                                       "Quelle est la capitale de l'Australie ?"])
     assert signals[0].neighbours[0]["instruction"] == IN_DOMAIN_INDEX[0]
     assert signals[0].max_similarity > 0.7 > signals[1].max_similarity
+
+
+def test_cli_build_from_a_dataset_directory(tmp_path):
+    """`--data` may be a `save_to_disk` directory: it is read and hashed as a whole (it used to crash)."""
+    datasets = pytest.importorskip("datasets")
+    from tunelens.cli import app
+    from tunelens.hashing import file_sha256
+
+    rows = [{"instruction": text, "input": "", "output": "pass"} for text in IN_DOMAIN_INDEX]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    result = CliRunner().invoke(app, ["gate", "build", "--data", str(tmp_path / "ds"), "--out",
+                                      str(tmp_path / "gate"), "--embedder", "hashing-64"])
+    assert result.exit_code == 0, result.output
+    source = json.loads((tmp_path / "gate" / "gate.json").read_text())["source"]
+    assert source["pairs"] == len(IN_DOMAIN_INDEX) and source["sha256"] == file_sha256(tmp_path / "ds")

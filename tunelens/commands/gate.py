@@ -15,6 +15,7 @@ from tunelens.errors import UserError
 gate_app = typer.Typer(
     help="Retrieval-confidence gate: index the training instructions, calibrate when to trust the adapter.",
     epilog=example("tunelens gate build --data clean.jsonl --out gate/",
+                   "tunelens gate calibrate --gate gate/ --results runs/eval/results.jsonl --target-risk 0.05",
                    "tunelens gate calibrate --gate gate/ --in-domain in.txt --out-of-domain out.txt"),
     no_args_is_help=True,
 )
@@ -31,9 +32,11 @@ def build_command(
     out: Path = typer.Option(..., "--out", help="Gate directory to write."),
     k: int = typer.Option(5, "--k", min=1, max=100, help="Neighbours per query for the similarity signals."),
     embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder",
-                                 help="all-MiniLM-L6-v2, or hashing-<dim> (character trigrams, for quick checks)."),
+                                 help="all-MiniLM-L6-v2, all-MiniLM-L6-v2-int8 (about half the query time, "
+                                      "cosine >= 0.98 to fp32), or hashing-<dim> (character trigrams, for quick checks)."),
+    index: str = typer.Option("auto", "--index", help="auto (exact below 20,000 rows, HNSW above), exact or hnsw."),
 ) -> None:
-    """Embed the training instructions into an exact cosine-similarity index."""
+    """Embed the training instructions into a cosine-similarity index (exact, or HNSW for large sets)."""
     from tunelens.gate import build_gate_from_file, load_embedder
 
     with console.status("loading the embedder"):
@@ -41,29 +44,42 @@ def build_command(
     with _progress() as progress:
         task = progress.add_task("embedding instructions", total=None)
         gate = build_gate_from_file(data, out, k=k, embedder=chosen,
-                                    progress=lambda n: progress.advance(task, n))
+                                    progress=lambda n: progress.advance(task, n), index=index)
     console.print(f"indexed {gate.meta['count']} instructions from {data} with {gate.meta['embedder']} "
-                  f"({gate.meta['dim']} dims, k={k}) -> {out}")
+                  f"({gate.meta['dim']} dims, k={k}, {gate.meta['index']} search) -> {out}")
 
 
 @user_errors
 def calibrate_command(
     gate: Path = typer.Option(..., "--gate", help="Gate directory from `tunelens gate build`."),
-    in_domain: Path = typer.Option(..., "--in-domain", help="In-domain queries: JSONL of pairs or one query per line."),
-    out_of_domain: Path = typer.Option(..., "--out-of-domain", help="Out-of-domain queries, same formats; `builtin` uses tunelens's own set of 95."),
+    results: list[Path] = typer.Option(None, "--results", help="Eval results.jsonl with the adapter's ('tuned') "
+                                       "and the base's answers to the same cases (repeat for several files): "
+                                       "calibrate on whether the adapter's answer was bad."),
+    in_domain: Path = typer.Option(None, "--in-domain", help="In-domain queries: JSONL of pairs or one query per line."),
+    out_of_domain: Path = typer.Option(None, "--out-of-domain", help="Out-of-domain queries, same formats; `builtin` uses tunelens's own set of 95."),
     model: str = typer.Option(None, "--model", "-m", help="Model spec; adds the model-based signals (KL, perplexity)."),
     adapter: Path = typer.Option(None, "--adapter", help="PEFT adapter directory (needed for the KL signal)."),
-    target_coverage: float = typer.Option(0.95, "--target-coverage", min=0.01, max=1.0,
-                                          help="Share of in-domain queries the threshold keeps on the adapter."),
+    target_coverage: float = typer.Option(None, "--target-coverage", min=0.01, max=1.0,
+                                          help="Share of queries the threshold keeps on the adapter [in/out-of-domain "
+                                               "default: 0.95 of the in-domain ones]."),
+    target_risk: float = typer.Option(None, "--target-risk", min=0.0, max=0.99,
+                                      help="With --results: highest bad-output rate allowed among the answers kept "
+                                           "on the adapter [default: 0.05 unless --target-coverage]."),
+    holdout: float = typer.Option(0.5, "--holdout", min=0.05, max=0.95,
+                                  help="With --results: share of queries held out to measure the routed system."),
+    decoding: str = typer.Option("greedy", "--decoding", help="With --results: which answers label a query (greedy or sampled)."),
+    seed: int = typer.Option(0, "--seed", help="With --results: seed of the calibration / held-out split."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
 ) -> None:
-    """Measure each trust signal's AUROC, pick the threshold, write calibration.json and coverage.png."""
-    from tunelens.gate import Gate, calibrate, read_queries
+    """Calibrate the gate: on eval outcomes (--results: does it predict the adapter's failures?) or on
+    in-domain vs out-of-domain queries. Writes calibration.json and a plot."""
+    from tunelens.gate import Gate
 
+    if bool(results) == (in_domain is not None or out_of_domain is not None):
+        raise UserError("calibrate either on eval outcomes (--results) or on --in-domain and --out-of-domain queries")
     if adapter is not None and model is None:
         raise UserError("--adapter needs --model: the base model the adapter was trained on")
     loaded_gate = Gate.load(gate)
-    ind, ood = read_queries(in_domain), read_queries(out_of_domain)
     loaded_model = tokenizer = None
     model_info = None
     if model is not None:
@@ -72,11 +88,28 @@ def calibrate_command(
         with console.status(f"loading {model}"):
             loaded_model, tokenizer = load_model(model, adapter=adapter, device=device)
         model_info = {"model": model, "adapter": str(adapter) if adapter else None}
+    if results:
+        if target_risk is None and target_coverage is None:
+            target_risk = 0.05
+        _calibrate_on_outcomes(loaded_gate, results, loaded_model, tokenizer, target_risk, target_coverage,
+                               holdout, decoding, seed, model_info)
+        return
+    if in_domain is None or out_of_domain is None:
+        raise UserError("in/out-of-domain calibration needs both --in-domain and --out-of-domain")
+    _calibrate_on_domains(loaded_gate, in_domain, out_of_domain, loaded_model, tokenizer,
+                          0.95 if target_coverage is None else target_coverage, model_info)
+
+
+def _calibrate_on_domains(gate, in_domain: Path, out_of_domain: Path, model, tokenizer, target_coverage: float,
+                          model_info) -> None:
+    from tunelens.gate import calibrate, read_queries
+
+    ind, ood = read_queries(in_domain), read_queries(out_of_domain)
     inputs = {"in_domain": str(in_domain), "out_of_domain": str(out_of_domain)}
     with _progress() as progress:
-        steps = (len(ind) + len(ood)) * (2 if loaded_model is not None else 1)
+        steps = (len(ind) + len(ood)) * (2 if model is not None else 1)
         task = progress.add_task("scoring queries", total=steps)
-        result = calibrate(loaded_gate, ind, ood, loaded_model, tokenizer, target_coverage=target_coverage,
+        result = calibrate(gate, ind, ood, model, tokenizer, target_coverage=target_coverage,
                            progress=lambda n: progress.advance(task, n), model_info=model_info, inputs=inputs)
     table = Table(title=f"trust signals: {len(ind)} in-domain vs {len(ood)} out-of-domain queries")
     for column in ("signal", "AUROC", "direction"):
@@ -89,7 +122,59 @@ def calibrate_command(
     console.print(f"threshold {result.threshold:.4f}: in-domain coverage {result.in_domain_coverage:.1%} "
                   f"(target {result.target_coverage:.0%}), out-of-domain fallback rate "
                   f"{result.out_of_domain_fallback_rate:.1%}")
-    console.print(f"wrote {gate / 'calibration.json'} and {gate / 'coverage.png'}")
+    console.print(f"wrote {gate.directory / 'calibration.json'} and {gate.directory / 'coverage.png'}")
+
+
+def _calibrate_on_outcomes(gate, results: list[Path], model, tokenizer, target_risk, target_coverage, holdout: float,
+                           decoding: str, seed: int, model_info) -> None:
+    from tunelens.gate.failure import calibrate_on_outcomes
+    from tunelens.gate.outcomes import read_outcomes
+
+    outcomes, counts = read_outcomes(results, decoding=decoding)
+    if counts["unpaired"]:
+        console.print(f"[yellow]{counts['unpaired']} of {counts['cases']} cases lack an adapter or a base answer "
+                      f"and are left out[/yellow] (first: {counts['unpaired_cases'][0]})")
+    inputs = {"results": [str(p) for p in results], "decoding": decoding, **{k: counts[k] for k in ("cases", "paired")}}
+    with _progress() as progress:
+        task = progress.add_task("scoring queries", total=len(outcomes) * (2 if model is not None else 1))
+        result = calibrate_on_outcomes(gate, outcomes, model, tokenizer, target_risk=target_risk,
+                                       target_coverage=target_coverage, holdout=holdout, seed=seed,
+                                       progress=lambda n: progress.advance(task, n), model_info=model_info,
+                                       inputs=inputs)
+    _print_outcome_report(result, gate.directory)
+
+
+def _print_outcome_report(result, directory: Path) -> None:
+    failures = result.failures
+    table = Table(title=f"predicting the adapter's failures: held out, {failures['held_out']} failures in "
+                        f"{failures['held_out_queries']} queries")
+    for column in ("signal", "AUROC", "cost ms/query"):
+        table.add_column(column)
+    for name, value in result.auroc.items():
+        table.add_row(name, "n/a" if value is None else f"{value:.3f}", f"{result.cost_ms_per_query[name]:.2f}")
+    console.print(table)
+    fit = result.calibration_split
+    risk = "n/a" if fit["risk"] is None else f"{fit['risk']:.1%}"
+    console.print(f"threshold {result.threshold:.4f} for target {result.target}: on the calibration part "
+                  f"{fit['coverage']:.1%} kept on the adapter, {risk} of them bad")
+    held = result.held_out
+    console.print(f"held out ({held['queries']} queries, {held['coverage']:.1%} kept): bad-output rate routed "
+                  f"{_rate(held['routed'])}, always adapter {_rate(held['always_adapter'])}, always base "
+                  f"{_rate(held['always_base'])}")
+    console.print(f"McNemar routed vs adapter p={held['mcnemar_routed_vs_adapter']['p_value']:.3g}, "
+                  f"routed vs base p={held['mcnemar_routed_vs_base']['p_value']:.3g}")
+    if result.conformal:
+        conformal = result.conformal
+        console.print(f"conformal risk control (alpha {conformal['alpha']:.3g} of queries served badly): threshold "
+                      f"{conformal['threshold']:.4f}, held out {conformal['held_out_served_bad']:.1%} served bad at "
+                      f"{conformal['held_out_coverage']:.1%} coverage; labelled points needed: "
+                      f"{conformal['sample_size']['labelled_points_needed']}")
+    console.print(f"wrote {directory / 'calibration.json'}, {directory / 'calibration_scores.jsonl'} and "
+                  f"{directory / 'risk_coverage.png'}")
+
+
+def _rate(cell: dict) -> str:
+    return f"{cell['rate']:.1%} [{cell['low']:.1%}, {cell['high']:.1%}] ({cell['k']}/{cell['n']})"
 
 
 @user_errors
@@ -133,6 +218,7 @@ def register(app: typer.Typer) -> None:
     gate_app.command("build", epilog=example(
         "tunelens gate build --data runs/demo/clean.jsonl --out runs/demo/gate/"))(build_command)
     gate_app.command("calibrate", epilog=example(
+        "tunelens gate calibrate --gate gate/ --results runs/eval/results.jsonl --target-risk 0.05",
         "tunelens gate calibrate --gate gate/ --in-domain in.jsonl --out-of-domain out.txt",
         "tunelens gate calibrate --gate gate/ --in-domain in.jsonl --out-of-domain out.txt -m gemma3-270m --adapter adapter/",
     ))(calibrate_command)

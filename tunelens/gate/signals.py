@@ -1,0 +1,67 @@
+"""Trust signals the gate computes for a query before any generation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from tunelens.errors import UserError
+from tunelens.inference import has_adapter
+from tunelens.gate.embedders import Progress
+
+RETRIEVAL_SIGNALS = ("max_similarity", "mean_similarity")
+MODEL_SIGNALS = ("adapter_base_kl", "prompt_perplexity")
+
+@dataclass
+class TrustSignals:
+    """Everything the gate knows about one query before generating; None where not computed."""
+
+    max_similarity: float
+    mean_similarity: float
+    adapter_base_kl: float | None = None
+    prompt_perplexity: float | None = None
+    neighbours: list[dict] = field(default_factory=list)
+
+    def value(self, name: str) -> float:
+        raw = getattr(self, name)
+        if raw is None:
+            raise UserError(f"signal {name} was not computed: it needs the model (pass --model/--adapter)")
+        # Perplexity spans orders of magnitude; its log is what a linear combination can use.
+        return math.log(raw) if name == "prompt_perplexity" else float(raw)
+
+    def scores(self) -> dict:
+        return {name: getattr(self, name) for name in RETRIEVAL_SIGNALS + MODEL_SIGNALS
+                if getattr(self, name) is not None}
+
+
+
+def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress | None = None) -> list[tuple]:
+    """(adapter_base_kl, prompt_perplexity) per query, from one adapter and one base forward pass each.
+
+    KL is averaged over every prompt position (the distributions that predict the prompt's next token and
+    the answer's first); perplexity is exp of the adapter's mean NLL of prompt tokens 2..n. KL is None for
+    a model without an adapter (it would always be 0).
+    """
+    import torch
+
+    from tunelens.models import adapter_disabled
+    from tunelens.prompts import encode_prompt
+
+    device = next(model.parameters()).device
+    results = []
+    for query in queries:
+        ids = torch.tensor([encode_prompt(tokenizer, query)], device=device)
+        with torch.inference_mode():
+            adapter_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+            kl = None
+            if has_adapter(model):
+                with adapter_disabled(model):
+                    base_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+                kl = float((adapter_logp.exp() * (adapter_logp - base_logp)).sum(-1).mean())
+            nll = -adapter_logp[:-1].gather(-1, ids[0, 1:, None]).mean()
+        results.append((kl, float(torch.exp(nll))))
+        if progress:
+            progress(1)
+    return results
+
