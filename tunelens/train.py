@@ -18,7 +18,6 @@ DeepSpeed, from the accelerate config) averages the gradients.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ from tunelens import __version__
 from tunelens.config import config_to_dict, option
 from tunelens.encoding import EncodedData, Example, MaskView, encode_examples, mask_spans  # noqa: F401  (moved; re-exported)
 from tunelens.errors import UserError
+from tunelens.hashing import file_sha256  # noqa: F401  (re-exported)
+from tunelens.records import source_path
 
 from tunelens.checkpoints import CHECKPOINT_STATE, checkpoint_root  # noqa: F401  (re-exported)
 from tunelens.lora_setup import Placement, layer_ranges, placement_table  # noqa: F401  (re-exported)
@@ -147,19 +148,6 @@ def collate(examples: Sequence[Example], pad_id: int):
         for start, end in ex.trained_spans:  # every assistant turn of a conversation (tunelens.encoding)
             labels[row, start:end] = ids[start:end]
     return input_ids, attention, labels
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of every file under a directory (names and bytes, in sorted order)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- progress and result
@@ -309,7 +297,8 @@ def _setup(config, data_path, out_dir, model, tokenizer, model_spec, resume, pro
         raise UserError(f"{data_path}: every pair's prompt is longer than max_length={config.max_length}")
     train_set, eval_set = split_train_eval(encoded.examples, config.eval_split, config.seed)
     placement = placement_table(model, config)
-    meta = {"data_sha256": file_sha256(data_path), "base_weights_hash": weights_fingerprint(model),
+    # A dataset id from the local Hugging Face cache is hashed through its cached files, not its name.
+    meta = {"data_sha256": file_sha256(source_path(data_path)), "base_weights_hash": weights_fingerprint(model),
             "config": config_to_dict(config)}
     peft_model = _prepare_model(model, config, placement)
     plan, parts, start_step, resumed_from = _optimization(config, accelerator, peft_model, tokenizer, train_set,
