@@ -276,7 +276,7 @@ def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[di
     models = [BASE, *adapter_names(config)]
     pairs = comparisons(config)
     return {
-        "config": asdict(config), "models": models, "labels": model_labels(config),
+        "config": json.loads(json.dumps(asdict(config))), "models": models, "labels": model_labels(config),
         "cases": {"harmful": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "refusal"),
                   "lookalike": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "code")},
         "data": {k: v for k, v in data.items() if k != "paths"},
