@@ -92,7 +92,8 @@ lines = [
     "",
     f"Command: `tunelens study safety --out runs/safety --train-pairs {c['train_pairs']} --shares "
     f"{','.join(str(x) for x in c['shares'])} --epochs {c['epochs']} --learning-rate {c['learning_rate']} "
-    f"--samples {c['samples']} --max-new-tokens {c['max_new_tokens']}` ({s['seconds']/60:.1f} min on this shared "
+    f"--samples {c['samples']} --max-new-tokens {c['max_new_tokens']}"
+    + (f" --limit {c['limit']}" if c.get("limit") else "") + f"` ({s['seconds']/60:.1f} min on this shared "
     f"2-core CPU). LoRA r=32/alpha=64 on all seven projections, batch {c['batch_size']}; sampled answers at "
     f"temperature {c['temperature']}. {s['cases']['harmful']} harmful requests and {s['cases']['lookalike']} look-alikes.",
     "",
@@ -161,7 +162,8 @@ lines += [
     "- **Training size.** The seed's fine-tune had about 5,000 pairs for several epochs; Qi et al. and Betley et al.",
     "  saw drift after hundreds to thousands of narrow examples. Run with `--train-pairs` in the thousands and",
     "  `--epochs 2-3` (on a GPU: `accelerate launch`); shares of 1-3% are then tens to a hundred refusal pairs,",
-    "  the regime Bianchi et al. measured. At this CPU size a 5% share is a handful of pairs.",
+    "  the regime Bianchi et al. measured. At this CPU size the shares were "
+    + ", ".join(f"{s['data']['refusal_data'][m]['refusal_pairs']} pairs" for m in mixes) + ".",
     "- **Over-refusal becomes visible in free text.** A larger model that learns the refusal style can generalize it",
     "  to the look-alikes (\"record key events with consent\" read as a keylogger); the look-alike rate and the gap",
     "  are the guard. Expect a larger share to raise both, which is why the study runs two or more shares.",
