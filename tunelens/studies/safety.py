@@ -30,7 +30,9 @@ CODE = "code"  # the positive-only adapter (refusal share 0)
 
 @dataclass(frozen=True)
 class SafetyStudyConfig:
-    """The size of the study. The defaults fit about 20 minutes of a 2-core CPU on smollm2-135m."""
+    """The size of the study. Cost on smollm2-135m, 2-core CPU: a training step of 4 pairs is about 20
+    CPU-seconds, one prompt's propensity about 1, generation about 0.25 CPU-s per 1,000 tokens per row
+    batch step; the defaults take well over an hour on a busy shared CPU (docs/safety.md used a smaller run)."""
 
     model: str = "smollm2-135m"  # instruction-tuned: it has refusals to lose
     train_pairs: int = 48  # mined code pairs of the positive-only adapter
