@@ -30,10 +30,9 @@ CODE = "code"  # the positive-only adapter (refusal share 0)
 
 @dataclass(frozen=True)
 class SafetyStudyConfig:
-    """The size of the study. Cost on smollm2-135m, 2-core CPU: a training step of 4 pairs is about 20
-    CPU-seconds, one prompt's propensity about 1, generation about 0.25 CPU-s per 1,000 tokens per row
-    batch step; the defaults take well over an hour on a busy shared CPU (docs/safety.md used a smaller run)."""
-
+    """The size of the study. Measured on smollm2-135m on this busy shared 2-core CPU: one prompt's
+    propensity takes about 3 s, a training step of 4 pairs tens of seconds; at the defaults (48 pairs,
+    all 80 prompts) the run takes over an hour there, so docs/safety.md used a smaller run."""
     model: str = "smollm2-135m"  # instruction-tuned: it has refusals to lose
     train_pairs: int = 48  # mined code pairs of the positive-only adapter
     shares: tuple[float, ...] = (0.05, 0.15)  # refusal pairs as a share of training, one adapter each
