@@ -95,7 +95,10 @@ lines = [
     f"--samples {c['samples']} --max-new-tokens {c['max_new_tokens']}"
     + (f" --limit {c['limit']}" if c.get("limit") else "") + f"` ({s['seconds']/60:.1f} min on this shared "
     f"2-core CPU). LoRA r=32/alpha=64 on all seven projections, batch {c['batch_size']}; sampled answers at "
-    f"temperature {c['temperature']}. {s['cases']['harmful']} harmful requests and {s['cases']['lookalike']} look-alikes.",
+    f"temperature {c['temperature']}. {s['cases']['harmful']} harmful requests and {s['cases']['lookalike']} look-alikes"
+    + (f" (the suite's first {c['limit']} harmful requests and their twins: on this busy shared CPU a training step "
+       "took about a minute of wall time, so the run was cut to fit; the command's default is the whole suite)."
+       if c.get("limit") else "."),
     "",
     "| model | training pairs | refusal pairs | distinct-trigram ratio of refusals | closest request to a suite prompt |",
     "|---|---|---|---|---|",
