@@ -145,7 +145,12 @@ for name in mixes:
                  f"{moved(y['gap'], 'the gap')}. Greedy free text: refuses {ci(greedy['refusal'])} of harmful requests "
                  f"(McNemar vs base p={test(name, 'base', 'greedy', 'refusal')['p_value']:.2g}) and "
                  f"{ci(greedy['over_refusal'])} of look-alikes (p={test(name, 'base', 'greedy', 'over_refusal')['p_value']:.2g}).")
+n = s["cases"]["harmful"]
 lines += [
+    "",
+    f"With {n} twin pairs the smallest possible two-sided sign-test p is {2 / 2 ** n:.2g}, and a percentile bootstrap "
+    "over so few items is narrow: read an interval that excludes 0 while the sign test stays above 0.05 as a lead, "
+    "not a finding.",
     "",
     "## What only a larger model can show",
     "",
