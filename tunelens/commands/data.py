@@ -165,5 +165,31 @@ def pushback_command(
                   f"distinct-trigram ratio {result.distinct_trigram_ratio:.3f} -> {result.out_path}")
 
 
+@data_app.command("refusal", epilog=example(
+    "tunelens data refusal clean.jsonl --share 0.03 --seed 1 --out with_refusals.jsonl"))
+@user_errors
+def refusal_command(
+    in_path: Path = typer.Argument(..., help="Clean pairs (JSONL or dataset directory)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: the input pairs, then the added refusal pairs."),
+    share: float = typer.Option(..., "--share", min=0.0, max=0.99, help="Refusal pairs as a share of the output file."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds of harm (default: all)."),
+    avoid_suite: str = typer.Option("safety", "--avoid-suite", help="Eval suite whose prompts the generated "
+                                                                    "requests must not resemble (held out)."),
+) -> None:
+    """Add "harmful request -> polite refusal" pairs, generated from templates per kind of harm."""
+    from tunelens.data.refusal import KINDS, RefusalConfig, add_refusal_file
+
+    config = RefusalConfig(share=share, seed=seed, kinds=_split_list(kinds) if kinds else KINDS,
+                           avoid_suite=avoid_suite)
+    with console.status("writing refusal pairs"):
+        result = add_refusal_file(in_path, out, config)
+    by_kind = ", ".join(f"{k} {v}" for k, v in result.by_kind.items())
+    console.print(f"added {result.added} refusal pairs to {result.total_in}: {by_kind or 'none'}; "
+                  f"distinct-trigram ratio {result.distinct_trigram_ratio:.3f}; closest to a {avoid_suite} "
+                  f"prompt {result.max_suite_similarity:.2f} ({result.rejected_near_suite} too close, dropped) "
+                  f"-> {result.out_path}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -1,0 +1,85 @@
+"""`tunelens study ...`: the seed's open questions, one sub-command per study. Each parses its options,
+calls one library function in tunelens.studies and prints the headline numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tunelens.commands.common import console, example, user_errors
+
+study_app = typer.Typer(
+    help="Studies of what a fine-tune does, run with the real stages into one run directory.",
+    epilog=example("tunelens study safety --out runs/safety"),
+    no_args_is_help=True,
+)
+
+
+def _shares(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give shares as decimals, e.g. 0.05,0.15") from None
+
+
+@study_app.command("safety", epilog=example(
+    "tunelens study safety --out runs/safety",
+    "tunelens study safety --shares 0.03,0.1 --train-pairs 96 --samples 3 --out runs/safety-big"))
+@user_errors
+def safety_command(
+    out: Path = typer.Option(Path("runs/safety"), "--out", "-o", help="Run directory (a rerun with the same "
+                                                                      "settings reuses adapters and answers)."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model spec; an instruction-tuned one has "
+                                                                    "refusals to lose."),
+    train_pairs: int = typer.Option(48, "--train-pairs", min=4, help="Mined code pairs the code LoRA trains on."),
+    shares: str = typer.Option("0.05,0.15", "--shares", help="Refusal pairs as shares of training, one adapter each."),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Training epochs of every adapter."),
+    learning_rate: float = typer.Option(1e-3, "--learning-rate", min=0.0, help="Peak learning rate."),
+    samples: int = typer.Option(1, "--samples", min=0, help="Sampled answers per prompt beside the greedy one."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Longest free-text answer."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N harmful requests and their twins."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data, training and sampling."),
+) -> None:
+    """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tunelens.commands.demo import _quiet_library_output
+    from tunelens.studies.safety import SafetyStudyConfig, run_safety_study
+
+    _quiet_library_output()
+    config = SafetyStudyConfig(model=model, train_pairs=train_pairs, shares=_shares(shares), epochs=epochs,
+                               learning_rate=learning_rate, samples=samples, max_new_tokens=max_new_tokens,
+                               limit=limit, seed=seed)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=max(total, 1))
+            progress.update(tasks[what], completed=done, total=max(total, 1))
+
+        result = run_safety_study(config, out, progress=report)
+    _print_headline(result.summary)
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
+
+
+def _print_headline(s: dict) -> None:
+    for name in s["models"]:
+        rates = s["free_text"]["rates"][name]
+        cells = "; ".join(f"{d}: refused harmful {_pct(r['refusal'])}, look-alikes {_pct(r['over_refusal'])}"
+                          for d, r in rates.items())
+        p = s["propensity"]["models"][name]
+        console.print(f"{s['labels'][name]:>22}  {cells}; log-odds harmful {p['harmful']['mean']:+.2f}, "
+                      f"look-alike {p['lookalike']['mean']:+.2f}, gap {p['gap']['mean']:+.2f}")
+
+
+def _pct(cell: dict) -> str:
+    return "-" if cell.get("rate") is None else f"{100 * cell['rate']:.0f}% ({cell['k']}/{cell['n']})"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")

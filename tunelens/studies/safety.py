@@ -1,0 +1,294 @@
+"""`tunelens study safety`: does a narrow, positive-only code LoRA wear away refusals, and do a few
+refusal pairs mixed into its training bring them back, at what over-refusal cost?
+
+The run, all on one copy of the base model:
+1. data: mined code pairs (`data mine`), and for each share s a copy with refusal pairs making up s of
+   it (`data refusal`, generated apart from the safety suite, which stays held out);
+2. train: one LoRA per data set (share 0 is the positive-only "code" adapter), same settings and seed;
+3. free text: `eval --suite safety` for every adapter against the base model, greedy and sampled (all
+   models answer each prompt set in one mixed-adapter batch);
+4. teacher-forced: refusal propensity of every model on every harmful request and look-alike.
+summary.json holds every number; report.html and its figures are drawn from it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+Progress = Callable[[str, int, int], None]  # (what is running, done, total)
+BASE = "base"
+CODE = "code"  # the positive-only adapter (refusal share 0)
+
+
+@dataclass(frozen=True)
+class SafetyStudyConfig:
+    """The size of the study. Measured on smollm2-135m on this busy shared 2-core CPU: one prompt's
+    propensity takes about 3 s, a training step of 4 pairs tens of seconds; at the defaults (48 pairs,
+    all 80 prompts) the run takes over an hour there, so docs/safety.md used a smaller run."""
+    model: str = "smollm2-135m"  # instruction-tuned: it has refusals to lose
+    train_pairs: int = 48  # mined code pairs of the positive-only adapter
+    shares: tuple[float, ...] = (0.05, 0.15)  # refusal pairs as a share of training, one adapter each
+    epochs: int = 1
+    learning_rate: float = 1e-3  # high, so a CPU-sized run moves the model as a real fine-tune would
+    batch_size: int = 4
+    pair_tokens: int = 128  # mined pairs are chosen this short (training cost grows with tokens)
+    max_length: int = 192
+    samples: int = 1  # sampled answers per prompt, beside the greedy one
+    temperature: float = 0.8
+    max_new_tokens: int = 64
+    eval_batch_size: int = 80  # rows per generation batch (base and adapters share batches)
+    limit: int | None = None  # first N harmful requests of the suite, with their twins (quick runs)
+    sources: tuple[str, ...] = ()  # .py files/directories to mine (default: the standard library)
+    resamples: int = 10_000  # bootstrap resamples
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.train_pairs < 4:
+            raise UserError("study safety: need at least 4 training pairs")
+        if not self.shares or any(not 0 < s < 1 for s in self.shares) or len(set(self.shares)) != len(self.shares):
+            raise UserError("study safety: give distinct refusal shares between 0 and 1 (e.g. 0.05,0.15)")
+        if self.samples > 0 and self.temperature <= 0:
+            raise UserError("study safety: sampled answers need temperature > 0")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("study safety: limit must be at least 1")
+
+
+@dataclass
+class SafetyStudyResult:
+    out_dir: Path
+    summary: dict
+    seconds: float
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def adapter_name(share: float) -> str:
+    """'refusal-05' for 5%: a PEFT adapter name (no dots) that sorts with the share."""
+    return f"refusal-{round(share * 100):02d}"
+
+
+def adapter_names(config: SafetyStudyConfig) -> list[str]:
+    return [CODE] + [adapter_name(s) for s in sorted(config.shares)]
+
+
+def model_labels(config: SafetyStudyConfig) -> dict[str, str]:
+    labels = {BASE: "base", CODE: "code LoRA"}
+    labels.update({adapter_name(s): f"code + {s:.0%} refusal" for s in config.shares})
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: Progress | None = None,
+                     model=None, tokenizer=None) -> SafetyStudyResult:
+    """Run the study into out_dir (rerunning reuses trained adapters and eval answers). `model` and
+    `tokenizer` replace loading config.model (tests pass a tiny model)."""
+    config.validate()
+    started = time.perf_counter()
+    out = Path(out_dir)
+    _claim_run_dir(out, config)
+    report = progress or (lambda what, done, total: None)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, func, *args):
+        report(name, 0, 1)
+        begin = time.perf_counter()
+        value = func(*args)
+        timings[name] = round(time.perf_counter() - begin, 1)
+        report(name, 1, 1)
+        return value
+
+    if model is None:
+        from tunelens.models import load_model
+
+        model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
+    data = timed("data: mine code pairs, add refusal pairs", _prepare_data, config, out, tokenizer, report)
+    for name in adapter_names(config):
+        model = timed(f"train adapter {name}", _train_adapter, config, data["paths"][name],
+                      out / "adapters" / name, name, model, tokenizer, report)
+    model = timed("attach adapters", _attach_adapters, model, out, adapter_names(config))
+    cases = _cases(config.limit)
+    rows = timed("eval --suite safety: free text", _free_text, config, out, cases, model, tokenizer, report)
+    scores = timed("refusal propensity, teacher-forced", _propensities, config, out, cases, model, tokenizer, report)
+    summary = build_summary(config, data, rows, scores)
+    summary.update(timings_s=timings, seconds=round(time.perf_counter() - started, 1))
+    atomic_write_json(out / "summary.json", summary)
+    write_report(out, summary)
+    return SafetyStudyResult(out, summary, time.perf_counter() - started)
+
+
+def _claim_run_dir(out: Path, config: SafetyStudyConfig) -> None:
+    """A rerun with the same settings resumes; other settings would mix two runs' files."""
+    marker = out / "study-config.json"
+    wanted = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the file holds them
+    if marker.is_file() and json.loads(marker.read_text()) != wanted:
+        raise UserError(f"{out} holds a safety study with other settings: use another --out, or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, wanted)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data and training
+
+
+def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
+    from tunelens.data.mine import MineConfig, mine_pairs
+    from tunelens.data.refusal import RefusalConfig, add_refusal_file
+    from tunelens.prompts import encode_pair
+
+    data_dir = out / "data"
+    mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
+                       on_progress=lambda done, total: report("data: mining code pairs", done, total))
+
+    def fits(record: dict) -> bool:
+        messages = record["messages"]
+        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
+        return len(ids) <= min(config.pair_tokens, config.max_length)
+
+    candidates = [record for record in mined.pairs if fits(record)]
+    if len(candidates) < config.train_pairs:
+        raise UserError(f"study safety: only {len(candidates)} mined pairs are at most {config.pair_tokens} "
+                        f"tokens long, {config.train_pairs} needed")
+    code_path = data_dir / "code.jsonl"
+    atomic_write_jsonl(code_path, random.Random(config.seed).sample(candidates, config.train_pairs))
+    paths, added = {CODE: code_path}, {}
+    for share in sorted(config.shares):
+        name = adapter_name(share)
+        result = add_refusal_file(code_path, data_dir / f"code+{name}.jsonl", RefusalConfig(share=share, seed=config.seed))
+        paths[name] = result.out_path
+        added[name] = {"refusal_pairs": result.added, "total": result.total_in + result.added,
+                       "share": result.added / (result.total_in + result.added), "by_kind": result.by_kind,
+                       "distinct_trigram_ratio": result.distinct_trigram_ratio,
+                       "max_suite_similarity": result.max_suite_similarity,
+                       "rejected_near_suite": result.rejected_near_suite}
+    return {"mined_total": len(mined.pairs), "mined_fitting": len(candidates), "code_pairs": config.train_pairs,
+            "refusal_data": added, "paths": paths}
+
+
+def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer,
+                   report: Progress):
+    """Train one adapter on the base model and return the base model again, without LoRA layers."""
+    from tunelens.train import TrainConfig, train
+
+    if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
+        return model  # trained by an earlier run of this study directory
+    train_config = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate,
+                               batch_size=config.batch_size, max_length=config.max_length, eval_split=0.0,
+                               checkpoint_every=0, seed=config.seed)
+    result = train(train_config, data_path, adapter_dir, model=model, tokenizer=tokenizer,
+                   model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
+                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+    return result.model.unload()
+
+
+def _attach_adapters(model, out: Path, names: list[str]):
+    from tunelens.models import attach_adapter
+
+    for name in names:
+        model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# measurements
+
+
+def _cases(limit: int | None) -> list:
+    """The safety suite, or its first `limit` harmful requests with their look-alike twins."""
+    from tunelens.evaluate.suite import load_suite
+
+    cases = load_suite("safety")
+    if limit is None:
+        return cases
+    harmful = [c for c in cases if c.expect == "refusal"][:limit]
+    keep = {c.id for c in harmful} | {c.twin for c in harmful}
+    return [c for c in cases if c.id in keep]
+
+
+def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> dict:
+    """Result rows per model label: the base model's (from the first eval) and each adapter's."""
+    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+    from tunelens.evaluate.runner import EvalConfig, run_eval
+
+    names = adapter_names(config)
+    audience = (BASE_ROWS, *names)
+    eval_config = EvalConfig(model=config.model, suites=("safety",), samples=config.samples,
+                             temperature=config.temperature,
+                             max_new_tokens=config.max_new_tokens, batch_size=len(cases), seed=config.seed)
+    cache: dict = {}
+    rows: dict[str, list[dict]] = {}
+    for name in names:
+        backend = MixedAdapterBackend(model, tokenizer, name, audience, cache, config.eval_batch_size)
+        label = f"eval safety: base vs {name}"
+        result = run_eval(replace(eval_config, adapter=name), out / "eval" / name, cases=cases, backend=backend,
+                          progress=lambda done, total, what, label=label: report(label, done, total))
+        answers = [json.loads(line) for line in result.results_path.read_text().splitlines() if line.strip()]
+        rows.setdefault(BASE, [r for r in answers if r["model"] == "base"])
+        rows[name] = [r for r in answers if r["model"] == "tuned"]
+    return rows
+
+
+def _propensities(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> list[dict]:
+    """One row per (model, case): the refusal log-odds of its prompt; written to propensity.jsonl."""
+    from tunelens.propensity import propensity
+
+    rows = []
+    models = [BASE, *adapter_names(config)]
+    for step, name in enumerate(models):
+        report("refusal propensity, teacher-forced", step, len(models))
+        for case in cases:
+            if name == BASE:
+                with model.disable_adapter():  # the base weights alone: the adapters are only bypassed
+                    scored = propensity(model, tokenizer, case.prompt, "refusal")
+            else:
+                model.set_adapter(name)
+                scored = propensity(model, tokenizer, case.prompt, "refusal")
+            rows.append({"model": name, "case_id": case.id, "type": case.type, "expect": case.expect,
+                         "twin": case.twin, **scored.to_dict()})
+    atomic_write_jsonl(out / "propensity.jsonl", rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# summary and report
+
+
+def comparisons(config: SafetyStudyConfig) -> list[tuple[str, str]]:
+    """(model, against): every adapter against the base model, each refusal mix against the code LoRA."""
+    names = adapter_names(config)
+    return [(name, BASE) for name in names] + [(name, CODE) for name in names[1:]]
+
+
+def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[dict]], scores: list[dict]) -> dict:
+    from tunelens.studies.safety_measures import free_text_summary, propensity_summary
+
+    models = [BASE, *adapter_names(config)]
+    pairs = comparisons(config)
+    return {
+        "config": json.loads(json.dumps(asdict(config))), "models": models, "labels": model_labels(config),
+        "cases": {"harmful": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "refusal"),
+                  "lookalike": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "code")},
+        "data": {k: v for k, v in data.items() if k != "paths"},
+        "free_text": free_text_summary(rows, pairs),
+        "propensity": propensity_summary(scores, models, pairs, resamples=config.resamples, seed=config.seed),
+    }
+
+
+def write_report(out: Path, summary: dict) -> None:
+    from tunelens.report import png_data_uri, render_html
+    from tunelens.studies.safety_figures import figures
+
+    plots = {name: png_data_uri(png) for name, png in figures(summary).items()}
+    atomic_write_text(out / "report.html", render_html("safety_study.html.j2", s=summary, plots=plots))

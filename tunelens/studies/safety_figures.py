@@ -1,0 +1,107 @@
+"""The safety study's figures, drawn from its summary.json alone (the report and docs/safety.md both
+call `figures(summary)`, so no number in a figure is typed anywhere).
+
+matplotlib's object API (Figure + the Agg canvas) rather than pyplot: no global state, nothing to close,
+safe to call from a server or a test.
+"""
+
+from __future__ import annotations
+
+import io
+
+HARMFUL_COLOUR, LOOKALIKE_COLOUR, GAP_COLOUR = "#c44e52", "#4c72b0", "#55a868"
+
+
+def _figure(width: float = 6.4, height: float = 3.4):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _errors(cells: list[dict], key: str, scale: float) -> tuple[list[float], list[list[float]]]:
+    """Bar heights and asymmetric error bars from cells with key/low/high (None drawn as 0)."""
+    values = [scale * (c.get(key) or 0.0) for c in cells]
+    low = [max(0.0, v - scale * (c["low"] if c.get("low") is not None else 0.0)) for v, c in zip(values, cells)]
+    high = [max(0.0, scale * (c["high"] if c.get("high") is not None else 0.0) - v) for v, c in zip(values, cells)]
+    return values, [low, high]
+
+
+def free_text_figure(summary: dict) -> bytes:
+    """Refusal on harmful requests and over-refusal on look-alikes per model, one panel per decoding."""
+    rates = summary["free_text"]["rates"]
+    models = summary["models"]
+    decodings = sorted({d for m in models for d in rates[m]})
+    fig = _figure(3.4 * len(decodings) + 0.4, 3.4)
+    axes = fig.subplots(1, len(decodings), squeeze=False)[0]
+    width = 0.38
+    for ax, decoding in zip(axes, decodings):
+        xs = list(range(len(models)))
+        for offset, metric, colour, label in ((-width / 2, "refusal", HARMFUL_COLOUR, "refused harmful"),
+                                              (width / 2, "over_refusal", LOOKALIKE_COLOUR, "refused look-alike")):
+            values, errors = _errors([rates[m][decoding][metric] for m in models], "rate", 100)
+            ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
+        ax.set_xticks(xs, [summary["labels"][m] for m in models], fontsize=7, rotation=15)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{decoding} (95% Wilson)", fontsize=9)
+        ax.set_ylabel("% of answers")
+    axes[0].legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
+def propensity_figure(summary: dict) -> bytes:
+    """Mean refusal log-odds on harmful requests and on look-alikes per model (95% bootstrap)."""
+    models, per_model = summary["models"], summary["propensity"]["models"]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.38
+    xs = list(range(len(models)))
+    for offset, side, colour, label in ((-width / 2, "harmful", HARMFUL_COLOUR, "harmful requests"),
+                                        (width / 2, "lookalike", LOOKALIKE_COLOUR, "benign look-alikes")):
+        cells = [per_model[m][side] for m in models]
+        values = [c["mean"] for c in cells]
+        errors = [[v - c["low"] for v, c in zip(values, cells)], [c["high"] - v for v, c in zip(values, cells)]]
+        ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(xs, [summary["labels"][m] for m in models], fontsize=8, rotation=10)
+    ax.set_ylabel("log-odds refuse vs comply")
+    ax.set_title("Teacher-forced refusal propensity (mean, 95% bootstrap)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def change_figure(summary: dict) -> bytes:
+    """Paired change in refusal log-odds against the base model: harmful, look-alike and their gap."""
+    changes = [c for c in summary["propensity"]["changes"] if c["against"] == "base"]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.26
+    xs = list(range(len(changes)))
+    for offset, side, colour, label in ((-width, "harmful", HARMFUL_COLOUR, "harmful"),
+                                        (0.0, "lookalike", LOOKALIKE_COLOUR, "look-alike"),
+                                        (width, "gap", GAP_COLOUR, "gap (harmful - twin)")):
+        cells = [c[side] for c in changes]
+        values = [c["mean"] for c in cells]
+        errors = [[v - c["low"] for v, c in zip(values, cells)], [c["high"] - v for v, c in zip(values, cells)]]
+        ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(xs, [summary["labels"][c["model"]] for c in changes], fontsize=8)
+    ax.set_ylabel("change in log-odds vs base")
+    ax.set_title("Paired change from the base model (mean, 95% bootstrap)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def figures(summary: dict) -> dict[str, bytes]:
+    """Every figure of the study, by name, as PNG bytes."""
+    return {"free_text": free_text_figure(summary), "propensity": propensity_figure(summary),
+            "change": change_figure(summary)}
