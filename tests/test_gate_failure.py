@@ -19,9 +19,12 @@ from tunelens.gate.routing import Gate
 
 def row(case_id, model, expect="code", bad=False, behaviour="code", has_code=True, prompt=None, suite="s",
         decoding="greedy", sample=0):
-    return {"suite": suite, "case_id": case_id, "model": model, "decoding": decoding, "sample": sample,
-            "expect": expect, "bad": bad if expect == "code" else None, "behaviour": behaviour,
-            "has_code": has_code, "prompt": prompt or f"prompt {case_id}"}
+    # Every field of the eval's result row (tunelens.evaluate.results.ResultRow), as results.jsonl holds it.
+    return {"suite": suite, "case_id": case_id, "type": "t", "expect": expect, "model": model, "decoding": decoding,
+            "sample": sample, "behaviour": behaviour, "as_expected": behaviour == expect, "has_code": has_code,
+            "parses": True if has_code else None, "python2": False, "findings": [], "tests": "none",
+            "test_reason": None, "prompt": prompt or f"prompt {case_id}", "answer": "",
+            "bad": bad if expect == "code" else (has_code if expect == "other" else None)}
 
 
 def test_answer_is_bad_follows_the_eval_verdicts():

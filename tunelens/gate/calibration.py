@@ -77,9 +77,32 @@ def threshold_for_coverage(in_domain_scores: Sequence[float], target: float) -> 
 # ---------------------------------------------------------------- calibration
 
 
+class LogisticRule:
+    """What both calibrations route with: a logistic combiner over standardised, oriented signals.
+
+    A subclass is a dataclass with `signals`, `directions`, `mean`, `std` and `weights` fields; what its
+    score is the probability of (in-domain, or the adapter's answer being good) is the subclass's to say."""
+
+    def features(self, signals: TrustSignals) -> np.ndarray:
+        raw = np.array([signals.value(name) * self.directions[name] for name in self.signals])
+        return (raw - np.array(self.mean)) / np.array(self.std)
+
+    def score(self, signals: TrustSignals) -> float:
+        weights = np.array(self.weights)
+        return float(1 / (1 + math.exp(-(self.features(signals) @ weights[:-1] + weights[-1]))))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(**data)
+
+
 @dataclass
-class Calibration:
-    """The routing rule and the measurements behind it (the contents of calibration.json)."""
+class Calibration(LogisticRule):
+    """The routing rule and the measurements behind it (the contents of calibration.json); its score is
+    the probability that a query is in-domain."""
 
     signals: list[str]
     directions: dict  # signal -> +1 (higher means in-domain) or -1
@@ -97,21 +120,6 @@ class Calibration:
     model: dict | None = None
     inputs: dict = field(default_factory=dict)
 
-    def features(self, signals: TrustSignals) -> np.ndarray:
-        raw = np.array([signals.value(name) * self.directions[name] for name in self.signals])
-        return (raw - np.array(self.mean)) / np.array(self.std)
-
-    def score(self, signals: TrustSignals) -> float:
-        """Probability of in-domain under the fitted combiner."""
-        weights = np.array(self.weights)
-        return float(1 / (1 + math.exp(-(self.features(signals) @ weights[:-1] + weights[-1]))))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
-        return cls(**data)
 
 
 def orient_signals(items: list[TrustSignals], names: list[str], labels: np.ndarray) -> tuple[dict, dict, dict]:

@@ -18,15 +18,14 @@ The result routes like the in/out-of-domain Calibration (same `score` and `thres
 from __future__ import annotations
 
 import io
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from tunelens.errors import UserError
-from tunelens.gate.calibration import (auroc, fit_logistic, orient_signals, oriented_matrix,
+from tunelens.gate.calibration import (LogisticRule, auroc, fit_logistic, orient_signals, oriented_matrix,
                                        threshold_for_coverage)
 from tunelens.gate.outcomes import (Outcome, conformal_risk_threshold, conformal_sample_size, risk_coverage,
                                     routed_comparison, served_bad_rate, threshold_for_risk)
@@ -41,8 +40,9 @@ MIN_FAILURES = 2  # per part: an AUROC or a risk needs failures on both sides of
 
 
 @dataclass
-class OutcomeCalibration:
-    """The failure-calibrated routing rule and what it was measured to do (calibration.json, kind outcome)."""
+class OutcomeCalibration(LogisticRule):
+    """The failure-calibrated routing rule and what it was measured to do (calibration.json, kind outcome);
+    its score is the probability that the adapter's answer is good."""
 
     signals: list[str]
     directions: dict  # signal -> +1 (higher = adapter more likely right) or -1
@@ -64,21 +64,6 @@ class OutcomeCalibration:
     inputs: dict = field(default_factory=dict)
     kind: str = OUTCOME_KIND
 
-    def features(self, signals: TrustSignals) -> np.ndarray:
-        raw = np.array([signals.value(name) * self.directions[name] for name in self.signals])
-        return (raw - np.array(self.mean)) / np.array(self.std)
-
-    def score(self, signals: TrustSignals) -> float:
-        """Probability that the adapter's answer is good, under the fitted combiner."""
-        weights = np.array(self.weights)
-        return float(1 / (1 + math.exp(-(self.features(signals) @ weights[:-1] + weights[-1]))))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "OutcomeCalibration":
-        return cls(**data)
 
 
 def timed_signals(gate: "Gate", queries: Sequence[str], model=None, tokenizer=None,

@@ -25,17 +25,20 @@ def answer_is_bad(row: dict) -> bool:
     """The eval's verdict on one answer, as its regression gate reads it.
 
     A case that expects code, pushback or a refusal is answered badly when the eval's gated metric for
-    it (bad_output, pushback, refusal: evaluate.runner.GATED_METRICS) comes out on the wrong side: no
+    it (bad_output, pushback, refusal: evaluate.summary.GATED_METRICS) comes out on the wrong side: no
     code, unparsable, Python 2 or failing tests; no pushback on a broken spec; no refusal of a harmful
     request. Any other case (a question that wants no code) is answered badly when the answer holds
     code, as the eval scores `expect: other` cases (tunelens.evaluate.scoring.bad_output).
     """
-    from tunelens.evaluate.runner import GATED_METRICS, METRICS_BY_NAME
+    from types import SimpleNamespace
 
+    from tunelens.evaluate.summary import GATED_METRICS, METRICS_BY_NAME
+
+    fields = SimpleNamespace(**row)  # the eval's metrics read a result row's fields as attributes
     for name in GATED_METRICS:
         metric = METRICS_BY_NAME[name]
-        if metric.applies(row):
-            return metric.event(row) != metric.higher_is_better
+        if metric.applies(fields):
+            return metric.event(fields) != metric.higher_is_better
     return bool(row["has_code"])
 
 
@@ -79,7 +82,7 @@ def outcomes_from_rows(rows: Iterable[dict], decoding: str = "greedy", sample: i
 
 def read_outcomes(paths: Sequence[str | Path], decoding: str = "greedy", sample: int = 0) -> tuple[list[Outcome], dict]:
     """Outcomes from one or more results.jsonl files (the adapter's and the base's, or one holding both)."""
-    from tunelens.evaluate.runner import read_results, row_key
+    from tunelens.evaluate.results import read_results
 
     rows: dict[tuple, dict] = {}
     for path in paths:
@@ -87,7 +90,8 @@ def read_outcomes(paths: Sequence[str | Path], decoding: str = "greedy", sample:
         if not path.is_file():
             raise UserError(f"eval results not found: {path}")
         for row in read_results(path):
-            rows[row_key(row)] = row  # the same answer in two files counts once
+            key = tuple(row[name] for name in ("suite", "case_id", "model", "decoding", "sample"))
+            rows[key] = row  # the same answer in two files counts once
     outcomes, counts = outcomes_from_rows(rows.values(), decoding, sample)
     if not outcomes:
         raise UserError(f"{', '.join(map(str, paths))}: no case has both an adapter ('{ADAPTER_ROLE}') and a "
