@@ -3,13 +3,14 @@ end-to-end run on a tiny in-process model."""
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from tunelens.cli import app
 from tunelens.errors import UserError
-from tunelens.evaluate.runner import compare_models
+from tunelens.evaluate.summary import compare_models
 from tunelens.studies import safety as S
 from tunelens.studies.safety_figures import figures
 from tunelens.studies.safety_measures import paired_mcnemar, propensity_summary, refusal_rates
@@ -45,7 +46,8 @@ def test_paired_mcnemar_matches_the_eval_summary():
                                  sample))
     base = [r for r in rows if r["model"] == "base"]
     tuned = [r for r in rows if r["model"] == "tuned"]
-    expected = {(c["decoding"], c["metric"]): c for c in compare_models(rows)}
+    # The eval's summary reads result rows by attribute; the study keeps them as the JSON dicts.
+    expected = {(c["decoding"], c["metric"]): c for c in compare_models([SimpleNamespace(**r) for r in rows])}
     for decoding in ("greedy", "sampled"):
         for metric in ("refusal", "over_refusal"):
             ours = paired_mcnemar(base, tuned, metric, decoding)

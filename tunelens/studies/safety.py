@@ -220,6 +220,7 @@ def _cases(limit: int | None) -> list:
 def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> dict:
     """Result rows per model label: the base model's (from the first eval) and each adapter's."""
     from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+    from tunelens.evaluate.results import read_results
     from tunelens.evaluate.runner import EvalConfig, run_eval
 
     names = adapter_names(config)
@@ -234,7 +235,7 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
         label = f"eval safety: base vs {name}"
         result = run_eval(replace(eval_config, adapter=name), out / "eval" / name, cases=cases, backend=backend,
                           progress=lambda done, total, what, label=label: report(label, done, total))
-        answers = [json.loads(line) for line in result.results_path.read_text().splitlines() if line.strip()]
+        answers = read_results(result.results_path)
         rows.setdefault(BASE, [r for r in answers if r["model"] == "base"])
         rows[name] = [r for r in answers if r["model"] == "tuned"]
     return rows
