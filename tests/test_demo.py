@@ -48,7 +48,8 @@ def test_demo_writes_report_and_summary(demo_run):
     html = (out / "report.html").read_text()
     for lesson in ("Lesson 1", "Lesson 2", "Lesson 3", "Lesson 4"):
         assert lesson in html
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/png;base64,") >= 4
+    assert 'alt="training loss"' in html  # every adapter's loss curve, from the metrics training wrote
     assert "r=32" in html  # the LoRA settings come from the run's train config, not typed into the template
 
 

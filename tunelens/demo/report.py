@@ -16,10 +16,31 @@ def write_report(out: Path, summary: dict) -> None:
 def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
     plots = {"lesson1": _dose_response(summary["lesson1"]), "lesson2": _levers(summary["lesson2"]),
              "lesson3": _propensity(summary["lesson3"]), "lesson4": _routing(summary["lesson4"])}
+    plots["training"] = _loss_curves(out)
     coverage = out / summary["lesson4"].get("coverage_png", "")
     if coverage.is_file():
         plots["coverage"] = coverage.read_bytes()
     return {name: png for name, png in plots.items() if png}
+
+
+def _loss_curves(out: Path) -> bytes | None:
+    """Each adapter's training loss per optimizer step, from the metrics.jsonl training wrote beside it."""
+    from tunelens.train_metrics import read_metrics
+
+    files = sorted((out / "adapters").glob("*-metrics.jsonl"))
+    if not files:
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for path in files:
+        rows = [row for row in read_metrics(path) if row.get("loss") is not None]
+        ax.plot([row["step"] for row in rows], [row["loss"] for row in rows], lw=1.2,
+                label=path.name.removesuffix("-metrics.jsonl"))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per trained token")
+    ax.legend(fontsize=8)
+    ax.set_title("Training loss of each adapter (metrics.jsonl)", fontsize=10)
+    return figure_png(fig)
 
 
 def _dose_response(l1: dict) -> bytes:
