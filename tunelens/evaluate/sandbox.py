@@ -254,16 +254,18 @@ def _bwrap_args(job: dict) -> list[str]:
             "--new-session", "--as-pid-1", "--cap-drop", "ALL", "--clearenv"]
     for name, value in CLEAN_ENV.items():
         args += ["--setenv", name, value]
+    # The private /tmp first: bwrap applies its arguments in order, so a bind of a checkout or venv that
+    # lives under the host's /tmp must come after it to stay visible.
+    disk = str(job["limits"]["disk_mb"] * 1024 * 1024)
+    args += ["--perms", "1777", "--size", disk, "--tmpfs", "/tmp"]
     for path in job["binds"]:
         args += ["--ro-bind", path, path]
     for name in ("lib", "lib64", "bin"):
         target = os.path.realpath("/" + name)
         if target != "/" + name:
             args += ["--symlink", target.lstrip("/"), "/" + name]
-    disk = str(job["limits"]["disk_mb"] * 1024 * 1024)
     args += ["--ro-bind", BOOT_SCRIPT, BOOT_INSIDE, "--dev", "/dev", "--proc", "/proc",
-             "--perms", "1777", "--size", disk, "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/",
-             "--chdir", "/tmp"]
+             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     return args
 
 

@@ -68,6 +68,7 @@ def _boot(status_fd: int) -> None:
         else:  # "bwrap" (contained before this started) or "unsafe" (not contained at all)
             workdir = job["workdir"]
             os.makedirs(workdir, 0o777, exist_ok=True)
+            os.environ.pop("PWD", None)  # bwrap sets it after --chdir; the job's environment is PATH and LANG
         sys.path.extend(job["site_dirs"])
         _apply_rlimits(limits)
         os.chdir(workdir)
@@ -371,20 +372,25 @@ def _build_root(binds: list, disk_mb: int) -> None:
     Sources are opened before anything is mounted over them (one might live under ``NEW_ROOT``).
     """
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
-    sources = [(os.open(path, os.O_PATH | os.O_CLOEXEC), path) for path in binds if os.path.exists(path)]
+    # Whether each source is a directory is read now: a source under the host's /tmp (a checkout or a
+    # venv there) is hidden as soon as the new root's tmpfs covers NEW_ROOT.
+    sources = [(os.open(path, os.O_PATH | os.O_CLOEXEC), path, os.path.isdir(path))
+               for path in binds if os.path.exists(path)]
     devices = [(os.open("/dev/" + name, os.O_PATH | os.O_CLOEXEC), name) for name in DEVICES]
     _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for fd, path in sources:
-        _bind_readonly(fd, NEW_ROOT + path, os.path.isdir(path))
+    # The private /tmp goes in before the binds, so a bind below /tmp lands on top of it, not under it.
+    os.makedirs(NEW_ROOT + "/tmp", 0o755)
+    _mount("tmpfs", NEW_ROOT + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % disk_mb)
+    os.mkdir(NEW_ROOT + "/tmp/work", 0o700)
+    for fd, path, is_dir in sources:
+        _bind_readonly(fd, NEW_ROOT + path, is_dir)
     for name in ("lib", "lib64", "bin"):  # merged-/usr systems: the loader looks in /lib64
         target = os.path.realpath("/" + name)
         if target != "/" + name and not os.path.lexists(NEW_ROOT + "/" + name):
             os.symlink(target.lstrip("/"), NEW_ROOT + "/" + name)
     _build_dev(devices)
-    for path in ("/proc", "/tmp", "/.old"):
+    for path in ("/proc", "/.old"):
         os.makedirs(NEW_ROOT + path, 0o755, exist_ok=True)
-    _mount("tmpfs", NEW_ROOT + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=1777" % disk_mb)
-    os.mkdir(NEW_ROOT + "/tmp/work", 0o700)
 
 
 def _enter_root() -> None:
