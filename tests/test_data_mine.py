@@ -247,3 +247,17 @@ def test_cli_sources_counts_and_bad_path(many_files, tmp_path):
     assert bad.exit_code == 2
     assert f"source {tmp_path / 'nope'}: no such file or directory" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_repeated_qualified_name_gets_a_distinct_id():
+    # A property's getter and setter share one qualified name (seen in scikit-learn's kernels); lint
+    # would quarantine the repeated id, so the merge numbers the later one.
+    from tunelens.data.mine.config import MineConfig
+    from tunelens.data.mine.run import MineResult, _Merger
+    from tunelens.records import pair_to_record
+
+    merger = _Merger(MineConfig(), MineResult(pairs=[]))
+    for body in ("return self._w", "self._w = int(value)"):
+        pair = pair_to_record("Width of the box: " + body, f"def width(self):\n    {body}\n", id="mined:m.Box.width")
+        merger.result.pairs.append({**pair, "id": merger._unique_id(pair["id"])})
+    assert [p["id"] for p in merger.result.pairs] == ["mined:m.Box.width", "mined:m.Box.width#2"]

@@ -143,6 +143,7 @@ class _Merger:
         self.config, self.result = config, result
         self.dedupe = Deduplicator(config.near_duplicate_threshold)
         self.seen_code: set[str] = set()
+        self.ids: set[str] = set()
 
     @property
     def full(self) -> bool:
@@ -159,7 +160,18 @@ class _Merger:
             if reason:
                 result.skipped[reason] += 1
             else:
+                pair["id"] = self._unique_id(pair["id"])
                 result.pairs.append(pair)
+
+    def _unique_id(self, pair_id: str) -> str:
+        """A property's getter and setter share a qualified name: the later one gets `#2`, so ids stay
+        unique (lint quarantines a repeated id)."""
+        unique, number = pair_id, 1
+        while unique in self.ids:
+            number += 1
+            unique = f"{pair_id}#{number}"
+        self.ids.add(unique)
+        return unique
 
     def _duplicate(self, pair: dict) -> str | None:
         """"duplicate"/"near-duplicate" when an earlier pair makes this one redundant, else register it."""
