@@ -29,3 +29,22 @@ def torch_threads(count: int | None) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+class StageTimer:
+    """Runs the stages of a demo or a study, reporting each one's start and end to a progress callback
+    (what, done, total) and keeping its wall time in seconds, for summary.json's `timings_s`."""
+
+    def __init__(self, report):
+        self.report = report
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, func, *args):
+        import time
+
+        self.report(name, 0, 1)
+        begin = time.perf_counter()
+        value = func(*args)
+        self.timings[name] = round(time.perf_counter() - begin, 1)
+        self.report(name, 1, 1)
+        return value

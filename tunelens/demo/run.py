@@ -19,6 +19,7 @@ from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json
+from tunelens.runtime import StageTimer
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 
@@ -43,15 +44,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     out = Path(out_dir)
     _claim_run_dir(out, config)
     report = progress or (lambda what, done, total: None)
-    timings: dict[str, float] = {}
-
-    def timed(name: str, func, *args):
-        report(name, 0, 1)
-        begin = time.perf_counter()
-        value = func(*args)
-        timings[name] = round(time.perf_counter() - begin, 1)
-        report(name, 1, 1)
-        return value
+    timed = StageTimer(report)
 
     data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)
     model, tokenizer = timed("load the base model", runs.load_base, config)
@@ -68,7 +61,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     if config.propensity_bases:
         summary["lesson3"]["other_bases"] = timed("lesson 3 on other bases", lesson3.other_bases, config, out,
                                                   data.training["B"], report)
-    summary["timings_s"] = timings
+    summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["machine"] = _machine()
     atomic_write_json(out / "summary.json", summary)

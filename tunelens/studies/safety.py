@@ -22,6 +22,7 @@ from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from tunelens.runtime import StageTimer
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 BASE = "base"
@@ -100,15 +101,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     out = Path(out_dir)
     _claim_run_dir(out, config)
     report = progress or (lambda what, done, total: None)
-    timings: dict[str, float] = {}
-
-    def timed(name: str, func, *args):
-        report(name, 0, 1)
-        begin = time.perf_counter()
-        value = func(*args)
-        timings[name] = round(time.perf_counter() - begin, 1)
-        report(name, 1, 1)
-        return value
+    timed = StageTimer(report)
 
     if model is None:
         from tunelens.models import load_model
@@ -123,7 +116,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     rows = timed("eval --suite safety: free text", _free_text, config, out, cases, model, tokenizer, report)
     scores = timed("refusal propensity, teacher-forced", _propensities, config, out, cases, model, tokenizer, report)
     summary = build_summary(config, data, rows, scores)
-    summary.update(timings_s=timings, seconds=round(time.perf_counter() - started, 1))
+    summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary)
     return SafetyStudyResult(out, summary, time.perf_counter() - started)
