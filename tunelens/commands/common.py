@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -31,3 +32,22 @@ def user_errors(func: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """One Rich progress bar per named stage; yields the (what, done, total) callback that demos and
+    studies report to."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=max(total, 1))
+            progress.update(tasks[what], completed=done, total=max(total, 1))
+
+        yield report

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import console, example, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.demo.config import DemoConfig, quick, study
 
@@ -23,21 +23,10 @@ def demo_command(
     config: DemoConfig = None,
 ) -> None:
     """Reproduce the seed's lessons end to end: contaminated data, words vs weights, pushback, the gate."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from tunelens.demo import run_demo
 
     _quiet_library_output()
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[str, int] = {}
-
-        def report(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = progress.add_task(what, total=max(total, 1))
-            progress.update(tasks[what], completed=done, total=max(total, 1))
-
+    with stage_progress() as report:
         result = run_demo(config, out, progress=report)
     _print_summary(result)
 

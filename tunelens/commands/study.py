@@ -43,8 +43,7 @@ def safety_command(
     seed: int = typer.Option(0, "--seed", help="Seed of data, training and sampling."),
 ) -> None:
     """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from tunelens.commands.common import stage_progress
     from tunelens.commands.demo import _quiet_library_output
     from tunelens.studies.safety import SafetyStudyConfig, run_safety_study
 
@@ -52,16 +51,7 @@ def safety_command(
     config = SafetyStudyConfig(model=model, train_pairs=train_pairs, shares=_shares(shares), epochs=epochs,
                                learning_rate=learning_rate, samples=samples, max_new_tokens=max_new_tokens,
                                limit=limit, seed=seed)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[str, int] = {}
-
-        def report(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = progress.add_task(what, total=max(total, 1))
-            progress.update(tasks[what], completed=done, total=max(total, 1))
-
+    with stage_progress() as report:
         result = run_safety_study(config, out, progress=report)
     _print_headline(result.summary)
     console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
