@@ -8,6 +8,8 @@ that want their own count take it through `torch_threads`, which puts the previo
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 
@@ -48,3 +50,16 @@ class StageTimer:
         self.timings[name] = round(time.perf_counter() - begin, 1)
         self.report(name, 1, 1)
         return value
+
+
+@dataclass
+class RunResult:
+    """What a demo or a study returns: its run directory, the summary it wrote there, and its time."""
+
+    out_dir: Path
+    summary: dict
+    seconds: float
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "report.html"

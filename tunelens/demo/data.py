@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelens.demo.config import DemoConfig, adapter_name
-from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 
 @dataclass

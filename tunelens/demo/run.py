@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,20 +18,12 @@ from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json
-from tunelens.runtime import StageTimer
+from tunelens.runtime import RunResult, StageTimer
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 
 
-@dataclass
-class DemoResult:
-    out_dir: Path
-    summary: dict
-    seconds: float
-
-    @property
-    def report_html(self) -> Path:
-        return self.out_dir / "report.html"
+DemoResult = RunResult  # the run directory, its summary and its time
 
 
 def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None = None) -> DemoResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import zlib
@@ -13,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tunelens.errors import UserError
+from tunelens.runtime import torch_threads  # noqa: F401  (re-exported by tunelens.gate)
 
 MINILM = "all-MiniLM-L6-v2"
 PRECISIONS = ("fp32", "int8")
@@ -188,21 +188,6 @@ def _quantized(fp32_path: Path) -> Path:
 
 
 SMALL_BATCH = 4
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None):
-    """Run the block with `count` intra-op threads (None: leave the setting alone)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if count is not None and count != previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 class HashingEmbedder:

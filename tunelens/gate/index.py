@@ -79,7 +79,21 @@ def choose_kind(rows: int, kind: str = "auto") -> str:
     return HNSW if rows >= ANN_MIN_ROWS else EXACT
 
 
-class ExactIndex:
+class _FaissSearch:
+    """Search shared by both faiss indexes (the subclass holds a faiss index in `self.index`)."""
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        # One query: one thread (a pool only adds start-up cost); a batch: every thread faiss has.
+        with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
+            sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return sims, rows.astype(np.int64)
+
+
+class ExactIndex(_FaissSearch):
     """Every row compared with the query (faiss IndexFlatIP); no recall loss, no parameters."""
 
     kind = EXACT
@@ -88,21 +102,13 @@ class ExactIndex:
         self.index = _faiss().IndexFlatIP(vectors.shape[1])
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
-    def __len__(self) -> int:
-        return self.index.ntotal
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
-        with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
-            sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return sims, rows.astype(np.int64)
 
     def save(self, directory: Path) -> dict:
         (Path(directory) / HNSW_FILE).unlink(missing_ok=True)  # a graph left by an earlier build
         return {}  # rebuilt from embeddings.npy at load: a copy of the rows is all it is
 
 
-class HNSWIndex:
+class HNSWIndex(_FaissSearch):
     """A faiss HNSW graph over the rows: approximate, sub-millisecond at a million rows."""
 
     kind = HNSW
@@ -122,14 +128,6 @@ class HNSWIndex:
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         return cls(index, ef_search, m)
 
-    def __len__(self) -> int:
-        return self.index.ntotal
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
-        with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
-            sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return sims, rows.astype(np.int64)
 
     def save(self, directory: Path) -> dict:
         """Write the graph next to embeddings.npy (atomically); returns what gate.json records."""

@@ -22,7 +22,7 @@ from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import StageTimer
+from tunelens.runtime import RunResult, StageTimer
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 BASE = "base"
@@ -62,15 +62,7 @@ class SafetyStudyConfig:
             raise UserError("study safety: limit must be at least 1")
 
 
-@dataclass
-class SafetyStudyResult:
-    out_dir: Path
-    summary: dict
-    seconds: float
-
-    @property
-    def report_html(self) -> Path:
-        return self.out_dir / "report.html"
+SafetyStudyResult = RunResult  # the run directory, its summary and its time
 
 
 def adapter_name(share: float) -> str:
