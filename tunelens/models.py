@@ -11,16 +11,16 @@ weights and the tokenizer are cached as a plain safetensors model directory on f
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from tunelens.errors import UserError
+from tunelens.inference import adapter_off, base_model_of  # noqa: F401  (base_model_of re-exported)
 from tunelens.io import atomic_directory
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -269,19 +269,8 @@ def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"
     return model
 
 
-@contextlib.contextmanager
-def adapter_disabled(model) -> Iterator[None]:
-    """Run the base model inside the block; a no-op for a model without an adapter."""
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-    else:
-        yield
-
-
-def base_model_of(model):
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+# Kept under its old name for callers of tunelens.models; the inference core owns it.
+adapter_disabled = adapter_off
 
 
 def weights_fingerprint(model, sample: int = 4096) -> str:

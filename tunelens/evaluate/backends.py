@@ -15,7 +15,7 @@ from typing import Protocol
 
 from tunelens.errors import UserError
 from tunelens.generation import SamplingConfig
-from tunelens.inference import has_adapter, model_label
+from tunelens.inference import adapter_off, has_adapter, model_label
 
 BASE, TUNED = "base", "tuned"
 
@@ -39,11 +39,10 @@ class TransformersBackend:
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
         from tunelens.generation import generate_batch
-        from tunelens.models import adapter_disabled
 
         if role == TUNED:
             return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
-        with adapter_disabled(self.model):
+        with adapter_off(self.model):
             return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
 
     def describe(self) -> dict:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tunelens.errors import UserError
-from tunelens.inference import has_adapter
+from tunelens.inference import adapter_off, has_adapter
 from tunelens.gate.embedders import Progress
 
 RETRIEVAL_SIGNALS = ("max_similarity", "mean_similarity")
@@ -45,7 +45,6 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
     """
     import torch
 
-    from tunelens.models import adapter_disabled
     from tunelens.prompts import encode_prompt
 
     device = next(model.parameters()).device
@@ -56,7 +55,7 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
             adapter_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
             kl = None
             if has_adapter(model):
-                with adapter_disabled(model):
+                with adapter_off(model):
                     base_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
                 kl = float((adapter_logp.exp() * (adapter_logp - base_logp)).sum(-1).mean())
             nll = -adapter_logp[:-1].gather(-1, ids[0, 1:, None]).mean()
