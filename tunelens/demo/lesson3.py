@@ -81,19 +81,29 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
     setting): propensity before and after a positive-only LoRA on B's data."""
-    from tunelens.demo.runs import train_config
     from tunelens.models import load_model
-    from tunelens.train import train
 
     cases = pushback_cases(config.pushback_cases)
     results = {}
     for spec in config.propensity_bases:
         model, tokenizer = load_model(spec, device="cpu")
         before = propensities(model, tokenizer, cases, None)
-        trained = train(train_config(config), training_b, out / "adapters" / f"B-{spec}", model=model,
-                        tokenizer=tokenizer, model_spec=spec,
-                        progress=lambda event, spec=spec: report(f"train B on {spec}", event.step, event.total_steps))
-        after = propensities(trained.model, tokenizer, cases, "default")
+        after = propensities(_b_on(spec, config, out, training_b, model, tokenizer, report), tokenizer, cases,
+                             "default")
         results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
                          "B": propensity_summary(after, cases, before, config.seed)}
     return results
+
+
+def _b_on(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
+    """Adapter B trained on another base: reused when an earlier run of this directory trained it."""
+    from tunelens.demo.runs import train_config
+    from tunelens.models import attach_adapter
+    from tunelens.train import train
+
+    adapter_dir = out / "adapters" / f"B-{spec}"
+    if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
+        return attach_adapter(model, adapter_dir, adapter_name="default")
+    trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
+                    progress=lambda event: report(f"train B on {spec}", event.step, event.total_steps))
+    return trained.model
