@@ -78,6 +78,14 @@ for name in l3["models"]:
 for name, t in l3["target"].items():
     verdict = "met" if t["met"] else "not met"
     lines.append(f"\n{name} against the target (greedy pushback >= 60% with over-asking <= 15%): {verdict}.")
+if l3.get("other_bases"):
+    lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after |",
+              "|---|---|---|---|---|"]
+    for spec, o in l3["other_bases"].items():
+        lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
+                     f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} |")
+lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
+lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
 lines += ["",
           f"Lesson 4: on {l4['queries']} queries not used in calibration ({l4['routes']['adapter']} routed to B, "
           f"{l4['routes']['base']} to base), greedy bad-output rate: always B {ci(l4['bad_output_always_adapter'])}, "

@@ -29,3 +29,18 @@ def test_other_base_trains_b_once_and_reuses_it(tmp_path):
     assert again == first  # the same adapter gives the same propensities
     result = first[str(base_dir)]
     assert result["base"]["broken"]["n"] == 2 and result["B"]["change_on_broken"]["n"] == 2
+    assert result["reading"][0].startswith(f"{base_dir} base:")
+
+
+def test_lesson3_reading_states_only_what_intervals_allow():
+    from tunelens.demo.lesson3 import reading
+
+    cell = lambda mean, low, high: {"n": 10, "mean": mean, "low": low, "high": high}  # noqa: E731
+    lines = reading({
+        "base": {"gap_broken_minus_twin": cell(0.9, 0.2, 1.7)},
+        "B": {"gap_broken_minus_twin": cell(0.1, -0.3, 0.5), "change_on_broken": cell(-4.4, -4.6, -4.2)},
+        "C30": {"gap_broken_minus_twin": cell(-0.5, -0.9, -0.1), "change_on_broken": cell(0.2, -0.1, 0.5)},
+    })
+    assert lines[0].startswith("base: tells broken specs from their twins")
+    assert "lowers pushback propensity" in lines[1] and "no distinction" in lines[1]
+    assert "no change from the base distinguishable" in lines[2] and "more on the clean twins" in lines[2]

@@ -64,7 +64,35 @@ def lesson3(config: DemoConfig, evals: EvalRows, model, tokenizer, report) -> di
                                   "over_asking": metric_rate(rows, "over_asking", role, decoding)}
                        for decoding in DECODINGS}
     return {"cases": len(cases), "models": list(models), "propensity": propensity, "rates": rates,
-            "scores": scores, "target": _target(rates, config)}
+            "scores": scores, "target": _target(rates, config), "reading": reading(propensity)}
+
+
+def _direction(cell: dict | None, up: str, down: str, none: str) -> str:
+    """Say an effect only where its interval excludes zero."""
+    if not cell or cell.get("mean") is None:
+        return none
+    span = f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+    if cell["low"] > 0:
+        return f"{up} ({span})"
+    if cell["high"] < 0:
+        return f"{down} ({span})"
+    return f"{none} ({span})"
+
+
+def reading(propensity: dict[str, dict], prefix: str = "") -> list[str]:
+    """What the propensities say per model: the change from the base on broken specs, and whether the model
+    leans further toward pushback on a broken spec than on its clean twin (the distinction)."""
+    lines = []
+    for name, result in propensity.items():
+        gap = _direction(result["gap_broken_minus_twin"], "tells broken specs from their twins",
+                         "leans toward pushback more on the clean twins", "no distinction between broken and clean")
+        if "change_on_broken" not in result:
+            lines.append(f"{prefix}{name}: {gap}")
+            continue
+        change = _direction(result["change_on_broken"], "raises pushback propensity on broken specs",
+                            "lowers pushback propensity on broken specs", "no change from the base distinguishable")
+        lines.append(f"{prefix}{name}: {change}; {gap}")
+    return lines
 
 
 def _target(rates: dict, config: DemoConfig) -> dict:
@@ -90,8 +118,9 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
         before = propensities(model, tokenizer, cases, None)
         after = propensities(_b_on(spec, config, out, training_b, model, tokenizer, report), tokenizer, cases,
                              "default")
-        results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
-                         "B": propensity_summary(after, cases, before, config.seed)}
+        measured = {"base": propensity_summary(before, cases, None, config.seed),
+                    "B": propensity_summary(after, cases, before, config.seed)}
+        results[spec] = {**measured, "reading": reading(measured, prefix=f"{spec} ")}
     return results
 
 
