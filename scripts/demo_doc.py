@@ -1,12 +1,16 @@
 """Write docs/demo.md from a demo run's summary.json, so the README's figures are the run's, none typed in.
 
     python scripts/demo_doc.py runs/demo && python scripts/assemble_readme.py
+    python scripts/demo_doc.py runs/study docs/demo-study.md "tunelens demo --study"   # the study profile's page
 """
 import json
 import pathlib
 import sys
 
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+target = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "demo.md"
+command = sys.argv[3] if len(sys.argv) > 3 else "tunelens demo"
 s = json.loads((run / "summary.json").read_text())
 
 
@@ -45,7 +49,7 @@ lines = [
     "   twins (`tunelens.propensity`), beside greedy and sampled pushback and over-asking rates.",
     "5. **Lesson 4** (the gate): routed vs always-adapter bad outputs.",
     "",
-    f"## Figures of the last full run (`tunelens demo`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
+    f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
     "",
     f"Every adapter: LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']} on {'/'.join(tc['target_modules'])}, "
     f"{tc['epochs']} epoch(s) at learning rate {tc['learning_rate']}. {d['train_pairs']} training pairs drawn from "
@@ -93,4 +97,4 @@ lines += ["",
           "",
           "Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".",
           ""]
-(pathlib.Path(__file__).resolve().parent.parent / "docs" / "demo.md").write_text("\n".join(lines) + "\n")
+target.write_text("\n".join(lines) + "\n")
