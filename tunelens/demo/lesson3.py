@@ -92,7 +92,7 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
         before = propensities(model, tokenizer, cases, None)
         trained = train(train_config(config), training_b, out / "adapters" / f"B-{spec}", model=model,
                         tokenizer=tokenizer, model_spec=spec,
-                        progress=lambda event, spec=spec: report(f"train B on {spec}", event.step, event.total_steps))
+                        progress=lambda _what, done, total, spec=spec: report(f"train B on {spec}", done, total))
         after = propensities(trained.model, tokenizer, cases, "default")
         results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
                          "B": propensity_summary(after, cases, before, config.seed)}

@@ -60,7 +60,7 @@ def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str
         return model  # trained by an earlier run of this demo directory
     result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=config.model,
-                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
 
 

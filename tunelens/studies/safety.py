@@ -174,7 +174,7 @@ def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path
                                checkpoint_every=0, seed=config.seed)
     result = train(train_config, data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
-                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
 
 
