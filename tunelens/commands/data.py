@@ -70,7 +70,7 @@ def lint_command(
         config = replace(config, against=tuple(part for value in against for part in _split_list(value)))
     with _progress() as progress:
         task = progress.add_task("linting", total=_count_lines(in_path))
-        result = lint_file(in_path, out, config, on_progress=lambda done: progress.update(task, completed=done))
+        result = lint_file(in_path, out, config, progress=lambda _what, done, _total: progress.update(task, completed=done))
     console.print(f"{result.total} records: [green]{result.kept} kept[/green], "
                   f"[yellow]{result.rejected} quarantined[/yellow] in {result.seconds:.1f} s")
     for code, count in result.by_reason.items():
@@ -102,7 +102,7 @@ def mine_command(
     with _progress() as progress:
         task = progress.add_task("mining files", total=None)
         result = mine_to_file(specs or None, out, config,
-                              on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+                              progress=lambda _what, done, total: progress.update(task, completed=done, total=total))
     _print_mined(result)
 
 

@@ -127,6 +127,6 @@ def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, r
         backend = MixedAdapterBackend(model, tokenizer, adapter, audiences[name], cache, config.eval_batch_size)
         summary = run_eval(replace(eval_config, adapter=adapter, samples=samples), out / "eval" / f"{name}-{adapter}",
                            cases=cases, backend=backend,
-                           progress=lambda done, total, what, label=label: report(label, done, total))
+                           progress=lambda _what, done, total, label=label: report(label, done, total))
         rows[(adapter, name)] = read_result_rows(summary.results_path)
     return EvalRows(rows)

@@ -18,14 +18,12 @@ import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import RunResult, StageTimer
+from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
 
-Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
 
@@ -91,7 +89,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     started = time.perf_counter()
     out = Path(out_dir)
     _claim_run_dir(out, config)
-    report = progress or (lambda what, done, total: None)
+    report = progress or no_progress
     timed = StageTimer(report)
 
     if model is None:
@@ -134,7 +132,7 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
 
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
-                       on_progress=lambda done, total: report("data: mining code pairs", done, total))
+                       progress=lambda _what, done, total: report("data: mining code pairs", done, total))
 
     def fits(record: dict) -> bool:
         messages = record["messages"]
@@ -218,7 +216,7 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
         backend = MixedAdapterBackend(model, tokenizer, name, audience, cache, config.eval_batch_size)
         label = f"eval safety: base vs {name}"
         result = run_eval(replace(eval_config, adapter=name), out / "eval" / name, cases=cases, backend=backend,
-                          progress=lambda done, total, what, label=label: report(label, done, total))
+                          progress=lambda _what, done, total, label=label: report(label, done, total))
         answers = read_results(result.results_path)
         rows.setdefault(BASE, [r for r in answers if r["model"] == "base"])
         rows[name] = [r for r in answers if r["model"] == "tuned"]
