@@ -57,23 +57,29 @@ def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
 
 
 def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int = 64):
-    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
-
+    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`. The init is seeded and
+    the caller's random generators are put back afterwards (`runtime.seeded`)."""
     from tunelens.runtime import seeded
 
+    with seeded(seed):
+        return _unseeded_tiny_model(arch, seed, layers, hidden)
+
+
+def _unseeded_tiny_model(arch: str, seed: int, layers: int, hidden: int):
+    """tiny_model's body, drawing from the global generator as it stands."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    if arch not in ("gemma3", "llama"):
+        raise ValueError(f"unknown tiny architecture {arch!r}: use gemma3 or llama")
     tokenizer = tiny_tokenizer(chat_template=(arch == "llama"))
     common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                   num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                   max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    if arch not in ("gemma3", "llama"):
-        raise ValueError(f"unknown tiny architecture {arch!r}: use gemma3 or llama")
-    with seeded(seed):  # the init draws from the global generator; the caller's stream is put back
-        if arch == "gemma3":
-            model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
-        else:
-            model = LlamaForCausalLM(LlamaConfig(**common))
+    if arch == "gemma3":
+        model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
     model.eval()
     model.config.tunelens_spec = f"tiny-{arch}-seed{seed}"
     return model, tokenizer
@@ -118,8 +124,13 @@ def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = tiny_model(arch, seed=seed)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets)))
+    from tunelens.runtime import seeded
+
+    # One seeded stream for the base and LoRA's A init (B is zero or `noise_seed`'s), as a plain script would.
+    with seeded(seed):
+        model, tokenizer = _unseeded_tiny_model(arch, seed, 2, 64)
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                      target_modules=list(targets)))
     if perturb:
         generator = torch.Generator().manual_seed(noise_seed)
         with torch.no_grad():
