@@ -9,6 +9,7 @@ import typer
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
 from tunelens.export import ExportConfig
+from tunelens.models import DEFAULT_MODEL
 
 
 @user_errors
@@ -33,5 +34,5 @@ def export_command(
 def register(app: typer.Typer) -> None:
     app.command("export", epilog=example(
         "tunelens export --adapter runs/x/adapter --out runs/x/merged",
-        "tunelens export --adapter runs/x/adapter --out merged --dtype bf16 --model gemma3-270m",
+        f"tunelens export --adapter runs/x/adapter --out merged --dtype bf16 --model {DEFAULT_MODEL}",
     ))(export_command)
