@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.inference import LoadedModel, adapter_off, as_loaded, device_of
+from tunelens.runtime import Progress
 from tunelens.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
 from tunelens.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids,
                             trace_generate)
@@ -226,7 +226,7 @@ def continuation_log_probs(model, prompt_ids: list[int], continuation_ids: list[
     return torch.log_softmax(logits, dim=-1)
 
 
-def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, on_condition):
+def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, progress: Progress | None):
     """Every condition's log-probabilities in one preallocated conditions x n x vocab tensor."""
     import contextlib
 
@@ -241,8 +241,8 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
         stacked[index] = log_probs
         del log_probs
         prompt_lengths.append(len(prompt_ids))
-        if on_condition is not None:
-            on_condition(index)
+        if progress is not None:
+            progress("scoring conditions", index + 1, len(plan))
     return stacked, prompt_lengths
 
 
@@ -316,7 +316,7 @@ def _flips(positions: list[Position]) -> list[Flip]:
 
 def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str = "", variants: list[str] | tuple[str, ...] = (),
                        continuation: str | None = None, config: CompareConfig | None = None,
-                       on_condition: Callable[[int], None] | None = None) -> Comparison:
+                       progress: Progress | None = None) -> Comparison:
     """Score one continuation teacher-forced under every condition (see the module docstring).
 
     `model` is a LoadedModel, or a bare model with its `tokenizer`.
@@ -337,7 +337,7 @@ def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str 
     _check_budget(len(plan), len(continuation_ids), int(head.weight.shape[0]) if head is not None else 0,
                   config.max_kept_bytes)
     watch = [resolve_watch(tokenizer, q) for q in config.watch]
-    stacked, prompt_lengths = _all_log_probs(model, tokenizer, plan, continuation_ids, config, on_condition)
+    stacked, prompt_lengths = _all_log_probs(model, tokenizer, plan, continuation_ids, config, progress)
     positions, totals, mean_kls = _positions(tokenizer, stacked, continuation_ids,
                                              [w.token_id for w in watch], config.top_k)
     del stacked
@@ -372,11 +372,10 @@ class CompareRun:
     config: CompareConfig = field(default_factory=CompareConfig)
 
 
-def run_compare(run: CompareRun, on_condition: Callable[[int], None] | None = None,
-                on_loaded: Callable[[], None] | None = None) -> Comparison:
-    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
+def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison:
+    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
     comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
-                                    run.config, on_condition=on_condition)
+                                    run.config, progress=progress)
     comparison.save(run.out)
     if run.html is not None:
         write_compare_html(comparison, run.html)

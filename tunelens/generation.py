@@ -8,6 +8,7 @@ from typing import Iterator
 
 from tunelens.inference import device_of
 from tunelens.prompts import encode_prompt, stop_token_ids, strip_stop_text
+from tunelens.runtime import seeded
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,15 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
     `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
     own adapter of a multi-adapter PEFT model, so several adapters share one batch.
     """
-    import torch
-
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
+    with seeded(sampling.seed):  # a seeded batch is reproducible and leaves the caller's generator alone
+        return _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names)
+
+
+def _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names) -> list[str]:
+    import torch
+
     device = device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []

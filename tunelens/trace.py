@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.inference import (SEED_MAX, SEED_MIN, LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of,
                                 has_adapter)
+from tunelens.runtime import Progress, no_progress
 from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 
 TRACE_FORMAT = "tunelens.trace"
@@ -247,7 +247,7 @@ def _step_record(logits, chosen, top_k: int, greedy: bool):
 
 
 def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[int],
-              on_step: Callable[[int], None] | None):
+              progress: Progress | None):
     """Decode with the shared loop; return the chosen token ids and the stacked per-step records."""
     import torch
 
@@ -260,8 +260,8 @@ def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[i
             stats.append(record)
             top_ids.append(top)
             chosen_ids.append(step.token)
-            if on_step is not None:
-                on_step(index)
+            if progress is not None:
+                progress("generating", index + 1, config.max_new_tokens)
             if step.token in stop_ids:
                 stop_reason = "stop_token"
     return chosen_ids, torch.stack(stats).cpu(), torch.stack(top_ids).cpu(), stop_reason
@@ -294,7 +294,7 @@ def _build_steps(tokenizer, chosen_ids, stats, top_ids, config: TraceConfig) -> 
 
 
 def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = "", config: TraceConfig | None = None,
-                   on_step: Callable[[int], None] | None = None) -> Trace:
+                   progress: Progress | None = None) -> Trace:
     """Generate from `prompt`, recording the raw top-K distribution at every step (see module docstring).
 
     `model` is a LoadedModel, or a bare model with its `tokenizer`.
@@ -307,7 +307,7 @@ def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = ""
     canary = adapter_canary(model, tokenizer, prompt, config.raw) if config.check_adapter and loaded.has_adapter else None
     prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
     stop_ids = set(stop_token_ids(tokenizer))
-    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, prompt_ids, config, stop_ids, on_step)
+    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, prompt_ids, config, stop_ids, progress)
     steps = _build_steps(tokenizer, chosen_ids, stats, top_ids, config)
     body = chosen_ids[:-1] if stop_reason == "stop_token" else chosen_ids
     text = strip_stop_text(tokenizer, tokenizer.decode(body, skip_special_tokens=False))
@@ -317,11 +317,12 @@ def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = ""
 
 
 def load_inspected_model(spec: str, adapter: str | None, device: str,
-                         on_loaded: Callable[[], None] | None = None) -> LoadedModel:
+                         progress: Progress | None = None) -> LoadedModel:
     """The model `trace` and `compare` inspect, knowing its adapter directory for their reports."""
+    report = progress or no_progress
+    report(f"loading {spec}", 0, 1)
     loaded = LoadedModel.load(spec, adapter=adapter, device=device)
-    if on_loaded is not None:
-        on_loaded()
+    report(f"loading {spec}", 1, 1)
     return loaded
 
 
@@ -341,10 +342,9 @@ class TraceRun:
     config: TraceConfig = field(default_factory=TraceConfig)
 
 
-def run_trace(run: TraceRun, on_step: Callable[[int], None] | None = None,
-              on_loaded: Callable[[], None] | None = None) -> Trace:
-    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
-    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, on_step=on_step)
+def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
+    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
+    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, progress=progress)
     trace.save(run.out)
     if run.html is not None:
         write_trace_html(trace, run.html)

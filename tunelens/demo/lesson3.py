@@ -134,5 +134,5 @@ def _b_on(spec: str, config: DemoConfig, out, training_b, model, tokenizer, repo
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return attach_adapter(model, adapter_dir, adapter_name="default")
     trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
-                    progress=lambda event: report(f"train B on {spec}", event.step, event.total_steps))
+                    progress=lambda _what, done, total: report(f"train B on {spec}", done, total))
     return trained.model

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
@@ -27,7 +26,7 @@ from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regres
 from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.models import DEFAULT_MODEL
-from tunelens.runtime import torch_threads
+from tunelens.runtime import Progress, no_progress, torch_threads
 
 # Names other modules and older scripts import from here; their homes are the modules above.
 __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED", "EvalConfig", "EvalSummary",
@@ -35,7 +34,6 @@ __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED"
            "run_eval", "summarize", "summarize_results"]
 
 RESULTS, SUMMARY = "results.jsonl", "summary.json"
-Progress = Callable[[int, int, str], None]  # (answers done, answers in all, what is running)
 
 
 @configclass
@@ -193,8 +191,8 @@ def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, bac
     done = frozenset(row.key for row in read_result_rows(results_path))
     roles = _roles(config, model, adapter, backend)
     resume = Resume(plan_batches(cases, roles, config), done)
-    report = progress or (lambda done_, total_, what: None)
-    report(resume.reused, resume.total, "resuming" if resume.reused else "starting")
+    report = progress or no_progress  # (what is running, answers done, answers in all)
+    report("resuming" if resume.reused else "starting", resume.reused, resume.total)
     limits, generated = Limits(wall_s=config.test_timeout_s), 0
     for sampling, batch, missing in resume.pending():
         if backend is None:  # an in-process model is loaded only once an answer is needed
@@ -206,7 +204,7 @@ def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, bac
                              config.unsafe_no_sandbox)
         append_results(results_path, rows)
         generated += len(rows)
-        report(resume.reused + generated, resume.total, f"{batch[0].model} {batch[0].decoding}")
+        report(f"{batch[0].model} {batch[0].decoding}", resume.reused + generated, resume.total)
     described = backend.describe() if backend is not None else {"backend": config.backend, "roles": list(roles)}
     wanted = resume.wanted
     rows = [row for row in read_result_rows(results_path) if row.key in wanted]
