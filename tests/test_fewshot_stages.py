@@ -109,3 +109,37 @@ def test_compare_shows_the_same_examples_before_every_condition(tiny_model_dir, 
                                  "--out", str(plain)])
     assert result.exit_code == 0, result.output
     assert json.loads(plain.read_text())["conditions"][0]["prompt_tokens"] == len(encode_prompt(tokenizer, PROMPT))
+
+
+def test_generate_k0_prints_what_it_printed_before(tiny_model_dir, tiny_llama):
+    from tunelens.cli import app
+    from tunelens.generation import SamplingConfig, stream_generate
+
+    model, tokenizer = tiny_llama
+    before = "".join(stream_generate(model, tokenizer, PROMPT, SamplingConfig(max_new_tokens=4))) + "\n"
+    for extra in ([], ["--few-shot", "0"]):
+        result = runner.invoke(app, ["generate", "-m", str(tiny_model_dir), "-p", PROMPT, "--max-new-tokens", "4",
+                                     *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == before
+
+
+def test_generate_shows_and_records_the_nearest_pairs(tiny_model_dir, tiny_llama, pair_gate, tmp_path):
+    from tunelens.cli import app
+    from tunelens.generation import SamplingConfig, stream_generate
+
+    model, tokenizer = tiny_llama
+    expected = nearest_examples(Gate.load(pair_gate), PROMPT, 2)
+    out = tmp_path / "gen.json"
+    result = runner.invoke(app, ["generate", "-m", str(tiny_model_dir), "-p", PROMPT, "--max-new-tokens", "4",
+                                 "--few-shot", "2", "--few-shot-index", str(pair_gate), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = "".join(stream_generate(model, tokenizer, PROMPT, SamplingConfig(max_new_tokens=4), examples=expected))
+    assert result.stdout.startswith(text + "\n")
+    assert f"{expected[-1].id} (similarity {expected[-1].similarity:.3f})" in result.stderr
+    data = json.loads(out.read_text())
+    assert [(e["id"], e["similarity"]) for e in data["few_shot"]] == [(e.id, e.similarity) for e in expected]
+    assert data["text"] == text and data["prompt_tokens"] == len(encode_few_shot(tokenizer, expected, PROMPT))
+    bad = runner.invoke(app, ["generate", "-m", str(tiny_model_dir), "-p", PROMPT, "--few-shot", "1", "--raw",
+                              "--few-shot-index", str(pair_gate)])
+    assert bad.exit_code == 2 and "cannot be used with raw" in bad.output

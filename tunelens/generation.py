@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from tunelens.inference import device_of
+from tunelens.config import configclass, option
+from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.inference import SEED_MAX, SEED_MIN, device_of
 from tunelens.prompts import encode_prompt, stop_token_ids, strip_stop_text
 
 
@@ -23,6 +25,30 @@ class SamplingConfig:
         if self.temperature <= 0:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
+
+
+@configclass
+class GenerateConfig:
+    """What `tunelens generate` does with one prompt. Each field is a flag of the command and a key of its
+    --config YAML file."""
+
+    max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
+    seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
+    raw: bool = option(False, "Continue the text as is, without the chat/turn format.")
+    few_shot: int = few_shot_option()
+    few_shot_index: str | None = few_shot_index_option()
+
+    def validate(self) -> None:
+        from tunelens.errors import UserError
+
+        if self.top_p == 0:  # a nucleus of mass 0 holds no token
+            raise UserError("top_p must be in (0, 1], got 0")
+        check_few_shot(self.few_shot, self.few_shot_index, self.raw)
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
 
 def prompt_ids_for(tokenizer, prompt: str, raw: bool, examples: Sequence = ()) -> list[int]:
