@@ -3,7 +3,6 @@ the order they are shown, and the K=0 prompt is today's prompt exactly."""
 
 import json
 
-import numpy as np
 import pytest
 
 from tunelens.errors import UserError

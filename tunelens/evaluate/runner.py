@@ -17,7 +17,6 @@ from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
 from tunelens.evaluate.backends import BASE, TUNED
 from tunelens.evaluate.plan import Resume, check_run_identity, limit_cases, load_cases, plan_batches
 from tunelens.evaluate.reports import write_reports
@@ -25,6 +24,7 @@ from tunelens.evaluate.results import (GREEDY, REFERENCE, SAMPLED, ResultRow, ap
                                        read_results, write_results)
 from tunelens.evaluate.scoring import reference_row, score_answers
 from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regressions, summarize
+from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
 from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.models import DEFAULT_MODEL
