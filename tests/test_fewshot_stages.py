@@ -143,3 +143,32 @@ def test_generate_shows_and_records_the_nearest_pairs(tiny_model_dir, tiny_llama
     bad = runner.invoke(app, ["generate", "-m", str(tiny_model_dir), "-p", PROMPT, "--few-shot", "1", "--raw",
                               "--few-shot-index", str(pair_gate)])
     assert bad.exit_code == 2 and "cannot be used with raw" in bad.output
+
+
+def test_any_recorded_few_shot_field_loads_or_is_a_user_error(tiny_gemma):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tunelens.errors import UserError
+
+    model, tokenizer = tiny_gemma
+    data = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=1)).to_json()
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4))
+    example = st.fixed_dictionaries({}, optional={"instruction": scalars, "response": scalars, "id": scalars,
+                                                  "similarity": scalars})
+    values = st.one_of(scalars, st.lists(st.one_of(example, scalars), max_size=3))
+
+    @settings(max_examples=150, deadline=None)
+    @given(values)
+    def check(value):
+        try:
+            loaded = Trace.from_json({**data, "few_shot": value})
+        except UserError as err:
+            assert "few_shot" in str(err)
+            return
+        assert isinstance(value, list) and all(isinstance(e.instruction, str) and isinstance(e.id, str)
+                                               for e in loaded.few_shot)
+        assert loaded.to_json()["few_shot"] == [{**e, "similarity": None if e["similarity"] is None
+                                                 else float(e["similarity"])} for e in value]
+
+    check()

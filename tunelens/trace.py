@@ -192,8 +192,9 @@ def _examples_from_json(raw, source: str) -> list[Example]:
     examples = []
     for i, item in enumerate(raw):
         where = f"{source}: few_shot[{i}]"
-        _field(item, "instruction", str, where), _field(item, "response", str, where)
-        examples.append(Example.from_dict(item))
+        examples.append(Example(instruction=_field(item, "instruction", str, where),
+                                response=_field(item, "response", str, where), id=_field(item, "id", str, where),
+                                similarity=_field(item, "similarity", (float, type(None)), where)))
     return examples
 
 
