@@ -155,7 +155,7 @@ def test_examples_count_toward_the_prompt_limit(tiny, pair_gate):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.one_of(st.integers(-5, 25), st.none(), st.booleans(), st.floats(allow_nan=False),
+@given(value=st.one_of(st.integers(-5, 25), st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
                        st.text(max_size=3), st.lists(st.integers(0, 2), max_size=2)))
 def test_any_few_shot_value_is_served_or_refused_with_a_400(servers, value):
     _, shots, _ = servers
