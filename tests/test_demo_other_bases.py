@@ -3,7 +3,7 @@
 import json
 
 from tunelens.demo import DemoConfig
-from tunelens.demo.lesson3 import other_bases
+from tunelens.demo.lesson3 import file_name, other_bases
 from tunelens.testing import tiny_model
 
 
@@ -19,7 +19,7 @@ def test_other_base_trains_b_once_and_reuses_it(tmp_path):
                         batch_size=2, max_length=256)
     seen = []
     first = other_bases(config, tmp_path / "out", train_file, lambda what, done, total: seen.append(what))
-    adapter = tmp_path / "out" / "adapters" / f"B-{base_dir}"
+    adapter = tmp_path / "out" / "adapters" / f"B-{file_name(str(base_dir))}"
     trained_at = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
     assert any(what.startswith("train B on") for what in seen)
     seen.clear()
@@ -30,6 +30,7 @@ def test_other_base_trains_b_once_and_reuses_it(tmp_path):
     result = first[str(base_dir)]
     assert result["base"]["broken"]["n"] == 2 and result["B"]["change_on_broken"]["n"] == 2
     assert result["reading"][0].startswith(f"{base_dir} base:")
+    assert result["rates"]["B"]["greedy"]["pushback"]["n"] == 2  # 2 broken specs answered greedy by its B
 
 
 def test_lesson3_reading_states_only_what_intervals_allow():

@@ -58,13 +58,16 @@ def lesson3(config: DemoConfig, evals: EvalRows, model, tokenizer, report) -> di
                                            config.seed) for name in models}
     rates = {}
     for name in models:
-        rows = evals.rows("B" if name in ("base", "B") else name, "pushback")
-        role = "base" if name == "base" else "tuned"
-        rates[name] = {decoding: {"pushback": metric_rate(rows, "pushback", role, decoding),
-                                  "over_asking": metric_rate(rows, "over_asking", role, decoding)}
-                       for decoding in DECODINGS}
+        rates[name] = _rates(evals.rows("B" if name in ("base", "B") else name, "pushback"),
+                             "base" if name == "base" else "tuned")
     return {"cases": len(cases), "models": list(models), "propensity": propensity, "rates": rates,
             "scores": scores, "target": _target(rates, config), "reading": reading(propensity)}
+
+
+def _rates(rows, role: str) -> dict:
+    """Free-text pushback and over-asking rates of one model (`role` in the eval rows), per decoding."""
+    return {decoding: {"pushback": metric_rate(rows, "pushback", role, decoding),
+                       "over_asking": metric_rate(rows, "over_asking", role, decoding)} for decoding in DECODINGS}
 
 
 def _direction(cell: dict | None, up: str, down: str, none: str) -> str:
@@ -116,12 +119,21 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     for spec in config.propensity_bases:
         model, tokenizer = load_model(spec, device="cpu")
         before = propensities(model, tokenizer, cases, None)
-        after = propensities(_b_on(spec, config, out, training_b, model, tokenizer, report), tokenizer, cases,
-                             "default")
+        tuned = _b_on(spec, config, out, training_b, model, tokenizer, report)
+        after = propensities(tuned, tokenizer, cases, "default")
         measured = {"base": propensity_summary(before, cases, None, config.seed),
                     "B": propensity_summary(after, cases, before, config.seed)}
-        results[spec] = {**measured, "reading": reading(measured, prefix=f"{spec} ")}
+        rows = _pushback_rows(config, out, spec, tuned, tokenizer, cases, report)
+        results[spec] = {**measured, "rates": {"base": _rates(rows, "base"), "B": _rates(rows, "tuned")},
+                         "reading": reading(measured, prefix=f"{spec} ")}
     return results
+
+
+def file_name(spec: str) -> str:
+    """A model spec (an embedded name, or a path) as one file name: `smollm2-135m` stays as it is."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")
 
 
 def _b_on(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
@@ -130,9 +142,26 @@ def _b_on(spec: str, config: DemoConfig, out, training_b, model, tokenizer, repo
     from tunelens.models import attach_adapter
     from tunelens.train import train
 
-    adapter_dir = out / "adapters" / f"B-{spec}"
+    adapter_dir = out / "adapters" / f"B-{file_name(spec)}"
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return attach_adapter(model, adapter_dir, adapter_name="default")
     trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
                     progress=lambda _what, done, total: report(f"train B on {spec}", done, total))
     return trained.model
+
+
+def _pushback_rows(config: DemoConfig, out, spec: str, model, tokenizer, cases, report):
+    """Greedy and sampled answers of another base and its B to the same broken specs and twins (the eval
+    stage's runner and one mixed-adapter batch), so its free-text rates sit beside its propensity."""
+    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+    from tunelens.evaluate.results import read_result_rows
+    from tunelens.evaluate.runner import EvalConfig, run_eval
+
+    backend = MixedAdapterBackend(model, tokenizer, "default", (BASE_ROWS, "default"), {}, config.eval_batch_size)
+    eval_config = EvalConfig(model=spec, adapter="default", temperature=config.temperature,
+                             max_new_tokens=config.max_new_tokens, batch_size=len(cases), samples=config.samples,
+                             seed=config.seed)
+    label = f"eval pushback: {spec} vs its B"
+    summary = run_eval(eval_config, out / "eval" / f"pushback-B-{file_name(spec)}", cases=cases, backend=backend,
+                       progress=lambda _what, done, total: report(label, done, total))
+    return read_result_rows(summary.results_path)
