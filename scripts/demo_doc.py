@@ -83,11 +83,14 @@ for name, t in l3["target"].items():
     verdict = "met" if t["met"] else "not met"
     lines.append(f"\n{name} against the target (greedy pushback >= 60% with over-asking <= 15%): {verdict}.")
 if l3.get("other_bases"):
-    lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after | "
+              "pushback greedy / sampled, before | after (B) |", "|---|---|---|---|---|---|---|"]
     for spec, o in l3["other_bases"].items():
+        r = o.get("rates", {})
+        free = lambda m: " / ".join(ci(r[m][d]["pushback"]) for d in ("greedy", "sampled")) if m in r else "-"  # noqa: E731
         lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
-                     f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} |")
+                     f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} | "
+                     f"{free('base')} | {free('B')} |")
 lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
 lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
 lines += ["",
