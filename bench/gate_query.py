@@ -112,7 +112,7 @@ def full_sort_top_k(vectors: np.ndarray, query: np.ndarray, k: int):
 
 def query_time(args) -> None:
     from tunelens.gate import top_k
-    from tunelens.gate.index import ExactIndex
+    from tunelens.gate.index import ExactIndex, HNSWIndex
 
     instructions = synthesise(args.index_size + args.queries)
     indexed, held_out = instructions[:args.index_size], instructions[args.index_size:]
@@ -121,23 +121,29 @@ def query_time(args) -> None:
     embedders = query_embedders()
     vectors, build_s = index_vectors(embedders["int8"], indexed)
     exact, k = ExactIndex(vectors), args.k
+    hnsw = HNSWIndex.build(vectors)  # what a gate of this size gets if ANN_MIN_ROWS is at or below it
     variants = {name: (lambda q, e=embedder: e.encode([q])) for name, embedder in embed_variants(embedders)}
     variants.update({
         f"top-{k} numpy argpartition (baseline)": lambda v: top_k(vectors, v, k),
         f"top-{k} faiss exact, 1 thread (gate)": lambda v: exact.search(v, k),
+        f"top-{k} faiss HNSW, 1 thread": lambda v: hnsw.search(v, k),
         "total, baseline: fp32 unfused + numpy": lambda q: top_k(vectors, embedders["fp32 plain"].encode([q]), k),
         "total, gate fp32: fused + faiss exact": lambda q: exact.search(embedders["fp32"].encode([q]), k),
         "total, gate int8: fused + faiss exact": lambda q: exact.search(embedders["int8"].encode([q]), k),
+        "total, int8 fused + faiss HNSW": lambda q: hnsw.search(embedders["int8"].encode([q]), k),
     })
     samples = interleaved(variants, queries, [embedders["int8"].encode([q]) for q in queries])
     assert all(np.array_equal(exact.search(embedders["int8"].encode([q]), k)[1],
                               top_k(vectors, embedders["int8"].encode([q]), k)[1]) for q in queries[:20])
+    query_vectors = np.vstack([embedders["int8"].encode([q]) for q in queries])
+    recall = recall_at_k(hnsw.search(query_vectors, k)[1], exact.search(query_vectors, k)[1])
     built = ("rows from the cache of an earlier run" if build_s != build_s  # NaN: loaded, not built
              else f"int8 embedding build {build_s:.1f} s ({build_s / len(indexed) * 1000:.2f} ms/instruction)")
     print(f"index: {len(indexed)} instructions, {vectors.shape[1]} dims, {vectors.nbytes / 2**20:.1f} MiB; {built}")
     print(f"{len(queries)} single queries, every variant on each query in turn (so all see the same load); "
           f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print_query_times(samples, k)
+    print(f"HNSW at {len(indexed)} rows: recall@{k} {recall:.4f} against exact over these {len(queries)} queries")
 
 
 def query_embedders() -> dict:
@@ -180,7 +186,8 @@ def print_query_times(samples: dict, k: int) -> None:
         base = samples[next(b for prefix, b in baselines.items() if name.startswith(prefix))]
         print(f"{name:46s} {ms(values)[0]:10.2f} {ms(values)[1]:8.2f} {ms(values)[2]:8.2f} "
               f"{ms(values)[0] / ms(base)[0]:9.2f}x")
-    for name in ("total, gate fp32: fused + faiss exact", "total, gate int8: fused + faiss exact"):
+    for name in ("total, gate fp32: fused + faiss exact", "total, gate int8: fused + faiss exact",
+                 "total, int8 fused + faiss HNSW"):
         paired = statistics.median(np.array(samples[name]) / np.array(samples["total, baseline: fp32 unfused + numpy"]))
         median = ms(samples[name])[0]
         print(f"{name}: median {median:.2f} ms, paired per query {paired:.2f}x the baseline; "
