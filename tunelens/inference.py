@@ -238,6 +238,7 @@ class HeadScan:
     def _candidates(self, k: int):
         """Ascending ids of the rows that may be among the k largest, or None when that is too many."""
         lower = self._logits - self.bound
+        k = min(k, len(lower))
         kth_lower = lower.max() if k == 1 else lower.topk(k).values[-1]
         candidates = (self._logits + self.bound >= kth_lower).nonzero().flatten()
         return candidates if len(candidates) <= self.head.max_candidates else None
