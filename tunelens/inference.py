@@ -265,7 +265,7 @@ class HeadScan:
 
         Plain equivalent: F.linear(hidden, weight) (soft-capped like the model's forward): the top-k ids
         and values are the same, every other logit is within its bound. `bench/trace_overhead.py` measures
-        what that does to softmax probabilities (|dp| about 1e-4 at most on gemma3-270m).
+        what that does to softmax probabilities (docs/trace.md has the figure).
         """
         import torch
 
