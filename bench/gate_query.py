@@ -10,8 +10,7 @@ Query time: N synthesised code instructions are indexed, then single queries (th
 instructions, a quarter off-topic) are timed one at a time, as the server sees them, each variant in its
 own pass. Baseline = the gate before these changes: fp32 MiniLM exported as traced (attention not fused)
 in ONNX Runtime, numpy search with argpartition. Gate = the default now: fp32 MiniLM with ONNX Runtime's
-fused attention kernels, faiss exact search (fp16 scan, fp32 re-score); and the same with the int8
-embedder (one intra-op thread for a single query) (`--quality` gives its
+fused attention kernels, faiss exact search; and the same with the int8 embedder (`--quality` gives its
 neighbour agreement with fp32).
 """
 
@@ -131,8 +130,8 @@ def query_time(args) -> None:
         f"top-{k} faiss HNSW, 1 thread": lambda v: hnsw.search(v, k),
         "total, baseline: fp32 unfused + numpy": lambda q: top_k(vectors, embedders["fp32 plain"].encode([q]), k),
         "total, gate fp32: fused + faiss exact": lambda q: exact.search(embedders["fp32"].encode([q]), k),
-        "total, gate int8: fused + faiss exact": lambda q: exact.search(embedders["int8 1 thread"].encode([q]), k),
-        "total, int8 fused + faiss HNSW": lambda q: hnsw.search(embedders["int8 1 thread"].encode([q]), k),
+        "total, gate int8: fused + faiss exact": lambda q: exact.search(embedders["int8"].encode([q]), k),
+        "total, int8 fused + faiss HNSW": lambda q: hnsw.search(embedders["int8"].encode([q]), k),
     })
     samples = interleaved(variants, queries, [embedders["int8"].encode([q]) for q in queries])
     assert all(np.array_equal(exact.search(embedders["int8"].encode([q]), k)[1],
@@ -186,8 +185,8 @@ def embed_variants(embedders: dict) -> list[tuple[str, object]]:
             ("embed fp32 fused attention (default)", embedders["fp32"]),
             ("embed fp32 fused, 1 intra-op thread", embedders["fp32 1 thread"]),
             ("embed int8 unfused export", embedders["int8 plain"]),
-            ("embed int8 fused, 2 intra-op threads", embedders["int8"]),
-            ("embed int8 fused, 1 thread (int8 default)", embedders["int8 1 thread"])]
+            ("embed int8 fused attention", embedders["int8"]),
+            ("embed int8 fused, 1 intra-op thread", embedders["int8 1 thread"])]
 
 
 def print_query_times(samples: dict, k: int) -> None:

@@ -56,14 +56,11 @@ class MiniLMEmbedder:
         self.model = SentenceTransformer(str(model_dir), device=device)
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-        self.session, self._one_text_session, self._model_dir = None, None, model_dir
+        self.session = None
         if runtime != "torch" and device == "cpu":
             required = runtime == "onnx" or precision != "fp32"
             self.session = _onnx_session(self.model, model_dir, required, precision, intra_op_threads)
         self.runtime = "onnx" if self.session is not None else "torch"
-        # One text (a gate query) in int8 ran faster on one intra-op thread than on two in 3 of 4 runs of
-        # bench/gate_query.py (and on the quiet machine); fp32 ran slower. Batches keep every thread.
-        self._one_text_threads = 1 if precision == "int8" and intra_op_threads is None else None
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None,
                threads: int | None = None) -> np.ndarray:
@@ -93,22 +90,13 @@ class MiniLMEmbedder:
             encoded = self.model.tokenizer(batch, padding=True, truncation=True, max_length=self.model.max_seq_length,
                                            return_tensors="np")
             mask = encoded["attention_mask"].astype(np.int64)
-            hidden = self._session_for(len(batch)).run(None, {"input_ids": encoded["input_ids"].astype(np.int64),
-                                                              "attention_mask": mask})[0]
+            hidden = self.session.run(None, {"input_ids": encoded["input_ids"].astype(np.int64),
+                                             "attention_mask": mask})[0]
             weights = mask[..., None].astype(np.float32)
             chunks.append(_normalise_rows((hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)))
             if progress:
                 progress(len(batch))
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
-
-    def _session_for(self, texts: int):
-        """The session for a batch of `texts`: int8 single texts get a one-thread session (made on first use)."""
-        if texts != 1 or self._one_text_threads is None:
-            return self.session
-        if self._one_text_session is None:
-            self._one_text_session = _onnx_session(self.model, self._model_dir, True, self.precision,
-                                                   self._one_text_threads)
-        return self._one_text_session
 
 
 # Bumped when the export changes, so a cached file from an older export is not taken for the new one.
