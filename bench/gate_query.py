@@ -10,8 +10,8 @@ Query time: N synthesised code instructions are indexed, then single queries (th
 instructions, a quarter off-topic) are timed one at a time, as the server sees them, each variant in its
 own pass. Baseline = the gate before these changes: fp32 MiniLM exported as traced (attention not fused)
 in ONNX Runtime, numpy search with argpartition. Gate = the default now: fp32 MiniLM with ONNX Runtime's
-fused attention kernels, faiss exact search; and the same with the int8 embedder (`--quality` gives its
-neighbour agreement with fp32).
+fused attention kernels, faiss exact search (fp16 scan, fp32 re-score); and the same with the int8
+embedder (`--quality` gives its neighbour agreement with fp32).
 """
 
 from __future__ import annotations
