@@ -3,10 +3,10 @@
 Both backends are faiss (faiss-cpu). Exact search is `IndexFlatIP`: one SIMD pass over the rows on one
 thread, 0.3 ms at 10,000 rows, where numpy's `queries @ vectors.T` with OpenBLAS's two threads took
 1-24 ms on this shared 2-core machine (its threads contend with every other process). A single query
-scans an fp16 copy of the rows first and re-scores the best in fp32 (`ExactIndex.search`: same answer). Above
-`ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both searches, and at
-100,000 rows it reached a higher recall than hnswlib at the settings tried (docs/gate.md has the
-figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
+scans an fp16 copy of the rows first and re-scores the best in fp32 (`ExactIndex.search`: same
+answer). Above `ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both
+searches, and at 100,000 rows it reached a higher recall than hnswlib at the settings tried
+(docs/gate.md has the figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
 similarity because rows and queries are unit vectors.
 """
 
@@ -127,7 +127,8 @@ class ExactIndex(_FaissSearch):
         self.half_scans = self.full_scans = 0  # how often the fp16 scan settled a query, for the benchmark
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(queries) != 1 or k < 1 or k + HALF_SCAN_EXTRA >= len(self):
+        # fp16 holds elements up to 65504 (gate rows are unit vectors; this keeps other callers exact).
+        if len(queries) != 1 or k < 1 or k + HALF_SCAN_EXTRA >= len(self) or self.max_norm > 6e4:
             return super().search(queries, k)
         query = np.ascontiguousarray(queries, dtype=np.float32)
         with faiss_threads(1):
