@@ -1,13 +1,15 @@
-"""What recording costs, and what the shared decode loop gains: `tunelens trace` and the decode loop
-without logits (what `serve` and `generate` run for greedy requests without logprobs) against plain
-`model.generate` on the same prompt and model.
+"""What recording costs, and what the shared decode loop gains: `tunelens trace` (fp16 head with the
+top-K recomputed in fp32, its default for greedy traces on the CPU), `tunelens trace --exact-probs` (the
+fp32 head) and the decode loop without logits (what `serve` and `generate` run for greedy requests
+without logprobs) against plain `model.generate` on the same prompt and model.
 
-Prints, from one run: greedy tokens/s of plain generate, of trace_generate and of the decode loop (best
-and median of --repeats alternating runs, same tokens), the ratios (targets: trace at most 5% slower than
-generate; the decode loop at least 1.5x generate's tokens/s), and the memory each
-way of keeping per-step distributions holds: generate(output_scores=True) keeps steps x vocabulary
-floats, the trace steps x K. Peak memory is measured around each call: CUDA's allocator peak on a GPU,
-else the process's resident set sampled every 2 ms.
+Prints, from one run: greedy tokens/s of each (best and median of --repeats alternating runs, same
+tokens), the ratios to generate (target: trace and the decode loop at least 1.5x generate's tokens/s),
+the largest probability and entropy differences between the default trace and the exact one over every
+step of every prompt (stated tolerance |dp| <= 1e-3), and the memory each way of keeping per-step
+distributions holds: generate(output_scores=True) keeps steps x vocabulary floats, the trace steps x K.
+Peak memory is measured around each call: CUDA's allocator peak on a GPU, else the process's resident set
+sampled every 2 ms.
 
     python bench/trace_overhead.py                      # the embedded gemma3-270m
     python bench/trace_overhead.py --model tiny         # a tiny random Gemma 3 (seconds; for CI)
@@ -83,7 +85,15 @@ def load(spec: str):
     return load_model(spec)
 
 
-def main() -> None:
+TOLERANCE = 1e-3  # the |dp| the default trace promises against --exact-probs
+
+# Prompts for the tolerance check beside --prompt: code, prose, and a decision-heavy one.
+TOLERANCE_PROMPTS = ["Explain what a Python decorator is, in two sentences.",
+                     "Write a Python 2 style print statement that shows the sum of a list.",
+                     "def quicksort(xs):"]
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m", help="embedded name, model directory, or `tiny`")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
@@ -92,7 +102,78 @@ def main() -> None:
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 gives steadier figures on a busy machine)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def time_runs(ways: dict, repeats: int, device) -> tuple[dict, dict, list[int]]:
+    """Wall and CPU tokens/s of each way over alternating runs; every way must give generate's tokens."""
+    import torch
+
+    def timed(fn):
+        """(tokens, wall seconds, CPU seconds of this process): on a shared CPU the CPU time is the steadier."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        tokens = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return tokens, time.perf_counter() - start, time.process_time() - cpu_start
+
+    for fn in ways.values():
+        fn()  # warm-up: kernels, caches, lazy imports, the head's fp16 copy
+    rates = {name: [] for name in ways}
+    cpu_rates = {name: [] for name in ways}
+    reference = None
+    for _ in range(repeats):
+        for name, fn in ways.items():
+            tokens, seconds, cpu_seconds = timed(fn)
+            rates[name].append(len(tokens) / seconds)
+            cpu_rates[name].append(len(tokens) / cpu_seconds)
+            reference = tokens if reference is None else reference
+            if tokens != reference:
+                raise SystemExit(f"{name} and generate produced different greedy tokens: not a fair comparison")
+    return rates, cpu_rates, reference
+
+
+def print_speeds(rates: dict, cpu_rates: dict, labels: dict) -> None:
+    for name, label in labels.items():
+        print(f"{label:22s}: best {max(rates[name]):8.2f} tokens/s, median {statistics.median(rates[name]):8.2f}"
+              f"  (runs: {', '.join(f'{r:.2f}' for r in rates[name])})")
+    base, base_cpu = rates["generate"], cpu_rates["generate"]
+    # Best-of is the figure least disturbed by other processes on a shared machine (as timeit reports).
+    for name in [n for n in labels if n != "generate"]:
+        print(f"{labels[name].strip()} tokens/s / generate tokens/s: "
+              f"wall median {statistics.median(rates[name]) / statistics.median(base):.2f}x, "
+              f"wall best-of {max(rates[name]) / max(base):.2f}x, "
+              f"CPU-time median {statistics.median(cpu_rates[name]) / statistics.median(base_cpu):.2f}x; "
+              "target >= 1.5x")
+
+
+def tolerance(model, tokenizer, prompts: list[str], tokens: int, top_k: int) -> None:
+    """Largest differences between the default trace and --exact-probs over every step of `prompts`."""
+    from tunelens.trace import TraceConfig, trace_generate
+
+    worst_p = worst_entropy = 0.0
+    steps = 0
+    for prompt in prompts:
+        fast = trace_generate(model, tokenizer, prompt, TraceConfig(max_new_tokens=tokens, top_k=top_k)).steps
+        exact = trace_generate(model, tokenizer, prompt,
+                               TraceConfig(max_new_tokens=tokens, top_k=top_k, exact_probs=True)).steps
+        if [s.token_id for s in fast] != [s.token_id for s in exact]:
+            raise SystemExit(f"the default and exact traces chose different tokens on {prompt!r}")
+        for a, b in zip(fast, exact):
+            if [t.token_id for t in a.top] != [t.token_id for t in b.top]:
+                raise SystemExit(f"the default and exact traces differ in their top-{top_k} ids on {prompt!r}")
+            diffs = [abs(x.prob - y.prob) for x, y in zip(a.top, b.top)] + [abs(a.prob - b.prob)]
+            worst_p, worst_entropy = max(worst_p, *diffs), max(worst_entropy, abs(a.entropy - b.entropy))
+        steps += len(fast)
+    verdict = "within" if worst_p <= TOLERANCE else "OUTSIDE"
+    print(f"default trace vs --exact-probs over {steps} steps of {len(prompts)} prompts: same tokens and top-{top_k} "
+          f"ids; max |dp| {worst_p:.2e} ({verdict} the stated {TOLERANCE:.0e}), max |d entropy| {worst_entropy:.2e} nats")
+
+
+def main() -> None:
+    args = parse_args()
 
     import torch
 
@@ -115,58 +196,20 @@ def main() -> None:
                            eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
                            **SamplingConfig(temperature=0.0).generate_kwargs())
     config = TraceConfig(max_new_tokens=args.tokens, top_k=args.top_k)
-
-    def plain():
-        return model.generate(**generate_kwargs)[0, ids.shape[1]:].tolist()
-
-    def traced():
-        return [step.token_id for step in trace_generate(model, tokenizer, args.prompt, config).steps]
-
-    def looped():
-        stops = stop_token_ids(tokenizer)
-        return [s.token for s in decode(model, ids[0].tolist(), Sampler(), args.tokens, stops, need_logits=False)]
-
-    def timed(fn):
-        """(tokens, wall seconds, CPU seconds of this process): on a shared CPU the CPU time is the steadier."""
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        tokens = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return tokens, time.perf_counter() - start, time.process_time() - cpu_start
-
-    plain(), traced(), looped()  # warm-up: kernels, caches, lazy imports, the head's fp16 copy
-    rates = {"generate": [], "trace": [], "loop": []}
-    cpu_rates = {"generate": [], "trace": [], "loop": []}
-    for _ in range(args.repeats):
-        for name, fn in (("generate", plain), ("trace", traced), ("loop", looped)):
-            tokens, seconds, cpu_seconds = timed(fn)
-            rates[name].append(len(tokens) / seconds)
-            cpu_rates[name].append(len(tokens) / cpu_seconds)
-            if name == "generate":
-                reference_tokens = tokens
-            elif tokens != reference_tokens:
-                raise SystemExit(f"{name} and generate produced different greedy tokens: not a fair comparison")
-    steps = len(reference_tokens)
-    print(f"tokens generated per run: {steps}")
-    labels = {"generate": "plain model.generate", "trace": "tunelens trace      ", "loop": "decode loop, greedy "}
-    for name in ("generate", "trace", "loop"):
-        label = labels[name]
-        print(f"{label} : best {max(rates[name]):8.2f} tokens/s, median {statistics.median(rates[name]):8.2f}"
-              f"  (runs: {', '.join(f'{r:.2f}' for r in rates[name])})")
-    # Best-of is the figure least disturbed by other processes on a shared machine (as timeit reports).
-    best = max(rates["generate"]) / max(rates["trace"])
-    median = statistics.median(rates["generate"]) / statistics.median(rates["trace"])
-    cpu = statistics.median(cpu_rates["generate"]) / statistics.median(cpu_rates["trace"])
-    print(f"trace time / generate time: wall best-of {best:.3f} ({100 * (best - 1):+.1f}%), "
-          f"wall median {median:.3f} ({100 * (median - 1):+.1f}%), "
-          f"CPU-time median {cpu:.3f} ({100 * (cpu - 1):+.1f}%); target <= +5%")
-    speedup = [statistics.median(rates["loop"]) / statistics.median(rates["generate"]),
-               max(rates["loop"]) / max(rates["generate"]),
-               statistics.median(cpu_rates["loop"]) / statistics.median(cpu_rates["generate"])]
-    print(f"decode loop tokens/s / generate tokens/s: wall median {speedup[0]:.2f}x, wall best-of {speedup[1]:.2f}x, "
-          f"CPU-time median {speedup[2]:.2f}x; target >= 1.5x")
+    exact_config = TraceConfig(max_new_tokens=args.tokens, top_k=args.top_k, exact_probs=True)
+    stops = stop_token_ids(tokenizer)
+    ways = {
+        "generate": lambda: model.generate(**generate_kwargs)[0, ids.shape[1]:].tolist(),
+        "trace": lambda: [s.token_id for s in trace_generate(model, tokenizer, args.prompt, config).steps],
+        "exact": lambda: [s.token_id for s in trace_generate(model, tokenizer, args.prompt, exact_config).steps],
+        "loop": lambda: [s.token for s in decode(model, ids[0].tolist(), Sampler(), args.tokens, stops,
+                                                 need_logits=False)],
+    }
+    rates, cpu_rates, reference_tokens = time_runs(ways, args.repeats, device)
+    print(f"tokens generated per run: {len(reference_tokens)}")
+    print_speeds(rates, cpu_rates, {"generate": "plain model.generate", "trace": "tunelens trace",
+                                    "exact": "trace --exact-probs", "loop": "decode loop, greedy"})
+    tolerance(model, tokenizer, [args.prompt] + TOLERANCE_PROMPTS, args.tokens, args.top_k)
 
     scores_out, scores_peak = peak_memory(
         lambda: model.generate(**generate_kwargs, output_scores=True, return_dict_in_generate=True), device)

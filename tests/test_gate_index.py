@@ -27,6 +27,27 @@ def test_exact_index_matches_numpy_top_k():
     assert ExactIndex(vectors[:3]).search(queries, 10)[1].shape == (7, 3)  # k beyond the row count
 
 
+def test_single_query_fp16_scan_gives_the_fp32_search():
+    """One query scans the fp16 rows and re-scores the best in fp32: the same rows as IndexFlatIP's
+    fp32 scan, also when near-duplicate rows leave no certain gap (then it scans the fp32 rows)."""
+    import faiss
+
+    vectors, queries = unit_rows(3000, dim=64), unit_rows(40, dim=64, seed=1)
+    near = vectors[:1] + 1e-4 * unit_rows(100, dim=64, seed=2)  # 100 rows within 1e-4 of each other
+    for rows in (vectors, np.vstack([vectors, near / np.linalg.norm(near, axis=1, keepdims=True)])):
+        index = ExactIndex(rows)
+        plain = faiss.IndexFlatIP(rows.shape[1])
+        plain.add(rows)
+        probes = np.vstack([queries, rows[:1]])  # the last one lands among the near-duplicates
+        for query in probes:
+            sims, found = index.search(query[None], 5)
+            plain_sims, plain_found = plain.search(query[None], 5)
+            assert np.array_equal(found, plain_found) or np.allclose(sims, plain_sims, atol=1e-6)
+            np.testing.assert_allclose(sims, plain_sims, atol=1e-6)
+        assert index.half_scans >= len(queries) - 1
+    assert index.full_scans >= 1  # the near-duplicates forced the fp32 scan
+
+
 def test_hnsw_recall_against_exact_search():
     vectors, queries = unit_rows(3000, dim=24), unit_rows(200, dim=24, seed=2)
     _, exact_rows = top_k(vectors, queries, 5)

@@ -245,3 +245,59 @@ def test_certified_argmax_with_tiny_and_huge_weights():
     big_logits = torch.full((300, 32), 100.0)  # fp16 weights fine, but logits of 100 * 32 * 50 overflow fp16
     big_logits[7] += 1
     assert CertifiedArgmax(big_logits)(torch.full((32,), 50.0)) == 7
+
+
+def test_head_scan_top_k_rows_are_exact_and_the_rest_within_their_bounds():
+    """HeadScan.logits(k) against F.linear: the k largest ids and values, every other row within its bound."""
+    from tunelens.inference import CertifiedArgmax
+
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(5000, 64, generator=generator) * 0.05
+    head = CertifiedArgmax(weight)
+    approximated = 0
+    for scale in (0.3, 3, 30, 300):
+        for _ in range(10):
+            hidden = torch.randn(64, generator=generator) * scale
+            plain = torch.nn.functional.linear(hidden, weight)
+            scan = head.scan(hidden)
+            bound = scan.bound.clone()
+            mixed = scan.logits(10)
+            assert mixed.topk(10).indices.tolist() == plain.topk(10).indices.tolist()
+            assert torch.allclose(mixed.topk(10).values, plain.topk(10).values, rtol=1e-5, atol=1e-5)
+            assert bool(((mixed - plain).abs() <= bound + 1e-6).all())
+            approximated += int((mixed != plain).sum())
+            probs_error = (torch.softmax(mixed, -1) - torch.softmax(plain, -1)).abs().max()
+            assert float(probs_error) <= 1e-3
+            assert scan.argmax() == int(plain.argmax())
+    assert approximated > 1000  # the fp16 values really stand in for most rows
+
+
+def test_head_scan_falls_back_to_fp32_and_applies_the_soft_cap():
+    from tunelens.inference import CertifiedArgmax
+
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(2000, 32, generator=generator) * 0.05
+    hidden = torch.randn(32, generator=generator) * 50
+    plain = torch.nn.functional.linear(hidden, weight)
+    everyone = CertifiedArgmax(weight, max_candidates=0).scan(hidden)  # too many candidates: the whole head in fp32
+    assert torch.allclose(everyone.logits(5), plain, rtol=1e-5, atol=1e-5) and everyone.bound is None
+    capped = CertifiedArgmax(weight).scan(hidden, softcap=30.0).logits(5)
+    assert float(capped.abs().max()) < 30.0 < float(plain.abs().max())
+    assert capped.topk(5).indices.tolist() == plain.topk(5).indices.tolist()
+    assert torch.allclose(capped.topk(5).values, torch.tanh(plain / 30.0).topk(5).values * 30.0, rtol=1e-5)
+
+
+def test_greedy_decode_steps_carry_the_head_scan_of_their_logits():
+    from tunelens.inference import base_model_of
+
+    model, tokenizer = tiny_lora_model("gemma3")
+    prompt = encode_prompt(tokenizer, PROMPT)
+    with torch.inference_mode():
+        plain = list(decode(model, prompt, Sampler(), 6))
+        fast = list(decode(model, prompt, Sampler(), 6, need_logits=False))
+    assert all(step.head is None for step in plain) and all(step.head is not None for step in fast)
+    for a, b in zip(plain, fast):
+        assert a.token == b.token
+        assert torch.allclose(b.head.logits(3).topk(3).values, a.logits.topk(3).values, rtol=1e-5, atol=1e-5)
+        assert float((b.head.logits(3) - a.logits).abs().max()) < 1e-2
+    assert base_model_of(model) is not model  # the PEFT wrapper: the scan reads the base model's head

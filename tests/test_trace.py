@@ -23,10 +23,12 @@ def _manual_distribution(model, ids):
     return torch.softmax(logits, dim=-1)
 
 
+@pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("arch", ["tiny_gemma", "tiny_llama"])
-def test_recorded_numbers_equal_softmax_of_a_plain_forward_pass(arch, request):
+def test_recorded_numbers_equal_softmax_of_a_plain_forward_pass(arch, exact, request):
+    """Exact probabilities with --exact-probs; by default (the fp16 head) the same ids, values within rounding."""
     model, tokenizer = request.getfixturevalue(arch)
-    trace = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=6, top_k=5))
+    trace = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=6, top_k=5, exact_probs=exact))
     prompt_ids = encode_prompt(tokenizer, PROMPT)
     assert trace.prompt_tokens == len(prompt_ids) and len(trace.steps) == 6
     generated = []
@@ -41,6 +43,32 @@ def test_recorded_numbers_equal_softmax_of_a_plain_forward_pass(arch, request):
         assert step.entropy == pytest.approx(entropy, rel=1e-4)
         assert step.margin == pytest.approx(float(values[0] - values[1]), rel=1e-3, abs=1e-7)
         generated.append(step.token_id)
+
+
+@pytest.mark.parametrize("arch", ["tiny_gemma", "tiny_llama"])
+def test_default_trace_reads_the_fp16_head_within_the_stated_tolerance(arch, request, monkeypatch):
+    """The default greedy trace takes its logits from HeadScan (fp16 head, top-K rows in fp32);
+    --exact-probs never does; both give the same tokens, top-K ids and ranks, probabilities within 1e-3."""
+    from tunelens.inference import HeadScan
+
+    model, tokenizer = request.getfixturevalue(arch)
+    calls = []
+    original = HeadScan.logits
+    monkeypatch.setattr(HeadScan, "logits", lambda scan, k: calls.append(k) or original(scan, k))
+    config = dict(max_new_tokens=12, top_k=4)
+    exact = trace_generate(model, tokenizer, PROMPT, TraceConfig(exact_probs=True, **config))
+    assert calls == []
+    fast = trace_generate(model, tokenizer, PROMPT, TraceConfig(**config))
+    assert calls == [4] * len(fast.steps)
+    assert [s.token_id for s in fast.steps] == [s.token_id for s in exact.steps]
+    for a, b in zip(fast.steps, exact.steps):
+        assert [t.token_id for t in a.top] == [t.token_id for t in b.top] and a.rank == b.rank == 1
+        assert [t.prob for t in a.top] == pytest.approx([t.prob for t in b.top], abs=1e-3)
+        assert a.entropy == pytest.approx(b.entropy, abs=1e-2)
+    # Sampling always reads the fp32 head: a sampled trace never asks HeadScan.
+    calls.clear()
+    trace_generate(model, tokenizer, PROMPT, TraceConfig(temperature=1.0, seed=0, **config))
+    assert calls == []
 
 
 @pytest.mark.parametrize("arch", ["tiny_gemma", "tiny_llama"])
@@ -234,6 +262,11 @@ def test_cli_trace_writes_json_and_html_and_reloads(tiny_model_dir, tmp_path):
                                  "4", "--top-k", "3", "--margin", "1", "--out", str(out), "--html", str(html)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
+    assert data["config"]["exact_probs"] is False
+    exact = runner.invoke(app, ["trace", "--model", str(tiny_model_dir), "--prompt", PROMPT, "--max-new-tokens", "4",
+                                "--exact-probs", "--out", str(tmp_path / "exact.json")])
+    assert exact.exit_code == 0, exact.output
+    assert json.loads((tmp_path / "exact.json").read_text())["config"]["exact_probs"] is True
     assert data["format"] == "tunelens.trace" and len(data["steps"]) == 4 and data["decision_points"] == [0, 1, 2, 3]
     assert "decision points: 4" in result.output and html.is_file()
     again = runner.invoke(app, ["trace", "--load", str(out), "--html", str(tmp_path / "again.html")])

@@ -191,6 +191,7 @@ class CertifiedArgmax:
     fp32. Plain equivalent: int(F.linear(hidden, weight).argmax()); a test checks them against each other.
     They can differ only between logits equal to within fp32 rounding, which is kernel-dependent anyway.
     When the bound admits too many rows (a flat distribution) the whole head is computed in fp32.
+    `scan` keeps the fp16 logits and bounds, for callers that want the top-K and probabilities as well.
     """
 
     def __init__(self, weight, max_candidates: int = 4096):
@@ -205,22 +206,81 @@ class CertifiedArgmax:
             self.usable = bool(torch.isfinite(self.half).all())  # a weight past 65504 overflows fp16
 
     def __call__(self, hidden) -> int:
+        return self.scan(hidden).argmax()
+
+    def scan(self, hidden, softcap: float | None = None) -> "HeadScan":
+        """One hidden state through the fp16 head: logits, their error bounds (None when exact)."""
         import torch
 
         x, weight = hidden.reshape(-1).float(), self._weight().detach()
         if not self.usable or not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # past fp16's range
-            return int(torch.mv(weight, x).argmax())
+            return HeadScan(self, weight, x, torch.mv(weight, x), None, softcap)
         approx = torch.mv(self.half, x.half()).float()
         if not torch.isfinite(approx).all():  # a logit past fp16's range
-            return int(torch.mv(weight, x).argmax())
+            return HeadScan(self, weight, x, torch.mv(weight, x), None, softcap)
         bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs()) \
             + _HALF_SUBNORMAL * (x.abs().sum() + self.row_l1)
-        lowest_best = float((approx - bound).max())
-        candidates = (approx + bound >= lowest_best).nonzero().flatten()
-        if len(candidates) > self.max_candidates:
-            return int(torch.mv(weight, x).argmax())
-        exact = torch.mv(weight[candidates], x)
+        return HeadScan(self, weight, x, approx, bound, softcap)
+
+
+class HeadScan:
+    """The vocabulary head's logits for one hidden state: fp16-computed, each within `bound` of the fp32
+    value (or exact, `bound` None), refined on demand where exactness matters (the argmax, the top-K).
+
+    A row can be among the k largest fp32 logits only if its upper bound reaches the k-th largest lower
+    bound; those rows are recomputed in fp32, so the argmax and the top-K ids and logits are exact.
+    """
+
+    def __init__(self, head: CertifiedArgmax, weight, x, logits, bound, softcap: float | None):
+        self.head, self.weight, self.x, self.softcap = head, weight, x, softcap
+        self._logits, self.bound = logits, bound
+
+    def _candidates(self, k: int):
+        """Ascending ids of the rows that may be among the k largest, or None when that is too many."""
+        lower = self._logits - self.bound
+        k = min(k, len(lower))
+        kth_lower = lower.max() if k == 1 else lower.topk(k).values[-1]
+        candidates = (self._logits + self.bound >= kth_lower).nonzero().flatten()
+        return candidates if len(candidates) <= self.head.max_candidates else None
+
+    def _make_exact(self) -> None:
+        import torch
+
+        self._logits, self.bound = torch.mv(self.weight, self.x), None
+
+    def argmax(self) -> int:
+        import torch
+
+        if self.bound is None:
+            return int(self._logits.argmax())
+        candidates = self._candidates(1)
+        if candidates is None:
+            self._make_exact()
+            return int(self._logits.argmax())
+        exact = torch.mv(self.weight[candidates], self.x)
         return int(candidates[int(exact.argmax())])  # candidates ascend: exact ties go to the lowest id
+
+    def logits(self, k: int):
+        """The [vocabulary] logits, fp32-exact at every row that may be among the k largest, fp16 elsewhere.
+
+        Plain equivalent: F.linear(hidden, weight) (soft-capped like the model's forward): the top-k ids
+        and values are the same, every other logit is within its bound. `bench/trace_overhead.py` measures
+        what that does to softmax probabilities (docs/trace.md has the figure).
+        """
+        import torch
+
+        logits = self._logits
+        if self.bound is not None:
+            candidates = self._candidates(k)
+            if candidates is None:
+                self._make_exact()
+                logits = self._logits
+            else:
+                logits = logits.clone()
+                logits[candidates] = torch.mv(self.weight[candidates], self.x)
+        if self.softcap:  # monotonic, so the rows that may be in the top-k are the same after it
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 _certified_heads: dict = {}
@@ -244,16 +304,28 @@ def certified_head(model):
     return cached
 
 
+def final_logit_softcap(model) -> float | None:
+    """The soft-cap the model's forward applies to its head's logits (Gemma 2), None when there is none."""
+    config = getattr(base_model_of(model), "config", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
 # ---------------------------------------------------------------- the decode loop
 
 
 @dataclass
 class Step:
-    """One generated token: its id (also as a 1-element device tensor) and the raw logits that chose it."""
+    """One generated token: its id (also as a 1-element device tensor) and the raw logits that chose it.
+
+    On the certified greedy path `logits` is None and `head` holds the fp16 head's scan instead, from
+    which `head.logits(k)` gives logits exact where they may be among the k largest.
+    """
 
     token: int
     logits: object  # float32 [vocabulary], before temperature and top-p
     chosen: object  # int64 [1] on the model's device
+    head: HeadScan | None = None
 
 
 def cache_argument(model) -> str:
@@ -276,7 +348,8 @@ def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
     vocabulary-head pass. The caller may stop early by closing the iterator.
 
     With `need_logits=False` and a greedy sampler, a plain-head model on the CPU takes its argmax from
-    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None.
+    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None and their
+    `head` holds that scan (trace takes its top-K probabilities from it).
     """
     import torch
 
@@ -287,6 +360,7 @@ def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
     generator = sampler.generator(device)
     name = cache_argument(model)
     fast = certified_head(model) if sampler.greedy and not need_logits else None
+    softcap = final_logit_softcap(model)
     sequence = torch.tensor([prompt_ids], device=device)
     step_input, past = sequence, None
     for _ in range(max_new_tokens):
@@ -294,16 +368,17 @@ def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
             if fast is not None:
                 out = base_model_of(model).get_decoder()(input_ids=step_input, use_cache=True, **{name: past})
                 past, logits = _cache_of(out, name), None
-                token = fast(out.last_hidden_state[0, -1])
+                scan = fast.scan(out.last_hidden_state[0, -1], softcap)
+                token = scan.argmax()
                 chosen = torch.tensor([token], device=device)
             else:
-                out = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past})
+                out, scan = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past}), None
                 past = _cache_of(out, name)
                 logits = out.logits[:, -1, :].float()
                 chosen = sampler.pick(logits, generator)
                 token = int(chosen)  # the one host sync per step, as in generate's stopping check
                 logits = logits[0]
-        yield Step(token, logits, chosen)
+        yield Step(token, logits, chosen, scan)
         if token in stop_ids:
             return
         if past is None:  # a model that keeps no cache is given the whole sequence again

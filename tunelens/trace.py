@@ -6,7 +6,11 @@ probability and rank, the entropy and the top-1 minus top-2 margin, so what it h
 steps x K, never steps x vocabulary (unlike `generate(output_scores=True)`).
 
 Plain equivalent: with temperature 0, the tokens equal `model.generate(do_sample=False)`'s, and each
-step's probabilities equal softmax(model(prompt + tokens so far).logits[-1]) (tests check both).
+step's probabilities equal softmax(model(prompt + tokens so far).logits[-1]) (tests check both): exactly
+with `exact_probs`; by default a greedy trace on the CPU reads the fp16 copy of the vocabulary head that
+the certified greedy head keeps (tunelens.inference.HeadScan), with every row that may be in the top-K
+recomputed in fp32, so tokens, top-K ids and ranks are the same and probabilities differ by rounding
+only (a test bounds |dp| by 1e-3; `bench/trace_overhead.py` prints the largest seen on the real model).
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class TraceConfig:
     check_adapter: bool = option(True, CANARY_HELP)
     few_shot: int = few_shot_option()
     few_shot_index: str | None = few_shot_index_option()
+    exact_probs: bool = option(False, "Compute every probability from the fp32 vocabulary head. By default a greedy "
+                                      "trace on the CPU reads an fp16 copy of the head and recomputes the top-K "
+                                      "rows in fp32: the same tokens and top-K, probabilities within fp16 "
+                                      "rounding, and faster.")
 
     def validate(self) -> None:
         # A nucleus of mass 0 holds no token; the field's bounds are inclusive, so this end is checked here.
@@ -252,13 +260,14 @@ def _step_record(logits, chosen, top_k: int, greedy: bool):
     """Per-step statistics of the raw distribution, as small device tensors (no host sync here).
 
     Four passes over the vocabulary (softmax, entropy, top-K, and the rank only when sampling: a greedy
-    choice is the argmax, rank 1), so recording costs a few percent of a forward pass.
+    choice is the argmax, rank 1), so recording costs a few percent of a forward pass. The entropy is
+    -sum(xlogy(p, p)): the same sum as torch.special.entr, whose CPU kernel took 16 ms per step here.
     """
     import torch
 
     probs = torch.softmax(logits, dim=-1)
     top_values, top_ids = probs.topk(max(top_k, 2), dim=-1)
-    entropy = torch.special.entr(probs).sum(dim=-1)
+    entropy = -torch.xlogy(probs, probs).sum(dim=-1)
     chosen_prob = probs.gather(-1, chosen[:, None]).squeeze(-1)
     if greedy:
         rank = torch.ones_like(chosen_prob)
@@ -275,9 +284,12 @@ def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[i
     sampler = Sampler(config.temperature, config.top_p, config.seed)
     chosen_ids, stats, top_ids = [], [], []
     stop_reason = "max_new_tokens"
+    # Greedy steps may come from the certified fp16 head (step.logits None); sampling always sees fp32 logits.
+    steps = decode(model, prompt_ids, sampler, config.max_new_tokens, stop_ids, need_logits=config.exact_probs)
     with torch.inference_mode():
-        for index, step in enumerate(decode(model, prompt_ids, sampler, config.max_new_tokens, stop_ids)):
-            record, top = _step_record(step.logits[None], step.chosen, config.top_k, greedy=sampler.greedy)
+        for index, step in enumerate(steps):
+            logits = step.logits if step.logits is not None else step.head.logits(max(config.top_k, 2))
+            record, top = _step_record(logits[None], step.chosen, config.top_k, greedy=sampler.greedy)
             stats.append(record)
             top_ids.append(top)
             chosen_ids.append(step.token)

@@ -98,11 +98,15 @@ class MiniLMEmbedder:
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
 
 
+# Bumped when the export changes, so a cached file from an older export is not taken for the new one.
+EXPORT_VERSION = "fused-attention-1"
+
+
 def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32",
-                  intra_op_threads: int | None = None):
+                  intra_op_threads: int | None = None, fused: bool = True):
     """An ONNX Runtime session over the embedder's transformer, exported on first use to
     <cache>/embedders/ (keyed by the weights file) and quantized from there for int8; None when ONNX
-    Runtime is not installed."""
+    Runtime is not installed. `fused=False` gives the unfused export (bench/gate_query.py's baseline)."""
     try:
         import onnxruntime
     except ImportError:
@@ -114,7 +118,8 @@ def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32
     # Keyed by the weights file's size and mtime, not its hash: hashing 90 MB would add work to every
     # start-up, while any reinstall of the package that changes the weights changes these too.
     weights = (model_dir / "model.safetensors").stat()
-    key = hashlib.sha256(f"{weights.st_size}:{weights.st_mtime_ns}".encode()).hexdigest()[:16]
+    version = EXPORT_VERSION if fused else "plain"
+    key = hashlib.sha256(f"{weights.st_size}:{weights.st_mtime_ns}:{version}".encode()).hexdigest()[:16]
     path = cache_root() / "embedders" / f"{MINILM}-{key}.onnx"
     if not path.is_file():
         import importlib.util
@@ -123,7 +128,7 @@ def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32
             if required:
                 raise UserError("exporting the embedder for onnxruntime needs onnx: pip install onnx")
             return None
-        _export_onnx(model, path)
+        _export_onnx(model, path, fused)
     if precision == "int8":
         path = _quantized(path)
     options = onnxruntime.SessionOptions()
@@ -137,8 +142,15 @@ def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _export_onnx(model, path: Path) -> None:
-    """Export the sentence-transformers model's transformer (input ids, mask -> hidden states)."""
+def _export_onnx(model, path: Path, fused: bool = True) -> None:
+    """Export the sentence-transformers model's transformer (input ids, mask -> hidden states).
+
+    With `fused`, attention is traced in its eager form, which ONNX Runtime's BERT optimizer recognises
+    and replaces by its fused Attention, SkipLayerNormalization, BiasGelu and EmbedLayerNormalization
+    kernels (the SDPA form is not recognised, and the session's own graph optimisations fuse no
+    attention either); bench/gate_query.py measures what that saves per query. Same network: embeddings
+    agree to rounding (tests check them against sentence-transformers').
+    """
     import warnings
 
     import torch
@@ -156,30 +168,49 @@ def _export_onnx(model, path: Path) -> None:
     axes = {0: "batch", 1: "tokens"}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    attention = transformer.config._attn_implementation
     try:
+        if fused:
+            transformer.set_attn_implementation("eager")
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
             torch.onnx.export(HiddenStates(transformer), (example["input_ids"], example["attention_mask"]),
                               str(partial), input_names=["input_ids", "attention_mask"],
                               output_names=["hidden"], opset_version=17, dynamo=False,
                               dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes})
+        if fused:
+            _fuse_bert_graph(partial, transformer.config)
         os.replace(partial, path)  # atomic: a crash leaves no half-written model behind
     finally:
+        transformer.set_attn_implementation(attention)
         partial.unlink(missing_ok=True)
+
+
+def _fuse_bert_graph(path: Path, config) -> None:
+    """Rewrite an exported BERT graph in place with ONNX Runtime's fused transformer kernels."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=1, use_gpu=False)
+    optimized.save_model_to_file(str(path))
 
 
 def _quantized(fp32_path: Path) -> Path:
     """The int8 copy of an exported embedder (made once, written atomically): weights of every MatMul
-    with a constant weight matrix, per output channel (per-tensor scales lost up to 0.07 of cosine)."""
+    and fused Attention with a constant weight matrix, per output channel (per-tensor scales lost up to
+    0.07 of cosine)."""
     path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
     if path.is_file():
         return path
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial.onnx")
     try:
+        # The fused kernels are outside ONNX's shape inference: their outputs are declared float.
         quantize_dynamic(str(fp32_path), str(partial), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

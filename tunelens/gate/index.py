@@ -2,10 +2,11 @@
 
 Both backends are faiss (faiss-cpu). Exact search is `IndexFlatIP`: one SIMD pass over the rows on one
 thread, 0.3 ms at 10,000 rows, where numpy's `queries @ vectors.T` with OpenBLAS's two threads took
-1-24 ms on this shared 2-core machine (its threads contend with every other process). Above
-`ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both searches, and at
-100,000 rows it reached a higher recall than hnswlib at the settings tried (docs/gate.md has the
-figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
+1-24 ms on this shared 2-core machine (its threads contend with every other process). A single query
+scans an fp16 copy of the rows first and re-scores the best in fp32 (`ExactIndex.search`: same
+answer). Above `ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both
+searches, and at 100,000 rows it reached a higher recall than hnswlib at the settings tried
+(docs/gate.md has the figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
 similarity because rows and queries are unit vectors.
 """
 
@@ -93,14 +94,53 @@ class _FaissSearch:
         return sims, rows.astype(np.int64)
 
 
+# The fp16 scan's score error per row: fp16 rounding of each stored element (2^-11 relative) bounds it
+# by 2^-11 * ||query|| * ||row|| (Cauchy-Schwarz); twice that covers fp32 accumulation, and is kept as margin.
+_HALF_SCORE_ERROR = 2.0 ** -10
+# Rows the fp16 scan returns beyond k, so that a clear gap below the k-th score can be seen.
+HALF_SCAN_EXTRA = 32
+
+
 class ExactIndex(_FaissSearch):
-    """Every row compared with the query (faiss IndexFlatIP); no recall loss, no parameters."""
+    """Every row compared with the query (faiss IndexFlatIP); no recall loss, no parameters.
+
+    A single query (the gate's case) first scans an fp16 copy of the rows (faiss's fp16 scalar quantizer:
+    half the bytes, which matters because the embedding that precedes each search evicts the rows from
+    the cache), takes the best k + HALF_SCAN_EXTRA, and re-scores those in fp32. Every fp16 score is
+    within a bound of its fp32 one, so when the last of them is below the k-th best by twice the bound
+    no row outside them can be among the k best, and the answer is the fp32 search's; otherwise (many
+    rows within about 2e-3 of each other) the fp32 rows are scanned. Plain equivalent: IndexFlatIP's
+    search (a test checks them against each other).
+    """
 
     kind = EXACT
 
     def __init__(self, vectors: np.ndarray):
-        self.index = _faiss().IndexFlatIP(vectors.shape[1])
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        faiss = _faiss()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(vectors)
+        self.half = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16,
+                                               faiss.METRIC_INNER_PRODUCT)
+        self.half.add(vectors)
+        self.max_norm = float(np.linalg.norm(vectors, axis=1).max()) if len(vectors) else 0.0
+        self.half_scans = self.full_scans = 0  # how often the fp16 scan settled a query, for the benchmark
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # fp16 holds elements up to 65504 (gate rows are unit vectors; this keeps other callers exact).
+        if len(queries) != 1 or k < 1 or k + HALF_SCAN_EXTRA >= len(self) or self.max_norm > 6e4:
+            return super().search(queries, k)
+        query = np.ascontiguousarray(queries, dtype=np.float32)
+        with faiss_threads(1):
+            approx, rows = self.half.search(query, k + HALF_SCAN_EXTRA)
+        bound = _HALF_SCORE_ERROR * float(np.linalg.norm(query)) * self.max_norm
+        if not np.isfinite(bound) or approx[0, -1] >= approx[0, k - 1] - 2 * bound:
+            self.full_scans += 1
+            return super().search(queries, k)
+        self.half_scans += 1
+        exact = self.index.reconstruct_batch(rows[0]) @ query[0]
+        order = np.lexsort((rows[0], -exact))[:k]  # best first; exact ties by row id
+        return exact[order][None].astype(np.float32), rows[0][order][None].astype(np.int64)
 
 
     def save(self, directory: Path) -> dict:

