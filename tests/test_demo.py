@@ -27,7 +27,7 @@ def tiny_dir(tmp_path_factory):
 def tiny_config(model_dir) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
     return DemoConfig(model=str(model_dir), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
-                      pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=3, epochs=1, samples=1,
+                      pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=5, humaneval_cases=2, epochs=1, samples=1,
                       pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 
 
@@ -69,7 +69,18 @@ def test_demo_numbers_reconcile_with_the_stage_files(demo_run):
         assert (out / "adapters" / adapter / "adapter_config.json").is_file()
     assert len(rows(out / "eval" / "heldout-A30" / "results.jsonl")) == 5 * 2 * 2  # cases x models x decodings
     l4 = s["lesson4"]
-    assert l4["queries"] == 5 + 2 + 3 and sum(l4["routes"].values()) == l4["queries"]
+    # the query mix: held-out, code suite, HumanEval, 2 broken specs and their twins, off-topic
+    assert l4["queries"] == 5 + 2 + 2 + 4 + 5
+    assert {name: c["queries"] for name, c in l4["kinds"].items()} == {
+        "held-out mined": 5, "code suite": 2, "HumanEval": 2, "broken spec": 2, "clean twin": 2, "off-topic": 5}
+    assert l4["failures"] == sum(c["b_bad"] for c in l4["kinds"].values())
+    assert len(rows(out / "eval" / "humaneval-B" / "results.jsonl")) == 2 * 2  # greedy only, base and B
+    if "skipped" not in l4:  # a random model may answer too few queries well to calibrate on
+        held = l4["held_out"]
+        assert held["queries"] == l4["failures_behind"]["held_out_queries"] == sum(
+            c["queries"] for c in l4["by_kind"].values())
+        assert held["always_adapter"]["k"] == sum(c["always_adapter"]["k"] for c in l4["by_kind"].values())
+        assert set(l4["cost_ms_per_query"]) >= set(l4["auroc"])
 
 
 @slow
@@ -105,6 +116,24 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     assert again.summary["timings_s"]["train the adapters"] < 5.0  # reused, not retrained
     with pytest.raises(UserError, match="other settings"):
         run_demo(replace(tiny_config(tiny_dir), epochs=2), out)
+
+
+def test_a_saved_config_without_newer_settings_resumes_only_at_their_defaults(tmp_path):
+    from tunelens.config import config_to_dict
+    from tunelens.demo.run import _claim_run_dir
+
+    config = study()
+    saved = config_to_dict(config)
+    del saved["humaneval_cases"], saved["gate_alpha"]  # a run directory from before these settings existed
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved))
+    _claim_run_dir(tmp_path, config)  # the older run did what the defaults do: it resumes
+    assert json.loads((tmp_path / "demo-config.json").read_text()) == config_to_dict(config)
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="other settings"):
+        _claim_run_dir(tmp_path, replace(config, humaneval_cases=3))  # not what the older run did
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved | {"retired_setting": 1}))
+    with pytest.raises(UserError, match="other settings"):
+        _claim_run_dir(tmp_path, config)
 
 
 def test_profiles_and_names():

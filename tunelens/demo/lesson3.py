@@ -80,20 +80,33 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
-    setting): propensity before and after a positive-only LoRA on B's data."""
-    from tunelens.demo.runs import train_config
+    setting): propensity before and after a positive-only LoRA on B's data. An adapter an earlier run of
+    this directory trained is reused."""
     from tunelens.models import load_model
-    from tunelens.train import train
 
     cases = pushback_cases(config.pushback_cases)
     results = {}
     for spec in config.propensity_bases:
         model, tokenizer = load_model(spec, device="cpu")
         before = propensities(model, tokenizer, cases, None)
-        trained = train(train_config(config), training_b, out / "adapters" / f"B-{spec}", model=model,
-                        tokenizer=tokenizer, model_spec=spec,
-                        progress=lambda event, spec=spec: report(f"train B on {spec}", event.step, event.total_steps))
-        after = propensities(trained.model, tokenizer, cases, "default")
+        tuned = other_base_b(config, out, spec, training_b, model, tokenizer, report)
+        after = propensities(tuned, tokenizer, cases, "default")
         results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
                          "B": propensity_summary(after, cases, before, config.seed)}
     return results
+
+
+def other_base_b(config: DemoConfig, out, spec: str, training_b, model, tokenizer, report):
+    """`model` (the base `spec`) with B's adapter for it attached as "default": trained now on B's data
+    into <out>/adapters/B-<spec>, unless an earlier run of this directory left it there."""
+    from tunelens.demo.runs import train_config
+    from tunelens.models import attach_adapter
+    from tunelens.train import train
+
+    adapter_dir = out / "adapters" / f"B-{spec}"
+    if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
+        return attach_adapter(model, adapter_dir)
+    trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer,
+                    model_spec=spec,
+                    progress=lambda event: report(f"train B on {spec}", event.step, event.total_steps))
+    return trained.model

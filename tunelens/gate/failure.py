@@ -239,7 +239,7 @@ def _write(gate, calibration: OutcomeCalibration, outcomes, items, combined, hel
     atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
     atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
     atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
-        {"suite": o.suite, "case_id": o.case_id, "query": o.prompt, "adapter_bad": o.adapter_bad,
+        {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt, "adapter_bad": o.adapter_bad,
          "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
          "route": "adapter" if p >= calibration.threshold else "base", "signals": item.scores()}
         for o, item, p, h in zip(outcomes, items, combined, held)))
