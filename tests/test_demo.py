@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from tunelens.demo import DemoConfig, quick, run_demo, study
-from tunelens.demo.config import adapter_name
+from tunelens.demo.config import adapter_name, base_label
 from tunelens.errors import UserError
 from tunelens.testing import tiny_model
 
@@ -17,16 +17,18 @@ slow = pytest.mark.slow  # the whole demo on a tiny model: about a minute
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-gemma3")
-    model, tokenizer = tiny_model("gemma3")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    """A tiny Gemma 3 (the demo's base) and a tiny Llama (the second base of lesson 3 and the transfer)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    for arch in ("gemma3", "llama"):
+        model, tokenizer = tiny_model(arch)
+        model.save_pretrained(root / arch)
+        tokenizer.save_pretrained(root / arch)
+    return root
 
 
-def tiny_config(model_dir) -> DemoConfig:
+def tiny_config(root) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
-    return DemoConfig(model=str(model_dir), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
+    return DemoConfig(model=str(root / "gemma3"), propensity_bases=(str(root / "llama"),), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
                       pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=5, humaneval_cases=2, epochs=1, samples=1,
                       pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 
@@ -97,6 +99,30 @@ def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
     assert l3["cases"] == 4 and len(l3["scores"]["base"]) == 4  # 2 broken specs and their twins
     assert l3["propensity"]["base"]["broken"]["n"] == 2
     assert l3["propensity"]["C30"]["change_on_broken"]["n"] == 2
+    assert set(l3["other_bases"]) == {result.summary["config"]["propensity_bases"][0]}
+
+
+@slow
+def test_threshold_transfer_runs_the_mix_on_the_second_base(demo_run):
+    result, out = demo_run
+    s = result.summary
+    spec = s["config"]["propensity_bases"][0]
+    label = base_label(spec)
+    assert (out / "adapters" / f"B-{label}" / "adapter_config.json").is_file()
+    # the second base and its B answered the same mix, greedy only: 2 HumanEval prompts x base and B
+    assert len(rows(out / "eval" / f"humaneval-B-{label}" / "results.jsonl")) == 2 * 2
+    transfer = s["transfer"] if "skipped" not in s["transfer"] else {}
+    for experiment in transfer.values():
+        if "skipped" in experiment:
+            continue
+        assert experiment["models"] == [s["config"]["model"], spec]
+        assert {(r["signals"], r["calibrated_on"]) for r in experiment["table"]} == {
+            (signals, model) for signals in ("retrieval", "model", "all") for model in experiment["models"]}
+        for row in experiment["table"]:
+            if row["signals"] == "retrieval":  # the same index scores the same queries for both models
+                assert row["signal_names"] == ["max_similarity", "mean_similarity"]
+        assert experiment["signal_shift"]["max_similarity"]["correlation"][spec] == pytest.approx(1.0)
+        assert len(experiment["reading"]) == len(experiment["table"])
 
 
 @slow
@@ -111,9 +137,14 @@ def test_base_answers_are_shared_across_adapters(demo_run):
 @slow
 def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     result, out = demo_run
+    other_b = out / "adapters" / f"B-{base_label(str(tiny_dir / 'llama'))}" / "adapter_model.safetensors"
+    trained_at = other_b.stat().st_mtime_ns
     again = run_demo(tiny_config(tiny_dir), out)
     assert again.summary["lesson1"] == result.summary["lesson1"]
     assert again.summary["timings_s"]["train the adapters"] < 5.0  # reused, not retrained
+    without_timing = lambda l4: {k: v for k, v in l4.items() if k not in ("cost_ms_per_query", "reading")}  # noqa: E731
+    assert without_timing(again.summary["lesson4"]) == without_timing(result.summary["lesson4"])
+    assert other_b.stat().st_mtime_ns == trained_at  # the second base's B is reused too
     with pytest.raises(UserError, match="other settings"):
         run_demo(replace(tiny_config(tiny_dir), epochs=2), out)
 

@@ -10,7 +10,7 @@ the distinction, and the change from the base model is what fine-tuning did to i
 
 from __future__ import annotations
 
-from tunelens.demo.config import DemoConfig
+from tunelens.demo.config import DemoConfig, base_label
 from tunelens.demo.lesson1 import DECODINGS, metric_rate
 from tunelens.demo.runs import EvalRows, pushback_cases
 
@@ -103,7 +103,7 @@ def other_base_b(config: DemoConfig, out, spec: str, training_b, model, tokenize
     from tunelens.models import attach_adapter
     from tunelens.train import train
 
-    adapter_dir = out / "adapters" / f"B-{spec}"
+    adapter_dir = out / "adapters" / f"B-{base_label(spec)}"
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return attach_adapter(model, adapter_dir)
     trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer,

@@ -131,8 +131,6 @@ def reading(l4: dict) -> list[str]:
 
 
 def _routed_sentence(held: dict, target_coverage: float) -> str:
-    from tunelens.evaluate.stats import rate
-
     versus_b, versus_base = held["mcnemar_routed_vs_adapter"], held["mcnemar_routed_vs_base"]
     text = (f"At the threshold (coverage {held['coverage']:.0%} of the test half), bad outputs: routed "
             f"{_ci(held['routed'])}, always B {_ci(held['always_adapter'])} (McNemar p={versus_b['p_value']:.3g}), "
@@ -140,14 +138,12 @@ def _routed_sentence(held: dict, target_coverage: float) -> str:
     # In these tests "tuned" is the routed system: tuned_only counts queries only routing got right.
     better_than_b = versus_b["tuned_only"] > versus_b["base_only"] and versus_b["p_value"] < 0.05
     better_than_base = versus_base["tuned_only"] > versus_base["base_only"] and versus_base["p_value"] < 0.05
-    coverage_low = rate(round(held["coverage"] * held["queries"]), held["queries"]).low
     if better_than_b and better_than_base and held["coverage"] >= target_coverage:
         return text + ": the routed system beats both at the target coverage."
     if better_than_b or better_than_base:
         which = "B" if better_than_b else "the base model"
         return text + f": routing beats always-{which} (p < 0.05), not both."
-    return text + (": no difference these queries can show (no McNemar p < 0.05)"
-                   + (f"; coverage's interval reaches down to {coverage_low:.0%}." if coverage_low is not None else "."))
+    return text + ": no difference these queries can show (no McNemar p < 0.05)."
 
 
 def _kind_sentence(name: str, cell: dict) -> str:

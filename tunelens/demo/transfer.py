@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelens.demo.config import DemoConfig
+from tunelens.demo.config import DemoConfig, base_label
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
 
@@ -70,7 +70,7 @@ def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report)
     model = other_base_b(config, out, spec, data.training["B"], base, tokenizer, report)
     plan = [("default", name, cases, 0) for name, cases in mix_sets(config, data)]
     # PEFT names the one adapter "default"; its eval directories say which adapter it is: <set>-B-<spec>.
-    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{spec}")
+    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{base_label(spec)}")
     outcomes, _ = mix_outcomes(evals, adapter="default")
     gate = Gate.load(out / "gate")
     done = [0]
