@@ -28,8 +28,9 @@ def tiny_dir(tmp_path_factory):
 
 def tiny_config(root) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
-    return DemoConfig(model=str(root / "gemma3"), propensity_bases=(str(root / "llama"),), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
-                      pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=5, humaneval_cases=2, epochs=1, samples=1,
+    return DemoConfig(model=str(root / "gemma3"), propensity_bases=(str(root / "llama"),), mine_sources=("stdlib",),
+                      train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3), pushback_shares=(0.3,),
+                      pushback_cases=2, code_cases=2, off_topic=5, humaneval_cases=2, epochs=1, samples=1,
                       pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 
 
@@ -111,8 +112,8 @@ def test_threshold_transfer_runs_the_mix_on_the_second_base(demo_run):
     assert (out / "adapters" / f"B-{label}" / "adapter_config.json").is_file()
     # the second base and its B answered the same mix, greedy only: 2 HumanEval prompts x base and B
     assert len(rows(out / "eval" / f"humaneval-B-{label}" / "results.jsonl")) == 2 * 2
-    transfer = s["transfer"] if "skipped" not in s["transfer"] else {}
-    for experiment in transfer.values():
+    assert set(s["transfer"]) == {spec}
+    for experiment in s["transfer"].values():
         if "skipped" in experiment:
             continue
         assert experiment["models"] == [s["config"]["model"], spec]
@@ -165,6 +166,16 @@ def test_a_saved_config_without_newer_settings_resumes_only_at_their_defaults(tm
     (tmp_path / "demo-config.json").write_text(json.dumps(saved | {"retired_setting": 1}))
     with pytest.raises(UserError, match="other settings"):
         _claim_run_dir(tmp_path, config)
+
+
+def test_transfer_says_why_it_did_not_run_when_lesson4_could_not_calibrate(tmp_path):
+    from tunelens.demo.data import DemoData
+    from tunelens.demo.transfer import threshold_transfer
+
+    config = replace(study(), propensity_bases=("smollm2-135m", "other"))
+    result = threshold_transfer(config, tmp_path, DemoData(), {"skipped": "too few good answers"}, None)
+    assert set(result) == {"smollm2-135m", "other"}
+    assert all("lesson 4 did not calibrate" in cell["skipped"] for cell in result.values())
 
 
 def test_profiles_and_names():

@@ -60,7 +60,8 @@ def test_model_signal_in_other_units_does_not_transfer_but_retrieval_does():
     assert retrieval["transferred"] == retrieval["own"]  # the same numbers on both models
     shift = signal_shift([source, target])
     assert shift["max_similarity"]["kind"] == "retrieval" and shift["max_similarity"]["correlation"]["smollm2"] == 1.0
-    assert shift["prompt_perplexity"]["mean"]["smollm2"] - shift["prompt_perplexity"]["mean"]["gemma"] == pytest.approx(5)
+    means = shift["prompt_perplexity"]["mean"]
+    assert means["smollm2"] - means["gemma"] == pytest.approx(5)  # log-perplexity, e^5 times higher
 
 
 def test_conformal_recalibration_finds_a_size_and_the_reading_says_it():

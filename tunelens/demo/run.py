@@ -54,7 +54,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
         summary["lesson3"]["other_bases"] = timed("lesson 3 on other bases", lesson3.other_bases, config, out,
                                                   data.training["B"], report)
         summary["transfer"] = timed("gate threshold transfer", transfer.threshold_transfer, config, out, data,
-                                    report)
+                                    summary["lesson4"], report)
     summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["machine"] = _machine()

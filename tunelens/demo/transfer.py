@@ -19,12 +19,14 @@ from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
 
 
-def threshold_transfer(config: DemoConfig, out: Path, data: DemoData, report) -> dict:
+def threshold_transfer(config: DemoConfig, out: Path, data: DemoData, lesson4: dict, report) -> dict:
+    """Per other base: the transfer experiment between it and the demo's base, or why it could not run."""
     from tunelens.gate.transfer import transfer_experiment, transfer_reading
 
     scores_file = out / "gate" / "calibration_scores.jsonl"
-    if not scores_file.is_file():
-        return {"skipped": "lesson 4 did not calibrate the gate, so there is no threshold to transfer"}
+    if "skipped" in lesson4:
+        return {spec: {"skipped": "lesson 4 did not calibrate the gate, so there is no threshold to transfer"}
+                for spec in config.propensity_bases}
     main = _main_run(config, scores_file)
     results = {}
     for spec in config.propensity_bases:

@@ -155,7 +155,8 @@ def transfer_reading(result: dict) -> list[str]:
         needed = row["conformal"]["labelled_points_needed"]
         lines.append(
             f"{row['signals']} signals, calibrated on {row['calibrated_on']} -> applied to {row['applied_to']}: "
-            f"coverage {moved['coverage']:.0%} (own {own['coverage']:.0%}), risk {_rate(risk)} (own {_rate(own_risk)}): "
+            f"coverage {moved['coverage']:.0%} (own {own['coverage']:.0%}), "
+            f"risk {_rate(risk)} (own {_rate(own_risk)}): "
             f"{verdict}; conformal recalibration to {result['alpha']:.0%} served bad needs "
             + (f"{needed} labelled points" if needed is not None else "more labelled points than the pool holds"))
     return lines
