@@ -86,9 +86,10 @@ def base_label(spec: str) -> str:
 
 
 def quick(model: str = DEFAULT_MODEL) -> DemoConfig:
-    """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only."""
+    """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only. All eight off-topic
+    questions: at 48 tokens B's code answers mostly fail, and lesson 4 needs good answers to calibrate on."""
     return DemoConfig(model=model, train_pairs=24, heldout=6, contamination_rates=(0.3,), pushback_cases=4,
-                      code_cases=3, off_topic=4, humaneval_cases=3, epochs=1, samples=0, pair_tokens=96, max_new_tokens=48,
+                      code_cases=3, off_topic=8, humaneval_cases=3, epochs=1, samples=0, pair_tokens=96, max_new_tokens=48,
                       trace_prompts=6)
 
 
