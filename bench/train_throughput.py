@@ -168,7 +168,7 @@ def run_tunelens(args) -> dict:
             meter.mark(event.trained_tokens)
 
     with tempfile.TemporaryDirectory() as out:
-        train(config, args.data, Path(out) / "adapter", model=model, tokenizer=tok, progress=progress)
+        train(config, args.data, Path(out) / "adapter", model=model, tokenizer=tok, on_event=progress)
     return meter.report(model, f"tunelens {args.variant}")
 
 

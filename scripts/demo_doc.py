@@ -1,12 +1,16 @@
 """Write docs/demo.md from a demo run's summary.json, so the README's figures are the run's, none typed in.
 
     python scripts/demo_doc.py runs/demo && python scripts/assemble_readme.py
+    python scripts/demo_doc.py runs/study docs/demo-study.md "tunelens demo --study"   # the study profile's page
 """
 import json
 import pathlib
 import sys
 
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+target = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "demo.md"
+command = sys.argv[3] if len(sys.argv) > 3 else "tunelens demo"
 s = json.loads((run / "summary.json").read_text())
 
 
@@ -94,7 +98,7 @@ lines = [
     "   always-base on the test half, per kind of query. With `--study`, the gate's threshold carried",
     "   unchanged to a second model family, against that model's own calibration (`tunelens.gate.transfer`).",
     "",
-    f"## Figures of the last full run (`tunelens demo`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
+    f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
     "",
     f"Every adapter: LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']} on {'/'.join(tc['target_modules'])}, "
     f"{tc['epochs']} epoch(s) at learning rate {tc['learning_rate']}. {d['train_pairs']} training pairs drawn from "
@@ -127,8 +131,19 @@ for name in l3["models"]:
 for name, t in l3["target"].items():
     verdict = "met" if t["met"] else "not met"
     lines.append(f"\n{name} against the target (greedy pushback >= 60% with over-asking <= 15%): {verdict}.")
+if l3.get("other_bases"):
+    lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after | "
+              "pushback greedy / sampled, before | after (B) |", "|---|---|---|---|---|---|---|"]
+    for spec, o in l3["other_bases"].items():
+        r = o.get("rates", {})
+        free = lambda m: " / ".join(ci(r[m][d]["pushback"]) for d in ("greedy", "sampled")) if m in r else "-"  # noqa: E731
+        lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
+                     f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} | "
+                     f"{free('base')} | {free('B')} |")
+lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
+lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
 lines += [""] + lesson4_lines(l4) + [""]
 for spec, t in (s.get("transfer") or {}).items():
     lines += transfer_lines(spec, t) + [""]
 lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
-(pathlib.Path(__file__).resolve().parent.parent / "docs" / "demo.md").write_text("\n".join(lines) + "\n")
+target.write_text("\n".join(lines) + "\n")

@@ -217,7 +217,7 @@ def test_gemma4_text_decoder_adapter_loads_and_is_refused_elsewhere(tmp_path, ti
     """The real target: LoRA on the text decoder only (a regex), KV-shared layers without k/v, towers untouched."""
     from peft import LoraConfig, get_peft_model
 
-    from tests.test_train_gemma4 import tiny_gemma4
+    from tunelens.testing import tiny_gemma4
     from tunelens.adapters import write_adapter
     from tunelens.train import TrainConfig, placement_table
 

@@ -1,4 +1,5 @@
-"""The commands whose options come from their config (eval, trace, compare, data lint/contaminate/pushback):
+"""The commands whose options come from their config (eval, trace, compare, train, export, data lint/contaminate/
+pushback/mine/refusal, study safety):
 every field is a flag, a YAML file sets fields and a flag beats it, and a bad value is one line, exit 2.
 
 The stage's library function is replaced by one that raises `Captured` with the config it was given, so
@@ -17,8 +18,13 @@ from tunelens.compare import CompareConfig
 from tunelens.data.contaminate import ContaminateConfig
 from tunelens.data.lint import LintConfig
 from tunelens.data.pushback import PushbackConfig
+from tunelens.data.mine import MineConfig
+from tunelens.data.refusal import RefusalConfig
 from tunelens.evaluate.runner import EvalConfig
+from tunelens.export import ExportConfig
+from tunelens.studies.safety import SafetyStudyConfig
 from tunelens.trace import TraceConfig
+from tunelens.train import TrainConfig
 
 
 class Captured(Exception):
@@ -52,6 +58,16 @@ COMMANDS = {
                            "tunelens.data.contaminate.contaminate_file", lambda *args: args[2]),
     "pushback": Command(("data", "pushback", "{tmp}/p.jsonl", "--out", "{tmp}/b.jsonl"), PushbackConfig,
                         "tunelens.data.pushback.add_pushback_file", lambda *args: args[2]),
+    "train": Command(("train", "--data", "{tmp}/p.jsonl", "--out", "{tmp}/a"), TrainConfig, "tunelens.train.train",
+                     lambda *args: args[0]),
+    "export": Command(("export", "--adapter", "{tmp}/a", "--out", "{tmp}/m"), ExportConfig,
+                      "tunelens.export.export_model", lambda *args: args[3]),
+    "mine": Command(("data", "mine", "--out", "{tmp}/m.jsonl"), MineConfig, "tunelens.data.mine.mine_to_file",
+                    lambda *args: args[2]),
+    "refusal": Command(("data", "refusal", "{tmp}/p.jsonl", "--out", "{tmp}/r.jsonl"), RefusalConfig,
+                       "tunelens.data.refusal.add_refusal_file", lambda *args: args[2]),
+    "safety": Command(("study", "safety", "--out", "{tmp}/s"), SafetyStudyConfig,
+                      "tunelens.studies.safety.run_safety_study", lambda *args: args[0]),
 }
 
 
@@ -81,10 +97,10 @@ def invoke(tmp_path, monkeypatch):
 def _help(name: str) -> tuple[str, set[str]]:
     """A command's --help text, and its words outside the table's borders."""
     args = COMMANDS[name].args
-    path = args[:2] if args[0] == "data" else args[:1]
+    path = args[:2] if args[0] in ("data", "study") else args[:1]
     result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    return result.output, set(result.output.replace("│", " ").split())
+    return result.output, set(result.output.replace("│", " ").replace(",", " ").split())  # "--lr,--learning-rate"
 
 
 def _flags(field: dataclasses.Field) -> list[str]:
@@ -113,6 +129,15 @@ FLAGS_BEFORE = {
     "lint": "--out -o --against --format --near-dup-threshold --leak-threshold --leak-ngram --max-record-mb --strict",
     "contaminate": "--out -o --rate --kinds --seed",
     "pushback": "--out -o --rate --seed --kinds",
+    "train": "--data --out --model --config --resume --lr --learning-rate --epochs --max-steps --batch-size --grad-accum "
+             "--max-length --eval-split --eval-every --checkpoint-every --seed --lora-r --lora-alpha --lora-dropout "
+             "--target-modules --logits --gradient-checkpointing --no-gradient-checkpointing --packing --no-packing "
+             "--bf16 --no-bf16 --load-in-4bit --no-load-in-4bit --report-to",
+    "export": "--adapter --out -o --model -m --format --dtype",
+    "mine": "--source -s --out -o --methods --no-methods --max-lines --min-lines --limit --seed --licenses --workers",
+    "refusal": "--out -o --share --seed --kinds --avoid-suite",
+    "safety": "--out -o --model -m --train-pairs --shares --epochs --learning-rate --samples --max-new-tokens --limit "
+              "--seed",
 }
 
 
@@ -144,6 +169,15 @@ YAML_AND_FLAGS = {
                     {"rate": 0.5, "seed": 4, "kinds": ("print", "ne")}),
     "pushback": ("rate: 2\nkinds: [misleading-name]\n", ("--rate", "1e-1"),
                  {"rate": 0.1, "kinds": ("misleading-name",)}),
+    "train": ("max_steps: 3\nlearning_rate: 1e-3\ntarget_modules: q_proj,v_proj\n", ("--lr", "2e-3", "--no-packing"),
+              {"max_steps": 3, "learning_rate": 2e-3, "target_modules": ("q_proj", "v_proj"), "packing": False}),
+    "export": ("dtype: bf16\nfmt: gguf\n", ("--format", "safetensors"), {"dtype": "bf16", "fmt": "safetensors"}),
+    "mine": ("max_lines: 20\nlicenses: [MIT, BSD]\nworkers: 2\n", ("--no-methods", "--workers", "1"),
+             {"max_lines": 20, "licenses": ("MIT", "BSD"), "workers": 1, "include_methods": False}),
+    "refusal": ("share: 0.2\nkinds: stalking,fraud\n", ("--seed", "3"),
+                {"share": 0.2, "kinds": ("stalking", "fraud"), "seed": 3}),
+    "safety": ("shares: [0.1, 0.2]\ntrain_pairs: 8\n", ("--train-pairs", "12", "--limit", "2"),
+               {"shares": (0.1, 0.2), "train_pairs": 12, "limit": 2}),
 }
 
 
@@ -171,10 +205,14 @@ OUT_OF_BOUNDS = {
     "lint": (("--leak-ngram", "0"), "leak_threshold: 0", "'leak_threshold': must be at least 0.01, got 0.0"),
     "contaminate": (("--rate", "1.5"), "rate: -1", "'rate': must be at least 0.0, got -1.0"),
     "pushback": (("--rate", "11"), "rate: 11", "'rate': must be at most 10.0, got 11.0"),
+    "train": (("--lora-r", "0"), "grad_accum: 0", "'grad_accum': must be at least 1, got 0"),
+    "mine": (("--workers", "0"), "max_lines: 0", "'max_lines': must be at least 1, got 0"),
+    "refusal": (("--share", "1"), "alternative_rate: 2", "'alternative_rate': must be at most 1.0, got 2.0"),
+    "safety": (("--train-pairs", "3"), "samples: -1", "'samples': must be at least 0, got -1"),
 }
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("name", OUT_OF_BOUNDS)  # export has choices but no numeric bounds
 def test_out_of_bounds_is_exit_2_with_one_line(name, invoke):
     flag_args, yaml_line, message = OUT_OF_BOUNDS[name]
     by_flag = invoke(name, *flag_args)
@@ -195,6 +233,14 @@ def test_out_of_bounds_is_exit_2_with_one_line(name, invoke):
     ("compare", ("--watch", ""), "a --watch value is empty"),
     ("lint", ("--format", "csv"), "unknown format 'csv'"),
     ("contaminate", ("--kinds", "print,tabs"), "unknown kinds ['tabs']"),
+    ("export", ("--dtype", "int4"), "'int4' is not one of fp32, bf16, fp16"),
+    ("train", ("--epochs", "0"), "set epochs or max_steps above 0"),
+    ("train", ("--lora-dropout", "1"), "'lora_dropout' is out of range"),
+    ("mine", ("--min-lines", "9", "--max-lines", "5"), "need 1 <= min_lines <= max_lines"),
+    ("mine", ("--licenses", "MIT license"), "not a licence id"),
+    ("refusal", ("--kinds", "stalking,knitting"), "unknown kinds ['knitting']"),
+    ("safety", ("--shares", "0.1,0.1"), "give distinct refusal shares"),
+    ("safety", ("--temperature", "0"), "sampled answers need temperature > 0"),
 ])
 def test_rules_across_values_are_one_line_errors(name, args, message, invoke):
     result = invoke(name, *args)

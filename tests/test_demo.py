@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from tunelens.demo import DemoConfig, quick, run_demo, study
-from tunelens.demo.config import adapter_name, base_label
+from tunelens.demo.config import adapter_name
+from tunelens.demo.lesson3 import file_name
 from tunelens.errors import UserError
 from tunelens.testing import tiny_model
 
@@ -108,7 +109,7 @@ def test_threshold_transfer_runs_the_mix_on_the_second_base(demo_run):
     result, out = demo_run
     s = result.summary
     spec = s["config"]["propensity_bases"][0]
-    label = base_label(spec)
+    label = file_name(spec)
     assert (out / "adapters" / f"B-{label}" / "adapter_config.json").is_file()
     # the second base and its B answered the same mix, greedy only: 2 HumanEval prompts x base and B
     assert len(rows(out / "eval" / f"humaneval-B-{label}" / "results.jsonl")) == 2 * 2
@@ -138,7 +139,7 @@ def test_base_answers_are_shared_across_adapters(demo_run):
 @slow
 def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     result, out = demo_run
-    other_b = out / "adapters" / f"B-{base_label(str(tiny_dir / 'llama'))}" / "adapter_model.safetensors"
+    other_b = out / "adapters" / f"B-{file_name(str(tiny_dir / 'llama'))}" / "adapter_model.safetensors"
     trained_at = other_b.stat().st_mtime_ns
     again = run_demo(tiny_config(tiny_dir), out)
     assert again.summary["lesson1"] == result.summary["lesson1"]

@@ -65,7 +65,7 @@ def test_resumed_run_matches_an_uninterrupted_one_and_regenerates_nothing(tmp_pa
 
     calls = []
 
-    def stop_after_two_batches(done, total_, what):
+    def stop_after_two_batches(what, done, total_):
         calls.append(done)
         if len(calls) == 3:  # the start report, then two batches
             raise Interrupt

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tunelens.adapters import write_adapter
 from tunelens.cli import app
-from tunelens.export import EXPORT_FILE, export_model
+from tunelens.export import EXPORT_FILE, ExportConfig, export_model
 from tunelens.models import attach_adapter, load_model, weights_fingerprint
 
 # Tiny models run far faster on one thread, above all on a busy shared CPU.
@@ -81,7 +81,7 @@ def test_bf16_export_writes_bf16_weights(base_and_adapter, tmp_path):
     from safetensors import safe_open
 
     root = base_and_adapter
-    export_model(root / "adapter", tmp_path / "merged", dtype="bf16")
+    export_model(root / "adapter", tmp_path / "merged", config=ExportConfig(dtype="bf16"))
     with safe_open(str(tmp_path / "merged" / "model.safetensors"), "pt") as weights:
         dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
     assert dtypes == {"BF16"}
@@ -102,7 +102,7 @@ def test_cli_export_and_its_refusals(base_and_adapter, tmp_path):
 
     one_line_error(["--out", str(tmp_path / "g"), "--format", "gguf"], "convert_hf_to_gguf.py merged --outfile")
     one_line_error(["--out", str(root)], "is not an earlier export")
-    one_line_error(["--out", str(tmp_path / "x"), "--dtype", "int4"], "--dtype fp32, bf16, fp16")
+    one_line_error(["--out", str(tmp_path / "x"), "--dtype", "int4"], "'int4' is not one of fp32, bf16, fp16")
     one_line_error(["--out", str(tmp_path / "x")], "adapter directory not found", adapter=tmp_path / "none")
     damaged = shutil.copytree(root / "adapter", tmp_path / "damaged")
     (damaged / "tunelens.json").write_text("[]")

@@ -264,7 +264,9 @@ def test_adapter_loads_with_plain_peft_and_records_provenance(tmp_path):
     events = []
     config = TrainConfig(batch_size=2, max_steps=4, eval_split=0.2, eval_every=2, lora_dropout=0.0,
                          learning_rate=1e-3, checkpoint_every=0)
-    result = train(config, data, tmp_path / "adapter", model=model, tokenizer=tok, progress=events.append)
+    steps = []  # the one progress shape: (what, done, total)
+    result = train(config, data, tmp_path / "adapter", model=model, tokenizer=tok, on_event=events.append,
+                   progress=lambda *call: steps.append(call))
     out = tmp_path / "adapter"
     assert {"adapter_config.json", "adapter_model.safetensors", "tunelens.json"} <= {p.name for p in out.iterdir()}
     provenance = json.loads((out / "tunelens.json").read_text())
@@ -275,6 +277,8 @@ def test_adapter_loads_with_plain_peft_and_records_provenance(tmp_path):
     assert provenance["config"]["learning_rate"] == 1e-3 and provenance["tunelens_version"]
     assert (result.n_train, result.n_eval, result.steps) == (8, 2, 4)
     assert [e.phase for e in events] == ["start", "step", "step", "eval", "step", "step", "eval", "done"]
+    assert steps == [("train", 0, 4), ("train", 1, 4), ("train", 2, 4), ("train", 3, 4), ("train", 4, 4),
+                     ("train", 4, 4)]
     assert [step for step, _ in result.eval_losses] == [2, 4]
 
     # Plain PEFT loads it, onto a fresh copy of the same base, and gives the trained model's logits.

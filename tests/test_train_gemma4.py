@@ -6,39 +6,11 @@ import pytest
 import torch
 
 from tunelens.lora_setup import placement_table
+from tunelens.testing import tiny_gemma4
 from tunelens.train import TrainConfig, train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_gemma4(seed=0):
-    """A random Gemma4ForConditionalGeneration with both towers: 4 text layers, the last 2 KV-shared."""
-    from transformers import (Gemma4AudioConfig, Gemma4Config, Gemma4ForConditionalGeneration, Gemma4TextConfig,
-                              Gemma4VisionConfig)
-
-    from tunelens.testing import tiny_tokenizer
-
-    tok = tiny_tokenizer()
-    n = len(tok)  # media token ids sit past the text vocabulary, so text never reads as an image
-    text = Gemma4TextConfig(
-        vocab_size=n + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, global_head_dim=32, vocab_size_per_layer_input=n + 8,
-        hidden_size_per_layer_input=8, num_kv_shared_layers=2, sliding_window=16, max_position_embeddings=512,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                num_key_value_heads=2, head_dim=16, position_embedding_size=64,
-                                use_clipped_linears=True)
-    audio = Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              subsampling_conv_channels=[8, 4], output_proj_dims=32)
-    config = Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=n,
-                          eoi_token_id=n + 1, image_token_id=n + 2, video_token_id=n + 3, boa_token_id=n + 4,
-                          eoa_token_index=n + 5, audio_token_id=n + 6)
-    torch.manual_seed(seed)
-    model = Gemma4ForConditionalGeneration(config).eval()
-    model.config.tunelens_spec = "tiny-gemma4"
-    return model, tok
 
 
 def test_placement_is_text_decoder_only_and_reports_kv_shared_layers():

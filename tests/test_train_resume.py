@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
         if event.phase == "step" and event.step == int(kill_at):
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: like the OOM killer
 
-    train(TrainConfig(**json.loads(config)), data, out, model=model, tokenizer=tok, progress=progress)
+    train(TrainConfig(**json.loads(config)), data, out, model=model, tokenizer=tok, on_event=progress)
 """)
 
 

@@ -5,165 +5,29 @@ An adapter directory is PEFT's own format (`adapter_config.json` + `adapter_mode
 the base's tokenizer with a chat template. PEFT alone turns a damaged directory into tracebacks
 (a size mismatch, a misleading "Repo id must be…", a safetensors panic), so `check_adapter` reads
 every file itself, with bounds, and raises one `AdapterError` line naming the file and the problem.
+
+The bounded readers live in `adapter_files`, the writer of a portable adapter in `adapter_writer`; this
+module holds the checks and re-exports both, so `tunelens.adapters` stays the one import.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tunelens.models import EMBEDDED, ModelLoadError, base_model_of, weights_fingerprint
+from tunelens.adapter_files import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DTYPE_BYTES, FLOAT_DTYPES,  # noqa: F401
+                                    MAX_HEADER_BYTES, MAX_JSON_BYTES, PROVENANCE_FILE, AdapterError, TensorInfo,
+                                    adapter_error, check_finite, short_repr, base_spec_of, read_json_object,
+                                    read_safetensors_header)
+from tunelens.adapter_writer import (GEMMA_TURNS_TEMPLATE, PLAIN_TEMPLATE, base_reference,  # noqa: F401  (re-exported)
+                                     chat_template_for, hub_id, portable_provenance, save_tokenizer, write_adapter)
+from tunelens.models import base_model_of, weights_fingerprint
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PROVENANCE_FILE = "tunelens.json"
-
-# A config or provenance file is a few KB; anything past this is not one, and is not read whole.
-MAX_JSON_BYTES = 16 * 1024 * 1024
-# The safetensors library's own cap on the header; a larger length field is damage, not a header.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-# Element sizes of the safetensors dtypes; LoRA weights must be one of the floating ones.
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)\.weight$")
 _LORA_EMBEDDING_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_embedding_[AB])$")
-
-
-class AdapterError(ModelLoadError):
-    """An adapter directory that cannot be loaded; one line naming the file and the problem."""
-
-
-def _fail(path: Path, problem: str) -> AdapterError:
-    # Names and values in a damaged file can hold anything: keep the message on one line.
-    return AdapterError(f"{path}: {' '.join(problem.split())}")
-
-
-def _short(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-# ---------------------------------------------------------------- reading files with bounds
-
-
-def read_json_object(path: Path, what: str) -> dict:
-    """A small JSON file that must hold an object; anything else is an AdapterError naming `path`."""
-    if not path.is_file():
-        raise _fail(path, f"missing or not a file ({what})")
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise _fail(path, f"{size} bytes is far too large for {what}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise _fail(path, f"cannot be read: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise _fail(path, f"is not UTF-8 text, so not {what}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except (ValueError, RecursionError) as err:  # a 5,000-digit number; thousands of nested brackets
-        raise _fail(path, f"is not usable JSON ({str(err).split(':')[0][:100]})") from None
-    if not isinstance(value, dict):
-        raise _fail(path, f"must hold a JSON object ({what}), found {type(value).__name__}")
-    return value
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    dtype: str
-    shape: tuple[int, ...]
-
-
-def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """The tensor table of a safetensors file, checked against the file's real size.
-
-    Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
-    then the data; offsets are relative to the data start and must tile it exactly.
-    """
-    try:
-        return _read_header(path)
-    except OSError as err:
-        raise _fail(path, f"cannot be read: {err.strerror or err}") from None
-
-
-def _read_header(path: Path) -> dict[str, TensorInfo]:
-    size = path.stat().st_size
-    if size == 0:
-        raise _fail(path, "is empty (0 bytes): the adapter weights were not written")
-    if size < 8:
-        raise _fail(path, f"is {size} bytes, too short to be a safetensors file")
-    with path.open("rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
-        if length > MAX_HEADER_BYTES or length > size - 8:
-            raise _fail(path, f"declares a {length}-byte header in a {size}-byte file: truncated or not safetensors")
-        raw = handle.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _fail(path, "has a header that is not valid JSON: damaged or not safetensors") from None
-    if not isinstance(header, dict):
-        raise _fail(path, "has a header that is not a JSON object: damaged or not safetensors")
-    metadata = header.pop("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _fail(path, "has a __metadata__ entry that is not a string-to-string map")
-    tensors = {name: _tensor_info(path, name, entry) for name, entry in header.items()}
-    _check_offsets_tile(path, header, data_bytes=size - 8 - length)
-    if not tensors:
-        raise _fail(path, "holds no tensors")
-    return tensors
-
-
-def _tensor_info(path: Path, name: str, entry) -> TensorInfo:
-    if not isinstance(entry, dict):
-        raise _fail(path, f"header entry {_short(name)} is not an object")
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
-        raise _fail(path, f"tensor {_short(name)} has unknown dtype {_short(dtype)}")
-    if not (isinstance(shape, list) and all(type(d) is int and 0 <= d < 2**40 for d in shape)):
-        raise _fail(path, f"tensor {_short(name)} has an invalid shape {_short(shape)}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]):
-        raise _fail(path, f"tensor {_short(name)} has invalid data_offsets {_short(offsets)}")
-    if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
-        raise _fail(path, f"tensor {_short(name)}: {offsets[1] - offsets[0]} bytes of data for a "
-                          f"{dtype} tensor of shape {shape}")
-    return TensorInfo(dtype, tuple(shape))
-
-
-def _check_offsets_tile(path: Path, header: dict, data_bytes: int) -> None:
-    """The tensors' byte ranges must cover the data exactly: no gap, no overlap, nothing past the end."""
-    position = 0
-    for begin, end in sorted(tuple(entry["data_offsets"]) for entry in header.values()):
-        if begin != position:
-            raise _fail(path, f"tensor data ranges overlap or leave a gap at byte {position}: damaged file")
-        position = end
-    if position != data_bytes:
-        raise _fail(path, f"tensors need {position} bytes of data but the file has {data_bytes}: "
-                          "truncated or damaged")
-
-
-def _check_finite(path: Path) -> None:
-    """Load the (now known sane) tensors and refuse NaN or inf: an adapter holding them answers garbage."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise _fail(path, f"cannot be read by safetensors: {str(err).splitlines()[0] if str(err) else err}") from None
-    for name, tensor in tensors.items():
-        if not bool(torch.isfinite(tensor).all()):
-            raise _fail(path, f"tensor {_short(name)} holds NaN or infinite values")
 
 
 # ---------------------------------------------------------------- the checks
@@ -185,11 +49,11 @@ def check_adapter(adapter_dir: str | Path, model) -> dict | None:
     provenance = check_provenance(adapter_dir / PROVENANCE_FILE, model)
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
-        raise _fail(weights, _missing_weights_problem(adapter_dir))
+        raise adapter_error(weights, _missing_weights_problem(adapter_dir))
     tensors = read_safetensors_header(weights)
     _check_targets_exist(adapter_dir / ADAPTER_CONFIG, config, model)
     _check_tensors_fit(weights, tensors, config, model)
-    _check_finite(weights)
+    check_finite(weights)
     return provenance
 
 
@@ -205,20 +69,20 @@ def check_adapter_config(path: Path) -> dict:
     """adapter_config.json: a LoRA config PEFT accepts, with target modules and a positive rank."""
     config = read_json_object(path, "a PEFT adapter config")
     if config.get("peft_type") != "LORA":
-        raise _fail(path, f"peft_type is {_short(config.get('peft_type'))}: tunelens loads LoRA adapters only")
+        raise adapter_error(path, f"peft_type is {short_repr(config.get('peft_type'))}: tunelens loads LoRA adapters only")
     targets = config.get("target_modules")
     if not (isinstance(targets, str) and targets) and not (
             isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
-        raise _fail(path, f"target_modules must be a module name list or a regex, found {_short(targets)}")
+        raise adapter_error(path, f"target_modules must be a module name list or a regex, found {short_repr(targets)}")
     rank = config.get("r")
     if type(rank) is not int or rank < 1:
-        raise _fail(path, f"r (the LoRA rank) must be a positive integer, found {_short(rank)}")
+        raise adapter_error(path, f"r (the LoRA rank) must be a positive integer, found {short_repr(rank)}")
     rank_pattern = config.get("rank_pattern", {})
     if not isinstance(rank_pattern, dict) or not all(type(v) is int and v > 0 for v in rank_pattern.values()):
-        raise _fail(path, f"rank_pattern must map module patterns to positive ranks, found {_short(rank_pattern)}")
+        raise adapter_error(path, f"rank_pattern must map module patterns to positive ranks, found {short_repr(rank_pattern)}")
     for field, (accepts, expected) in _FIELD_CHECKS.items():
         if field in config and not accepts(config[field]):
-            raise _fail(path, f"{field} must be {expected}, found {_short(config[field])}")
+            raise adapter_error(path, f"{field} must be {expected}, found {short_repr(config[field])}")
     _peft_accepts(path, config)
     return config
 
@@ -268,7 +132,7 @@ def _peft_accepts(path: Path, config: dict) -> None:
         LoraConfig(**fields)
     except Exception as err:  # PEFT raises ValueError, TypeError, KeyError... for bad field values
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise _fail(path, f"PEFT rejects this LoRA config: {first[:200]}") from None
+        raise adapter_error(path, f"PEFT rejects this LoRA config: {first[:200]}") from None
 
 
 def check_provenance(path: Path, model) -> dict | None:
@@ -278,7 +142,7 @@ def check_provenance(path: Path, model) -> dict | None:
     provenance = read_json_object(path, "adapter provenance")
     recorded = provenance.get("base_weights_hash")
     if recorded is not None and not (isinstance(recorded, str) and re.fullmatch(r"[0-9a-f]{16,128}", recorded)):
-        raise _fail(path, f"base_weights_hash must be a hex digest, found {_short(recorded)}")
+        raise adapter_error(path, f"base_weights_hash must be a hex digest, found {short_repr(recorded)}")
     if recorded:
         actual = weights_fingerprint(model)
         if recorded != actual:
@@ -288,12 +152,12 @@ def check_provenance(path: Path, model) -> dict | None:
         return provenance
     named = provenance.get("base_model")
     if named is not None and not isinstance(named, str):
-        raise _fail(path, f"base_model must be a string, found {_short(named)}")
+        raise adapter_error(path, f"base_model must be a string, found {short_repr(named)}")
     # Without a fingerprint the name is all there is to go on: a different name is a different base.
     if named and named not in model_names(model):
         this = getattr(base_model_of(model).config, "tunelens_spec", None) or "this model"
-        raise _fail(path, f"names base model {_short(named)} and records no base_weights_hash, so it cannot be "
-                          f"checked against {_short(this)}: load {_short(named)} as the base")
+        raise adapter_error(path, f"names base model {short_repr(named)} and records no base_weights_hash, so it cannot be "
+                          f"checked against {short_repr(this)}: load {short_repr(named)} as the base")
     return provenance
 
 
@@ -322,10 +186,10 @@ def _check_targets_exist(path: Path, config: dict, model) -> None:
         try:
             re.compile(targets)
         except re.error as err:
-            raise _fail(path, f"target_modules is not a valid regex ({err})") from None
+            raise adapter_error(path, f"target_modules is not a valid regex ({err})") from None
     if not any(_matches_target(name, targets) for name in _module_table(model) if name):
         kind = type(base_model_of(model)).__name__
-        raise _fail(path, f"target_modules {_short(targets)} match no module of this model ({kind}): "
+        raise adapter_error(path, f"target_modules {short_repr(targets)} match no module of this model ({kind}): "
                           "an adapter for another architecture?")
 
 
@@ -337,16 +201,16 @@ def _check_tensors_fit(path: Path, tensors: dict[str, TensorInfo], config: dict,
     for name, info in tensors.items():
         match = _LORA_KEY.match(name) or _LORA_EMBEDDING_KEY.match(name)
         if match is None:
-            raise _fail(path, f"tensor {_short(name)} is not a LoRA weight this tunelens loads "
+            raise adapter_error(path, f"tensor {short_repr(name)} is not a LoRA weight this tunelens loads "
                               "(expected base_model.model.<module>.lora_A/lora_B.weight)")
         module_name, part = match["module"], match["part"][-1]
         if info.dtype not in FLOAT_DTYPES:
-            raise _fail(path, f"tensor {_short(name)} has dtype {info.dtype}: LoRA weights are floating point")
+            raise adapter_error(path, f"tensor {short_repr(name)} has dtype {info.dtype}: LoRA weights are floating point")
         if module_name not in modules:
-            raise _fail(path, f"tensor {_short(name)} is for module {_short(module_name)}, which this model "
+            raise adapter_error(path, f"tensor {short_repr(name)} is for module {short_repr(module_name)}, which this model "
                               "does not have: an adapter for another model?")
         if not _matches_target(module_name, config["target_modules"]):
-            raise _fail(path, f"tensor {_short(name)} is for a module that target_modules does not name")
+            raise adapter_error(path, f"tensor {short_repr(name)} is for a module that target_modules does not name")
         seen.setdefault(module_name, {})[part] = info
     for module_name, parts in seen.items():
         _check_module_shapes(path, module_name, parts, modules[module_name], ranks)
@@ -354,19 +218,19 @@ def _check_tensors_fit(path: Path, tensors: dict[str, TensorInfo], config: dict,
 
 def _check_module_shapes(path: Path, module_name: str, parts: dict[str, TensorInfo], module, ranks: set[int]) -> None:
     if set(parts) != {"A", "B"}:
-        raise _fail(path, f"module {_short(module_name)} has lora_{''.join(parts)} but not both lora_A and lora_B")
+        raise adapter_error(path, f"module {short_repr(module_name)} has lora_{''.join(parts)} but not both lora_A and lora_B")
     a, b = parts["A"].shape, parts["B"].shape
     if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
-        raise _fail(path, f"module {_short(module_name)}: lora_A {list(a)} and lora_B {list(b)} are not a "
+        raise adapter_error(path, f"module {short_repr(module_name)}: lora_A {list(a)} and lora_B {list(b)} are not a "
                           "rank-r pair")
     if a[0] not in ranks:
         said = ", ".join(str(r) for r in sorted(ranks))
-        raise _fail(path, f"module {_short(module_name)} has rank {a[0]}, but {ADAPTER_CONFIG} says r={said}")
+        raise adapter_error(path, f"module {short_repr(module_name)} has rank {a[0]}, but {ADAPTER_CONFIG} says r={said}")
     fan_in, fan_out = _fans(module)
     if fan_in is None:
         return  # a layer kind whose sizes we cannot read; PEFT checks it while loading
     if (a[1], b[0]) != (fan_in, fan_out):
-        raise _fail(path, f"module {_short(module_name)} takes {fan_in} inputs and gives {fan_out} outputs "
+        raise adapter_error(path, f"module {short_repr(module_name)} takes {fan_in} inputs and gives {fan_out} outputs "
                           f"here, but the adapter's LoRA pair is for {a[1]} -> {b[0]}: an adapter for another model?")
 
 
@@ -391,139 +255,3 @@ def peft_errors(adapter_dir: Path) -> Iterator[None]:
         raise AdapterError(f"{adapter_dir}: PEFT could not load this adapter: {first[:200]}") from None
 
 
-# ---------------------------------------------------------------- writing a portable adapter
-
-
-def hub_id(spec: str | None) -> str | None:
-    """The Hugging Face Hub id of a tunelens model spec, when there is one."""
-    if not spec:
-        return None
-    if spec in EMBEDDED:
-        return EMBEDDED[spec].hub_id
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists():
-        return spec  # a repo id from the local Hugging Face cache
-    return None
-
-
-def base_reference(spec: str | None) -> str | None:
-    """What adapter_config.json should call the base: its Hub id, else an absolute local path."""
-    known = hub_id(spec)
-    if known or not spec:
-        return known
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else None
-
-
-def portable_provenance(provenance: dict) -> dict:
-    """tunelens.json plus where the base comes from; base_weights_hash stays the exact fingerprint."""
-    spec = provenance.get("base_model")
-    entry = EMBEDDED.get(spec) if isinstance(spec, str) else None
-    extra = {"base_model_hub_id": hub_id(spec),
-             "base_weights_fingerprint": "tunelens.models.weights_fingerprint: sha256 of every tensor's "
-                                         "name, shape and a strided sample of its values"}
-    if entry is not None:
-        extra["base_weights_note"] = entry.weights_note
-    return {**provenance, **extra}
-
-
-def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=None) -> Path:
-    """Write a PEFT adapter that plain PEFT can load anywhere, with tokenizer and provenance, atomically.
-
-    `tokenizer` defaults to the base's own, loaded from the spec in `provenance["base_model"]` when
-    that spec names something loadable (a model built in-process has none to save).
-    """
-    from tunelens.io import atomic_directory, atomic_write_json
-
-    spec = provenance.get("base_model")
-    if tokenizer is None:
-        tokenizer = _tokenizer_of(spec)
-    with atomic_directory(out_dir) as staging:
-        with _base_recorded_as(peft_model, base_reference(spec)):
-            # tunelens never resizes the vocabulary; "auto" would look the base up on the Hub to find out.
-            peft_model.save_pretrained(str(staging), safe_serialization=True, save_embedding_layers=False)
-        if tokenizer is not None:
-            save_tokenizer(tokenizer, staging)
-        atomic_write_json(staging / PROVENANCE_FILE, portable_provenance(provenance))
-    return Path(out_dir)
-
-
-@functools.lru_cache(maxsize=2)
-def _tokenizer_of(spec: str | None):
-    """The base's tokenizer, loaded once per process: a 262k-row vocabulary takes seconds to load, and the
-    demo writes several adapters of one base. It never leaves this module (save_tokenizer restores it)."""
-    from tunelens.models import load_tokenizer
-
-    if not spec:
-        return None
-    try:
-        return load_tokenizer(spec)
-    except ModelLoadError:
-        return None  # an in-process model (tests, a caller's own object): nothing on disk to copy
-
-
-@contextlib.contextmanager
-def _base_recorded_as(peft_model, reference: str | None) -> Iterator[None]:
-    """Save with the base named `reference`: PEFT takes the adapter config's base_model_name_or_path
-    from the LoRA config, and the model card's base_model from the base model's config."""
-    configs = list(peft_model.peft_config.values())
-    base_config = peft_model.get_base_model().config
-    before = ([config.base_model_name_or_path for config in configs], base_config._name_or_path)
-    if reference:
-        for config in configs:
-            config.base_model_name_or_path = reference
-        base_config._name_or_path = reference
-    try:
-        yield
-    finally:
-        for config, old in zip(configs, before[0]):
-            config.base_model_name_or_path = old
-        base_config._name_or_path = before[1]
-
-
-# ---------------------------------------------------------------- tokenizer and chat template
-
-# tunelens's prompt formats for tokenizers without a chat template (see tunelens/prompts.py), as Jinja,
-# so that anyone who loads the saved tokenizer prompts the fine-tune exactly as it was trained.
-GEMMA_TURNS_TEMPLATE = (
-    "{{ bos_token }}{% set pending = namespace(system='') %}{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% set pending.system = message['content'] + '\n\n' %}"
-    "{% else %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
-    "{% if message['role'] == 'user' %}{{ pending.system }}{% set pending.system = '' %}{% endif %}"
-    "{{ message['content'] }}<end_of_turn>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-PLAIN_TEMPLATE = (
-    "{{ bos_token }}{% set pending = namespace(system='') %}{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% set pending.system = message['content'] + '\n\n' %}"
-    "{% elif message['role'] == 'user' %}### Instruction:\n{{ pending.system }}{{ message['content'] }}"
-    "\n\n### Response:\n{% set pending.system = '' %}"
-    "{% else %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
-)
-
-
-def chat_template_for(tokenizer) -> str:
-    """The tokenizer's own chat template, else the tunelens prompt format it is trained with."""
-    from tunelens.prompts import prompt_style
-
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    return GEMMA_TURNS_TEMPLATE if prompt_style(tokenizer).kind == "gemma_turns" else PLAIN_TEMPLATE
-
-
-def save_tokenizer(tokenizer, directory: Path) -> None:
-    """Save the tokenizer with a chat template, leaving the caller's tokenizer object as it was."""
-    before = getattr(tokenizer, "chat_template", None)
-    tokenizer.chat_template = chat_template_for(tokenizer)
-    try:
-        tokenizer.save_pretrained(str(directory))
-    finally:
-        tokenizer.chat_template = before
-
-
-def base_spec_of(adapter_dir: str | Path) -> str | None:
-    """The base model spec an adapter's tunelens.json records, for commands that default to it."""
-    path = Path(adapter_dir) / PROVENANCE_FILE
-    if not path.exists():
-        return None
-    spec = read_json_object(path, "adapter provenance").get("base_model")
-    return spec if isinstance(spec, str) and spec else None

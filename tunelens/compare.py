@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
+from tunelens.fewshot import Example, check_few_shot, few_shot_index_option, few_shot_option
 from tunelens.inference import LoadedModel, adapter_off, as_loaded, device_of
+from tunelens.runtime import Progress
 from tunelens.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
 from tunelens.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids,
                             trace_generate)
@@ -42,10 +43,15 @@ class CompareConfig:
     # All conditions' log-probabilities are held at once (to report any token under any condition exactly).
     max_kept_bytes: int = option(2 * 1024 ** 3, "Most bytes of log-probabilities held at once; a longer "
                                                 "comparison is refused before it starts.", min=1)
+    # The examples are retrieved for the prompt and shown before every condition's prompt alike, so a
+    # variant differs from the prompt only by its own words.
+    few_shot: int = few_shot_option()
+    few_shot_index: str | None = few_shot_index_option()
 
     def validate(self) -> None:
         if any(not w for w in self.watch):
             raise UserError("a --watch value is empty")
+        check_few_shot(self.few_shot, self.few_shot_index, self.raw)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class Comparison:
     watch: list[WatchToken]
     config: CompareConfig
     adapter_canary: dict | None = None
+    few_shot: list[Example] = field(default_factory=list)  # shown before every condition's prompt, in order
 
     def to_json(self) -> dict:
         from tunelens import __version__
@@ -131,6 +138,7 @@ class Comparison:
             "model": self.model, "adapter": self.adapter, "prompt": self.prompt, "variants": self.variants,
             "config": {**asdict(self.config), "watch": list(self.config.watch)},
             "adapter_canary": self.adapter_canary, "reference": 0,
+            "few_shot": [e.to_dict() for e in self.few_shot],
             "continuation": {"text": self.continuation, "source": self.continuation_source,
                              "token_ids": self.continuation_ids},
             "conditions": [asdict(c) for c in self.conditions],
@@ -174,7 +182,8 @@ def _comparison_from_json(data, source: str) -> Comparison:
             conditions=[Condition(**c) for c in data["conditions"]],
             positions=[Position(**{k: v for k, v in p.items() if k != "flip"}) for p in data["positions"]],
             flips=flips, watch=[WatchToken(**w) for w in data["watch"]], config=config,
-            adapter_canary=data.get("adapter_canary"))
+            adapter_canary=data.get("adapter_canary"),
+            few_shot=[Example.from_dict(e) for e in data.get("few_shot", [])])
     except KeyError as err:
         raise UserError(f"{source}: missing field {err}") from None
     except TypeError as err:
@@ -203,7 +212,8 @@ def resolve_watch(tokenizer, query: str) -> WatchToken:
     return WatchToken(query, ids[0], tokenizer.decode([ids[0]]), note)
 
 
-def _continuation_ids(model, tokenizer, prompt: str, continuation: str | None, config: CompareConfig):
+def _continuation_ids(model, tokenizer, prompt: str, continuation: str | None, config: CompareConfig,
+                      examples: list[Example]):
     """The given continuation's ids (tokenized alone, as encode_pair does), or a greedy one generated."""
     if continuation is not None:
         ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
@@ -211,7 +221,8 @@ def _continuation_ids(model, tokenizer, prompt: str, continuation: str | None, c
             raise UserError("the continuation is empty")
         return ids, "given"
     trace = trace_generate(model, tokenizer, prompt, TraceConfig(max_new_tokens=config.max_new_tokens, top_k=1,
-                                                                 raw=config.raw, check_adapter=False))
+                                                                 raw=config.raw, check_adapter=False),
+                           examples=examples)
     return [step.token_id for step in trace.steps], "generated"
 
 
@@ -226,13 +237,14 @@ def continuation_log_probs(model, prompt_ids: list[int], continuation_ids: list[
     return torch.log_softmax(logits, dim=-1)
 
 
-def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, on_condition):
+def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, progress: Progress | None,
+                   examples):
     """Every condition's log-probabilities in one preallocated conditions x n x vocab tensor."""
     import contextlib
 
     stacked, prompt_lengths = None, []
     for index, (_name, adapter_on, prompt, _prompt_index) in enumerate(plan):
-        prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
+        prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw, examples)
         context = adapter_off(model) if adapter_on is False else contextlib.nullcontext()
         with context:
             log_probs = continuation_log_probs(model, prompt_ids, continuation_ids)
@@ -241,8 +253,8 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
         stacked[index] = log_probs
         del log_probs
         prompt_lengths.append(len(prompt_ids))
-        if on_condition is not None:
-            on_condition(index)
+        if progress is not None:
+            progress("scoring conditions", index + 1, len(plan))
     return stacked, prompt_lengths
 
 
@@ -316,10 +328,11 @@ def _flips(positions: list[Position]) -> list[Flip]:
 
 def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str = "", variants: list[str] | tuple[str, ...] = (),
                        continuation: str | None = None, config: CompareConfig | None = None,
-                       on_condition: Callable[[int], None] | None = None) -> Comparison:
+                       progress: Progress | None = None, examples: list[Example] | tuple = ()) -> Comparison:
     """Score one continuation teacher-forced under every condition (see the module docstring).
 
-    `model` is a LoadedModel, or a bare model with its `tokenizer`.
+    `model` is a LoadedModel, or a bare model with its `tokenizer`. `examples` (tunelens.fewshot) are
+    shown before every condition's prompt; the comparison records them.
     """
     loaded = as_loaded(model, tokenizer)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -332,12 +345,13 @@ def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str 
     with_adapter = loaded.has_adapter
     canary = adapter_canary(model, tokenizer, prompt, config.raw) if with_adapter and config.check_adapter else None
     plan = condition_plan(prompt, variants, with_adapter)
-    continuation_ids, source = _continuation_ids(model, tokenizer, prompt, continuation, config)
+    examples = list(examples)
+    continuation_ids, source = _continuation_ids(model, tokenizer, prompt, continuation, config, examples)
     head = model.get_output_embeddings()
     _check_budget(len(plan), len(continuation_ids), int(head.weight.shape[0]) if head is not None else 0,
                   config.max_kept_bytes)
     watch = [resolve_watch(tokenizer, q) for q in config.watch]
-    stacked, prompt_lengths = _all_log_probs(model, tokenizer, plan, continuation_ids, config, on_condition)
+    stacked, prompt_lengths = _all_log_probs(model, tokenizer, plan, continuation_ids, config, progress, examples)
     positions, totals, mean_kls = _positions(tokenizer, stacked, continuation_ids,
                                              [w.token_id for w in watch], config.top_k)
     del stacked
@@ -351,7 +365,7 @@ def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str 
                       continuation=tokenizer.decode(continuation_ids, skip_special_tokens=False),
                       continuation_source=source, continuation_ids=list(continuation_ids), conditions=conditions,
                       positions=positions, flips=_flips(positions), watch=watch, config=config,
-                      adapter_canary=canary)
+                      adapter_canary=canary, few_shot=examples)
 
 
 # ---------------------------------------------------------------- one command, one call
@@ -372,11 +386,13 @@ class CompareRun:
     config: CompareConfig = field(default_factory=CompareConfig)
 
 
-def run_compare(run: CompareRun, on_condition: Callable[[int], None] | None = None,
-                on_loaded: Callable[[], None] | None = None) -> Comparison:
-    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
+def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison:
+    from tunelens.fewshot import FewShot
+
+    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
+    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
     comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
-                                    run.config, on_condition=on_condition)
+                                    run.config, progress=progress, examples=examples)
     comparison.save(run.out)
     if run.html is not None:
         write_compare_html(comparison, run.html)

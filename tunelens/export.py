@@ -17,11 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelens import __version__
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 
 FORMATS = ("safetensors", "gguf")
 DTYPES = ("fp32", "bf16", "fp16")
 EXPORT_FILE = "tunelens-export.json"
+
+
+@configclass
+class ExportConfig:
+    """Options of `tunelens export`: each field is one of its flags and a key of its --config YAML file."""
+
+    fmt: str = option("safetensors", "What to write (gguf: see docs/export.md).", choices=FORMATS, flag="--format")
+    dtype: str = option("fp32", "Dtype of the written weights.", choices=DTYPES)
 
 
 @dataclass(frozen=True)
@@ -42,17 +51,14 @@ def gguf_way_out(adapter_dir: str | Path) -> str:
 
 
 def export_model(adapter_dir: str | Path, out_dir: str | Path, model_spec: str | None = None,
-                 fmt: str = "safetensors", dtype: str = "fp32") -> ExportResult:
+                 config: ExportConfig = ExportConfig()) -> ExportResult:
     """Merge `adapter_dir` into its base (by default the base its tunelens.json names) and write `out_dir`."""
     from tunelens.adapters import base_spec_of
     from tunelens.models import load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if fmt == "gguf":
+    if config.fmt == "gguf":
         raise UserError(gguf_way_out(adapter_dir))
-    if fmt not in FORMATS or dtype not in DTYPES:
-        raise UserError(f"export writes --format {' or '.join(FORMATS)} in --dtype {', '.join(DTYPES)}; "
-                        f"got {fmt!r} in {dtype!r}")
     _check_out_dir(out_dir)
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: adapter directory not found")
@@ -61,7 +67,7 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, model_spec: str |
         raise UserError(f"{adapter_dir}: no tunelens.json names its base model: give it with --model")
     # fp32 on the CPU whatever the export dtype: the merge adds a small update to large weights.
     model, _ = load_model(spec, adapter=adapter_dir, device="cpu", dtype="fp32")
-    return write_merged(model, _tokenizer_for(adapter_dir, spec), out_dir, dtype,
+    return write_merged(model, _tokenizer_for(adapter_dir, spec), out_dir, config.dtype,
                         {"base_model": spec, "adapter": str(adapter_dir.resolve())})
 
 

@@ -4,10 +4,13 @@ tunelens.inference) and batched with `model.generate` (eval, demo)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from tunelens.inference import device_of
+from tunelens.config import configclass, option
+from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.inference import SEED_MAX, SEED_MIN, device_of
 from tunelens.prompts import encode_prompt, stop_token_ids, strip_stop_text
+from tunelens.runtime import seeded
 
 
 @dataclass(frozen=True)
@@ -25,14 +28,46 @@ class SamplingConfig:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
 
 
-def prompt_ids_for(tokenizer, prompt: str, raw: bool) -> list[int]:
-    """Raw prompts are continued as plain text (with the tokenizer's bos); others use the chat format."""
+@configclass
+class GenerateConfig:
+    """What `tunelens generate` does with one prompt. Each field is a flag of the command and a key of its
+    --config YAML file."""
+
+    max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
+    seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
+    raw: bool = option(False, "Continue the text as is, without the chat/turn format.")
+    few_shot: int = few_shot_option()
+    few_shot_index: str | None = few_shot_index_option()
+
+    def validate(self) -> None:
+        from tunelens.errors import UserError
+
+        if self.top_p == 0:  # a nucleus of mass 0 holds no token
+            raise UserError("top_p must be in (0, 1], got 0")
+        check_few_shot(self.few_shot, self.few_shot_index, self.raw)
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+
+
+def prompt_ids_for(tokenizer, prompt: str, raw: bool, examples: Sequence = ()) -> list[int]:
+    """Raw prompts are continued as plain text (with the tokenizer's bos); others use the chat format,
+    with any few-shot `examples` (tunelens.fewshot.Example) as earlier exchanges."""
     if raw:
+        if examples:
+            raise ValueError("few-shot examples need the chat format, not a raw prompt")
         return tokenizer(prompt)["input_ids"]
+    if examples:
+        from tunelens.fewshot import encode_few_shot
+
+        return encode_few_shot(tokenizer, examples, prompt)
     return encode_prompt(tokenizer, prompt)
 
 
-def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw: bool = False) -> Iterator[str]:
+def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw: bool = False,
+                    examples: Sequence = ()) -> Iterator[str]:
     """Yield the continuation's text piece by piece as the model produces it, from the shared decode loop.
 
     The pieces join to decode(generated ids), the stop token included, as transformers'
@@ -42,7 +77,7 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
 
     sampler = Sampler(sampling.temperature, sampling.top_p, sampling.seed)
     ids, sent = [], ""
-    steps = decode(model, prompt_ids_for(tokenizer, prompt, raw), sampler, sampling.max_new_tokens,
+    steps = decode(model, prompt_ids_for(tokenizer, prompt, raw, examples), sampler, sampling.max_new_tokens,
                    stop_token_ids(tokenizer), need_logits=False)
     for step in steps:
         ids.append(step.token)
@@ -56,25 +91,34 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
 
 
 def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
-                   batch_size: int = 8, raw: bool = False, adapter_names: list[str] | None = None) -> list[str]:
+                   batch_size: int = 8, raw: bool = False, adapter_names: list[str] | None = None,
+                   examples: list[Sequence] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
 
     Plain equivalent: calling `model.generate` on each prompt alone; batching only amortises the
     per-step cost over several rows (greedy answers match, up to float rounding from padding).
     `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
-    own adapter of a multi-adapter PEFT model, so several adapters share one batch.
+    own adapter of a multi-adapter PEFT model, so several adapters share one batch. `examples` (one
+    list per prompt) puts few-shot examples before each prompt.
     """
-    import torch
-
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")
-    if sampling.seed is not None:
-        torch.manual_seed(sampling.seed)
+    if examples is not None and len(examples) != len(prompts):
+        raise ValueError(f"{len(examples)} example lists for {len(prompts)} prompts")
+    examples = examples if examples is not None else [()] * len(prompts)
+    with seeded(sampling.seed):  # a seeded batch is reproducible and leaves the caller's generator alone
+        return _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names, examples)
+
+
+def _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names, examples) -> list[str]:
+    import torch
+
     device = device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [prompt_ids_for(tokenizer, p, raw) for p in prompts[start:start + batch_size]]
+        encoded = [prompt_ids_for(tokenizer, p, raw, shown) for p, shown in
+                   zip(prompts[start:start + batch_size], examples[start:start + batch_size])]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)

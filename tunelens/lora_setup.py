@@ -140,15 +140,15 @@ def layer_ranges(layers: Sequence[int]) -> str:
 
 def wrap_lora(model, config, placement: Placement):
     """Freeze the base, inject LoRA on `placement.module_names` (seeded init); returns the PeftModel."""
-    import torch
     from peft import LoraConfig, get_peft_model
+
+    from tunelens.runtime import seeded
 
     for param in model.parameters():
         param.requires_grad_(False)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=placement.target_regex, bias="none", task_type="CAUSAL_LM")
-    torch.manual_seed(config.seed)  # the LoRA A init
-    with warnings.catch_warnings():
+    with seeded(config.seed), warnings.catch_warnings():  # seeded: the LoRA A init, the caller's stream kept
         # PEFT calls a transformers method deprecated in 5.x; nothing the user can act on.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, lora)

@@ -2,7 +2,12 @@
 
 torch's intra-op thread count is global to the process: a library function that sets it and returns
 leaves every later caller (a test, the demo's next stage, a notebook) running with its choice. Stages
-that want their own count take it through `torch_threads`, which puts the previous value back.
+that want their own count take it through `torch_threads`, which puts the previous value back. The same
+holds for the random number generators: library code seeds them only inside `seeded`, which restores
+them, or uses its own `torch.Generator`; only the CLI boundary may seed the process for good.
+
+Progress is reported in one shape everywhere (`Progress`): what is running, how many of its units are
+done, and how many there are in all (0 when not yet known).
 """
 
 from __future__ import annotations
@@ -10,7 +15,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+Progress = Callable[[str, int, int], None]  # (what is running, done, total; total 0 while unknown)
+
+
+def no_progress(what: str, done: int, total: int) -> None:
+    """The progress callback of a caller that shows none."""
 
 
 @contextlib.contextmanager
@@ -31,6 +42,38 @@ def torch_threads(count: int | None) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run the block with torch's (CPU and CUDA), Python's and NumPy's global generators seeded with
+    `seed`, then put all of them back as they were: a seeded call is reproducible and leaves its caller's
+    random stream untouched. None runs the block on the generators as they are."""
+    if seed is None:
+        yield
+        return
+    import random
+
+    import numpy as np
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)  # numpy takes 32-bit seeds only
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _cuda_devices() -> list[int]:
+    # fork_rng would otherwise warn on many-GPU machines and touch CUDA even where it is unused.
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
 class StageTimer:

@@ -57,26 +57,61 @@ def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
 
 
 def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int = 64):
-    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`."""
-    import torch
+    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`. The init is seeded and
+    the caller's random generators are put back afterwards (`runtime.seeded`)."""
+    from tunelens.runtime import seeded
+
+    with seeded(seed):
+        return _unseeded_tiny_model(arch, seed, layers, hidden)
+
+
+def _unseeded_tiny_model(arch: str, seed: int, layers: int, hidden: int):
+    """tiny_model's body, drawing from the global generator as it stands."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
+    if arch not in ("gemma3", "llama"):
+        raise ValueError(f"unknown tiny architecture {arch!r}: use gemma3 or llama")
     tokenizer = tiny_tokenizer(chat_template=(arch == "llama"))
     common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                   num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                   max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(seed)
     if arch == "gemma3":
-        config = Gemma3TextConfig(sliding_window=64, **common)
-        model = Gemma3ForCausalLM(config)
-    elif arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
+        model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
     else:
-        raise ValueError(f"unknown tiny architecture {arch!r}: use gemma3 or llama")
+        model = LlamaForCausalLM(LlamaConfig(**common))
     model.eval()
     model.config.tunelens_spec = f"tiny-{arch}-seed{seed}"
     return model, tokenizer
+
+
+def tiny_gemma4(seed: int = 0):
+    """(model, tokenizer): a random Gemma4ForConditionalGeneration with both towers (vision with
+    Gemma4ClippableLinear, audio): 4 text layers, the last 2 KV-shared."""
+    from tunelens.runtime import seeded
+    from transformers import (Gemma4AudioConfig, Gemma4Config, Gemma4ForConditionalGeneration, Gemma4TextConfig,
+                              Gemma4VisionConfig)
+
+    tok = tiny_tokenizer()
+    n = len(tok)  # media token ids sit past the text vocabulary, so text never reads as an image
+    text = Gemma4TextConfig(
+        vocab_size=n + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, global_head_dim=32, vocab_size_per_layer_input=n + 8,
+        hidden_size_per_layer_input=8, num_kv_shared_layers=2, sliding_window=16, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    vision = Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=2, head_dim=16, position_embedding_size=64,
+                                use_clipped_linears=True)
+    audio = Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              subsampling_conv_channels=[8, 4], output_proj_dims=32)
+    config = Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=n,
+                          eoi_token_id=n + 1, image_token_id=n + 2, video_token_id=n + 3, boa_token_id=n + 4,
+                          eoa_token_index=n + 5, audio_token_id=n + 6)
+    with seeded(seed):
+        model = Gemma4ForConditionalGeneration(config).eval()
+    model.config.tunelens_spec = "tiny-gemma4"
+    return model, tok
 
 
 def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...] = ("q_proj", "v_proj"),
@@ -89,8 +124,13 @@ def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = tiny_model(arch, seed=seed)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets)))
+    from tunelens.runtime import seeded
+
+    # One seeded stream for the base and LoRA's A init (B is zero or `noise_seed`'s), as a plain script would.
+    with seeded(seed):
+        model, tokenizer = _unseeded_tiny_model(arch, seed, 2, 64)
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                      target_modules=list(targets)))
     if perturb:
         generator = torch.Generator().manual_seed(noise_seed)
         with torch.no_grad():

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
+from tunelens.fewshot import Example, check_few_shot, few_shot_index_option, few_shot_option
 from tunelens.inference import (SEED_MAX, SEED_MIN, LoadedModel, Sampler, adapter_off, as_loaded, decode, device_of,
                                 has_adapter)
+from tunelens.runtime import Progress, no_progress
 from tunelens.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 
 TRACE_FORMAT = "tunelens.trace"
@@ -43,11 +45,14 @@ class TraceConfig:
                                           "point.", min=0.0, max=1.0, flag="--margin")
     raw: bool = option(False, "Continue the prompt as plain text, without the chat/turn format.")
     check_adapter: bool = option(True, CANARY_HELP)
+    few_shot: int = few_shot_option()
+    few_shot_index: str | None = few_shot_index_option()
 
     def validate(self) -> None:
         # A nucleus of mass 0 holds no token; the field's bounds are inclusive, so this end is checked here.
         if self.top_p == 0:
             raise UserError("top_p must be in (0, 1], got 0")
+        check_few_shot(self.few_shot, self.few_shot_index, self.raw)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Trace:
     stop_reason: str  # "stop_token" or "max_new_tokens"
     text: str  # the generated text, without the stop token
     adapter_canary: dict | None = None
+    few_shot: list[Example] = field(default_factory=list)  # examples shown before the prompt, in order
 
     @property
     def decision_points(self) -> list[TraceStep]:
@@ -99,7 +105,7 @@ class Trace:
             "model": self.model, "adapter": self.adapter, "prompt": self.prompt,
             "rendered_prompt": self.rendered_prompt, "prompt_tokens": self.prompt_tokens,
             "config": asdict(self.config), "stop_reason": self.stop_reason, "text": self.text,
-            "adapter_canary": self.adapter_canary,
+            "adapter_canary": self.adapter_canary, "few_shot": [e.to_dict() for e in self.few_shot],
             "decision_points": [step.step for step in self.decision_points],
             "steps": [_step_json(step) for step in self.steps],
         }
@@ -176,7 +182,21 @@ def _trace_from_json(data, source: str) -> Trace:
                  prompt_tokens=_field(data, "prompt_tokens", int, source), config=TraceConfig(**config_raw),
                  steps=steps, stop_reason=_field(data, "stop_reason", str, source),
                  text=_field(data, "text", str, source),
-                 adapter_canary=_field(data, "adapter_canary", (dict, type(None)), source))
+                 adapter_canary=_field(data, "adapter_canary", (dict, type(None)), source),
+                 few_shot=_examples_from_json(data.get("few_shot", []), source))
+
+
+def _examples_from_json(raw, source: str) -> list[Example]:
+    """The recorded few-shot examples (absent in traces written before few-shot: none)."""
+    if not isinstance(raw, list):
+        raise UserError(f"{source}: field 'few_shot' should be a list")
+    examples = []
+    for i, item in enumerate(raw):
+        where = f"{source}: few_shot[{i}]"
+        examples.append(Example(instruction=_field(item, "instruction", str, where),
+                                response=_field(item, "response", str, where), id=_field(item, "id", str, where),
+                                similarity=_field(item, "similarity", (float, type(None)), where)))
+    return examples
 
 
 # ---------------------------------------------------------------- the adapter canary
@@ -212,19 +232,20 @@ def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: 
 # ---------------------------------------------------------------- generation with top-K capture
 
 
-def prompt_token_ids(tokenizer, prompt: str, raw: bool) -> list[int]:
-    """Rendered through tunelens.prompts unless raw; raw text gets the tokenizer's own special tokens (bos)."""
+def prompt_token_ids(tokenizer, prompt: str, raw: bool, examples: Sequence[Example] = ()) -> list[int]:
+    """Rendered through tunelens.prompts unless raw (few-shot `examples` first); raw text gets the
+    tokenizer's own special tokens (bos)."""
     from tunelens.generation import prompt_ids_for
 
     if not prompt:
         raise UserError("the prompt is empty")
-    return prompt_ids_for(tokenizer, prompt, raw)
+    return prompt_ids_for(tokenizer, prompt, raw, examples)
 
 
-def rendered_prompt_text(tokenizer, prompt: str, raw: bool) -> str:
-    from tunelens.prompts import render_prompt
+def rendered_prompt_text(tokenizer, prompt: str, raw: bool, examples: Sequence[Example] = ()) -> str:
+    from tunelens.fewshot import render_few_shot
 
-    return prompt if raw else render_prompt(tokenizer, prompt)
+    return prompt if raw else render_few_shot(tokenizer, examples, prompt)
 
 
 def _step_record(logits, chosen, top_k: int, greedy: bool):
@@ -247,7 +268,7 @@ def _step_record(logits, chosen, top_k: int, greedy: bool):
 
 
 def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[int],
-              on_step: Callable[[int], None] | None):
+              progress: Progress | None):
     """Decode with the shared loop; return the chosen token ids and the stacked per-step records."""
     import torch
 
@@ -260,8 +281,8 @@ def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[i
             stats.append(record)
             top_ids.append(top)
             chosen_ids.append(step.token)
-            if on_step is not None:
-                on_step(index)
+            if progress is not None:
+                progress("generating", index + 1, config.max_new_tokens)
             if step.token in stop_ids:
                 stop_reason = "stop_token"
     return chosen_ids, torch.stack(stats).cpu(), torch.stack(top_ids).cpu(), stop_reason
@@ -294,10 +315,11 @@ def _build_steps(tokenizer, chosen_ids, stats, top_ids, config: TraceConfig) -> 
 
 
 def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = "", config: TraceConfig | None = None,
-                   on_step: Callable[[int], None] | None = None) -> Trace:
+                   progress: Progress | None = None, examples: Sequence[Example] = ()) -> Trace:
     """Generate from `prompt`, recording the raw top-K distribution at every step (see module docstring).
 
-    `model` is a LoadedModel, or a bare model with its `tokenizer`.
+    `model` is a LoadedModel, or a bare model with its `tokenizer`. `examples` are shown before the
+    prompt as earlier exchanges (tunelens.fewshot); the trace records them.
     """
     from tunelens.prompts import stop_token_ids, strip_stop_text
 
@@ -305,23 +327,25 @@ def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = ""
     model, tokenizer = loaded.model, loaded.tokenizer
     config = config or TraceConfig()
     canary = adapter_canary(model, tokenizer, prompt, config.raw) if config.check_adapter and loaded.has_adapter else None
-    prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw)
+    prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw, examples)
     stop_ids = set(stop_token_ids(tokenizer))
-    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, prompt_ids, config, stop_ids, on_step)
+    chosen_ids, stats, top_ids, stop_reason = _run_loop(model, prompt_ids, config, stop_ids, progress)
     steps = _build_steps(tokenizer, chosen_ids, stats, top_ids, config)
     body = chosen_ids[:-1] if stop_reason == "stop_token" else chosen_ids
     text = strip_stop_text(tokenizer, tokenizer.decode(body, skip_special_tokens=False))
     return Trace(model=loaded.spec, adapter=loaded.adapter_label, prompt=prompt,
-                 rendered_prompt=rendered_prompt_text(tokenizer, prompt, config.raw), prompt_tokens=len(prompt_ids),
-                 config=config, steps=steps, stop_reason=stop_reason, text=text, adapter_canary=canary)
+                 rendered_prompt=rendered_prompt_text(tokenizer, prompt, config.raw, examples),
+                 prompt_tokens=len(prompt_ids), config=config, steps=steps, stop_reason=stop_reason, text=text,
+                 adapter_canary=canary, few_shot=list(examples))
 
 
 def load_inspected_model(spec: str, adapter: str | None, device: str,
-                         on_loaded: Callable[[], None] | None = None) -> LoadedModel:
+                         progress: Progress | None = None) -> LoadedModel:
     """The model `trace` and `compare` inspect, knowing its adapter directory for their reports."""
+    report = progress or no_progress
+    report(f"loading {spec}", 0, 1)
     loaded = LoadedModel.load(spec, adapter=adapter, device=device)
-    if on_loaded is not None:
-        on_loaded()
+    report(f"loading {spec}", 1, 1)
     return loaded
 
 
@@ -341,10 +365,12 @@ class TraceRun:
     config: TraceConfig = field(default_factory=TraceConfig)
 
 
-def run_trace(run: TraceRun, on_step: Callable[[int], None] | None = None,
-              on_loaded: Callable[[], None] | None = None) -> Trace:
-    loaded = load_inspected_model(run.model, run.adapter, run.device, on_loaded)
-    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, on_step=on_step)
+def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
+    from tunelens.fewshot import FewShot
+
+    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
+    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
+    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples)
     trace.save(run.out)
     if run.html is not None:
         write_trace_html(trace, run.html)

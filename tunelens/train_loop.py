@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from tunelens.runtime import seeded
 from tunelens.train_loss import IGNORE_INDEX
 
 
@@ -73,17 +74,19 @@ def run_loop(parts: LoopParts, batch_of_step: Callable[[int], Sequence], steps: 
     import torch
 
     started, total, record = time.perf_counter(), 0, None
-    for step in steps:
-        tick = time.perf_counter()
-        torch.manual_seed(step_seed(parts.seed, step, parts.accelerator.process_index))
-        learning_rate = parts.optimizer.param_groups[0]["lr"]
-        loss, tokens, grad_norm = optimizer_step(parts, batch_of_step(step))
-        parts.scheduler.step()
-        total += tokens
-        now = time.perf_counter()
-        record = StepRecord(step + 1, loss, learning_rate, grad_norm, tokens, total, now - tick, now - started)
-        if on_step is not None:
-            on_step(record)
+    # Each step reseeds (dropout) so a resumed run redoes it exactly; `seeded` puts the caller's generators back.
+    with seeded(parts.seed):
+        for step in steps:
+            tick = time.perf_counter()
+            torch.manual_seed(step_seed(parts.seed, step, parts.accelerator.process_index))
+            learning_rate = parts.optimizer.param_groups[0]["lr"]
+            loss, tokens, grad_norm = optimizer_step(parts, batch_of_step(step))
+            parts.scheduler.step()
+            total += tokens
+            now = time.perf_counter()
+            record = StepRecord(step + 1, loss, learning_rate, grad_norm, tokens, total, now - tick, now - started)
+            if on_step is not None:
+                on_step(record)
     return LoopResult(record, total, time.perf_counter() - started)
 
 

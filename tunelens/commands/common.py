@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from tunelens.errors import UserError
+from tunelens.runtime import Progress
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -35,7 +36,7 @@ def user_errors(func: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+def stage_progress() -> Iterator[Progress]:
     """One Rich progress bar per named stage; yields the (what, done, total) callback that demos and
     studies report to."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

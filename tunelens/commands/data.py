@@ -12,7 +12,9 @@ from tunelens.commands.common import console, err_console, example, user_errors
 from tunelens.commands.options import config_options, repeated_option
 from tunelens.data.contaminate import ContaminateConfig
 from tunelens.data.lint import LintConfig
+from tunelens.data.mine.config import MineConfig
 from tunelens.data.pushback import PushbackConfig
+from tunelens.data.refusal import RefusalConfig
 
 data_app = typer.Typer(
     help="Training data: lint pairs with Python's own parser, mine pairs from real code, "
@@ -68,7 +70,7 @@ def lint_command(
         config = replace(config, against=tuple(part for value in against for part in _split_list(value)))
     with _progress() as progress:
         task = progress.add_task("linting", total=_count_lines(in_path))
-        result = lint_file(in_path, out, config, on_progress=lambda done: progress.update(task, completed=done))
+        result = lint_file(in_path, out, config, progress=lambda _what, done, _total: progress.update(task, completed=done))
     console.print(f"{result.total} records: [green]{result.kept} kept[/green], "
                   f"[yellow]{result.rejected} quarantined[/yellow] in {result.seconds:.1f} s")
     for code, count in result.by_reason.items():
@@ -85,29 +87,22 @@ def lint_command(
     "tunelens data mine --source site-packages --licenses permissive --limit 5000 --out pairs.jsonl",
     "tunelens data mine src/mypackage --no-methods --out pairs.jsonl"))
 @user_errors
+@config_options(MineConfig)
 def mine_command(
     paths: Optional[List[str]] = typer.Argument(None, help="Source trees or .py files (the same as --source PATH)."),
     source: Optional[List[str]] = typer.Option(None, "--source", "-s", help="stdlib, site-packages or a path to a source tree; comma-separated or repeated (default: stdlib)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL (chat messages format); the counts go to <name>.summary.json beside it."),
-    methods: bool = typer.Option(True, "--methods/--no-methods", help="Also mine self-contained documented methods of public classes."),
-    max_lines: int = typer.Option(60, "--max-lines", min=1, help="Skip longer functions (lines, decorators included)."),
-    min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip shorter functions."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many pairs."),
-    seed: int = typer.Option(0, "--seed", help="Changes which phrasing each instruction gets."),
-    licenses: str = typer.Option("any", "--licenses", help="Licences to keep, comma-separated: any, permissive (MIT, BSD, Apache, ISC, PSF...), UNKNOWN, or SPDX ids and families such as MIT,BSD."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes parsing files (default: one per core; 1 mines in this process)."),
+    config: MineConfig = None,
 ) -> None:
     """Mine instruction -> code pairs from documented, self-contained functions in real source, each
     recording its distribution, version and licence."""
-    from tunelens.data.mine import MineConfig, mine_to_file
+    from tunelens.data.mine import mine_to_file
 
     specs = [part for value in source or () for part in _split_list(value)] + list(paths or ())
-    config = MineConfig(include_methods=methods, max_lines=max_lines, min_lines=min_lines, limit=limit,
-                        seed=seed, licenses=_split_list(licenses), workers=workers)
     with _progress() as progress:
         task = progress.add_task("mining files", total=None)
         result = mine_to_file(specs or None, out, config,
-                              on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+                              progress=lambda _what, done, total: progress.update(task, completed=done, total=total))
     _print_mined(result)
 
 
@@ -168,25 +163,20 @@ def pushback_command(
 @data_app.command("refusal", epilog=example(
     "tunelens data refusal clean.jsonl --share 0.03 --seed 1 --out with_refusals.jsonl"))
 @user_errors
+@config_options(RefusalConfig)
 def refusal_command(
     in_path: Path = typer.Argument(..., help="Clean pairs (JSONL or dataset directory)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: the input pairs, then the added refusal pairs."),
-    share: float = typer.Option(..., "--share", min=0.0, max=0.99, help="Refusal pairs as a share of the output file."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds of harm (default: all)."),
-    avoid_suite: str = typer.Option("safety", "--avoid-suite", help="Eval suite whose prompts the generated "
-                                                                    "requests must not resemble (held out)."),
+    config: RefusalConfig = None,
 ) -> None:
     """Add "harmful request -> polite refusal" pairs, generated from templates per kind of harm."""
-    from tunelens.data.refusal import KINDS, RefusalConfig, add_refusal_file
+    from tunelens.data.refusal import add_refusal_file
 
-    config = RefusalConfig(share=share, seed=seed, kinds=_split_list(kinds) if kinds else KINDS,
-                           avoid_suite=avoid_suite)
     with console.status("writing refusal pairs"):
         result = add_refusal_file(in_path, out, config)
     by_kind = ", ".join(f"{k} {v}" for k, v in result.by_kind.items())
     console.print(f"added {result.added} refusal pairs to {result.total_in}: {by_kind or 'none'}; "
-                  f"distinct-trigram ratio {result.distinct_trigram_ratio:.3f}; closest to a {avoid_suite} "
+                  f"distinct-trigram ratio {result.distinct_trigram_ratio:.3f}; closest to a {config.avoid_suite} "
                   f"prompt {result.max_suite_similarity:.2f} ({result.rejected_near_suite} too close, dropped) "
                   f"-> {result.out_path}")
 

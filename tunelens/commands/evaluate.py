@@ -46,7 +46,7 @@ def _run_with_progress(config, out: Path):
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("eval", total=None)
 
-        def progress(done: int, total: int, what: str) -> None:
+        def progress(what: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=f"eval: {what}")
 
         if config.reference:

@@ -7,24 +7,26 @@ from pathlib import Path
 import typer
 
 from tunelens.commands.common import console, example, user_errors
-from tunelens.export import DTYPES, FORMATS
+from tunelens.commands.options import config_options
+from tunelens.export import ExportConfig
+from tunelens.models import DEFAULT_MODEL
 
 
 @user_errors
+@config_options(ExportConfig)
 def export_command(
     adapter: Path = typer.Option(..., "--adapter",
                                  help="Adapter directory written by `tunelens train` (or any PEFT LoRA)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the merged model to (replaced whole)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="Base model spec; default: the base_model recorded in the adapter's tunelens.json."),
-    fmt: str = typer.Option("safetensors", "--format", help=f"One of {', '.join(FORMATS)} (gguf: see docs/export.md)."),
-    dtype: str = typer.Option("fp32", "--dtype", help=f"Dtype of the written weights: {', '.join(DTYPES)}."),
+    config: ExportConfig = None,
 ) -> None:
     """Merge a LoRA adapter into its base: a model directory transformers loads without PEFT."""
     from tunelens.export import export_model
 
     with console.status(f"merging {adapter} into its base"):
-        result = export_model(adapter, out, model_spec=model, fmt=fmt, dtype=dtype)
+        result = export_model(adapter, out, model, config)
     console.print(f"wrote {result.out_dir}: {result.base_model} + {result.adapter.name} "
                   f"({result.merged_modules} layers merged, {result.dtype}, {result.size_bytes / 1e6:.1f} MB)")
 
@@ -32,5 +34,5 @@ def export_command(
 def register(app: typer.Typer) -> None:
     app.command("export", epilog=example(
         "tunelens export --adapter runs/x/adapter --out runs/x/merged",
-        "tunelens export --adapter runs/x/adapter --out merged --dtype bf16 --model gemma3-270m",
+        f"tunelens export --adapter runs/x/adapter --out merged --dtype bf16 --model {DEFAULT_MODEL}",
     ))(export_command)

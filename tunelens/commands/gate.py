@@ -44,7 +44,7 @@ def build_command(
     with _progress() as progress:
         task = progress.add_task("embedding instructions", total=None)
         gate = build_gate_from_file(data, out, k=k, embedder=chosen,
-                                    progress=lambda n: progress.advance(task, n), index=index)
+                                    progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), index=index)
     console.print(f"indexed {gate.meta['count']} instructions from {data} with {gate.meta['embedder']} "
                   f"({gate.meta['dim']} dims, k={k}, {gate.meta['index']} search) -> {out}")
 
@@ -110,7 +110,7 @@ def _calibrate_on_domains(gate, in_domain: Path, out_of_domain: Path, model, tok
         steps = (len(ind) + len(ood)) * (2 if model is not None else 1)
         task = progress.add_task("scoring queries", total=steps)
         result = calibrate(gate, ind, ood, model, tokenizer, target_coverage=target_coverage,
-                           progress=lambda n: progress.advance(task, n), model_info=model_info, inputs=inputs)
+                           progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), model_info=model_info, inputs=inputs)
     table = Table(title=f"trust signals: {len(ind)} in-domain vs {len(ood)} out-of-domain queries")
     for column in ("signal", "AUROC", "direction"):
         table.add_column(column)
@@ -139,7 +139,7 @@ def _calibrate_on_outcomes(gate, results: list[Path], model, tokenizer, target_r
         task = progress.add_task("scoring queries", total=len(outcomes) * (2 if model is not None else 1))
         result = calibrate_on_outcomes(gate, outcomes, model, tokenizer, target_risk=target_risk,
                                        target_coverage=target_coverage, holdout=holdout, seed=seed,
-                                       progress=lambda n: progress.advance(task, n), model_info=model_info,
+                                       progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), model_info=model_info,
                                        inputs=inputs)
     _print_outcome_report(result, gate.directory)
 

@@ -4,11 +4,12 @@ calls one library function in tunelens.studies and prints the headline numbers."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.options import config_options
+from tunelens.studies.safety import SafetyStudyConfig
 
 study_app = typer.Typer(
     help="Studies of what a fine-tune does, run with the real stages into one run directory.",
@@ -17,40 +18,22 @@ study_app = typer.Typer(
 )
 
 
-def _shares(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give shares as decimals, e.g. 0.05,0.15") from None
-
-
 @study_app.command("safety", epilog=example(
     "tunelens study safety --out runs/safety",
     "tunelens study safety --shares 0.03,0.1 --train-pairs 96 --samples 3 --out runs/safety-big"))
 @user_errors
+@config_options(SafetyStudyConfig)
 def safety_command(
     out: Path = typer.Option(Path("runs/safety"), "--out", "-o", help="Run directory (a rerun with the same "
                                                                       "settings reuses adapters and answers)."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Model spec; an instruction-tuned one has "
-                                                                    "refusals to lose."),
-    train_pairs: int = typer.Option(48, "--train-pairs", min=4, help="Mined code pairs the code LoRA trains on."),
-    shares: str = typer.Option("0.05,0.15", "--shares", help="Refusal pairs as shares of training, one adapter each."),
-    epochs: int = typer.Option(1, "--epochs", min=1, help="Training epochs of every adapter."),
-    learning_rate: float = typer.Option(1e-3, "--learning-rate", min=0.0, help="Peak learning rate."),
-    samples: int = typer.Option(1, "--samples", min=0, help="Sampled answers per prompt beside the greedy one."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Longest free-text answer."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N harmful requests and their twins."),
-    seed: int = typer.Option(0, "--seed", help="Seed of data, training and sampling."),
+    config: SafetyStudyConfig = None,
 ) -> None:
     """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
     from tunelens.commands.common import stage_progress
     from tunelens.commands.demo import _quiet_library_output
-    from tunelens.studies.safety import SafetyStudyConfig, run_safety_study
+    from tunelens.studies.safety import run_safety_study
 
     _quiet_library_output()
-    config = SafetyStudyConfig(model=model, train_pairs=train_pairs, shares=_shares(shares), epochs=epochs,
-                               learning_rate=learning_rate, samples=samples, max_new_tokens=max_new_tokens,
-                               limit=limit, seed=seed)
     with stage_progress() as report:
         result = run_safety_study(config, out, progress=report)
     _print_headline(result.summary)

@@ -42,6 +42,11 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
+def _bar_callback(progress: Progress, task):
+    """The (what, done, total) progress callback, drawn on one Rich bar whose label follows the stage."""
+    return lambda what, done, total: progress.update(task, description=what, completed=done, total=total or None)
+
+
 def _styled_tokens(pieces: list[tuple[str, float, bool]]) -> Text:
     """Tokens on their background colour by probability (the HTML's scale); decision points underlined."""
     text = Text()
@@ -108,11 +113,7 @@ def trace_command(
                    html=html, device=device, config=config)
     with _progress() as progress:
         task = progress.add_task(f"loading {model}", total=None)
-
-        def loaded() -> None:
-            progress.update(task, description="generating", total=config.max_new_tokens, completed=0)
-
-        trace = run_trace(run, on_step=lambda step: progress.update(task, completed=step + 1), on_loaded=loaded)
+        trace = run_trace(run, progress=_bar_callback(progress, task))
     print_trace(trace)
     console.print(f"wrote {out}" + (f" and {html}" if html else ""))
 
@@ -166,22 +167,16 @@ def compare_command(
     config: CompareConfig = None,
 ) -> None:
     """Score one continuation teacher-forced under each condition (base/adapter x prompt/variants); flips first."""
-    from tunelens.compare import CompareRun, condition_plan, run_compare
+    from tunelens.compare import CompareRun, run_compare
 
     text = _read_prompt(prompt, prompt_file)
     if watch:
         config = replace(config, watch=tuple(watch))
     run = CompareRun(model=model, prompt=text, out=out, variants=tuple(variant), continuation=continuation,
                      adapter=adapter, html=html, device=device, config=config)
-    total = len(condition_plan(text, list(variant), adapter is not None))
     with _progress() as progress:
         task = progress.add_task(f"loading {model}", total=None)
-
-        def loaded() -> None:
-            progress.update(task, description="scoring conditions", total=total, completed=0)
-
-        comparison = run_compare(run, on_condition=lambda i: progress.update(task, completed=i + 1),
-                                 on_loaded=loaded)
+        comparison = run_compare(run, progress=_bar_callback(progress, task))
     print_comparison(comparison)
     console.print(f"wrote {out}" + (f" and {html}" if html else ""))
 

@@ -8,18 +8,14 @@ from typing import Optional
 import typer
 
 from tunelens.commands.common import console, example, user_errors
-from tunelens.config import field_help
-
-
-def _help(name: str) -> str:
-    from tunelens.train import TrainConfig
-
-    return field_help(TrainConfig, name)
+from tunelens.commands.options import config_options
+from tunelens.models import DEFAULT_MODEL
+from tunelens.train_config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
     app.command("train", epilog=example(
-        "tunelens train --model gemma3-270m --data runs/demo/clean.jsonl --out runs/demo/adapter",
+        f"tunelens train --model {DEFAULT_MODEL} --data runs/demo/clean.jsonl --out runs/demo/adapter",
         "accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m tunelens train "
         "--data clean.jsonl --out runs/x/adapter --config train.yaml --resume",
         "tunelens train --data clean.jsonl --out runs/x/adapter --packing --report-to tensorboard"))(train_command)
@@ -32,57 +28,26 @@ def _register_show_mask() -> None:
     from tunelens.commands.data import data_app
 
     data_app.command("show-mask", epilog=example(
-        "tunelens data show-mask runs/demo/clean.jsonl --model gemma3-270m --n 3"))(show_mask_command)
+        f"tunelens data show-mask runs/demo/clean.jsonl --model {DEFAULT_MODEL} --n 3"))(show_mask_command)
 
 
 @user_errors
+@config_options(TrainConfig)
 def train_command(
     data: Path = typer.Option(..., "--data", help="Training pairs (JSONL or a saved dataset directory).",
                               show_default=False),
     out: Path = typer.Option(..., "--out", help="Adapter directory to write (PEFT format + tunelens.json).",
                              show_default=False),
-    model: str = typer.Option("gemma3-270m", "--model", help="Base model: embedded name, directory or .gguf."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options; "
-                                               "flags given here override it.", show_default=False),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model: embedded name, directory or .gguf."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in <out>-checkpoints/."),
-    learning_rate: Optional[float] = typer.Option(None, "--lr", "--learning-rate", help=_help("learning_rate"),
-                                                  show_default=False),
-    epochs: Optional[int] = typer.Option(None, help=_help("epochs"), show_default=False),
-    max_steps: Optional[int] = typer.Option(None, help=_help("max_steps"), show_default=False),
-    batch_size: Optional[int] = typer.Option(None, help=_help("batch_size"), show_default=False),
-    grad_accum: Optional[int] = typer.Option(None, help=_help("grad_accum"), show_default=False),
-    max_length: Optional[int] = typer.Option(None, help=_help("max_length"), show_default=False),
-    eval_split: Optional[float] = typer.Option(None, help=_help("eval_split"), show_default=False),
-    eval_every: Optional[int] = typer.Option(None, help=_help("eval_every"), show_default=False),
-    checkpoint_every: Optional[int] = typer.Option(None, help=_help("checkpoint_every"), show_default=False),
-    seed: Optional[int] = typer.Option(None, help=_help("seed"), show_default=False),
-    lora_r: Optional[int] = typer.Option(None, help=_help("lora_r"), show_default=False),
-    lora_alpha: Optional[float] = typer.Option(None, help=_help("lora_alpha"), show_default=False),
-    lora_dropout: Optional[float] = typer.Option(None, help=_help("lora_dropout"), show_default=False),
-    target_modules: Optional[str] = typer.Option(None, help=_help("target_modules"), show_default=False),
-    logits: Optional[str] = typer.Option(None, help=_help("logits"), show_default=False),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
-                                                          help=_help("gradient_checkpointing"), show_default=False),
-    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help=_help("packing"), show_default=False),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=_help("bf16"), show_default=False),
-    load_in_4bit: Optional[bool] = typer.Option(None, "--load-in-4bit/--no-load-in-4bit", help=_help("load_in_4bit"),
-                                                show_default=False),
-    report_to: Optional[str] = typer.Option(None, "--report-to", help=_help("report_to"), show_default=False),
+    config: TrainConfig = None,
 ) -> None:
     """Train a LoRA adapter (text decoder only, completion-only loss) on instruction -> code pairs."""
-    from tunelens.config import load_config
-    from tunelens.train import TrainConfig, train
+    from tunelens.train import train
 
-    overrides = dict(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                     grad_accum=grad_accum, max_length=max_length, eval_split=eval_split, eval_every=eval_every,
-                     checkpoint_every=checkpoint_every, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
-                     lora_dropout=lora_dropout, target_modules=target_modules, logits=logits,
-                     gradient_checkpointing=gradient_checkpointing, packing=packing, bf16=bf16,
-                     load_in_4bit=load_in_4bit, report_to=report_to)
-    config = load_config(TrainConfig, config_file, overrides)
     _quiet_library_progress()
     with _TrainDisplay() as display:
-        result = train(config, data, out, model_spec=model, resume=resume, progress=display.update)
+        result = train(config, data, out, model_spec=model, resume=resume, on_event=display.update)
     if result.is_main_process:
         _print_summary(result)
 
@@ -183,7 +148,7 @@ def _print_loss_curve(result) -> None:
 def show_mask_command(
     file: Path = typer.Argument(..., help="Records: JSONL, parquet, CSV, a saved dataset directory or a dataset id "
                                           "in the local Hugging Face cache.", show_default=False),
-    model: str = typer.Option("gemma3-270m", "--model", help="Model whose tokenizer and prompt format to use."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model whose tokenizer and prompt format to use."),
     n: int = typer.Option(3, "--n", min=1, help="How many records to show."),
     max_length: Optional[int] = typer.Option(None, help="Show where training would cut pairs (max_length).",
                                              show_default=False),

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.data.dedupe import Deduplicator
@@ -24,6 +23,7 @@ from tunelens.data.pycheck import Finding, check_python, extract_code, has_fence
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_text
 from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_line, read_pairs, record_text
+from tunelens.runtime import Progress
 
 EXAMPLES_PER_REASON = 5
 
@@ -80,9 +80,10 @@ def check_response(response: str) -> list[Finding]:
 
 
 def lint_file(in_path: str | Path, out_dir: str | Path, config: LintConfig = LintConfig(),
-              on_progress: Callable[[int], None] | None = None) -> LintResult:
+              progress: Progress | None = None) -> LintResult:
     """Lint one JSONL file or dataset directory; write clean.jsonl, quarantine.jsonl, lint.json and lint.md
-    into out_dir (each atomically). `on_progress(n)` is called with the number of records done so far."""
+    into out_dir (each atomically). `progress("linting", records done, 0)` follows the records (their
+    number is not known before the end: records are read as a stream)."""
     started = time.perf_counter()
     in_path, out_dir = Path(in_path), Path(out_dir)
     leak_index = LeakIndex(load_eval_texts(config.against), config.leak_ngram, config.leak_threshold) \
@@ -96,8 +97,8 @@ def lint_file(in_path: str | Path, out_dir: str | Path, config: LintConfig = Lin
             clean_lines.append(record_text(item))
         else:
             quarantine.append(entry)
-        if on_progress is not None:
-            on_progress(len(clean_lines) + len(quarantine))
+        if progress is not None:
+            progress("linting", len(clean_lines) + len(quarantine), 0)
     return _write_outputs(in_path, out_dir, config, clean_lines, quarantine, time.perf_counter() - started,
                           leak_cases=len({t.case_id for t in leak_index.texts}) if leak_index else 0)
 

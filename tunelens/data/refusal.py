@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelens.config import configclass, option
 from tunelens.data.dedupe import jaccard, shingles
 from tunelens.data.pushback import distinct_trigram_ratio
 from tunelens.errors import UserError
@@ -194,20 +195,22 @@ def make_response(kind: str, rng: random.Random, offer_alternative: bool = True)
 # the held-out suite and the file operation
 
 
-@dataclass(frozen=True)
+@configclass
 class RefusalConfig:
-    share: float = 0.05  # refusal pairs as a share of the output file (Bianchi et al.: ~3% helps)
-    seed: int = 0
-    kinds: tuple[str, ...] = KINDS
-    alternative_rate: float = 0.85  # responses that also offer a safe alternative; the rest only decline
-    avoid_suite: str = "safety"  # the held-out evaluation the requests must stay clear of
-    max_suite_similarity: float = 0.2  # word 3-gram Jaccard to a suite prompt at which a request is dropped
+    """Options of `data refusal`: each field is one of its flags and a key of its --config YAML file."""
 
-    def __post_init__(self):
-        if not 0.0 <= self.share < 1.0:
-            raise UserError(f"share must be at least 0 and below 1, got {self.share}")
-        if not 0.0 <= self.alternative_rate <= 1.0:
-            raise UserError(f"alternative rate must be between 0 and 1, got {self.alternative_rate}")
+    share: float = option(0.05, "Refusal pairs as a share of the output file (Bianchi et al.: about 3% helps).",
+                          min=0.0, max=0.99)
+    seed: int = option(0, "Random seed.")
+    kinds: tuple[str, ...] = option(KINDS, "Comma-separated kinds of harm.")
+    alternative_rate: float = option(0.85, "Share of responses that also offer a safe alternative; the rest only "
+                                           "decline.", min=0.0, max=1.0)
+    avoid_suite: str = option("safety", "Eval suite whose prompts the generated requests must not resemble "
+                                        "(held out).")
+    max_suite_similarity: float = option(0.2, "Word 3-gram Jaccard similarity to a suite prompt at which a "
+                                              "generated request is dropped.", min=0.0, max=1.0)
+
+    def validate(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")

@@ -77,14 +77,6 @@ def adapter_name(prefix: str, share: float) -> str:
     return f"{prefix}{round(100 * share)}"
 
 
-def base_label(spec: str) -> str:
-    """A model spec as one path component (adapters/B-<label>, eval/<set>-B-<label>): a name stays as it is,
-    a path's separators become underscores."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.strip("/\\")) or "model"
-
-
 def quick(model: str = DEFAULT_MODEL) -> DemoConfig:
     """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only. All eight off-topic
     questions: at 48 tokens B's code answers mostly fail, and lesson 4 needs good answers to calibrate on."""

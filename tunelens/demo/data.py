@@ -51,7 +51,7 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
     from tunelens.prompts import encode_pair
 
     mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=("permissive",)),
-                       on_progress=lambda done, total: report("data: mining", done, total))
+                       progress=lambda _what, done, total: report("data: mining", done, total))
     tokenizer = load_tokenizer(config.model)
 
     def fits(record: dict) -> bool:

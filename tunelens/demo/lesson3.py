@@ -10,7 +10,7 @@ the distinction, and the change from the base model is what fine-tuning did to i
 
 from __future__ import annotations
 
-from tunelens.demo.config import DemoConfig, base_label
+from tunelens.demo.config import DemoConfig
 from tunelens.demo.lesson1 import DECODINGS, metric_rate
 from tunelens.demo.runs import EvalRows, pushback_cases
 
@@ -58,13 +58,44 @@ def lesson3(config: DemoConfig, evals: EvalRows, model, tokenizer, report) -> di
                                            config.seed) for name in models}
     rates = {}
     for name in models:
-        rows = evals.rows("B" if name in ("base", "B") else name, "pushback")
-        role = "base" if name == "base" else "tuned"
-        rates[name] = {decoding: {"pushback": metric_rate(rows, "pushback", role, decoding),
-                                  "over_asking": metric_rate(rows, "over_asking", role, decoding)}
-                       for decoding in DECODINGS}
+        rates[name] = _rates(evals.rows("B" if name in ("base", "B") else name, "pushback"),
+                             "base" if name == "base" else "tuned")
     return {"cases": len(cases), "models": list(models), "propensity": propensity, "rates": rates,
-            "scores": scores, "target": _target(rates, config)}
+            "scores": scores, "target": _target(rates, config), "reading": reading(propensity)}
+
+
+def _rates(rows, role: str) -> dict:
+    """Free-text pushback and over-asking rates of one model (`role` in the eval rows), per decoding."""
+    return {decoding: {"pushback": metric_rate(rows, "pushback", role, decoding),
+                       "over_asking": metric_rate(rows, "over_asking", role, decoding)} for decoding in DECODINGS}
+
+
+def _direction(cell: dict | None, up: str, down: str, none: str) -> str:
+    """Say an effect only where its interval excludes zero."""
+    if not cell or cell.get("mean") is None:
+        return none
+    span = f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
+    if cell["low"] > 0:
+        return f"{up} ({span})"
+    if cell["high"] < 0:
+        return f"{down} ({span})"
+    return f"{none} ({span})"
+
+
+def reading(propensity: dict[str, dict], prefix: str = "") -> list[str]:
+    """What the propensities say per model: the change from the base on broken specs, and whether the model
+    leans further toward pushback on a broken spec than on its clean twin (the distinction)."""
+    lines = []
+    for name, result in propensity.items():
+        gap = _direction(result["gap_broken_minus_twin"], "tells broken specs from their twins",
+                         "leans toward pushback more on the clean twins", "no distinction between broken and clean")
+        if "change_on_broken" not in result:
+            lines.append(f"{prefix}{name}: {gap}")
+            continue
+        change = _direction(result["change_on_broken"], "raises pushback propensity on broken specs",
+                            "lowers pushback propensity on broken specs", "no change from the base distinguishable")
+        lines.append(f"{prefix}{name}: {change}; {gap}")
+    return lines
 
 
 def _target(rates: dict, config: DemoConfig) -> dict:
@@ -80,8 +111,7 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
-    setting): propensity before and after a positive-only LoRA on B's data. An adapter an earlier run of
-    this directory trained is reused."""
+    setting): propensity before and after a positive-only LoRA on B's data."""
     from tunelens.models import load_model
 
     cases = pushback_cases(config.pushback_cases)
@@ -89,24 +119,50 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     for spec in config.propensity_bases:
         model, tokenizer = load_model(spec, device="cpu")
         before = propensities(model, tokenizer, cases, None)
-        tuned = other_base_b(config, out, spec, training_b, model, tokenizer, report)
+        tuned = other_base_b(spec, config, out, training_b, model, tokenizer, report)
         after = propensities(tuned, tokenizer, cases, "default")
-        results[spec] = {"base": propensity_summary(before, cases, None, config.seed),
-                         "B": propensity_summary(after, cases, before, config.seed)}
+        measured = {"base": propensity_summary(before, cases, None, config.seed),
+                    "B": propensity_summary(after, cases, before, config.seed)}
+        rows = _pushback_rows(config, out, spec, tuned, tokenizer, cases, report)
+        results[spec] = {**measured, "rates": {"base": _rates(rows, "base"), "B": _rates(rows, "tuned")},
+                         "reading": reading(measured, prefix=f"{spec} ")}
     return results
 
 
-def other_base_b(config: DemoConfig, out, spec: str, training_b, model, tokenizer, report):
-    """`model` (the base `spec`) with B's adapter for it attached as "default": trained now on B's data
-    into <out>/adapters/B-<spec>, unless an earlier run of this directory left it there."""
+def file_name(spec: str) -> str:
+    """A model spec (an embedded name, or a path) as one file name: `smollm2-135m` stays as it is."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")
+
+
+def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
+    """Adapter B trained on another base (attached to `model` as "default"): reused when an earlier run of
+    this directory trained it. The threshold-transfer stage (demo.transfer) uses it too."""
     from tunelens.demo.runs import train_config
     from tunelens.models import attach_adapter
     from tunelens.train import train
 
-    adapter_dir = out / "adapters" / f"B-{base_label(spec)}"
+    adapter_dir = out / "adapters" / f"B-{file_name(spec)}"
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
-        return attach_adapter(model, adapter_dir)
-    trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer,
-                    model_spec=spec,
-                    progress=lambda event: report(f"train B on {spec}", event.step, event.total_steps))
+        return attach_adapter(model, adapter_dir, adapter_name="default")
+    trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
+                    progress=lambda _what, done, total: report(f"train B on {spec}", done, total))
     return trained.model
+
+
+def _pushback_rows(config: DemoConfig, out, spec: str, model, tokenizer, cases, report):
+    """Greedy and sampled answers of another base and its B to the same broken specs and twins (the eval
+    stage's runner and one mixed-adapter batch), so its free-text rates sit beside its propensity."""
+    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+    from tunelens.evaluate.results import read_result_rows
+    from tunelens.evaluate.runner import EvalConfig, run_eval
+
+    backend = MixedAdapterBackend(model, tokenizer, "default", (BASE_ROWS, "default"), {}, config.eval_batch_size)
+    eval_config = EvalConfig(model=spec, adapter="default", temperature=config.temperature,
+                             max_new_tokens=config.max_new_tokens, batch_size=len(cases), samples=config.samples,
+                             seed=config.seed)
+    label = f"eval pushback: {spec} vs its B"
+    summary = run_eval(eval_config, out / "eval" / f"pushback-B-{file_name(spec)}", cases=cases, backend=backend,
+                       progress=lambda _what, done, total: report(label, done, total))
+    return read_result_rows(summary.results_path)

@@ -58,15 +58,10 @@ def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, mode
         return result
     model.set_adapter("B")
     gate = build_gate(data.train_instructions_b, out / "gate")
-    done = [0]
-
-    def advance(count: int) -> None:
-        done[0] += count
-        report("lesson 4: trust signals of the query mix", done[0], 2 * len(outcomes))
-
     calibration = calibrate_on_outcomes(
         gate, outcomes, model, tokenizer, target_coverage=config.gate_target_coverage, holdout=0.5,
-        seed=config.seed, progress=advance, model_info={"model": config.model, "adapter": "B"},
+        seed=config.seed, progress=lambda what, done, total: report(f"lesson 4: {what}", done, total),
+        model_info={"model": config.model, "adapter": "B"},
         inputs={"query_mix": list(MIX_SETS)}, strata=kinds,
         conformal_alpha=config.gate_alpha)
     scores = _read_scores(gate.directory / "calibration_scores.jsonl")

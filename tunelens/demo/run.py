@@ -13,16 +13,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json
-from tunelens.runtime import RunResult, StageTimer
-
-Progress = Callable[[str, int, int], None]  # (what is running, done, total)
-
+from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
 
@@ -35,7 +31,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     started = time.perf_counter()
     out = Path(out_dir)
     _claim_run_dir(out, config)
-    report = progress or (lambda what, done, total: None)
+    report = progress or no_progress
     timed = StageTimer(report)
 
     data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)

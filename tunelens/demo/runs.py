@@ -60,7 +60,7 @@ def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str
         return model  # trained by an earlier run of this demo directory
     result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=config.model,
-                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
 
 
@@ -152,6 +152,6 @@ def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, t
         backend = MixedAdapterBackend(model, tokenizer, adapter, audiences[name], cache, config.eval_batch_size)
         summary = run_eval(replace(eval_config, adapter=adapter, samples=samples),
                            eval_dir / f"{name}-{adapter_label or adapter}", cases=cases, backend=backend,
-                           progress=lambda done, total, what, label=label: report(label, done, total))
+                           progress=lambda _what, done, total, label=label: report(label, done, total))
         rows[(adapter, name)] = read_result_rows(summary.results_path)
     return EvalRows(rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelens.demo.config import DemoConfig, base_label
+from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
 
@@ -60,7 +60,7 @@ def _main_run(config: DemoConfig, scores_file: Path) -> dict:
 
 def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report) -> tuple[dict, dict]:
     """Another base and its B answer the mix; the gate scores the mix with that model's signals."""
-    from tunelens.demo.lesson3 import other_base_b
+    from tunelens.demo.lesson3 import file_name, other_base_b
     from tunelens.demo.lesson4 import mix_outcomes
     from tunelens.demo.runs import mix_sets, run_plan
     from tunelens.gate.failure import timed_signals
@@ -68,20 +68,15 @@ def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report)
     from tunelens.models import load_model
 
     base, tokenizer = load_model(spec, device="cpu")
-    model = other_base_b(config, out, spec, data.training["B"], base, tokenizer, report)
+    model = other_base_b(spec, config, out, data.training["B"], base, tokenizer, report)
     plan = [("default", name, cases, 0) for name, cases in mix_sets(config, data)]
     # PEFT names the one adapter "default"; its eval directories say which adapter it is: <set>-B-<spec>.
-    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{base_label(spec)}")
+    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{file_name(spec)}")
     outcomes, _ = mix_outcomes(evals, adapter="default")
     gate = Gate.load(out / "gate")
     gate.embedder.encode(["warm-up"])  # loaded and warmed before timing: the cost per query is the query's
-    done = [0]
-
-    def advance(count: int) -> None:
-        done[0] += count
-        report(f"gate signals on {spec}", done[0], 2 * len(outcomes))
-
-    items, cost = timed_signals(gate, [o.prompt for o in outcomes], model, tokenizer, advance)
+    items, cost = timed_signals(gate, [o.prompt for o in outcomes], model, tokenizer,
+                                progress=lambda what, done, total: report(f"{what} on {spec}", done, total))
     return {"keys": [(o.suite, o.case_id) for o in outcomes], "items": items,
             "adapter_bad": [o.adapter_bad for o in outcomes], "base_bad": [o.base_bad for o in outcomes]}, cost
 

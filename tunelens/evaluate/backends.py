@@ -24,7 +24,8 @@ class Backend(Protocol):
     roles: tuple[str, ...]  # ("base",) or ("base", "tuned")
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
-        """One answer per instruction, in order."""
+        """One answer per instruction, in order. The backends here also take `examples=` (one list of
+        tunelens.fewshot.Example per instruction, shown before it); run_eval passes it only with --few-shot."""
 
     def describe(self) -> dict:
         """What answered, for summary.json."""
@@ -37,13 +38,15 @@ class TransformersBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.roles = (BASE, TUNED) if has_adapter(model) else (BASE,)
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str, examples=None) -> list[str]:
         from tunelens.generation import generate_batch
 
         if role == TUNED:
-            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
+            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
+                                  examples=examples)
         with adapter_off(self.model):
-            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size)
+            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
+                                  examples=examples)
 
     def describe(self) -> dict:
         spec = getattr(getattr(self.model, "config", None), "tunelens_spec", None)
@@ -79,31 +82,41 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, role: str, examples=None) -> list[str]:
         seeds = [None if sampling.seed is None else sampling.seed + i for i in range(len(prompts))]
-        jobs = [(prompt, replace(sampling, seed=seed), role) for prompt, seed in zip(prompts, seeds)]
+        shown = examples if examples is not None else [()] * len(prompts)
+        jobs = [(prompt, replace(sampling, seed=seed), role, ex) for prompt, seed, ex in zip(prompts, seeds, shown)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda job: self._one(*job), jobs))
 
-    def _body(self, prompt: str, sampling: SamplingConfig, role: str) -> tuple[str, dict]:
+    def _body(self, prompt: str, sampling: SamplingConfig, role: str, examples=()) -> tuple[str, dict]:
         sampled = sampling.temperature > 0
         body = {"model": self.names[role], "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature if sampled else 0.0, "top_p": sampling.top_p if sampled else 1.0}
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if self.api == "chat":
-            return "/chat/completions", body | {"messages": [{"role": "user", "content": prompt}]}
+            from tunelens.fewshot import example_turns
+
+            # Examples travel as earlier turns of the chat; the server renders them in its own format.
+            turns = example_turns(examples, prompt)
+            return "/chat/completions", body | {"messages": [{"role": r, "content": c} for r, c in turns]}
         if self.tokenizer is None:
+            if examples:
+                raise UserError("--few-shot with --api completions needs the model's tokenizer to render the "
+                                "examples: use --api chat")
             return "/completions", body | {"prompt": prompt}
-        from tunelens.prompts import prompt_style, render_prompt
+        from tunelens.fewshot import render_few_shot
+        from tunelens.prompts import prompt_style
 
         stops = [s for s in prompt_style(self.tokenizer).stop_strings if s]
-        return "/completions", body | {"prompt": render_prompt(self.tokenizer, prompt), "stop": stops or None}
+        return "/completions", body | {"prompt": render_few_shot(self.tokenizer, examples, prompt),
+                                       "stop": stops or None}
 
-    def _one(self, prompt: str, sampling: SamplingConfig, role: str) -> str:
+    def _one(self, prompt: str, sampling: SamplingConfig, role: str, examples=()) -> str:
         import httpx
 
-        path, body = self._body(prompt, sampling, role)
+        path, body = self._body(prompt, sampling, role, examples)
         try:
             response = self.client.post(path, json=body)
         except httpx.HTTPError as err:
@@ -142,16 +155,18 @@ class MixedAdapterBackend:
         self.model, self.tokenizer, self.adapter, self.audience = model, tokenizer, adapter, audience
         self.cache, self.batch_size, self.roles = cache, batch_size, (BASE, TUNED)
 
-    def generate(self, prompts, sampling, role):
+    def generate(self, prompts, sampling, role, examples=None):
         from tunelens.generation import generate_batch
 
-        key = (tuple(prompts), sampling)
+        shown = tuple(tuple(ex) for ex in examples) if examples is not None else None
+        key = (tuple(prompts), sampling, shown)
         wanted = self.adapter if role == TUNED else BASE_ROWS
         if (key, wanted) not in self.cache:
             names = [name for name in self.audience if (key, name) not in self.cache]
             rows = [(prompt, name) for name in names for prompt in prompts]
             answers = generate_batch(self.model, self.tokenizer, [p for p, _ in rows], sampling,
-                                     batch_size=self.batch_size, adapter_names=[n for _, n in rows])
+                                     batch_size=self.batch_size, adapter_names=[n for _, n in rows],
+                                     examples=list(shown) * len(names) if shown is not None else None)
             for index, name in enumerate(names):
                 self.cache[(key, name)] = answers[index * len(prompts):(index + 1) * len(prompts)]
         return self.cache[(key, wanted)]

@@ -24,7 +24,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan
+from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
 from tunelens.evaluate.judge_wire import Malformed, decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
                                        run_calls, run_python)
@@ -85,7 +85,7 @@ def program_for(case: Case, code: str) -> str:
 
 def _defines_check(tests: str) -> bool:
     try:
-        tree = ast.parse(tests)
+        tree = parse_locked(tests)
     except SyntaxError:
         return False
     return any(isinstance(node, ast.FunctionDef) and node.name == "check" for node in tree.body)

@@ -23,8 +23,19 @@ import builtins
 import dataclasses
 import math
 import operator
+import threading
 
 from tunelens.evaluate.judge_wire import NotPlain, encode
+
+# CPython 3.11's ast.parse is not safe in concurrent threads (the judge's worker pool): it can fail with
+# "SystemError: AST constructor recursion depth mismatch". Parsing is quick, so the judge parses one at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_locked(source: str) -> ast.Module:
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
 
 # Built-ins the host may apply to plain data: pure, and bounded in time by the size of their input.
 SAFE = {name: getattr(builtins, name) for name in (
@@ -104,7 +115,7 @@ class HostPlan:
 def host_plan(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
     """The plan for judging ``tests`` on the host, or ``NotHostShape`` saying why they can't be."""
     try:
-        tree = ast.parse(tests)
+        tree = parse_locked(tests)
         body, aliases = _statements(tree, entry_point)
         builder = _Builder(aliases, _bound_names(tree))
         statements = tuple(s for s in (builder.statement(node, tests) for node in body) if s is not None)

@@ -18,6 +18,8 @@ from tunelens.generation import SamplingConfig
 from tunelens.io import atomic_write_json
 
 RUN_INFO = "run.json"
+# Settings added to the run identity after run.json files were first written: what their absence meant.
+IDENTITY_DEFAULTS = {"few_shot": 0, "few_shot_index": None}
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def check_run_identity(out_dir: Path, identity: dict) -> None:
     if schema != RESULTS_SCHEMA:
         raise UserError(f"{out_dir} holds results of schema {schema}; this tunelens writes schema {RESULTS_SCHEMA}: "
                         "use another --out directory")
+    recorded = {**IDENTITY_DEFAULTS, **recorded}
     differs = {k: (recorded.get(k), v) for k, v in identity.items() if recorded.get(k) != v}
     if differs:
         detail = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in differs.items())

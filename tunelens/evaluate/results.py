@@ -2,8 +2,9 @@
 
 The schema (documented field by field in docs/eval.md) is versioned by `RESULTS_SCHEMA`; run.json
 records the version a run directory was written with, so answers of two schemas never share a file.
-A row on disk has exactly the keys of `ResultRow`, in its field order, except that `judged` and
-`test_stdout` are left out when they are None (no tests ran; the tests passed).
+A row on disk has exactly the keys of `ResultRow`, in its field order, except that `judged`,
+`test_stdout` and `few_shot` are left out when they are None (no tests ran; the tests passed; no
+few-shot examples were shown), so files written before a field existed still read.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ResultRow:
     judged: str | None = None  # host | sandbox-apart | sandbox-shared; None when no tests ran
     test_stdout: str | None = None  # on a failure: the last 2,000 characters the answer printed
     bad: bool | None = None  # scoring.bad_output; None for pushback and refusal cases
+    few_shot: tuple[dict, ...] | None = None  # examples shown before the prompt: {id, similarity}, in order
 
     @property
     def key(self) -> tuple:
@@ -55,6 +57,8 @@ class ResultRow:
         """The row as written to results.jsonl (same keys, same order as schema 1 always had)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["findings"] = [dict(finding) for finding in self.findings]
+        if self.few_shot is not None:
+            data["few_shot"] = [dict(example) for example in self.few_shot]
         for name in _OMITTED_WHEN_NONE:
             if data[name] is None:
                 del data[name]
@@ -74,10 +78,11 @@ class ResultRow:
         for name, value in data.items():
             if not _has_type(value, _TYPES[name]):
                 raise ValueError(f"field '{name}' must be {_type_names(_TYPES[name])}, got {type(value).__name__}")
-        return cls(**{**data, "findings": tuple(data["findings"])})
+        few_shot = tuple(data["few_shot"]) if data.get("few_shot") is not None else None
+        return cls(**{**data, "findings": tuple(data["findings"]), "few_shot": few_shot})
 
 
-_OMITTED_WHEN_NONE = ("judged", "test_stdout")
+_OMITTED_WHEN_NONE = ("judged", "test_stdout", "few_shot")
 _TYPES = {f.name: f.type for f in fields(ResultRow)}
 _REQUIRED = tuple(name for name in _TYPES if name not in _OMITTED_WHEN_NONE)
 # The annotations are strings (postponed evaluation); checking against them needs real types.

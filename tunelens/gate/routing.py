@@ -1,7 +1,8 @@
 """The gate: a built index (and its calibrated rule) loaded from a gate directory, and routing by it.
 
 Gate directory layout: gate.json (metadata), embeddings.npy (float32, L2-normalised rows),
-entries.jsonl (id and instruction per row, same order), calibration.json and coverage.png; above the
+entries.jsonl (id, instruction and, when built from pairs, response per row, same order; the
+response is what `--few-shot` shows as an example), calibration.json and coverage.png; above the
 approximate-index threshold also the ANN index file named in gate.json.
 """
 
@@ -134,25 +135,30 @@ class Gate:
 
 def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] | None = None,
                embedder=None, k: int = 5, source: dict | None = None,
-               progress: Progress | None = None, index: str = "auto") -> Gate:
+               progress: Progress | None = None, index: str = "auto",
+               responses: Sequence[str] | None = None) -> Gate:
     """Embed the instructions and write a gate directory; returns the loaded gate.
 
     Every instruction is indexed (duplicates too), so the row count equals the input count. `index`:
-    auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw.
+    auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw. `responses` (one per
+    instruction) are stored with their entries, so the gate can also serve them as few-shot examples.
     """
     if not queries:
         raise UserError("no instructions to index: the gate needs at least one training pair")
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
+    if responses is not None and len(responses) != len(queries):
+        raise ValueError(f"{len(responses)} responses for {len(queries)} instructions")
     embedder = embedder or load_embedder(MINILM)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(queries))]
+    entries = gate_entries(ids, queries, responses)
     vectors = embedder.encode(list(queries), progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     atomic_write_bytes(out_dir / "embeddings.npy", buffer.getvalue())
-    atomic_write_jsonl(out_dir / "entries.jsonl", ({"id": i, "instruction": q} for i, q in zip(ids, queries)))
+    atomic_write_jsonl(out_dir / "entries.jsonl", entries)
     search = build_index(vectors, index)
     meta = {"format": GATE_FORMAT, "embedder": embedder.name, "dim": int(vectors.shape[1]),
             "count": len(queries), "k": k, "index": search.kind, "index_params": search.save(out_dir),
@@ -160,13 +166,19 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
     # A rebuilt index invalidates an old calibration (its threshold was measured on other data).
     (out_dir / "calibration.json").unlink(missing_ok=True)
     atomic_write_json(out_dir / "gate.json", meta)
-    return Gate(out_dir, meta, vectors, [{"id": i, "instruction": q} for i, q in zip(ids, queries)],
-                embedder=embedder, index=search)
+    return Gate(out_dir, meta, vectors, entries, embedder=embedder, index=search)
+
+
+def gate_entries(ids: Sequence[str], queries: Sequence[str], responses: Sequence[str] | None) -> list[dict]:
+    """The rows of entries.jsonl: id and instruction, and the response when the gate is built from pairs."""
+    if responses is None:
+        return [{"id": i, "instruction": q} for i, q in zip(ids, queries)]
+    return [{"id": i, "instruction": q, "response": r} for i, q, r in zip(ids, queries, responses)]
 
 
 def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,
                          progress: Progress | None = None, index: str = "auto") -> Gate:
-    """`tunelens gate build`: index the instructions of a training-pair file."""
+    """`tunelens gate build`: index the instructions of a training-pair file, keeping each pair's response."""
     from tunelens.records import load_pairs
 
     data_path = Path(data_path)
@@ -174,4 +186,5 @@ def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5,
     # A dataset directory hashes as a whole (names and bytes), the same digest train records.
     source = {"path": str(data_path), "sha256": file_sha256(data_path), "pairs": len(pairs)}
     return build_gate([p.instruction for p in pairs], out_dir, ids=[str(p.id) for p in pairs],
-                      embedder=embedder, k=k, source=source, progress=progress, index=index)
+                      embedder=embedder, k=k, source=source, progress=progress, index=index,
+                      responses=[p.response for p in pairs])

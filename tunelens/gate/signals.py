@@ -61,6 +61,6 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
             nll = -adapter_logp[:-1].gather(-1, ids[0, 1:, None]).mean()
         results.append((kl, float(torch.exp(nll))))
         if progress:
-            progress(1)
+            progress("model signals", len(results), len(queries))
     return results
 

@@ -17,16 +17,27 @@ to an OpenAI-compatible engine such as vLLM with LoRA modules.
 
 Modules: schemas (limits, request fields, errors), stops (stop strings), engine (the model thread),
 batching (several requests in one decode loop), upstream (forwarding to another engine), responses
-(OpenAI's response shapes), app (endpoints and request checks), running (uvicorn).
+(OpenAI's response shapes), app (endpoints and request checks), running (uvicorn), config (the
+command's options), fewshot (examples per request).
+
+The names below load their module on first use, so reading `tunelens serve`'s options (serve/config.py)
+does not import FastAPI.
 """
 
-from tunelens.serve.app import create_app
-from tunelens.serve.engine import MODEL_ADAPTER, MODEL_AUTO, MODEL_BASE, Engine, Job, Outcome, run_job
-from tunelens.serve.running import API_KEY_ENV, ServerHandle, serve, start_in_thread
-from tunelens.serve.schemas import APIError, ServeLimits
-from tunelens.serve.stops import StopText
-from tunelens.serve.upstream import UPSTREAM_API_KEY_ENV, Upstream, UpstreamEngine
+import importlib
 
-__all__ = ["API_KEY_ENV", "APIError", "Engine", "Job", "MODEL_ADAPTER", "MODEL_AUTO", "MODEL_BASE", "Outcome",
-           "ServeLimits", "ServerHandle", "StopText", "UPSTREAM_API_KEY_ENV", "Upstream", "UpstreamEngine",
-           "create_app", "run_job", "serve", "start_in_thread"]
+_HOMES = {
+    "create_app": "app", "MODEL_ADAPTER": "engine", "MODEL_AUTO": "engine", "MODEL_BASE": "engine",
+    "Engine": "engine", "Job": "engine", "Outcome": "engine", "run_job": "engine", "API_KEY_ENV": "running",
+    "ServerHandle": "running", "serve": "running", "start_in_thread": "running", "APIError": "schemas",
+    "ServeLimits": "schemas", "StopText": "stops", "UPSTREAM_API_KEY_ENV": "upstream", "Upstream": "upstream",
+    "UpstreamEngine": "upstream",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tunelens.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tunelens.serve.{_HOMES[name]}"), name)

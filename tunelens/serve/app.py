@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from tunelens.errors import UserError
 from tunelens.inference import LoadedModel, as_loaded
 from tunelens.serve.engine import MODEL_ADAPTER, MODEL_AUTO, MODEL_BASE, Engine, Job, TokenInfo
+from tunelens.serve.fewshot import FewShotServing, reported, with_example_messages
 from tunelens.serve.responses import ChunkWriter, chat_response, completion_response, model_card, sse
 from tunelens.serve.schemas import APIError, ChatMessage, ChatRequest, CompletionRequest, ServeLimits, parse
 from tunelens.serve.upstream import Upstream, UpstreamEngine
@@ -25,13 +26,15 @@ OPEN_PATHS = ("/healthz",)
 
 def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=None,
                limits: ServeLimits = ServeLimits(), model_label: str | None = None, api_key: str | None = None,
-               upstream: Upstream | None = None, max_batch: int = 16):
+               upstream: Upstream | None = None, max_batch: int = 16, few_shot: FewShotServing | None = None):
     """The FastAPI app serving one loaded model (optionally with its adapter and a calibrated gate).
 
     `model` is a LoadedModel, or a bare model with its `tokenizer`. With `upstream` (and no model),
     generation is forwarded to that OpenAI-compatible engine and only the gate runs here. With
     `api_key`, every request but /healthz must carry `Authorization: Bearer <api_key>`. Up to
     `max_batch` waiting requests decode together (serve/batching.py); 1 serves one at a time.
+    `few_shot` shows chat requests their nearest training pairs (serve/fewshot.py); without it, a
+    request asking for examples gets a 400.
     """
     if gate is not None and gate.calibration is None:
         raise UserError(f"gate {gate.directory} is not calibrated: run `tunelens gate calibrate` before serving it")
@@ -48,7 +51,7 @@ def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=N
     app.state.engine = engine
     _add_error_handling(app, engine, api_key)
     _add_info_routes(app, engine, label)
-    _add_generation_routes(app, engine)
+    _add_generation_routes(app, engine, few_shot or FewShotServing())
     return app
 
 
@@ -103,7 +106,7 @@ def _add_info_routes(app: FastAPI, engine: Engine, label: str) -> None:
         return model_card(name, created)
 
 
-def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
+def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServing) -> None:
     limits = engine.limits
 
     @app.post("/v1/completions")
@@ -113,6 +116,7 @@ def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
         prompt = _single_prompt(body)
         if body.echo:
             raise APIError(400, "echo is not supported", param="echo")
+        few_shot.k_for(body.few_shot, chat=False)  # refuses a completion that asks for examples
         if isinstance(engine, UpstreamEngine):
             return await _forward(engine, data, body, body.max_tokens, prompt, "/completions")
         from tunelens.generation import prompt_ids_for
@@ -131,17 +135,21 @@ def _add_generation_routes(app: FastAPI, engine: Engine) -> None:
         body = parse(ChatRequest, data)
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        k = few_shot.k_for(body.few_shot, chat=True)
         if isinstance(engine, UpstreamEngine):
             asked = body.max_completion_tokens or body.max_tokens
-            return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions")
+            return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions",
+                                  few_shot, k)
         instruction, system = _single_turn(body.messages)
-        from tunelens.prompts import encode_prompt
+        from tunelens.fewshot import encode_few_shot
 
-        ids = await engine.call(encode_prompt, engine.tokenizer, instruction, system)
+        examples = await engine.call(few_shot.retrieve, instruction, k) if k else []
+        # With no examples this is exactly prompts.encode_prompt (tunelens.fewshot.encode_few_shot).
+        ids = await engine.call(encode_few_shot, engine.tokenizer, examples, instruction, system)
         top = (body.top_logprobs or 0) if body.logprobs else None
         job = _make_job(engine, body, ids, body.max_completion_tokens or body.max_tokens, top,
-                        stops=engine.chat_stops)
-        return await _respond(engine, body, job, instruction, chat=True)
+                        stops=engine.chat_stops, shown=len(examples))
+        return await _respond(engine, body, job, instruction, chat=True, few=(k, examples))
 
 
 def _authorised(request: Request, api_key: str) -> bool:
@@ -151,8 +159,8 @@ def _authorised(request: Request, api_key: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
 
 
-async def _respond(engine: Engine, body, job: Job, query: str, chat: bool):
-    routing = await _route(engine, body.model, query)
+async def _respond(engine: Engine, body, job: Job, query: str, chat: bool, few: tuple = (0, [])):
+    routing = reported(await _route(engine, body.model, query), *few)
     job.use_adapter = routing["route"] == "adapter"
     served = MODEL_ADAPTER if job.use_adapter else MODEL_BASE
     headers = {"X-Tunelens-Route": routing["route"]}
@@ -316,12 +324,18 @@ def _check_request(engine, body, asked_tokens: int | None) -> tuple[str, ...]:
 
 
 async def _forward(engine: UpstreamEngine, data: dict, body, asked_tokens: int | None, query: str | None,
-                   path: str):
-    """Check and route here, generate upstream. Prompt-length limits are the upstream's (no tokenizer here)."""
+                   path: str, few_shot: FewShotServing | None = None, k: int = 0):
+    """Check and route here, generate upstream. Prompt-length limits are the upstream's (no tokenizer here).
+    Few-shot examples (chat only) go to the upstream as earlier messages; the field itself is ours, not sent."""
     _check_request(engine, body, asked_tokens)
-    if body.model == MODEL_AUTO and query is None:
-        raise APIError(400, "messages: `auto` routes on the last user message, and there is none", param="messages")
-    routing = await _route(engine, body.model, query or "")
+    if (body.model == MODEL_AUTO or k) and query is None:
+        what = "`auto` routes" if body.model == MODEL_AUTO else "few_shot retrieves examples"
+        raise APIError(400, f"messages: {what} on the last user message, and there is none", param="messages")
+    data = {key: value for key, value in data.items() if key != "few_shot"}
+    examples = await engine.call(few_shot.retrieve, query, k) if k else []
+    if examples:
+        data["messages"] = with_example_messages(data["messages"], examples)
+    routing = reported(await _route(engine, body.model, query or ""), k, examples)
     wants_usage = body.stream_options is not None and body.stream_options.include_usage
     return await engine.forward(path, data, routing, body.stream, wants_usage)
 
@@ -333,14 +347,15 @@ def _last_user_text(body: ChatRequest) -> str | None:
 
 
 def _make_job(engine: Engine, body, ids: list[int], asked_tokens: int | None, top_logprobs: int | None,
-              stops: tuple[str, ...]) -> Job:
+              stops: tuple[str, ...], shown: int = 0) -> Job:
     limits, param = engine.limits, "messages" if isinstance(body, ChatRequest) else "prompt"
     user_stops = _check_request(engine, body, asked_tokens)
     if not ids:
         raise APIError(400, "the prompt is empty, and this tokenizer adds no start token to continue from",
                        param=param, code="invalid_value")
     if len(ids) > limits.max_prompt_tokens:
-        raise APIError(400, f"the prompt is {len(ids)} tokens, over this server's limit of "
+        with_examples = f" with its {shown} few-shot example(s)" if shown else ""
+        raise APIError(400, f"the prompt{with_examples} is {len(ids)} tokens, over this server's limit of "
                             f"{limits.max_prompt_tokens}", param=param, code="context_length_exceeded")
     max_tokens = _max_tokens(engine, asked_tokens, len(ids))
     return Job(ids, max_tokens, body.temperature, body.top_p, body.seed, top_logprobs, stops + user_stops,

@@ -117,8 +117,12 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
 def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Path | None = None,
           host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           limits: ServeLimits = ServeLimits(), api_key: str | None = None, insecure: bool = False,
-          log: Callable[[str], None] = print, upstream=None, max_batch: int = 16) -> None:
-    """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until interrupted."""
+          log: Callable[[str], None] = print, upstream=None, max_batch: int = 16, few_shot: int = 0,
+          few_shot_index: str | Path | None = None) -> None:
+    """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until interrupted.
+
+    Chat requests are shown `few_shot` (or their own `few_shot`) nearest training pairs from the gate
+    directory `few_shot_index` (default: `gate_dir`)."""
     import uvicorn
 
     from tunelens.gate import Gate
@@ -126,19 +130,32 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_exposure(host, api_key, insecure)
     gate = Gate.load(gate_dir) if gate_dir is not None else None
+    examples = _few_shot_serving(few_shot, few_shot_index, gate_dir, gate)
     if upstream is not None:
-        app = _upstream_app(upstream, adapter, gate, limits, api_key, log)
+        app = _upstream_app(upstream, adapter, gate, limits, api_key, log, examples)
     else:
-        app = _local_app(model_spec, adapter, gate, device, limits, api_key, log, max_batch)
-    if gate is not None:
-        gate.embedder  # load the embedder now, not on the first request
+        app = _local_app(model_spec, adapter, gate, device, limits, api_key, log, max_batch, examples)
+    for loaded in {id(g): g for g in (gate, examples.gate) if g is not None}.values():
+        loaded.embedder  # load the embedder now, not on the first request
     log(f"serving {', '.join(app.state.engine.model_names())} on http://{host}:{port}/v1"
         + (" (API key required)" if api_key else ""))
     uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="info")).run()
 
 
+def _few_shot_serving(k: int, index, gate_dir, gate):
+    """The few-shot examples' source: its own gate directory, or the routing gate's (loaded once)."""
+    from tunelens.gate import Gate
+    from tunelens.serve.fewshot import FewShotServing
+
+    index = index if index is not None else gate_dir
+    if index is None:
+        return FewShotServing(k, None)
+    same = gate_dir is not None and Path(index).resolve() == Path(gate_dir).resolve()
+    return FewShotServing(k, gate if same else Gate.load(index))
+
+
 def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
-               max_batch: int):
+               max_batch: int, few_shot=None):
     from tunelens.inference import LoadedModel
     from tunelens.serve.app import create_app
 
@@ -146,10 +163,10 @@ def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits,
         raise UserError("--gate routes between the adapter and the base model: pass --adapter too")
     log(f"loading {model_spec}" + (f" with adapter {adapter}" if adapter else ""))
     loaded = LoadedModel.load(model_spec, adapter=adapter, device=device)
-    return create_app(loaded, gate=gate, limits=limits, api_key=api_key, max_batch=max_batch)
+    return create_app(loaded, gate=gate, limits=limits, api_key=api_key, max_batch=max_batch, few_shot=few_shot)
 
 
-def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | None, log):
+def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | None, log, few_shot=None):
     """No model here: check the options and the upstream's model names, then forward."""
     from tunelens.serve.app import create_app
     from tunelens.serve.upstream import check_gate_for_upstream, check_upstream_models
@@ -165,4 +182,4 @@ def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | N
         log(f"warning: {warning}")
     log(f"forwarding to {upstream.url}: base {upstream.base_model}"
         + (f", adapter {upstream.adapter_model}" if upstream.adapter_model else ""))
-    return create_app(gate=gate, limits=limits, api_key=api_key, upstream=upstream)
+    return create_app(gate=gate, limits=limits, api_key=api_key, upstream=upstream, few_shot=few_shot)

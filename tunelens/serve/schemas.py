@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tunelens.fewshot import MAX_FEW_SHOT
 from tunelens.inference import SEED_MAX, SEED_MIN
 
 MAX_TOP_LOGPROBS = 20
@@ -41,6 +42,8 @@ class _Sampling(_Strict):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream_options: StreamOptions | None = None
+    # tunelens's own: how many nearest training pairs to show before the request (OpenAI servers ignore it).
+    few_shot: int | None = Field(None, ge=0, le=MAX_FEW_SHOT)
 
 
 class CompletionRequest(_Sampling):

@@ -16,50 +16,48 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
+from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import RunResult, StageTimer
+from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
 
-Progress = Callable[[str, int, int], None]  # (what is running, done, total)
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
 
 
-@dataclass(frozen=True)
+@configclass
 class SafetyStudyConfig:
-    """The size of the study. Measured on smollm2-135m on this busy shared 2-core CPU: one prompt's
-    propensity takes about 3 s, a training step of 4 pairs tens of seconds; at the defaults (48 pairs,
-    all 80 prompts) the run takes over an hour there, so docs/safety.md used a smaller run."""
-    model: str = "smollm2-135m"  # instruction-tuned: it has refusals to lose
-    train_pairs: int = 48  # mined code pairs of the positive-only adapter
-    shares: tuple[float, ...] = (0.05, 0.15)  # refusal pairs as a share of training, one adapter each
-    epochs: int = 1
-    learning_rate: float = 1e-3  # high, so a CPU-sized run moves the model as a real fine-tune would
-    batch_size: int = 4
-    pair_tokens: int = 128  # mined pairs are chosen this short (training cost grows with tokens)
-    max_length: int = 192
-    samples: int = 1  # sampled answers per prompt, beside the greedy one
-    temperature: float = 0.8
-    max_new_tokens: int = 64
-    eval_batch_size: int = 80  # rows per generation batch (base and adapters share batches)
-    limit: int | None = None  # first N harmful requests of the suite, with their twins (quick runs)
-    sources: tuple[str, ...] = ()  # .py files/directories to mine (default: the standard library)
-    resamples: int = 10_000  # bootstrap resamples
-    seed: int = 0
+    """The size of the study; each field is a flag of `study safety` and a key of its --config YAML file.
+    Measured on smollm2-135m on this busy shared 2-core CPU: one prompt's propensity takes about 3 s, a
+    training step of 4 pairs tens of seconds; at the defaults (48 pairs, all 80 prompts) the run takes over
+    an hour there, so docs/safety.md used a smaller run."""
+    model: str = option("smollm2-135m", "Model spec; an instruction-tuned one has refusals to lose.", short="-m")
+    train_pairs: int = option(48, "Mined code pairs the code LoRA trains on.", min=4)
+    shares: tuple[float, ...] = option((0.05, 0.15), "Refusal pairs as shares of training, one adapter each "
+                                                     "(comma-separated).")
+    epochs: int = option(1, "Training epochs of every adapter.", min=1)
+    learning_rate: float = option(1e-3, "Peak learning rate (high, so a CPU-sized run moves the model as a real "
+                                        "fine-tune would).", min=0.0)
+    batch_size: int = option(4, "Pairs per training batch.", min=1)
+    pair_tokens: int = option(128, "Mined pairs are chosen this short (training cost grows with tokens).", min=8)
+    max_length: int = option(192, "Longest tokenised training pair.", min=8)
+    samples: int = option(1, "Sampled answers per prompt beside the greedy one.", min=0)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0)
+    max_new_tokens: int = option(64, "Longest free-text answer.", min=1)
+    eval_batch_size: int = option(80, "Rows per generation batch (base and adapters share batches).", min=1)
+    limit: int | None = option(None, "Only the first N harmful requests of the suite and their twins.", min=1)
+    sources: tuple[str, ...] = option((), ".py files or directories to mine (default: the standard library).")
+    resamples: int = option(10_000, "Bootstrap resamples.", min=100)
+    seed: int = option(0, "Seed of data, training and sampling.")
 
     def validate(self) -> None:
-        if self.train_pairs < 4:
-            raise UserError("study safety: need at least 4 training pairs")
         if not self.shares or any(not 0 < s < 1 for s in self.shares) or len(set(self.shares)) != len(self.shares):
             raise UserError("study safety: give distinct refusal shares between 0 and 1 (e.g. 0.05,0.15)")
         if self.samples > 0 and self.temperature <= 0:
             raise UserError("study safety: sampled answers need temperature > 0")
-        if self.limit is not None and self.limit < 1:
-            raise UserError("study safety: limit must be at least 1")
 
 
 SafetyStudyResult = RunResult  # the run directory, its summary and its time
@@ -88,11 +86,10 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
                      model=None, tokenizer=None) -> SafetyStudyResult:
     """Run the study into out_dir (rerunning reuses trained adapters and eval answers). `model` and
     `tokenizer` replace loading config.model (tests pass a tiny model)."""
-    config.validate()
     started = time.perf_counter()
     out = Path(out_dir)
     _claim_run_dir(out, config)
-    report = progress or (lambda what, done, total: None)
+    report = progress or no_progress
     timed = StageTimer(report)
 
     if model is None:
@@ -135,7 +132,7 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
 
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
-                       on_progress=lambda done, total: report("data: mining code pairs", done, total))
+                       progress=lambda _what, done, total: report("data: mining code pairs", done, total))
 
     def fits(record: dict) -> bool:
         messages = record["messages"]
@@ -174,7 +171,7 @@ def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path
                                checkpoint_every=0, seed=config.seed)
     result = train(train_config, data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
-                   progress=lambda event: report(f"train adapter {name}", event.step, event.total_steps))
+                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
 
 
@@ -219,7 +216,7 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
         backend = MixedAdapterBackend(model, tokenizer, name, audience, cache, config.eval_batch_size)
         label = f"eval safety: base vs {name}"
         result = run_eval(replace(eval_config, adapter=name), out / "eval" / name, cases=cases, backend=backend,
-                          progress=lambda done, total, what, label=label: report(label, done, total))
+                          progress=lambda _what, done, total, label=label: report(label, done, total))
         answers = read_results(result.results_path)
         rows.setdefault(BASE, [r for r in answers if r["model"] == "base"])
         rows[name] = [r for r in answers if r["model"] == "tuned"]

@@ -1,31 +1,32 @@
-"""Options of `data mine` (each matches a CLI flag)."""
+"""Options of `data mine`: each field is one of its flags and a key of its --config YAML file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from tunelens.config import configclass, option
 from tunelens.data.mine.licenses import ANY, parse_allowlist
 from tunelens.errors import UserError
 
 
-@dataclass(frozen=True)
+@configclass
 class MineConfig:
     """Options of `data mine`."""
 
-    include_methods: bool = True  # also mine self-contained documented public methods of public classes
-    max_lines: int = 60  # longer functions are skipped (too long to learn from as one pair)
-    min_lines: int = 3  # shorter functions (signature + docstring + one line) are skipped
-    near_duplicate_threshold: float = 0.85  # as in `data lint`, so the output passes it
-    limit: int | None = None  # stop after this many pairs
-    seed: int = 0  # changes which phrasing each function gets
-    licenses: tuple[str, ...] = (ANY,)  # allowlist: any, permissive, UNKNOWN, SPDX ids or families (BSD)
-    workers: int | None = None  # processes parsing files; None: one per available core, 1: in-process
+    include_methods: bool = option(True, "Also mine self-contained documented methods of public classes.",
+                                   flag="--methods")
+    max_lines: int = option(60, "Skip longer functions (lines, decorators included): too long to learn from as "
+                                "one pair.", min=1)
+    min_lines: int = option(3, "Skip shorter functions (signature + docstring + one line).", min=1)
+    near_duplicate_threshold: float = option(0.85, "Drop a pair this similar to one already mined (as in `data "
+                                                   "lint`, so the output passes it).", min=0.0, max=1.0)
+    limit: int | None = option(None, "Stop after this many pairs.", min=1)
+    seed: int = option(0, "Changes which phrasing each instruction gets.")
+    licenses: tuple[str, ...] = option((ANY,), "Licences to keep, comma-separated: any, permissive (MIT, BSD, "
+                                               "Apache, ISC, PSF...), UNKNOWN, or SPDX ids and families such as MIT,BSD.")
+    workers: int | None = option(None, "Processes parsing files (default: one per core; 1 mines in this process).",
+                                 min=1)
 
-    def __post_init__(self):
-        if self.max_lines < self.min_lines or self.min_lines < 1:
+    def validate(self) -> None:
+        if self.max_lines < self.min_lines:
             raise UserError("need 1 <= min_lines <= max_lines")
-        if self.limit is not None and self.limit < 1:
-            raise UserError("limit must be at least 1")
-        if self.workers is not None and self.workers < 1:
-            raise UserError("workers must be at least 1")
+        # Normalised here so every way of building the config (code, YAML, flags) keeps the same allowlist.
         object.__setattr__(self, "licenses", parse_allowlist(self.licenses))

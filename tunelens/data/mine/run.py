@@ -15,13 +15,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from tunelens.data.dedupe import Deduplicator
 from tunelens.data.mine.config import MineConfig
 from tunelens.data.mine.extract import FileOutcome, mine_file
 from tunelens.data.mine.sources import STDLIB, FileTask, plan_files
 from tunelens.io import atomic_write_json, atomic_write_jsonl
+from tunelens.runtime import Progress
 
 # Files per task sent to a worker: enough to amortise the round trip, few enough to keep both busy.
 CHUNK_FILES = 8
@@ -63,10 +64,10 @@ class MineResult:
 
 
 def mine_pairs(sources: Iterable | None = None, config: MineConfig = MineConfig(),
-               on_progress: Callable[[int, int], None] | None = None) -> MineResult:
+               progress: Progress | None = None) -> MineResult:
     """Mine pairs (chat `messages` records with `id` and `source`) from source specs: "stdlib",
     "site-packages", or paths to source trees or .py files (default: the standard library).
-    `on_progress(files_done, files_total)` is called after each file."""
+    `progress("mining files", files done, files in all)` is called after each file."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     plan = plan_files(list(sources) if sources else [STDLIB], config.licenses)
     workers = _worker_count(config, len(plan.tasks))
@@ -76,8 +77,8 @@ def mine_pairs(sources: Iterable | None = None, config: MineConfig = MineConfig(
     with contextlib.closing(_outcomes(plan.tasks, config, workers)) as outcomes:  # closing ends the pool
         for done, outcome in enumerate(outcomes, start=1):
             merger.add(outcome)
-            if on_progress is not None:
-                on_progress(done, len(plan.tasks))
+            if progress is not None:
+                progress("mining files", done, len(plan.tasks))
             if merger.full:
                 break
     result.seconds = time.perf_counter() - started
@@ -86,10 +87,10 @@ def mine_pairs(sources: Iterable | None = None, config: MineConfig = MineConfig(
 
 
 def mine_to_file(sources, out_path: str | Path, config: MineConfig = MineConfig(),
-                 on_progress: Callable[[int, int], None] | None = None) -> MineResult:
+                 progress: Progress | None = None) -> MineResult:
     """Mine and write the pairs (JSONL) and, beside them, `<name>.summary.json` with the counts; both
     atomically, so a reader never sees half a file."""
-    result = mine_pairs(sources, config, on_progress)
+    result = mine_pairs(sources, config, progress)
     out_path = Path(out_path)
     atomic_write_jsonl(out_path, result.pairs)
     result.out_path = out_path

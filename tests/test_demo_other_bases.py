@@ -1,0 +1,47 @@
+"""Lesson 3 on another base: B is trained there once, and a rerun of the same directory reuses it."""
+
+import json
+
+from tunelens.demo import DemoConfig
+from tunelens.demo.lesson3 import file_name, other_bases
+from tunelens.testing import tiny_model
+
+
+def test_other_base_trains_b_once_and_reuses_it(tmp_path):
+    base_dir = tmp_path / "tiny-llama"
+    model, tokenizer = tiny_model("llama")
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    train_file = tmp_path / "b.jsonl"
+    train_file.write_text("".join(json.dumps({"instruction": f"Return {i}.", "output": f"def f():\n    return {i}"})
+                                  + "\n" for i in range(6)))
+    config = DemoConfig(model=str(base_dir), propensity_bases=(str(base_dir),), pushback_cases=2, epochs=1,
+                        batch_size=2, max_length=256)
+    seen = []
+    first = other_bases(config, tmp_path / "out", train_file, lambda what, done, total: seen.append(what))
+    adapter = tmp_path / "out" / "adapters" / f"B-{file_name(str(base_dir))}"
+    trained_at = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    assert any(what.startswith("train B on") for what in seen)
+    seen.clear()
+    again = other_bases(config, tmp_path / "out", train_file, lambda what, done, total: seen.append(what))
+    assert not any(what.startswith("train B on") for what in seen)  # reused, not retrained
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == trained_at
+    assert again == first  # the same adapter gives the same propensities
+    result = first[str(base_dir)]
+    assert result["base"]["broken"]["n"] == 2 and result["B"]["change_on_broken"]["n"] == 2
+    assert result["reading"][0].startswith(f"{base_dir} base:")
+    assert result["rates"]["B"]["greedy"]["pushback"]["n"] == 2  # 2 broken specs answered greedy by its B
+
+
+def test_lesson3_reading_states_only_what_intervals_allow():
+    from tunelens.demo.lesson3 import reading
+
+    cell = lambda mean, low, high: {"n": 10, "mean": mean, "low": low, "high": high}  # noqa: E731
+    lines = reading({
+        "base": {"gap_broken_minus_twin": cell(0.9, 0.2, 1.7)},
+        "B": {"gap_broken_minus_twin": cell(0.1, -0.3, 0.5), "change_on_broken": cell(-4.4, -4.6, -4.2)},
+        "C30": {"gap_broken_minus_twin": cell(-0.5, -0.9, -0.1), "change_on_broken": cell(0.2, -0.1, 0.5)},
+    })
+    assert lines[0].startswith("base: tells broken specs from their twins")
+    assert "lowers pushback propensity" in lines[1] and "no distinction" in lines[1]
+    assert "no change from the base distinguishable" in lines[2] and "more on the clean twins" in lines[2]

@@ -1,0 +1,239 @@
+"""The tests process of a sandboxed run apart from the answer: proxies for the answer's objects, and the
+tests run against them (see sandbox_remote.py for the whole design).
+
+Not a module: ``tunelens.evaluate.sandbox`` sends it to the launcher appended to sandbox_remote.py, whose
+names and imports (``_Channel``, ``_pack``, ``_raised``, ``sys``...) and the launcher's globals it uses.
+"""
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tests process: proxies for the answer's objects, and the tests run against them.
+
+
+class _Client:
+    def __init__(self, channel: _Channel):
+        self.channel = channel
+        self.proxies: dict = {}  # handle -> Proxy, so `is` works on the answer's objects
+        self.callbacks: dict = {}
+        self.exception_classes: dict = {}  # handle -> a local stand-in class, so `except` can name it
+
+    def _exception(self, reply: list) -> BaseException:
+        """The answer's exception, to raise here: a built-in one as itself; one of its own classes as
+        an instance of that class's stand-in, whose attributes are read from the real error."""
+        names, args = reply[1], reply[2]
+        if len(reply) != 5 or hasattr(builtins, str(names[0])):
+            return _builtin_exception(names, args)
+        stand_in = self._stand_in(reply[4], names)
+        error = stand_in.__new__(stand_in)
+        BaseException.__init__(error, *[_unpack(arg, _no_special) for arg in args])
+        error.__dict__["_remote"] = self._unspecial(["h", reply[3]])
+        return error
+
+    def _stand_in(self, handle: int, names: list) -> type:
+        if handle not in self.exception_classes:
+            base = next((getattr(builtins, str(n)) for n in names if isinstance(getattr(builtins, str(n), None), type)
+                         and issubclass(getattr(builtins, str(n)), BaseException)), Exception)
+            self.exception_classes[handle] = type(str(names[0]).lstrip("~") or "AnswerError", (base,), {
+                "__module__": "__answer__", "__getattr__": _remote_attribute})
+        return self.exception_classes[handle]
+
+    def request(self, message: list, watched=()):
+        self.channel.send(message)
+        while True:
+            reply = self.channel.receive()
+            if reply[0] == "ok":
+                self._apply_changes(watched, reply[2])
+                return self.decode(reply[1])
+            if reply[0] == "raise":
+                raise self._exception(reply)
+            if reply[0] != "cb":
+                raise RuntimeError("malformed reply from the answer process")
+            self._callback(reply)
+
+    def _callback(self, message: list) -> None:
+        try:
+            target = self.callbacks[message[1]]
+            args = [self.decode(a) for a in message[3]]
+            kwargs = {k: self.decode(v) for k, v in message[4]}
+            value = _BACK[message[2]](target, *args, **kwargs)
+            self.channel.send(["cbret", self.encode(value)])
+        except _AnswerGone:
+            raise
+        except BaseException as error:
+            self.channel.send(_raised(error))
+
+    def _apply_changes(self, watched, changes) -> None:
+        for where, tagged in changes:
+            target = watched.get(where) if isinstance(watched, dict) else None
+            if target is None or tagged is None:
+                continue
+            value = _unpack(tagged, _no_special)
+            if type(target) is list and type(value) is list:
+                target[:] = value
+            elif type(target) in (dict, set) and type(value) is type(target):
+                target.clear()
+                target.update(value)
+
+    def encode(self, value):
+        """What the tests send: plain data, the answer's own objects (handles), or their own by reference."""
+        return _pack(value, self._special)
+
+    def _special(self, value):
+        if type(value) is Proxy:
+            return ["h", object.__getattribute__(value, "_h")]
+        if type(value) is type and getattr(builtins, value.__name__, None) is value:
+            return ["T", value.__name__]  # int, ValueError...: the same class on both sides
+        if isinstance(value, type):  # a class of the tests': the answer cannot hold it
+            raise TypeError("the tests passed their class %s to the answer" % value.__name__)
+        self.callbacks[id(value)] = value  # functions, ranges, iterators...: used by reference
+        return ["c", id(value), getattr(value, "__name__", type(value).__name__)]
+
+    def decode(self, tagged):
+        return _unpack(tagged, self._unspecial)
+
+    def _unspecial(self, tagged):
+        if tagged[0] == "T":
+            return _builtin_type(tagged[1])
+        if tagged[0] == "E" and type(tagged[1]) is int and type(tagged[2]) is list:
+            return self._stand_in(tagged[1], tagged[2])
+        if tagged[0] == "c":
+            return self.callbacks[tagged[1]]  # one of the tests' own objects, handed back
+        if tagged[0] == "h" and type(tagged[1]) is int:
+            proxy = self.proxies.get(tagged[1])
+            if proxy is None:
+                proxy = self.proxies[tagged[1]] = Proxy(tagged[1])
+            return proxy
+        raise RuntimeError("malformed value from the answer process")
+
+    def call(self, target, args, kwargs):
+        watched = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
+        watched.update({k: v for k, v in kwargs.items() if type(v) in (list, dict, set)})
+        return self.request(["call", self.encode(target), [self.encode(a) for a in args],
+                             [[k, self.encode(v)] for k, v in kwargs.items()], list(watched)], watched)
+
+    def operate(self, name: str, *operands):
+        return self.request(["op", name, [self.encode(o) for o in operands]])
+
+
+_CLIENT = None
+
+
+def _remote_attribute(error, name):
+    # Only called for attributes the stand-in instance lacks: the answer's error has them.
+    remote = error.__dict__.get("_remote")
+    if remote is None or name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(remote, name)
+
+
+class Proxy:
+    """An object of the answer's, seen from the tests: every use is a request to the answer process."""
+
+    __slots__ = ("_h", "__weakref__")
+
+    def __init__(self, handle: int):
+        object.__setattr__(self, "_h", handle)
+
+    def __getattr__(self, name):
+        return _CLIENT.operate("attr", self, name)
+
+    def __setattr__(self, name, value):
+        _CLIENT.operate("setattr", self, name, value)
+
+    def __delattr__(self, name):
+        _CLIENT.operate("delattr", self, name)
+
+    def __call__(self, *args, **kwargs):
+        return _CLIENT.call(self, args, kwargs)
+
+    def __bool__(self):
+        return _CLIENT.operate("bool", self) is True
+
+    def __iter__(self):
+        return _CLIENT.operate("iter", self)
+
+    def __next__(self):
+        return _CLIENT.operate("next", self)
+
+    def __len__(self):
+        return _CLIENT.operate("len", self)
+
+    def __hash__(self):
+        return _CLIENT.operate("hash", self)
+
+    def __enter__(self):
+        return _CLIENT.operate("enter", self)
+
+    def __exit__(self, kind, error, trace):
+        return _CLIENT.operate("exit", self, error is not None) is True
+
+    def __instancecheck__(self, obj):  # isinstance(x, AnswerClass): the answer's own classes decide
+        return _CLIENT.operate("isinstance", obj, self) is True
+
+    def __subclasscheck__(self, kind):
+        return _CLIENT.operate("issubclass", kind, self) is True
+
+
+def _comparison(name):
+    # Only two of the answer's objects are compared by the answer; against anything else it has no say.
+    def compare(self, other):
+        if type(other) is not Proxy:
+            return NotImplemented
+        return _CLIENT.operate(name, self, other)
+    return compare
+
+
+def _forward(name, reflected=False):
+    def operation(self, *operands):
+        if reflected:
+            return _CLIENT.operate(name, operands[0], self)
+        return _CLIENT.operate(name, self, *operands)
+    return operation
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(Proxy, "__%s__" % _name, _comparison(_name))
+for _name in ("str", "repr", "int", "float", "index", "neg", "pos", "abs", "invert", "reversed", "round",
+              "format", "contains", "getitem", "setitem", "delitem"):
+    setattr(Proxy, "__%s__" % _name, _forward(_name))
+for _name in _BINARY:
+    setattr(Proxy, "__%s__" % _name, _forward(_name))
+    setattr(Proxy, "__r%s__" % _name, _forward(_name, reflected=True))
+
+
+class _TestGlobals(dict):
+    """The tests' globals: a name they do not define and that is not a built-in is the answer's."""
+
+    def __missing__(self, name):
+        if hasattr(builtins, name):
+            return getattr(builtins, name)
+        value = _CLIENT.request(["get", name])
+        self[name] = value
+        return value
+
+
+def run_tests(job: dict, tests: str, channel: _Channel) -> None:
+    """Run the tests against the answer process; frame how they ended (the verdict's source)."""
+    global _CLIENT
+    _CLIENT = _Client(channel)
+    remote = job["remote"]
+    namespace = _TestGlobals(__name__="__tests__", __builtins__=builtins)
+    try:
+        exec(compile(remote["prelude"], "<prompt>", "exec"), namespace)  # a HumanEval prompt's helpers
+        if remote["entry_point"]:
+            namespace[remote["entry_point"]] = _CLIENT.request(["get", remote["entry_point"]])
+        exec(compile(tests, "<tests>", "exec"), namespace)
+        if remote["check"]:
+            namespace["check"](namespace[remote["entry_point"]])
+    except _AnswerGone:
+        _frame("exit", None, "the answer's process ended")
+        return
+    except SystemExit as stop:
+        _frame("exit", None, _plain_code(stop.code))
+        return
+    except BaseException as error:
+        _report_uncaught(error)
+        return
+    sys.stdout.flush()
+    _frame("end")
