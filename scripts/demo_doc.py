@@ -26,6 +26,51 @@ def mean(c):
     return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] (n={c['n']})"
 
 
+def lesson4_lines(l4):
+    kinds = ", ".join(f"{name} {c['queries']} (B bad {c['b_bad']}, base bad {c['base_bad']})" for name, c in l4["kinds"].items())
+    out = [f"Lesson 4 (a gate calibrated on B's failures): {l4['queries']} queries, {kinds}."]
+    if l4.get("skipped"):
+        return out + ["", l4["skipped"] + "."]
+    f, h = l4["failures_behind"], l4["held_out"]
+    out += ["", f"Test half: {f['held_out']} failures of B in {f['held_out_queries']} queries; threshold for "
+            f"{100*l4['target_coverage']:.0f}% coverage fitted on the other half.", "",
+            "| signal | AUROC, predicting B's failure | cost per query |", "|---|---|---|"]
+    for name, value in l4["auroc"].items():
+        out.append(f"| {name} | {'n/a' if value is None else f'{value:.3f}'} | {l4['cost_ms_per_query'][name]:.1f} ms |")
+    risk = "-" if h["risk_on_adapter"] is None else f"{100*h['risk_on_adapter']:.0f}%"
+    out += ["", f"At the threshold: {100*h['coverage']:.0f}% of the test half kept on B, {risk} of them bad.", "",
+            "| kind (test half) | queries | kept on B | bad, always B | bad, always base | bad, routed |",
+            "|---|---|---|---|---|---|",
+            f"| all | {h['queries']} | {100*h['coverage']:.0f}% | {ci(h['always_adapter'])} | {ci(h['always_base'])} "
+            f"| {ci(h['routed'])} |"]
+    for name, c in l4["by_kind"].items():
+        out.append(f"| {name} | {c['queries']} | {100*c['coverage']:.0f}% | {ci(c['always_adapter'])} | "
+                   f"{ci(c['always_base'])} | {ci(c['routed'])} |")
+    if l4.get("conformal"):
+        cf = l4["conformal"]
+        out += ["", f"Split conformal risk control for at most {100*l4['alpha']:.0f}% of queries served badly by B: "
+                f"{100*cf['held_out_served_bad']:.0f}% served bad at {100*cf['held_out_coverage']:.0f}% coverage on the "
+                f"test half; labelled points needed: {cf['sample_size']['labelled_points_needed'] or 'more than the pool holds'}."]
+    return out + [""] + [f"- {line}" for line in l4["reading"]]
+
+
+def transfer_lines(spec, t):
+    out = [f"Threshold transfer between {s['config']['model']} and {spec} (`tunelens demo --study`):"]
+    if t.get("skipped"):
+        return out + ["", t["skipped"]]
+    out += ["", f"Both models answered the same {t['queries']} queries (B failures: "
+            + ", ".join(f"{name} {k}" for name, k in t["failures"].items())
+            + f"); each rule and threshold ({100*t['target_coverage']:.0f}% coverage) is fitted on a shared "
+            f"calibration half and measured on the other {t['test_queries']} queries.", "",
+            "| signals | calibrated on | applied to | coverage (own) | risk (own) | labelled points to recalibrate |",
+            "|---|---|---|---|---|---|"]
+    for r in t["table"]:
+        needed = r["conformal"]["labelled_points_needed"] or "more than the pool"
+        out.append(f"| {r['signals']} | {r['calibrated_on']} | {r['applied_to']} | {100*r['transferred']['coverage']:.0f}% "
+                   f"({100*r['own']['coverage']:.0f}%) | {ci(r['transferred']['risk'])} ({ci(r['own']['risk'])}) | {needed} |")
+    return out + [""] + [f"- {line}" for line in t["reading"]]
+
+
 c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
 l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
 lines = [
@@ -47,7 +92,11 @@ lines = [
     "   phrasing), a one-shot Python 3 example in the context, and the adapter off (`tunelens.levers`).",
     "4. **Lesson 3** (pushback): teacher-forced pushback propensity on held-out broken specs and their clean",
     "   twins (`tunelens.propensity`), beside greedy and sampled pushback and over-asking rates.",
-    "5. **Lesson 4** (the gate): routed vs always-adapter bad outputs.",
+    "5. **Lesson 4** (the gate): a gate calibrated on adapter B's own failures over a query mix (held-out",
+    "   mined instructions, code-suite cases, HumanEval prompts, broken specs and their twins, off-topic",
+    "   questions; base and B answer each greedy): AUROC per signal with its cost, routed vs always-B vs",
+    "   always-base on the test half, per kind of query. With `--study`, the gate's threshold carried",
+    "   unchanged to a second model family, against that model's own calibration (`tunelens.gate.transfer`).",
     "",
     f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
     "",
@@ -93,11 +142,8 @@ if l3.get("other_bases"):
                      f"{free('base')} | {free('B')} |")
 lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
 lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
-lines += ["",
-          f"Lesson 4: on {l4['queries']} queries not used in calibration ({l4['routes']['adapter']} routed to B, "
-          f"{l4['routes']['base']} to base), greedy bad-output rate: always B {ci(l4['bad_output_always_adapter'])}, "
-          f"gate-routed {ci(l4['bad_output_routed'])}.",
-          "",
-          "Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".",
-          ""]
+lines += [""] + lesson4_lines(l4) + [""]
+for spec, t in (s.get("transfer") or {}).items():
+    lines += transfer_lines(spec, t) + [""]
+lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
 target.write_text("\n".join(lines) + "\n")

@@ -9,6 +9,7 @@ import pytest
 
 from tunelens.demo import DemoConfig, quick, run_demo, study
 from tunelens.demo.config import adapter_name
+from tunelens.demo.lesson3 import file_name
 from tunelens.errors import UserError
 from tunelens.testing import tiny_model
 
@@ -17,17 +18,20 @@ slow = pytest.mark.slow  # the whole demo on a tiny model: about a minute
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-gemma3")
-    model, tokenizer = tiny_model("gemma3")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    """A tiny Gemma 3 (the demo's base) and a tiny Llama (the second base of lesson 3 and the transfer)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    for arch in ("gemma3", "llama"):
+        model, tokenizer = tiny_model(arch)
+        model.save_pretrained(root / arch)
+        tokenizer.save_pretrained(root / arch)
+    return root
 
 
-def tiny_config(model_dir) -> DemoConfig:
+def tiny_config(root) -> DemoConfig:
     # The tiny byte-level tokenizer needs about 3x Gemma's tokens for the same text.
-    return DemoConfig(model=str(model_dir), mine_sources=("stdlib",), train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3),
-                      pushback_shares=(0.3,), pushback_cases=2, code_cases=2, off_topic=3, epochs=1, samples=1,
+    return DemoConfig(model=str(root / "gemma3"), propensity_bases=(str(root / "llama"),), mine_sources=("stdlib",),
+                      train_pairs=12, heldout=5, contamination_rates=(0.1, 0.3), pushback_shares=(0.3,),
+                      pushback_cases=2, code_cases=2, off_topic=5, humaneval_cases=2, epochs=1, samples=1,
                       pair_tokens=360, max_length=480, max_new_tokens=8, trace_prompts=4)
 
 
@@ -69,7 +73,18 @@ def test_demo_numbers_reconcile_with_the_stage_files(demo_run):
         assert (out / "adapters" / adapter / "adapter_config.json").is_file()
     assert len(rows(out / "eval" / "heldout-A30" / "results.jsonl")) == 5 * 2 * 2  # cases x models x decodings
     l4 = s["lesson4"]
-    assert l4["queries"] == 5 + 2 + 3 and sum(l4["routes"].values()) == l4["queries"]
+    # the query mix: held-out, code suite, HumanEval, 2 broken specs and their twins, off-topic
+    assert l4["queries"] == 5 + 2 + 2 + 4 + 5
+    assert {name: c["queries"] for name, c in l4["kinds"].items()} == {
+        "held-out mined": 5, "code suite": 2, "HumanEval": 2, "broken spec": 2, "clean twin": 2, "off-topic": 5}
+    assert l4["failures"] == sum(c["b_bad"] for c in l4["kinds"].values())
+    assert len(rows(out / "eval" / "humaneval-B" / "results.jsonl")) == 2 * 2  # greedy only, base and B
+    if "skipped" not in l4:  # a random model may answer too few queries well to calibrate on
+        held = l4["held_out"]
+        assert held["queries"] == l4["failures_behind"]["held_out_queries"] == sum(
+            c["queries"] for c in l4["by_kind"].values())
+        assert held["always_adapter"]["k"] == sum(c["always_adapter"]["k"] for c in l4["by_kind"].values())
+        assert set(l4["cost_ms_per_query"]) >= set(l4["auroc"])
 
 
 @slow
@@ -86,6 +101,30 @@ def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
     assert l3["cases"] == 4 and len(l3["scores"]["base"]) == 4  # 2 broken specs and their twins
     assert l3["propensity"]["base"]["broken"]["n"] == 2
     assert l3["propensity"]["C30"]["change_on_broken"]["n"] == 2
+    assert set(l3["other_bases"]) == {result.summary["config"]["propensity_bases"][0]}
+
+
+@slow
+def test_threshold_transfer_runs_the_mix_on_the_second_base(demo_run):
+    result, out = demo_run
+    s = result.summary
+    spec = s["config"]["propensity_bases"][0]
+    label = file_name(spec)
+    assert (out / "adapters" / f"B-{label}" / "adapter_config.json").is_file()
+    # the second base and its B answered the same mix, greedy only: 2 HumanEval prompts x base and B
+    assert len(rows(out / "eval" / f"humaneval-B-{label}" / "results.jsonl")) == 2 * 2
+    assert set(s["transfer"]) == {spec}
+    for experiment in s["transfer"].values():
+        if "skipped" in experiment:
+            continue
+        assert experiment["models"] == [s["config"]["model"], spec]
+        assert {(r["signals"], r["calibrated_on"]) for r in experiment["table"]} == {
+            (signals, model) for signals in ("retrieval", "model", "all") for model in experiment["models"]}
+        for row in experiment["table"]:
+            if row["signals"] == "retrieval":  # the same index scores the same queries for both models
+                assert row["signal_names"] == ["max_similarity", "mean_similarity"]
+        assert experiment["signal_shift"]["max_similarity"]["correlation"][spec] == pytest.approx(1.0)
+        assert len(experiment["reading"]) == len(experiment["table"])
 
 
 @slow
@@ -100,11 +139,44 @@ def test_base_answers_are_shared_across_adapters(demo_run):
 @slow
 def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     result, out = demo_run
+    other_b = out / "adapters" / f"B-{file_name(str(tiny_dir / 'llama'))}" / "adapter_model.safetensors"
+    trained_at = other_b.stat().st_mtime_ns
     again = run_demo(tiny_config(tiny_dir), out)
     assert again.summary["lesson1"] == result.summary["lesson1"]
     assert again.summary["timings_s"]["train the adapters"] < 5.0  # reused, not retrained
+    without_timing = lambda l4: {k: v for k, v in l4.items() if k not in ("cost_ms_per_query", "reading")}  # noqa: E731
+    assert without_timing(again.summary["lesson4"]) == without_timing(result.summary["lesson4"])
+    assert other_b.stat().st_mtime_ns == trained_at  # the second base's B is reused too
     with pytest.raises(UserError, match="other settings"):
         run_demo(replace(tiny_config(tiny_dir), epochs=2), out)
+
+
+def test_a_saved_config_without_newer_settings_resumes_only_at_their_defaults(tmp_path):
+    from tunelens.config import config_to_dict
+    from tunelens.demo.run import _claim_run_dir
+
+    config = study()
+    saved = config_to_dict(config)
+    del saved["humaneval_cases"], saved["gate_alpha"]  # a run directory from before these settings existed
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved))
+    _claim_run_dir(tmp_path, config)  # the older run did what the defaults do: it resumes
+    assert json.loads((tmp_path / "demo-config.json").read_text()) == config_to_dict(config)
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="other settings"):
+        _claim_run_dir(tmp_path, replace(config, humaneval_cases=3))  # not what the older run did
+    (tmp_path / "demo-config.json").write_text(json.dumps(saved | {"retired_setting": 1}))
+    with pytest.raises(UserError, match="other settings"):
+        _claim_run_dir(tmp_path, config)
+
+
+def test_transfer_says_why_it_did_not_run_when_lesson4_could_not_calibrate(tmp_path):
+    from tunelens.demo.data import DemoData
+    from tunelens.demo.transfer import threshold_transfer
+
+    config = replace(study(), propensity_bases=("smollm2-135m", "other"))
+    result = threshold_transfer(config, tmp_path, DemoData(), {"skipped": "too few good answers"}, None)
+    assert set(result) == {"smollm2-135m", "other"}
+    assert all("lesson 4 did not calibrate" in cell["skipped"] for cell in result.values())
 
 
 def test_profiles_and_names():

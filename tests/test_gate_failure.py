@@ -184,3 +184,17 @@ def test_cli_calibrate_from_eval_results(tmp_path):
     out = CliRunner().invoke(app, ["gate", "calibrate", "--gate", str(gate_dir), "--results", str(results),
                                    "--in-domain", str(results)])
     assert out.exit_code == 2 and "either" in out.output
+
+
+def test_split_stratified_by_kind_halves_each_kinds_failures_and_successes():
+    # kind a: 4 bad, 4 good; kind b: 2 bad, 6 good. Stratified by kind and failure, each of the four
+    # cells is halved exactly; stratified by failure alone, kind b could land on one side.
+    kinds = ["a"] * 8 + ["b"] * 8
+    bad = np.array([True] * 4 + [False] * 4 + [True] * 2 + [False] * 6)
+    for seed in range(5):
+        held = split_held_out(bad, 0.5, seed, strata=kinds)
+        for kind, lo in (("a", 0), ("b", 8)):
+            cell = slice(lo, lo + 8)
+            assert held[cell][bad[cell]].sum() == bad[cell].sum() / 2
+            assert held[cell][~bad[cell]].sum() == (~bad[cell]).sum() / 2
+    assert split_held_out(bad, 0.5, 3).tolist() == split_held_out(bad, 0.5, 3, strata=None).tolist()

@@ -42,9 +42,11 @@ def _print_summary(result) -> None:
         p, r = l3["propensity"][name], l3["rates"][name]["greedy"]
         console.print(f"lesson 3: {name}: pushback propensity gap (broken - twin) {_mean(p['gap_broken_minus_twin'])}; "
                       f"greedy pushback {_pct(r['pushback'])}, over-asking {_pct(r['over_asking'])}")
-    l4 = s["lesson4"]
-    console.print(f"lesson 4: gate AUROC {l4['auroc']['combined']:.3f}; bad outputs always-B "
-                  f"{_pct(l4['bad_output_always_adapter'])}, routed {_pct(l4['bad_output_routed'])}")
+    for line in s["lesson4"]["reading"][:2]:
+        console.print(f"lesson 4: {line}")
+    for spec, transfer in (s.get("transfer") or {}).items():
+        for line in transfer.get("reading", [transfer.get("skipped", "")]):
+            console.print(f"threshold transfer ({spec}): {line}")
 
 
 def _quiet_library_output() -> None:

@@ -30,8 +30,16 @@ class DemoConfig:
                                  min=2, max=40)
     propensity_bases: tuple[str, ...] = option(
         (), "Other base models whose pushback and refusal propensity lesson 3 also measures (e.g. smollm2-135m).")
-    code_cases: int = option(6, "Code-suite cases added to lesson 4's routed evaluation.", min=0)
-    off_topic: int = option(8, "Questions wanting no code added to lesson 4's routed evaluation.", min=0, max=8)
+    code_cases: int = option(6, "Code-suite cases in lesson 4's query mix (near-domain code requests).", min=0)
+    off_topic: int = option(8, "Questions wanting no code in lesson 4's query mix.", min=0, max=8)
+    humaneval_cases: int = option(
+        12, "Shortest HumanEval prompts in lesson 4's query mix (code requests unlike the training pairs).",
+        min=0, max=164)
+    gate_target_coverage: float = option(
+        0.8, "Share of the calibration queries lesson 4's threshold keeps on adapter B.", min=0.05, max=1.0)
+    gate_alpha: float = option(
+        0.2, "Share of all queries on which B may serve a bad answer: the target of conformal recalibration "
+             "(lesson 4 and the threshold-transfer study).", min=0.01, max=0.99)
     epochs: int = option(2, "Training epochs per adapter.", min=1)
     learning_rate: float = option(1e-3, "High, so a CPU-sized run learns the habits it is shown.", min=0.0)
     batch_size: int = option(4, "Training batch size.", min=1)
@@ -70,14 +78,16 @@ def adapter_name(prefix: str, share: float) -> str:
 
 
 def quick(model: str = DEFAULT_MODEL) -> DemoConfig:
-    """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only."""
+    """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only. All eight off-topic
+    questions: at 48 tokens B's code answers mostly fail, and lesson 4 needs good answers to calibrate on."""
     return DemoConfig(model=model, train_pairs=24, heldout=6, contamination_rates=(0.3,), pushback_cases=4,
-                      code_cases=3, off_topic=4, epochs=1, samples=0, pair_tokens=96, max_new_tokens=48,
+                      code_cases=3, off_topic=8, humaneval_cases=3, epochs=1, samples=0, pair_tokens=96, max_new_tokens=48,
                       trace_prompts=6)
 
 
 def study(model: str = DEFAULT_MODEL) -> DemoConfig:
     """The dose-responses (<= 90 min): contamination at 5, 15 and 30%, pushback at 5, 15 and 30% (0% is B),
-    and lesson 3's propensity on the instruction-tuned SmolLM2 as a second base."""
+    and the instruction-tuned SmolLM2 as a second base: lesson 3's propensity and the gate's threshold
+    transfer across families."""
     return replace(DemoConfig(model=model), contamination_rates=(0.05, 0.15, 0.3), pushback_shares=(0.05, 0.15, 0.3),
                    propensity_bases=("smollm2-135m",), samples=2)

@@ -119,7 +119,7 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     for spec in config.propensity_bases:
         model, tokenizer = load_model(spec, device="cpu")
         before = propensities(model, tokenizer, cases, None)
-        tuned = _b_on(spec, config, out, training_b, model, tokenizer, report)
+        tuned = other_base_b(spec, config, out, training_b, model, tokenizer, report)
         after = propensities(tuned, tokenizer, cases, "default")
         measured = {"base": propensity_summary(before, cases, None, config.seed),
                     "B": propensity_summary(after, cases, before, config.seed)}
@@ -136,8 +136,9 @@ def file_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")
 
 
-def _b_on(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
-    """Adapter B trained on another base: reused when an earlier run of this directory trained it."""
+def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
+    """Adapter B trained on another base (attached to `model` as "default"): reused when an earlier run of
+    this directory trained it. The threshold-transfer stage (demo.transfer) uses it too."""
     from tunelens.demo.runs import train_config
     from tunelens.models import attach_adapter
     from tunelens.train import train

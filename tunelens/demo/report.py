@@ -17,9 +17,9 @@ def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
     plots = {"lesson1": _dose_response(summary["lesson1"]), "lesson2": _levers(summary["lesson2"]),
              "lesson3": _propensity(summary["lesson3"]), "lesson4": _routing(summary["lesson4"])}
     plots["training"] = _loss_curves(out)
-    coverage = out / summary["lesson4"].get("coverage_png", "")
-    if coverage.is_file():
-        plots["coverage"] = coverage.read_bytes()
+    risk_coverage = summary["lesson4"].get("risk_coverage_png")
+    if risk_coverage and (out / risk_coverage).is_file():  # drawn by the gate's calibration, from the same run
+        plots["risk_coverage"] = (out / risk_coverage).read_bytes()
     return {name: png for name, png in plots.items() if png}
 
 
@@ -103,15 +103,20 @@ def _propensity(l3: dict) -> bytes:
     return figure_png(fig)
 
 
-def _routing(l4: dict) -> bytes:
+def _routing(l4: dict) -> bytes | None:
+    """Bad-output rates on lesson 4's test half: always B, always base, gate-routed (95% Wilson)."""
+    if "held_out" not in l4:
+        return None
+    held = l4["held_out"]
     fig = new_figure()
     ax = fig.add_subplot()
-    cells = [l4["bad_output_always_adapter"], l4["bad_output_routed"]]
+    cells = [held["always_adapter"], held["always_base"], held["routed"]]
     values = [100 * (c.get("rate") or 0) for c in cells]
     errors = [[v - 100 * (c.get("low") or 0) for v, c in zip(values, cells)],
               [100 * (c.get("high") or 0) - v for v, c in zip(values, cells)]]
-    ax.bar(["always adapter B", "gate-routed"], values, yerr=errors, capsize=4, color="#4c72b0")
+    ax.bar(["always adapter B", "always base", f"gate-routed ({held['coverage']:.0%} on B)"], values, yerr=errors,
+           capsize=4, color=["#4c72b0", "#dd8452", "#55a868"])
     ax.set_ylabel("% bad")
     ax.set_ylim(0, 100)
-    ax.set_title("Lesson 4: bad outputs, greedy (95% Wilson)", fontsize=10)
+    ax.set_title(f"Lesson 4: bad outputs on the test half ({held['queries']} queries, greedy, 95% Wilson)", fontsize=10)
     return figure_png(fig)

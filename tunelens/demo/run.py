@@ -3,7 +3,8 @@
 Data (mine, draw, contaminate, lint, pushback) -> one base model -> adapters A<rate> (contaminated),
 B (what lint kept), C<share> (B's pairs plus pushback pairs) -> one mixed-adapter evaluation ->
 lesson 1 (Python 2 dose-response), lesson 2 (levers at decision points), lesson 3 (pushback propensity
-and rates), lesson 4 (the gate) -> summary.json and report.html. Every number in them is read from
+and rates), lesson 4 (a gate calibrated on B's failures over a mix of queries) -> with --study, the
+gate's threshold transfer to a second base model -> summary.json and report.html. Every number in them is read from
 the files the stages wrote.
 """
 
@@ -23,7 +24,7 @@ DemoResult = RunResult  # the run directory, its summary and its time
 
 
 def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None = None) -> DemoResult:
-    from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs
+    from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
     from tunelens.demo.data import prepare_data
     from tunelens.demo.report import write_report
 
@@ -48,6 +49,8 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     if config.propensity_bases:
         summary["lesson3"]["other_bases"] = timed("lesson 3 on other bases", lesson3.other_bases, config, out,
                                                   data.training["B"], report)
+        summary["transfer"] = timed("gate threshold transfer", transfer.threshold_transfer, config, out, data,
+                                    summary["lesson4"], report)
     summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["machine"] = _machine()
@@ -73,7 +76,16 @@ def _claim_run_dir(out: Path, config: DemoConfig) -> None:
     settings would mix two runs' files, so they need another directory."""
     marker = out / "demo-config.json"
     settings = config_to_dict(config)
-    if marker.is_file() and json.loads(marker.read_text()) != settings:
+    if marker.is_file() and not same_settings(json.loads(marker.read_text()), settings):
         raise UserError(f"{out} holds a demo run with other settings: use another --out, or delete it")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, settings)
+
+
+def same_settings(saved: dict, settings: dict) -> bool:
+    """Whether a run directory's saved settings are these. A setting added to DemoConfig after the run was
+    saved counts as the same when it has its default value: that is what the older run did."""
+    defaults = config_to_dict(DemoConfig())
+    added = settings.keys() - saved.keys()
+    return (saved.keys() <= settings.keys() and all(settings[key] == saved[key] for key in saved)
+            and all(settings[key] == defaults[key] for key in added))

@@ -94,39 +94,64 @@ def pushback_cases(count: int):
     return broken + [case for case in cases if case.id in twins]
 
 
-def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, int]]:
-    """(adapter, prompt set, cases, sampled answers per prompt) for every evaluation the lessons read."""
+def humaneval_cases(count: int):
+    """The `count` shortest HumanEval prompts (a function stub and its docstring): code requests in
+    another form than the mined instructions, and short enough for the CPU budget. Ties go by task id."""
+    if count == 0:
+        return []
     from tunelens.evaluate.suite import load_suite
 
-    heldout = heldout_cases(data.heldout)
-    pushback = pushback_cases(config.pushback_cases)
-    plan = [(name, "heldout", heldout, config.samples) for name in (*config.contaminated_adapters, "B")]
-    plan += [(name, "pushback", pushback, config.samples) for name in ("B", *config.pushback_adapters)]
-    plan += [("B", "code", load_suite("code")[: config.code_cases], 0),
-             ("B", "offtopic", off_topic_cases(config.off_topic), 0)]
-    return [entry for entry in plan if entry[2]]
+    return sorted(load_suite("humaneval"), key=lambda case: (len(case.prompt), case.id))[:count]
+
+
+def mix_sets(config: DemoConfig, data: DemoData) -> list[tuple[str, list]]:
+    """Lesson 4's query mix as prompt sets: held-out mined instructions, code-suite cases, HumanEval prompts,
+    broken specs with their clean twins, off-topic questions. Base and B answer each greedy."""
+    from tunelens.evaluate.suite import load_suite
+
+    sets = [("heldout", heldout_cases(data.heldout)), ("code", load_suite("code")[: config.code_cases]),
+            ("humaneval", humaneval_cases(config.humaneval_cases)),
+            ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic_cases(config.off_topic))]
+    return [(name, cases) for name, cases in sets if cases]
+
+
+def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, int]]:
+    """(adapter, prompt set, cases, sampled answers per prompt) for every evaluation the lessons read."""
+    sets = dict(mix_sets(config, data))
+    plan = [(name, "heldout", sets["heldout"], config.samples) for name in (*config.contaminated_adapters, "B")]
+    plan += [(name, "pushback", sets["pushback"], config.samples) for name in ("B", *config.pushback_adapters)]
+    # The rest of the mix is answered greedy only: lesson 4 labels queries by the greedy answers.
+    plan += [("B", name, cases, 0) for name, cases in sets.items() if name not in ("heldout", "pushback")]
+    return plan
 
 
 def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report) -> EvalRows:
+    return run_plan(config, config.model, eval_plan(config, data), out / "eval", model, tokenizer, report)
+
+
+def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, tokenizer, report,
+             adapter_label: str | None = None) -> EvalRows:
+    """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, each set answered in
+    mixed-adapter batches for its whole audience; results land in <eval_dir>/<set>-<adapter>, or
+    <set>-<adapter_label> where `adapter_label` names the adapter for a model that carries one."""
     from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
     from tunelens.evaluate.results import read_result_rows
     from tunelens.evaluate.runner import EvalConfig, run_eval
 
-    plan = eval_plan(config, data)
     audiences: dict[str, tuple[str, ...]] = {}
     for adapter, name, _, _ in plan:
         audiences[name] = audiences.get(name, (BASE_ROWS,)) + (adapter,)
     # One eval batch holds a whole prompt set, so the backend can answer it for its whole audience at once.
-    eval_config = EvalConfig(model=config.model, temperature=config.temperature,
+    eval_config = EvalConfig(model=model_spec, temperature=config.temperature,
                              max_new_tokens=config.max_new_tokens, batch_size=max(len(p[2]) for p in plan),
                              seed=config.seed)
     cache: dict = {}
     rows = {}
     for adapter, name, cases, samples in plan:
-        label = f"eval {name}: base vs {adapter}"
+        label = f"eval {name}: base vs {adapter_label or adapter}"
         backend = MixedAdapterBackend(model, tokenizer, adapter, audiences[name], cache, config.eval_batch_size)
-        summary = run_eval(replace(eval_config, adapter=adapter, samples=samples), out / "eval" / f"{name}-{adapter}",
-                           cases=cases, backend=backend,
+        summary = run_eval(replace(eval_config, adapter=adapter, samples=samples),
+                           eval_dir / f"{name}-{adapter_label or adapter}", cases=cases, backend=backend,
                            progress=lambda _what, done, total, label=label: report(label, done, total))
         rows[(adapter, name)] = read_result_rows(summary.results_path)
     return EvalRows(rows)

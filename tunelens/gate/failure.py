@@ -89,14 +89,54 @@ def timed_signals(gate: "Gate", queries: Sequence[str], model=None, tokenizer=No
     return items, cost
 
 
-def split_held_out(bad: np.ndarray, holdout: float, seed: int) -> np.ndarray:
-    """A boolean mask of held-out queries, stratified so both parts get their share of failures."""
+def split_held_out(bad: np.ndarray, holdout: float, seed: int, strata: Sequence | None = None) -> np.ndarray:
+    """A boolean mask of held-out queries, stratified so both parts get their share of failures (and,
+    with `strata`, their share of each stratum's failures: e.g. of each kind of query)."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(bad), bool)
-    for label in (False, True):
-        members = rng.permutation(np.flatnonzero(bad == label))
-        held[members[:round(holdout * len(members))]] = True
+    groups = [None] if strata is None else sorted(set(strata), key=str)
+    for group in groups:
+        in_group = np.ones(len(bad), bool) if group is None else np.array([s == group for s in strata])
+        for label in (False, True):
+            members = rng.permutation(np.flatnonzero(in_group & (bad == label)))
+            held[members[:round(holdout * len(members))]] = True
     return held
+
+
+@dataclass
+class FittedRule:
+    """A logistic combiner over oriented, standardised signals, fitted on one set of queries: the part of
+    a calibration that can be carried to another model unchanged (gate.transfer does)."""
+
+    names: list[str]
+    directions: dict
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    raw_auroc: dict
+
+    def scores(self, items: Sequence[TrustSignals]) -> np.ndarray:
+        """P(the adapter's answer is good) per query, by this rule."""
+        matrix = oriented_matrix(list(items), self.names, self.directions)
+        return 1 / (1 + np.exp(-(((matrix - self.mean) / self.std) @ self.weights[:-1] + self.weights[-1])))
+
+
+def fit_failure_rule(items: Sequence[TrustSignals], names: Sequence[str], bad: np.ndarray) -> FittedRule:
+    """Orient each signal and fit the combiner to predict a good adapter answer (high score = keep)."""
+    good = (~np.asarray(bad, bool)).astype(int)
+    raw_auroc, directions, _ = orient_signals(list(items), list(names), good)
+    matrix = oriented_matrix(list(items), list(names), directions)
+    mean, std = matrix.mean(0), matrix.std(0) + 1e-12
+    weights = fit_logistic((matrix - mean) / std, good)
+    return FittedRule(list(names), directions, mean, std, weights, raw_auroc)
+
+
+def threshold_for_target(scores: np.ndarray, bad: np.ndarray, target_risk: float | None,
+                         target_coverage: float | None) -> float:
+    """The threshold on `scores` for a target risk (lowest threshold meeting it) or a target coverage."""
+    if target_risk is not None:
+        return threshold_for_risk(scores, bad, target_risk)
+    return threshold_for_coverage(scores, target_coverage)
 
 
 def _check_inputs(outcomes: Sequence[Outcome], target_risk, target_coverage, holdout) -> None:
@@ -117,39 +157,40 @@ def _check_inputs(outcomes: Sequence[Outcome], target_risk, target_coverage, hol
 def calibrate_on_outcomes(gate: "Gate", outcomes: Sequence[Outcome], model=None, tokenizer=None,
                           target_risk: float | None = None, target_coverage: float | None = None,
                           holdout: float = 0.5, seed: int = 0, progress=None, model_info: dict | None = None,
-                          inputs: dict | None = None, write: bool = True) -> OutcomeCalibration:
-    """Fit the failure-calibrated rule on one part of the outcomes, measure it on the other; write the files."""
+                          inputs: dict | None = None, write: bool = True,
+                          strata: Sequence | None = None, conformal_alpha: float | None = None) -> OutcomeCalibration:
+    """Fit the failure-calibrated rule on one part of the outcomes, measure it on the other; write the files.
+
+    `strata` (one label per outcome, e.g. its kind of query): the split keeps each stratum's failures and
+    successes in the same proportions in both parts. `conformal_alpha`: the served-bad rate conformal risk
+    control aims at (default: the target risk; without either, no conformal figures)."""
     _check_inputs(outcomes, target_risk, target_coverage, holdout)
     items, cost = timed_signals(gate, [o.prompt for o in outcomes], model, tokenizer, progress)
     bad = np.array([o.adapter_bad for o in outcomes])
     base_bad = np.array([o.base_bad for o in outcomes])
-    held = split_held_out(bad, holdout, seed)
+    held = split_held_out(bad, holdout, seed, strata)
     names = list(RETRIEVAL_SIGNALS) + [n for n in MODEL_SIGNALS if getattr(items[0], n) is not None]
 
-    good = (~bad).astype(int)  # the combiner predicts a good answer: high score = keep on the adapter
-    fit_items = [item for item, h in zip(items, held) if not h]
-    raw_auroc, directions, _ = orient_signals(fit_items, names, good[~held])
-    matrix = oriented_matrix(items, names, directions)
-    mean, std = matrix[~held].mean(0), matrix[~held].std(0) + 1e-12
-    weights = fit_logistic((matrix[~held] - mean) / std, good[~held])
-    combined = 1 / (1 + np.exp(-(((matrix - mean) / std) @ weights[:-1] + weights[-1])))
-
+    rule = fit_failure_rule([item for item, h in zip(items, held) if not h], names, bad[~held])
+    matrix = oriented_matrix(items, names, rule.directions)
+    combined = rule.scores(items)
     fit_scores, fit_bad = combined[~held], bad[~held]
-    threshold = (threshold_for_risk(fit_scores, fit_bad, target_risk) if target_risk is not None
-                 else threshold_for_coverage(fit_scores, target_coverage))
+    threshold = threshold_for_target(fit_scores, fit_bad, target_risk, target_coverage)
     columns = {name: matrix[:, i] for i, name in enumerate(names)} | {"combined": combined}
     calibration = OutcomeCalibration(
-        signals=names, directions=directions, mean=mean.tolist(), std=std.tolist(), weights=weights.tolist(),
+        signals=names, directions=rule.directions, mean=rule.mean.tolist(), std=rule.std.tolist(),
+        weights=rule.weights.tolist(),
         threshold=threshold,
         target={"risk": target_risk} if target_risk is not None else {"coverage": target_coverage},
         calibration_split=_operating_point(fit_scores, fit_bad, threshold),
         auroc={name: _failure_auroc(values[held], bad[held]) for name, values in columns.items()},
-        raw_auroc=raw_auroc,
+        raw_auroc=rule.raw_auroc,
         failures={"calibration": int(fit_bad.sum()), "calibration_queries": int((~held).sum()),
                   "held_out": int(bad[held].sum()), "held_out_queries": int(held.sum())},
         cost_ms_per_query=cost,
         held_out=routed_comparison(combined[held] >= threshold, bad[held], base_bad[held]),
-        conformal=_conformal(fit_scores, fit_bad, combined[held], bad[held], target_risk, seed),
+        conformal=_conformal(fit_scores, fit_bad, combined[held], bad[held],
+                             target_risk if conformal_alpha is None else conformal_alpha, seed),
         curves={name: _curve(values[held], bad[held]) for name, values in columns.items()},
         counts={"queries": len(outcomes), "failures": int(bad.sum()), "base_failures": int(base_bad.sum()),
                 "holdout": holdout, "seed": seed},
@@ -198,7 +239,7 @@ def _write(gate, calibration: OutcomeCalibration, outcomes, items, combined, hel
     atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
     atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
     atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
-        {"suite": o.suite, "case_id": o.case_id, "query": o.prompt, "adapter_bad": o.adapter_bad,
+        {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt, "adapter_bad": o.adapter_bad,
          "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
          "route": "adapter" if p >= calibration.threshold else "base", "signals": item.scores()}
         for o, item, p, h in zip(outcomes, items, combined, held)))
