@@ -71,6 +71,8 @@ def transfer_lines(spec, t):
     return out + [""] + [f"- {line}" for line in t["reading"]]
 
 
+if "invocations" not in s and (run / "invocations.jsonl").is_file():  # a summary written before the log existed
+    s["invocations"] = [json.loads(line) for line in (run / "invocations.jsonl").read_text().splitlines() if line]
 c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
 l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
 lines = [
@@ -99,6 +101,10 @@ lines = [
     "   unchanged to a second model family, against that model's own calibration (`tunelens.gate.transfer`).",
     "",
     f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
+    "",
+    *([f"This directory was run {len(s['invocations'])} times (resumed: adapters and answers already on disk were "
+       "reused); the invocations took " + ", ".join(f"{i['seconds']/60:.1f}" for i in s["invocations"]) + " min."]
+      if len(s.get("invocations", [])) > 1 else []),
     "",
     f"Every adapter: LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']} on {'/'.join(tc['target_modules'])}, "
     f"{tc['epochs']} epoch(s) at learning rate {tc['learning_rate']}. {d['train_pairs']} training pairs drawn from "

@@ -144,6 +144,7 @@ def test_rerun_resumes_and_other_settings_are_refused(demo_run, tiny_dir):
     again = run_demo(tiny_config(tiny_dir), out)
     assert again.summary["lesson1"] == result.summary["lesson1"]
     assert again.summary["timings_s"]["train the adapters"] < 5.0  # reused, not retrained
+    assert len(again.summary["invocations"]) == len(result.summary["invocations"]) + 1
     without_timing = lambda l4: {k: v for k, v in l4.items() if k not in ("cost_ms_per_query", "reading")}  # noqa: E731
     assert without_timing(again.summary["lesson4"]) == without_timing(result.summary["lesson4"])
     assert other_b.stat().st_mtime_ns == trained_at  # the second base's B is reused too

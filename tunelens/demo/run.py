@@ -53,10 +53,24 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
                                     summary["lesson4"], report)
     summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["invocations"] = _log_invocation(out, summary["seconds"], timed.timings)
     summary["machine"] = _machine()
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary)
     return DemoResult(out, summary, time.perf_counter() - started)
+
+
+def _log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
+    """Every invocation of this run directory, oldest first: a resumed run reuses adapters and answers, so
+    its own time is not the run's cost; the report states both."""
+    from tunelens.io import atomic_write_jsonl
+
+    log = out / "invocations.jsonl"
+    earlier = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
+                          "timings_s": timings}]
+    atomic_write_jsonl(log, entries)
+    return entries
 
 
 def _machine() -> dict:
