@@ -45,3 +45,24 @@ def test_lesson3_reading_states_only_what_intervals_allow():
     assert lines[0].startswith("base: tells broken specs from their twins")
     assert "lowers pushback propensity" in lines[1] and "no distinction" in lines[1]
     assert "no change from the base distinguishable" in lines[2] and "more on the clean twins" in lines[2]
+
+
+def test_an_adapter_trained_on_other_data_is_refused_not_reused(tmp_path):
+    import pytest
+
+    from tunelens.demo.runs import trained_on
+    from tunelens.errors import UserError
+
+    adapter = tmp_path / "B"
+    adapter.mkdir()
+    data = tmp_path / "clean.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    assert not trained_on(adapter, data)  # nothing trained yet
+    from tunelens.hashing import file_sha256
+
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "tunelens.json").write_text(json.dumps({"data": {"sha256": file_sha256(data)}}))
+    assert trained_on(adapter, data)
+    data.write_text('{"instruction": "c", "output": "d"}\n')
+    with pytest.raises(UserError, match="trained on other data"):
+        trained_on(adapter, data)

@@ -139,12 +139,12 @@ def file_name(spec: str) -> str:
 def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
     """Adapter B trained on another base (attached to `model` as "default"): reused when an earlier run of
     this directory trained it. The threshold-transfer stage (demo.transfer) uses it too."""
-    from tunelens.demo.runs import train_config
+    from tunelens.demo.runs import train_config, trained_on
     from tunelens.models import attach_adapter
     from tunelens.train import train
 
     adapter_dir = out / "adapters" / f"B-{file_name(spec)}"
-    if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
+    if trained_on(adapter_dir, training_b):
         return attach_adapter(model, adapter_dir, adapter_name="default")
     trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
                     progress=lambda _what, done, total: report(f"train B on {spec}", done, total))

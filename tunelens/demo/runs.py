@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
+from tunelens.errors import UserError
 from tunelens.evaluate.results import ResultRow
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
@@ -56,12 +57,30 @@ def train_config(config: DemoConfig):
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
     from tunelens.train import train
 
-    if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
+    if trained_on(adapter_dir, data_path):
         return model  # trained by an earlier run of this demo directory
     result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=config.model,
                    progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
+
+
+def trained_on(adapter_dir: Path, data_path: Path) -> bool:
+    """Whether an earlier invocation of this directory trained the adapter on exactly this data. An adapter
+    trained on other data (the mined pool changes when the installed packages do) would mix two runs, and its
+    eval answers with it, so that is an error rather than a reuse."""
+    import json
+
+    from tunelens.hashing import file_sha256
+
+    record = adapter_dir / "tunelens.json"
+    if not ((adapter_dir / "adapter_config.json").is_file() and record.is_file()):
+        return False
+    trained_sha = json.loads(record.read_text()).get("data", {}).get("sha256")
+    if trained_sha != file_sha256(data_path):
+        raise UserError(f"{adapter_dir} was trained on other data than {data_path} holds now (the mined pool "
+                        "changes with the installed packages): use another --out, or delete the directory")
+    return True
 
 
 def heldout_cases(instructions: list[str]):
