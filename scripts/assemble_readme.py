@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["demo.md", "data.md", "train.md", "adapters.md", "export.md", "trace.md", "eval.md", "eval-suites.md", "gate.md",
+PAGES = ["demo.md", "demo-study.md", "data.md", "train.md", "adapters.md", "export.md", "trace.md", "eval.md", "eval-suites.md", "gate.md",
          "few-shot.md", "serve.md", "safety.md"]
 
 

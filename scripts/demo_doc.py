@@ -75,7 +75,7 @@ if "invocations" not in s and (run / "invocations.jsonl").is_file():  # a summar
     s["invocations"] = [json.loads(line) for line in (run / "invocations.jsonl").read_text().splitlines() if line]
 c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
 l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
-lines = [
+INTRO = [
     "# The demo: the seed's lessons on the embedded model",
     "",
     "`make demo` (or `tunelens demo`) runs every stage on the embedded model and writes `runs/demo/report.html`",
@@ -100,6 +100,12 @@ lines = [
     "   always-base on the test half, per kind of query. With `--study`, the gate's threshold carried",
     "   unchanged to a second model family, against that model's own calibration (`tunelens.gate.transfer`).",
     "",
+]
+# The study profile's page only adds figures: the method is the demo page's.
+STUDY_INTRO = ["# The study profile: dose-responses and threshold transfer", "",
+               "The demo's stages (see the demo above) at more settings: the figures below are the study run's.", ""]
+lines = [
+    *(INTRO if command == "tunelens demo" else STUDY_INTRO),
     f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
     "",
     *([f"This directory was run {len(s['invocations'])} times (resumed: adapters and answers already on disk were "
