@@ -55,7 +55,7 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
         yield final[len(sent):]
 
 
-def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
+def generate_batch(model, tokenizer, prompts: list[str | list[int]], sampling: SamplingConfig,
                    batch_size: int = 8, raw: bool = False, adapter_names: list[str] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
 
@@ -63,6 +63,7 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
     per-step cost over several rows (greedy answers match, up to float rounding from padding).
     `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
     own adapter of a multi-adapter PEFT model, so several adapters share one batch.
+    A prompt given as a list of token ids (a rendered few-shot conversation, say) is used as it is.
     """
     import torch
 
@@ -74,7 +75,8 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [prompt_ids_for(tokenizer, p, raw) for p in prompts[start:start + batch_size]]
+        encoded = [list(p) if isinstance(p, list) else prompt_ids_for(tokenizer, p, raw)
+                   for p in prompts[start:start + batch_size]]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
