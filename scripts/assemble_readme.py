@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["demo.md", "data.md", "train.md", "adapters.md", "export.md", "trace.md", "eval.md", "eval-suites.md", "gate.md",
-         "serve.md", "safety.md"]
+         "serve.md", "safety.md", "few-shot.md"]
 
 
 def demoted(text: str) -> str:

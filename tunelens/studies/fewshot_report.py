@@ -119,9 +119,10 @@ def copying_figure(summary: dict) -> bytes:
     axes = fig.subplots(1, len(CURVES))
     conditions = summary["conditions"]
     for ax, (measure, title) in zip(axes, CURVES):
-        for quality in summary["qualities"]:
+        for offset, quality in enumerate(summary["qualities"]):
             cells = [conditions[condition_name(level, quality)] for level in summary["levels"]]
-            xs = [c["similarity"]["mean"] or 0.0 for c in cells]
+            # The qualities share their examples' similarities: a small shift keeps their bars apart.
+            xs = [(c["similarity"]["mean"] or 0.0) + 0.008 * (offset - 1) for c in cells]
             for side, style in (("with", "-o"), ("without", ":")):
                 rates = [c[side][measure] for c in cells]
                 ys = [100 * (r["rate"] or 0.0) for r in rates]
