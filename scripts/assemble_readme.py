@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["demo.md", "demo-study.md", "data.md", "train.md", "adapters.md", "export.md", "trace.md", "eval.md", "eval-suites.md", "gate.md",
-         "few-shot.md", "serve.md", "safety.md"]
+         "few-shot.md", "few-shot-study.md", "serve.md", "safety.md"]
 
 
 def demoted(text: str) -> str:

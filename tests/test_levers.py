@@ -33,6 +33,24 @@ def test_log_odds_is_python3_mass_over_the_chosen_token():
         assert value == pytest.approx(expected, abs=1e-4)
 
 
+def test_cutting_the_answer_after_the_last_point_changes_no_score(one_thread):
+    """log_odds_at scores only up to the last point; the plain way scores the whole answer in one pass."""
+    from tunelens.compare import continuation_log_probs
+
+    model, tokenizer = tiny_lora_model()
+    prompt_ids = tokenizer(render_prompt(tokenizer, "Say hi."), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer('print "hi"\nvalue = compute(1, 2)\nreturn value\n', add_special_tokens=False)["input_ids"]
+    positions = [1, 2]
+    mask = call_token_mask(tokenizer)
+    assert max(positions) + 1 < len(answer_ids)  # there is a tail to cut
+    whole = continuation_log_probs(model, prompt_ids, answer_ids)
+    for value, position in zip(log_odds_at(model, prompt_ids, answer_ids, positions, mask), positions):
+        row = whole[position]
+        expected = float(row[: mask.numel()][mask].logsumexp(dim=0)) - float(row[answer_ids[position]])
+        assert value == pytest.approx(expected, abs=1e-4)
+    assert log_odds_at(model, prompt_ids, answer_ids, [], mask) == []
+
+
 def test_adapter_off_is_a_lever_that_changes_the_score():
     model, tokenizer = tiny_lora_model(scale=2.0)
     answers = [("Say hi.", 'print "hi"\nprint x')]

@@ -21,7 +21,8 @@ app = typer.Typer(
 )
 
 # Order here is the order of `tunelens --help`.
-STAGE_MODULES = ("models", "data", "train", "trace", "evaluate", "gate", "serve", "export", "demo", "study")
+STAGE_MODULES = ("models", "data", "train", "trace", "evaluate", "gate", "context", "serve", "export", "demo",
+                 "study")
 
 
 def _version(value: bool) -> None:

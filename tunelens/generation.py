@@ -90,7 +90,7 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
         yield final[len(sent):]
 
 
-def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfig,
+def generate_batch(model, tokenizer, prompts: list[str | list[int]], sampling: SamplingConfig,
                    batch_size: int = 8, raw: bool = False, adapter_names: list[str] | None = None,
                    examples: list[Sequence] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
@@ -100,6 +100,7 @@ def generate_batch(model, tokenizer, prompts: list[str], sampling: SamplingConfi
     `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
     own adapter of a multi-adapter PEFT model, so several adapters share one batch. `examples` (one
     list per prompt) puts few-shot examples before each prompt.
+    A prompt given as a list of token ids (a rendered few-shot conversation, say) is used as it is.
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")
@@ -117,7 +118,7 @@ def _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adap
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [prompt_ids_for(tokenizer, p, raw, shown) for p, shown in
+        encoded = [list(p) if isinstance(p, list) else prompt_ids_for(tokenizer, p, raw, shown) for p, shown in
                    zip(prompts[start:start + batch_size], examples[start:start + batch_size])]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)

@@ -73,13 +73,18 @@ def call_token_mask(tokenizer):
 
 def log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: Sequence[int], python3_mask,
                 adapter_on: bool = True) -> list[float]:
-    """log P(Python 3 mass) - log P(chosen token) at each position of the teacher-forced answer."""
+    """log P(Python 3 mass) - log P(chosen token) at each position of the teacher-forced answer.
+
+    Fast path: the answer is cut after its last scored position, since a causal model's prediction at a
+    position never sees later tokens. Plain equivalent: scoring the whole answer (a test compares them)."""
     from tunelens.compare import continuation_log_probs
     from tunelens.inference import adapter_off
 
+    if not positions:
+        return []
     context = contextlib.nullcontext() if adapter_on else adapter_off(model)
     with context:
-        log_probs = continuation_log_probs(model, prompt_ids, answer_ids)  # n x vocab
+        log_probs = continuation_log_probs(model, prompt_ids, answer_ids[: max(positions) + 1])  # n x vocab
     mask = python3_mask.to(log_probs.device)
     values = []
     for position in positions:

@@ -10,6 +10,7 @@ import typer
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
 from tunelens.studies.safety import SafetyStudyConfig
+from tunelens.studies.fewshot import FewShotStudyConfig
 
 study_app = typer.Typer(
     help="Studies of what a fine-tune does, run with the real stages into one run directory.",
@@ -52,6 +53,47 @@ def _print_headline(s: dict) -> None:
 
 def _pct(cell: dict) -> str:
     return "-" if cell.get("rate") is None else f"{100 * cell['rate']:.0f}% ({cell['k']}/{cell['n']})"
+
+
+@study_app.command("few-shot", epilog=example(
+    "tunelens study few-shot --out runs/fewshot",
+    "tunelens study few-shot --heldout 6 --pool 60 --max-new-tokens 48 --out runs/fewshot-small"))
+@user_errors
+@config_options(FewShotStudyConfig)
+def fewshot_command(
+    out: Path = typer.Option(Path("runs/fewshot"), "--out", "-o", help="Run directory (a rerun with the same "
+                                                                       "settings reuses answers and points)."),
+    config: FewShotStudyConfig = None,
+) -> None:
+    """Examples in the context: copying of their defects by similarity and quality, the effect on bad
+    outputs, the teacher-forced shift beside lesson 2's sentence, and the context check's AUROC."""
+    from tunelens.commands.common import stage_progress
+    from tunelens.commands.demo import _quiet_library_output
+    from tunelens.studies.fewshot import run_fewshot_study
+
+    _quiet_library_output()
+    with stage_progress() as report:
+        result = run_fewshot_study(config, out, progress=report)
+    _print_fewshot_headline(result.summary)
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+
+
+def _print_fewshot_headline(s: dict) -> None:
+    console.print(f"no example: bad {_pct(s['baseline']['bad'])}, Python 2 {_pct(s['baseline']['python2'])}")
+    for name, cell in s["conditions"].items():
+        w = cell["with"]
+        console.print(f"{name:>26} (cos {cell['similarity']['mean']:.2f}): Python 2 {_pct(w['python2'])}, "
+                      f"name {_pct(w['name_copied'])}, body {_pct(w['body_copied'])}, bad {_pct(w['bad'])} "
+                      f"(McNemar p={cell['mcnemar']['bad']['p_value']:.2g})")
+    for source in ("reference", "generated"):
+        for effect in s["teacher_forced"].get(source, {}).get("effects", []):
+            console.print(f"{source:>9} points, {effect['lever']}: {effect['mean_delta']:+.2f} "
+                          f"[{effect['low']:+.2f}, {effect['high']:+.2f}] log-odds over {effect['points']} points")
+    check = s["context_check"]
+    auroc = check["labels"]["bad"]["auroc"]
+    console.print(f"context check: AUROC {'-' if auroc is None else f'{auroc:.2f}'} for 'made the answer bad' "
+                  f"({check['labels']['bad']['positives']} positives); false alarms on nearest clean examples "
+                  f"{_pct(check['false_alarm_nearest_clean'])}")
 
 
 def register(app: typer.Typer) -> None:

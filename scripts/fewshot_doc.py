@@ -1,0 +1,194 @@
+"""Write docs/few-shot-study.md and its figures from a few-shot study's summary.json, so no number is typed in.
+
+    tunelens study few-shot --out runs/fewshot && python scripts/fewshot_doc.py runs/fewshot
+"""
+import json
+import pathlib
+import sys
+
+from tunelens.studies.fewshot_report import figures
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fewshot")
+s = json.loads((run / "summary.json").read_text())
+c, levels, qualities, qlabels = s["config"], s["levels"], s["qualities"], s["quality_labels"]
+conds, tf, check = s["conditions"], s["teacher_forced"], s["context_check"]
+
+images = ROOT / "docs" / "images"
+images.mkdir(parents=True, exist_ok=True)
+drawn = figures(s)
+for name, png in drawn.items():
+    (images / f"fewshot-{name}.png").write_bytes(png)
+
+
+def ci(cell):
+    if not cell or cell.get("rate") is None:
+        return "-"
+    return f"{100*cell['rate']:.0f}% [{100*cell['low']:.0f}, {100*cell['high']:.0f}] ({cell['k']}/{cell['n']})"
+
+
+def mean(e):
+    return f"{e['mean_delta']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}]"
+
+
+def verdict(e):
+    if e["low"] > 0:
+        return "toward Python 3"
+    if e["high"] < 0:
+        return "toward Python 2"
+    return "not distinguishable from 0"
+
+
+def auroc(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def flag(cond):
+    return f"{cond['level']} {qlabels[cond['quality']]}"
+
+
+command = (f"tunelens study few-shot --out runs/fewshot --model {c['model']}"
+           + (f" --adapter {c['adapter']}" if c.get("adapter") else "")
+           + (f" --sources {','.join(c['sources'])}" if list(c["sources"]) != ["stdlib"] else "")
+           + f" --pool {c['pool']} --heldout {c['heldout']} --max-new-tokens {c['max_new_tokens']}"
+           + f" --trace-answers {c['trace_answers']}")
+lines = [
+    "# Examples in the context: are they copied when they don't match?",
+    "",
+    "The seed asked: *when you inject \"good example\" retrievals into the prompt, does the model just follow them",
+    "even when the user query doesn't quite match?*, and *what's the right way to detect context the model",
+    "shouldn't trust before generation, not after?* Min et al. (2022) found that demonstrations teach format more",
+    "than correctness; ClashEval (2024) found that models adopt wrong retrieved content over their own correct",
+    "prior more than 60% of the time, more often when their own confidence is low. `tunelens study few-shot`",
+    "measures this for any model with the real stages, and `tunelens context check` is the check before generation.",
+    "",
+    "## Method",
+    "",
+    "1. **Data.** A pool is mined from real code (`data mine`). `draw_pairs` draws an example pool and held-out",
+    "   prompts, one per module, from modules that give no example, so no prompt (or a sibling function of it) is",
+    "   an example. Every pair is short enough for the CPU budget, clean Python 3, and defines a function.",
+    "2. **One example per prompt, at controlled similarity and quality.** Similarity is the rank of the example's",
+    "   instruction in the pool by cosine similarity to the prompt (all-MiniLM-L6-v2): **nearest** (rank 1),",
+    "   **middling** (the median rank) and **unrelated** (the last rank). Quality: **clean** (the pair as mined);",
+    "   **Python 2** (the same pair with its prints made Python 2 statements, by `data contaminate`'s rewrite; a",
+    "   `print \"...\"` is added where it has none); **wrong function** (the response of another pool pair, the one",
+    "   least similar to both the example and the prompt, shown under the example's instruction). Each example is",
+    "   one user and one assistant turn before the request, in the model's own chat format (`tunelens.fewshot`).",
+    "   With the prompt alone (the baseline) that is 10 prompts per held-out one, answered greedily in wide batches.",
+    "3. **Copying**, per answer, against the example it was shown (and, for comparison, on the same prompt's",
+    "   answer without an example, against the same example):",
+    "   - *Python 2*: the answer's code has a Python 2 idiom (the eval's check);",
+    "   - *copied name*: the answer defines a function named like the example's, when that name is not the one the",
+    "     prompt asks for;",
+    "   - *copied body*: at least half of the example's distinctive body lines appear verbatim (stripped) in the",
+    "     answer. Distinctive: at least 8 characters, not a `def` or decorator line, not inside a docstring, and",
+    "     not a line of the prompt's own reference answer (which the model could write without the example).",
+    "     Undefined when the example has fewer than 2 such lines.",
+    "4. **Correctness**: the eval's one definition of a bad output (`scoring.bad_output`: no code, code that does",
+    "   not parse, or Python 2; mined prompts have no tests), against the baseline with exact McNemar on the same",
+    "   prompts. *Missed function* (the answer defines no function with the asked name) is reported beside it.",
+    "5. **Teacher-forced**, lesson 2's measure (`tunelens.levers`): at each Python 2 print of an answer, the",
+    "   log-odds of a call `print(` over the Python 2 token, with the answer's tokens forced, under the prompt alone",
+    "   and under each of the nine examples and lesson 2's sentence (\"" + tf["nudge"] + "\" after the request):",
+    "   words in the prompt and examples in the context on one scale. Answers scored: every prompt's reference",
+    "   answer made Python 2 (so every prompt has points, whatever the model wrote), and up to",
+    f"   {c['trace_answers']} generated answers that wrote a Python 2 print.",
+    "6. **The context check** (`tunelens context check`, `tunelens.context_check.check_context`) scores each",
+    "   example before generation from four reasons, each a risk in [0, 1]: *lint* (the example's code does not",
+    "   parse or has Python 2 idioms: 1); *off query* (cosine of its instruction to the query: 1 at or below 0.1,",
+    "   0 at or above 0.3, linear between); *mismatch* (its response never mentions the function its instruction",
+    "   names: 1; else the share of named arguments missing); *unfamiliar* (with a gate: its instruction's",
+    "   similarity to the nearest training instruction, on the same ramp). The risk is the largest reason; the",
+    "   context is flagged at 0.5. The similarity ramp was set from the pool's similarity distribution (nearest",
+    "   examples sit at 0.4-0.7, median-rank ones at 0.1-0.3), never from answers. Its AUROC is for predicting",
+    "   *this example made the answer bad*: bad with the example, among prompts answered fine without one",
+    "   (prompts already bad alone cannot be made bad and are left out, and counted). The false-alarm rate is",
+    "   the share of clean, nearest examples it flags (target at most 5%).",
+    "",
+    "```",
+    "tunelens study few-shot --out runs/fewshot     # about 15 min on a 2-core CPU with gemma3-270m",
+    "python scripts/fewshot_doc.py runs/fewshot     # this page and its figures, from runs/fewshot/summary.json",
+    "tunelens context check --query 'Parse an ISO date.' --examples shots.jsonl [--gate runs/gate]",
+    "```",
+    "",
+    f"## The run on `{s['model']}`",
+    "",
+    f"Command: `{command}` ({s['seconds']/60:.1f} min on this shared 2-core CPU). {s['prompts']} held-out prompts, a",
+    f"pool of {s['data']['pool']} examples (of {s['data']['mined_total']} mined pairs), greedy answers of at most",
+    f"{c['max_new_tokens']} tokens. Without any example the model's answers are bad in {ci(s['baseline']['bad'])}",
+    f"of the prompts and Python 2 in {ci(s['baseline']['python2'])}.",
+    "",
+    "### Copying and correctness by similarity and quality (95% Wilson; \"alone\" = same prompts, no example)",
+    "",
+    "| example | mean cosine | Python 2 | alone | copied name | alone | copied body | alone | bad | alone | McNemar p (bad) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+]
+for level in levels:
+    for quality in qualities:
+        x = conds[f"{level}/{quality}"]
+        w, wo = x["with"], x["without"]
+        lines.append(f"| {level} {qlabels[quality]} | {x['similarity']['mean']:.2f} | {ci(w['python2'])} | "
+                     f"{ci(wo['python2'])} | {ci(w['name_copied'])} | {ci(wo['name_copied'])} | {ci(w['body_copied'])} | "
+                     f"{ci(wo['body_copied'])} | {ci(w['bad'])} | {ci(wo['bad'])} | {x['mcnemar']['bad']['p_value']:.2g} |")
+lines += ["", "![copying against similarity](images/fewshot-copying.png)", "",
+          "### Teacher-forced: examples and words on one scale", "",
+          "Change in log-odds (Python 3 call over the Python 2 token) against the prompt alone; mean with a 95% "
+          "paired bootstrap interval; flipped = points where Python 2 led alone and Python 3 leads with the lever; "
+          "to Python 2 = the reverse.", ""]
+for source in ("reference", "generated"):
+    found = tf.get(source, {})
+    if not found.get("points"):
+        lines += [f"*{source} answers*: no decision point to score.", ""]
+        continue
+    lines += [f"**{source} answers** ({found['points']} points in {found['answers']} answers)", "",
+              "| lever | mean change | flipped | to Python 2 | sign test p | reading |", "|---|---|---|---|---|---|"]
+    for e in found["effects"]:
+        lines.append(f"| {e['lever']} | {mean(e)} | {e['flipped']}/{e['python2_led']} | {e['python2_now']} | "
+                     f"{e['sign_test_p']:.2g} | {verdict(e)} |")
+    lines.append("")
+lines += ["![lever effects](images/fewshot-levers.png)", "", "### The context check", ""]
+bad, broad = check["labels"]["bad"], check["labels"]["bad_or_missed_function"]
+lines += [
+    f"- **AUROC for \"this example made the answer bad\"**: {auroc(bad['auroc'])} ({bad['positives']} examples made it "
+    f"bad, {bad['negatives']} did not; {bad['excluded_bad_alone']} left out because the prompt was bad alone). By "
+    "reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in bad["auroc_by_signal"].items()) + ". Flagged "
+    f"{ci(bad['detected'])} of the examples that made the answer bad.",
+    f"- **Counting a missed function as bad too**: AUROC {auroc(broad['auroc'])} ({broad['positives']} positives, "
+    f"{broad['negatives']} negatives); flagged {ci(broad['detected'])} of the positives.",
+    f"- **False alarms on clean, nearest examples**: {ci(check['false_alarm_nearest_clean'])} (target at most 5%).",
+    "",
+    "| example | flagged |", "|---|---|",
+]
+for level in levels:
+    for quality in qualities:
+        lines.append(f"| {level} {qlabels[quality]} | {ci(check['flagged_by_condition'][f'{level}/{quality}'])} |")
+lines += [
+    "",
+    "Reading the check: lint is exact for the Python 2 examples and the off-query ramp flags every unrelated",
+    "example by construction, so the flag rates above show the rule, not a discovery. What the run measures is",
+    "whether the flagged contexts are the ones that hurt (the AUROC), and whether trusted, well-matched context",
+    "passes (the false-alarm rate). A context that the check flags but that did not hurt this model is not wasted:",
+    "it is context a larger model, which follows its context more closely, would copy.",
+    "",
+    "## At Gemma 4 E2B scale",
+    "",
+    "- **Stronger in-context learning.** A 270M base model follows a one-shot example weakly; instruction-tuned",
+    "  2B models follow the format, names and style of in-context examples much more closely (the seed's",
+    "  fine-tune was trained on single-turn pairs, so a retrieved example is also a distribution shift). Expect",
+    "  higher copy rates at every similarity, and the Python 2 copy rate to stay high even for unrelated examples,",
+    "  the ClashEval pattern: context wins where the model's own prior is weak.",
+    "- **Teacher-forced first.** The log-odds shift is the measure with power at this scale; at 2B the free-text",
+    "  rates become informative too. Compare the example levers with the sentence on the same points: lesson 2's",
+    "  question (which lever moves the decision) then has an answer for retrieval as well as for wording.",
+    "- **More and longer examples.** `--few-shot K` retrieves K examples; at K = 3-5 one bad example among good",
+    "  ones is the realistic case, and whether the model copies the outlier is the next experiment.",
+    "- **Correctness with tests.** Mined prompts have no tests, so \"bad\" here is syntax and Python 2 only;",
+    "  with the code suite or HumanEval prompts (which have tests) a wrong-function example's harm is measurable",
+    "  as failed tests, not only as a missed function name.",
+    "- **The check's thresholds** should be re-read from the new pool's similarity distribution (a larger",
+    "  embedder or a different domain moves cosines), and the combined risk could be calibrated on outcomes as",
+    "  the gate is (`gate calibrate --outcomes`), once there are enough contexts that really hurt.",
+    "",
+]
+(ROOT / "docs" / "few-shot-study.md").write_text("\n".join(lines))
+print(f"wrote docs/few-shot-study.md and {len(drawn)} figures under docs/images/")

@@ -1,0 +1,178 @@
+"""The copying study's summary.json and figures, drawn from its rows and points alone (the run and
+scripts/fewshot_doc.py both call `figures(summary)`, so no number in a figure is typed anywhere).
+
+matplotlib's object API (Figure + the Agg canvas): no global state, safe from a server or a test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from tunelens.studies.fewshot import LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name
+from tunelens.studies.fewshot_measures import condition_summary, rate_of
+
+QUALITY_COLOURS = {"clean": "#4c72b0", "python2": "#c44e52", "wrong_function": "#dd8452"}
+CHECK_REASONS = ("lint", "off_query", "mismatch")
+
+
+def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list[dict]], model_label: str) -> dict:
+    from tunelens.demo.lesson2 import NUDGE
+    from tunelens.levers import SEED_DELTA
+
+    by_condition = {condition_name(level, quality): condition_summary(
+        [r for r in rows if (r["level"], r["quality"]) == (level, quality)]) for level in LEVELS for quality in QUALITIES}
+    first = [r for r in rows if r["condition"] == condition_name(LEVELS[0], QUALITIES[0])]
+    return {
+        "config": json.loads(json.dumps(asdict(config))), "model": model_label,
+        "levels": list(LEVELS), "qualities": list(QUALITIES), "quality_labels": QUALITY_LABELS,
+        "data": counts, "prompts": len(first),
+        "baseline": {m: rate_of([r["without"][m] for r in first]) for m in ("bad", "python2", "missed_function")},
+        "conditions": by_condition,
+        "teacher_forced": {"nudge": NUDGE, "sentence_lever": SENTENCE_LEVER, "seed_delta": SEED_DELTA,
+                           **{source: lever_summary(found, config.resamples, config.seed)
+                              for source, found in points.items()}},
+        "context_check": check_summary(rows, config.check_threshold),
+    }
+
+
+def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
+    """lesson 2's lever effects (mean delta log-odds, bootstrap interval, flips, sign test) over points."""
+    from tunelens.evaluate.stats import bootstrap_mean, sign_test_p
+
+    effects = []
+    names = list(points[0]["by_lever"]) if points else []
+    for name in names:
+        deltas = [p["by_lever"][name] - p["baseline"] for p in points]
+        interval = bootstrap_mean(deltas, resamples=resamples, seed=seed)
+        led = [p for p in points if p["baseline"] < 0]
+        effects.append({"lever": name, "points": len(points), "mean_delta": interval.mean, "low": interval.low,
+                        "high": interval.high, "sign_test_p": sign_test_p(deltas),
+                        "python2_led": len(led), "flipped": sum(1 for p in led if p["by_lever"][name] > 0),
+                        "python2_now": sum(1 for p in points if p["baseline"] >= 0 and p["by_lever"][name] < 0)})
+    return {"answers": len({p["answer"] for p in points}), "points": len(points), "effects": effects}
+
+
+def check_summary(rows: list[dict], threshold: float) -> dict:
+    """How well the context check's risk predicts "this example made the answer bad": AUROC over examples
+    whose prompt the model answered fine alone (positives: bad with the example), per label and signal,
+    and the false-alarm rate on clean, nearest (well-matched) examples."""
+    nearest_clean = [r for r in rows if r["condition"] == condition_name("nearest", "clean")]
+    labels = {"bad": lambda m: m["bad"],
+              "bad_or_missed_function": lambda m: bool(m["bad"]) or bool(m["missed_function"])}
+    by_label = {}
+    for name, is_bad in labels.items():
+        eligible = [r for r in rows if r["without"]["bad"] is not None and not is_bad(r["without"])]
+        positives = [r for r in eligible if is_bad(r["with"])]
+        negatives = [r for r in eligible if not is_bad(r["with"])]
+        by_label[name] = {
+            "eligible": len(eligible), "positives": len(positives), "negatives": len(negatives),
+            "excluded_bad_alone": len(rows) - len(eligible),
+            "auroc": _auroc([r["check"]["risk"] for r in positives], [r["check"]["risk"] for r in negatives]),
+            "auroc_by_signal": {reason: _auroc([r["check"]["risks"][reason] for r in positives],
+                                               [r["check"]["risks"][reason] for r in negatives])
+                                for reason in CHECK_REASONS},
+            "detected": rate_of([r["check"]["risk"] >= threshold for r in positives]),
+        }
+    return {"threshold": threshold, "labels": by_label,
+            "false_alarm_nearest_clean": rate_of([r["check"]["risk"] >= threshold for r in nearest_clean]),
+            "flagged_by_condition": {condition_name(level, quality): rate_of(
+                [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == (level, quality)])
+                for level in LEVELS for quality in QUALITIES}}
+
+
+def _auroc(positives: list[float], negatives: list[float]) -> float | None:
+    from tunelens.gate.calibration import auroc
+
+    return auroc(positives, negatives) if positives and negatives else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures
+
+CURVES = (("python2", "answer has Python 2"), ("name_copied", "defines the example's function"),
+          ("body_copied", "copies the example's body"), ("bad", "bad output"))
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def copying_figure(summary: dict) -> bytes:
+    """Each measure against the examples' mean similarity, one line per quality (95% Wilson), with the
+    same measure on the answers given without an example dashed."""
+    fig = _figure(12.8, 3.4)
+    axes = fig.subplots(1, len(CURVES))
+    conditions = summary["conditions"]
+    for ax, (measure, title) in zip(axes, CURVES):
+        for offset, quality in enumerate(summary["qualities"]):
+            cells = [conditions[condition_name(level, quality)] for level in summary["levels"]]
+            # The qualities share their examples' similarities: a small shift keeps their bars apart.
+            xs = [(c["similarity"]["mean"] or 0.0) + 0.008 * (offset - 1) for c in cells]
+            for side, style in (("with", "-o"), ("without", ":")):
+                rates = [c[side][measure] for c in cells]
+                ys = [100 * (r["rate"] or 0.0) for r in rates]
+                if side == "with":
+                    low = [y - 100 * (r["low"] or 0.0) for y, r in zip(ys, rates)]
+                    high = [100 * (r["high"] or 0.0) - y for y, r in zip(ys, rates)]
+                    ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, color=QUALITY_COLOURS[quality],
+                                label=f"{summary['quality_labels'][quality]} example")
+                else:
+                    ax.plot(xs, ys, style, color=QUALITY_COLOURS[quality], alpha=0.6)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("cosine similarity of the example to the prompt", fontsize=8)
+        ax.set_ylim(-2, 102)
+    axes[0].set_ylabel("% of answers (dotted: same prompts, no example)", fontsize=8)
+    axes[0].legend(fontsize=7)
+    return _png(fig)
+
+
+def levers_figure(summary: dict) -> bytes:
+    """Mean change in log-odds (Python 3 over the Python 2 token) per lever, 95% bootstrap, per source."""
+    sources = [s for s in ("reference", "generated") if summary["teacher_forced"].get(s, {}).get("points")]
+    fig = _figure(6.4 * max(1, len(sources)), 4.2)
+    axes = fig.subplots(1, max(1, len(sources)), squeeze=False)[0]
+    for ax, source in zip(axes, sources):
+        effects = summary["teacher_forced"][source]["effects"]
+        ys = list(range(len(effects)))
+        means = [e["mean_delta"] for e in effects]
+        errors = [[m - e["low"] for m, e in zip(means, effects)], [e["high"] - m for m, e in zip(means, effects)]]
+        colours = ["#55a868" if e["lever"] == SENTENCE_LEVER else
+                   next((QUALITY_COLOURS[q] for q in QUALITY_LABELS if f" {QUALITY_LABELS[q]} " in f" {e['lever']} "),
+                        "#888888") for e in effects]
+        ax.barh(ys, means, xerr=errors, capsize=3, color=colours)
+        ax.set_yticks(ys, [e["lever"] for e in effects], fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.axvline(summary["teacher_forced"]["seed_delta"], color="#55a868", linestyle=":", linewidth=1)
+        ax.invert_yaxis()
+        n = summary["teacher_forced"][source]
+        ax.set_title(f"{source} answers: {n['points']} points in {n['answers']} answers", fontsize=9)
+        ax.set_xlabel("change in log-odds, Python 3 over Python 2 (dotted: the seed's +0.87)", fontsize=8)
+    return _png(fig)
+
+
+def figures(summary: dict) -> dict[str, bytes]:
+    """Every figure of the study, by name, as PNG bytes."""
+    return {"copying": copying_figure(summary), "levers": levers_figure(summary)}
+
+
+def write_figures(out: Path, summary: dict) -> None:
+    from tunelens.io import atomic_write_bytes
+
+    for name, png in figures(summary).items():
+        atomic_write_bytes(out / f"{name}.png", png)
+
