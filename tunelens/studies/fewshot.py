@@ -27,7 +27,6 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
@@ -35,9 +34,8 @@ from tunelens.fewshot import Example
 from tunelens.gate.embedders import MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.models import DEFAULT_MODEL
-from tunelens.runtime import RunResult, StageTimer
+from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
 
-Progress = Callable[[str, int, int], None]
 LEVELS = ("nearest", "middling", "unrelated")
 QUALITIES = ("clean", "python2", "wrong_function")
 QUALITY_LABELS = {"clean": "clean", "python2": "Python 2", "wrong_function": "wrong function"}
@@ -88,7 +86,7 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     started = time.perf_counter()
     out = Path(out)
     _claim_run_dir(out, config)
-    report = progress or (lambda what, done, total: None)
+    report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
         from tunelens.models import load_model
@@ -173,7 +171,7 @@ def _prepare_data(config: FewShotStudyConfig, out: Path, tokenizer, report: Prog
     from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
 
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed),
-                       on_progress=lambda done, total: report("data: mining the pool", done, total))
+                       progress=lambda _what, done, total: report("data: mining the pool", done, total))
     pool, heldout = draw_pairs(mined.pairs, train=config.pool, heldout=config.heldout, seed=config.seed,
                                accept=lambda record: _usable(record, tokenizer, config.pair_tokens))
     atomic_write_jsonl(out / "data" / "pool.jsonl", pool)
