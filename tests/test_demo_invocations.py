@@ -12,3 +12,25 @@ def test_each_invocation_is_appended_and_returned_oldest_first(tmp_path):
     assert [i["seconds"] for i in second] == [3127.9, 568.6]
     lines = (tmp_path / "invocations.jsonl").read_text().splitlines()
     assert [json.loads(line)["timings_s"]["train the adapters"] for line in lines] == [1437.4, 2.7]
+
+
+def test_the_study_profile_runs_the_few_shot_study_on_the_base_model(tmp_path, monkeypatch):
+    from tunelens.demo import quick, study
+    from tunelens.demo.run import few_shot_study
+    from tunelens.runtime import RunResult
+    from tunelens.testing import tiny_lora_model
+
+    assert study().few_shot_study and not quick().few_shot_study
+    model, tokenizer = tiny_lora_model()
+    calls = []
+
+    def fake_study(config, out, model_given, tokenizer_given, report):
+        from tunelens.inference import has_adapter
+
+        calls.append((config.model, out, model_given is model, has_adapter(model_given)))
+        return RunResult(out, {}, 1.25)
+
+    monkeypatch.setattr("tunelens.studies.fewshot.run_fewshot_study", fake_study)
+    result = few_shot_study(study(), tmp_path, model, tokenizer, lambda *a: None)
+    assert calls == [(study().model, tmp_path / "few-shot", True, True)]
+    assert result == {"directory": "few-shot", "summary": "few-shot/summary.json", "seconds": 1.2}

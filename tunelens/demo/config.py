@@ -40,6 +40,8 @@ class DemoConfig:
     gate_alpha: float = option(
         0.2, "Share of all queries on which B may serve a bad answer: the target of conformal recalibration "
              "(lesson 4 and the threshold-transfer study).", min=0.01, max=0.99)
+    few_shot_study: bool = option(
+        False, "Also run the few-shot copying study (tunelens study few-shot) on the base model.")
     epochs: int = option(2, "Training epochs per adapter.", min=1)
     learning_rate: float = option(1e-3, "High, so a CPU-sized run learns the habits it is shown.", min=0.0)
     batch_size: int = option(4, "Training batch size.", min=1)
@@ -87,7 +89,7 @@ def quick(model: str = DEFAULT_MODEL) -> DemoConfig:
 
 def study(model: str = DEFAULT_MODEL) -> DemoConfig:
     """The dose-responses (<= 90 min): contamination at 5, 15 and 30%, pushback at 5, 15 and 30% (0% is B),
-    and the instruction-tuned SmolLM2 as a second base: lesson 3's propensity and the gate's threshold
-    transfer across families."""
+    the instruction-tuned SmolLM2 as a second base (lesson 3's propensity and the gate's threshold transfer
+    across families), and the few-shot copying study."""
     return replace(DemoConfig(model=model), contamination_rates=(0.05, 0.15, 0.3), pushback_shares=(0.05, 0.15, 0.3),
-                   propensity_bases=("smollm2-135m",), samples=2)
+                   propensity_bases=("smollm2-135m",), samples=2, few_shot_study=True)

@@ -51,6 +51,8 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
                                                   data.training["B"], report)
         summary["transfer"] = timed("gate threshold transfer", transfer.threshold_transfer, config, out, data,
                                     summary["lesson4"], report)
+    if config.few_shot_study:
+        summary["few_shot"] = timed("few-shot copying study", few_shot_study, config, out, model, tokenizer, report)
     summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["invocations"] = _log_invocation(out, summary["seconds"], timed.timings)
@@ -58,6 +60,18 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary)
     return DemoResult(out, summary, time.perf_counter() - started)
+
+
+def few_shot_study(config: DemoConfig, out: Path, model, tokenizer, report) -> dict:
+    """The few-shot copying study (tunelens.studies.fewshot) on the demo's base model, adapters off; its
+    own summary.json and figures are under few-shot/."""
+    from tunelens.inference import adapter_off
+    from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
+
+    study_config = FewShotStudyConfig(model=config.model, seed=config.seed)
+    with adapter_off(model):
+        result = run_fewshot_study(study_config, out / "few-shot", model, tokenizer, report)
+    return {"directory": "few-shot", "summary": "few-shot/summary.json", "seconds": round(result.seconds, 1)}
 
 
 def _log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
