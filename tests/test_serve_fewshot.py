@@ -240,3 +240,18 @@ def test_serve_options_come_from_one_config(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (seen["port"], seen["few_shot"], seen["few_shot_index"], seen["max_batch"]) == (9002, 2, "x", 4)
     assert seen["upstream"] is None and seen["gate_dir"] == "runs/g"
+
+
+def test_context_check_scores_the_examples_before_generation(servers):
+    _, shots, _ = servers
+    body = {"model": "tunelens-adapter", "messages": [{"role": "user", "content": QUERY}], "max_tokens": 2}
+    checked = _post(shots, {**body, "few_shot": 2, "context_check": True}).json()["tunelens"]["context_check"]
+    assert [e["id"] for e in checked["examples"]] == [e["id"] for e in _post(shots, {**body, "few_shot": 2}).json()
+                                                      ["tunelens"]["few_shot"]]
+    assert 0.0 <= checked["risk"] <= 1.0 and checked["flagged"] == (checked["risk"] >= checked["threshold"])
+    assert all("main_reason" in e for e in checked["examples"])
+    assert "context_check" not in _post(shots, {**body, "few_shot": 2}).json()["tunelens"]  # only when asked
+    nothing = _post(shots, {**body, "context_check": True}).json()["tunelens"]["context_check"]
+    assert nothing["examples"] == [] and nothing["flagged"] is False  # no examples shown, nothing to distrust
+    refused = _post(shots, {**body, "context_check": "yes please"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "context_check"

@@ -144,12 +144,13 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
         from tunelens.fewshot import encode_few_shot
 
         examples = await engine.call(few_shot.retrieve, instruction, k) if k else []
+        checked = await engine.call(few_shot.check, instruction, examples) if body.context_check else None
         # With no examples this is exactly prompts.encode_prompt (tunelens.fewshot.encode_few_shot).
         ids = await engine.call(encode_few_shot, engine.tokenizer, examples, instruction, system)
         top = (body.top_logprobs or 0) if body.logprobs else None
         job = _make_job(engine, body, ids, body.max_completion_tokens or body.max_tokens, top,
                         stops=engine.chat_stops, shown=len(examples))
-        return await _respond(engine, body, job, instruction, chat=True, few=(k, examples))
+        return await _respond(engine, body, job, instruction, chat=True, few=(k, examples, checked))
 
 
 def _authorised(request: Request, api_key: str) -> bool:
@@ -331,11 +332,13 @@ async def _forward(engine: UpstreamEngine, data: dict, body, asked_tokens: int |
     if (body.model == MODEL_AUTO or k) and query is None:
         what = "`auto` routes" if body.model == MODEL_AUTO else "few_shot retrieves examples"
         raise APIError(400, f"messages: {what} on the last user message, and there is none", param="messages")
-    data = {key: value for key, value in data.items() if key != "few_shot"}
+    data = {key: value for key, value in data.items() if key not in ("few_shot", "context_check")}
     examples = await engine.call(few_shot.retrieve, query, k) if k else []
+    checked = (await engine.call(few_shot.check, query or "", examples)
+               if getattr(body, "context_check", False) else None)
     if examples:
         data["messages"] = with_example_messages(data["messages"], examples)
-    routing = reported(await _route(engine, body.model, query or ""), k, examples)
+    routing = reported(await _route(engine, body.model, query or ""), k, examples, checked)
     wants_usage = body.stream_options is not None and body.stream_options.include_usage
     return await engine.forward(path, data, routing, body.stream, wants_usage)
 

@@ -41,9 +41,18 @@ class FewShotServing:
         return nearest_examples(self.gate, instruction, k) if k > 0 else []
 
 
-def reported(routing: dict, k: int, examples: list[Example]) -> dict:
-    """The response's `tunelens` field: the route, plus the examples shown when the request had any asked."""
-    return {**routing, "few_shot": injected(examples)} if k > 0 else routing
+    def check(self, query: str, examples: list[Example]) -> dict:
+        """tunelens.context_check's verdict on the examples about to be shown (a worker thread: it embeds)."""
+        from tunelens.context_check import check_context
+
+        return check_context(query, examples, gate=self.gate).to_dict()
+
+
+def reported(routing: dict, k: int, examples: list[Example], checked: dict | None = None) -> dict:
+    """The response's `tunelens` field: the route, plus the examples shown when the request had any asked,
+    plus the context check's verdict on them when the request asked for it."""
+    found = {**routing, "few_shot": injected(examples)} if k > 0 else routing
+    return {**found, "context_check": checked} if checked is not None else found
 
 
 def with_example_messages(messages: list[dict], examples: list[Example]) -> list[dict]:
