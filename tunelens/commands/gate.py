@@ -10,7 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.options import config_options
 from tunelens.errors import UserError
+from tunelens.gate.options import GateBuildConfig, GateCalibrateConfig, RouteConfig
+from tunelens.models import DEFAULT_MODEL
 
 gate_app = typer.Typer(
     help="Retrieval-confidence gate: index the training instructions, calibrate when to trust the adapter.",
@@ -26,30 +29,33 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
+def _bar(progress: Progress, task):
+    """The stages' one progress shape (what, done, total) drawn on a rich bar."""
+    return lambda what, done, total: progress.update(task, description=what, completed=done, total=total or None)
+
+
 @user_errors
+@config_options(GateBuildConfig)
 def build_command(
     data: Path = typer.Option(..., "--data", help="Training pairs (JSONL or dataset dir); their instructions are indexed."),
     out: Path = typer.Option(..., "--out", help="Gate directory to write."),
-    k: int = typer.Option(5, "--k", min=1, max=100, help="Neighbours per query for the similarity signals."),
-    embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder",
-                                 help="all-MiniLM-L6-v2, all-MiniLM-L6-v2-int8 (about half the query time, "
-                                      "cosine >= 0.98 to fp32), or hashing-<dim> (character trigrams, for quick checks)."),
-    index: str = typer.Option("auto", "--index", help="auto (exact below 20,000 rows, HNSW above), exact or hnsw."),
+    config: GateBuildConfig = None,
 ) -> None:
     """Embed the training instructions into a cosine-similarity index (exact, or HNSW for large sets)."""
     from tunelens.gate import build_gate_from_file, load_embedder
 
     with console.status("loading the embedder"):
-        chosen = load_embedder(embedder)
+        chosen = load_embedder(config.embedder)
     with _progress() as progress:
         task = progress.add_task("embedding instructions", total=None)
-        gate = build_gate_from_file(data, out, k=k, embedder=chosen,
-                                    progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), index=index)
+        gate = build_gate_from_file(data, out, k=config.k, embedder=chosen, progress=_bar(progress, task),
+                                    index=config.index)
     console.print(f"indexed {gate.meta['count']} instructions from {data} with {gate.meta['embedder']} "
-                  f"({gate.meta['dim']} dims, k={k}, {gate.meta['index']} search) -> {out}")
+                  f"({gate.meta['dim']} dims, k={config.k}, {gate.meta['index']} search) -> {out}")
 
 
 @user_errors
+@config_options(GateCalibrateConfig)
 def calibrate_command(
     gate: Path = typer.Option(..., "--gate", help="Gate directory from `tunelens gate build`."),
     results: list[Path] = typer.Option(None, "--results", help="Eval results.jsonl with the adapter's ('tuned') "
@@ -59,17 +65,7 @@ def calibrate_command(
     out_of_domain: Path = typer.Option(None, "--out-of-domain", help="Out-of-domain queries, same formats; `builtin` uses tunelens's own set of 95."),
     model: str = typer.Option(None, "--model", "-m", help="Model spec; adds the model-based signals (KL, perplexity)."),
     adapter: Path = typer.Option(None, "--adapter", help="PEFT adapter directory (needed for the KL signal)."),
-    target_coverage: float = typer.Option(None, "--target-coverage", min=0.01, max=1.0,
-                                          help="Share of queries the threshold keeps on the adapter [in/out-of-domain "
-                                               "default: 0.95 of the in-domain ones]."),
-    target_risk: float = typer.Option(None, "--target-risk", min=0.0, max=0.99,
-                                      help="With --results: highest bad-output rate allowed among the answers kept "
-                                           "on the adapter [default: 0.05 unless --target-coverage]."),
-    holdout: float = typer.Option(0.5, "--holdout", min=0.05, max=0.95,
-                                  help="With --results: share of queries held out to measure the routed system."),
-    decoding: str = typer.Option("greedy", "--decoding", help="With --results: which answers label a query (greedy or sampled)."),
-    seed: int = typer.Option(0, "--seed", help="With --results: seed of the calibration / held-out split."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    config: GateCalibrateConfig = None,
 ) -> None:
     """Calibrate the gate: on eval outcomes (--results: does it predict the adapter's failures?) or on
     in-domain vs out-of-domain queries. Writes calibration.json and a plot."""
@@ -86,18 +82,17 @@ def calibrate_command(
         from tunelens.models import load_model
 
         with console.status(f"loading {model}"):
-            loaded_model, tokenizer = load_model(model, adapter=adapter, device=device)
+            loaded_model, tokenizer = load_model(model, adapter=adapter, device=config.device)
         model_info = {"model": model, "adapter": str(adapter) if adapter else None}
     if results:
-        if target_risk is None and target_coverage is None:
-            target_risk = 0.05
-        _calibrate_on_outcomes(loaded_gate, results, loaded_model, tokenizer, target_risk, target_coverage,
-                               holdout, decoding, seed, model_info)
+        target_risk = 0.05 if config.target_risk is None and config.target_coverage is None else config.target_risk
+        _calibrate_on_outcomes(loaded_gate, results, loaded_model, tokenizer, target_risk, config.target_coverage,
+                               config.holdout, config.decoding, config.seed, model_info)
         return
     if in_domain is None or out_of_domain is None:
         raise UserError("in/out-of-domain calibration needs both --in-domain and --out-of-domain")
     _calibrate_on_domains(loaded_gate, in_domain, out_of_domain, loaded_model, tokenizer,
-                          0.95 if target_coverage is None else target_coverage, model_info)
+                          0.95 if config.target_coverage is None else config.target_coverage, model_info)
 
 
 def _calibrate_on_domains(gate, in_domain: Path, out_of_domain: Path, model, tokenizer, target_coverage: float,
@@ -110,7 +105,7 @@ def _calibrate_on_domains(gate, in_domain: Path, out_of_domain: Path, model, tok
         steps = (len(ind) + len(ood)) * (2 if model is not None else 1)
         task = progress.add_task("scoring queries", total=steps)
         result = calibrate(gate, ind, ood, model, tokenizer, target_coverage=target_coverage,
-                           progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), model_info=model_info, inputs=inputs)
+                           progress=_bar(progress, task), model_info=model_info, inputs=inputs)
     table = Table(title=f"trust signals: {len(ind)} in-domain vs {len(ood)} out-of-domain queries")
     for column in ("signal", "AUROC", "direction"):
         table.add_column(column)
@@ -139,8 +134,7 @@ def _calibrate_on_outcomes(gate, results: list[Path], model, tokenizer, target_r
         task = progress.add_task("scoring queries", total=len(outcomes) * (2 if model is not None else 1))
         result = calibrate_on_outcomes(gate, outcomes, model, tokenizer, target_risk=target_risk,
                                        target_coverage=target_coverage, holdout=holdout, seed=seed,
-                                       progress=lambda what, done, total: progress.update(task, description=what, completed=done, total=total), model_info=model_info,
-                                       inputs=inputs)
+                                       progress=_bar(progress, task), model_info=model_info, inputs=inputs)
     _print_outcome_report(result, gate.directory)
 
 
@@ -178,13 +172,14 @@ def _rate(cell: dict) -> str:
 
 
 @user_errors
+@config_options(RouteConfig)
 def route_command(
     query: str = typer.Argument(..., help="The query to route."),
     gate: Path = typer.Option(..., "--gate", help="Calibrated gate directory."),
     model: str = typer.Option(None, "--model", "-m", help="Model spec for model signals [default: the one calibration used]."),
     adapter: Path = typer.Option(None, "--adapter", help="PEFT adapter directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    config: RouteConfig = None,
 ) -> None:
     """Say whether a query goes to the adapter or the base model, with its scores and the threshold."""
     from tunelens.gate import Gate
@@ -199,7 +194,7 @@ def route_command(
         from tunelens.models import load_model
 
         with console.status(f"loading {model}"):
-            loaded_model, tokenizer = load_model(model, adapter=adapter, device=device)
+            loaded_model, tokenizer = load_model(model, adapter=adapter, device=config.device)
     decision = loaded_gate.route(query, loaded_model, tokenizer)
     if as_json:
         typer.echo(json.dumps(decision.to_dict(), indent=2))
@@ -220,7 +215,8 @@ def register(app: typer.Typer) -> None:
     gate_app.command("calibrate", epilog=example(
         "tunelens gate calibrate --gate gate/ --results runs/eval/results.jsonl --target-risk 0.05",
         "tunelens gate calibrate --gate gate/ --in-domain in.jsonl --out-of-domain out.txt",
-        "tunelens gate calibrate --gate gate/ --in-domain in.jsonl --out-of-domain out.txt -m gemma3-270m --adapter adapter/",
+        f"tunelens gate calibrate --gate gate/ --in-domain in.jsonl --out-of-domain out.txt -m {DEFAULT_MODEL} "
+        "--adapter adapter/",
     ))(calibrate_command)
     app.add_typer(gate_app, name="gate")
     app.command("route", epilog=example("tunelens route --gate gate/ 'Write a function that reverses a string.'"))(
