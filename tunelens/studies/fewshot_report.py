@@ -6,13 +6,14 @@ matplotlib's object API (Figure + the Agg canvas): no global state, safe from a 
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.studies.fewshot import LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name
 from tunelens.studies.fewshot_measures import condition_summary, rate_of
+
+from tunelens.report import figure_png, new_figure
 
 QUALITY_COLOURS = {"clean": "#4c72b0", "python2": "#c44e52", "wrong_function": "#dd8452"}
 CHECK_REASONS = ("lint", "off_query", "mismatch")
@@ -96,26 +97,10 @@ CURVES = (("python2", "answer has Python 2"), ("name_copied", "defines the examp
           ("body_copied", "copies the example's body"), ("bad", "bad output"))
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
 def copying_figure(summary: dict) -> bytes:
     """Each measure against the examples' mean similarity, one line per quality (95% Wilson), with the
     same measure on the answers given without an example dashed."""
-    fig = _figure(12.8, 3.4)
+    fig = new_figure(12.8, 3.4)
     axes = fig.subplots(1, len(CURVES))
     conditions = summary["conditions"]
     for ax, (measure, title) in zip(axes, CURVES):
@@ -138,13 +123,13 @@ def copying_figure(summary: dict) -> bytes:
         ax.set_ylim(-2, 102)
     axes[0].set_ylabel("% of answers (dotted: same prompts, no example)", fontsize=8)
     axes[0].legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def levers_figure(summary: dict) -> bytes:
     """Mean change in log-odds (Python 3 over the Python 2 token) per lever, 95% bootstrap, per source."""
     sources = [s for s in ("reference", "generated") if summary["teacher_forced"].get(s, {}).get("points")]
-    fig = _figure(6.4 * max(1, len(sources)), 4.2)
+    fig = new_figure(6.4 * max(1, len(sources)), 4.2)
     axes = fig.subplots(1, max(1, len(sources)), squeeze=False)[0]
     for ax, source in zip(axes, sources):
         effects = summary["teacher_forced"][source]["effects"]
@@ -162,7 +147,7 @@ def levers_figure(summary: dict) -> bytes:
         n = summary["teacher_forced"][source]
         ax.set_title(f"{source} answers: {n['points']} points in {n['answers']} answers", fontsize=9)
         ax.set_xlabel("change in log-odds, Python 3 over Python 2 (dotted: the seed's +0.87)", fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figures(summary: dict) -> dict[str, bytes]:

@@ -7,25 +7,9 @@ safe to call from a server or a test.
 
 from __future__ import annotations
 
-import io
+from tunelens.report import figure_png, new_figure
 
 HARMFUL_COLOUR, LOOKALIKE_COLOUR, GAP_COLOUR = "#c44e52", "#4c72b0", "#55a868"
-
-
-def _figure(width: float = 6.4, height: float = 3.4):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _errors(cells: list[dict], key: str, scale: float) -> tuple[list[float], list[list[float]]]:
@@ -41,7 +25,7 @@ def free_text_figure(summary: dict) -> bytes:
     rates = summary["free_text"]["rates"]
     models = summary["models"]
     decodings = sorted({d for m in models for d in rates[m]})
-    fig = _figure(3.4 * len(decodings) + 0.4, 3.4)
+    fig = new_figure(3.4 * len(decodings) + 0.4, 3.4)
     axes = fig.subplots(1, len(decodings), squeeze=False)[0]
     width = 0.38
     for ax, decoding in zip(axes, decodings):
@@ -55,13 +39,13 @@ def free_text_figure(summary: dict) -> bytes:
         ax.set_title(f"{decoding} (95% Wilson)", fontsize=9)
         ax.set_ylabel("% of answers")
     axes[0].legend(fontsize=7, loc="upper left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def propensity_figure(summary: dict) -> bytes:
     """Mean refusal log-odds on harmful requests and on look-alikes per model (95% bootstrap)."""
     models, per_model = summary["models"], summary["propensity"]["models"]
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     width = 0.38
     xs = list(range(len(models)))
@@ -76,13 +60,13 @@ def propensity_figure(summary: dict) -> bytes:
     ax.set_ylabel("log-odds refuse vs comply")
     ax.set_title("Teacher-forced refusal propensity (mean, 95% bootstrap)", fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def change_figure(summary: dict) -> bytes:
     """Paired change in refusal log-odds against the base model: harmful, look-alike and their gap."""
     changes = [c for c in summary["propensity"]["changes"] if c["against"] == "base"]
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     width = 0.26
     xs = list(range(len(changes)))
@@ -98,7 +82,7 @@ def change_figure(summary: dict) -> bytes:
     ax.set_ylabel("change in log-odds vs base")
     ax.set_title("Paired change from the base model (mean, 95% bootstrap)", fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def figures(summary: dict) -> dict[str, bytes]:
