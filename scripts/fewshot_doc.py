@@ -155,6 +155,12 @@ lines += [
     f"{ci(bad['detected'])} of the examples that made the answer bad.",
     f"- **Counting a missed function as bad too**: AUROC {auroc(broad['auroc'])} ({broad['positives']} positives, "
     f"{broad['negatives']} negatives); flagged {ci(broad['detected'])} of the positives.",
+    *[f"- **{title}**: AUROC {auroc(label['auroc'])} ({label['positives']} positives, {label['negatives']} "
+      "negatives; by reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in label["auroc_by_signal"].items()) +
+      f"); flagged {ci(label['detected'])} of the positives."
+      for title, label in (("The answer copied the example's defect", check["labels"].get("copied_defect")),
+                           ("The answer with the example is bad (whatever it was alone)",
+                            check["labels"].get("bad_with_example"))) if label],
     f"- **False alarms on clean, nearest examples**: {ci(check['false_alarm_nearest_clean'])} (target at most 5%).",
     "",
     "| example | flagged |", "|---|---|",

@@ -92,6 +92,28 @@ def test_check_summary_by_hand():
     assert (bad["detected"]["k"], bad["detected"]["n"]) == (1, 2)
     assert s["labels"]["bad_or_missed_function"]["positives"] == 3
     assert (s["false_alarm_nearest_clean"]["k"], s["false_alarm_nearest_clean"]["n"]) == (1, 2)
+    # Defined whatever the model did alone: the 6th row (bad alone) counts too.
+    anyway = s["labels"]["bad_with_example"]
+    assert (anyway["positives"], anyway["negatives"], anyway["excluded_bad_alone"]) == (3, 3, 0)
+    # positives 0.9, 0.4, 0.0 against 0.1, 0.6, 0.2: 3 + 2 + 0 of 9 pairs ordered right
+    assert anyway["auroc"] == pytest.approx(5 / 9)
+
+
+def test_copied_defect_needs_the_defect_the_answer_did_not_have_alone():
+    from tunelens.studies.fewshot_report import copied_defect
+
+    assert copied_defect(_row("nearest/python2", True, False, 1.0, python2=True))
+    assert not copied_defect(_row("nearest/python2", True, False, 1.0, python2=False))
+    assert not copied_defect(_row("nearest/clean", True, False, 0.0, python2=True))  # a clean example has no defect
+    wrong = _row("middling/wrong_function", False, False, 1.0)
+    wrong["with"]["name_copied"], wrong["without"]["name_copied"] = True, False
+    assert copied_defect(wrong)
+    wrong["without"]["name_copied"] = True  # it wrote that name without the example too
+    assert not copied_defect(wrong)
+    rows = [_row("nearest/python2", True, False, 0.9, python2=True), _row("nearest/clean", False, False, 0.1),
+            _row("unrelated/python2", True, False, 0.3, python2=False)]
+    label = check_summary(rows, threshold=0.5)["labels"]["copied_defect"]
+    assert (label["positives"], label["negatives"], label["auroc"]) == (1, 2, 1.0)
 
 
 def test_python2_version_rewrites_prints():

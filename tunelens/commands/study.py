@@ -94,6 +94,11 @@ def _print_fewshot_headline(s: dict) -> None:
     console.print(f"context check: AUROC {'-' if auroc is None else f'{auroc:.2f}'} for 'made the answer bad' "
                   f"({check['labels']['bad']['positives']} positives); false alarms on nearest clean examples "
                   f"{_pct(check['false_alarm_nearest_clean'])}")
+    for name in ("copied_defect", "bad_with_example"):
+        label = check["labels"][name]
+        value = "-" if label["auroc"] is None else f"{label['auroc']:.2f}"
+        console.print(f"context check: AUROC {value} for '{name.replace('_', ' ')}' ({label['positives']} of "
+                      f"{label['eligible']})")
 
 
 def register(app: typer.Typer) -> None:

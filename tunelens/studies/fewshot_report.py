@@ -57,17 +57,24 @@ def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
 
 
 def check_summary(rows: list[dict], threshold: float) -> dict:
-    """How well the context check's risk predicts "this example made the answer bad": AUROC over examples
-    whose prompt the model answered fine alone (positives: bad with the example), per label and signal,
-    and the false-alarm rate on clean, nearest (well-matched) examples."""
+    """How well the context check's risk predicts that an example hurt, per label and signal, and the
+    false-alarm rate on clean, nearest (well-matched) examples. Labels: "this example made the answer bad"
+    (only prompts the model answered fine alone can show it), the same counting a missed function, "the
+    answer copied the example's defect" (its Python 2, or the wrong function's name or body, where the answer
+    without the example did not have it) and "the answer with the example is bad" (any prompt): the last two
+    are defined whatever the model does alone, so they still measure the check when every bare answer fails."""
     nearest_clean = [r for r in rows if r["condition"] == condition_name("nearest", "clean")]
-    labels = {"bad": lambda m: m["bad"],
-              "bad_or_missed_function": lambda m: bool(m["bad"]) or bool(m["missed_function"])}
+    fine_alone = lambda is_bad: lambda r: r["without"]["bad"] is not None and not is_bad(r["without"])  # noqa: E731
+    labels = {"bad": (fine_alone(lambda m: m["bad"]), lambda r: r["with"]["bad"]),
+              "bad_or_missed_function": (fine_alone(lambda m: bool(m["bad"]) or bool(m["missed_function"])),
+                                         lambda r: bool(r["with"]["bad"]) or bool(r["with"]["missed_function"])),
+              "copied_defect": (lambda r: True, copied_defect),
+              "bad_with_example": (lambda r: r["with"]["bad"] is not None, lambda r: bool(r["with"]["bad"]))}
     by_label = {}
-    for name, is_bad in labels.items():
-        eligible = [r for r in rows if r["without"]["bad"] is not None and not is_bad(r["without"])]
-        positives = [r for r in eligible if is_bad(r["with"])]
-        negatives = [r for r in eligible if not is_bad(r["with"])]
+    for name, (eligible_if, positive_if) in labels.items():
+        eligible = [r for r in rows if eligible_if(r)]
+        positives = [r for r in eligible if positive_if(r)]
+        negatives = [r for r in eligible if not positive_if(r)]
         by_label[name] = {
             "eligible": len(eligible), "positives": len(positives), "negatives": len(negatives),
             "excluded_bad_alone": len(rows) - len(eligible),
@@ -82,6 +89,14 @@ def check_summary(rows: list[dict], threshold: float) -> dict:
             "flagged_by_condition": {condition_name(level, quality): rate_of(
                 [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == (level, quality)])
                 for level in LEVELS for quality in QUALITIES}}
+
+
+def copied_defect(row: dict) -> bool:
+    """The answer took on the example's defect: Python 2 from a Python 2 example, or the wrong function's name
+    or body from a wrong-function example, where the answer without the example did not have it."""
+    shown, alone = row["with"], row["without"]
+    marks = {"python2": ("python2",), "wrong_function": ("name_copied", "body_copied")}.get(row["quality"], ())
+    return any(bool(shown[mark]) and not alone[mark] for mark in marks)
 
 
 def _auroc(positives: list[float], negatives: list[float]) -> float | None:
