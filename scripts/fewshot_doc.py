@@ -11,6 +11,8 @@ from tunelens.studies.fewshot_report import figures
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fewshot")
 s = json.loads((run / "summary.json").read_text())
+if "invocations" not in s and (run / "invocations.jsonl").is_file():
+    s["invocations"] = [json.loads(line) for line in (run / "invocations.jsonl").read_text().splitlines() if line]
 c, levels, qualities, qlabels = s["config"], s["levels"], s["qualities"], s["quality_labels"]
 conds, tf, check = s["conditions"], s["teacher_forced"], s["context_check"]
 
@@ -19,6 +21,14 @@ images.mkdir(parents=True, exist_ok=True)
 drawn = figures(s)
 for name, png in drawn.items():
     (images / f"fewshot-{name}.png").write_bytes(png)
+
+
+def runs_took(summary) -> str:
+    """The run's time; a resumed run directory lists every invocation (the later ones reuse answers)."""
+    runs = summary.get("invocations") or [{"seconds": summary["seconds"]}]
+    if len(runs) == 1:
+        return f"{runs[0]['seconds'] / 60:.1f} min"
+    return "invocations of " + ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs) + " min (resumed)"
 
 
 def ci(cell):
@@ -113,7 +123,7 @@ lines = [
     "",
     f"## The run on `{s['model']}`",
     "",
-    f"Command: `{command}` ({s['seconds']/60:.1f} min on this shared 2-core CPU). {s['prompts']} held-out prompts, a",
+    f"Command: `{command}` ({runs_took(s)} on this shared 2-core CPU). {s['prompts']} held-out prompts, a",
     f"pool of {s['data']['pool']} examples (of {s['data']['mined_total']} mined pairs), greedy answers of at most",
     f"{c['max_new_tokens']} tokens. Without any example the model's answers are bad in {ci(s['baseline']['bad'])}",
     f"of the prompts and Python 2 in {ci(s['baseline']['python2'])}.",

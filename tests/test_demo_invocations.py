@@ -2,12 +2,12 @@
 
 import json
 
-from tunelens.demo.run import _log_invocation
+from tunelens.runtime import log_invocation
 
 
 def test_each_invocation_is_appended_and_returned_oldest_first(tmp_path):
-    first = _log_invocation(tmp_path, 3127.9, {"train the adapters": 1437.4})
-    second = _log_invocation(tmp_path, 568.6, {"train the adapters": 2.7})
+    first = log_invocation(tmp_path, 3127.9, {"train the adapters": 1437.4})
+    second = log_invocation(tmp_path, 568.6, {"train the adapters": 2.7})
     assert [i["seconds"] for i in first] == [3127.9]
     assert [i["seconds"] for i in second] == [3127.9, 568.6]
     lines = (tmp_path / "invocations.jsonl").read_text().splitlines()

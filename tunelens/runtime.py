@@ -13,6 +13,8 @@ done, and how many there are in all (0 when not yet known).
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -106,3 +108,16 @@ class RunResult:
     @property
     def report_html(self) -> Path:
         return self.out_dir / "report.html"
+
+
+def log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
+    """Every invocation of a resumable run directory (demo, study), oldest first: a resumed run reuses what
+    is on disk, so its own time is not the run's cost; the reports state every invocation."""
+    from tunelens.io import atomic_write_jsonl
+
+    log = out / "invocations.jsonl"
+    earlier = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
+                          "timings_s": timings}]
+    atomic_write_jsonl(log, entries)
+    return entries

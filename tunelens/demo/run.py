@@ -18,7 +18,7 @@ from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json
-from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
+from tunelens.runtime import log_invocation, Progress, RunResult, StageTimer, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
 
@@ -55,7 +55,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
         summary["few_shot"] = timed("few-shot copying study", few_shot_study, config, out, model, tokenizer, report)
     summary["timings_s"] = timed.timings
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["invocations"] = _log_invocation(out, summary["seconds"], timed.timings)
+    summary["invocations"] = log_invocation(out, summary["seconds"], timed.timings)
     summary["machine"] = _machine()
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary)
@@ -72,19 +72,6 @@ def few_shot_study(config: DemoConfig, out: Path, model, tokenizer, report) -> d
     with adapter_off(model):
         result = run_fewshot_study(study_config, out / "few-shot", model, tokenizer, report)
     return {"directory": "few-shot", "summary": "few-shot/summary.json", "seconds": round(result.seconds, 1)}
-
-
-def _log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
-    """Every invocation of this run directory, oldest first: a resumed run reuses adapters and answers, so
-    its own time is not the run's cost; the report states both."""
-    from tunelens.io import atomic_write_jsonl
-
-    log = out / "invocations.jsonl"
-    earlier = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-    entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
-                          "timings_s": timings}]
-    atomic_write_jsonl(log, entries)
-    return entries
 
 
 def _machine() -> dict:
