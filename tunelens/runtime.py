@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from tunelens.errors import UserError
+from tunelens.io import atomic_write_json, atomic_write_jsonl
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total; total 0 while unknown)
 
@@ -113,11 +117,21 @@ class RunResult:
 def log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
     """Every invocation of a resumable run directory (demo, study), oldest first: a resumed run reuses what
     is on disk, so its own time is not the run's cost; the reports state every invocation."""
-    from tunelens.io import atomic_write_jsonl
-
     log = out / "invocations.jsonl"
     earlier = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
                           "timings_s": timings}]
     atomic_write_jsonl(log, entries)
     return entries
+
+
+def claim_run_dir(out: Path, marker_name: str, settings: dict, what: str,
+                  same: Callable[[dict, dict], bool] = operator.eq) -> None:
+    """Claim a resumable run directory (demo, study) for `settings` (as JSON holds them: tuples as lists).
+    A rerun with the same settings resumes and reuses what is on disk; other settings would mix two runs'
+    files, so they need another directory. `same` compares the saved settings with these."""
+    marker = out / marker_name
+    if marker.is_file() and not same(json.loads(marker.read_text()), settings):
+        raise UserError(f"{out} holds {what} with other settings: use another --out, or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, settings)

@@ -10,15 +10,13 @@ the files the stages wrote.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
-from tunelens.errors import UserError
 from tunelens.io import atomic_write_json
-from tunelens.runtime import log_invocation, Progress, RunResult, StageTimer, no_progress
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
 
@@ -87,14 +85,8 @@ def _machine() -> dict:
 
 
 def _claim_run_dir(out: Path, config: DemoConfig) -> None:
-    """A rerun with the same settings resumes (trained adapters and eval answers are reused); other
-    settings would mix two runs' files, so they need another directory."""
-    marker = out / "demo-config.json"
-    settings = config_to_dict(config)
-    if marker.is_file() and not same_settings(json.loads(marker.read_text()), settings):
-        raise UserError(f"{out} holds a demo run with other settings: use another --out, or delete it")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, settings)
+    """Trained adapters and eval answers are reused by a rerun with the same settings."""
+    claim_run_dir(out, "demo-config.json", config_to_dict(config), "a demo run", same=same_settings)
 
 
 def same_settings(saved: dict, settings: dict) -> bool:

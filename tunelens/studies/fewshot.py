@@ -29,12 +29,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.config import configclass, option
-from tunelens.errors import UserError
 from tunelens.fewshot import Example
 from tunelens.gate.embedders import MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.models import DEFAULT_MODEL
-from tunelens.runtime import Progress, RunResult, StageTimer, log_invocation, no_progress
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
 
 LEVELS = ("nearest", "middling", "unrelated")
 QUALITIES = ("clean", "python2", "wrong_function")
@@ -120,13 +119,7 @@ def _model_label(model, config: FewShotStudyConfig) -> str:
 
 
 def _claim_run_dir(out: Path, config: FewShotStudyConfig) -> None:
-    """A rerun with the same settings resumes; other settings would mix two runs' files."""
-    marker = out / "study-config.json"
-    wanted = json.loads(json.dumps(asdict(config)))
-    if marker.is_file() and json.loads(marker.read_text()) != wanted:
-        raise UserError(f"{out} holds a few-shot study with other settings: use another --out, or delete it")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, wanted)
+    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a few-shot study")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import Progress, RunResult, StageTimer, no_progress
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, no_progress
 
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
@@ -112,13 +112,8 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
 
 
 def _claim_run_dir(out: Path, config: SafetyStudyConfig) -> None:
-    """A rerun with the same settings resumes; other settings would mix two runs' files."""
-    marker = out / "study-config.json"
-    wanted = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the file holds them
-    if marker.is_file() and json.loads(marker.read_text()) != wanted:
-        raise UserError(f"{out} holds a safety study with other settings: use another --out, or delete it")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, wanted)
+    # tuples as lists, as the file holds them
+    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a safety study")
 
 
 # ---------------------------------------------------------------------------------------------------
