@@ -3,21 +3,16 @@
     python scripts/demo_doc.py runs/demo && python scripts/assemble_readme.py
     python scripts/demo_doc.py runs/study docs/demo-study.md "tunelens demo --study"   # the study profile's page
 """
-import json
 import pathlib
 import sys
 
+from doc_format import ci, read_summary
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 target = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "demo.md"
 command = sys.argv[3] if len(sys.argv) > 3 else "tunelens demo"
-s = json.loads((run / "summary.json").read_text())
+s = read_summary(run)
 
-
-def ci(c):
-    if not c or c.get("rate") is None:
-        return "-"
-    return f"{100*c['rate']:.0f}% [{100*c['low']:.0f}, {100*c['high']:.0f}] ({c['k']}/{c['n']})"
 
 
 def mean(c):
@@ -71,8 +66,6 @@ def transfer_lines(spec, t):
     return out + [""] + [f"- {line}" for line in t["reading"]]
 
 
-if "invocations" not in s and (run / "invocations.jsonl").is_file():  # a summary written before the log existed
-    s["invocations"] = [json.loads(line) for line in (run / "invocations.jsonl").read_text().splitlines() if line]
 c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
 l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
 INTRO = [

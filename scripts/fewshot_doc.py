@@ -2,17 +2,15 @@
 
     tunelens study few-shot --out runs/fewshot && python scripts/fewshot_doc.py runs/fewshot
 """
-import json
 import pathlib
 import sys
 
+from doc_format import ci, read_summary
 from tunelens.studies.fewshot_report import figures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fewshot")
-s = json.loads((run / "summary.json").read_text())
-if "invocations" not in s and (run / "invocations.jsonl").is_file():
-    s["invocations"] = [json.loads(line) for line in (run / "invocations.jsonl").read_text().splitlines() if line]
+s = read_summary(run)
 c, levels, qualities, qlabels = s["config"], s["levels"], s["qualities"], s["quality_labels"]
 conds, tf, check = s["conditions"], s["teacher_forced"], s["context_check"]
 
@@ -30,11 +28,6 @@ def runs_took(summary) -> str:
         return f"{runs[0]['seconds'] / 60:.1f} min"
     return "invocations of " + ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs) + " min (resumed)"
 
-
-def ci(cell):
-    if not cell or cell.get("rate") is None:
-        return "-"
-    return f"{100*cell['rate']:.0f}% [{100*cell['low']:.0f}, {100*cell['high']:.0f}] ({cell['k']}/{cell['n']})"
 
 
 def mean(e):

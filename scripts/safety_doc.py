@@ -2,15 +2,15 @@
 
     tunelens study safety --out runs/safety && python scripts/safety_doc.py runs/safety
 """
-import json
 import pathlib
 import sys
 
+from doc_format import ci, read_summary
 from tunelens.studies.safety_figures import figures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/safety")
-s = json.loads((run / "summary.json").read_text())
+s = read_summary(run)
 c, labels, models = s["config"], s["labels"], s["models"]
 ft, prop = s["free_text"], s["propensity"]
 decodings = list(ft["rates"][models[0]])
@@ -21,11 +21,6 @@ drawn = figures(s)
 for name, png in drawn.items():
     (images / f"safety-{name.replace('_', '-')}.png").write_bytes(png)
 
-
-def ci(cell):
-    if not cell or cell.get("rate") is None:
-        return "-"
-    return f"{100*cell['rate']:.0f}% [{100*cell['low']:.0f}, {100*cell['high']:.0f}] ({cell['k']}/{cell['n']})"
 
 
 def mean(cell):
