@@ -152,17 +152,10 @@ def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenize
 
 
 def _pushback_rows(config: DemoConfig, out, spec: str, model, tokenizer, cases, report):
-    """Greedy and sampled answers of another base and its B to the same broken specs and twins (the eval
-    stage's runner and one mixed-adapter batch), so its free-text rates sit beside its propensity."""
-    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
-    from tunelens.evaluate.results import read_result_rows
-    from tunelens.evaluate.runner import EvalConfig, run_eval
+    """Greedy and sampled answers of another base and its B (PEFT's "default") to the same broken specs and
+    twins, through the demo's own eval plan runner, so its free-text rates sit beside its propensity."""
+    from tunelens.demo.runs import run_plan
 
-    backend = MixedAdapterBackend(model, tokenizer, "default", (BASE_ROWS, "default"), {}, config.eval_batch_size)
-    eval_config = EvalConfig(model=spec, adapter="default", temperature=config.temperature,
-                             max_new_tokens=config.max_new_tokens, batch_size=len(cases), samples=config.samples,
-                             seed=config.seed)
-    label = f"eval pushback: {spec} vs its B"
-    summary = run_eval(eval_config, out / "eval" / f"pushback-B-{file_name(spec)}", cases=cases, backend=backend,
-                       progress=lambda _what, done, total: report(label, done, total))
-    return read_result_rows(summary.results_path)
+    plan = [("default", "pushback", cases, config.samples)]
+    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{file_name(spec)}")
+    return evals.rows("default", "pushback")
