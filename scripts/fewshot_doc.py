@@ -1,7 +1,9 @@
 """Write docs/few-shot-study.md and its figures from a few-shot study's summary.json, so no number is typed in.
 
     tunelens study few-shot --out runs/fewshot && python scripts/fewshot_doc.py runs/fewshot
+    python scripts/fewshot_doc.py runs/fewshot runs/fewshot-B   # and a run on a model that answers bare prompts
 """
+import json
 import pathlib
 import sys
 
@@ -45,6 +47,97 @@ def verdict(e):
 def auroc(value):
     return "-" if value is None else f"{value:.2f}"
 
+
+def check_lines(check) -> list[str]:
+    """The context check's AUROCs and false alarms of one run, as bullets and the flag table's header."""
+    bad, broad = check["labels"]["bad"], check["labels"]["bad_or_missed_function"]
+    return [
+        f"- **AUROC for \"this example made the answer bad\"**: {auroc(bad['auroc'])} ({bad['positives']} examples made it "
+        f"bad, {bad['negatives']} did not; {bad['excluded_bad_alone']} left out because the prompt was bad alone). By "
+        "reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in bad["auroc_by_signal"].items()) + ". Flagged "
+        f"{ci(bad['detected'])} of the examples that made the answer bad.",
+        f"- **Counting a missed function as bad too**: AUROC {auroc(broad['auroc'])} ({broad['positives']} positives, "
+        f"{broad['negatives']} negatives); flagged {ci(broad['detected'])} of the positives.",
+        *[f"- **{title}**: AUROC {auroc(label['auroc'])} ({label['positives']} positives, {label['negatives']} "
+          "negatives; by reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in label["auroc_by_signal"].items()) +
+          f"); flagged {ci(label['detected'])} of the positives."
+          for title, label in (("The answer copied the example's defect", check["labels"].get("copied_defect")),
+                               ("The answer with the example is bad (whatever it was alone)",
+                                check["labels"].get("bad_with_example"))) if label],
+        f"- **False alarms on clean, nearest examples**: {ci(check['false_alarm_nearest_clean'])} (target at most 5%).",
+        "",
+        "| example | flagged |", "|---|---|",
+    ]
+
+
+def _effect(summary, lever: str):
+    return next(e for e in summary["teacher_forced"]["reference"]["effects"] if e["lever"] == lever)
+
+
+def answers_with_print(run_dir: pathlib.Path) -> tuple[int, int]:
+    """(answers that contain `print`, answers) in a run's answers.jsonl: where a print decision was reached."""
+    rows = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines() if line.strip()]
+    return sum("print" in row["answer"] for row in rows), len(rows)
+
+
+def reading_lines(t, run_dir: pathlib.Path) -> list[str]:
+    """What the answering run adds, each figure from its summary (and answers) and the base run's."""
+    made_bad = t["context_check"]["labels"]["bad"]
+    shift, base_shift = _effect(t, "nearest Python 2 example"), _effect(s, "nearest Python 2 example")
+    sentence = _effect(t, t["teacher_forced"]["sentence_lever"])
+    printed, answers = answers_with_print(run_dir)
+    base_printed, base_answers = answers_with_print(run)
+    return [
+        "Reading this run:",
+        f"- **No Python 2 copied in free text**: {ci(t['conditions']['nearest/python2']['with']['python2'])} of the"
+        " tuned model's answers with the nearest Python 2 example are Python 2, against"
+        f" {ci(conds['nearest/python2']['with']['python2'])} for the base model above. Its answers never reach the"
+        f" decision: {printed} of its {answers} answers contain `print` at all (base model: {base_printed} of"
+        f" {base_answers})."
+        f"- **Where a print is reached, the example still decides it**: teacher-forced at the prints of the reference"
+        f" answers, a nearest Python 2 example moves the log-odds by {mean(shift)} and turns {shift['python2_now']} of"
+        f" {shift['points']} points to Python 2 (base model: {mean(base_shift)}, {base_shift['python2_now']} of"
+        f" {base_shift['points']}); the instruction sentence moves them by {mean(sentence)}.",
+        f"- **Examples rarely make its answers bad**: {made_bad['positives']} of {made_bad['positives'] + made_bad['negatives']}"
+        " (example, prompt) cases that were fine alone. The check's reasons describe the example (lint, distance from"
+        " the query), not whether this model will follow it, so they do not pick out those few cases"
+        f" (AUROC {auroc(made_bad['auroc'])}). A model that follows its context more closely (the base model above,"
+        " or a larger one) is where the same reasons matter.",
+    ]
+
+def answering_run_lines(run_dir: pathlib.Path) -> list[str]:
+    """A second run, on a model that answers bare prompts well, so "this example made the answer bad" has
+    positives: its command, correctness and copying per condition, and the check's figures."""
+    t = read_summary(run_dir)
+    tc, tconds = t["config"], t["conditions"]
+    who = f"{tc['model']} with the adapter {pathlib.Path(tc['adapter']).name}" if tc.get("adapter") else tc["model"]
+    root = run_dir.resolve().parent.parent  # paths as typed from the directory that holds runs/
+    adapter = pathlib.Path(tc["adapter"]).resolve() if tc.get("adapter") else None
+    shown = adapter.relative_to(root) if adapter and adapter.is_relative_to(root) else adapter
+    run_command = (f"tunelens study few-shot --out {run_dir.resolve().relative_to(root)} --model {tc['model']}"
+                   + (f" --adapter {shown}" if shown else "")
+                   + f" --pool {tc['pool']} --heldout {tc['heldout']} --max-new-tokens {tc['max_new_tokens']}")
+    out = [
+        "", f"### The same study on a model that answers bare prompts: {who}", "",
+        "The run above cannot measure \"this example made the answer bad\": the base model's bare answers are all bad",
+        "already. This run repeats the study on the same prompts and examples with a model that writes a usable",
+        f"function for most bare prompts. Command: `{run_command}` ({runs_took(t)}). Without any example its",
+        f"answers are bad in {ci(t['baseline']['bad'])} of the prompts and Python 2 in {ci(t['baseline']['python2'])}.",
+        "", "| example | Python 2 | copied name | copied body | bad | alone | McNemar p (bad) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in t["levels"]:
+        for quality in t["qualities"]:
+            x = tconds[f"{level}/{quality}"]
+            w, wo = x["with"], x["without"]
+            out.append(f"| {level} {t['quality_labels'][quality]} | {ci(w['python2'])} | {ci(w['name_copied'])} | "
+                       f"{ci(w['body_copied'])} | {ci(w['bad'])} | {ci(wo['bad'])} | {x['mcnemar']['bad']['p_value']:.2g} |")
+    out += ["", *reading_lines(t, run_dir), "", "The context check on this run's cases:", ""] + check_lines(t["context_check"])
+    for level in t["levels"]:
+        for quality in t["qualities"]:
+            flagged = t["context_check"]["flagged_by_condition"][f"{level}/{quality}"]
+            out.append(f"| {level} {t['quality_labels'][quality]} | {ci(flagged)} |")
+    return out
 
 def flag(cond):
     return f"{cond['level']} {qlabels[cond['quality']]}"
@@ -111,6 +204,8 @@ lines = [
     "```",
     "tunelens study few-shot --out runs/fewshot     # about 15 min on a 2-core CPU with gemma3-270m",
     "python scripts/fewshot_doc.py runs/fewshot     # this page and its figures, from runs/fewshot/summary.json",
+    "tunelens study few-shot --out runs/fewshot-B --adapter runs/study/adapters/B   # a model that answers bare prompts",
+    "python scripts/fewshot_doc.py runs/fewshot runs/fewshot-B   # the page with both runs",
     "tunelens context check --query 'Parse an ISO date.' --examples shots.jsonl [--gate runs/gate]",
     "```",
     "",
@@ -150,27 +245,11 @@ for source in ("reference", "generated"):
                      f"{e['sign_test_p']:.2g} | {verdict(e)} |")
     lines.append("")
 lines += ["![lever effects](images/fewshot-levers.png)", "", "### The context check", ""]
-bad, broad = check["labels"]["bad"], check["labels"]["bad_or_missed_function"]
-lines += [
-    f"- **AUROC for \"this example made the answer bad\"**: {auroc(bad['auroc'])} ({bad['positives']} examples made it "
-    f"bad, {bad['negatives']} did not; {bad['excluded_bad_alone']} left out because the prompt was bad alone). By "
-    "reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in bad["auroc_by_signal"].items()) + ". Flagged "
-    f"{ci(bad['detected'])} of the examples that made the answer bad.",
-    f"- **Counting a missed function as bad too**: AUROC {auroc(broad['auroc'])} ({broad['positives']} positives, "
-    f"{broad['negatives']} negatives); flagged {ci(broad['detected'])} of the positives.",
-    *[f"- **{title}**: AUROC {auroc(label['auroc'])} ({label['positives']} positives, {label['negatives']} "
-      "negatives; by reason: " + ", ".join(f"{k} {auroc(v)}" for k, v in label["auroc_by_signal"].items()) +
-      f"); flagged {ci(label['detected'])} of the positives."
-      for title, label in (("The answer copied the example's defect", check["labels"].get("copied_defect")),
-                           ("The answer with the example is bad (whatever it was alone)",
-                            check["labels"].get("bad_with_example"))) if label],
-    f"- **False alarms on clean, nearest examples**: {ci(check['false_alarm_nearest_clean'])} (target at most 5%).",
-    "",
-    "| example | flagged |", "|---|---|",
-]
+lines += check_lines(check)
 for level in levels:
     for quality in qualities:
         lines.append(f"| {level} {qlabels[quality]} | {ci(check['flagged_by_condition'][f'{level}/{quality}'])} |")
+lines += answering_run_lines(pathlib.Path(sys.argv[2])) if len(sys.argv) > 2 else []
 lines += [
     "",
     "Reading the check: lint is exact for the Python 2 examples and the off-query ramp flags every unrelated",
