@@ -9,9 +9,10 @@ each is a warm-up and is not timed.
 TRL runs with the best settings its installed version offers on a CPU: `padding_free=True` (no padding
 through the decoder or the head; `max_length=None`, which TRL requires without packing; the longest
 pair fits anyway). tunelens runs once per `--variants` entry: `plain` (right-padded micro-batches),
-`packing` (one row per micro-batch, position ids reset per pair), `bf16` / `packing+bf16` (bfloat16
-autocast: faster where the CPU has bf16 matmuls, but losses differ at bf16 precision, so it is not
-the plain path's equal).
+`packing` (one row per micro-batch, position ids reset per pair; the default), `packing-peft` (the
+same with PEFT's LoRA forward instead of the fused one, `--no-fused-lora`), `bf16` / `packing+bf16`
+(bfloat16 autocast: faster where the CPU has bf16 matmuls, but losses differ at bf16 precision, so it
+is not the plain path's equal; under autocast the LoRA linears take PEFT's path).
 
 Printed per trainer: trained (completion) tokens/s, peak RSS, the mean loss of the timed steps, and
 achieved model FLOP/s as a fraction of a large fp32 matmul's FLOP/s measured in the same run. Model FLOPs count the work a LoRA step must
@@ -20,9 +21,9 @@ do, the same formula for both trainers:
   + 4 * hidden * vocab * (trained tokens)                      LM head where a label is trained
 Work beyond that (head logits at masked positions, recomputation, padding) is what a trainer wastes.
 
-    python bench/train_throughput.py --threads 2                  # gemma3-270m, plain + packing vs TRL
+    python bench/train_throughput.py --threads 2                  # gemma3-270m, packing (PEFT / fused LoRA) vs TRL
     python bench/train_throughput.py --threads 2 --variants plain,packing,packing+bf16
-    python bench/train_throughput.py --threads 2 --packing-ab --steps 3   # packing's effect alone
+    python bench/train_throughput.py --threads 2 --ab packing --steps 3   # packing's effect alone (--ab fused: the fused LoRA's)
     python bench/train_throughput.py --model tiny                 # tiny random model, seconds
 """
 
@@ -86,8 +87,9 @@ def matmul_flops(size: int = 2048, seconds: float = 2.0) -> float:
     return best
 
 
-VARIANTS = {"plain": {}, "packing": {"packing": True}, "bf16": {"bf16": True},
-            "packing+bf16": {"packing": True, "bf16": True}}
+VARIANTS = {"plain": {"packing": False}, "packing": {"packing": True}, "bf16": {"packing": False, "bf16": True},
+            "packing+bf16": {"packing": True, "bf16": True},
+            "packing-peft": {"packing": True, "fused_lora": False}}  # PEFT's own LoRA forward
 
 
 class Meter:
@@ -219,9 +221,40 @@ def run_trl(args) -> dict:
     return meter.report(model, "trl")
 
 
-def packing_ab(args) -> None:
-    """Padded vs packed optimizer steps on the same batch, alternating in one process (after a warm-up
-    pair): on a shared CPU, alternating cancels most of the drift two separate runs suffer."""
+EARLIER = {"packing": True, "fused_lora": False, "packed_attention": False, "head_block": 0}
+NOW = {"packing": True, "fused_lora": True, "packed_attention": True, "head_block": None}  # None: the default
+AB_PAIRS = {  # --ab NAME: (the earlier way, the new way), each lever alone against the rest as they are now
+    "packing": ({**NOW, "packing": False, "packed_attention": False}, {**NOW}),
+    "fused": ({**NOW, "fused_lora": False}, {**NOW}),
+    "attention": ({**NOW, "packed_attention": False}, {**NOW}),
+    "head": ({**NOW, "head_block": 0}, {**NOW}),
+    "all": (EARLIER, NOW),
+}
+
+
+def _levers(peft, setting: dict):
+    """The training loop's fast paths as `setting` asks (the loop itself takes them from TrainConfig)."""
+    from contextlib import ExitStack
+
+    from tunelens import train_loss
+    from tunelens.lora_fused import fused_lora_layers
+    from tunelens.packed_attention import packed_attention
+
+    stack = ExitStack()
+    if setting["fused_lora"]:
+        stack.enter_context(fused_lora_layers(peft))
+    if setting["packed_attention"]:
+        stack.enter_context(packed_attention(peft))
+    default_block = train_loss.HEAD_VOCAB_BLOCK
+    train_loss.HEAD_VOCAB_BLOCK = default_block if setting["head_block"] is None else setting["head_block"]
+    stack.callback(setattr, train_loss, "HEAD_VOCAB_BLOCK", default_block)
+    return stack
+
+
+def ab_steps(args) -> None:
+    """Optimizer steps of two settings on the same batch, alternating in one process (after a warm-up
+    pair): on a shared CPU, alternating cancels most of the drift two separate runs suffer. Both
+    use lr 0, so every step sees the same weights."""
     import torch
     from accelerate import Accelerator
 
@@ -242,19 +275,24 @@ def packing_ab(args) -> None:
     params = [p for p in peft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.0)  # lr 0: every step sees the same weights
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    cpu = {False: 0.0, True: 0.0}
+    settings = AB_PAIRS[args.ab]
+    cpu, wall = [0.0, 0.0], [0.0, 0.0]
     for rep in range(args.steps):
-        for packing in (False, True):
+        for which, setting in enumerate(settings):
             parts = LoopParts(Accelerator(cpu=True), loss_module(peft, True), optimizer, scheduler, params,
-                              make_collate(TrainConfig(packing=packing), tok), max_grad_norm=1.0)
-            start = time.process_time()
-            loss, tokens, _norm = optimizer_step(parts, batch)
-            cpu[packing] += (time.process_time() - start) if rep else 0.0
-            print(f"rep {rep} {'packed' if packing else 'padded'}: loss {loss:.6f}, {tokens} trained tokens, "
-                  f"{time.process_time() - start:.2f} CPU s", flush=True)
+                              make_collate(TrainConfig(packing=setting["packing"]), tok), max_grad_norm=1.0)
+            start, start_wall = time.process_time(), time.perf_counter()
+            with _levers(peft, setting):
+                loss, tokens, _norm = optimizer_step(parts, batch)
+            used, used_wall = time.process_time() - start, time.perf_counter() - start_wall
+            cpu[which] += used if rep else 0.0
+            wall[which] += used_wall if rep else 0.0
+            print(f"rep {rep} {['earlier', 'new'][which]}: loss {loss:.6f}, {tokens} trained tokens, "
+                  f"{used:.2f} CPU s, {used_wall:.2f} s", flush=True)
     real, padded = sum(len(ex.ids) for ex in batch), len(batch) * max(len(ex.ids) for ex in batch)
-    print(f"positions: {real} real, {padded} padded; packed / padded trained tokens per CPU-second: "
-          f"{cpu[False] / cpu[True]:.2f}x")
+    print(f"earlier: {settings[0]}\nnew: {settings[1]}")
+    print(f"positions: {real} real, {padded} padded; {args.ab}: new / earlier trained tokens per CPU-second "
+          f"{cpu[0] / cpu[1]:.2f}x, per second {wall[0] / wall[1]:.2f}x")
 
 
 # ---------------------------------------------------------------- the run
@@ -300,11 +338,13 @@ def main() -> None:
     # One thread each by default: on a shared, oversubscribed CPU two-thread workers mostly wait on each other.
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="turn it on for both trainers")
-    parser.add_argument("--variants", default="plain,packing",
+    parser.add_argument("--variants", default="packing-peft,packing",
                         help=f"tunelens runs, comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--no-trl", action="store_true", help="skip TRL (tunelens variants only)")
-    parser.add_argument("--packing-ab", action="store_true",
-                        help="only: padded vs packed steps alternating in one process, --steps pairs")
+    parser.add_argument("--ab", choices=list(AB_PAIRS),
+                        help="only: two settings' steps alternating in one process, --steps pairs; one lever "
+                             "against the rest as now (packing, fused LoRA, packed attention, vocabulary-blocked "
+                             "head), or all: every lever off against every lever on")
     parser.add_argument("--variant", default="plain", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
@@ -312,12 +352,12 @@ def main() -> None:
     if args.worker:
         _worker_main(args)
         return
-    if args.packing_ab:
+    if args.ab:
         with tempfile.TemporaryDirectory() as tmp:
             args.model = _tiny_model_dir(Path(tmp)) if args.model == "tiny" else args.model
             args.data = Path(tmp) / "pairs.jsonl"
             args.data.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(args.batch_size + 4)[4:]))
-            packing_ab(args)
+            ab_steps(args)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

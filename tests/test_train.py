@@ -186,6 +186,41 @@ def test_linear_cross_entropy_equals_plain_logits_in_value_and_gradients(softcap
         assert linear_cross_entropy(hidden, weight, targets, softcap, 4).item() == pytest.approx(plain.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("softcap", [None, 2.0])
+@pytest.mark.parametrize("block", [7, 50, 64])  # blocks of 7 (the last one of 1), exactly the vocabulary, more
+def test_vocab_blocked_head_equals_plain_logits_with_a_frozen_weight(softcap, block):
+    from tunelens.train_loss import _vocab_blocked_chunk
+
+    torch.manual_seed(1)
+    hidden = torch.randn(11, 8, dtype=torch.float64, requires_grad=True) * 3  # large logits: the max moves
+    hidden.retain_grad()
+    weight = torch.randn(50, 8, dtype=torch.float64)
+    targets = torch.tensor([0, 49, 6, 7, 13, 14, 20, 21, 48, 3, 3])  # block edges on both sides
+    loss, grad = _vocab_blocked_chunk(hidden.detach(), targets, weight, softcap, True, block=block)
+    logits = hidden @ weight.t()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    plain = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+    assert torch.allclose(grad, hidden.grad, atol=1e-6)
+    value_only, none = _vocab_blocked_chunk(hidden.detach(), targets, weight, softcap, False, block=block)
+    assert none is None and value_only.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_linear_cross_entropy_with_a_frozen_head_takes_the_blocked_path_and_agrees():
+    torch.manual_seed(2)
+    hidden = torch.randn(9, 8, requires_grad=True)
+    weight = torch.randn(5000, 8)  # two blocks of 4096 rows
+    targets = torch.randint(0, 5000, (9,))
+    fused = linear_cross_entropy(hidden, weight, targets, None, chunk_tokens=4)
+    (grad,) = torch.autograd.grad(fused * 2.0, hidden)
+    plain = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    (plain_grad,) = torch.autograd.grad(plain * 2.0, hidden)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert torch.allclose(grad, plain_grad, atol=1e-5)
+
+
 class _RecordingOptimizer:
     """Stands in for AdamW: keeps the accumulated gradient that step() would have used."""
 

@@ -176,8 +176,9 @@ def _loop(run: TrainRun, report: Callable[[TrainEvent], None]):
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
             _checkpoint(run, done, report)
 
-    outcome = run_loop(run.parts, lambda step: [run.train_set[i] for i in run.plan.indices(step)],
-                       range(run.start_step, total), after_step)
+    with _fast_paths(run):
+        outcome = run_loop(run.parts, lambda step: [run.train_set[i] for i in run.plan.indices(step)],
+                           range(run.start_step, total), after_step)
     if run.eval_set:
         eval_losses.append((total, _eval(run)))
         if run.metrics is not None:
@@ -185,6 +186,22 @@ def _loop(run: TrainRun, report: Callable[[TrainEvent], None]):
         run.accelerator.log({"eval_loss": eval_losses[-1][1]}, step=total)
         report(TrainEvent("eval", total, total, eval_loss=eval_losses[-1][1]))
     return outcome, eval_losses
+
+
+def _fast_paths(run: TrainRun):
+    """While the loop runs: the fused LoRA linears (unless --no-fused-lora) and, for packed rows,
+    attention one sequence at a time (`tunelens.packed_attention`); the model is as before after it."""
+    from contextlib import ExitStack
+
+    from tunelens.lora_fused import fused_lora_layers
+    from tunelens.packed_attention import packed_attention
+
+    stack = ExitStack()
+    if run.config.fused_lora:
+        stack.enter_context(fused_lora_layers(run.peft_model))
+    if run.config.packing:
+        stack.enter_context(packed_attention(run.peft_model))
+    return stack
 
 
 def _log_step(run: TrainRun, record, row: dict, report) -> None:

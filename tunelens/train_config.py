@@ -46,6 +46,9 @@ class TrainConfig:
                            "padding). --no-packing pads each micro-batch to its longest pair.")
     bf16: bool = option(False, "Autocast forward and backward to bfloat16 (weights, LoRA and optimizer stay "
                         "fp32): faster on GPUs and bf16-capable CPUs, losses differ at bf16 precision.")
+    fused_lora: bool = option(True, "Compute each adapted linear as one autograd node (tunelens/lora_fused.py): "
+                              "fewer passes over the activations than PEFT's modules, the same losses without "
+                              "dropout, dropout masks drawn another way. --no-fused-lora uses PEFT's forward.")
     load_in_4bit: bool = option(False, "QLoRA: load the base model in 4-bit NF4 through bitsandbytes "
                                 "(needs bitsandbytes and a CUDA GPU).")
     report_to: tuple[str, ...] = option((), "Also log every step to these trackers through their own "

@@ -77,6 +77,85 @@ def linear_cross_entropy(hidden, weight, targets, softcap: float | None = None, 
     return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, chunk_tokens)
 
 
+# Vocabulary rows per block when the head is frozen: a block of logits (256 rows x 4096 x 4 bytes = 4 MB)
+# and of head weights (4096 x hidden) stay in the CPU's cache between the two matmuls that use them.
+# 0: all of a chunk's logits at once (the earlier way; bench/train_throughput.py --ab head compares them).
+HEAD_VOCAB_BLOCK = 4096
+
+
+def _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden, want_weight):
+    """(summed loss, d loss / d rows or None, d loss / d weight or None) of one chunk of rows, with all
+    its logits at once (needed when the head's weight is trained: its gradient wants the final softmax)."""
+    import torch
+
+    logits = (rows @ mm_weight.t()).float()
+    squash = None
+    if softcap is not None:
+        squash = torch.tanh(logits / softcap)
+        logits = squash * softcap
+    # log-sum-exp and softmax in place over the logits' memory (no second chunk-sized buffer).
+    target_logit = logits.gather(1, target[:, None]).squeeze(1)
+    top = logits.amax(dim=-1, keepdim=True)
+    probs = logits.sub_(top).exp_()
+    sums = probs.sum(dim=-1, keepdim=True)
+    loss = (sums.log() + top).squeeze(1).sub_(target_logit).sum()
+    if not (want_hidden or want_weight):
+        return loss, None, None
+    grad = probs.div_(sums)  # d loss / d logits = softmax - one_hot
+    grad[torch.arange(len(target), device=grad.device), target] -= 1
+    if squash is not None:
+        grad.mul_(1 - squash * squash)  # through cap * tanh(z / cap)
+    grad = grad.to(mm_weight.dtype)
+    grad_rows = grad @ mm_weight if want_hidden else None
+    grad_weight = (grad.t() @ rows).float() if want_weight else None
+    return loss, grad_rows, grad_weight
+
+
+def _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden, block=HEAD_VOCAB_BLOCK):
+    """(summed loss, d loss / d rows or None) of one chunk of rows, a block of the vocabulary at a time.
+
+    An online softmax, as flash attention does over keys: a running max `top` and sum `sums` per row, and
+    the running `sum_v exp(z_v - top) * dz_v/draw * W_v` in `acc`, all rescaled when the max grows. The
+    gradient is then acc / sums minus the target's row of W. Each block's logits are used by both matmuls
+    while still in cache, instead of writing a [rows x vocabulary] buffer to memory and reading it back
+    five times; the FLOPs are the same two matmuls.
+    """
+    import torch
+
+    count, hidden = rows.shape
+    top = torch.full((count, 1), float("-inf"), device=rows.device)
+    sums = torch.zeros((count, 1), device=rows.device)
+    acc = torch.zeros((count, hidden), device=rows.device) if want_hidden else None
+    target_logit = torch.zeros(count, device=rows.device)
+    for start in range(0, mm_weight.shape[0], block):
+        weights = mm_weight[start:start + block]
+        logits = (rows @ weights.t()).float()
+        squash = None
+        if softcap is not None:
+            squash = torch.tanh(logits / softcap)
+            logits = squash * softcap
+        inside = (target >= start) & (target < start + weights.shape[0])
+        if inside.any():
+            picked = inside.nonzero().squeeze(1)
+            target_logit[picked] = logits[picked, target[picked] - start]
+        new_top = torch.maximum(top, logits.amax(dim=-1, keepdim=True))
+        rescale = (top - new_top).exp_()
+        probs = logits.sub_(new_top).exp_()
+        sums.mul_(rescale).add_(probs.sum(dim=-1, keepdim=True))
+        if want_hidden:
+            if squash is not None:
+                probs.mul_(1 - squash * squash)
+            acc.mul_(rescale).add_(probs.to(weights.dtype) @ weights)
+        top = new_top
+    loss = (sums.log() + top).squeeze(1).sub_(target_logit).sum()
+    if not want_hidden:
+        return loss, None
+    own = mm_weight[target].float()  # the one-hot part: each row's target row of W
+    if softcap is not None:
+        own.mul_((1 - (target_logit / softcap) ** 2)[:, None])  # 1 - tanh^2, as tanh = logit / cap there
+    return loss, acc.div_(sums).sub_(own).to(rows.dtype)
+
+
 def _linear_ce_function():
     import torch
 
@@ -92,31 +171,17 @@ def _linear_ce_function():
                 # Cast the head once, not in every chunk: autocast caches no cast of a frozen weight.
                 mm_weight = weight.to(torch.get_autocast_dtype(device))
             for start in range(0, hidden.shape[0], chunk_tokens):
-                rows = hidden[start:start + chunk_tokens]
-                target = targets[start:start + chunk_tokens]
-                logits = (rows @ mm_weight.t()).float()
-                squash = None
-                if softcap is not None:
-                    squash = torch.tanh(logits / softcap)
-                    logits = squash * softcap
-                # log-sum-exp and softmax in place over the logits' memory (no second chunk-sized buffer).
-                target_logit = logits.gather(1, target[:, None]).squeeze(1)
-                top = logits.amax(dim=-1, keepdim=True)
-                probs = logits.sub_(top).exp_()
-                sums = probs.sum(dim=-1, keepdim=True)
-                total += (sums.log() + top).squeeze(1).sub_(target_logit).sum()
-                if not (want_hidden or want_weight):
-                    continue
-                # d loss / d logits = softmax - one_hot.
-                grad = probs.div_(sums)
-                grad[torch.arange(len(target), device=grad.device), target] -= 1
-                if squash is not None:
-                    grad.mul_(1 - squash * squash)  # through cap * tanh(z / cap)
-                grad = grad.to(mm_weight.dtype)
+                rows, target = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
+                if want_weight or HEAD_VOCAB_BLOCK <= 0:
+                    loss, grad_rows, grad_w = _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden,
+                                                                 want_weight)
+                    grad_weight = grad_weight + grad_w if want_weight else None
+                else:
+                    loss, grad_rows = _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden,
+                                                           HEAD_VOCAB_BLOCK)
+                total += loss
                 if want_hidden:
-                    grad_hidden[start:start + chunk_tokens] = grad @ mm_weight
-                if want_weight:
-                    grad_weight += (grad.t() @ rows).float()
+                    grad_hidden[start:start + chunk_tokens] = grad_rows
             ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
             ctx.has = (want_hidden, want_weight)
             ctx.weight_dtype = weight.dtype
