@@ -175,7 +175,8 @@ def _linear_ce_function():
                 if want_weight or HEAD_VOCAB_BLOCK <= 0:
                     loss, grad_rows, grad_w = _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden,
                                                                  want_weight)
-                    grad_weight = grad_weight + grad_w if want_weight else None
+                    if want_weight:
+                        grad_weight += grad_w
                 else:
                     loss, grad_rows = _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden,
                                                            HEAD_VOCAB_BLOCK)
