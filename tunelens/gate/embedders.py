@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 
 from tunelens.errors import UserError
-from tunelens.gate.onnx_graph import EMBEDDING_OUTPUT
 from tunelens.runtime import Progress, torch_threads  # noqa: F401  (re-exported by tunelens.gate)
 
 MINILM = "all-MiniLM-L6-v2"
@@ -23,8 +22,9 @@ class MiniLMEmbedder:
 
     Texts are embedded with ONNX Runtime when it is installed: the same fp32 network, exported once from
     the package's weights to the tunelens cache, runs a short query 3-4x faster than PyTorch eager on
-    this CPU (fused attention and layer-norm kernels; bench/gate_query.py measures both). Embeddings
-    agree with sentence-transformers' to about 1e-7, so an index built one way is queried the other.
+    this CPU (fused attention kernels, and tunelens.gate.onnx_graph's rewrites: pooling in the graph;
+    bench/gate_query.py measures both). Embeddings agree with sentence-transformers' to about 1e-7, so
+    an index built one way is queried the other.
 
     `precision="int8"` runs a copy of that export whose weight matrices are quantized to int8 per output
     channel (onnxruntime.quantization, dynamic: activations are quantized per call). It is a different
@@ -88,15 +88,16 @@ class MiniLMEmbedder:
         """The network in ONNX Runtime, then the model's own pooling: mean over real tokens, L2 norm
         (inside the graph for the current export; in numpy for the unrewritten ones the benchmark times)."""
         chunks = []
-        pooled = self.session.get_outputs()[0].name == EMBEDDING_OUTPUT
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
             ids, mask = self._tokens(batch)
             out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            chunks.append(out if pooled else _mean_pool(out, mask))
+            chunks.append(out if out.ndim == 2 else _mean_pool(out, mask))  # 3-d: hidden states, not pooled
             if progress:
                 progress("embedding", start + len(batch), len(texts))
-        return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, self.dim), np.float32)
+        if len(chunks) == 1:  # a query: the session's own array, no copy
+            return chunks[0]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def _tokens(self, batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(input ids, attention mask) as int64, padded to the longest text, truncated at the model's limit.
