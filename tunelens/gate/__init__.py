@@ -1,7 +1,7 @@
 """Retrieval-confidence gate: when is a query close enough to the training data to trust the adapter?
 
 The gate embeds every training instruction (all-MiniLM-L6-v2, offline) into a cosine-similarity index
-(exact numpy search; an HNSW index above a size threshold). For a query it computes trust signals
+(exact faiss search; an HNSW index from a size threshold). For a query it computes trust signals
 before any generation:
 
 - `max_similarity` / `mean_similarity`: the best and the mean cosine similarity of the top-k neighbours;
@@ -12,8 +12,8 @@ Two calibrations: `calibrate` (calibration.py) separates in-domain from out-of-d
 `calibrate_on_outcomes` (outcomes.py) predicts when the adapter's answer is bad, from eval results,
 and picks a threshold for a target risk or coverage.
 
-Modules, one concern each: embedders, index, signals, queries, calibration, outcomes, routing (the
-Gate object, build and route).
+Modules, one concern each: embedders, onnx_graph (the embedder export's graph rewrites), index, signals,
+queries, calibration, outcomes, routing (the Gate object, build and route).
 """
 
 from tunelens.gate.calibration import (Calibration, auroc, calibrate, coverage_curve, coverage_plot_png,

@@ -14,7 +14,7 @@ class GateBuildConfig:
     k: int = option(5, "Neighbours per query for the similarity signals.", min=1, max=100)
     embedder: str = option(MINILM, f"{MINILM}, {MINILM}-int8 (about half the query time, cosine >= 0.98 to fp32), "
                                    "or hashing-<dim> (character trigrams, for quick checks).")
-    index: str = option("auto", "Search: auto (exact below 20,000 rows, HNSW above), exact or hnsw.",
+    index: str = option("auto", "Search: auto (exact below 10,000 rows, HNSW above), exact or hnsw.",
                         choices=("auto", "exact", "hnsw"))
 
 
