@@ -23,7 +23,8 @@ Work beyond that (head logits at masked positions, recomputation, padding) is wh
 
     python bench/train_throughput.py --threads 2                  # gemma3-270m, packing (PEFT / fused LoRA) vs TRL
     python bench/train_throughput.py --threads 2 --variants plain,packing,packing+bf16
-    python bench/train_throughput.py --threads 2 --ab packing --steps 3   # packing's effect alone (--ab fused: the fused LoRA's)
+    python bench/train_throughput.py --threads 2 --ab head --steps 3   # one lever's effect alone: packing, fused,
+                                                                       # attention, head; all: every lever off vs on
     python bench/train_throughput.py --model tiny                 # tiny random model, seconds
 """
 
