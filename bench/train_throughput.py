@@ -8,11 +8,12 @@ each is a warm-up and is not timed.
 
 TRL runs with the best settings its installed version offers on a CPU: `padding_free=True` (no padding
 through the decoder or the head; `max_length=None`, which TRL requires without packing; the longest
-pair fits anyway). tunelens runs once per `--variants` entry: `plain` (right-padded micro-batches),
+pair fits anyway); `--trl-variants fp32,bf16` also runs it with its own bf16 autocast. Each tunelens
+run is compared with TRL at the same precision and with TRL's fastest run. tunelens runs once per `--variants` entry: `plain` (right-padded micro-batches),
 `packing` (one row per micro-batch, position ids reset per pair; the default), `packing-peft` (the
 same with PEFT's LoRA forward instead of the fused one, `--no-fused-lora`), `bf16` / `packing+bf16`
 (bfloat16 autocast: faster where the CPU has bf16 matmuls, but losses differ at bf16 precision, so it
-is not the plain path's equal; under autocast the LoRA linears take PEFT's path).
+is not the plain path's equal).
 
 Printed per trainer: trained (completion) tokens/s, peak RSS, the mean loss of the timed steps, and
 achieved model FLOP/s as a fraction of a large fp32 matmul's FLOP/s measured in the same run. Model FLOPs count the work a LoRA step must
@@ -91,6 +92,7 @@ def matmul_flops(size: int = 2048, seconds: float = 2.0) -> float:
 VARIANTS = {"plain": {"packing": False}, "packing": {"packing": True}, "bf16": {"packing": False, "bf16": True},
             "packing+bf16": {"packing": True, "bf16": True},
             "packing-peft": {"packing": True, "fused_lora": False}}  # PEFT's own LoRA forward
+TRL_VARIANTS = {"fp32": False, "bf16": True}  # --trl-variants: TRL's own bf16 autocast (bf16=True) or not
 
 
 class Meter:
@@ -122,14 +124,14 @@ class Meter:
             self.trained_tokens = trained_total
         self.marks.append((time.perf_counter(), time.process_time(), self.trained_tokens, self.real_tokens))
 
-    def report(self, model, name: str) -> dict:
+    def report(self, model, name: str, precision: str) -> dict:
         """Timed window: from the end of step 1 (warm-up) to the end of the last step."""
         (t0, cpu0, trained0, real0), (t1, cpu1, trained1, real1) = self.marks[0], self.marks[-1]
         seconds, trained, real = t1 - t0, trained1 - trained0, real1 - real0
         hidden, vocab, body = model_shape(model)
         flops = 4 * body * real + 4 * hidden * vocab * trained
         losses = self.losses[1:] or self.losses
-        return {"trainer": name, "timed_steps": len(self.marks) - 1, "loss": sum(losses) / max(1, len(losses)), "seconds": seconds, "trained_tokens": trained,
+        return {"trainer": name, "precision": precision, "timed_steps": len(self.marks) - 1, "loss": sum(losses) / max(1, len(losses)), "seconds": seconds, "trained_tokens": trained,
                 "real_tokens": real, "tokens_per_s": trained / seconds, "cpu_seconds": cpu1 - cpu0,
                 "tokens_per_cpu_s": trained / (cpu1 - cpu0), "model_flops_per_s": flops / seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -172,7 +174,7 @@ def run_tunelens(args) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         train(config, args.data, Path(out) / "adapter", model=model, tokenizer=tok, on_event=progress)
-    return meter.report(model, f"tunelens {args.variant}")
+    return meter.report(model, f"tunelens {args.variant}", "bf16" if config.bf16 else "fp32")
 
 
 def run_trl(args) -> dict:
@@ -211,7 +213,7 @@ def run_trl(args) -> dict:
                         # TRL's best CPU settings: no padding through the decoder and head. padding_free
                         # needs max_length=None without packing (the longest pair fits anyway).
                         padding_free=True, max_length=None,
-                        bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=args.gradient_checkpointing,
+                        bf16=TRL_VARIANTS[args.variant], fp16=False, use_cpu=True, gradient_checkpointing=args.gradient_checkpointing,
                         save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True, seed=0,
                         dataloader_num_workers=0)
         lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=TARGETS, task_type="CAUSAL_LM")
@@ -219,7 +221,7 @@ def run_trl(args) -> dict:
                              callbacks=[StepMarks()])
         trainer.model.register_forward_pre_hook(count_trained, with_kwargs=True)
         trainer.train()
-    return meter.report(model, "trl")
+    return meter.report(model, "trl" if args.variant == "fp32" else f"trl {args.variant}", args.variant)
 
 
 EARLIER = {"packing": True, "fused_lora": False, "packed_attention": False, "head_block": 0}
@@ -346,7 +348,10 @@ def main() -> None:
                         help="only: two settings' steps alternating in one process, --steps pairs; one lever "
                              "against the rest as now (packing, fused LoRA, packed attention, vocabulary-blocked "
                              "head), or all: every lever off against every lever on")
-    parser.add_argument("--variant", default="plain", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--trl-variants", default="fp32",
+                        help=f"TRL runs, comma-separated, from: {', '.join(TRL_VARIANTS)} (ratios use the fastest)")
+    parser.add_argument("--variant", default="plain", choices=sorted({*VARIANTS, *TRL_VARIANTS}),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -371,7 +376,7 @@ def main() -> None:
               f"max_length {args.max_length}; load average {os.getloadavg()[0]:.1f}", flush=True)
         peak_before = matmul_flops()
         results = [_spawn(args, "tunelens", variant) for variant in args.variants.split(",")]
-        results += [] if args.no_trl else [_spawn(args, "trl")]
+        results += [] if args.no_trl else [_spawn(args, "trl", v) for v in args.trl_variants.split(",")]
         peak = max(peak_before, matmul_flops())
     print(f"fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
     print(f"{'trainer':<22}{'trained tok/s':>14}{'tok/CPU-s':>10}{'peak RSS':>10}{'GFLOP/s':>9}"
@@ -389,12 +394,17 @@ def main() -> None:
                   f"{r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x per CPU-second")
     if args.no_trl:
         return
-    trl = results[-1]
-    # On a shared machine the wall-clock ratio moves with the other jobs; CPU time counts each one's own work.
+    # Against TRL at the same precision, and against TRL's fastest run (its best settings on this machine).
+    # CPU time counts each one's own work; on a shared machine the wall-clock ratio moves with other jobs.
+    trls = [r for r in results if r["trainer"].startswith("trl")]
+    fastest = max(trls, key=lambda r: r["tokens_per_s"])
     for r in ours:
-        print(f"{r['trainer']} / TRL: {r['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s (wall clock), "
-              f"{r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
-              f"{r['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 3x, <= 1.0x)")
+        same = [t for t in trls if t["precision"] == r["precision"]]
+        for trl in same[:1] + ([fastest] if fastest not in same[:1] else []):
+            print(f"{r['trainer']} / {trl['trainer']}: {r['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s "
+                  f"(wall clock), {r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
+                  f"{r['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 3x, <= 1.0x)"
+                  + ("" if trl is not fastest else "  [TRL's fastest]"))
 
 
 if __name__ == "__main__":

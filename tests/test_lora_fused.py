@@ -104,18 +104,31 @@ def test_base_weight_must_be_frozen():
         out.sum().backward()
 
 
-def test_not_fusable_when_merged_or_autocast_falls_back():
+def test_not_fusable_when_merged():
     model = _peft()
     layer = next(m for m in model.modules() if fusable(m))
     layer.merge()
     assert not fusable(layer)
     layer.unmerge()
     assert fusable(layer)
+
+
+def test_under_bf16_autocast_it_runs_in_bf16_and_stays_close_to_peft():
+    model = _peft()
     model.train()
     ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(2))
-    with fused_lora_layers(model), torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(input_ids=ids, labels=ids).loss  # PEFT's path under autocast: it runs and gives a number
-    assert torch.isfinite(loss)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_loss, plain_grads = _loss_and_grads(model, ids)
+        with fused_lora_layers(model):
+            layer = next(m for m in model.modules() if fusable(m))
+            out = layer(torch.randn(3, layer.in_features))
+            assert out.dtype == torch.bfloat16  # as autocast runs PEFT's linears
+            fused_loss, fused_grads = _loss_and_grads(model, ids)
+    assert abs(fused_loss.item() - plain_loss.item()) < 0.02 * abs(plain_loss.item())
+    for name, grad in plain_grads.items():
+        assert fused_grads[name].dtype == torch.float32  # the LoRA weights' own dtype
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), fused_grads[name].flatten(), dim=0)
+        assert cosine > 0.99, name
 
 
 @pytest.mark.parametrize("drop", [0.05, 0.1, 0.5])

@@ -138,20 +138,26 @@ def _fused_forward(module):
     dropout, scaling = module.lora_dropout[name], float(module.scaling[name])
 
     def forward(x, *args, **kwargs):
-        # Anything unusual (extra arguments, adapters off, merged, autocast, mixed dtypes): PEFT's own path.
-        if args or kwargs or module.disable_adapters or module.merged or _autocast_on(x) \
-                or x.dtype != base.weight.dtype or lora_a.weight.dtype != base.weight.dtype:
+        import torch
+
+        # Anything unusual (extra arguments, adapters off, merged, mixed dtypes): PEFT's own path.
+        if args or kwargs or module.disable_adapters or module.merged or lora_a.weight.dtype != base.weight.dtype:
             return type(module).forward(module, x, *args, **kwargs)
         drop = dropout.p if module.training and hasattr(dropout, "p") else 0.0
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # As autocast would run the linears: every operand in its dtype. The casts are autograd ops, so
+            # the fp32 LoRA weights get fp32 gradients; inside, autocast is off (the operands already match).
+            dtype = torch.get_autocast_dtype(device)
+            operands = [t.to(dtype) if t is not None else None
+                        for t in (x, base.weight, base.bias, lora_a.weight, lora_b.weight)]
+            with torch.autocast(device, enabled=False):
+                return lora_linear(*operands, scaling, drop)
+        if x.dtype != base.weight.dtype:
+            return type(module).forward(module, x, *args, **kwargs)
         return lora_linear(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scaling, drop)
 
     return forward
-
-
-def _autocast_on(x) -> bool:
-    import torch
-
-    return torch.is_autocast_enabled(x.device.type)
 
 
 @contextmanager
