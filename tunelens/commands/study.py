@@ -30,15 +30,22 @@ def safety_command(
     config: SafetyStudyConfig = None,
 ) -> None:
     """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
+    from tunelens.studies.safety import run_safety_study
+
+    result = _run_study(run_safety_study, config, out, _print_headline)
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
+
+
+def _run_study(run, config, out: Path, print_headline):
+    """Run one study with library chatter quiet and a progress display; print its headline; return its result."""
     from tunelens.commands.common import stage_progress
     from tunelens.commands.demo import _quiet_library_output
-    from tunelens.studies.safety import run_safety_study
 
     _quiet_library_output()
     with stage_progress() as report:
-        result = run_safety_study(config, out, progress=report)
-    _print_headline(result.summary)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
+        result = run(config, out, progress=report)
+    print_headline(result.summary)
+    return result
 
 
 def _print_headline(s: dict) -> None:
@@ -67,14 +74,9 @@ def fewshot_command(
 ) -> None:
     """Examples in the context: copying of their defects by similarity and quality, the effect on bad
     outputs, the teacher-forced shift beside lesson 2's sentence, and the context check's AUROC."""
-    from tunelens.commands.common import stage_progress
-    from tunelens.commands.demo import _quiet_library_output
     from tunelens.studies.fewshot import run_fewshot_study
 
-    _quiet_library_output()
-    with stage_progress() as report:
-        result = run_fewshot_study(config, out, progress=report)
-    _print_fewshot_headline(result.summary)
+    result = _run_study(run_fewshot_study, config, out, _print_fewshot_headline)
     console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
 
 
