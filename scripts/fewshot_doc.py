@@ -48,8 +48,9 @@ def auroc(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def check_lines(check) -> list[str]:
-    """The context check's AUROCs and false alarms of one run, as bullets and the flag table's header."""
+def check_lines(summary) -> list[str]:
+    """The context check's AUROCs and false alarms of one run as bullets, and its flag rate per condition."""
+    check = summary["context_check"]
     bad, broad = check["labels"]["bad"], check["labels"]["bad_or_missed_function"]
     return [
         f"- **AUROC for \"this example made the answer bad\"**: {auroc(bad['auroc'])} ({bad['positives']} examples made it "
@@ -67,7 +68,23 @@ def check_lines(check) -> list[str]:
         f"- **False alarms on clean, nearest examples**: {ci(check['false_alarm_nearest_clean'])} (target at most 5%).",
         "",
         "| example | flagged |", "|---|---|",
+        *[f"| {level} {summary['quality_labels'][quality]} | "
+          f"{ci(check['flagged_by_condition'][f'{level}/{quality}'])} |"
+          for level in summary["levels"] for quality in summary["qualities"]],
     ]
+
+
+def study_command(config, run_dir: pathlib.Path) -> str:
+    """The `tunelens study few-shot` line that makes a run like `run_dir`'s, paths as typed from the
+    directory that holds runs/."""
+    root = run_dir.resolve().parent.parent
+    adapter = pathlib.Path(config["adapter"]).resolve() if config.get("adapter") else None
+    shown = adapter.relative_to(root) if adapter and adapter.is_relative_to(root) else adapter
+    return (f"tunelens study few-shot --out {run_dir.resolve().relative_to(root)} --model {config['model']}"
+            + (f" --adapter {shown}" if shown else "")
+            + (f" --sources {','.join(config['sources'])}" if list(config["sources"]) != ["stdlib"] else "")
+            + f" --pool {config['pool']} --heldout {config['heldout']} --max-new-tokens {config['max_new_tokens']}"
+            + f" --trace-answers {config['trace_answers']}")
 
 
 def _effect(summary, lever: str):
@@ -111,17 +128,11 @@ def answering_run_lines(run_dir: pathlib.Path) -> list[str]:
     t = read_summary(run_dir)
     tc, tconds = t["config"], t["conditions"]
     who = f"{tc['model']} with the adapter {pathlib.Path(tc['adapter']).name}" if tc.get("adapter") else tc["model"]
-    root = run_dir.resolve().parent.parent  # paths as typed from the directory that holds runs/
-    adapter = pathlib.Path(tc["adapter"]).resolve() if tc.get("adapter") else None
-    shown = adapter.relative_to(root) if adapter and adapter.is_relative_to(root) else adapter
-    run_command = (f"tunelens study few-shot --out {run_dir.resolve().relative_to(root)} --model {tc['model']}"
-                   + (f" --adapter {shown}" if shown else "")
-                   + f" --pool {tc['pool']} --heldout {tc['heldout']} --max-new-tokens {tc['max_new_tokens']}")
     out = [
         "", f"### The same study on a model that answers bare prompts: {who}", "",
         "The run above cannot measure \"this example made the answer bad\": the base model's bare answers are all bad",
         "already. This run repeats the study on the same prompts and examples with a model that writes a usable",
-        f"function for most bare prompts. Command: `{run_command}` ({runs_took(t)}). Without any example its",
+        f"function for most bare prompts. Command: `{study_command(tc, run_dir)}` ({runs_took(t)}). Without any example its",
         f"answers are bad in {ci(t['baseline']['bad'])} of the prompts and Python 2 in {ci(t['baseline']['python2'])}.",
         "", "| example | Python 2 | copied name | copied body | bad | alone | McNemar p (bad) |",
         "|---|---|---|---|---|---|---|",
@@ -132,22 +143,13 @@ def answering_run_lines(run_dir: pathlib.Path) -> list[str]:
             w, wo = x["with"], x["without"]
             out.append(f"| {level} {t['quality_labels'][quality]} | {ci(w['python2'])} | {ci(w['name_copied'])} | "
                        f"{ci(w['body_copied'])} | {ci(w['bad'])} | {ci(wo['bad'])} | {x['mcnemar']['bad']['p_value']:.2g} |")
-    out += ["", *reading_lines(t, run_dir), "", "The context check on this run's cases:", ""] + check_lines(t["context_check"])
-    for level in t["levels"]:
-        for quality in t["qualities"]:
-            flagged = t["context_check"]["flagged_by_condition"][f"{level}/{quality}"]
-            out.append(f"| {level} {t['quality_labels'][quality]} | {ci(flagged)} |")
-    return out
+    return out + ["", *reading_lines(t, run_dir), "", "The context check on this run's cases:", "", *check_lines(t)]
 
 def flag(cond):
     return f"{cond['level']} {qlabels[cond['quality']]}"
 
 
-command = (f"tunelens study few-shot --out runs/fewshot --model {c['model']}"
-           + (f" --adapter {c['adapter']}" if c.get("adapter") else "")
-           + (f" --sources {','.join(c['sources'])}" if list(c["sources"]) != ["stdlib"] else "")
-           + f" --pool {c['pool']} --heldout {c['heldout']} --max-new-tokens {c['max_new_tokens']}"
-           + f" --trace-answers {c['trace_answers']}")
+command = study_command(c, run)
 lines = [
     "# Examples in the context: are they copied when they don't match?",
     "",
@@ -245,10 +247,7 @@ for source in ("reference", "generated"):
                      f"{e['sign_test_p']:.2g} | {verdict(e)} |")
     lines.append("")
 lines += ["![lever effects](images/fewshot-levers.png)", "", "### The context check", ""]
-lines += check_lines(check)
-for level in levels:
-    for quality in qualities:
-        lines.append(f"| {level} {qlabels[quality]} | {ci(check['flagged_by_condition'][f'{level}/{quality}'])} |")
+lines += check_lines(s)
 lines += answering_run_lines(pathlib.Path(sys.argv[2])) if len(sys.argv) > 2 else []
 lines += [
     "",
