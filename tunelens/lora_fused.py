@@ -87,11 +87,11 @@ def dropout_mask(shape, drop: float, device):
     64-bit draws are several times cheaper per bit: each gives four 16-bit lanes, of which the low
     15 bits are uniform (torch draws 63-bit integers, so the top lane's sign bit is always 0).
     """
+    import math
+
     import torch
 
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     lanes = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_().view(torch.int16)[:count]
     threshold = round(drop * (1 << _MASK_BITS))
     mask = (lanes & ((1 << _MASK_BITS) - 1)) >= threshold
