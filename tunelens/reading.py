@@ -1,0 +1,80 @@
+"""The one reading rule: when a page may claim a direction, and the words it uses otherwise.
+
+Every study page and the demo read a comparison the same way (docs/protocol.md states it before the runs):
+a direction is claimed only when the comparison's pre-stated test rejects at `ALPHA` after Holm's
+correction within the table the comparison belongs to. Anything else reads "no difference these data can
+show", whatever an interval or a point estimate suggests. Pages call `read_table` (or `read_one` for a
+table of one) and print `Reading.words`; they never decide a direction themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+ALPHA = 0.05
+NO_DIFFERENCE = "no difference these data can show"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One comparison read by the rule: its estimate, raw and Holm-adjusted p, and the verdict."""
+
+    name: str
+    estimate: float
+    p: float
+    p_holm: float
+    direction: str  # "up", "down" or "none"
+    words: str  # what a page prints: the caller's phrase for the direction, or NO_DIFFERENCE
+
+    @property
+    def claimed(self) -> bool:
+        return self.direction != "none"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (monotone, capped at 1).
+
+    Plain equivalent: sort ascending; the i-th smallest (0-based) is multiplied by (m - i); each adjusted
+    value is the running maximum of those products, so an adjusted p never falls below an earlier one.
+    """
+    for p in p_values:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"a p-value must lie in [0, 1], got {p!r}")
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def direction_of(estimate: float, p_adjusted: float, alpha: float = ALPHA) -> str:
+    """'up' or 'down' when the adjusted test rejects and the estimate has a sign; otherwise 'none'."""
+    if p_adjusted >= alpha or estimate == 0:
+        return "none"
+    return "up" if estimate > 0 else "down"
+
+
+def read_table(rows: Sequence[tuple[str, float, float]], up: str = "higher", down: str = "lower",
+               alpha: float = ALPHA) -> list[Reading]:
+    """Read every (name, estimate, p) row of one table with Holm's correction across the table.
+
+    `up` and `down` are the page's own words for a claimed positive or negative difference (e.g. "toward
+    Python 3", "toward Python 2"); a row the rule does not let through reads NO_DIFFERENCE.
+    """
+    adjusted = holm([p for _, _, p in rows])
+    readings = []
+    for (name, estimate, p), p_holm in zip(rows, adjusted):
+        direction = direction_of(estimate, p_holm, alpha)
+        words = {"up": up, "down": down}.get(direction, NO_DIFFERENCE)
+        readings.append(Reading(name, float(estimate), float(p), p_holm, direction, words))
+    return readings
+
+
+def read_one(name: str, estimate: float, p: float, up: str = "higher", down: str = "lower",
+             alpha: float = ALPHA) -> Reading:
+    """A table of one comparison: no correction to make."""
+    return read_table([(name, estimate, p)], up, down, alpha)[0]
