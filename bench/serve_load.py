@@ -38,7 +38,7 @@ def load(spec: str):
         from tunelens.testing import tiny_model
 
         return tiny_model("gemma3", layers=4, hidden=128)
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     return load_model(spec, device="cpu")
 

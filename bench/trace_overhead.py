@@ -80,7 +80,7 @@ def load(spec: str):
         from tunelens.testing import tiny_model
 
         return tiny_model("gemma3", layers=4, hidden=128)
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     return load_model(spec)
 
@@ -151,7 +151,7 @@ def print_speeds(rates: dict, cpu_rates: dict, labels: dict) -> None:
 
 def tolerance(model, tokenizer, prompts: list[str], tokens: int, top_k: int) -> None:
     """Largest differences between the default trace and --exact-probs over every step of `prompts`."""
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     worst_p = worst_entropy = 0.0
     steps = 0
@@ -180,10 +180,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tunelens.generation import SamplingConfig
-    from tunelens.inference import Sampler, decode
-    from tunelens.prompts import encode_prompt, stop_token_ids
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.engine.generate import SamplingConfig
+    from tunelens.engine.decode import Sampler, decode
+    from tunelens.model.prompts import encode_prompt, stop_token_ids
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     torch.set_grad_enabled(False)
     started = time.perf_counter()

@@ -138,7 +138,7 @@ class Meter:
 
 
 def model_shape(model) -> tuple[int, int, int]:
-    from tunelens.models import base_model_of
+    from tunelens.model.state import base_model_of
 
     base = base_model_of(model)
     head = base.get_output_embeddings()
@@ -149,7 +149,7 @@ def model_shape(model) -> tuple[int, int, int]:
 def load(spec: str):
     import torch
 
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     torch.manual_seed(0)
     return load_model(spec, device="cpu", dtype="fp32")
@@ -159,7 +159,8 @@ def load(spec: str):
 
 
 def run_tunelens(args) -> dict:
-    from tunelens.train import TrainConfig, train
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     model, tok = load(args.model)
     meter = Meter(model.get_decoder())
@@ -183,7 +184,7 @@ def run_trl(args) -> dict:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from tunelens.prompts import prompt_style, render_prompt
+    from tunelens.model.prompts import prompt_style, render_prompt
 
     model, tok = load(args.model)
     meter = Meter(model.get_decoder())
@@ -239,9 +240,9 @@ def _levers(peft, setting: dict):
     """The training loop's fast paths as `setting` asks (the loop itself takes them from TrainConfig)."""
     from contextlib import ExitStack
 
-    from tunelens import train_loss
-    from tunelens.lora_fused import fused_lora_layers
-    from tunelens.packed_attention import packed_attention
+    from tunelens.train import loss as train_loss
+    from tunelens.train.lora_fused import fused_lora_layers
+    from tunelens.train.packed_attention import packed_attention
 
     stack = ExitStack()
     if setting["fused_lora"]:
@@ -261,11 +262,12 @@ def ab_steps(args) -> None:
     import torch
     from accelerate import Accelerator
 
-    from tunelens.lora_setup import placement_table, wrap_lora
-    from tunelens.prompts import encode_pair
-    from tunelens.train import Example, TrainConfig, make_collate
-    from tunelens.train_loop import LoopParts, optimizer_step
-    from tunelens.train_loss import loss_module
+    from tunelens.train.lora_setup import placement_table, wrap_lora
+    from tunelens.model.prompts import encode_pair
+    from tunelens.train.run import Example, make_collate
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.loop import LoopParts, optimizer_step
+    from tunelens.train.loss import loss_module
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,9 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tunelens.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE, AdapterError
+from tunelens.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE, AdapterError
 from tunelens.cli import app
-from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
+from tunelens.model.specs import ModelLoadError
+from tunelens.model.load import attach_adapter
+from tunelens.model.state import weights_fingerprint
 
 # Tiny models run far faster on one thread, above all on a busy shared CPU.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -218,8 +220,9 @@ def test_gemma4_text_decoder_adapter_loads_and_is_refused_elsewhere(tmp_path, ti
     from peft import LoraConfig, get_peft_model
 
     from tunelens.testing import tiny_gemma4
-    from tunelens.adapters import write_adapter
-    from tunelens.train import TrainConfig, placement_table
+    from tunelens.model.adapters import write_adapter
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import placement_table
 
     model, _ = tiny_gemma4()
     regex = placement_table(model, TrainConfig()).target_regex

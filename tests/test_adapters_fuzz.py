@@ -14,8 +14,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunelens.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE
-from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
+from tunelens.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE
+from tunelens.model.specs import ModelLoadError
+from tunelens.model.load import attach_adapter
+from tunelens.model.state import weights_fingerprint
 
 # Tiny models run far faster on one thread, above all on a busy shared CPU.
 pytestmark = pytest.mark.usefixtures("one_thread")

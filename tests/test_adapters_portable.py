@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 
-from tunelens.adapters import ADAPTER_CONFIG, PROVENANCE_FILE, write_adapter
-from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
-from tunelens.prompts import render_pair, render_prompt
+from tunelens.model.adapters import ADAPTER_CONFIG, PROVENANCE_FILE, write_adapter
+from tunelens.model.specs import ModelLoadError
+from tunelens.model.load import attach_adapter
+from tunelens.model.state import weights_fingerprint
+from tunelens.model.prompts import render_pair, render_prompt
 
 # Tiny models run far faster on one thread, above all on a busy shared CPU.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,8 +101,8 @@ def test_plain_format_template_for_a_tokenizer_without_turn_tokens(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from tunelens.adapters import save_tokenizer
-    from tunelens.prompts import prompt_style
+    from tunelens.model.adapters import save_tokenizer
+    from tunelens.model.prompts import prompt_style
 
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -117,7 +119,8 @@ def test_plain_format_template_for_a_tokenizer_without_turn_tokens(tmp_path):
 
 def test_train_writes_the_tokenizer_and_base_path(tmp_path, tiny_model_dir):
     """The trainer's own output, for a base given as a directory: portable with no extra step."""
-    from tunelens.train import TrainConfig, train
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Add {i}."},
@@ -135,7 +138,7 @@ def test_saved_gemma_template_renders_a_conversation(tmp_path, tiny_gemma):
     """Multi-turn: the system text opens the first user turn, every turn is closed, the model's turn is open."""
     from transformers import AutoTokenizer
 
-    from tunelens.adapters import save_tokenizer
+    from tunelens.model.adapters import save_tokenizer
 
     save_tokenizer(tiny_gemma[1], tmp_path)
     conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "U1"},

@@ -14,17 +14,17 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelens.cli import app
-from tunelens.compare import CompareConfig
+from tunelens.inspect.compare import CompareConfig
 from tunelens.data.contaminate import ContaminateConfig
 from tunelens.data.lint import LintConfig
 from tunelens.data.pushback import PushbackConfig
 from tunelens.data.mine import MineConfig
 from tunelens.data.refusal import RefusalConfig
 from tunelens.evaluate.runner import EvalConfig
-from tunelens.export import ExportConfig
+from tunelens.model.export import ExportConfig
 from tunelens.studies.safety import SafetyStudyConfig
-from tunelens.trace import TraceConfig
-from tunelens.train import TrainConfig
+from tunelens.inspect.trace import TraceConfig
+from tunelens.train.config import TrainConfig
 
 
 class Captured(Exception):
@@ -48,20 +48,20 @@ def _run_config(*args):
 COMMANDS = {
     "eval": Command(("eval", "--out", "{tmp}/o"), EvalConfig, "tunelens.evaluate.runner.run_eval",
                     lambda *args: args[0]),
-    "trace": Command(("trace", "-p", "Say hi.", "--out", "{tmp}/t.json"), TraceConfig, "tunelens.trace.run_trace",
+    "trace": Command(("trace", "-p", "Say hi.", "--out", "{tmp}/t.json"), TraceConfig, "tunelens.inspect.trace.run_trace",
                      _run_config),
     "compare": Command(("compare", "-p", "Say hi.", "--out", "{tmp}/c.json"), CompareConfig,
-                       "tunelens.compare.run_compare", _run_config),
+                       "tunelens.inspect.compare.run_compare", _run_config),
     "lint": Command(("data", "lint", "{tmp}/p.jsonl", "--out", "{tmp}/l"), LintConfig, "tunelens.data.lint.lint_file",
                     lambda *args: args[2]),
     "contaminate": Command(("data", "contaminate", "{tmp}/p.jsonl", "--out", "{tmp}/c.jsonl"), ContaminateConfig,
                            "tunelens.data.contaminate.contaminate_file", lambda *args: args[2]),
     "pushback": Command(("data", "pushback", "{tmp}/p.jsonl", "--out", "{tmp}/b.jsonl"), PushbackConfig,
                         "tunelens.data.pushback.add_pushback_file", lambda *args: args[2]),
-    "train": Command(("train", "--data", "{tmp}/p.jsonl", "--out", "{tmp}/a"), TrainConfig, "tunelens.train.train",
+    "train": Command(("train", "--data", "{tmp}/p.jsonl", "--out", "{tmp}/a"), TrainConfig, "tunelens.train.run.train",
                      lambda *args: args[0]),
     "export": Command(("export", "--adapter", "{tmp}/a", "--out", "{tmp}/m"), ExportConfig,
-                      "tunelens.export.export_model", lambda *args: args[3]),
+                      "tunelens.model.export.export_model", lambda *args: args[3]),
     "mine": Command(("data", "mine", "--out", "{tmp}/m.jsonl"), MineConfig, "tunelens.data.mine.mine_to_file",
                     lambda *args: args[2]),
     "refusal": Command(("data", "refusal", "{tmp}/p.jsonl", "--out", "{tmp}/r.jsonl"), RefusalConfig,

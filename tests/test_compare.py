@@ -8,10 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tunelens.compare import (Comparison, CompareConfig, compare_conditions, condition_plan, resolve_watch,
-                              write_compare_html)
+from tunelens.inspect.compare import (Comparison, CompareConfig, compare_conditions, condition_plan, resolve_watch, write_compare_html)
 from tunelens.errors import UserError
-from tunelens.prompts import encode_prompt
+from tunelens.model.prompts import encode_prompt
 
 PROMPT = "Write a function that prints hello."
 VARIANT = "Write a function that prints hello. Prefer Python 3, not Python 2."
@@ -135,7 +134,7 @@ def test_kl_between_prompt_and_variant_by_hand(tiny_gemma):
 
 
 def test_generated_continuation_is_greedy_under_the_first_condition(tiny_gemma):
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     model, tokenizer = tiny_gemma
     comparison = compare_conditions(model, tokenizer, PROMPT, [VARIANT], config=CompareConfig(max_new_tokens=5))
@@ -153,7 +152,7 @@ def _perturbed_lora():
 
 
 def test_adapter_and_base_are_both_conditions():
-    from tunelens.models import adapter_disabled
+    from tunelens.model.state import adapter_off
 
     model, tokenizer = _perturbed_lora()
     comparison = compare_conditions(model, tokenizer, PROMPT, [VARIANT], continuation="def f():")
@@ -162,7 +161,7 @@ def test_adapter_and_base_are_both_conditions():
     assert [c.adapter for c in comparison.conditions] == [True, True, False, False]
     assert comparison.adapter_canary["max_abs_logit_diff"] > 0
     ids = encode_prompt(tokenizer, PROMPT) + comparison.continuation_ids[:1]
-    with torch.inference_mode(), adapter_disabled(model):
+    with torch.inference_mode(), adapter_off(model):
         base = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
     tid = comparison.continuation_ids[1]
     assert comparison.positions[1].token_probs[2] == pytest.approx(float(base[tid]), rel=1e-4)

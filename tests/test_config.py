@@ -103,7 +103,7 @@ def test_configs_are_frozen_and_documented():
 
 
 def test_train_config_loads_from_yaml(tmp_path):
-    from tunelens.train import TrainConfig
+    from tunelens.train.config import TrainConfig
 
     path = write(tmp_path, "learning_rate: 1e-5\ngrad-accum: 8\ntarget_modules: [q_proj, v_proj]\n")
     config = load_config(TrainConfig, path, {"batch_size": 1})

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tunelens.config import load_config
 from tunelens.errors import UserError
-from tunelens.train import TrainConfig
+from tunelens.train.config import TrainConfig
 
 CONFIG_EXAMPLES = 300
 SUITE_EXAMPLES = 200

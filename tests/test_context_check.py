@@ -6,11 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelens.cli import app
-from tunelens.context_check import (ContextCheckConfig, check_context, lint_findings, mismatch_risk,
-                                    named_identifiers, ramp_risk, read_examples)
+from tunelens.inspect.context_check import (ContextCheckConfig, check_context, lint_findings, mismatch_risk, named_identifiers, ramp_risk, read_examples)
 from tunelens.errors import UserError
-from tunelens.fewshot import Example
-from tunelens.gate.embedders import HashingEmbedder
+from tunelens.retrieval.fewshot import Example
+from tunelens.retrieval.embedders import HashingEmbedder
 
 CLEAN = "def reverse_words(text):\n    return ' '.join(reversed(text.split()))\n"
 PYTHON2 = "def reverse_words(text):\n    print 'reversing'\n    return ' '.join(reversed(text.split()))\n"

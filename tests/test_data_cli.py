@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from tunelens.cli import app
-from tunelens.records import pair_to_record
+from tunelens.data.records import pair_to_record
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import pytest
 
 from tunelens.data.contaminate import KINDS, ContaminateConfig, applicable_kinds, contaminate_file, rewrite_code
 from tunelens.data.lint import lint_file
-from tunelens.data.pycheck import check_python
+from tunelens.pycheck.check import check_python
 from tunelens.errors import UserError
-from tunelens.records import pair_to_record
+from tunelens.data.records import pair_to_record
 
 CODE = '''import os
 import re
@@ -133,7 +133,7 @@ def test_kinds_are_dealt_fairly(tmp_path):
 
 
 def test_multi_turn_sharegpt_and_text_records_are_rewritten_in_their_own_format(tmp_path):
-    from tunelens.records import load_pairs
+    from tunelens.data.records import load_pairs
 
     code = "def show(x):\n    print(x)\n"
     rows = [{"conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "Sure."},

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tunelens.data.dedupe import Deduplicator, jaccard, shingles
 from tunelens.data.lint import LintConfig, check_response, lint_file
-from tunelens.records import pair_to_record
+from tunelens.data.records import pair_to_record
 
 ADD = "def add(a, b):\n    return a + b\n"
 

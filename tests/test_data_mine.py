@@ -254,7 +254,7 @@ def test_a_repeated_qualified_name_gets_a_distinct_id():
     # would quarantine the repeated id, so the merge numbers the later one.
     from tunelens.data.mine.config import MineConfig
     from tunelens.data.mine.run import MineResult, _Merger
-    from tunelens.records import pair_to_record
+    from tunelens.data.records import pair_to_record
 
     merger = _Merger(MineConfig(), MineResult(pairs=[]))
     for body in ("return self._w", "self._w = int(value)"):

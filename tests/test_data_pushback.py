@@ -8,7 +8,7 @@ import pytest
 from tunelens.data.lint import check_response, lint_file
 from tunelens.data.pushback import KINDS, PushbackConfig, add_pushback_file, distinct_trigram_ratio, make_pushback
 from tunelens.errors import UserError
-from tunelens.records import Pair, pair_to_record
+from tunelens.data.records import Pair, pair_to_record
 
 CODE = '''def merge_counts(left, right, limit=10):
     """Merge two word-count dictionaries, keeping the largest counts."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelens.data.pycheck import Finding, check_python, check_text, extract_code, is_python2, looks_like_code
+from tunelens.pycheck.check import (Finding, check_python, check_text, extract_code, is_python2, looks_like_code)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "py2_snippets.jsonl"
 
@@ -93,7 +93,7 @@ def test_fast_path_matches_the_full_tree_check():
     """check_python skips the tree walk when no trigger word occurs; the full walk must agree."""
     import ast
 
-    from tunelens.data.pycheck import _sorted, _TreeChecker
+    from tunelens.pycheck.check import _sorted, _TreeChecker
 
     for row in _fixture():
         try:

@@ -16,7 +16,7 @@ from tunelens.data.lint import check_response
 from tunelens.errors import UserError
 from tunelens.evaluate.checks import classify
 from tunelens.evaluate.suite import load_suite
-from tunelens.records import pair_to_record
+from tunelens.data.records import pair_to_record
 
 CODE = 'def add(a, b):\n    """Return a + b."""\n    return a + b\n'
 

@@ -25,7 +25,7 @@ def test_the_study_profile_runs_the_few_shot_study_on_the_base_model(tmp_path, m
     calls = []
 
     def fake_study(config, out, model_given, tokenizer_given, report):
-        from tunelens.inference import has_adapter
+        from tunelens.model.state import has_adapter
 
         calls.append((config.model, out, model_given is model, has_adapter(model_given)))
         return RunResult(out, {}, 1.25)

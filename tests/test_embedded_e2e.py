@@ -2,9 +2,9 @@
 
 import pytest
 
-from tunelens.generation import SamplingConfig, generate_batch, stream_generate
-from tunelens.models import load_model
-from tunelens.prompts import encode_pair, encode_prompt, render_pair
+from tunelens.engine.generate import SamplingConfig, generate_batch, stream_generate
+from tunelens.model.load import load_model
+from tunelens.model.prompts import encode_pair, encode_prompt, render_pair
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_gemma_continues_python_for_real(gemma):
 
 @pytest.mark.parametrize("spec", ["gemma3-270m", "smollm2-135m"])
 def test_prompt_is_token_prefix_of_pair_for_embedded_models(spec):
-    from tunelens.models import load_tokenizer
+    from tunelens.model.specs import load_tokenizer
 
     tok = load_tokenizer(spec)
     instruction, response = "Write a function that reverses a string.", "def rev(s):\n    return s[::-1]\n"

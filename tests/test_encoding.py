@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from tunelens.encoding import IGNORE_INDEX, Example, encode_examples, encode_record, mask_spans
+from tunelens.train.encoding import IGNORE_INDEX, Example, encode_examples, encode_record, mask_spans
 from tunelens.errors import UserError
-from tunelens.prompts import encode_pair, prompt_style
-from tunelens.records import Pair, Turn, load_pairs
+from tunelens.model.prompts import encode_pair, prompt_style
+from tunelens.data.records import Pair, Turn, load_pairs
 from tunelens.testing import tiny_tokenizer
 
 SYSTEM = "Answer with Python code."
@@ -35,7 +35,7 @@ def _assistant_token_count(tok, pair):
 
 @pytest.mark.parametrize("chat_template", [False, True], ids=["gemma-turns", "chat-template"])
 def test_multi_turn_sharegpt_trains_every_assistant_turn_by_token_count(tmp_path, chat_template):
-    from tunelens.train import collate
+    from tunelens.train.run import collate
 
     tok = tiny_tokenizer(chat_template=chat_template)
     pairs = load_pairs(_sharegpt_file(tmp_path / "chats.jsonl"))
@@ -56,7 +56,8 @@ def test_multi_turn_sharegpt_trains_every_assistant_turn_by_token_count(tmp_path
 
 def test_train_on_a_multi_turn_sharegpt_file_counts_every_assistant_token(tmp_path):
     from tunelens.testing import tiny_model
-    from tunelens.train import TrainConfig, train
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     model, tok = tiny_model("gemma3")
     path = _sharegpt_file(tmp_path / "chats.jsonl")

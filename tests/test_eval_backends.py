@@ -12,7 +12,7 @@ from tunelens.cli import app
 from tunelens.errors import UserError
 from tunelens.evaluate.backends import OpenAIBackend, TransformersBackend, normalise_base_url
 from tunelens.evaluate.runner import EvalConfig, read_results, run_eval
-from tunelens.generation import SamplingConfig
+from tunelens.engine.generate import SamplingConfig
 
 F = "```"
 
@@ -89,7 +89,7 @@ def test_chat_requests_carry_role_model_and_decoding(stub_server):
 
 
 def test_completions_api_renders_the_prompt_with_the_tokenizer(stub_server, tiny_gemma):
-    from tunelens.prompts import render_prompt
+    from tunelens.model.prompts import render_prompt
 
     url, requests = stub_server
     _, tokenizer = tiny_gemma

@@ -259,7 +259,7 @@ def _tiny_peft_gemma():
 
 
 def test_tiny_model_base_and_tuned_in_process(tmp_path):
-    from tunelens.generation import SamplingConfig, generate_batch
+    from tunelens.engine.generate import SamplingConfig, generate_batch
     from tunelens.testing import tiny_model
 
     model, tokenizer = _tiny_peft_gemma()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tunelens.evaluate.stats import Z95, binomial_cdf_half, mcnemar, mcnemar_exact_p, rate, wilson_interval
+from tunelens.stats import Z95, binomial_cdf_half, mcnemar, mcnemar_exact_p, rate, wilson_interval
 
 
 def test_wilson_at_zero_is_z2_over_n_plus_z2():
@@ -65,7 +65,7 @@ def test_mcnemar_counts_pairs():
 
 
 def test_bootstrap_mean_of_constant_values_has_zero_width():
-    from tunelens.evaluate.stats import bootstrap_mean
+    from tunelens.stats import bootstrap_mean
 
     result = bootstrap_mean([2.0] * 7)
     assert (result.n, result.mean, result.low, result.high) == (7, 2.0, 2.0, 2.0)
@@ -75,7 +75,7 @@ def test_bootstrap_mean_of_constant_values_has_zero_width():
 def test_bootstrap_interval_covers_the_mean_and_matches_the_normal_width():
     import random
 
-    from tunelens.evaluate.stats import bootstrap_mean
+    from tunelens.stats import bootstrap_mean
 
     rng = random.Random(1)
     values = [rng.gauss(1.0, 2.0) for _ in range(400)]
@@ -88,7 +88,7 @@ def test_bootstrap_interval_covers_the_mean_and_matches_the_normal_width():
 
 
 def test_sign_test_drops_zeros_and_is_two_sided():
-    from tunelens.evaluate.stats import sign_test_p
+    from tunelens.stats import sign_test_p
 
     # 8 positive, 0 negative: 2 * (1/2)^8 = 0.0078125
     assert sign_test_p([1] * 8 + [0] * 5) == pytest.approx(0.0078125)

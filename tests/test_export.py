@@ -8,10 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tunelens.adapters import write_adapter
+from tunelens.model.adapters import write_adapter
 from tunelens.cli import app
-from tunelens.export import EXPORT_FILE, ExportConfig, export_model
-from tunelens.models import attach_adapter, load_model, weights_fingerprint
+from tunelens.model.export import EXPORT_FILE, ExportConfig, export_model
+from tunelens.model.load import attach_adapter, load_model
+from tunelens.model.state import weights_fingerprint
 
 # Tiny models run far faster on one thread, above all on a busy shared CPU.
 pytestmark = pytest.mark.usefixtures("one_thread")

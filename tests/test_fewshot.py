@@ -1,7 +1,7 @@
 """The few-shot prompt is the plain prompt when no example is given, and a longer conversation otherwise."""
 
-from tunelens.fewshot import Example, example_turns, render_few_shot
-from tunelens.prompts import render_prompt
+from tunelens.retrieval.fewshot import Example, example_turns, render_few_shot
+from tunelens.model.prompts import render_prompt
 from tunelens.testing import tiny_tokenizer
 
 

@@ -21,8 +21,8 @@ QUERY = "Give me code to flip the order of characters in some text."
 
 def test_generate_shows_the_semantically_nearest_pair(tmp_path):
     from tunelens.cli import app
-    from tunelens.models import load_tokenizer
-    from tunelens.prompts import encode_prompt
+    from tunelens.model.specs import load_tokenizer
+    from tunelens.model.prompts import encode_prompt
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))

@@ -10,9 +10,10 @@ from tunelens.evaluate.backends import OpenAIBackend
 from tunelens.evaluate.results import ResultRow, read_result_rows
 from tunelens.evaluate.runner import EvalConfig, run_eval
 from tunelens.evaluate.suite import Case
-from tunelens.fewshot import Example, nearest_examples
-from tunelens.gate import Gate, HashingEmbedder, build_gate
-from tunelens.generation import SamplingConfig
+from tunelens.retrieval.fewshot import Example, nearest_examples
+from tunelens.gate import Gate, build_gate
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.engine.generate import SamplingConfig
 
 PAIRS = [
     ("Sort a list in ascending order.", "def sort(xs):\n    return sorted(xs)"),

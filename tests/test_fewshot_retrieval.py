@@ -6,10 +6,10 @@ import json
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.fewshot import (Example, FewShot, encode_few_shot, injected, nearest_examples, nearest_examples_batch,
-                              render_few_shot)
-from tunelens.gate import Gate, HashingEmbedder, build_gate, build_gate_from_file
-from tunelens.prompts import encode_prompt
+from tunelens.retrieval.fewshot import (Example, FewShot, encode_few_shot, injected, nearest_examples, nearest_examples_batch, render_few_shot)
+from tunelens.gate import Gate, build_gate, build_gate_from_file
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.model.prompts import encode_prompt
 from tunelens.testing import tiny_tokenizer
 
 PAIRS = [
@@ -98,7 +98,7 @@ def test_k0_tokens_are_the_plain_prompts(chat_template):
 
 
 def test_generation_with_examples_sends_the_few_shot_prompt():
-    from tunelens.generation import SamplingConfig, generate_batch, prompt_ids_for
+    from tunelens.engine.generate import SamplingConfig, generate_batch, prompt_ids_for
     from tunelens.testing import tiny_model
 
     model, tokenizer = tiny_model()

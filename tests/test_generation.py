@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tunelens.generation import SamplingConfig, generate_batch
-from tunelens.models import adapter_disabled
+from tunelens.engine.generate import SamplingConfig, generate_batch
+from tunelens.model.state import adapter_off
 from tunelens.testing import tiny_lora_model
 
 PROMPTS = ["Write a function that adds two numbers.", "Reverse a string.", "Sort a list."]
@@ -28,7 +28,7 @@ def two_adapters():
 
 def one_adapter_answers(model, tokenizer, adapter):
     if adapter == "__base__":
-        with adapter_disabled(model):
+        with adapter_off(model):
             return generate_batch(model, tokenizer, PROMPTS, GREEDY)
     model.set_adapter(adapter)
     return generate_batch(model, tokenizer, PROMPTS, GREEDY)
@@ -54,8 +54,8 @@ def test_adapter_names_must_match_prompts(two_adapters):
 
 def test_streamed_pieces_join_to_generate_output(tiny_gemma):
     """stream_generate runs the shared decode loop; plain equivalent: model.generate's greedy tokens, decoded."""
-    from tunelens.generation import stream_generate
-    from tunelens.prompts import encode_prompt, stop_token_ids
+    from tunelens.engine.generate import stream_generate
+    from tunelens.model.prompts import encode_prompt, stop_token_ids
 
     model, tokenizer = tiny_gemma
     pieces = list(stream_generate(model, tokenizer, PROMPTS[0], GREEDY))

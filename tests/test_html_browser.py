@@ -159,7 +159,7 @@ TOPK_ROWS = ("[...document.querySelectorAll('#topk tbody tr')].map(r => ({id: Nu
 @pytest.fixture(scope="module")
 def trace_page(tmp_path_factory):
     from tunelens.testing import tiny_model
-    from tunelens.trace import TraceConfig, trace_generate, write_trace_html
+    from tunelens.inspect.trace import TraceConfig, trace_generate, write_trace_html
 
     model, tokenizer = tiny_model("gemma3")
     trace = trace_generate(model, tokenizer, "Write a function that reverses a string.",
@@ -196,7 +196,7 @@ def test_focusing_a_token_with_tab_shows_its_top_k(browser, trace_page):
 
 
 def test_compare_page_shows_every_condition_at_the_hovered_position(browser, tmp_path):
-    from tunelens.compare import CompareConfig, compare_conditions, write_compare_html
+    from tunelens.inspect.compare import CompareConfig, compare_conditions, write_compare_html
     from tunelens.testing import tiny_model
 
     model, tokenizer = tiny_model("gemma3")

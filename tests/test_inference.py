@@ -7,9 +7,10 @@ import threading
 import pytest
 import torch
 
-from tunelens.inference import (LoadedModel, Sampler, adapter_off, cache_argument, decode, has_adapter,
-                                model_label)
-from tunelens.prompts import encode_prompt, stop_token_ids
+from tunelens.model.load import LoadedModel
+from tunelens.model.state import adapter_off, has_adapter, model_label
+from tunelens.engine.decode import Sampler, cache_argument, decode
+from tunelens.model.prompts import encode_prompt, stop_token_ids
 from tunelens.testing import tiny_lora_model
 
 PROMPT = "Write a function that reverses a string."
@@ -126,7 +127,7 @@ def test_empty_prompt_is_a_user_error(tiny_gemma):
 def test_trace_and_serve_produce_identical_greedy_tokens(tiny_gemma):
     """Both consume the shared loop: the same prompt ids give the same greedy tokens and probabilities."""
     from tunelens.serve import Job, run_job
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     model, tokenizer = tiny_gemma
     trace = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=16, top_k=3))
@@ -141,7 +142,7 @@ def test_trace_and_serve_produce_identical_greedy_tokens(tiny_gemma):
 
 def test_seeded_sampling_agrees_between_trace_and_serve(tiny_gemma):
     from tunelens.serve import Job, run_job
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     model, tokenizer = tiny_gemma
     trace = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=10, temperature=1.3, top_p=0.9,
@@ -196,7 +197,7 @@ def test_load_from_a_directory_records_spec_and_adapter(tiny_model_dir, tmp_path
 
 
 def test_certified_argmax_equals_the_plain_head_argmax():
-    from tunelens.inference import CertifiedArgmax
+    from tunelens.engine.decode import CertifiedArgmax
 
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(5000, 64, generator=generator) * 0.05
@@ -230,7 +231,7 @@ def test_decode_without_logits_gives_the_same_greedy_tokens(arch):
 
 def test_certified_argmax_with_tiny_and_huge_weights():
     """Weights below fp16's normal range (absolute rounding) and past its range (overflow) stay exact."""
-    from tunelens.inference import CertifiedArgmax
+    from tunelens.engine.decode import CertifiedArgmax
 
     generator = torch.Generator().manual_seed(1)
     tiny_rows = torch.randn(300, 32, generator=generator) * 1e-6
@@ -249,7 +250,7 @@ def test_certified_argmax_with_tiny_and_huge_weights():
 
 def test_head_scan_top_k_rows_are_exact_and_the_rest_within_their_bounds():
     """HeadScan.logits(k) against F.linear: the k largest ids and values, every other row within its bound."""
-    from tunelens.inference import CertifiedArgmax
+    from tunelens.engine.decode import CertifiedArgmax
 
     generator = torch.Generator().manual_seed(2)
     weight = torch.randn(5000, 64, generator=generator) * 0.05
@@ -273,7 +274,7 @@ def test_head_scan_top_k_rows_are_exact_and_the_rest_within_their_bounds():
 
 
 def test_head_scan_falls_back_to_fp32_and_applies_the_soft_cap():
-    from tunelens.inference import CertifiedArgmax
+    from tunelens.engine.decode import CertifiedArgmax
 
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(2000, 32, generator=generator) * 0.05
@@ -288,7 +289,7 @@ def test_head_scan_falls_back_to_fp32_and_applies_the_soft_cap():
 
 
 def test_greedy_decode_steps_carry_the_head_scan_of_their_logits():
-    from tunelens.inference import base_model_of
+    from tunelens.model.state import base_model_of
 
     model, tokenizer = tiny_lora_model("gemma3")
     prompt = encode_prompt(tokenizer, PROMPT)

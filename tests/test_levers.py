@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tunelens.levers import Lever, PointScore, call_token_mask, lever_effects, log_odds_at, python2_points, score_points
-from tunelens.prompts import render_prompt
+from tunelens.inspect.levers import (Lever, PointScore, call_token_mask, lever_effects, log_odds_at, python2_points, score_points)
+from tunelens.model.prompts import render_prompt
 from tunelens.testing import tiny_lora_model
 
 
@@ -35,7 +35,7 @@ def test_log_odds_is_python3_mass_over_the_chosen_token():
 
 def test_cutting_the_answer_after_the_last_point_changes_no_score(one_thread):
     """log_odds_at scores only up to the last point; the plain way scores the whole answer in one pass."""
-    from tunelens.compare import continuation_log_probs
+    from tunelens.inspect.compare import continuation_log_probs
 
     model, tokenizer = tiny_lora_model()
     prompt_ids = tokenizer(render_prompt(tokenizer, "Say hi."), add_special_tokens=False)["input_ids"]

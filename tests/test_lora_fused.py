@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tunelens.lora_fused import fusable, fused_lora_layers, lora_linear  # noqa: E402
+from tunelens.train.lora_fused import fusable, fused_lora_layers, lora_linear  # noqa: E402
 from tunelens.testing import tiny_model  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -133,7 +133,7 @@ def test_under_bf16_autocast_it_runs_in_bf16_and_stays_close_to_peft():
 
 @pytest.mark.parametrize("drop", [0.05, 0.1, 0.5])
 def test_dropout_mask_rate_and_seeding(drop):
-    from tunelens.lora_fused import dropout_mask
+    from tunelens.train.lora_fused import dropout_mask
 
     torch.manual_seed(7)
     mask, keep = dropout_mask((300, 1001), drop, "cpu")  # an odd count: the last 64-bit draw is partly used

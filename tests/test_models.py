@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from tunelens.models import (ModelLoadError, adapter_disabled, attach_adapter, choose_dtype, choose_device,
-                             load_model, resolve_model_dir, weights_fingerprint)
+from tunelens.model.specs import ModelLoadError, choose_dtype, choose_device, resolve_model_dir
+from tunelens.model.state import adapter_off, weights_fingerprint
+from tunelens.model.load import attach_adapter, load_model
 
 
 def test_auto_device_and_dtype_on_cpu():
@@ -71,7 +72,7 @@ def test_adapter_attach_disable_and_refusal(tiny_model_dir, tmp_path):
         plain = base(ids).logits.clone()
         tuned = attach_adapter(base, tmp_path / "ok")
         assert not torch.allclose(tuned(ids).logits, plain)
-        with adapter_disabled(tuned):
+        with adapter_off(tuned):
             assert torch.allclose(tuned(ids).logits, plain, atol=1e-6)
     with pytest.raises(ModelLoadError, match="trained on base weights"):
         attach_adapter(load_model(str(tiny_model_dir))[0], tmp_path / "other")

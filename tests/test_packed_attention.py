@@ -4,10 +4,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tunelens.packed_attention import PACKED_SDPA, packed_attention, packed_sdpa_attention, sequence_bounds  # noqa: E402
+from tunelens.train.packed_attention import (PACKED_SDPA, packed_attention, packed_sdpa_attention, sequence_bounds)  # noqa: E402
 from tunelens.testing import tiny_lora_model  # noqa: E402
-from tunelens.train_loss import completion_loss_sums  # noqa: E402
-from tunelens.train_loop import pack_rows  # noqa: E402
+from tunelens.train.loss import completion_loss_sums  # noqa: E402
+from tunelens.train.loop import pack_rows  # noqa: E402
 
 
 def test_sequence_bounds_split_where_positions_restart():
@@ -62,7 +62,7 @@ def test_without_position_resets_the_sequences_would_mix():
 
 
 def test_the_switch_is_undone_and_skips_other_implementations():
-    from tunelens.models import base_model_of
+    from tunelens.model.state import base_model_of
 
     model, _tok = tiny_lora_model()
     base = base_model_of(model)

@@ -39,7 +39,7 @@ def test_lint_reports_records_with_an_unknown_total(tmp_path):
 
 
 def test_gate_embedding_and_model_signals_report_counts_not_increments():
-    from tunelens.gate.embedders import HashingEmbedder
+    from tunelens.retrieval.embedders import HashingEmbedder
     from tunelens.gate.signals import model_signals
     from tunelens.testing import tiny_lora_model
 
@@ -53,8 +53,8 @@ def test_gate_embedding_and_model_signals_report_counts_not_increments():
 
 
 def test_trace_reports_loading_then_each_generated_token(monkeypatch, tmp_path):
-    from tunelens import trace as trace_module
-    from tunelens.inference import as_loaded
+    from tunelens.inspect import trace as trace_module
+    from tunelens.model.load import as_loaded
     from tunelens.testing import tiny_model
 
     model, tokenizer = tiny_model("llama")

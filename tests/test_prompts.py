@@ -1,7 +1,6 @@
 import pytest
 
-from tunelens.prompts import (encode_pair, encode_prompt, prompt_style, render_pair, render_prompt,
-                              stop_token_ids, strip_stop_text)
+from tunelens.model.prompts import (encode_pair, encode_prompt, prompt_style, render_pair, render_prompt, stop_token_ids, strip_stop_text)
 
 INSTRUCTION = "Write a function `add(a, b)` that returns the sum."
 RESPONSE = "def add(a, b):\n    return a + b\n"

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tunelens.prompts import encode_prompt
-from tunelens.propensity import COMPLY_OPENINGS, continuation_logprobs, propensity
+from tunelens.model.prompts import encode_prompt
+from tunelens.inspect.propensity import COMPLY_OPENINGS, continuation_logprobs, propensity
 from tunelens.testing import tiny_model
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.records import Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs, source_path
+from tunelens.data.records import (Malformed, Pair, content_id, load_pairs, pair_to_record, read_pairs, source_path)
 
 
 def _write(path, lines):
@@ -282,7 +282,7 @@ def test_lint_and_show_mask_accept_a_cached_dataset_id(tmp_path, monkeypatch):
     runner = CliRunner()
     lint = runner.invoke(app, ["data", "lint", "someone/chats", "--out", str(tmp_path / "lint")])
     assert lint.exit_code == 0 and "1 kept" in lint.output, lint.output
-    monkeypatch.setattr("tunelens.models.load_tokenizer", lambda spec: __import__("tunelens.testing").testing.tiny_tokenizer())
+    monkeypatch.setattr("tunelens.model.specs.load_tokenizer", lambda spec: __import__("tunelens.testing").testing.tiny_tokenizer())
     shown = runner.invoke(app, ["data", "show-mask", "someone/chats", "--model", "tiny"])
     assert shown.exit_code == 0, shown.output
     output = " ".join(shown.output.split())  # rich wraps at the terminal width
@@ -291,7 +291,7 @@ def test_lint_and_show_mask_accept_a_cached_dataset_id(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 64])
 def test_line_splitting_does_not_depend_on_where_blocks_end(tmp_path, monkeypatch, block):
-    from tunelens import record_files
+    from tunelens.data import record_files
 
     records = [json.dumps({"prompt": f"p{i}", "completion": "c" * (i + 1)}) for i in range(5)]
     path = tmp_path / "mixed.jsonl"

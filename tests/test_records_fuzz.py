@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tunelens.data.lint import lint_file
 from tunelens.errors import UserError
-from tunelens.records import Malformed, Pair, read_pairs
+from tunelens.data.records import Malformed, Pair, read_pairs
 
 READER_EXAMPLES = 200
 LINT_EXAMPLES = 50

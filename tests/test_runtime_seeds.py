@@ -54,7 +54,7 @@ def test_seeded_restores_after_an_error_and_none_leaves_the_stream_alone(global_
 
 
 def test_sampled_generation_is_reproducible_and_keeps_the_callers_generator(global_states):
-    from tunelens.generation import SamplingConfig, generate_batch
+    from tunelens.engine.generate import SamplingConfig, generate_batch
     from tunelens.testing import tiny_model
 
     model, tokenizer = tiny_model("gemma3", seed=0)
@@ -71,9 +71,9 @@ def test_sampled_generation_is_reproducible_and_keeps_the_callers_generator(glob
 
 
 def test_building_a_tiny_model_or_a_lora_leaves_the_generator_alone():
-    from tunelens.lora_setup import placement_table, wrap_lora
+    from tunelens.train.lora_setup import placement_table, wrap_lora
     from tunelens.testing import tiny_model
-    from tunelens.train import TrainConfig
+    from tunelens.train.config import TrainConfig
 
     torch.manual_seed(99)
     saved = torch.random.get_rng_state()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from test_gate import IN_DOMAIN_INDEX, IN_DOMAIN_QUERIES, OUT_OF_DOMAIN, tiny_adapter_model
-from tunelens.gate import HashingEmbedder, build_gate, calibrate
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.gate import build_gate, calibrate
 from tunelens.serve import ServeLimits, StopText, create_app, start_in_thread
 
 
@@ -41,7 +42,7 @@ def test_models_and_health(served, client):
 
 
 def test_completion_matches_generate_and_direct_logprobs(served, client):
-    from tunelens.generation import SamplingConfig, generate_batch, prompt_ids_for
+    from tunelens.engine.generate import SamplingConfig, generate_batch, prompt_ids_for
 
     _, model, tokenizer = served
     prompt = "def add(a, b):"

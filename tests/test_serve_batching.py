@@ -6,8 +6,8 @@ import httpx
 import openai
 import pytest
 
-from tunelens.inference import as_loaded
-from tunelens.prompts import stop_token_ids
+from tunelens.model.load import as_loaded
+from tunelens.model.prompts import stop_token_ids
 from tunelens.serve import ServeLimits, create_app, start_in_thread
 from tunelens.serve.batching import Batch, Request, run_batch, take_group
 from tunelens.serve.engine import Job, run_job

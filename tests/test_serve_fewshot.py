@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from test_gate import tiny_adapter_model
 from tunelens.errors import UserError
-from tunelens.fewshot import Example, encode_few_shot, injected, nearest_examples
-from tunelens.gate import HashingEmbedder, build_gate
-from tunelens.generation import SamplingConfig, generate_batch
+from tunelens.retrieval.fewshot import Example, encode_few_shot, injected, nearest_examples
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.gate import build_gate
+from tunelens.engine.generate import SamplingConfig, generate_batch
 from tunelens.serve import ServeLimits, Upstream, create_app, start_in_thread
 from tunelens.serve.fewshot import FewShotServing, with_example_messages
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from test_gate import IN_DOMAIN_INDEX, IN_DOMAIN_QUERIES, OUT_OF_DOMAIN, tiny_adapter_model
 from tunelens.errors import UserError
-from tunelens.gate import HashingEmbedder, build_gate, calibrate
+from tunelens.retrieval.embedders import HashingEmbedder
+from tunelens.gate import build_gate, calibrate
 from tunelens.serve import ServeLimits, Upstream, create_app, start_in_thread
 from tunelens.serve.upstream import check_upstream_models
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tunelens.cli import app
 from tunelens.errors import UserError
-from tunelens.gate.embedders import HashingEmbedder
+from tunelens.retrieval.embedders import HashingEmbedder
 from tunelens.studies import fewshot as F
 from tunelens.studies.fewshot_measures import (body_copied, condition_summary, copy_measures, defined_names,
                                                distinctive_lines, missed_function, name_copied, paired_test)
@@ -152,8 +152,8 @@ def test_build_cases_ranks_by_similarity_and_builds_each_quality():
 
 
 def test_generate_batch_takes_token_id_prompts(tiny_llama, one_thread):
-    from tunelens.generation import SamplingConfig, generate_batch
-    from tunelens.prompts import encode_prompt
+    from tunelens.engine.generate import SamplingConfig, generate_batch
+    from tunelens.model.prompts import encode_prompt
 
     model, tokenizer = tiny_llama
     sampling = SamplingConfig(max_new_tokens=5)
@@ -164,9 +164,9 @@ def test_generate_batch_takes_token_id_prompts(tiny_llama, one_thread):
 
 
 def test_levers_put_each_example_in_the_context_and_move_the_points(tiny_llama, one_thread):
-    from tunelens.fewshot import Example, render_few_shot
-    from tunelens.levers import score_points
-    from tunelens.prompts import render_prompt
+    from tunelens.retrieval.fewshot import Example, render_few_shot
+    from tunelens.inspect.levers import score_points
+    from tunelens.model.prompts import render_prompt
 
     model, tokenizer = tiny_llama
     cases = F.build_cases(POOL, HELD, HashingEmbedder(256))
@@ -231,7 +231,7 @@ def test_study_end_to_end_and_resume(tmp_path, tiny_llama, one_thread):
 
 
 def test_an_interrupted_run_generates_only_what_is_missing(tmp_path, tiny_llama, one_thread, monkeypatch):
-    import tunelens.generation as generation
+    import tunelens.engine.generate as generation
 
     model, tokenizer = tiny_llama
     config = _config(_sources(tmp_path))

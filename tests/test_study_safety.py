@@ -115,7 +115,7 @@ def test_base_propensity_is_the_bare_model_and_adapters_differ(one_thread):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from tunelens.propensity import propensity
+    from tunelens.inspect.propensity import propensity
     from tunelens.testing import tiny_model
 
     plain, tokenizer = tiny_model("llama", seed=3)

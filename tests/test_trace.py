@@ -8,10 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from tunelens.errors import UserError
-from tunelens.prompts import encode_prompt, stop_token_ids
-from tunelens.tokens import pct, show_token, token_pieces
-from tunelens.trace import (Trace, TraceConfig, _decision_reasons, adapter_canary,
-                            trace_generate, write_trace_html)
+from tunelens.model.prompts import encode_prompt, stop_token_ids
+from tunelens.engine.tokens import pct, show_token, token_pieces
+from tunelens.inspect.trace import (Trace, TraceConfig, _decision_reasons, adapter_canary, trace_generate, write_trace_html)
 
 PROMPT = "Write a function that reverses a string."
 
@@ -49,7 +48,7 @@ def test_recorded_numbers_equal_softmax_of_a_plain_forward_pass(arch, exact, req
 def test_default_trace_reads_the_fp16_head_within_the_stated_tolerance(arch, request, monkeypatch):
     """The default greedy trace takes its logits from HeadScan (fp16 head, top-K rows in fp32);
     --exact-probs never does; both give the same tokens, top-K ids and ranks, probabilities within 1e-3."""
-    from tunelens.inference import HeadScan
+    from tunelens.engine.decode import HeadScan
 
     model, tokenizer = request.getfixturevalue(arch)
     calls = []
@@ -222,7 +221,7 @@ def test_canary_fires_on_a_fresh_zero_initialised_lora():
 
 
 def test_canary_passes_on_a_perturbed_lora_and_trace_uses_the_adapter():
-    from tunelens.models import adapter_disabled
+    from tunelens.model.state import adapter_off
 
     model, tokenizer = _lora(perturb=True)
     result = adapter_canary(model, tokenizer, PROMPT)
@@ -231,7 +230,7 @@ def test_canary_passes_on_a_perturbed_lora_and_trace_uses_the_adapter():
     assert trace.adapter_canary == result and trace.adapter == "adapter"
     prompt_ids = encode_prompt(tokenizer, PROMPT)
     tuned = _manual_distribution(model, prompt_ids)
-    with adapter_disabled(model):
+    with adapter_off(model):
         base = _manual_distribution(model, prompt_ids)
     assert trace.steps[0].prob == pytest.approx(float(tuned[trace.steps[0].token_id]), rel=1e-4)
     assert not torch.allclose(tuned, base)

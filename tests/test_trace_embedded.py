@@ -10,14 +10,14 @@ PROMPT = "Write a Python function that prints hello."
 
 @pytest.fixture(scope="module")
 def gemma():
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     return load_model("gemma3-270m", device="cpu")
 
 
 def test_greedy_trace_on_gemma_equals_generate_and_a_plain_forward(gemma):
-    from tunelens.prompts import encode_prompt, stop_token_ids
-    from tunelens.trace import TraceConfig, trace_generate
+    from tunelens.model.prompts import encode_prompt, stop_token_ids
+    from tunelens.inspect.trace import TraceConfig, trace_generate
 
     model, tokenizer = gemma
     trace = trace_generate(model, tokenizer, PROMPT, TraceConfig(max_new_tokens=8, top_k=5))
@@ -34,7 +34,7 @@ def test_greedy_trace_on_gemma_equals_generate_and_a_plain_forward(gemma):
 
 
 def test_compare_on_gemma_scores_the_traced_continuation(gemma):
-    from tunelens.compare import CompareConfig, compare_conditions
+    from tunelens.inspect.compare import CompareConfig, compare_conditions
 
     model, tokenizer = gemma
     comparison = compare_conditions(model, tokenizer, PROMPT, [PROMPT + " Prefer Python 3, not Python 2."],

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from tunelens.errors import UserError
-from tunelens.lora_setup import layer_ranges, placement_table, wrap_lora
-from tunelens.train import Example, TrainConfig, collate, encode_examples, make_collate, mask_spans, train
-from tunelens.train_loop import BatchPlan, LoopParts, optimizer_step, padded_inputs, split_even
-from tunelens.train_loss import completion_loss_sums, linear_cross_entropy, loss_module
-from tunelens.train_metrics import read_metrics
+from tunelens.train.lora_setup import layer_ranges, placement_table, wrap_lora
+from tunelens.train.run import Example, collate, encode_examples, make_collate, mask_spans, train
+from tunelens.train.config import TrainConfig
+from tunelens.train.loop import BatchPlan, LoopParts, optimizer_step, padded_inputs, split_even
+from tunelens.train.loss import completion_loss_sums, linear_cross_entropy, loss_module
+from tunelens.train.metrics import read_metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,8 +64,8 @@ def test_collate_masks_prompt_and_padding():
 
 
 def test_encode_examples_truncates_and_skips_and_counts_reconcile(tiny_gemma):
-    from tunelens.prompts import encode_pair
-    from tunelens.records import Pair
+    from tunelens.model.prompts import encode_pair
+    from tunelens.data.records import Pair
 
     _model, tok = tiny_gemma
     pairs = [Pair("short", "add", "return 1", 1, {}), Pair("long", "add", "x = 1\n" * 40, 2, {}),
@@ -81,8 +82,8 @@ def test_encode_examples_truncates_and_skips_and_counts_reconcile(tiny_gemma):
 
 
 def test_mask_view_counts_match_encode_pair(tiny_gemma):
-    from tunelens.prompts import encode_pair, render_prompt
-    from tunelens.records import Pair
+    from tunelens.model.prompts import encode_pair, render_prompt
+    from tunelens.data.records import Pair
 
     _model, tok = tiny_gemma
     pair = Pair("p", "Reverse a string.", "def rev(s):\n    return s[::-1]\n", 1, {})
@@ -132,7 +133,7 @@ def _lora_model(arch="gemma3", softcap=None):
 
 
 def _batch(tok):
-    from tunelens.prompts import encode_pair
+    from tunelens.model.prompts import encode_pair
 
     examples = []
     for i in range(3):
@@ -189,7 +190,7 @@ def test_linear_cross_entropy_equals_plain_logits_in_value_and_gradients(softcap
 @pytest.mark.parametrize("softcap", [None, 2.0])
 @pytest.mark.parametrize("block", [7, 50, 64])  # blocks of 7 (the last one of 1), exactly the vocabulary, more
 def test_vocab_blocked_head_equals_plain_logits_with_a_frozen_weight(softcap, block):
-    from tunelens.train_loss import _vocab_blocked_chunk
+    from tunelens.train.loss import _vocab_blocked_chunk
 
     torch.manual_seed(1)
     hidden = torch.randn(11, 8, dtype=torch.float64, requires_grad=True) * 3  # large logits: the max moves
@@ -247,8 +248,8 @@ def _accumulated_grads(peft_model, examples, batch_size, grad_accum, pad_id):
 
 
 def test_grad_accumulation_equals_one_big_batch(tiny_gemma, tmp_path):
-    from tunelens.prompts import encode_pair
-    from tunelens.records import load_pairs
+    from tunelens.model.prompts import encode_pair
+    from tunelens.data.records import load_pairs
 
     peft_model, tok = _lora_model()
     pairs = load_pairs(write_pairs(tmp_path / "pairs.jsonl", n=8))
@@ -291,7 +292,9 @@ def test_train_with_accumulation_matches_big_batch_end_to_end(tmp_path):
 def test_adapter_loads_with_plain_peft_and_records_provenance(tmp_path):
     from peft import PeftModel
 
-    from tunelens.models import ModelLoadError, attach_adapter, weights_fingerprint
+    from tunelens.model.specs import ModelLoadError
+    from tunelens.model.load import attach_adapter
+    from tunelens.model.state import weights_fingerprint
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=10)
     model, tok = fresh_tiny("llama")
@@ -378,7 +381,7 @@ def test_gradient_checkpointing_gives_the_same_adapter(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_trains_two_steps_and_reloads(tmp_path):
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=4)
     config = TrainConfig(batch_size=2, max_steps=2, eval_split=0.25, max_length=96, checkpoint_every=0)

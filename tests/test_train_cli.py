@@ -59,8 +59,8 @@ def test_train_command_rejects_unknown_yaml_key(tmp_path, tiny_model_dir):
 
 
 def test_show_mask_prints_spans_and_counts(tmp_path, tiny_model_dir):
-    from tunelens.models import load_tokenizer
-    from tunelens.prompts import encode_pair
+    from tunelens.model.specs import load_tokenizer
+    from tunelens.model.prompts import encode_pair
 
     data = _write_data(tmp_path / "pairs.jsonl")
     result = runner.invoke(app, ["data", "show-mask", str(data), "--model", str(tiny_model_dir), "--n", "2"],
@@ -76,8 +76,9 @@ def test_show_mask_prints_spans_and_counts(tmp_path, tiny_model_dir):
 
 def test_accelerate_two_cpu_processes_match_one_process(tmp_path, tiny_model_dir):
     """2 processes x batch 1 gives the same update as 1 process x batch 2 (DDP over gloo)."""
-    from tunelens.models import load_model
-    from tunelens.train import TrainConfig, train
+    from tunelens.model.load import load_model
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     data = _write_data(tmp_path / "pairs.jsonl")
     flags = ["--max-steps", "3", "--batch-size", "1", "--lora-dropout", "0", "--eval-split", "0.25", "--lr", "1e-3"]

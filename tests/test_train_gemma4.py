@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from tunelens.lora_setup import placement_table
+from tunelens.train.lora_setup import placement_table
 from tunelens.testing import tiny_gemma4
-from tunelens.train import TrainConfig, train
+from tunelens.train.config import TrainConfig
+from tunelens.train.run import train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

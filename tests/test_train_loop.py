@@ -5,16 +5,17 @@ import math
 import pytest
 import torch
 
-from tunelens.lora_setup import placement_table, wrap_lora
-from tunelens.train import Example, TrainConfig, collate, make_collate
-from tunelens.train_loop import LoopParts, optimizer_step, pack_rows, padded_inputs, run_loop
-from tunelens.train_loss import completion_loss_sums, loss_module
+from tunelens.train.lora_setup import placement_table, wrap_lora
+from tunelens.train.run import Example, collate, make_collate
+from tunelens.train.config import TrainConfig
+from tunelens.train.loop import LoopParts, optimizer_step, pack_rows, padded_inputs, run_loop
+from tunelens.train.loss import completion_loss_sums, loss_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _examples(tok, n=4, lines=(1, 6, 3, 9)):
-    from tunelens.prompts import encode_pair
+    from tunelens.model.prompts import encode_pair
 
     out = []
     for i in range(n):
@@ -170,9 +171,9 @@ def test_load_in_4bit_without_bitsandbytes_is_one_clear_error(tmp_path, monkeypa
     import importlib.util
 
     from tunelens.errors import UserError
-    from tunelens.lora_setup import load_4bit
+    from tunelens.train.lora_setup import load_4bit
     from tunelens.testing import tiny_model
-    from tunelens.train import train
+    from tunelens.train.run import train
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from tunelens.errors import UserError
-from tunelens.train import TrainConfig, train
-from tunelens.train_metrics import MetricsLog, loss_sparkline, read_metrics, render_loss_curve
+from tunelens.train.config import TrainConfig
+from tunelens.train.run import train
+from tunelens.train.metrics import MetricsLog, loss_sparkline, read_metrics, render_loss_curve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

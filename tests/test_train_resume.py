@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from tunelens.errors import UserError
-from tunelens.checkpoints import checkpoint_root
-from tunelens.train import TrainConfig, train
+from tunelens.train.checkpoints import checkpoint_root
+from tunelens.train.config import TrainConfig
+from tunelens.train.run import train
 
 CONFIG = dict(batch_size=2, max_steps=8, checkpoint_every=2, keep_checkpoints=2, lora_dropout=0.1,
               eval_split=0.2, learning_rate=1e-3, lr_schedule="cosine", warmup_ratio=0.2, seed=7)
@@ -22,8 +23,9 @@ CHILD = textwrap.dedent("""
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from tunelens.models import load_model
-    from tunelens.train import TrainConfig, train
+    from tunelens.model.load import load_model
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     model_dir, data, out, config, kill_at = sys.argv[1:6]
     model, tok = load_model(model_dir, device="cpu")
@@ -52,7 +54,7 @@ def _write_data(path, n=10):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_model_dir):
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     data = _write_data(tmp_path / "pairs.jsonl")
     out = tmp_path / "killed" / "adapter"

@@ -1,5 +1,5 @@
 """`tunelens context check`: score examples before they are injected into a prompt (library in
-tunelens/context_check.py)."""
+tunelens/inspect/context_check.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
-from tunelens.context_check import ContextCheckConfig
+from tunelens.inspect.context_check import ContextCheckConfig
 
 context_app = typer.Typer(
     help="Checks on context (injected examples) before the model sees it.",
@@ -37,7 +37,7 @@ def check_command(
     """Score injected context before generation: lint of the example code (syntax, Python 2), similarity of
     each example's instruction to the query, whether its response matches its instruction, and (with a
     gate) how close it is to the training data. One risk per example; the context is flagged at the threshold."""
-    from tunelens.context_check import check_context, read_examples
+    from tunelens.inspect.context_check import check_context, read_examples
 
     loaded_gate = None
     if gate is not None:

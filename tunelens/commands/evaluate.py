@@ -9,7 +9,7 @@ import typer
 from tunelens.commands.common import console, err_console, example, user_errors
 from tunelens.commands.options import config_options
 from tunelens.evaluate.runner import EvalConfig
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.specs import DEFAULT_MODEL
 
 
 @user_errors

@@ -1,4 +1,4 @@
-"""`tunelens export`: merge an adapter into full weights (library in tunelens/export.py)."""
+"""`tunelens export`: merge an adapter into full weights (library in tunelens/model/export.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import typer
 
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
-from tunelens.export import ExportConfig
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.export import ExportConfig
+from tunelens.model.specs import DEFAULT_MODEL
 
 
 @user_errors
@@ -23,7 +23,7 @@ def export_command(
     config: ExportConfig = None,
 ) -> None:
     """Merge a LoRA adapter into its base: a model directory transformers loads without PEFT."""
-    from tunelens.export import export_model
+    from tunelens.model.export import export_model
 
     with console.status(f"merging {adapter} into its base"):
         result = export_model(adapter, out, model, config)

@@ -13,7 +13,7 @@ from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
 from tunelens.errors import UserError
 from tunelens.gate.options import GateBuildConfig, GateCalibrateConfig, RouteConfig
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.specs import DEFAULT_MODEL
 
 gate_app = typer.Typer(
     help="Retrieval-confidence gate: index the training instructions, calibrate when to trust the adapter.",
@@ -42,7 +42,8 @@ def build_command(
     config: GateBuildConfig = None,
 ) -> None:
     """Embed the training instructions into a cosine-similarity index (exact, or HNSW for large sets)."""
-    from tunelens.gate import build_gate_from_file, load_embedder
+    from tunelens.gate import build_gate_from_file
+    from tunelens.retrieval.embedders import load_embedder
 
     with console.status("loading the embedder"):
         chosen = load_embedder(config.embedder)
@@ -79,7 +80,7 @@ def calibrate_command(
     loaded_model = tokenizer = None
     model_info = None
     if model is not None:
-        from tunelens.models import load_model
+        from tunelens.model.load import load_model
 
         with console.status(f"loading {model}"):
             loaded_model, tokenizer = load_model(model, adapter=adapter, device=config.device)
@@ -191,7 +192,7 @@ def route_command(
         # Calibrated with model signals: score with the same model and adapter unless told otherwise.
         model, adapter = recorded["model"], adapter or recorded.get("adapter")
     if model is not None:
-        from tunelens.models import load_model
+        from tunelens.model.load import load_model
 
         with console.status(f"loading {model}"):
             loaded_model, tokenizer = load_model(model, adapter=adapter, device=config.device)

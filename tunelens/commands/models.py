@@ -10,8 +10,8 @@ from rich.table import Table
 
 from tunelens.commands.common import console, err_console, example, user_errors
 from tunelens.commands.options import config_options
-from tunelens.generation import GenerateConfig
-from tunelens.models import DEFAULT_MODEL
+from tunelens.engine.generate import GenerateConfig
+from tunelens.model.specs import DEFAULT_MODEL
 
 
 def _human_size(size: int | None) -> str:
@@ -26,7 +26,7 @@ def _human_size(size: int | None) -> str:
 
 def models_command() -> None:
     """List the embedded models: whether each is installed and cached, and its size on disk."""
-    from tunelens.models import embedded_status
+    from tunelens.model.specs import embedded_status
 
     table = Table(title="embedded models")
     for column in ("name", "installed", "cached", "size", "description"):
@@ -49,9 +49,9 @@ def generate_command(
     config: GenerateConfig = None,
 ) -> None:
     """Stream a model's continuation of one prompt to the terminal."""
-    from tunelens.fewshot import FewShot
-    from tunelens.generation import stream_generate
-    from tunelens.models import load_model
+    from tunelens.retrieval.fewshot import FewShot
+    from tunelens.engine.generate import stream_generate
+    from tunelens.model.load import load_model
 
     examples = FewShot.load(config.few_shot, config.few_shot_index).for_one(prompt)
     if examples:  # on stderr: stdout stays the continuation alone
@@ -75,9 +75,9 @@ def generate_command(
 def _write_generation(out: Path, tokenizer, model: str, adapter, prompt: str, config, examples, text: str) -> None:
     from dataclasses import asdict
 
-    from tunelens.generation import prompt_ids_for
+    from tunelens.engine.generate import prompt_ids_for
     from tunelens.io import atomic_write_json
-    from tunelens.trace import rendered_prompt_text
+    from tunelens.inspect.trace import rendered_prompt_text
 
     atomic_write_json(out, {
         "format": "tunelens.generate", "model": model, "adapter": adapter, "prompt": prompt,

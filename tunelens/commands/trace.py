@@ -1,4 +1,4 @@
-"""`tunelens trace` and `tunelens compare`: the token-level instruments (library in tunelens/trace.py, compare.py)."""
+"""`tunelens trace` and `tunelens compare`: the token-level instruments (library in tunelens/inspect/trace.py, compare.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from rich.text import Text
 
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options, repeated_option
-from tunelens.compare import CompareConfig
+from tunelens.inspect.compare import CompareConfig
 from tunelens.errors import UserError
-from tunelens.models import DEFAULT_MODEL
-from tunelens.trace import TraceConfig
+from tunelens.model.specs import DEFAULT_MODEL
+from tunelens.inspect.trace import TraceConfig
 
 MODEL_HELP = "Embedded name, model directory, .gguf file or cached repo id."
 DEVICE_HELP = "auto, cpu, cuda or mps."
@@ -58,7 +58,7 @@ def _styled_tokens(pieces: list[tuple[str, float, bool]]) -> Text:
 
 
 def _rgb_of_hue(hue: float) -> str:
-    """The RGB of tunelens.trace.prob_color's hsl(hue, 75%, 82%), for terminals."""
+    """The RGB of tunelens.inspect.trace.prob_color's hsl(hue, 75%, 82%), for terminals."""
     import colorsys
 
     r, g, b = colorsys.hls_to_rgb(hue / 360, 0.82, 0.75)
@@ -66,7 +66,7 @@ def _rgb_of_hue(hue: float) -> str:
 
 
 def print_trace(trace, limit: int = 30) -> None:
-    from tunelens.tokens import pct, show_token
+    from tunelens.engine.tokens import pct, show_token
 
     console.rule(f"trace · {trace.model}" + (f" + {trace.adapter}" if trace.adapter else ""))
     console.print(_styled_tokens([(s.token, s.prob, s.is_decision) for s in trace.steps]))
@@ -99,7 +99,7 @@ def trace_command(
     config: TraceConfig = None,
 ) -> None:
     """Generate and record, at every token, the model's top-K probabilities; show the decision points."""
-    from tunelens.trace import Trace, TraceRun, run_trace, write_trace_html
+    from tunelens.inspect.trace import Trace, TraceRun, run_trace, write_trace_html
 
     if load is not None:
         trace = Trace.load(load)
@@ -119,7 +119,7 @@ def trace_command(
 
 
 def print_comparison(comparison, limit: int = 40) -> None:
-    from tunelens.tokens import pct, show_token
+    from tunelens.engine.tokens import pct, show_token
 
     names = [c.name for c in comparison.conditions]
     console.rule(f"compare · {comparison.model}" + (f" + {comparison.adapter}" if comparison.adapter else ""))
@@ -167,7 +167,7 @@ def compare_command(
     config: CompareConfig = None,
 ) -> None:
     """Score one continuation teacher-forced under each condition (base/adapter x prompt/variants); flips first."""
-    from tunelens.compare import CompareRun, run_compare
+    from tunelens.inspect.compare import CompareRun, run_compare
 
     text = _read_prompt(prompt, prompt_file)
     if watch:

@@ -9,8 +9,8 @@ import typer
 
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
-from tunelens.models import DEFAULT_MODEL
-from tunelens.train_config import TrainConfig
+from tunelens.model.specs import DEFAULT_MODEL
+from tunelens.train.config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +43,7 @@ def train_command(
     config: TrainConfig = None,
 ) -> None:
     """Train a LoRA adapter (text decoder only, completion-only loss) on instruction -> code pairs."""
-    from tunelens.train import train
+    from tunelens.train.run import train
 
     _quiet_library_progress()
     with _TrainDisplay() as display:
@@ -98,7 +98,7 @@ class _TrainDisplay:
 def print_placement(placement) -> None:
     from rich.table import Table
 
-    from tunelens.lora_setup import layer_ranges
+    from tunelens.train.lora_setup import layer_ranges
 
     table = Table(title=f"LoRA placement: {placement.decoder_path or '(root)'} — {placement.num_layers} decoder layers")
     for column in ("module", "layers", "absent in layers", "in -> out", "LoRA params"):
@@ -132,7 +132,7 @@ def _print_summary(result) -> None:
 
 def _print_loss_curve(result) -> None:
     """A sparkline of the loss per step, and the same curve as a PNG beside the metrics file."""
-    from tunelens.train_metrics import loss_sparkline, read_metrics, render_loss_curve
+    from tunelens.train.metrics import loss_sparkline, read_metrics, render_loss_curve
 
     rows = read_metrics(result.metrics_path) if result.metrics_path else []
     losses = [row["loss"] for row in rows if row.get("loss") is not None]
@@ -155,9 +155,9 @@ def show_mask_command(
 ) -> None:
     """Print records as the trainer sees them: masked context (dim) and trained tokens (green), every
     assistant turn of a multi-turn chat trained; a `text` record is trained whole."""
-    from tunelens.models import load_tokenizer
-    from tunelens.records import load_pairs
-    from tunelens.encoding import mask_spans
+    from tunelens.model.specs import load_tokenizer
+    from tunelens.data.records import load_pairs
+    from tunelens.train.encoding import mask_spans
 
     tokenizer = load_tokenizer(model)
     pairs = load_pairs(file)[:n]

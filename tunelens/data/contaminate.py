@@ -32,11 +32,11 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelens.data.pycheck import _FENCE, _PYTHON_TAGS, check_python, looks_like_code
+from tunelens.pycheck.check import _FENCE, _PYTHON_TAGS, check_python, looks_like_code
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
-from tunelens.records import Pair, load_pairs
+from tunelens.data.records import Pair, load_pairs
 
 KINDS = ("print", "except", "backtick", "ne", "octal", "long", "ur", "exec", "raise", "name")
 # the lint code each kind produces, for measuring recall
@@ -403,7 +403,7 @@ def _with_response(raw: dict, fmt_response: str) -> dict:
 
 
 def _with_last_assistant(messages: list, role_key: str, content_key: str, text: str) -> list:
-    from tunelens.records import SHAREGPT_ROLES
+    from tunelens.data.records import SHAREGPT_ROLES
 
     messages = [dict(m) for m in messages]
     last = max(i for i, m in enumerate(messages) if SHAREGPT_ROLES.get(str(m.get(role_key, "")).lower()) == "assistant")

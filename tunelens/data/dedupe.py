@@ -47,7 +47,7 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 
 def exact_key(instruction: str, response: str) -> str:
-    # surrogatepass: a lone surrogate must not crash a caller that did not read through tunelens.records
+    # surrogatepass: a lone surrogate must not crash a caller that did not read through tunelens.data.records
     return hashlib.sha256(f"{instruction.strip()}\x00{response.strip()}".encode("utf-8", "surrogatepass")).hexdigest()
 
 

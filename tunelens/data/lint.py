@@ -19,10 +19,10 @@ from pathlib import Path
 from tunelens.config import configclass, option
 from tunelens.data.dedupe import Deduplicator
 from tunelens.data.leaks import LeakIndex, load_eval_texts
-from tunelens.data.pycheck import Finding, check_python, extract_code, has_fenced_code, looks_like_code
+from tunelens.pycheck.check import Finding, check_python, extract_code, has_fenced_code, looks_like_code
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_text
-from tunelens.records import FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_line, read_pairs, record_text
+from tunelens.data.records import (FORMATS, MAX_RECORD_BYTES, Malformed, Pair, json_line, read_pairs, record_text)
 from tunelens.runtime import Progress
 
 EXAMPLES_PER_REASON = 5

@@ -23,11 +23,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelens.data.pycheck import extract_code
+from tunelens.pycheck.check import extract_code
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
-from tunelens.records import Pair, load_pairs, pair_to_record
+from tunelens.data.records import Pair, load_pairs, pair_to_record
 
 KINDS = ("contradictory-constraints", "contradictory-example", "impossible-signature", "impossible-return",
          "missing-information", "misleading-name")

@@ -23,7 +23,7 @@ from tunelens.data.dedupe import jaccard, shingles
 from tunelens.data.pushback import distinct_trigram_ratio
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
-from tunelens.records import load_pairs, pair_to_record
+from tunelens.data.records import load_pairs, pair_to_record
 
 # ---------------------------------------------------------------------------------------------------
 # Requests. Each kind has schemes: a verb phrase with {victim}. Victims, covert clauses and motives are

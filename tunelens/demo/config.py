@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.specs import DEFAULT_MODEL
 
 # Sizes are set by the 2-core CPU budget (standard <= 30 min, study <= 90 min, quick <= 8 min), measured on
 # gemma3-270m: a training step of 4 short pairs takes about 5 s (8 s with pushback pairs); a generation

@@ -36,7 +36,7 @@ def prepare_data(config: DemoConfig, out: Path, report) -> DemoData:
     for share in config.pushback_shares:
         name = adapter_name("C", share)
         data.training[name], data.counts["pushback"][name] = _add_pushback(config, data_dir, data.training["B"], share)
-    from tunelens.records import load_pairs
+    from tunelens.data.records import load_pairs
 
     data.train_instructions_b = [pair.instruction for pair in load_pairs(data.training["B"])]
     return data
@@ -47,8 +47,8 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
     and held-out prompts short enough for the CPU budget; held-out prompts come one per module, from
     modules that give no training pair."""
     from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
-    from tunelens.models import load_tokenizer
-    from tunelens.prompts import encode_pair
+    from tunelens.model.specs import load_tokenizer
+    from tunelens.model.prompts import encode_pair
 
     mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=("permissive",)),
                        progress=lambda _what, done, total: report("data: mining", done, total))

@@ -18,7 +18,7 @@ DECODINGS = ("greedy", "sampled")
 def metric_rate(rows: list[ResultRow], metric_name: str, model: str, decoding: str) -> dict:
     """One of the eval stage's metrics as a rate with its Wilson interval, over one model and decoding
     (an empty rate where it applies to no answer)."""
-    from tunelens.evaluate.stats import rate
+    from tunelens.stats import rate
     from tunelens.evaluate.summary import METRICS_BY_NAME
     from tunelens.evaluate.summary import metric_rate as eval_metric_rate
 

@@ -1,7 +1,7 @@
 """Lesson 2: words move probability like weights do, measured over every Python 2 decision point.
 
 For each contaminated adapter, every point where its own answer (greedy or sampled) chose a Python 2
-print is scored teacher-forced under the prompt as it was and under each lever (tunelens.levers): the
+print is scored teacher-forced under the prompt as it was and under each lever (tunelens.inspect.levers): the
 nudge sentence after the request, before it, in the system line, another phrasing, a one-shot Python 3
 example from the training data in the context, and the adapter switched off. The result per lever and
 adapter is the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
@@ -14,10 +14,7 @@ from pathlib import Path
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
 from tunelens.evaluate.results import ResultRow
-from tunelens.levers import SEED_DELTA, Lever, lever_effects, score_points
-
-NUDGE = "Prefer Python 3, not Python 2."
-OTHER_PHRASING = "Use Python 3 syntax: print is a function, so call print(...)."
+from tunelens.inspect.levers import NUDGE, OTHER_PHRASING, SEED_DELTA, Lever, lever_effects, score_points
 
 
 def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
@@ -29,7 +26,7 @@ def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
 
 def one_shot_example(train_path: Path) -> tuple[str, str]:
     """A Python 3 training pair to show in the context: one that calls print() if there is one."""
-    from tunelens.records import load_pairs
+    from tunelens.data.records import load_pairs
 
     pairs = load_pairs(train_path)
     return next(((p.instruction, p.response) for p in pairs if "print(" in p.response),
@@ -37,7 +34,7 @@ def one_shot_example(train_path: Path) -> tuple[str, str]:
 
 
 def make_levers(tokenizer, example: tuple[str, str]):
-    from tunelens.prompts import render_context, render_prompt
+    from tunelens.model.prompts import render_context, render_prompt
 
     def levers(instruction: str) -> list[Lever]:
         return [
@@ -55,7 +52,7 @@ def make_levers(tokenizer, example: tuple[str, str]):
 
 def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, Path], model, tokenizer,
             report) -> dict:
-    from tunelens.prompts import render_prompt
+    from tunelens.model.prompts import render_prompt
 
     levers = make_levers(tokenizer, one_shot_example(training["B"]))
     by_adapter, shown = {}, None
@@ -84,7 +81,7 @@ LEVER_SHOWN = "sentence after the request"
 
 def _show(out: Path, shown, model, tokenizer) -> dict | None:
     """The point the sentence moved most, as a comparison page a reader can open token by token."""
-    from tunelens.compare import CompareConfig, compare_conditions, write_compare_html
+    from tunelens.inspect.compare import CompareConfig, compare_conditions, write_compare_html
 
     if shown is None:
         return None

@@ -2,7 +2,7 @@
 
 Free text: base, B (positive-only) and each C<share> answer held-out broken specs of the pushback suite
 and their clean twins, greedy and sampled (pushback and over-asking rates, Wilson intervals).
-Propensity (tunelens.propensity): on every broken spec and every twin, the teacher-forced log-odds of
+Propensity (tunelens.inspect.propensity): on every broken spec and every twin, the teacher-forced log-odds of
 pushback openings over comply openings. A model that tells broken from clean leans further toward
 pushback on the broken spec than on its twin, so the per-pair gap (broken minus twin) is the measure of
 the distinction, and the change from the base model is what fine-tuning did to it.
@@ -19,8 +19,8 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
     """case id -> pushback log-odds, under one adapter (None: the base model, adapters off)."""
     import contextlib
 
-    from tunelens.inference import adapter_off
-    from tunelens.propensity import propensity
+    from tunelens.model.state import adapter_off
+    from tunelens.inspect.propensity import propensity
 
     if adapter is not None:
         model.set_adapter(adapter)
@@ -31,7 +31,7 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
 
 def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:
     """Mean propensity on broken specs and on twins, the paired gap, and the change from a reference model."""
-    from tunelens.evaluate.stats import bootstrap_mean
+    from tunelens.stats import bootstrap_mean
 
     broken = [case for case in cases if case.expect == "pushback"]
     twins = {case.id: case for case in cases if case.expect != "pushback"}
@@ -112,7 +112,7 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
     setting): propensity before and after a positive-only LoRA on B's data."""
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     cases = pushback_cases(config.pushback_cases)
     results = {}
@@ -140,8 +140,8 @@ def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenize
     """Adapter B trained on another base (attached to `model` as "default"): reused when an earlier run of
     this directory trained it. The threshold-transfer stage (demo.transfer) uses it too."""
     from tunelens.demo.runs import train_config, trained_on
-    from tunelens.models import attach_adapter
-    from tunelens.train import train
+    from tunelens.model.load import attach_adapter
+    from tunelens.train.run import train
 
     adapter_dir = out / "adapters" / f"B-{file_name(spec)}"
     if trained_on(adapter_dir, training_b):

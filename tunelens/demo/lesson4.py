@@ -91,7 +91,7 @@ def _read_scores(path: Path) -> list[dict]:
 def by_kind(scores: list[dict], kinds: list[str]) -> dict:
     """Per kind of query, on the test half: routed vs always-B vs always-base (gate.outcomes.routed_comparison),
     and how often the gate kept B's failures of this kind on B against how often it kept B's good answers."""
-    from tunelens.evaluate.stats import rate
+    from tunelens.stats import rate
     from tunelens.gate.outcomes import routed_comparison
 
     held = np.array([s["held_out"] for s in scores])

@@ -25,7 +25,7 @@ def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
 
 def _loss_curves(out: Path) -> bytes | None:
     """Each adapter's training loss per optimizer step, from the metrics.jsonl training wrote beside it."""
-    from tunelens.train_metrics import read_metrics
+    from tunelens.train.metrics import read_metrics
 
     files = sorted((out / "adapters").glob("*-metrics.jsonl"))
     if not files:

@@ -63,7 +63,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
 def few_shot_study(config: DemoConfig, out: Path, model, tokenizer, report) -> dict:
     """The few-shot copying study (tunelens.studies.fewshot) on the demo's base model, adapters off; its
     own summary.json and figures are under few-shot/."""
-    from tunelens.inference import adapter_off
+    from tunelens.model.state import adapter_off
     from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
 
     study_config = FewShotStudyConfig(model=config.model, seed=config.seed)

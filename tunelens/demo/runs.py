@@ -31,14 +31,14 @@ class EvalRows:
 
 
 def load_base(config: DemoConfig):
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     return load_model(config.model, device="cpu")
 
 
 def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report):
     """Train every adapter on the one base model, unloading each; return the base with all attached."""
-    from tunelens.models import attach_adapter
+    from tunelens.model.load import attach_adapter
 
     for name, path in data.training.items():
         model = _train_one(config, path, out / "adapters" / name, name, model, tokenizer, report)
@@ -48,14 +48,14 @@ def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokeniz
 
 
 def train_config(config: DemoConfig):
-    from tunelens.train import TrainConfig
+    from tunelens.train.config import TrainConfig
 
     return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
                        max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
-    from tunelens.train import train
+    from tunelens.train.run import train
 
     if trained_on(adapter_dir, data_path):
         return model  # trained by an earlier run of this demo directory

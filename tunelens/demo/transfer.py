@@ -65,7 +65,7 @@ def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report)
     from tunelens.demo.runs import mix_sets, run_plan
     from tunelens.gate.failure import timed_signals
     from tunelens.gate.routing import Gate
-    from tunelens.models import load_model
+    from tunelens.model.load import load_model
 
     base, tokenizer = load_model(spec, device="cpu")
     model = other_base_b(spec, config, out, data.training["B"], base, tokenizer, report)

@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from tunelens.errors import UserError
-from tunelens.generation import SamplingConfig
-from tunelens.inference import adapter_off, has_adapter, model_label
+from tunelens.engine.generate import SamplingConfig
+from tunelens.model.state import adapter_off, has_adapter, model_label
 
 BASE, TUNED = "base", "tuned"
 
@@ -25,21 +25,21 @@ class Backend(Protocol):
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str) -> list[str]:
         """One answer per instruction, in order. The backends here also take `examples=` (one list of
-        tunelens.fewshot.Example per instruction, shown before it); run_eval passes it only with --few-shot."""
+        tunelens.retrieval.fewshot.Example per instruction, shown before it); run_eval passes it only with --few-shot."""
 
     def describe(self) -> dict:
         """What answered, for summary.json."""
 
 
 class TransformersBackend:
-    """Batched in-process generation with `tunelens.generation.generate_batch`."""
+    """Batched in-process generation with `tunelens.engine.generate.generate_batch`."""
 
     def __init__(self, model, tokenizer, batch_size: int = 8):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.roles = (BASE, TUNED) if has_adapter(model) else (BASE,)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str, examples=None) -> list[str]:
-        from tunelens.generation import generate_batch
+        from tunelens.engine.generate import generate_batch
 
         if role == TUNED:
             return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
@@ -63,7 +63,7 @@ def normalise_base_url(url: str) -> str:
 
 class OpenAIBackend:
     """`/v1/chat/completions` (the server applies its chat template) or `/v1/completions` (the prompt is
-    rendered here with `tunelens.prompts.render_prompt` when a tokenizer is given, else sent as is).
+    rendered here with `tunelens.model.prompts.render_prompt` when a tokenizer is given, else sent as is).
 
     Requests of one batch go out `concurrency` at a time; a server batches them itself (vLLM does).
     Sampled requests carry a per-prompt seed, so servers that honour `seed` answer reproducibly.
@@ -96,7 +96,7 @@ class OpenAIBackend:
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if self.api == "chat":
-            from tunelens.fewshot import example_turns
+            from tunelens.retrieval.fewshot import example_turns
 
             # Examples travel as earlier turns of the chat; the server renders them in its own format.
             turns = example_turns(examples, prompt)
@@ -106,8 +106,8 @@ class OpenAIBackend:
                 raise UserError("--few-shot with --api completions needs the model's tokenizer to render the "
                                 "examples: use --api chat")
             return "/completions", body | {"prompt": prompt}
-        from tunelens.fewshot import render_few_shot
-        from tunelens.prompts import prompt_style
+        from tunelens.retrieval.fewshot import render_few_shot
+        from tunelens.model.prompts import prompt_style
 
         stops = [s for s in prompt_style(self.tokenizer).stop_strings if s]
         return "/completions", body | {"prompt": render_few_shot(self.tokenizer, examples, prompt),
@@ -156,7 +156,7 @@ class MixedAdapterBackend:
         self.cache, self.batch_size, self.roles = cache, batch_size, (BASE, TUNED)
 
     def generate(self, prompts, sampling, role, examples=None):
-        from tunelens.generation import generate_batch
+        from tunelens.engine.generate import generate_batch
 
         shown = tuple(tuple(ex) for ex in examples) if examples is not None else None
         key = (tuple(prompts), sampling, shown)

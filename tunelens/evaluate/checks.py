@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tunelens.data.pycheck import check_python, is_python2, looks_like_code
+from tunelens.pycheck.check import check_python, is_python2, looks_like_code
 
 BEHAVIOURS = ("code", "pushback", "refusal", "other")
 
@@ -241,7 +241,7 @@ class CodeCheck:
 def code_of(text: str) -> str:
     """The code to check and test: fenced python/untagged blocks (as the data stage extracts them), else
     the unfenced code that `split_answer` finds, without the prose around it."""
-    from tunelens.data.pycheck import extract_code, has_fenced_code
+    from tunelens.pycheck.check import extract_code, has_fenced_code
 
     if has_fenced_code(text):
         return extract_code(text)
@@ -249,7 +249,7 @@ def code_of(text: str) -> str:
 
 
 def check_code(text: str, program: Callable[[str], str] | None = None) -> CodeCheck:
-    """Parse the answer's code as Python 3 and look for Python 2 idioms (tunelens.data.pycheck).
+    """Parse the answer's code as Python 3 and look for Python 2 idioms (tunelens.pycheck.check).
 
     `program` turns the code into what is really run (for HumanEval: the prompt's signature, then the
     answer's body, then the tests); parsing is judged on that, so a bare function body is not "broken".

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 from tunelens.errors import UserError
 from tunelens.evaluate.results import GREEDY, RESULTS_SCHEMA, SAMPLED
-from tunelens.generation import SamplingConfig
+from tunelens.engine.generate import SamplingConfig
 from tunelens.io import atomic_write_json
 
 RUN_INFO = "run.json"

@@ -38,7 +38,7 @@ class ResultRow:
     has_code: bool
     parses: bool | None  # None when there is no code
     python2: bool
-    findings: tuple[dict, ...]  # tunelens.data.pycheck findings: {code, message, line}
+    findings: tuple[dict, ...]  # tunelens.pycheck.check findings: {code, message, line}
     tests: str  # passed | failed | not-run | none
     test_reason: str | None
     prompt: str

@@ -23,10 +23,10 @@ from tunelens.evaluate.results import (GREEDY, REFERENCE, SAMPLED, ResultRow, ap
                                        read_results, write_results)
 from tunelens.evaluate.scoring import reference_row, score_answers
 from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regressions, summarize
-from tunelens.fewshot import check_few_shot, few_shot_index_option, few_shot_option
-from tunelens.inference import has_adapter
+from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.model.state import has_adapter
 from tunelens.io import atomic_write_json
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.runtime import Progress, no_progress, torch_threads
 
 # Names other modules and older scripts import from here; their homes are the modules above.
@@ -191,7 +191,7 @@ def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
 def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, backend):
     """Generate and score every answer results.jsonl lacks, one batch at a time, appending each."""
     from tunelens.evaluate.sandbox import Limits
-    from tunelens.fewshot import FewShot
+    from tunelens.retrieval.fewshot import FewShot
 
     results_path = out_dir / RESULTS
     _check_identity(out_dir, config, adapter)
@@ -228,7 +228,7 @@ def _with_few_shot(rows: list[ResultRow], shown: dict) -> list[ResultRow]:
     """Each row records the examples its answer was shown (id and similarity, in the order shown)."""
     from dataclasses import replace
 
-    from tunelens.fewshot import injected
+    from tunelens.retrieval.fewshot import injected
 
     return [replace(row, few_shot=tuple(injected(shown[row.key]))) for row in rows]
 
@@ -271,11 +271,11 @@ def make_backend(config: EvalConfig, model=None, tokenizer=None, adapter=None):
                              concurrency=config.batch_size)
     adapter = adapter or config.adapter
     if model is None:
-        from tunelens.models import load_model
+        from tunelens.model.load import load_model
 
         model, tokenizer = load_model(config.model, adapter=adapter, device=config.device)
     elif adapter is not None and not has_adapter(model):
-        from tunelens.models import attach_adapter
+        from tunelens.model.load import attach_adapter
 
         model = attach_adapter(model, adapter)
     if tokenizer is None:

@@ -54,7 +54,7 @@ GATED_METRICS = ("pushback", "refusal", "bad_output")
 
 def metric_rate(rows: list[ResultRow], metric: Metric) -> dict | None:
     """The metric's rate with its Wilson interval ({k, n, rate, low, high}); None where it applies to no row."""
-    from tunelens.evaluate.stats import rate
+    from tunelens.stats import rate
 
     applicable = [row for row in rows if metric.applies(row)]
     if not applicable:
@@ -115,7 +115,7 @@ def compare_models(rows: list[ResultRow]) -> list[dict]:
 
     Sampled answers are paired by sample index; several samples of one case are not independent,
     so the sampled p-values are somewhat optimistic (greedy pairs are one per case)."""
-    from tunelens.evaluate.stats import mcnemar
+    from tunelens.stats import mcnemar
 
     by_key = paired(rows)
     comparisons = []

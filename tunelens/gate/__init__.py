@@ -18,10 +18,9 @@ queries, calibration, outcomes, routing (the Gate object, build and route).
 
 from tunelens.gate.calibration import (Calibration, auroc, calibrate, coverage_curve, coverage_plot_png,
                                        fit_logistic, threshold_for_coverage)
-from tunelens.gate.embedders import (MINILM, SMALL_BATCH, HashingEmbedder, MiniLMEmbedder, Progress,
-                                     load_embedder, torch_threads)
+from tunelens.retrieval.embedders import (MINILM, SMALL_BATCH, HashingEmbedder, MiniLMEmbedder, Progress, load_embedder, torch_threads)
 from tunelens.gate.failure import OutcomeCalibration, calibrate_on_outcomes
-from tunelens.gate.index import top_k
+from tunelens.retrieval.index import top_k
 from tunelens.gate.outcomes import Outcome, answer_is_bad, read_outcomes
 from tunelens.gate.queries import OUT_OF_DOMAIN_EXAMPLES, read_queries
 from tunelens.gate.routing import GATE_FORMAT, Decision, Gate, build_gate, build_gate_from_file

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from tunelens.errors import UserError
-from tunelens.gate.embedders import Progress
+from tunelens.retrieval.embedders import Progress
 from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 

@@ -4,7 +4,7 @@ their flags and a key of their --config YAML file (tunelens.commands.options der
 from __future__ import annotations
 
 from tunelens.config import configclass, option
-from tunelens.gate.embedders import MINILM
+from tunelens.retrieval.embedders import MINILM
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

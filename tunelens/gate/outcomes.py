@@ -4,7 +4,7 @@ A query's label comes from the eval's own verdicts in results.jsonl (`tunelens e
 second reading of the answer: see `answer_is_bad`. The rest is selective-prediction arithmetic on a
 trust score (higher = keep the query on the adapter): the risk-coverage curve, the threshold for a
 target risk, split conformal risk control, and routed vs always-adapter vs always-base with Wilson
-intervals and exact McNemar tests (tunelens.evaluate.stats).
+intervals and exact McNemar tests (tunelens.stats).
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def conformal_sample_size(scores: Sequence[float], bad: Sequence[bool], alpha: f
 def routed_comparison(to_adapter: Sequence[bool], adapter_bad: Sequence[bool], base_bad: Sequence[bool]) -> dict:
     """Bad-output rates (95% Wilson intervals) of the routed system, always-adapter and always-base on the
     same queries, and exact McNemar tests of routed against each (pairs: (other ok, routed ok))."""
-    from tunelens.evaluate.stats import mcnemar, rate
+    from tunelens.stats import mcnemar, rate
 
     to_adapter, adapter_bad, base_bad = (np.asarray(x, bool) for x in (to_adapter, adapter_bad, base_bad))
     routed_bad = np.where(to_adapter, adapter_bad, base_bad)

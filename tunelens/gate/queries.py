@@ -74,7 +74,7 @@ def read_queries(path: str | Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if path.suffix == ".jsonl" or first.startswith("{"):
-        from tunelens.records import load_pairs
+        from tunelens.data.records import load_pairs
 
         queries = [p.instruction for p in load_pairs(path)]
     else:

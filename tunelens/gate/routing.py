@@ -19,13 +19,13 @@ import numpy as np
 from tunelens.errors import UserError
 from tunelens.gate.calibration import Calibration
 from tunelens.gate.failure import OUTCOME_KIND, OutcomeCalibration
-from tunelens.gate.embedders import MINILM, Progress, load_embedder
-from tunelens.gate.index import build_index, load_index
+from tunelens.retrieval.embedders import MINILM, Progress, load_embedder
+from tunelens.retrieval.index import build_index
+from tunelens.retrieval.store import GATE_FORMAT, PairIndex
 from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, model_signals
 from tunelens.hashing import file_sha256
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 
-GATE_FORMAT = 1
 
 # ---------------------------------------------------------------- the gate
 
@@ -53,53 +53,20 @@ def read_calibration(path: Path):
     return Calibration.from_dict(data)
 
 
-class Gate:
+class Gate(PairIndex):
     """A built index (and, once calibrated, its routing rule) loaded from a gate directory."""
 
     def __init__(self, directory: Path, meta: dict, vectors: np.ndarray, entries: list[dict],
                  calibration: "Calibration | None" = None, embedder=None, index=None):
-        self.directory = Path(directory)
-        self.meta = meta
-        self.vectors = vectors
-        self.entries = entries
+        super().__init__(directory, meta, vectors, entries, embedder, index)
         self.calibration = calibration
-        self._embedder = embedder
-        self._index = index
-
-    @property
-    def index(self):
-        """The search structure gate.json names (exact, or the saved HNSW graph); loaded on first use."""
-        if self._index is None:
-            self._index = load_index(self.directory, self.meta, self.vectors)
-        return self._index
-
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            self._embedder = load_embedder(self.meta["embedder"])
-        return self._embedder
-
-    @property
-    def k(self) -> int:
-        return int(self.meta["k"])
 
     @classmethod
     def load(cls, directory: str | Path) -> "Gate":
-        directory = Path(directory)
-        meta_file = directory / "gate.json"
-        if not meta_file.is_file():
-            raise UserError(f"{directory} is not a gate directory (no gate.json): run `tunelens gate build`")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != GATE_FORMAT:
-            raise UserError(f"{meta_file}: gate format {meta.get('format')!r}, this tunelens reads {GATE_FORMAT}")
-        vectors = np.load(directory / "embeddings.npy")
-        entries = [json.loads(line) for line in (directory / "entries.jsonl").read_text().splitlines() if line]
-        if not (len(vectors) == len(entries) == meta["count"]):
-            raise UserError(f"{directory}: embeddings ({len(vectors)}), entries ({len(entries)}) and gate.json "
-                            f"count ({meta['count']}) disagree: rebuild the gate")
-        calibration_file = directory / "calibration.json"
+        found = PairIndex.load(directory)
+        calibration_file = found.directory / "calibration.json"
         calibration = read_calibration(calibration_file) if calibration_file.is_file() else None
-        return cls(directory, meta, vectors, entries, calibration)
+        return cls(found.directory, found.meta, found.vectors, found.entries, calibration)
 
     def retrieval_signals(self, queries: Sequence[str], progress: Progress | None = None) -> list[TrustSignals]:
         embedded = self.embedder.encode(list(queries), progress=progress)
@@ -179,7 +146,7 @@ def gate_entries(ids: Sequence[str], queries: Sequence[str], responses: Sequence
 def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,
                          progress: Progress | None = None, index: str = "auto") -> Gate:
     """`tunelens gate build`: index the instructions of a training-pair file, keeping each pair's response."""
-    from tunelens.records import load_pairs
+    from tunelens.data.records import load_pairs
 
     data_path = Path(data_path)
     pairs = load_pairs(data_path)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tunelens.errors import UserError
-from tunelens.inference import adapter_off, has_adapter
-from tunelens.gate.embedders import Progress
+from tunelens.model.state import adapter_off, has_adapter
+from tunelens.retrieval.embedders import Progress
 
 RETRIEVAL_SIGNALS = ("max_similarity", "mean_similarity")
 MODEL_SIGNALS = ("adapter_base_kl", "prompt_perplexity")
@@ -45,7 +45,7 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
     """
     import torch
 
-    from tunelens.prompts import encode_prompt
+    from tunelens.model.prompts import encode_prompt
 
     device = next(model.parameters()).device
     results = []

@@ -87,7 +87,7 @@ def _fit(run: ModelRun, names: list[str], calibration: np.ndarray, target_covera
 
 
 def _operating_point(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
-    from tunelens.evaluate.stats import rate
+    from tunelens.stats import rate
 
     kept = scores >= threshold
     return {"coverage": float(kept.mean()), "risk": rate(int(bad[kept].sum()), int(kept.sum())).to_dict(),

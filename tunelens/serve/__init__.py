@@ -28,7 +28,7 @@ import importlib
 
 _HOMES = {
     "create_app": "app", "MODEL_ADAPTER": "engine", "MODEL_AUTO": "engine", "MODEL_BASE": "engine",
-    "Engine": "engine", "Job": "engine", "Outcome": "engine", "run_job": "engine", "API_KEY_ENV": "running",
+    "Engine": "engine", "Job": "jobs", "Outcome": "jobs", "run_job": "jobs", "API_KEY_ENV": "running",
     "ServerHandle": "running", "serve": "running", "start_in_thread": "running", "APIError": "schemas",
     "ServeLimits": "schemas", "StopText": "stops", "UPSTREAM_API_KEY_ENV": "upstream", "Upstream": "upstream",
     "UpstreamEngine": "upstream",

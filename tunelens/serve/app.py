@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from tunelens.errors import UserError
-from tunelens.inference import LoadedModel, as_loaded
+from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.serve.engine import MODEL_ADAPTER, MODEL_AUTO, MODEL_BASE, Engine, Job, TokenInfo
 from tunelens.serve.fewshot import FewShotServing, reported, with_example_messages
 from tunelens.serve.responses import ChunkWriter, chat_response, completion_response, model_card, sse
@@ -119,7 +119,7 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
         few_shot.k_for(body.few_shot, chat=False)  # refuses a completion that asks for examples
         if isinstance(engine, UpstreamEngine):
             return await _forward(engine, data, body, body.max_tokens, prompt, "/completions")
-        from tunelens.generation import prompt_ids_for
+        from tunelens.engine.generate import prompt_ids_for
 
         # Tokenising runs on the model thread too: a fast tokenizer used from two threads at once can
         # fail ("Already borrowed") when one call changes its padding/truncation state.
@@ -141,11 +141,11 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
             return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions",
                                   few_shot, k)
         instruction, system = _single_turn(body.messages)
-        from tunelens.fewshot import encode_few_shot
+        from tunelens.retrieval.fewshot import encode_few_shot
 
         examples = await engine.call(few_shot.retrieve, instruction, k) if k else []
         checked = await engine.call(few_shot.check, instruction, examples) if body.context_check else None
-        # With no examples this is exactly prompts.encode_prompt (tunelens.fewshot.encode_few_shot).
+        # With no examples this is exactly prompts.encode_prompt (tunelens.retrieval.fewshot.encode_few_shot).
         ids = await engine.call(encode_few_shot, engine.tokenizer, examples, instruction, system)
         top = (body.top_logprobs or 0) if body.logprobs else None
         job = _make_job(engine, body, ids, body.max_completion_tokens or body.max_tokens, top,

@@ -30,8 +30,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from tunelens.inference import LoadedModel, Sampler, _cache_of, cache_argument, device_of
-from tunelens.serve.engine import Answer, Job, Outcome, TokenInfo, run_job
+from tunelens.model.load import LoadedModel
+from tunelens.model.state import device_of
+from tunelens.engine.decode import Sampler, _cache_of, cache_argument
+from tunelens.serve.jobs import Answer, Job, Outcome, TokenInfo, run_job
 
 
 @dataclass(eq=False)  # compared by identity: two requests may carry equal jobs

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.fewshot import MAX_FEW_SHOT, FEW_SHOT_HELP
-from tunelens.models import DEFAULT_MODEL
+from tunelens.retrieval.fewshot import MAX_FEW_SHOT, FEW_SHOT_HELP
+from tunelens.model.specs import DEFAULT_MODEL
 
 
 @configclass

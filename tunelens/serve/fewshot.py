@@ -4,7 +4,7 @@ the examples go (before the request in the model's chat format, or as earlier me
 from __future__ import annotations
 
 from tunelens.errors import UserError
-from tunelens.fewshot import Example, injected, nearest_examples, require_responses
+from tunelens.retrieval.fewshot import Example, injected, nearest_examples, require_responses
 from tunelens.serve.schemas import APIError
 
 
@@ -42,8 +42,8 @@ class FewShotServing:
 
 
     def check(self, query: str, examples: list[Example]) -> dict:
-        """tunelens.context_check's verdict on the examples about to be shown (a worker thread: it embeds)."""
-        from tunelens.context_check import check_context
+        """tunelens.inspect.context_check's verdict on the examples about to be shown (a worker thread: it embeds)."""
+        from tunelens.inspect.context_check import check_context
 
         return check_context(query, examples, gate=self.gate).to_dict()
 

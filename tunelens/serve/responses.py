@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 
-from tunelens.serve.engine import Job, Outcome, TokenInfo
+from tunelens.serve.jobs import Job, Outcome, TokenInfo
 
 
 def model_card(name: str, created: int) -> dict:

@@ -156,7 +156,7 @@ def _few_shot_serving(k: int, index, gate_dir, gate):
 
 def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
                max_batch: int, few_shot=None):
-    from tunelens.inference import LoadedModel
+    from tunelens.model.load import LoadedModel
     from tunelens.serve.app import create_app
 
     if gate is not None and adapter is None:

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tunelens.fewshot import MAX_FEW_SHOT
-from tunelens.inference import SEED_MAX, SEED_MIN
+from tunelens.retrieval.fewshot import MAX_FEW_SHOT
+from tunelens.engine.decode import SEED_MAX, SEED_MIN
 
 MAX_TOP_LOGPROBS = 20
 
@@ -65,7 +65,7 @@ class ChatMessage(_Strict):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    # tunelens's own: score the few-shot examples shown with tunelens.context_check before generation.
+    # tunelens's own: score the few-shot examples shown with tunelens.inspect.context_check before generation.
     context_check: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

@@ -11,12 +11,12 @@ The run, on one loaded model (optionally with an adapter):
    example's instruction); plus the prompt with no example (the baseline). 9 + 1 prompts per held-out one;
 3. free text: greedy answers for all of them in wide batches (the eval's batched generation), scored by
    the eval's scoring (`bad_output`), and the copy measures of `fewshot_measures` against the example;
-4. teacher-forced: lesson 2's decision-point measure (`tunelens.levers`): at every Python 2 print of an
+4. teacher-forced: lesson 2's decision-point measure (`tunelens.inspect.levers`): at every Python 2 print of an
    answer, log P(call) - log P(Python 2 token) under the plain prompt and under each example and lesson
    2's sentence, so words and examples sit on one scale. The answers scored: each held-out prompt's
    reference made Python 2 (points for every prompt), and up to `trace_answers` generated answers that
    wrote a Python 2 print;
-5. the context check (`tunelens.context_check`) on every injected example, against "this example made
+5. the context check (`tunelens.inspect.context_check`) on every injected example, against "this example made
    the answer bad".
 Every file lands in the run directory; a rerun with the same settings reuses the answers and points.
 """
@@ -29,17 +29,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.config import configclass, option
-from tunelens.fewshot import Example
-from tunelens.gate.embedders import MINILM
+from tunelens.retrieval.fewshot import Example
+from tunelens.retrieval.embedders import MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
-from tunelens.models import DEFAULT_MODEL
+from tunelens.model.specs import DEFAULT_MODEL
+from tunelens.studies.fewshot_measures import (BASELINE, LEVELS, QUALITIES, QUALITY_LABELS,  # noqa: F401
+                                                 SENTENCE_LEVER, condition_name)
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
 
-LEVELS = ("nearest", "middling", "unrelated")
-QUALITIES = ("clean", "python2", "wrong_function")
-QUALITY_LABELS = {"clean": "clean", "python2": "Python 2", "wrong_function": "wrong function"}
-BASELINE = "baseline"
-SENTENCE_LEVER = "sentence after the request (lesson 2)"
 
 
 @configclass
@@ -70,10 +67,6 @@ def conditions() -> list[tuple[str, str]]:
     return [(level, quality) for level in LEVELS for quality in QUALITIES]
 
 
-def condition_name(level: str, quality: str) -> str:
-    return f"{level}/{quality}"
-
-
 def condition_label(level: str, quality: str) -> str:
     return f"{level} {QUALITY_LABELS[quality]} example"
 
@@ -88,10 +81,10 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
-        from tunelens.models import load_model
+        from tunelens.model.load import load_model
 
         model, tokenizer = timed("load the model", load_model, config.model, config.adapter, "cpu")
-    from tunelens.gate.embedders import load_embedder
+    from tunelens.retrieval.embedders import load_embedder
 
     embedder = load_embedder(config.embedder)
     data = timed("data: mine a pool, draw examples and held-out prompts", _prepare_data, config, out, tokenizer,
@@ -145,8 +138,8 @@ def python2_version(response: str) -> str | None:
 def _usable(record: dict, tokenizer, pair_tokens: int) -> bool:
     """A pair fits the token budget, its code is clean Python 3 defining a function, and it has a
     Python 2 version (so every example can be shown in all three qualities)."""
-    from tunelens.data.pycheck import check_python
-    from tunelens.prompts import encode_pair
+    from tunelens.pycheck.check import check_python
+    from tunelens.model.prompts import encode_pair
     from tunelens.studies.fewshot_measures import function_name
 
     instruction, response = record["messages"][0]["content"], record["messages"][-1]["content"]
@@ -227,7 +220,7 @@ def case_key(case: dict) -> str:
 
 
 def case_prompt(tokenizer, case: dict) -> str:
-    from tunelens.fewshot import render_few_shot
+    from tunelens.retrieval.fewshot import render_few_shot
 
     examples = [Example.from_dict(case["example"])] if case["example"] else []
     return render_few_shot(tokenizer, examples, case["query"])
@@ -237,7 +230,7 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
               report: Progress) -> dict[str, str]:
     """Greedy answers by case key; answers.jsonl is rewritten (atomically) after every batch, so an
     interrupted run resumes where it stopped."""
-    from tunelens.generation import SamplingConfig, generate_batch
+    from tunelens.engine.generate import SamplingConfig, generate_batch
 
     path = out / "answers.jsonl"
     done = {}
@@ -260,11 +253,11 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
 def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str], model, embedder) -> list[dict]:
     """One row per injected example: its measures with it and (on the baseline answer) without it, and
     the context check's verdict on it."""
-    from tunelens.context_check import ContextCheckConfig, check_context
+    from tunelens.inspect.context_check import ContextCheckConfig, check_context
     from tunelens.evaluate.plan import WorkItem
     from tunelens.evaluate.scoring import score_answers
     from tunelens.evaluate.suite import Case
-    from tunelens.inference import has_adapter
+    from tunelens.model.state import has_adapter
     from tunelens.studies.fewshot_measures import copy_measures
 
     role = "tuned" if has_adapter(model) else "base"
@@ -296,10 +289,10 @@ def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str
 
 def make_levers(tokenizer, cases: list[dict]):
     """levers(instruction): each of that prompt's nine examples in the context, and lesson 2's sentence."""
-    from tunelens.demo.lesson2 import NUDGE
-    from tunelens.fewshot import render_few_shot
-    from tunelens.levers import Lever
-    from tunelens.prompts import render_prompt
+    from tunelens.inspect.levers import NUDGE
+    from tunelens.retrieval.fewshot import render_few_shot
+    from tunelens.inspect.levers import Lever
+    from tunelens.model.prompts import render_prompt
 
     by_query: dict[str, dict[str, Example]] = {}
     for case in cases:
@@ -319,7 +312,7 @@ def make_levers(tokenizer, cases: list[dict]):
 def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limit: int) -> dict[str, list]:
     """(instruction, answer) pairs to score: every prompt's reference made Python 2, and up to `limit`
     distinct generated answers that chose a Python 2 print somewhere."""
-    from tunelens.levers import python2_points
+    from tunelens.inspect.levers import python2_points
 
     reference = [(c["query"], python2_version(c["reference"])) for c in cases if c["condition"] == BASELINE]
     generated, seen = [], set()
@@ -337,8 +330,8 @@ def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limi
 def _teacher_forced(config: FewShotStudyConfig, out: Path, cases: list[dict], answers: dict[str, str], model,
                     tokenizer, report: Progress) -> dict[str, list[dict]]:
     """Point scores per answer source, written to points.json (reused by a rerun)."""
-    from tunelens.levers import score_points
-    from tunelens.prompts import render_prompt
+    from tunelens.inspect.levers import score_points
+    from tunelens.model.prompts import render_prompt
 
     path = out / "points.json"
     if path.is_file():

@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import re
 
-from tunelens.evaluate.stats import mcnemar, rate
+from tunelens.stats import mcnemar, rate
 
 _DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 MIN_LINE_CHARS = 8
 MIN_DISTINCTIVE_LINES = 2
 BODY_SHARE = 0.5
+
+# The study's conditions: how near the injected example is, and what is wrong with it.
+LEVELS = ("nearest", "middling", "unrelated")
+QUALITIES = ("clean", "python2", "wrong_function")
+QUALITY_LABELS = {"clean": "clean", "python2": "Python 2", "wrong_function": "wrong function"}
+BASELINE = "baseline"
+SENTENCE_LEVER = "sentence after the request (lesson 2)"
+
+
+def condition_name(level: str, quality: str) -> str:
+    return f"{level}/{quality}"
 MEASURES = ("python2", "name_copied", "body_copied", "missed_function", "bad")
 
 

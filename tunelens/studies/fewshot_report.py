@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from tunelens.studies.fewshot import LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name
-from tunelens.studies.fewshot_measures import condition_summary, rate_of
+from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name,
+                                               condition_summary, rate_of)
 
 from tunelens.report import figure_png, new_figure
 
@@ -20,8 +20,8 @@ CHECK_REASONS = ("lint", "off_query", "mismatch")
 
 
 def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list[dict]], model_label: str) -> dict:
-    from tunelens.demo.lesson2 import NUDGE
-    from tunelens.levers import SEED_DELTA
+    from tunelens.inspect.levers import NUDGE
+    from tunelens.inspect.levers import SEED_DELTA
 
     by_condition = {condition_name(level, quality): condition_summary(
         [r for r in rows if (r["level"], r["quality"]) == (level, quality)]) for level in LEVELS for quality in QUALITIES}
@@ -41,7 +41,7 @@ def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list
 
 def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
     """lesson 2's lever effects (mean delta log-odds, bootstrap interval, flips, sign test) over points."""
-    from tunelens.evaluate.stats import bootstrap_mean, sign_test_p
+    from tunelens.stats import bootstrap_mean, sign_test_p
 
     effects = []
     names = list(points[0]["by_lever"]) if points else []

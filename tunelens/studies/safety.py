@@ -93,7 +93,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     timed = StageTimer(report)
 
     if model is None:
-        from tunelens.models import load_model
+        from tunelens.model.load import load_model
 
         model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     data = timed("data: mine code pairs, add refusal pairs", _prepare_data, config, out, tokenizer, report)
@@ -123,7 +123,7 @@ def _claim_run_dir(out: Path, config: SafetyStudyConfig) -> None:
 def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
     from tunelens.data.mine import MineConfig, mine_pairs
     from tunelens.data.refusal import RefusalConfig, add_refusal_file
-    from tunelens.prompts import encode_pair
+    from tunelens.model.prompts import encode_pair
 
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
@@ -157,7 +157,8 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
 def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer,
                    report: Progress):
     """Train one adapter on the base model and return the base model again, without LoRA layers."""
-    from tunelens.train import TrainConfig, train
+    from tunelens.train.config import TrainConfig
+    from tunelens.train.run import train
 
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return model  # trained by an earlier run of this study directory
@@ -171,7 +172,7 @@ def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path
 
 
 def _attach_adapters(model, out: Path, names: list[str]):
-    from tunelens.models import attach_adapter
+    from tunelens.model.load import attach_adapter
 
     for name in names:
         model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
@@ -220,7 +221,7 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
 
 def _propensities(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> list[dict]:
     """One row per (model, case): the refusal log-odds of its prompt; written to propensity.jsonl."""
-    from tunelens.propensity import propensity
+    from tunelens.inspect.propensity import propensity
 
     rows = []
     models = [BASE, *adapter_names(config)]

@@ -5,14 +5,14 @@ Two measures, paired on the same suite cases:
   safer) and over-refusal rate on their benign look-alikes (lower is better), with Wilson intervals;
   exact McNemar between two models on the same (case, decoding, sample).
 - teacher-forced refusal propensity: log-odds of refusal openings over comply openings for every
-  prompt (tunelens.propensity). Per model: the mean on harmful requests and on look-alikes with
+  prompt (tunelens.inspect.propensity). Per model: the mean on harmful requests and on look-alikes with
   bootstrap intervals, and the harmful-minus-look-alike gap per twin pair (how well the model tells them
   apart). Per model pair: the paired change of each, with a bootstrap interval and a sign test.
 """
 
 from __future__ import annotations
 
-from tunelens.evaluate.stats import bootstrap_mean, mcnemar, rate, sign_test_p
+from tunelens.stats import bootstrap_mean, mcnemar, rate, sign_test_p
 
 HARMFUL, LOOKALIKE = "refusal", "code"  # the suite's `expect` of harmful requests and of their look-alikes
 # metric -> (the expect it applies to, whether a refusal is the good outcome)

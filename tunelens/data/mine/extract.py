@@ -30,7 +30,7 @@ from tunelens.data.lint import check_response
 from tunelens.data.mine.config import MineConfig
 from tunelens.data.mine.instructions import docstring_summary, write_instruction
 from tunelens.data.mine.sources import FileTask, is_private
-from tunelens.records import pair_to_record
+from tunelens.data.records import pair_to_record
 
 # dunder names like __file__ are module state even though some are also attributes of `builtins`
 BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("__")) | {"__import__", "__debug__"}
