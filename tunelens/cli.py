@@ -1,6 +1,6 @@
-"""The `tunelens` command. Each stage's commands live in tunelens/commands/<stage>.py and only parse
-options, call one library function and print its result; heavy imports (torch) happen inside them,
-so `tunelens --help` stays fast."""
+"""The `tunelens` command. Each command lives in tunelens/commands/<command>.py (a command group such as
+`data` or `gate` in one module) and only parses options, calls one library function and prints its
+result; heavy imports (torch) happen inside them, so `tunelens --help` stays fast."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import importlib
 import typer
 
 from tunelens import __version__
+from tunelens.commands.help import use_grouped_help
 
 app = typer.Typer(
     name="tunelens",
@@ -21,8 +22,8 @@ app = typer.Typer(
 )
 
 # Order here is the order of `tunelens --help`.
-STAGE_MODULES = ("models", "data", "train", "trace", "evaluate", "gate", "context", "serve", "export", "demo",
-                 "study")
+COMMAND_MODULES = ("models", "generate", "data", "train", "trace", "compare", "eval", "gate", "route", "context",
+                   "serve", "export", "demo", "study")
 
 
 def _version(value: bool) -> None:
@@ -37,8 +38,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Fine-tune small code models with LoRA and see what the fine-tune really did."""
 
 
-for _name in STAGE_MODULES:
+for _name in COMMAND_MODULES:
     importlib.import_module(f"tunelens.commands.{_name}").register(app)
+use_grouped_help(app)
 
 
 def main() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from pathlib import Path
 from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
 
 from tunelens.errors import UserError
+from tunelens.model.specs import ADAPTER_HELP, DEFAULT_MODEL, DEVICE_HELP, MODEL_HELP
 from tunelens.runtime import Progress
 
 console = Console(highlight=False)
@@ -17,8 +19,38 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def example(*lines: str) -> str:
-    """An epilog for --help showing how the command is called."""
-    return "Example:  " + "  |  ".join(lines)
+    """An epilog for --help showing how the command is called, one call per line."""
+    return ("Example:\n" if len(lines) == 1 else "Examples:\n") + "\n".join(f"  {line}" for line in lines)
+
+
+def model_flag(default: str | None = DEFAULT_MODEL, help: str = MODEL_HELP):
+    """`--model/-m`, declared once for every command that takes a model (configs use model.specs.model_option)."""
+    return typer.Option(default, "--model", "-m", help=help, metavar="SPEC", rich_help_panel="Model")
+
+
+def adapter_flag(help: str = ADAPTER_HELP):
+    return typer.Option(None, "--adapter", help=help, metavar="DIR", rich_help_panel="Model")
+
+
+def device_flag():
+    return typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE", rich_help_panel="Model")
+
+
+def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    """The prompt of --prompt or of --prompt-file (exactly one of them)."""
+    if (prompt is None) == (prompt_file is None):
+        raise UserError("give exactly one of --prompt and --prompt-file")
+    if prompt_file is None:
+        return prompt
+    try:
+        text = prompt_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--prompt-file {prompt_file}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--prompt-file {prompt_file}: not UTF-8 text") from None
+    # A trailing newline is an editor habit, not part of the instruction.
+    return text[:-1] if text.endswith("\n") else text
+
 
 
 def user_errors(func: Callable) -> Callable:
@@ -36,19 +68,26 @@ def user_errors(func: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def stage_progress() -> Iterator[Progress]:
-    """One Rich progress bar per named stage; yields the (what, done, total) callback that demos and
-    studies report to."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def stage_progress(*, stderr: bool = False, transient: bool = False, one_bar: bool = False,
+                   label: str = "") -> Iterator[Progress]:
+    """The one progress display: yields the (what, done, total) callback every stage reports to.
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    Each named stage gets its own Rich bar, or with `one_bar` a single bar whose label follows the stage
+    (`label` before it); a total of 0 means "unknown" (a pulsing bar). `stderr` keeps stdout clean for
+    commands whose output is data; `transient` clears the bars when done.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console if stderr else console, transient=transient) as progress:
         tasks: dict[str, int] = {}
 
         def report(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = progress.add_task(what, total=max(total, 1))
-            progress.update(tasks[what], completed=done, total=max(total, 1))
+            key = "" if one_bar else what
+            description = f"{label}{what}"
+            if key not in tasks:
+                tasks[key] = progress.add_task(description, total=total or None)
+            progress.update(tasks[key], description=description, completed=done, total=total or None)
 
         yield report

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from tunelens.commands.common import console, err_console, example, user_errors
+from tunelens.commands.common import console, err_console, example, stage_progress, user_errors
 from tunelens.commands.options import config_options, repeated_option
 from tunelens.data.contaminate import ContaminateConfig
 from tunelens.data.lint import LintConfig
@@ -22,13 +22,6 @@ data_app = typer.Typer(
     epilog=example("tunelens data lint pairs.jsonl --out runs/exp/lint"),
     no_args_is_help=True,
 )
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=True)
 
 
 def _count_lines(path: Path) -> int | None:
@@ -68,9 +61,9 @@ def lint_command(
 
     if against:
         config = replace(config, against=tuple(part for value in against for part in _split_list(value)))
-    with _progress() as progress:
-        task = progress.add_task("linting", total=_count_lines(in_path))
-        result = lint_file(in_path, out, config, progress=lambda _what, done, _total: progress.update(task, completed=done))
+    total = _count_lines(in_path) or 0
+    with stage_progress(stderr=True, transient=True, one_bar=True) as report:
+        result = lint_file(in_path, out, config, progress=lambda _what, done, _total: report("linting", done, total))
     console.print(f"{result.total} records: [green]{result.kept} kept[/green], "
                   f"[yellow]{result.rejected} quarantined[/yellow] in {result.seconds:.1f} s")
     for code, count in result.by_reason.items():
@@ -99,10 +92,9 @@ def mine_command(
     from tunelens.data.mine import mine_to_file
 
     specs = [part for value in source or () for part in _split_list(value)] + list(paths or ())
-    with _progress() as progress:
-        task = progress.add_task("mining files", total=None)
+    with stage_progress(stderr=True, transient=True, one_bar=True) as report:
         result = mine_to_file(specs or None, out, config,
-                              progress=lambda _what, done, total: progress.update(task, completed=done, total=total))
+                              progress=lambda _what, done, total: report("mining files", done, total))
     _print_mined(result)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import model_flag, console, example, user_errors
 from tunelens.commands.options import config_options
 from tunelens.model.export import ExportConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -18,8 +18,7 @@ def export_command(
     adapter: Path = typer.Option(..., "--adapter",
                                  help="Adapter directory written by `tunelens train` (or any PEFT LoRA)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the merged model to (replaced whole)."),
-    model: str = typer.Option(None, "--model", "-m",
-                              help="Base model spec; default: the base_model recorded in the adapter's tunelens.json."),
+    model: str = model_flag(None, "Base model [default: the base_model recorded in the adapter's tunelens.json]."),
     config: ExportConfig = None,
 ) -> None:
     """Merge a LoRA adapter into its base: a model directory transformers loads without PEFT."""

@@ -23,6 +23,29 @@ from tunelens.config import load_config
 from tunelens.errors import UserError
 
 CONFIG_FILE_HELP = "YAML file of options (keys are the option names with - or _); flags given here win over it."
+METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+# `--help` groups options the way users think of a run (tunelens.commands.help prints the groups).
+_GROUPS = {
+    "Data": ("data", "eval_split", "max_length", "packing", "train_pairs", "pair_tokens", "heldout", "sources",
+             "mine_sources", "licenses", "kinds", "rate", "share", "shares", "pushback_shares", "limit"),
+    "Model": ("model", "adapter", "device", "dtype", "threads", "check_adapter", "backend", "base_url", "api"),
+    "LoRA": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "fused_lora"),
+    "Optimisation": ("learning_rate", "lr_schedule", "warmup_ratio", "weight_decay", "max_grad_norm", "epochs",
+                     "max_steps", "batch_size", "grad_accum", "gradient_checkpointing", "logits", "bf16", "seed"),
+    "Sampling": ("max_new_tokens", "temperature", "top_p", "samples", "raw", "few_shot", "few_shot_index",
+                 "eval_batch_size"),
+    "Output": ("out", "html", "report_to", "checkpoint_every", "keep_checkpoints", "eval_every", "resume",
+               "quiet", "fmt"),
+}
+_GROUP_OF = {name: group for group, names in _GROUPS.items() for name in names}
+
+
+def group_of(field_name: str) -> str:
+    """The --help group of a config field ("Options" for the ones no group names)."""
+    if field_name.startswith("lora_"):
+        return "LoRA"
+    return _GROUP_OF.get(field_name, "Options")
 
 
 def config_options(cls: type, *, skip: tuple[str, ...] = (),
@@ -87,8 +110,11 @@ def _parameter(cls: type, field: dataclasses.Field, hint: Any) -> inspect.Parame
     bounds = {key: meta[key] for key in ("min", "max") if key in meta and kind in (int, float)}
     text = meta.get("help", "") + (f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else "")
     shown = _shown_default(field.default)
+    if shown:  # in the help text: Typer would print a string default as "(32)"
+        text += f"  [default: {shown}]"
     # None means "not given": load_config then keeps the YAML value or the field's default.
-    default = typer.Option(None, *names, help=text, show_default=shown, **bounds)
+    default = typer.Option(None, *names, help=text, show_default=False, metavar=METAVARS.get(kind),
+                           rich_help_panel=group_of(field.name), **bounds)
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[kind])
 
 

@@ -1,50 +1,20 @@
-"""`tunelens trace` and `tunelens compare`: the token-level instruments (library in tunelens/inspect/trace.py, compare.py)."""
+"""`tunelens trace`: generate and record the top-K at every token, and its decision points."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from tunelens.commands.common import console, example, user_errors
-from tunelens.commands.options import config_options, repeated_option
-from tunelens.inspect.compare import CompareConfig
+from tunelens.commands.common import (adapter_flag, console, device_flag, example, model_flag, read_prompt,
+                                      stage_progress, user_errors)
+from tunelens.commands.options import config_options
 from tunelens.errors import UserError
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.inspect.trace import TraceConfig
 
-MODEL_HELP = "Embedded name, model directory, .gguf file or cached repo id."
-DEVICE_HELP = "auto, cpu, cuda or mps."
-
-
-def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
-    if (prompt is None) == (prompt_file is None):
-        raise UserError("give exactly one of --prompt and --prompt-file")
-    if prompt_file is None:
-        return prompt
-    try:
-        text = prompt_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"--prompt-file {prompt_file}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--prompt-file {prompt_file}: not UTF-8 text") from None
-    # A trailing newline is an editor habit, not part of the instruction.
-    return text[:-1] if text.endswith("\n") else text
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
-
-
-def _bar_callback(progress: Progress, task):
-    """The (what, done, total) progress callback, drawn on one Rich bar whose label follows the stage."""
-    return lambda what, done, total: progress.update(task, description=what, completed=done, total=total or None)
 
 
 def _styled_tokens(pieces: list[tuple[str, float, bool]]) -> Text:
@@ -91,11 +61,11 @@ def trace_command(
     prompt: str = typer.Option(None, "--prompt", "-p", help="Instruction (or plain text with --raw)."),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 file."),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write trace.json."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
-    adapter: str = typer.Option(None, "--adapter", help="PEFT adapter directory (the canary checks it is active)."),
+    model: str = model_flag(),
+    adapter: str = adapter_flag("PEFT adapter directory to attach (the canary checks that it is active)."),
     html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page."),
     load: Path = typer.Option(None, "--load", help="Show (and with --html re-render) a saved trace.json instead."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    device: str = device_flag(),
     config: TraceConfig = None,
 ) -> None:
     """Generate and record, at every token, the model's top-K probabilities; show the decision points."""
@@ -109,75 +79,12 @@ def trace_command(
         return
     if out is None:
         raise UserError("--out is required (where to write trace.json)")
-    run = TraceRun(model=model, prompt=_read_prompt(prompt, prompt_file), out=out, adapter=adapter,
+    run = TraceRun(model=model, prompt=read_prompt(prompt, prompt_file), out=out, adapter=adapter,
                    html=html, device=device, config=config)
-    with _progress() as progress:
-        task = progress.add_task(f"loading {model}", total=None)
-        trace = run_trace(run, progress=_bar_callback(progress, task))
+    with stage_progress(transient=True, one_bar=True) as report:
+        report(f"loading {model}", 0, 0)
+        trace = run_trace(run, progress=report)
     print_trace(trace)
-    console.print(f"wrote {out}" + (f" and {html}" if html else ""))
-
-
-def print_comparison(comparison, limit: int = 40) -> None:
-    from tunelens.engine.tokens import pct, show_token
-
-    names = [c.name for c in comparison.conditions]
-    console.rule(f"compare · {comparison.model}" + (f" + {comparison.adapter}" if comparison.adapter else ""))
-    summary = Table(title=f"conditions (reference: {names[0]}); continuation {comparison.continuation_source}, "
-                          f"{len(comparison.positions)} tokens")
-    for column in ("condition", "prompt", "log p(continuation)", "mean KL", "argmax = reference"):
-        summary.add_column(column)
-    for cond in comparison.conditions:
-        summary.add_row(cond.name, show_token(cond.prompt)[:60], f"{cond.total_logprob:.2f}", f"{cond.mean_kl:.4f}",
-                        f"{cond.argmax_agreement}/{len(comparison.positions)}")
-    console.print(summary)
-    console.print(f"[bold]flips: {len(comparison.flips)}[/bold]")
-    for flip in comparison.flips[:limit]:
-        before = "".join(p.token for p in comparison.positions[max(0, flip.position - 6):flip.position])
-        console.print(f"  pos {flip.position:>3} [dim]…{show_token(before)}[/dim]  {flip.text}  "
-                      f"[dim]({names[flip.reference]} -> {names[flip.other]})[/dim]")
-    if comparison.watch:
-        watch = Table(title="watched tokens (probability per condition)")
-        watch.add_column("pos")
-        watch.add_column("token")
-        for w in comparison.watch:
-            for name in names:
-                watch.add_column(f"`{show_token(w.token)}` {name}")
-        for pos in comparison.positions[:limit]:
-            cells = [pct(pos.watch[c][j]) for j in range(len(comparison.watch)) for c in range(len(names))]
-            watch.add_row(str(pos.position), f"`{show_token(pos.token)}`", *cells)
-        console.print(watch)
-
-
-@user_errors
-@config_options(CompareConfig)
-def compare_command(
-    prompt: str = typer.Option(None, "--prompt", "-p", help="The instruction (the reference condition)."),
-    prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 file."),
-    variant: list[str] = typer.Option([], "--variant", help="Another prompt to compare (repeatable)."),
-    continuation: str = typer.Option(None, "--continuation", help="The text to score; default: generated greedily "
-                                                                   "under the first condition."),
-    # Repeated, never split on commas: a comma is a token worth watching.
-    watch: Optional[List[str]] = repeated_option(CompareConfig, "watch"),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write compare.json."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
-    adapter: str = typer.Option(None, "--adapter", help="PEFT adapter: base and adapter both become conditions."),
-    html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    config: CompareConfig = None,
-) -> None:
-    """Score one continuation teacher-forced under each condition (base/adapter x prompt/variants); flips first."""
-    from tunelens.inspect.compare import CompareRun, run_compare
-
-    text = _read_prompt(prompt, prompt_file)
-    if watch:
-        config = replace(config, watch=tuple(watch))
-    run = CompareRun(model=model, prompt=text, out=out, variants=tuple(variant), continuation=continuation,
-                     adapter=adapter, html=html, device=device, config=config)
-    with _progress() as progress:
-        task = progress.add_task(f"loading {model}", total=None)
-        comparison = run_compare(run, progress=_bar_callback(progress, task))
-    print_comparison(comparison)
     console.print(f"wrote {out}" + (f" and {html}" if html else ""))
 
 
@@ -186,7 +93,3 @@ def register(app: typer.Typer) -> None:
         f"tunelens trace -m {DEFAULT_MODEL} -p 'Write a function that prints hello.' --top-k 10 --out trace.json --html trace.html",
         "tunelens trace --load trace.json --html trace.html",
     ))(trace_command)
-    app.command("compare", epilog=example(
-        f"tunelens compare -m {DEFAULT_MODEL} --adapter runs/x/adapter -p 'Print hello.' "
-        "--variant 'Print hello. Prefer Python 3, not Python 2.' --watch print --out compare.json --html compare.html",
-    ))(compare_command)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import console, example, model_flag, user_errors
 from tunelens.commands.options import config_options
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.train.config import TrainConfig
@@ -38,7 +38,7 @@ def train_command(
                               show_default=False),
     out: Path = typer.Option(..., "--out", help="Adapter directory to write (PEFT format + tunelens.json).",
                              show_default=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model: embedded name, directory or .gguf."),
+    model: str = model_flag(),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in <out>-checkpoints/."),
     config: TrainConfig = None,
 ) -> None:
@@ -148,7 +148,7 @@ def _print_loss_curve(result) -> None:
 def show_mask_command(
     file: Path = typer.Argument(..., help="Records: JSONL, parquet, CSV, a saved dataset directory or a dataset id "
                                           "in the local Hugging Face cache.", show_default=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model whose tokenizer and prompt format to use."),
+    model: str = model_flag(DEFAULT_MODEL, "Model whose tokenizer and prompt format to use."),
     n: int = typer.Option(3, "--n", min=1, help="How many records to show."),
     max_length: Optional[int] = typer.Option(None, help="Show where training would cut pairs (max_length).",
                                              show_default=False),

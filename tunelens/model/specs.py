@@ -23,6 +23,11 @@ from tunelens.errors import UserError
 from tunelens.io import atomic_directory
 
 DEFAULT_MODEL = "gemma3-270m"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# One help text per model option, for every command and config that declares it.
+MODEL_HELP = "Model: an embedded name (`tunelens models`), a model directory, a .gguf file or a cached Hub id."
+ADAPTER_HELP = "PEFT adapter directory to attach (from `tunelens train`)."
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
 
 
 class ModelLoadError(UserError):

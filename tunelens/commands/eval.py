@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, err_console, example, user_errors
+from tunelens.commands.common import console, err_console, example, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.evaluate.runner import EvalConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -38,20 +38,12 @@ def eval_command(
 
 
 def _run_with_progress(config, out: Path):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from tunelens.evaluate.runner import run_eval
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("eval", total=None)
-
-        def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"eval: {what}")
-
+    with stage_progress(stderr=True, transient=True, one_bar=True, label="eval: ") as report:
         if config.reference:
-            bar.update(task, description="scoring references in the sandbox")
-        return run_eval(config, out, progress=progress)
+            report("scoring references in the sandbox", 0, 0)
+        return run_eval(config, out, progress=report)
 
 
 def _print_summary(summary: dict, out: Path) -> None:
