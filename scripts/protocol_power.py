@@ -168,7 +168,9 @@ def costs() -> dict:
     """Minutes per unit on Qwen, from the rates above: training one adapter of each kind, and each lesson's
     primary measurement of one seed's adapter. Free text beside the propensities is not counted: it is
     run only where minutes are left (see the page)."""
-    l2_passes = 20 * 8 + 20 * 2  # measurement half: baseline, placebo, 5 levers, adapter off; calibration: 2
+    # measurement half (20 prompts): baseline, 5 levers, 4 placebos (after, before, system line, one-shot) and
+    # adapter off; calibration half (20 prompts): baseline only, for the window
+    l2_passes = 20 * 11 + 20 * 1
     pushback_pairs = round(PAIRS * 0.3 / 0.7)  # C at a 30% pushback share
     return {
         "train_A30": qwen_train_min(), "train_B": qwen_train_min(), "train_C": qwen_train_min(PAIRS + pushback_pairs),
