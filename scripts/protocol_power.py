@@ -57,6 +57,23 @@ L4_TABLE = 2  # routed vs always-B, routed vs always-base
 L4_QUERIES = 200  # the floor; the per-adapter n is searched above it
 SIM_REPS, SIM_SEED = 20_000, 0
 
+# -- texts fixed now, each with its length in Qwen2.5-Coder tokens (tests/test_protocol.py re-counts them
+# with the cached tokenizer wherever `qwen2.5-coder-1.5b` is installed) ---------------------------------
+LEVER_PLACEBOS = (  # (lever sentence, its placebo: same length, nothing about the version, no code, tokens)
+    ("Prefer Python 3, not Python 2.", "Prefer clear names, and keep every line short.", 11),
+    ("Write this in modern Python 3 syntax.", "Use clear names and keep every line short.", 9),
+)
+CONTROL_OPENINGS = (  # (pushback opening of tunelens.propensity, its non-pushback control, tokens)
+    ("This spec is contradictory", "This spec is clear", 4),
+    ("The requirements contradict each other", "The requirements fit together well", 5),
+    ("The examples don't match the description", "Below is the function you asked for", 7),
+    ("This request is ambiguous", "This request is clear", 4),
+    ("Before I write this, could you clarify", "Here is a short function that does this", 8),
+    ("Could you clarify what you mean", "The code below follows the description", 6),
+    ("I can't satisfy both requirements", "I can write this function now", 6),
+    ("There is a problem with this spec", "I will write the function as described", 7),
+)
+
 # -- costs on this CPU (2 cores; docs/design.md) ---------------------------------------------------------
 QWEN_TRAIN_TOK_S = 9.0  # plain PEFT LoRA, fp32, trained tokens per second
 QWEN_DECODE_S_PER_TOKEN = 0.45 / 2  # 0.45 CPU-s per generated token at batch 8, over 2 cores
@@ -424,6 +441,11 @@ def render(r: dict | None = None) -> str:
     lines += [f"- Left of the Qwen budget after both: {b['qwen_left']:.0f} min.", "",
               "Verdicts decided now:", ""]
     lines += [f"- {line}" for line in verdicts(r)]
+    lines += ["", "Texts fixed now (lengths in Qwen2.5-Coder tokens):", "",
+              "| lever (lesson 2) | its placebo | tokens each |", "|---|---|---|"]
+    lines += [f"| `{lever}` | `{placebo}` | {tokens} |" for lever, placebo, tokens in LEVER_PLACEBOS]
+    lines += ["", "| pushback opening (lesson 3) | its control opening | tokens each |", "|---|---|---|"]
+    lines += [f"| `{opening}` | `{control}` | {tokens} |" for opening, control, tokens in CONTROL_OPENINGS]
     lines += ["", END]
     return "\n".join(lines)
 

@@ -80,3 +80,21 @@ def test_a_lesson_that_does_not_fit_is_not_testable(power):
     # the first lesson costs 3 x 5 + 3 x 10 = 45; the next reuses the A30 seeds: 15 > 5 left, so not at all
     assert [row["fits"] for row in rows] == [True, False, False, False, False]
     assert rows[0]["minutes"] == 45 and rows[1]["minutes"] == 15 and left == 5
+
+
+def test_fixed_texts_have_their_stated_lengths_in_qwen_tokens(power):
+    """Every placebo matches its lever, and every control opening its pushback opening, in Qwen tokens (the
+    counts the page states); the pushback side is tunelens.propensity's own list."""
+    from tunelens.models import embedded_cache_dir
+    from tunelens.propensity import PUSHBACK_OPENINGS
+
+    assert tuple(opening for opening, _, _ in power.CONTROL_OPENINGS) == PUSHBACK_OPENINGS
+    directory = embedded_cache_dir("qwen2.5-coder-1.5b")
+    if not (directory / "tokenizer.json").is_file():
+        pytest.skip("qwen2.5-coder-1.5b is not installed here (its tokenizer counts the texts)")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for first, second, tokens in (*power.LEVER_PLACEBOS, *power.CONTROL_OPENINGS):
+        assert (count(first), count(second)) == (tokens, tokens), (first, second)
