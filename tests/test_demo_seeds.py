@@ -160,3 +160,19 @@ def test_the_demo_trains_and_answers_with_every_seed(tmp_path):
     cell = runs.across_seed_metric(config, evals, "A30", "heldout",
                                    lambda rows: metric_rate(rows, "python2", "tuned", "sampled")["rate"])
     assert cell["adapters"] == ["A30", "A30-s1"] and len(cell["per_seed"]) == 2
+
+
+def test_cluster_bootstrap_resamples_whole_prompts():
+    from tunelens.evaluate.stats import bootstrap_mean, cluster_bootstrap_mean
+
+    values = [0.3, -0.1, 0.8, 0.2, 0.5]
+    # every value its own cluster: exactly the item bootstrap, draw for draw
+    assert cluster_bootstrap_mean(values, range(5), seed=3) == bootstrap_mean(values, seed=3)
+    # two prompts, [0, 0] and [1, 1, 1, 1]: a resample is AA (mean 0, p 1/4), AB or BA (4/6, p 1/2) or BB
+    # (1, p 1/4), so the 95% interval is [0, 1]; the six points resampled one by one give a narrower one
+    clustered = cluster_bootstrap_mean([0, 0, 1, 1, 1, 1], "aabbbb")
+    assert clustered.mean == pytest.approx(4 / 6) and (clustered.low, clustered.high) == (0.0, 1.0)
+    naive = bootstrap_mean([0, 0, 1, 1, 1, 1])
+    assert naive.high - naive.low < clustered.high - clustered.low
+    with pytest.raises(ValueError, match="2 values but 3"):
+        cluster_bootstrap_mean([1, 2], "abc")

@@ -228,3 +228,31 @@ def across_seeds(values, level: float = 0.95) -> SeedMean:
     sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (k - 1))
     half = t_quantile(level, k - 1) * sd / math.sqrt(k)
     return SeedMean(k, mean, sd, mean - half, mean + half, kept)
+
+
+def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int = 0,
+                           level: float = 0.95) -> MeanInterval:
+    """Mean of the values with a percentile interval from resampling whole clusters (e.g. every decision
+    point of one prompt together): within a seed, several points from one prompt are not independent, and
+    resampling them one by one makes the interval too narrow (docs/protocol.md).
+
+    Each resample draws as many clusters as there are, with replacement, and takes the mean of all their
+    values. Plain equivalent: with every value its own cluster this is bootstrap_mean with the same seed
+    (a test checks that)."""
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    labels = list(clusters)
+    if len(labels) != data.size:
+        raise ValueError(f"cluster_bootstrap_mean: {data.size} values but {len(labels)} cluster labels")
+    if data.size == 0:
+        return MeanInterval(0, None, None, None)
+    index = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    which = np.array([index[label] for label in labels])
+    sums = np.bincount(which, weights=data, minlength=len(index))
+    counts = np.bincount(which, minlength=len(index)).astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
