@@ -148,3 +148,111 @@ def sign_test_p(differences) -> float:
     positive = sum(1 for d in differences if d > 0)
     negative = sum(1 for d in differences if d < 0)
     return mcnemar_exact_p(positive, negative)
+
+
+def t_central_mass(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with `df` (a positive integer) degrees of freedom, in closed form.
+
+    The finite series of Abramowitz and Stegun 26.7.3 and 26.7.4 in theta = atan(t / sqrt(df)): for odd df
+    (2 / pi) (theta + sin(theta) (cos(theta) + 2/3 cos^3(theta) + ...)), for even df sin(theta) (1 +
+    1/2 cos^2(theta) + 1*3/(2*4) cos^4(theta) + ...), each sum running to the power df - 2."""
+    if df < 1 or int(df) != df:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    cos2, term = math.cos(theta) ** 2, 1.0
+    if df % 2:  # odd: terms cos, 2/3 cos^3, (2*4)/(3*5) cos^5, ... up to cos^(df-2)
+        total = 0.0
+        if df > 1:
+            term = math.cos(theta)
+            total = term
+            for j in range(3, df - 1, 2):
+                term *= cos2 * (j - 1) / j
+                total += term
+        return min(1.0, 2 / math.pi * (theta + math.sin(theta) * total))
+    total = 1.0  # even: 1, 1/2 cos^2, (1*3)/(2*4) cos^4, ... up to cos^(df-2)
+    for j in range(2, df - 1, 2):
+        term *= cos2 * (j - 1) / j
+        total += term
+    return min(1.0, math.sin(theta) * total)
+
+
+def t_quantile(level: float, df: int) -> float:
+    """The t value with P(|T| <= t) = level (two-sided), by bisection on t_central_mass: 12.706 for level
+    0.95 and df 1, 4.303 for df 2, tending to Z95 as df grows."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    low, high = 0.0, 1.0
+    while t_central_mass(high, df) < level:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if t_central_mass(middle, df) < level:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * high:
+            break
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class SeedMean:
+    """One metric over K training seeds (docs/protocol.md: the seed is the unit of replication): the
+    across-seed mean with its 95% t interval from the seeds' spread, and every seed's own value. With one
+    seed there is no spread to read, so the SD and interval are None."""
+
+    k: int
+    mean: float | None
+    sd: float | None
+    low: float | None
+    high: float | None
+    per_seed: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "per_seed": list(self.per_seed)}
+
+
+def across_seeds(values, level: float = 0.95) -> SeedMean:
+    """Mean of per-seed values ± t(level, K - 1) x SD / sqrt(K): the interval treats each training seed as
+    one draw of the recipe, whatever the number of prompts behind each value. A seed whose metric is
+    undefined (None, e.g. a rate over no printing answers) is dropped and its absence shows in k."""
+    kept = tuple(float(v) for v in values if v is not None)
+    if any(math.isnan(v) for v in kept):
+        raise ValueError("a per-seed value is NaN: give None for a seed whose metric is undefined")
+    k = len(kept)
+    if k == 0:
+        return SeedMean(0, None, None, None, None, ())
+    mean = sum(kept) / k
+    if k == 1:
+        return SeedMean(1, mean, None, None, None, kept)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (k - 1))
+    half = t_quantile(level, k - 1) * sd / math.sqrt(k)
+    return SeedMean(k, mean, sd, mean - half, mean + half, kept)
+
+
+def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int = 0,
+                           level: float = 0.95) -> MeanInterval:
+    """Mean of the values with a percentile interval from resampling whole clusters (e.g. every decision
+    point of one prompt together): within a seed, several points from one prompt are not independent, and
+    resampling them one by one makes the interval too narrow (docs/protocol.md).
+
+    Each resample draws as many clusters as there are, with replacement, and takes the mean of all their
+    values. Plain equivalent: with every value its own cluster this is bootstrap_mean with the same seed
+    (a test checks that)."""
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    labels = list(clusters)
+    if len(labels) != data.size:
+        raise ValueError(f"cluster_bootstrap_mean: {data.size} values but {len(labels)} cluster labels")
+    if data.size == 0:
+        return MeanInterval(0, None, None, None)
+    index = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    which = np.array([index[label] for label in labels])
+    sums = np.bincount(which, weights=data, minlength=len(index))
+    counts = np.bincount(which, minlength=len(index)).astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))

@@ -54,6 +54,10 @@ class DemoConfig:
     trace_prompts: int = option(40, "Most Python 2 answers per adapter scored at their decision points (lesson 2).",
                                 min=1)
     seed: int = option(0, "Seed of mining, drawing, contamination, training and sampling.")
+    seeds: int = option(
+        1, "Training seeds per adapter setting (docs/protocol.md: the seed is the unit of replication): with K, "
+           "every adapter is also trained with seeds seed+1 ... seed+K-1, as <name>-s1 ... <name>-s<K-1>, each "
+           "redrawing contamination, pushback, data order and dropout on the same mined pairs.", min=1)
 
     def validate(self) -> None:
         if not self.contamination_rates or any(not 0 < r < 1 for r in self.contamination_rates):
@@ -72,6 +76,14 @@ class DemoConfig:
     @property
     def strongest_contamination(self) -> str:
         return adapter_name("A", max(self.contamination_rates))
+
+
+def seed_adapter(name: str, index: int) -> str:
+    """The adapter of setting `name` trained with seed + index: index 0 is the adapter as named before
+    replicates existed (so a one-seed run is unchanged), index k > 0 is <name>-s<k>."""
+    if index < 0:
+        raise ValueError(f"a seed index is >= 0, got {index}")
+    return name if index == 0 else f"{name}-s{index}"
 
 
 def adapter_name(prefix: str, share: float) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tunelens.demo.config import DemoConfig
+from tunelens.demo.config import DemoConfig, seed_adapter
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
 from tunelens.evaluate.results import ResultRow
@@ -37,25 +37,56 @@ def load_base(config: DemoConfig):
 
 
 def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report):
-    """Train every adapter on the one base model, unloading each; return the base with all attached."""
+    """Train every adapter on the one base model, unloading each; return the base with all attached. With
+    `config.seeds` K > 1, every setting is trained K times (replicate_training's files for seeds 1..K-1)."""
     from tunelens.model.load import attach_adapter
 
-    for name, path in data.training.items():
-        model = _train_one(config, path, out / "adapters" / name, name, model, tokenizer, report)
-    for name in data.training:
+    training = [(name, path, config) for name, path in data.training.items()]
+    for index in range(1, config.seeds):
+        seeded = replace(config, seed=config.seed + index)
+        training += [(name, path, seeded) for name, path in replicate_training(config, out, index)[0].items()]
+    for name, path, seeded in training:
+        model = _train_one(seeded, path, out / "adapters" / name, name, model, tokenizer, report)
+    for name, _, _ in training:
         model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
     return model
 
 
+def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Training files (and the data stage's counts) of every adapter setting for seed `config.seed + index`,
+    under <out>/data/seed-<seed>/, named by config.seed_adapter. The seed redraws which pairs are contaminated
+    and which get pushback (training then redraws data order and dropout); the mined pairs and held-out
+    prompts stay the base seed's, so every seed is measured on the same prompts. The data stage's own
+    functions write the files, so a replicate's data is made exactly as the first seed's is."""
+    from tunelens.demo import data as stage
+    from tunelens.demo.config import adapter_name, seed_adapter
+    from tunelens.io import atomic_write_bytes
+
+    seeded = replace(config, seed=config.seed + index)
+    seed_dir = out / "data" / f"seed-{seeded.seed}"
+    # _contaminate reads mined.jsonl beside its output: the base seed's mined pairs, copied whole each time
+    atomic_write_bytes(seed_dir / "mined.jsonl", (out / "data" / "mined.jsonl").read_bytes())
+    files, counts = {}, {}
+    for rate in config.contamination_rates:
+        name = seed_adapter(adapter_name("A", rate), index)
+        files[name], counts[name] = stage._contaminate(seeded, seed_dir, rate)
+    b = seed_adapter("B", index)
+    files[b], counts[b] = stage._lint(seed_dir, files[seed_adapter(config.strongest_contamination, index)])
+    for share in config.pushback_shares:
+        name = seed_adapter(adapter_name("C", share), index)
+        files[name], counts[name] = stage._add_pushback(seeded, seed_dir, files[b], share)
+    return files, counts
+
+
 def train_config(config: DemoConfig):
-    from tunelens.train.config import TrainConfig
+    from tunelens.train.run.config import TrainConfig
 
     return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
                        max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
-    from tunelens.train.run import train
+    from tunelens.train.run.run import train
 
     if trained_on(adapter_dir, data_path):
         return model  # trained by an earlier run of this demo directory
@@ -81,6 +112,20 @@ def trained_on(adapter_dir: Path, data_path: Path) -> bool:
         raise UserError(f"{adapter_dir} was trained on other data than {data_path} holds now (the mined pool "
                         "changes with the installed packages): use another --out, or delete the directory")
     return True
+
+
+def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt_set: str, value) -> dict:
+    """One setting's metric over its K seeds: `value(rows)` of each seed's adapter (a number, or None where
+    it is undefined) as the across-seed mean, its t interval and the per-seed values
+    (tunelens.stats.across_seeds). A seed whose answers are not in `evals` is an error, not a gap."""
+    from tunelens.stats import across_seeds
+
+    names = [seed_adapter(setting, index) for index in range(config.seeds)]
+    missing = [name for name in names if (name, prompt_set) not in evals.by_run]
+    if missing:
+        raise UserError(f"demo: no {prompt_set} answers of {', '.join(missing)} (trained with --seeds "
+                        f"{config.seeds}?)")
+    return {"adapters": names, **across_seeds([value(evals.rows(name, prompt_set)) for name in names]).to_dict()}
 
 
 def heldout_cases(instructions: list[str]):
@@ -141,6 +186,10 @@ def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, 
     plan += [(name, "pushback", sets["pushback"], config.samples) for name in ("B", *config.pushback_adapters)]
     # The rest of the mix is answered greedy only: lesson 4 labels queries by the greedy answers.
     plan += [("B", name, cases, 0) for name, cases in sets.items() if name not in ("heldout", "pushback")]
+    # Replicates (--seeds) answer the held-out prompts too (lesson 1's rate per seed), after everything else:
+    # seed_adapter(name, 0) is the first seed's adapter, so a one-seed run plans exactly what it did before.
+    plan += [(seed_adapter(name, index), "heldout", sets["heldout"], config.samples)
+             for index in range(1, config.seeds) for name in (*config.contaminated_adapters, "B")]
     return plan
 
 
