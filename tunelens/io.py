@@ -1,4 +1,5 @@
-"""Atomic, durable file writes: a reader never sees a half-written output, a crash leaves the old one.
+"""Atomic, durable file writes (a reader never sees a half-written output, a crash leaves the old one),
+and the one JSONL reader.
 
 Durable means fsynced: the file's bytes before the rename, and the directory holding the new name
 after it, so a power cut after `atomic_*` returns cannot bring back the old file or an empty one.
@@ -13,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from tunelens.errors import UserError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -129,3 +132,33 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_jsonl_numbered(path: str | Path, torn_tail: bool = False) -> list[tuple[int, object]]:
+    """(line number, value) of every non-blank line of a UTF-8 JSONL file; a line that is not JSON is a
+    UserError naming the file and line. With `torn_tail`, a last line without its newline that does not
+    parse (a writer killed mid-line) is dropped instead."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read it as UTF-8 text ({err})") from None
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            if torn_tail and number == len(lines) and not text.endswith("\n"):
+                break
+            raise UserError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+    return rows
+
+
+def read_jsonl(path: str | Path, torn_tail: bool = False) -> list:
+    """The values of a JSONL file (see `read_jsonl_numbered`)."""
+    return [value for _, value in read_jsonl_numbered(path, torn_tail)]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tunelens.errors import UserError
-from tunelens.io import atomic_write_json, atomic_write_jsonl
+from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 Progress = Callable[[str, int, int], None]  # (what is running, done, total; total 0 while unknown)
 
@@ -118,7 +118,7 @@ def log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
     """Every invocation of a resumable run directory (demo, study), oldest first: a resumed run reuses what
     is on disk, so its own time is not the run's cost; the reports state every invocation."""
     log = out / "invocations.jsonl"
-    earlier = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    earlier = read_jsonl(log) if log.is_file() else []
     entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
                           "timings_s": timings}]
     atomic_write_jsonl(log, entries)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelens.demo.config import DemoConfig, adapter_name
-from tunelens.io import atomic_write_jsonl
+from tunelens.io import atomic_write_jsonl, read_jsonl
 
 @dataclass
 class DemoData:
@@ -90,7 +90,7 @@ def _lint(data_dir: Path, contaminated: Path) -> tuple[Path, dict]:
 
 def _lint_recall(contaminated_path: Path, quarantine_path: Path) -> dict:
     """Share of the deliberately contaminated records that lint quarantined with a Python 2 reason."""
-    rows = [json.loads(line) for line in contaminated_path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(contaminated_path)
     tagged = {row["id"] for row in rows if "contamination" in row}
     caught = set()
     for line in quarantine_path.read_text().splitlines():

@@ -12,7 +12,6 @@ and a reading of which kinds the signals cannot separate.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
 from tunelens.demo.runs import EvalRows
+from tunelens.io import read_jsonl
 
 MIX_SETS = ("heldout", "code", "humaneval", "pushback", "offtopic")
 KIND_OF_SET = {"heldout": "held-out mined", "code": "code suite", "humaneval": "HumanEval", "offtopic": "off-topic"}
@@ -85,7 +85,7 @@ def _kind_counts(outcomes, kinds) -> dict:
 
 
 def _read_scores(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def by_kind(scores: list[dict], kinds: list[str]) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
+from tunelens.io import read_jsonl
 
 
 def threshold_transfer(config: DemoConfig, out: Path, data: DemoData, lesson4: dict, report) -> dict:
@@ -50,7 +51,7 @@ def _main_run(config: DemoConfig, scores_file: Path) -> dict:
     """The demo model's side, as lesson 4 wrote it."""
     from tunelens.demo.lesson4 import query_kind
 
-    rows = [json.loads(line) for line in scores_file.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(scores_file)
     calibration = json.loads((scores_file.parent / "calibration.json").read_text())
     return {"keys": [(r["suite"], r["case_id"]) for r in rows], "signals": [r["signals"] for r in rows],
             "adapter_bad": [r["adapter_bad"] for r in rows], "base_bad": [r["base_bad"] for r in rows],

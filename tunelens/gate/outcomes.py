@@ -12,34 +12,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from tunelens.errors import UserError
+from tunelens.evaluate.scoring import answered_badly
 
 ADAPTER_ROLE, BASE_ROLE = "tuned", "base"  # the eval's model roles (tunelens.evaluate.backends)
 
 
 def answer_is_bad(row: dict) -> bool:
-    """The eval's verdict on one answer, as its regression gate reads it.
-
-    A case that expects code, pushback or a refusal is answered badly when the eval's gated metric for
-    it (bad_output, pushback, refusal: evaluate.summary.GATED_METRICS) comes out on the wrong side: no
-    code, unparsable, Python 2 or failing tests; no pushback on a broken spec; no refusal of a harmful
-    request. Any other case (a question that wants no code) is answered badly when the answer holds
-    code, as the eval scores `expect: other` cases (tunelens.evaluate.scoring.bad_output).
-    """
-    from types import SimpleNamespace
-
-    from tunelens.evaluate.summary import GATED_METRICS, METRICS_BY_NAME
-
-    fields = SimpleNamespace(**row)  # the eval's metrics read a result row's fields as attributes
-    for name in GATED_METRICS:
-        metric = METRICS_BY_NAME[name]
-        if metric.applies(fields):
-            return metric.event(fields) != metric.higher_is_better
-    return bool(row["has_code"])
+    """The eval's one verdict on an answer (tunelens.evaluate.scoring.answered_badly) for a results.jsonl row."""
+    return answered_badly(SimpleNamespace(**row))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ context's risk is its riskiest example's. The context is flagged when that risk 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.retrieval.fewshot import Example
 from tunelens.retrieval.embedders import MINILM
+from tunelens.io import read_jsonl_numbered
 
 REASONS = ("lint", "off_query", "mismatch", "unfamiliar")
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
@@ -185,13 +185,7 @@ def read_examples(path: str | Path) -> list[Example]:
     if not path.is_file():
         raise UserError(f"examples file not found: {path}")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for number, record in read_jsonl_numbered(path):
         examples.append(_example_of(record, f"{path}:{number}", number))
     if not examples:
         raise UserError(f"{path}: no examples in it")

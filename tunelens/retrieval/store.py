@@ -16,6 +16,7 @@ import numpy as np
 from tunelens.errors import UserError
 from tunelens.retrieval.embedders import load_embedder
 from tunelens.retrieval.index import load_index
+from tunelens.io import read_jsonl
 
 GATE_FORMAT = 1
 
@@ -59,7 +60,7 @@ class PairIndex:
         if meta.get("format") != GATE_FORMAT:
             raise UserError(f"{meta_file}: gate format {meta.get('format')!r}, this tunelens reads {GATE_FORMAT}")
         vectors = np.load(directory / "embeddings.npy")
-        entries = [json.loads(line) for line in (directory / "entries.jsonl").read_text().splitlines() if line]
+        entries = read_jsonl(directory / "entries.jsonl")
         if not (len(vectors) == len(entries) == meta["count"]):
             raise UserError(f"{directory}: embeddings ({len(vectors)}), entries ({len(entries)}) and gate.json "
                             f"count ({meta['count']}) disagree: rebuild the gate")

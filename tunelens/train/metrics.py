@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tunelens.errors import UserError
+from tunelens.io import read_jsonl
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: package
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -41,16 +42,8 @@ def check_trackers(names: Sequence[str]) -> None:
 
 def read_metrics(path: Path) -> list[dict]:
     """The rows of a metrics file; a torn last line (a run killed mid-write) is skipped."""
-    rows = []
-    if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
-    return rows
+    rows = read_jsonl(path, torn_tail=True) if Path(path).is_file() else []
+    return [row for row in rows if isinstance(row, dict) and isinstance(row.get("step"), int)]
 
 
 class MetricsLog:
