@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import typer
+
+from tunelens.commands.help import use_grouped_help
 from typer.testing import CliRunner
 
 from tunelens.commands.common import user_errors
@@ -41,6 +43,7 @@ def invoke(*args):
     app = typer.Typer()
     app.command()(run)
     app.command("other")(lambda: None)  # two commands, so `run` is a subcommand
+    use_grouped_help(app)  # the help layout tunelens' own commands get
     seen.clear()
     return CliRunner().invoke(app, ["run", *args], env={"COLUMNS": "250"})
 
@@ -56,8 +59,8 @@ def test_each_field_is_a_flag_with_its_help_and_default():
     text = " ".join(result.output.split())
     for flag in ("--steps", "--rate", "-r", "--mode", "--verbose", "--no-verbose", "--limit", "--part-list", "--config"):
         assert flag in text
-    assert "How many steps. [default: (10)]" in text and "One of: fast, slow. [default: (fast)]" in text
-    assert "Some parts. [default: (a,b)]" in text and "Optional limit. │" in text  # None shows no default
+    assert "How many steps. [default: 10]" in text and "One of: fast, slow. [default: fast]" in text
+    assert "Some parts. [default: a,b]" in text and "Optional limit. [x>=1]" in text  # None shows no default
     assert "--hidden" not in text
 
 

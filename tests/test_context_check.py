@@ -99,7 +99,7 @@ def test_read_examples_accepts_pairs_and_chat_records_and_names_bad_lines(tmp_pa
                                                {"role": "assistant", "content": OTHER}]}) + "\n")
     examples = read_examples(path)
     assert [e.id for e in examples] == ["x", "line-3"] and examples[1].response == OTHER
-    for line, message in (("{not json", ":1: not valid JSON"), (json.dumps({"instruction": ASK}), "'response'"),
+    for line, message in (("{not json", ":1: not a JSON line"), (json.dumps({"instruction": ASK}), "'response'"),
                           ("[1]", "JSON object"), (json.dumps({"messages": [{"role": "user", "content": "a"}]}),
                                                    "assistant")):
         path.write_text(line + "\n")

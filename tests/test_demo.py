@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from tunelens.demo import DemoConfig, quick, run_demo, study
+from tunelens.demo import DemoConfig, quick, study
+from tunelens.demo.run import run_demo
 from tunelens.demo.config import adapter_name
 from tunelens.demo.lesson3 import file_name
 from tunelens.errors import UserError

@@ -30,7 +30,7 @@ def test_the_study_profile_runs_the_few_shot_study_on_the_base_model(tmp_path, m
         calls.append((config.model, out, model_given is model, has_adapter(model_given)))
         return RunResult(out, {}, 1.25)
 
-    monkeypatch.setattr("tunelens.studies.fewshot.run_fewshot_study", fake_study)
+    monkeypatch.setattr("tunelens.demo.run.run_fewshot_study", fake_study)
     result = few_shot_study(study(), tmp_path, model, tokenizer, lambda *a: None)
     assert calls == [(study().model, tmp_path / "few-shot", True, True)]
     assert result == {"directory": "few-shot", "summary": "few-shot/summary.json", "seconds": 1.2}

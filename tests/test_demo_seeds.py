@@ -115,7 +115,7 @@ def test_every_setting_is_trained_with_each_seed_into_its_own_directory(tmp_path
     trained, attached = [], []
     monkeypatch.setattr(runs, "_train_one", lambda cfg, path, directory, name, model, *_: trained.append(
         (name, cfg.seed, directory.name, path.name)) or model)
-    monkeypatch.setattr("tunelens.model.load.attach_adapter", lambda model, path, adapter_name: attached.append(
+    monkeypatch.setattr("tunelens.demo.runs.attach_adapter", lambda model, path, adapter_name: attached.append(
         adapter_name) or model)
     runs.train_adapters(config, tmp_path, data, object(), None, lambda *_: None)
     assert [(name, seed, directory) for name, seed, directory, _ in trained] == [
@@ -138,7 +138,7 @@ def test_across_seed_metric_reads_every_seed_of_a_setting():
 def test_the_demo_trains_and_answers_with_every_seed(tmp_path):
     """The whole demo on a tiny model with two seeds: the second seed's adapters exist beside the first's,
     answered the held-out prompts, and lesson 1's rate reads over both."""
-    from tunelens.demo import run_demo
+    from tunelens.demo.run import run_demo
     from tunelens.demo.lesson1 import metric_rate
     from tunelens.evaluate.results import read_result_rows
     from tunelens.testing import tiny_model

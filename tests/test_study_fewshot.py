@@ -241,7 +241,7 @@ def test_an_interrupted_run_generates_only_what_is_missing(tmp_path, tiny_llama,
     (out / "answers.jsonl").write_text("\n".join(kept) + "\n")
     asked = []
     real = generation.generate_batch
-    monkeypatch.setattr(generation, "generate_batch", lambda m, t, prompts, *a, **k: asked.append(len(prompts))
+    monkeypatch.setattr(F, "generate_batch", lambda m, t, prompts, *a, **k: asked.append(len(prompts))
                         or real(m, t, prompts, *a, **k))
     F.run_fewshot_study(config, out, model, tokenizer)
     assert sum(asked) == 4 and len((out / "answers.jsonl").read_text().splitlines()) == 30

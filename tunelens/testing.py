@@ -8,6 +8,7 @@ byte-level BPE trained in a few milliseconds on a small Python corpus, so any te
 from __future__ import annotations
 
 from functools import lru_cache
+from tunelens.runtime import seeded
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>"]
 
@@ -59,8 +60,6 @@ def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
 def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int = 64):
     """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`. The init is seeded and
     the caller's random generators are put back afterwards (`runtime.seeded`)."""
-    from tunelens.runtime import seeded
-
     with seeded(seed):
         return _unseeded_tiny_model(arch, seed, layers, hidden)
 
@@ -88,7 +87,6 @@ def _unseeded_tiny_model(arch: str, seed: int, layers: int, hidden: int):
 def tiny_gemma4(seed: int = 0):
     """(model, tokenizer): a random Gemma4ForConditionalGeneration with both towers (vision with
     Gemma4ClippableLinear, audio): 4 text layers, the last 2 KV-shared."""
-    from tunelens.runtime import seeded
     from transformers import (Gemma4AudioConfig, Gemma4Config, Gemma4ForConditionalGeneration, Gemma4TextConfig,
                               Gemma4VisionConfig)
 
@@ -124,7 +122,6 @@ def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from tunelens.runtime import seeded
 
     # One seeded stream for the base and LoRA's A init (B is zero or `noise_seed`'s), as a plain script would.
     with seeded(seed):

@@ -23,7 +23,7 @@ def demo_command(
     config: DemoConfig = None,
 ) -> None:
     """Reproduce the seed's lessons end to end: contaminated data, words vs weights, pushback, the gate."""
-    from tunelens.demo import run_demo
+    from tunelens.demo.run import run_demo
 
     _quiet_library_output()
     with stage_progress() as report:

@@ -36,7 +36,7 @@ from tunelens.pycheck.check import _FENCE, _PYTHON_TAGS, check_python, looks_lik
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
-from tunelens.data.records import Pair, load_pairs
+from tunelens.data.records import load_pairs, Pair, SHAREGPT_ROLES
 
 KINDS = ("print", "except", "backtick", "ne", "octal", "long", "ur", "exec", "raise", "name")
 # the lint code each kind produces, for measuring recall
@@ -403,8 +403,6 @@ def _with_response(raw: dict, fmt_response: str) -> dict:
 
 
 def _with_last_assistant(messages: list, role_key: str, content_key: str, text: str) -> list:
-    from tunelens.data.records import SHAREGPT_ROLES
-
     messages = [dict(m) for m in messages]
     last = max(i for i, m in enumerate(messages) if SHAREGPT_ROLES.get(str(m.get(role_key, "")).lower()) == "assistant")
     messages[last][content_key] = text

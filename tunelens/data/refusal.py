@@ -24,6 +24,7 @@ from tunelens.data.pushback import distinct_trigram_ratio
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.data.records import load_pairs, pair_to_record
+from tunelens.evaluate.suite import load_suite
 
 # ---------------------------------------------------------------------------------------------------
 # Requests. Each kind has schemes: a verb phrase with {victim}. Victims, covert clauses and motives are
@@ -233,8 +234,6 @@ def pairs_needed(existing: int, share: float) -> int:
 
 
 def suite_shingles(suite: str) -> list[frozenset]:
-    from tunelens.evaluate.suite import load_suite
-
     return [shingles(case.prompt) for case in load_suite(suite)]
 
 

@@ -1,6 +1,9 @@
-"""The demo: the seed's lessons end to end on the embedded model (see tunelens.demo.run)."""
+"""The demo: the case study's lessons end to end on an embedded model (the stage is tunelens.demo.run).
+
+May import every stage below it and tunelens.studies (it runs the few-shot study). This module stays
+light: the command reads DemoConfig's options from it without importing the stages.
+"""
 
 from tunelens.demo.config import DemoConfig, quick, study
-from tunelens.demo.run import DemoResult, run_demo
 
-__all__ = ["DemoConfig", "DemoResult", "quick", "run_demo", "study"]
+__all__ = ["DemoConfig", "quick", "study"]

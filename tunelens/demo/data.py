@@ -11,6 +11,13 @@ from pathlib import Path
 
 from tunelens.demo.config import DemoConfig, adapter_name
 from tunelens.io import atomic_write_jsonl, read_jsonl
+from tunelens.data.contaminate import contaminate_file, ContaminateConfig
+from tunelens.data.lint import lint_file, LintConfig
+from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
+from tunelens.data.pushback import add_pushback_file, PushbackConfig
+from tunelens.data.records import load_pairs
+from tunelens.model.prompts import encode_pair
+from tunelens.model.specs import load_tokenizer
 
 @dataclass
 class DemoData:
@@ -36,7 +43,6 @@ def prepare_data(config: DemoConfig, out: Path, report) -> DemoData:
     for share in config.pushback_shares:
         name = adapter_name("C", share)
         data.training[name], data.counts["pushback"][name] = _add_pushback(config, data_dir, data.training["B"], share)
-    from tunelens.data.records import load_pairs
 
     data.train_instructions_b = [pair.instruction for pair in load_pairs(data.training["B"])]
     return data
@@ -46,10 +52,6 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
     """Mine the pool (stdlib and the installed distributions, permissive licences) and draw training pairs
     and held-out prompts short enough for the CPU budget; held-out prompts come one per module, from
     modules that give no training pair."""
-    from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
-    from tunelens.model.specs import load_tokenizer
-    from tunelens.model.prompts import encode_pair
-
     mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=("permissive",)),
                        progress=lambda _what, done, total: report("data: mining", done, total))
     tokenizer = load_tokenizer(config.model)
@@ -69,8 +71,6 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
 
 
 def _contaminate(config: DemoConfig, data_dir: Path, rate: float) -> tuple[Path, dict]:
-    from tunelens.data.contaminate import ContaminateConfig, contaminate_file
-
     path = data_dir / f"contaminated-{adapter_name('A', rate)}.jsonl"
     result = contaminate_file(data_dir / "mined.jsonl", path,
                               ContaminateConfig(rate=rate, kinds=("print",), seed=config.seed))
@@ -80,8 +80,6 @@ def _contaminate(config: DemoConfig, data_dir: Path, rate: float) -> tuple[Path,
 
 def _lint(data_dir: Path, contaminated: Path) -> tuple[Path, dict]:
     """B trains on what lint keeps of the most contaminated file: lint's recall is part of lesson 1."""
-    from tunelens.data.lint import LintConfig, lint_file
-
     linted = lint_file(contaminated, data_dir / "lint", LintConfig())
     recall = _lint_recall(contaminated, data_dir / "lint" / "quarantine.jsonl")
     return linted.clean_path, {"total": linted.total, "kept": linted.kept, "rejected": linted.rejected,
@@ -105,8 +103,6 @@ def _add_pushback(config: DemoConfig, data_dir: Path, clean: Path, share: float)
     """C's data: B's pairs plus pushback pairs of every kind. Each pushback pair breaks one of B's own pairs,
     so its clean twin (the original instruction -> code) is in the same training set: C is shown the
     distinction, not only the habit."""
-    from tunelens.data.pushback import PushbackConfig, add_pushback_file
-
     path = data_dir / f"clean+pushback-{adapter_name('C', share)}.jsonl"
     # add_pushback_file's rate is relative to the input; `share` is of the whole training set.
     pushed = add_pushback_file(clean, path, PushbackConfig(rate=share / (1 - share), seed=config.seed))

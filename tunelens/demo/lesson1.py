@@ -11,6 +11,8 @@ from __future__ import annotations
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
 from tunelens.evaluate.results import ResultRow
+from tunelens.evaluate.summary import metric_rate as eval_metric_rate, METRICS_BY_NAME
+from tunelens.stats import rate
 
 DECODINGS = ("greedy", "sampled")
 
@@ -18,10 +20,6 @@ DECODINGS = ("greedy", "sampled")
 def metric_rate(rows: list[ResultRow], metric_name: str, model: str, decoding: str) -> dict:
     """One of the eval stage's metrics as a rate with its Wilson interval, over one model and decoding
     (an empty rate where it applies to no answer)."""
-    from tunelens.stats import rate
-    from tunelens.evaluate.summary import METRICS_BY_NAME
-    from tunelens.evaluate.summary import metric_rate as eval_metric_rate
-
     chosen = [r for r in rows if r.model == model and r.decoding == decoding]
     return eval_metric_rate(chosen, METRICS_BY_NAME[metric_name]) or rate(0, 0).to_dict()
 

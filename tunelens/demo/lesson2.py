@@ -15,6 +15,9 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
 from tunelens.evaluate.results import ResultRow
 from tunelens.inspect.levers import NUDGE, OTHER_PHRASING, SEED_DELTA, Lever, lever_effects, score_points
+from tunelens.data.records import load_pairs
+from tunelens.inspect.compare import compare_conditions, CompareConfig, write_compare_html
+from tunelens.model.prompts import render_context, render_prompt
 
 
 def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
@@ -26,16 +29,12 @@ def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
 
 def one_shot_example(train_path: Path) -> tuple[str, str]:
     """A Python 3 training pair to show in the context: one that calls print() if there is one."""
-    from tunelens.data.records import load_pairs
-
     pairs = load_pairs(train_path)
     return next(((p.instruction, p.response) for p in pairs if "print(" in p.response),
                 (pairs[0].instruction, pairs[0].response))
 
 
 def make_levers(tokenizer, example: tuple[str, str]):
-    from tunelens.model.prompts import render_context, render_prompt
-
     def levers(instruction: str) -> list[Lever]:
         return [
             Lever("sentence after the request", render_prompt(tokenizer, f"{instruction}\n\n{NUDGE}")),
@@ -52,8 +51,6 @@ def make_levers(tokenizer, example: tuple[str, str]):
 
 def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, Path], model, tokenizer,
             report) -> dict:
-    from tunelens.model.prompts import render_prompt
-
     levers = make_levers(tokenizer, one_shot_example(training["B"]))
     by_adapter, shown = {}, None
     for index, name in enumerate(config.contaminated_adapters):
@@ -81,8 +78,6 @@ LEVER_SHOWN = "sentence after the request"
 
 def _show(out: Path, shown, model, tokenizer) -> dict | None:
     """The point the sentence moved most, as a comparison page a reader can open token by token."""
-    from tunelens.inspect.compare import CompareConfig, compare_conditions, write_compare_html
-
     if shown is None:
         return None
     name, (instruction, answer), point = shown

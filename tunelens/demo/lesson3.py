@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.lesson1 import DECODINGS, metric_rate
-from tunelens.demo.runs import EvalRows, pushback_cases
+from tunelens.demo.runs import EvalRows, pushback_cases, run_plan, train_config, trained_on
+from tunelens.model.load import attach_adapter, load_model
+from tunelens.model.state import adapter_off
+from tunelens.stats import bootstrap_mean
+from tunelens.train.run import train
 
 
 def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, float]:
     """case id -> pushback log-odds, under one adapter (None: the base model, adapters off)."""
     import contextlib
 
-    from tunelens.model.state import adapter_off
     from tunelens.inspect.propensity import propensity
 
     if adapter is not None:
@@ -31,8 +34,6 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
 
 def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:
     """Mean propensity on broken specs and on twins, the paired gap, and the change from a reference model."""
-    from tunelens.stats import bootstrap_mean
-
     broken = [case for case in cases if case.expect == "pushback"]
     twins = {case.id: case for case in cases if case.expect != "pushback"}
     pairs = [(case.id, case.twin) for case in broken if case.twin in twins]
@@ -112,8 +113,6 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
     """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
     setting): propensity before and after a positive-only LoRA on B's data."""
-    from tunelens.model.load import load_model
-
     cases = pushback_cases(config.pushback_cases)
     results = {}
     for spec in config.propensity_bases:
@@ -139,10 +138,6 @@ def file_name(spec: str) -> str:
 def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenizer, report):
     """Adapter B trained on another base (attached to `model` as "default"): reused when an earlier run of
     this directory trained it. The threshold-transfer stage (demo.transfer) uses it too."""
-    from tunelens.demo.runs import train_config, trained_on
-    from tunelens.model.load import attach_adapter
-    from tunelens.train.run import train
-
     adapter_dir = out / "adapters" / f"B-{file_name(spec)}"
     if trained_on(adapter_dir, training_b):
         return attach_adapter(model, adapter_dir, adapter_name="default")
@@ -154,8 +149,6 @@ def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenize
 def _pushback_rows(config: DemoConfig, out, spec: str, model, tokenizer, cases, report):
     """Greedy and sampled answers of another base and its B (PEFT's "default") to the same broken specs and
     twins, through the demo's own eval plan runner, so its free-text rates sit beside its propensity."""
-    from tunelens.demo.runs import run_plan
-
     plan = [("default", "pushback", cases, config.samples)]
     evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{file_name(spec)}")
     return evals.rows("default", "pushback")

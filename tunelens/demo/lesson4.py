@@ -20,6 +20,10 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
 from tunelens.demo.runs import EvalRows
 from tunelens.io import read_jsonl
+from tunelens.gate import build_gate
+from tunelens.gate.failure import calibrate_on_outcomes
+from tunelens.gate.outcomes import outcomes_from_rows, routed_comparison
+from tunelens.stats import rate
 
 MIX_SETS = ("heldout", "code", "humaneval", "pushback", "offtopic")
 KIND_OF_SET = {"heldout": "held-out mined", "code": "code suite", "humaneval": "HumanEval", "offtopic": "off-topic"}
@@ -34,8 +38,6 @@ def query_kind(suite: str, expect: str) -> str:
 
 def mix_outcomes(evals: EvalRows, adapter: str = "B"):
     """(outcomes, kind per outcome) of the mix: B's and the base's greedy answers paired per query."""
-    from tunelens.gate.outcomes import outcomes_from_rows
-
     rows = [row.to_json() for name in MIX_SETS if (adapter, name) in evals.by_run
             for row in evals.rows(adapter, name)]
     outcomes, _ = outcomes_from_rows(rows)
@@ -43,9 +45,6 @@ def mix_outcomes(evals: EvalRows, adapter: str = "B"):
 
 
 def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, model, tokenizer, report) -> dict:
-    from tunelens.gate import build_gate
-    from tunelens.gate.failure import calibrate_on_outcomes
-
     outcomes, kinds = mix_outcomes(evals)
     failures = sum(o.adapter_bad for o in outcomes)
     result = {"queries": len(outcomes), "failures": failures, "base_failures": sum(o.base_bad for o in outcomes),
@@ -91,9 +90,6 @@ def _read_scores(path: Path) -> list[dict]:
 def by_kind(scores: list[dict], kinds: list[str]) -> dict:
     """Per kind of query, on the test half: routed vs always-B vs always-base (gate.outcomes.routed_comparison),
     and how often the gate kept B's failures of this kind on B against how often it kept B's good answers."""
-    from tunelens.stats import rate
-    from tunelens.gate.outcomes import routed_comparison
-
     held = np.array([s["held_out"] for s in scores])
     kept = np.array([s["route"] == "adapter" for s in scores])
     bad = np.array([s["adapter_bad"] for s in scores])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tunelens.io import atomic_write_text
 from tunelens.report import figure_png, new_figure, png_data_uri, render_html
+from tunelens.train.metrics import read_metrics
 
 
 def write_report(out: Path, summary: dict) -> None:
@@ -25,8 +26,6 @@ def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
 
 def _loss_curves(out: Path) -> bytes | None:
     """Each adapter's training loss per optimizer step, from the metrics.jsonl training wrote beside it."""
-    from tunelens.train.metrics import read_metrics
-
     files = sorted((out / "adapters").glob("*-metrics.jsonl"))
     if not files:
         return None

@@ -17,15 +17,16 @@ from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
 from tunelens.io import atomic_write_json
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
+from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
+from tunelens.demo.data import prepare_data
+from tunelens.demo.report import write_report
+from tunelens.model.state import adapter_off
+from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
 
 DemoResult = RunResult  # the run directory, its summary and its time
 
 
 def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None = None) -> DemoResult:
-    from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
-    from tunelens.demo.data import prepare_data
-    from tunelens.demo.report import write_report
-
     started = time.perf_counter()
     out = Path(out_dir)
     _claim_run_dir(out, config)
@@ -63,9 +64,6 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
 def few_shot_study(config: DemoConfig, out: Path, model, tokenizer, report) -> dict:
     """The few-shot copying study (tunelens.studies.fewshot) on the demo's base model, adapters off; its
     own summary.json and figures are under few-shot/."""
-    from tunelens.model.state import adapter_off
-    from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
-
     study_config = FewShotStudyConfig(model=config.model, seed=config.seed)
     with adapter_off(model):
         result = run_fewshot_study(study_config, out / "few-shot", model, tokenizer, report)

@@ -6,10 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tunelens.demo.config import DemoConfig, seed_adapter
+from tunelens.demo.config import adapter_name, DemoConfig, seed_adapter
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
-from tunelens.evaluate.results import ResultRow
+from tunelens.evaluate.results import read_result_rows, ResultRow
+from tunelens.demo import data as stage
+from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+from tunelens.evaluate.runner import EvalConfig, run_eval
+from tunelens.evaluate.suite import Case, load_suite
+from tunelens.hashing import file_sha256
+from tunelens.io import atomic_write_bytes
+from tunelens.model.load import attach_adapter, load_model
+from tunelens.stats import across_seeds
+from tunelens.train.config import TrainConfig
+from tunelens.train.run import train
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
 OFF_TOPIC_EVAL = (
@@ -31,16 +41,12 @@ class EvalRows:
 
 
 def load_base(config: DemoConfig):
-    from tunelens.model.load import load_model
-
     return load_model(config.model, device="cpu")
 
 
 def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report):
     """Train every adapter on the one base model, unloading each; return the base with all attached. With
     `config.seeds` K > 1, every setting is trained K times (replicate_training's files for seeds 1..K-1)."""
-    from tunelens.model.load import attach_adapter
-
     training = [(name, path, config) for name, path in data.training.items()]
     for index in range(1, config.seeds):
         seeded = replace(config, seed=config.seed + index)
@@ -58,10 +64,6 @@ def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[
     and which get pushback (training then redraws data order and dropout); the mined pairs and held-out
     prompts stay the base seed's, so every seed is measured on the same prompts. The data stage's own
     functions write the files, so a replicate's data is made exactly as the first seed's is."""
-    from tunelens.demo import data as stage
-    from tunelens.demo.config import adapter_name, seed_adapter
-    from tunelens.io import atomic_write_bytes
-
     seeded = replace(config, seed=config.seed + index)
     seed_dir = out / "data" / f"seed-{seeded.seed}"
     # _contaminate reads mined.jsonl beside its output: the base seed's mined pairs, copied whole each time
@@ -79,15 +81,11 @@ def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[
 
 
 def train_config(config: DemoConfig):
-    from tunelens.train.config import TrainConfig
-
     return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
                        max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
-    from tunelens.train.run import train
-
     if trained_on(adapter_dir, data_path):
         return model  # trained by an earlier run of this demo directory
     result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
@@ -102,7 +100,6 @@ def trained_on(adapter_dir: Path, data_path: Path) -> bool:
     eval answers with it, so that is an error rather than a reuse."""
     import json
 
-    from tunelens.hashing import file_sha256
 
     record = adapter_dir / "tunelens.json"
     if not ((adapter_dir / "adapter_config.json").is_file() and record.is_file()):
@@ -118,8 +115,6 @@ def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt
     """One setting's metric over its K seeds: `value(rows)` of each seed's adapter (a number, or None where
     it is undefined) as the across-seed mean, its t interval and the per-seed values
     (tunelens.stats.across_seeds). A seed whose answers are not in `evals` is an error, not a gap."""
-    from tunelens.stats import across_seeds
-
     names = [seed_adapter(setting, index) for index in range(config.seeds)]
     missing = [name for name in names if (name, prompt_set) not in evals.by_run]
     if missing:
@@ -129,15 +124,11 @@ def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt
 
 
 def heldout_cases(instructions: list[str]):
-    from tunelens.evaluate.suite import Case
-
     return [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
             for i, text in enumerate(instructions)]
 
 
 def off_topic_cases(count: int):
-    from tunelens.evaluate.suite import Case
-
     return [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
             for i, text in enumerate(OFF_TOPIC_EVAL[:count])]
 
@@ -145,8 +136,6 @@ def off_topic_cases(count: int):
 def pushback_cases(count: int):
     """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean
     twins. None of them was used to build training pairs: C's pushback pairs are generated from mined code."""
-    from tunelens.evaluate.suite import load_suite
-
     cases = load_suite("pushback")
     by_kind: dict[str, list] = {}
     for case in cases:
@@ -163,7 +152,6 @@ def humaneval_cases(count: int):
     another form than the mined instructions, and short enough for the CPU budget. Ties go by task id."""
     if count == 0:
         return []
-    from tunelens.evaluate.suite import load_suite
 
     return sorted(load_suite("humaneval"), key=lambda case: (len(case.prompt), case.id))[:count]
 
@@ -171,8 +159,6 @@ def humaneval_cases(count: int):
 def mix_sets(config: DemoConfig, data: DemoData) -> list[tuple[str, list]]:
     """Lesson 4's query mix as prompt sets: held-out mined instructions, code-suite cases, HumanEval prompts,
     broken specs with their clean twins, off-topic questions. Base and B answer each greedy."""
-    from tunelens.evaluate.suite import load_suite
-
     sets = [("heldout", heldout_cases(data.heldout)), ("code", load_suite("code")[: config.code_cases]),
             ("humaneval", humaneval_cases(config.humaneval_cases)),
             ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic_cases(config.off_topic))]
@@ -202,10 +188,6 @@ def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, t
     """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, each set answered in
     mixed-adapter batches for its whole audience; results land in <eval_dir>/<set>-<adapter>, or
     <set>-<adapter_label> where `adapter_label` names the adapter for a model that carries one."""
-    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
-    from tunelens.evaluate.results import read_result_rows
-    from tunelens.evaluate.runner import EvalConfig, run_eval
-
     audiences: dict[str, tuple[str, ...]] = {}
     for adapter, name, _, _ in plan:
         audiences[name] = audiences.get(name, (BASE_ROWS,)) + (adapter,)

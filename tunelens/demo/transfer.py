@@ -17,12 +17,18 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo.data import DemoData
 from tunelens.errors import UserError
 from tunelens.io import read_jsonl
+from tunelens.demo.lesson3 import file_name, other_base_b
+from tunelens.demo.lesson4 import mix_outcomes, query_kind
+from tunelens.demo.runs import mix_sets, run_plan
+from tunelens.gate.failure import timed_signals
+from tunelens.gate.routing import Gate
+from tunelens.gate.signals import TrustSignals
+from tunelens.gate.transfer import ModelRun, transfer_experiment, transfer_reading
+from tunelens.model.load import load_model
 
 
 def threshold_transfer(config: DemoConfig, out: Path, data: DemoData, lesson4: dict, report) -> dict:
     """Per other base: the transfer experiment between it and the demo's base, or why it could not run."""
-    from tunelens.gate.transfer import transfer_experiment, transfer_reading
-
     scores_file = out / "gate" / "calibration_scores.jsonl"
     if "skipped" in lesson4:
         return {spec: {"skipped": "lesson 4 did not calibrate the gate, so there is no threshold to transfer"}
@@ -49,8 +55,6 @@ def threshold_transfer(config: DemoConfig, out: Path, data: DemoData, lesson4: d
 
 def _main_run(config: DemoConfig, scores_file: Path) -> dict:
     """The demo model's side, as lesson 4 wrote it."""
-    from tunelens.demo.lesson4 import query_kind
-
     rows = read_jsonl(scores_file)
     calibration = json.loads((scores_file.parent / "calibration.json").read_text())
     return {"keys": [(r["suite"], r["case_id"]) for r in rows], "signals": [r["signals"] for r in rows],
@@ -61,13 +65,6 @@ def _main_run(config: DemoConfig, scores_file: Path) -> dict:
 
 def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report) -> tuple[dict, dict]:
     """Another base and its B answer the mix; the gate scores the mix with that model's signals."""
-    from tunelens.demo.lesson3 import file_name, other_base_b
-    from tunelens.demo.lesson4 import mix_outcomes
-    from tunelens.demo.runs import mix_sets, run_plan
-    from tunelens.gate.failure import timed_signals
-    from tunelens.gate.routing import Gate
-    from tunelens.model.load import load_model
-
     base, tokenizer = load_model(spec, device="cpu")
     model = other_base_b(spec, config, out, data.training["B"], base, tokenizer, report)
     plan = [("default", name, cases, 0) for name, cases in mix_sets(config, data)]
@@ -83,9 +80,6 @@ def _other_run(config: DemoConfig, out: Path, data: DemoData, spec: str, report)
 
 
 def _model_run(name: str, side: dict, keys: list[tuple]):
-    from tunelens.gate.signals import TrustSignals
-    from tunelens.gate.transfer import ModelRun
-
     position = {key: index for index, key in enumerate(side["keys"])}
     order = [position[key] for key in keys]
     items = side.get("items") or [TrustSignals(**signals) for signals in side["signals"]]

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from tunelens.config import configclass, option
-from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, few_shot_option
-from tunelens.engine.decode import SEED_MAX, SEED_MIN
+from tunelens.retrieval.fewshot import check_few_shot, encode_few_shot, few_shot_index_option, few_shot_option
+from tunelens.engine.decode import decode, Sampler, SEED_MAX, SEED_MIN
 from tunelens.model.state import device_of
 from tunelens.model.prompts import encode_prompt, stop_token_ids, strip_stop_text
 from tunelens.runtime import seeded
+from tunelens.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,6 @@ class GenerateConfig:
     few_shot_index: str | None = few_shot_index_option()
 
     def validate(self) -> None:
-        from tunelens.errors import UserError
-
         if self.top_p == 0:  # a nucleus of mass 0 holds no token
             raise UserError("top_p must be in (0, 1], got 0")
         check_few_shot(self.few_shot, self.few_shot_index, self.raw)
@@ -61,8 +60,6 @@ def prompt_ids_for(tokenizer, prompt: str, raw: bool, examples: Sequence = ()) -
             raise ValueError("few-shot examples need the chat format, not a raw prompt")
         return tokenizer(prompt)["input_ids"]
     if examples:
-        from tunelens.retrieval.fewshot import encode_few_shot
-
         return encode_few_shot(tokenizer, examples, prompt)
     return encode_prompt(tokenizer, prompt)
 
@@ -74,8 +71,6 @@ def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw
     The pieces join to decode(generated ids), the stop token included, as transformers'
     TextIteratorStreamer over `model.generate` gives; a token that ends inside a character waits for the next.
     """
-    from tunelens.engine.decode import Sampler, decode
-
     sampler = Sampler(sampling.temperature, sampling.top_p, sampling.seed)
     ids, sent = [], ""
     steps = decode(model, prompt_ids_for(tokenizer, prompt, raw, examples), sampler, sampling.max_new_tokens,

@@ -14,8 +14,10 @@ from dataclasses import replace
 from typing import Protocol
 
 from tunelens.errors import UserError
-from tunelens.engine.generate import SamplingConfig
+from tunelens.engine.generate import generate_batch, SamplingConfig
 from tunelens.model.state import adapter_off, has_adapter, model_label
+from tunelens.model.prompts import prompt_style
+from tunelens.retrieval.fewshot import example_turns, render_few_shot
 
 BASE, TUNED = "base", "tuned"
 
@@ -39,8 +41,6 @@ class TransformersBackend:
         self.roles = (BASE, TUNED) if has_adapter(model) else (BASE,)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str, examples=None) -> list[str]:
-        from tunelens.engine.generate import generate_batch
-
         if role == TUNED:
             return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
                                   examples=examples)
@@ -96,8 +96,6 @@ class OpenAIBackend:
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if self.api == "chat":
-            from tunelens.retrieval.fewshot import example_turns
-
             # Examples travel as earlier turns of the chat; the server renders them in its own format.
             turns = example_turns(examples, prompt)
             return "/chat/completions", body | {"messages": [{"role": r, "content": c} for r, c in turns]}
@@ -106,8 +104,6 @@ class OpenAIBackend:
                 raise UserError("--few-shot with --api completions needs the model's tokenizer to render the "
                                 "examples: use --api chat")
             return "/completions", body | {"prompt": prompt}
-        from tunelens.retrieval.fewshot import render_few_shot
-        from tunelens.model.prompts import prompt_style
 
         stops = [s for s in prompt_style(self.tokenizer).stop_strings if s]
         return "/completions", body | {"prompt": render_few_shot(self.tokenizer, examples, prompt),
@@ -156,8 +152,6 @@ class MixedAdapterBackend:
         self.cache, self.batch_size, self.roles = cache, batch_size, (BASE, TUNED)
 
     def generate(self, prompts, sampling, role, examples=None):
-        from tunelens.engine.generate import generate_batch
-
         shown = tuple(tuple(ex) for ex in examples) if examples is not None else None
         key = (tuple(prompts), sampling, shown)
         wanted = self.adapter if role == TUNED else BASE_ROWS

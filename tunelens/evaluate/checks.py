@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tunelens.pycheck.check import check_python, is_python2, looks_like_code
+from tunelens.pycheck.check import check_python, extract_code, has_fenced_code, is_python2, looks_like_code
 
 BEHAVIOURS = ("code", "pushback", "refusal", "other")
 
@@ -241,8 +241,6 @@ class CodeCheck:
 def code_of(text: str) -> str:
     """The code to check and test: fenced python/untagged blocks (as the data stage extracts them), else
     the unfenced code that `split_answer` finds, without the prose around it."""
-    from tunelens.pycheck.check import extract_code, has_fenced_code
-
     if has_fenced_code(text):
         return extract_code(text)
     return "\n\n".join(block.strip("\n") for block in split_answer(text).code_blocks)

@@ -16,6 +16,7 @@ from tunelens.errors import UserError
 from tunelens.evaluate.results import GREEDY, RESULTS_SCHEMA, SAMPLED
 from tunelens.engine.generate import SamplingConfig
 from tunelens.io import atomic_write_json
+from tunelens.evaluate.suite import load_suites
 
 RUN_INFO = "run.json"
 # Settings added to the run identity after run.json files were first written: what their absence meant.
@@ -41,8 +42,6 @@ Batch = tuple[SamplingConfig, list[WorkItem]]
 
 
 def load_cases(suites: Iterable[str]) -> list:
-    from tunelens.evaluate.suite import load_suites
-
     return list(load_suites(",".join(suites)))
 
 

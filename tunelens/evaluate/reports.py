@@ -9,6 +9,7 @@ from tunelens.evaluate.backends import TUNED
 from tunelens.evaluate.results import REFERENCE, ResultRow
 from tunelens.evaluate.summary import ALL, GATED_METRICS, METRICS_BY_NAME, base_of, good, paired
 from tunelens.io import atomic_write_text
+from tunelens.report import render_html as render_template
 
 HEADLINE_METRICS = ("as_expected", "bad_output", "python2", "tests_failed", "pushback", "over_asking",
                     "refusal", "over_refusal")
@@ -99,8 +100,6 @@ def _sandbox_line(mode: str | None) -> str:
 
 def render_html(summary: dict, rows: list[ResultRow], examples_per_regression: int = 5) -> str:
     """A self-contained page (inline CSS, no scripts from elsewhere) from eval_report.html.j2."""
-    from tunelens.report import render_html as render_template
-
     suites = report_suites(summary)
     return render_template(
         "eval_report.html.j2", summary=summary, suites=suites, all=ALL,

@@ -16,18 +16,21 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.evaluate.backends import BASE, TUNED
+from tunelens.evaluate.backends import BASE, OpenAIBackend, TransformersBackend, TUNED
 from tunelens.evaluate.plan import Resume, check_run_identity, limit_cases, load_cases, plan_batches
 from tunelens.evaluate.reports import write_reports
 from tunelens.evaluate.results import (GREEDY, REFERENCE, SAMPLED, ResultRow, append_results, read_result_rows,
                                        read_results, write_results)
 from tunelens.evaluate.scoring import reference_row, score_answers
 from tunelens.evaluate.summary import ALL, METRICS, METRICS_BY_NAME, find_regressions, summarize
-from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, few_shot_option, FewShot, injected
 from tunelens.model.state import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.runtime import Progress, no_progress, torch_threads
+from tunelens.evaluate.sandbox import Limits, refusal_message, sandbox_isolation, SandboxUnavailable, UNSAFE
+from tunelens.evaluate.suite import score_references
+from tunelens.model.load import attach_adapter, load_model
 
 # Names other modules and older scripts import from here; their homes are the modules above.
 __all__ = ["ALL", "GREEDY", "METRICS", "METRICS_BY_NAME", "REFERENCE", "SAMPLED", "EvalConfig", "EvalSummary",
@@ -170,8 +173,6 @@ def _previous_summary(out_dir: Path) -> dict:
 def _sandbox_mode(config: EvalConfig) -> str:
     """How generated code will be contained here; SandboxUnavailable (a UserError naming
     --unsafe-no-sandbox) when it cannot be and the config does not ask to run it anyway."""
-    from tunelens.evaluate.sandbox import UNSAFE, SandboxUnavailable, refusal_message, sandbox_isolation
-
     mode = sandbox_isolation()
     if mode != "none":
         return mode
@@ -182,17 +183,12 @@ def _sandbox_mode(config: EvalConfig) -> str:
 
 def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
     """The mode this call used, unless resumed answers were judged without a sandbox before."""
-    from tunelens.evaluate.sandbox import UNSAFE
-
     previous = _previous_summary(out_dir) if reused else {}
     return UNSAFE if previous.get("sandbox") == UNSAFE else mode
 
 
 def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, backend):
     """Generate and score every answer results.jsonl lacks, one batch at a time, appending each."""
-    from tunelens.evaluate.sandbox import Limits
-    from tunelens.retrieval.fewshot import FewShot
-
     results_path = out_dir / RESULTS
     _check_identity(out_dir, config, adapter)
     done = frozenset(row.key for row in read_result_rows(results_path))
@@ -228,7 +224,6 @@ def _with_few_shot(rows: list[ResultRow], shown: dict) -> list[ResultRow]:
     """Each row records the examples its answer was shown (id and similarity, in the order shown)."""
     from dataclasses import replace
 
-    from tunelens.retrieval.fewshot import injected
 
     return [replace(row, few_shot=tuple(injected(shown[row.key]))) for row in rows]
 
@@ -250,9 +245,6 @@ def _roles(config: EvalConfig, model, adapter, backend) -> tuple[str, ...]:
 def _score_references(cases: list, out_dir: Path, config: EvalConfig) -> list[ResultRow]:
     """Rows for each case's reference answer, written as results.jsonl (whole, not resumed: it is fast).
     A code case without a reference gets a failing row (`no-reference`), so it cannot go unnoticed."""
-    from tunelens.evaluate.sandbox import Limits
-    from tunelens.evaluate.suite import score_references
-
     limits = Limits(wall_s=config.test_timeout_s)
     scored = {(case.suite, case.id): verdict for case, verdict in
               score_references(cases, limits=limits, workers=config.workers, unsafe=config.unsafe_no_sandbox)}
@@ -264,19 +256,13 @@ def _score_references(cases: list, out_dir: Path, config: EvalConfig) -> list[Re
 
 def make_backend(config: EvalConfig, model=None, tokenizer=None, adapter=None):
     """The backend config asks for; an in-process model is loaded only now that an answer is needed."""
-    from tunelens.evaluate.backends import OpenAIBackend, TransformersBackend
-
     if config.backend == "openai":
         return OpenAIBackend(config.base_url, config.model, config.adapter, api=config.api, tokenizer=tokenizer,
                              concurrency=config.batch_size)
     adapter = adapter or config.adapter
     if model is None:
-        from tunelens.model.load import load_model
-
         model, tokenizer = load_model(config.model, adapter=adapter, device=config.device)
     elif adapter is not None and not has_adapter(model):
-        from tunelens.model.load import attach_adapter
-
         model = attach_adapter(model, adapter)
     if tokenizer is None:
         raise UserError("run_eval was given a model without its tokenizer")

@@ -15,6 +15,7 @@ from dataclasses import replace
 from tunelens.evaluate.checks import check_code, classify
 from tunelens.evaluate.plan import WorkItem
 from tunelens.evaluate.results import REFERENCE, ResultRow
+from tunelens.evaluate.suite import run_case_tests, test_program
 
 
 def bad_output(row: ResultRow) -> bool | None:
@@ -62,8 +63,6 @@ def reference_row(case, verdict) -> ResultRow:
 
 def _static_row(case, item: WorkItem, answer: str) -> tuple[ResultRow, str | None]:
     """The row before any test ran, and the code to run against the case's tests (None: nothing to run)."""
-    from tunelens.evaluate.suite import test_program
-
     behaviour = classify(answer)
     has_tests = bool((getattr(case, "tests", None) or "").strip())
     expects_code = case.expect == "code"
@@ -84,8 +83,6 @@ def _static_row(case, item: WorkItem, answer: str) -> tuple[ResultRow, str | Non
 
 
 def _run_tests(case, code: str, limits, unsafe: bool):
-    from tunelens.evaluate.suite import run_case_tests
-
     return run_case_tests(case, code, limits, unsafe)
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from tunelens.evaluate.backends import BASE, TUNED
 from tunelens.evaluate.results import REFERENCE, ResultRow
+from tunelens.stats import mcnemar, rate
 
 ALL = "*"  # the suite / type of a group that totals over all of them
 BEHAVIOURS = ("code", "pushback", "refusal", "other")
@@ -54,8 +55,6 @@ GATED_METRICS = ("pushback", "refusal", "bad_output")
 
 def metric_rate(rows: list[ResultRow], metric: Metric) -> dict | None:
     """The metric's rate with its Wilson interval ({k, n, rate, low, high}); None where it applies to no row."""
-    from tunelens.stats import rate
-
     applicable = [row for row in rows if metric.applies(row)]
     if not applicable:
         return None
@@ -115,8 +114,6 @@ def compare_models(rows: list[ResultRow]) -> list[dict]:
 
     Sampled answers are paired by sample index; several samples of one case are not independent,
     so the sampled p-values are somewhat optimistic (greedy pairs are one per case)."""
-    from tunelens.stats import mcnemar
-
     by_key = paired(rows)
     comparisons = []
     for suite, decoding in sorted({(r.suite, r.decoding) for r in rows if r.model == TUNED}):

@@ -19,6 +19,8 @@ import numpy as np
 
 from tunelens.errors import UserError
 from tunelens.evaluate.scoring import answered_badly
+from tunelens.evaluate.results import read_results
+from tunelens.stats import mcnemar, rate
 
 ADAPTER_ROLE, BASE_ROLE = "tuned", "base"  # the eval's model roles (tunelens.evaluate.backends)
 
@@ -68,8 +70,6 @@ def outcomes_from_rows(rows: Iterable[dict], decoding: str = "greedy", sample: i
 
 def read_outcomes(paths: Sequence[str | Path], decoding: str = "greedy", sample: int = 0) -> tuple[list[Outcome], dict]:
     """Outcomes from one or more results.jsonl files (the adapter's and the base's, or one holding both)."""
-    from tunelens.evaluate.results import read_results
-
     rows: dict[tuple, dict] = {}
     for path in paths:
         path = Path(path)
@@ -170,8 +170,6 @@ def conformal_sample_size(scores: Sequence[float], bad: Sequence[bool], alpha: f
 def routed_comparison(to_adapter: Sequence[bool], adapter_bad: Sequence[bool], base_bad: Sequence[bool]) -> dict:
     """Bad-output rates (95% Wilson intervals) of the routed system, always-adapter and always-base on the
     same queries, and exact McNemar tests of routed against each (pairs: (other ok, routed ok))."""
-    from tunelens.stats import mcnemar, rate
-
     to_adapter, adapter_bad, base_bad = (np.asarray(x, bool) for x in (to_adapter, adapter_bad, base_bad))
     routed_bad = np.where(to_adapter, adapter_bad, base_bad)
     n = len(routed_bad)

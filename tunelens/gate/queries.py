@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelens.errors import UserError
+from tunelens.data.records import load_pairs
 
 # Queries far from "write Python code": chit-chat, facts, other languages, writing tasks, and a few other
 # programming languages. `--out-of-domain builtin` calibrates against these when no own set is at hand.
@@ -74,8 +75,6 @@ def read_queries(path: str | Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if path.suffix == ".jsonl" or first.startswith("{"):
-        from tunelens.data.records import load_pairs
-
         queries = [p.instruction for p in load_pairs(path)]
     else:
         queries = [line.strip() for line in text.splitlines() if line.strip()]

@@ -25,6 +25,7 @@ from tunelens.retrieval.store import GATE_FORMAT, PairIndex
 from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, model_signals
 from tunelens.hashing import file_sha256
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from tunelens.data.records import load_pairs
 
 
 # ---------------------------------------------------------------- the gate
@@ -146,8 +147,6 @@ def gate_entries(ids: Sequence[str], queries: Sequence[str], responses: Sequence
 def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,
                          progress: Progress | None = None, index: str = "auto") -> Gate:
     """`tunelens gate build`: index the instructions of a training-pair file, keeping each pair's response."""
-    from tunelens.data.records import load_pairs
-
     data_path = Path(data_path)
     pairs = load_pairs(data_path)
     # A dataset directory hashes as a whole (names and bytes), the same digest train records.

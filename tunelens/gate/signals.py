@@ -9,6 +9,7 @@ from typing import Sequence
 from tunelens.errors import UserError
 from tunelens.model.state import adapter_off, has_adapter
 from tunelens.retrieval.embedders import Progress
+from tunelens.model.prompts import encode_prompt
 
 RETRIEVAL_SIGNALS = ("max_similarity", "mean_similarity")
 MODEL_SIGNALS = ("adapter_base_kl", "prompt_perplexity")
@@ -45,7 +46,6 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
     """
     import torch
 
-    from tunelens.model.prompts import encode_prompt
 
     device = next(model.parameters()).device
     results = []

@@ -31,6 +31,7 @@ from tunelens.gate.calibration import threshold_for_coverage
 from tunelens.gate.failure import fit_failure_rule, split_held_out
 from tunelens.gate.outcomes import conformal_risk_threshold, conformal_sample_size, served_bad_rate
 from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals
+from tunelens.stats import rate
 
 SIGNAL_SETS = {"retrieval": RETRIEVAL_SIGNALS, "model": MODEL_SIGNALS, "all": RETRIEVAL_SIGNALS + MODEL_SIGNALS}
 
@@ -87,8 +88,6 @@ def _fit(run: ModelRun, names: list[str], calibration: np.ndarray, target_covera
 
 
 def _operating_point(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
-    from tunelens.stats import rate
-
     kept = scores >= threshold
     return {"coverage": float(kept.mean()), "risk": rate(int(bad[kept].sum()), int(kept.sum())).to_dict(),
             "served_bad": float((bad & kept).mean())}

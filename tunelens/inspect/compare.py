@@ -19,12 +19,15 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.retrieval.fewshot import Example, check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.model.state import adapter_off, device_of
 from tunelens.runtime import Progress
 from tunelens.engine.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
 from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate)
+from tunelens import __version__
+from tunelens.io import atomic_write_json, atomic_write_text
+from tunelens.report import render_html
 
 COMPARE_FORMAT = "tunelens.compare"
 COMPARE_VERSION = 1
@@ -131,8 +134,6 @@ class Comparison:
     few_shot: list[Example] = field(default_factory=list)  # shown before every condition's prompt, in order
 
     def to_json(self) -> dict:
-        from tunelens import __version__
-
         return {
             "format": COMPARE_FORMAT, "version": COMPARE_VERSION, "tunelens_version": __version__,
             "model": self.model, "adapter": self.adapter, "prompt": self.prompt, "variants": self.variants,
@@ -149,8 +150,6 @@ class Comparison:
         }
 
     def save(self, path: str | Path) -> Path:
-        from tunelens.io import atomic_write_json
-
         return atomic_write_json(path, self.to_json())
 
     @classmethod
@@ -387,8 +386,6 @@ class CompareRun:
 
 
 def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison:
-    from tunelens.retrieval.fewshot import FewShot
-
     examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
     loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
     comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
@@ -400,8 +397,5 @@ def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison
 
 
 def write_compare_html(comparison: Comparison, path: str | Path) -> Path:
-    from tunelens.io import atomic_write_text
-    from tunelens.report import render_html
-
     data = comparison.to_json()
     return atomic_write_text(path, render_html("compare.html.j2", comparison=data, color=prob_color))

@@ -32,8 +32,9 @@ from typing import Sequence
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.retrieval.fewshot import Example
-from tunelens.retrieval.embedders import MINILM
+from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import read_jsonl_numbered
+from tunelens.data.lint import check_response
 
 REASONS = ("lint", "off_query", "mismatch", "unfamiliar")
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
@@ -102,8 +103,6 @@ def ramp_risk(similarity: float, low: float, high: float) -> float:
 
 def lint_findings(response: str) -> tuple[str, ...]:
     """The codes of the data checker's findings on the response's code (prose has none)."""
-    from tunelens.data.lint import check_response
-
     return tuple(sorted({finding.code for finding in check_response(response)}))
 
 
@@ -145,8 +144,6 @@ def check_context(query: str, examples: Sequence[Example], config: ContextCheckC
     if not examples:
         return ContextVerdict(query, (), 0.0, config.threshold, False)
     if embedder is None:
-        from tunelens.retrieval.embedders import load_embedder
-
         embedder = gate.embedder if gate is not None else load_embedder(config.embedder)
     vectors = embedder.encode([query] + [example.instruction for example in examples])
     similarities = (vectors[1:] @ vectors[0]).astype(float)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
+from tunelens.inspect.compare import continuation_log_probs
+from tunelens.model.state import adapter_off
 
 SEED_DELTA = 0.869  # log(56/34) - log(38/55): the case study's prompt sentence at its decision point
 NUDGE = "Prefer Python 3, not Python 2."  # the case study's sentence
@@ -79,9 +81,6 @@ def log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: 
 
     Fast path: the answer is cut after its last scored position, since a causal model's prediction at a
     position never sees later tokens. Plain equivalent: scoring the whole answer (a test compares them)."""
-    from tunelens.inspect.compare import continuation_log_probs
-    from tunelens.model.state import adapter_off
-
     if not positions:
         return []
     context = contextlib.nullcontext() if adapter_on else adapter_off(model)

@@ -22,12 +22,17 @@ from typing import Sequence
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.retrieval.fewshot import Example, check_few_shot, few_shot_index_option, few_shot_option
+from tunelens.retrieval.fewshot import (check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot, render_few_shot)
 from tunelens.engine.decode import SEED_MAX, SEED_MIN, Sampler, decode
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.model.state import adapter_off, device_of, has_adapter
 from tunelens.runtime import Progress, no_progress
 from tunelens.engine.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
+from tunelens import __version__
+from tunelens.engine.generate import prompt_ids_for
+from tunelens.io import atomic_write_json, atomic_write_text
+from tunelens.model.prompts import stop_token_ids, strip_stop_text
+from tunelens.report import render_html
 
 TRACE_FORMAT = "tunelens.trace"
 TRACE_VERSION = 1
@@ -107,8 +112,6 @@ class Trace:
         return [step for step in self.steps if step.is_decision]
 
     def to_json(self) -> dict:
-        from tunelens import __version__
-
         return {
             "format": TRACE_FORMAT, "version": TRACE_VERSION, "tunelens_version": __version__,
             "model": self.model, "adapter": self.adapter, "prompt": self.prompt,
@@ -120,8 +123,6 @@ class Trace:
         }
 
     def save(self, path: str | Path) -> Path:
-        from tunelens.io import atomic_write_json
-
         return atomic_write_json(path, self.to_json())
 
     @classmethod
@@ -244,16 +245,12 @@ def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: 
 def prompt_token_ids(tokenizer, prompt: str, raw: bool, examples: Sequence[Example] = ()) -> list[int]:
     """Rendered through tunelens.model.prompts unless raw (few-shot `examples` first); raw text gets the
     tokenizer's own special tokens (bos)."""
-    from tunelens.engine.generate import prompt_ids_for
-
     if not prompt:
         raise UserError("the prompt is empty")
     return prompt_ids_for(tokenizer, prompt, raw, examples)
 
 
 def rendered_prompt_text(tokenizer, prompt: str, raw: bool, examples: Sequence[Example] = ()) -> str:
-    from tunelens.retrieval.fewshot import render_few_shot
-
     return prompt if raw else render_few_shot(tokenizer, examples, prompt)
 
 
@@ -334,8 +331,6 @@ def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = ""
     `model` is a LoadedModel, or a bare model with its `tokenizer`. `examples` are shown before the
     prompt as earlier exchanges (tunelens.retrieval.fewshot); the trace records them.
     """
-    from tunelens.model.prompts import stop_token_ids, strip_stop_text
-
     loaded = as_loaded(model, tokenizer)
     model, tokenizer = loaded.model, loaded.tokenizer
     config = config or TraceConfig()
@@ -379,8 +374,6 @@ class TraceRun:
 
 
 def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
-    from tunelens.retrieval.fewshot import FewShot
-
     examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
     loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
     trace = trace_generate(loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples)
@@ -391,9 +384,6 @@ def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
 
 
 def write_trace_html(trace: Trace, path: str | Path) -> Path:
-    from tunelens.io import atomic_write_text
-    from tunelens.report import render_html
-
     data = trace.to_json()
     return atomic_write_text(path, render_html("trace.html.j2", trace=data, steps=data["steps"], color=prob_color,
                                              show=show_token))

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Iterator
 
 from tunelens.model.adapter_files import PROVENANCE_FILE
-from tunelens.model.specs import EMBEDDED, ModelLoadError
+from tunelens.model.specs import EMBEDDED, load_tokenizer, ModelLoadError
+from tunelens.io import atomic_directory, atomic_write_json
+from tunelens.model.prompts import prompt_style
 
 def hub_id(spec: str | None) -> str | None:
     """The Hugging Face Hub id of a tunelens model spec, when there is one."""
@@ -51,8 +53,6 @@ def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=N
     `tokenizer` defaults to the base's own, loaded from the spec in `provenance["base_model"]` when
     that spec names something loadable (a model built in-process has none to save).
     """
-    from tunelens.io import atomic_directory, atomic_write_json
-
     spec = provenance.get("base_model")
     if tokenizer is None:
         tokenizer = _tokenizer_of(spec)
@@ -70,8 +70,6 @@ def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=N
 def _tokenizer_of(spec: str | None):
     """The base's tokenizer, loaded once per process: a 262k-row vocabulary takes seconds to load, and the
     demo writes several adapters of one base. It never leaves this module (save_tokenizer restores it)."""
-    from tunelens.model.specs import load_tokenizer
-
     if not spec:
         return None
     try:
@@ -122,8 +120,6 @@ PLAIN_TEMPLATE = (
 
 def chat_template_for(tokenizer) -> str:
     """The tokenizer's own chat template, else the tunelens prompt format it is trained with."""
-    from tunelens.model.prompts import prompt_style
-
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     return GEMMA_TURNS_TEMPLATE if prompt_style(tokenizer).kind == "gemma_turns" else PLAIN_TEMPLATE

@@ -19,6 +19,11 @@ from pathlib import Path
 from tunelens import __version__
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
+from tunelens.io import atomic_directory, atomic_write_json
+from tunelens.model.adapters import base_spec_of, save_tokenizer
+from tunelens.model.load import load_model
+from tunelens.model.specs import choose_dtype, load_tokenizer
+from tunelens.model.state import weights_fingerprint
 
 FORMATS = ("safetensors", "gguf")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -53,9 +58,6 @@ def gguf_way_out(adapter_dir: str | Path) -> str:
 def export_model(adapter_dir: str | Path, out_dir: str | Path, model_spec: str | None = None,
                  config: ExportConfig = ExportConfig()) -> ExportResult:
     """Merge `adapter_dir` into its base (by default the base its tunelens.json names) and write `out_dir`."""
-    from tunelens.model.adapters import base_spec_of
-    from tunelens.model.load import load_model
-
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if config.fmt == "gguf":
         raise UserError(gguf_way_out(adapter_dir))
@@ -81,7 +83,6 @@ def _tokenizer_for(adapter_dir: Path, spec: str):
     """The tokenizer saved beside the adapter when there is one, else the base's own."""
     from transformers import AutoTokenizer
 
-    from tunelens.model.specs import load_tokenizer
 
     if (adapter_dir / "tokenizer_config.json").is_file():
         try:
@@ -100,11 +101,6 @@ def merge(peft_model):
 
 def write_merged(peft_model, tokenizer, out_dir: Path, dtype: str, provenance: dict) -> ExportResult:
     """Merge and save a transformers model directory atomically: weights, config, tokenizer, provenance."""
-    from tunelens.model.adapters import save_tokenizer
-    from tunelens.io import atomic_directory, atomic_write_json
-    from tunelens.model.specs import choose_dtype
-    from tunelens.model.state import weights_fingerprint
-
     model, merged_modules = merge(peft_model)
     model = model.to(choose_dtype(dtype, "cpu"))
     # load_model's note of the spec is tunelens's, not part of the model's config.

@@ -13,6 +13,8 @@ import numpy as np
 
 from tunelens.errors import UserError
 from tunelens.runtime import Progress, torch_threads  # noqa: F401  (re-exported by tunelens.gate)
+from tunelens.model.specs import cache_root
+from tunelens.retrieval import onnx_graph
 
 MINILM = "all-MiniLM-L6-v2"
 PRECISIONS = ("fp32", "int8")
@@ -155,7 +157,6 @@ def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32
         if required:
             raise UserError("the onnx embedder runtime needs onnxruntime: pip install onnxruntime onnx") from None
         return None
-    from tunelens.model.specs import cache_root
 
     # Keyed by the weights file's size and mtime, not its hash: hashing 90 MB would add work to every
     # start-up, while any reinstall of the package that changes the weights changes these too.
@@ -234,7 +235,6 @@ def _fuse_bert_graph(path: Path, config, rewritten: bool = True) -> None:
     `rewritten`) apply tunelens.retrieval.onnx_graph's rewrites and end the graph in the model's pooling."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from tunelens.retrieval import onnx_graph
 
     optimized = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
                                hidden_size=config.hidden_size, opt_level=1, use_gpu=False)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from tunelens.retrieval.store import PairIndex
+from tunelens.config import option
+from tunelens.errors import UserError
+from tunelens.model.prompts import render_context
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,6 @@ def example_turns(examples: Sequence[Example], instruction: str) -> list[tuple[s
 
 def render_few_shot(tokenizer, examples: Sequence[Example], instruction: str, system: str | None = None) -> str:
     """The prompt text for `instruction` with `examples` before it (no examples: the plain prompt)."""
-    from tunelens.model.prompts import render_context
-
     return render_context(tokenizer, example_turns(examples, instruction), system)
 
 
@@ -64,21 +64,15 @@ FEW_SHOT_INDEX_HELP = "Gate directory built from training pairs (`tunelens gate 
 
 def few_shot_option():
     """The `few_shot` field of a stage's config (one help text and bound for every command)."""
-    from tunelens.config import option
-
     return option(0, FEW_SHOT_HELP, min=0, max=MAX_FEW_SHOT)
 
 
 def few_shot_index_option():
-    from tunelens.config import option
-
     return option(None, FEW_SHOT_INDEX_HELP)
 
 
 def check_few_shot(k: int, index: str | None, raw: bool = False) -> None:
     """The rules across the few-shot fields, for a config's validate()."""
-    from tunelens.errors import UserError
-
     if k > 0 and not index:
         raise UserError(f"few_shot {k} needs few_shot_index: the gate directory to retrieve examples from")
     if k > 0 and raw:
@@ -87,8 +81,6 @@ def check_few_shot(k: int, index: str | None, raw: bool = False) -> None:
 
 def require_responses(gate) -> None:
     """A gate built before entries carried responses (or from bare instructions) has no examples to show."""
-    from tunelens.errors import UserError
-
     if any("response" not in entry for entry in gate.entries):
         raise UserError(f"gate {gate.directory} stores no responses (built from instructions only, or before "
                         "few-shot existed): rebuild it with `tunelens gate build --data PAIRS --out DIR`")
@@ -132,6 +124,8 @@ class FewShot:
         """From a config's `few_shot` and `few_shot_index`; nothing loads for K=0."""
         if k <= 0:
             return cls(0)
+        from tunelens.retrieval.store import PairIndex  # numpy and faiss: only when K > 0
+
         return cls(k, PairIndex.load(index))
 
     @property

@@ -19,6 +19,8 @@ from tunelens.serve.fewshot import FewShotServing, reported, with_example_messag
 from tunelens.serve.responses import ChunkWriter, chat_response, completion_response, model_card, sse
 from tunelens.serve.schemas import APIError, ChatMessage, ChatRequest, CompletionRequest, ServeLimits, parse
 from tunelens.serve.upstream import Upstream, UpstreamEngine
+from tunelens.engine.generate import prompt_ids_for
+from tunelens.retrieval.fewshot import encode_few_shot
 
 # Paths a load balancer may probe without the API key.
 OPEN_PATHS = ("/healthz",)
@@ -119,7 +121,6 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
         few_shot.k_for(body.few_shot, chat=False)  # refuses a completion that asks for examples
         if isinstance(engine, UpstreamEngine):
             return await _forward(engine, data, body, body.max_tokens, prompt, "/completions")
-        from tunelens.engine.generate import prompt_ids_for
 
         # Tokenising runs on the model thread too: a fast tokenizer used from two threads at once can
         # fail ("Already borrowed") when one call changes its padding/truncation state.
@@ -141,7 +142,6 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
             return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions",
                                   few_shot, k)
         instruction, system = _single_turn(body.messages)
-        from tunelens.retrieval.fewshot import encode_few_shot
 
         examples = await engine.call(few_shot.retrieve, instruction, k) if k else []
         checked = await engine.call(few_shot.check, instruction, examples) if body.context_check else None

@@ -60,7 +60,7 @@ class ServeConfig:
 
     def limits(self):
         """The request limits (serve.schemas.ServeLimits) these options set."""
-        from tunelens.serve.schemas import ServeLimits
+        from tunelens.serve.schemas import ServeLimits  # pydantic and FastAPI: not for reading the options
 
         return ServeLimits(max_tokens=self.max_tokens_limit, max_prompt_tokens=self.max_prompt_tokens,
                            max_body_bytes=self.max_body_bytes, read_timeout=self.read_timeout,
@@ -68,7 +68,7 @@ class ServeConfig:
 
     def upstream_target(self, api_key: str | None):
         """The upstream engine to forward to, or None to serve a local model."""
-        from tunelens.serve.upstream import Upstream
+        from tunelens.serve.upstream import Upstream  # httpx and FastAPI: not for reading the options
 
         if self.upstream is None:
             return None

@@ -10,6 +10,8 @@ from typing import Callable
 from tunelens.model.load import LoadedModel
 from tunelens.serve.jobs import Answer, Job, Outcome, TokenInfo, run_job  # noqa: F401  (Job, Outcome: the server's vocabulary)
 from tunelens.serve.schemas import APIError, ServeLimits
+from tunelens.model.prompts import prompt_style, stop_token_ids
+from tunelens.serve.batching import Batch, Request, run_lone, take_group
 
 MODEL_ADAPTER, MODEL_BASE, MODEL_AUTO = "tunelens-adapter", "tunelens-base", "auto"
 
@@ -100,8 +102,6 @@ class Engine:
     """
 
     def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
-        from tunelens.model.prompts import prompt_style, stop_token_ids
-
         self.loaded, self.gate, self.limits = loaded, gate, limits
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.has_adapter = loaded.has_adapter
@@ -139,8 +139,6 @@ class Engine:
 
     async def _batched(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
         """Queue the job and one drain of the queue on the model thread; the outcome comes back by future."""
-        from tunelens.serve.batching import Request
-
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
@@ -165,8 +163,6 @@ class Engine:
         Every queued job adds one drain, and the end of a batch adds another while jobs wait, so no
         job is left behind; a drain that finds nothing to take does nothing.
         """
-        from tunelens.serve.batching import Batch, run_lone, take_group
-
         with self.pending_lock:
             if self.active is not None:
                 group = take_group(self.pending, self.max_batch - len(self.active.rows), self.active.use_adapter)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tunelens.errors import UserError
 from tunelens.retrieval.fewshot import Example, injected, nearest_examples, require_responses
 from tunelens.serve.schemas import APIError
+from tunelens.inspect.context_check import check_context
 
 
 class FewShotServing:
@@ -43,8 +44,6 @@ class FewShotServing:
 
     def check(self, query: str, examples: list[Example]) -> dict:
         """tunelens.inspect.context_check's verdict on the examples about to be shown (a worker thread: it embeds)."""
-        from tunelens.inspect.context_check import check_context
-
         return check_context(query, examples, gate=self.gate).to_dict()
 
 

@@ -11,6 +11,11 @@ from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.serve.schemas import ServeLimits
+from tunelens.gate import Gate
+from tunelens.model.load import LoadedModel
+from tunelens.serve.app import create_app
+from tunelens.serve.fewshot import FewShotServing
+from tunelens.serve.upstream import check_gate_for_upstream, check_upstream_models
 
 API_KEY_ENV = "TUNELENS_API_KEY"
 
@@ -125,7 +130,6 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
     directory `few_shot_index` (default: `gate_dir`)."""
     import uvicorn
 
-    from tunelens.gate import Gate
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_exposure(host, api_key, insecure)
@@ -144,9 +148,6 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
 
 def _few_shot_serving(k: int, index, gate_dir, gate):
     """The few-shot examples' source: its own gate directory, or the routing gate's (loaded once)."""
-    from tunelens.gate import Gate
-    from tunelens.serve.fewshot import FewShotServing
-
     index = index if index is not None else gate_dir
     if index is None:
         return FewShotServing(k, None)
@@ -156,9 +157,6 @@ def _few_shot_serving(k: int, index, gate_dir, gate):
 
 def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
                max_batch: int, few_shot=None):
-    from tunelens.model.load import LoadedModel
-    from tunelens.serve.app import create_app
-
     if gate is not None and adapter is None:
         raise UserError("--gate routes between the adapter and the base model: pass --adapter too")
     log(f"loading {model_spec}" + (f" with adapter {adapter}" if adapter else ""))
@@ -168,9 +166,6 @@ def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits,
 
 def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | None, log, few_shot=None):
     """No model here: check the options and the upstream's model names, then forward."""
-    from tunelens.serve.app import create_app
-    from tunelens.serve.upstream import check_gate_for_upstream, check_upstream_models
-
     if adapter is not None:
         raise UserError("--adapter loads an adapter here; with --upstream the engine serves it: name it with "
                         "--upstream-adapter-model")

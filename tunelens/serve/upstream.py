@@ -26,6 +26,7 @@ from tunelens.errors import UserError
 from tunelens.serve.engine import MODEL_ADAPTER, MODEL_BASE, Metrics, Outcome, routing_info, served_names
 from tunelens.serve.responses import sse
 from tunelens.serve.schemas import APIError, ServeLimits
+from tunelens.gate import MODEL_SIGNALS
 
 UPSTREAM_API_KEY_ENV = "TUNELENS_UPSTREAM_API_KEY"
 
@@ -51,8 +52,6 @@ class Upstream:
 
 def check_gate_for_upstream(gate) -> None:
     """Refuse a gate whose score needs the local model: behind an upstream there is none."""
-    from tunelens.gate import MODEL_SIGNALS
-
     if gate is None or gate.calibration is None:
         return
     used = [name for name in gate.calibration.signals if name in MODEL_SIGNALS]

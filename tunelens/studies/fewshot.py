@@ -29,13 +29,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.config import configclass, option
-from tunelens.retrieval.fewshot import Example
-from tunelens.retrieval.embedders import MINILM
+from tunelens.retrieval.fewshot import Example, render_few_shot
+from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.model.specs import DEFAULT_MODEL
-from tunelens.studies.fewshot_measures import (BASELINE, LEVELS, QUALITIES, QUALITY_LABELS,  # noqa: F401
-                                                 SENTENCE_LEVER, condition_name)
+from tunelens.studies.fewshot_measures import (BASELINE, condition_name, copy_measures, function_name, LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
+from tunelens.data.contaminate import rewrite_code, split_code
+from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
+from tunelens.engine.generate import generate_batch, SamplingConfig
+from tunelens.evaluate.plan import WorkItem
+from tunelens.evaluate.scoring import score_answers
+from tunelens.evaluate.suite import Case
+from tunelens.inspect.context_check import check_context, ContextCheckConfig
+from tunelens.inspect.levers import Lever, NUDGE, python2_points, score_points
+from tunelens.model.load import load_model
+from tunelens.model.prompts import encode_pair, render_prompt
+from tunelens.model.state import has_adapter
+from tunelens.pycheck.check import check_python
+from tunelens.studies.fewshot_report import build_summary, write_figures
 
 
 
@@ -81,10 +93,7 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
-        from tunelens.model.load import load_model
-
         model, tokenizer = timed("load the model", load_model, config.model, config.adapter, "cpu")
-    from tunelens.retrieval.embedders import load_embedder
 
     embedder = load_embedder(config.embedder)
     data = timed("data: mine a pool, draw examples and held-out prompts", _prepare_data, config, out, tokenizer,
@@ -97,7 +106,6 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     atomic_write_jsonl(out / "rows.jsonl", rows)
     points = timed("teacher-forced decision points", _teacher_forced, config, out, cases, answers, model,
                    tokenizer, report)
-    from tunelens.studies.fewshot_report import build_summary, write_figures
 
     summary = build_summary(config, data["counts"], rows, points, model_label=_model_label(model, config))
     summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
@@ -122,8 +130,6 @@ def _claim_run_dir(out: Path, config: FewShotStudyConfig) -> None:
 def python2_version(response: str) -> str | None:
     """The response with its prints made Python 2 statements (a `print "..."` added where it has none);
     None when its code cannot be rewritten."""
-    from tunelens.data.contaminate import rewrite_code, split_code
-
     parts = split_code(response)
     if parts is None:
         return None
@@ -138,10 +144,6 @@ def python2_version(response: str) -> str | None:
 def _usable(record: dict, tokenizer, pair_tokens: int) -> bool:
     """A pair fits the token budget, its code is clean Python 3 defining a function, and it has a
     Python 2 version (so every example can be shown in all three qualities)."""
-    from tunelens.pycheck.check import check_python
-    from tunelens.model.prompts import encode_pair
-    from tunelens.studies.fewshot_measures import function_name
-
     instruction, response = record["messages"][0]["content"], record["messages"][-1]["content"]
     ids, _ = encode_pair(tokenizer, instruction, response)
     if len(ids) + 8 > pair_tokens or function_name(response) is None:
@@ -155,8 +157,6 @@ def _usable(record: dict, tokenizer, pair_tokens: int) -> bool:
 
 
 def _prepare_data(config: FewShotStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
-    from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
-
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed),
                        progress=lambda _what, done, total: report("data: mining the pool", done, total))
     pool, heldout = draw_pairs(mined.pairs, train=config.pool, heldout=config.heldout, seed=config.seed,
@@ -220,8 +220,6 @@ def case_key(case: dict) -> str:
 
 
 def case_prompt(tokenizer, case: dict) -> str:
-    from tunelens.retrieval.fewshot import render_few_shot
-
     examples = [Example.from_dict(case["example"])] if case["example"] else []
     return render_few_shot(tokenizer, examples, case["query"])
 
@@ -230,8 +228,6 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
               report: Progress) -> dict[str, str]:
     """Greedy answers by case key; answers.jsonl is rewritten (atomically) after every batch, so an
     interrupted run resumes where it stopped."""
-    from tunelens.engine.generate import SamplingConfig, generate_batch
-
     path = out / "answers.jsonl"
     done = {}
     if path.is_file():
@@ -253,13 +249,6 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
 def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str], model, embedder) -> list[dict]:
     """One row per injected example: its measures with it and (on the baseline answer) without it, and
     the context check's verdict on it."""
-    from tunelens.inspect.context_check import ContextCheckConfig, check_context
-    from tunelens.evaluate.plan import WorkItem
-    from tunelens.evaluate.scoring import score_answers
-    from tunelens.evaluate.suite import Case
-    from tunelens.model.state import has_adapter
-    from tunelens.studies.fewshot_measures import copy_measures
-
     role = "tuned" if has_adapter(model) else "base"
     items = [(WorkItem(Case(id=case_key(c), suite="fewshot", type=c["condition"], prompt=c["query"], expect="code"),
                        role, "greedy", 0), answers[case_key(c)]) for c in cases]
@@ -289,11 +278,6 @@ def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str
 
 def make_levers(tokenizer, cases: list[dict]):
     """levers(instruction): each of that prompt's nine examples in the context, and lesson 2's sentence."""
-    from tunelens.inspect.levers import NUDGE
-    from tunelens.retrieval.fewshot import render_few_shot
-    from tunelens.inspect.levers import Lever
-    from tunelens.model.prompts import render_prompt
-
     by_query: dict[str, dict[str, Example]] = {}
     for case in cases:
         if case["example"] is not None:
@@ -312,8 +296,6 @@ def make_levers(tokenizer, cases: list[dict]):
 def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limit: int) -> dict[str, list]:
     """(instruction, answer) pairs to score: every prompt's reference made Python 2, and up to `limit`
     distinct generated answers that chose a Python 2 print somewhere."""
-    from tunelens.inspect.levers import python2_points
-
     reference = [(c["query"], python2_version(c["reference"])) for c in cases if c["condition"] == BASELINE]
     generated, seen = [], set()
     for case in cases:
@@ -330,9 +312,6 @@ def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limi
 def _teacher_forced(config: FewShotStudyConfig, out: Path, cases: list[dict], answers: dict[str, str], model,
                     tokenizer, report: Progress) -> dict[str, list[dict]]:
     """Point scores per answer source, written to points.json (reused by a rerun)."""
-    from tunelens.inspect.levers import score_points
-    from tunelens.model.prompts import render_prompt
-
     path = out / "points.json"
     if path.is_file():
         return json.loads(path.read_text())

@@ -14,15 +14,16 @@ from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS
                                                condition_summary, rate_of)
 
 from tunelens.report import figure_png, new_figure
+from tunelens.gate.calibration import auroc
+from tunelens.inspect.levers import NUDGE, SEED_DELTA
+from tunelens.io import atomic_write_bytes
+from tunelens.stats import bootstrap_mean, sign_test_p
 
 QUALITY_COLOURS = {"clean": "#4c72b0", "python2": "#c44e52", "wrong_function": "#dd8452"}
 CHECK_REASONS = ("lint", "off_query", "mismatch")
 
 
 def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list[dict]], model_label: str) -> dict:
-    from tunelens.inspect.levers import NUDGE
-    from tunelens.inspect.levers import SEED_DELTA
-
     by_condition = {condition_name(level, quality): condition_summary(
         [r for r in rows if (r["level"], r["quality"]) == (level, quality)]) for level in LEVELS for quality in QUALITIES}
     first = [r for r in rows if r["condition"] == condition_name(LEVELS[0], QUALITIES[0])]
@@ -41,8 +42,6 @@ def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list
 
 def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
     """lesson 2's lever effects (mean delta log-odds, bootstrap interval, flips, sign test) over points."""
-    from tunelens.stats import bootstrap_mean, sign_test_p
-
     effects = []
     names = list(points[0]["by_lever"]) if points else []
     for name in names:
@@ -100,8 +99,6 @@ def copied_defect(row: dict) -> bool:
 
 
 def _auroc(positives: list[float], negatives: list[float]) -> float | None:
-    from tunelens.gate.calibration import auroc
-
     return auroc(positives, negatives) if positives and negatives else None
 
 
@@ -171,8 +168,6 @@ def figures(summary: dict) -> dict[str, bytes]:
 
 
 def write_figures(out: Path, summary: dict) -> None:
-    from tunelens.io import atomic_write_bytes
-
     for name, png in figures(summary).items():
         atomic_write_bytes(out / f"{name}.png", png)
 

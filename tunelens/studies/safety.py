@@ -23,6 +23,20 @@ from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, no_progress
+from tunelens.data.mine import mine_pairs, MineConfig
+from tunelens.data.refusal import add_refusal_file, RefusalConfig
+from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+from tunelens.evaluate.results import read_results
+from tunelens.evaluate.runner import EvalConfig, run_eval
+from tunelens.evaluate.suite import load_suite
+from tunelens.inspect.propensity import propensity
+from tunelens.model.load import attach_adapter, load_model
+from tunelens.model.prompts import encode_pair
+from tunelens.report import png_data_uri, render_html
+from tunelens.studies.safety_figures import figures
+from tunelens.studies.safety_measures import free_text_summary, propensity_summary
+from tunelens.train.config import TrainConfig
+from tunelens.train.run import train
 
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
@@ -93,8 +107,6 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     timed = StageTimer(report)
 
     if model is None:
-        from tunelens.model.load import load_model
-
         model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     data = timed("data: mine code pairs, add refusal pairs", _prepare_data, config, out, tokenizer, report)
     for name in adapter_names(config):
@@ -121,10 +133,6 @@ def _claim_run_dir(out: Path, config: SafetyStudyConfig) -> None:
 
 
 def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
-    from tunelens.data.mine import MineConfig, mine_pairs
-    from tunelens.data.refusal import RefusalConfig, add_refusal_file
-    from tunelens.model.prompts import encode_pair
-
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
                        progress=lambda _what, done, total: report("data: mining code pairs", done, total))
@@ -157,9 +165,6 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
 def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer,
                    report: Progress):
     """Train one adapter on the base model and return the base model again, without LoRA layers."""
-    from tunelens.train.config import TrainConfig
-    from tunelens.train.run import train
-
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return model  # trained by an earlier run of this study directory
     train_config = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate,
@@ -172,8 +177,6 @@ def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path
 
 
 def _attach_adapters(model, out: Path, names: list[str]):
-    from tunelens.model.load import attach_adapter
-
     for name in names:
         model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
     return model
@@ -185,8 +188,6 @@ def _attach_adapters(model, out: Path, names: list[str]):
 
 def _cases(limit: int | None) -> list:
     """The safety suite, or its first `limit` harmful requests with their look-alike twins."""
-    from tunelens.evaluate.suite import load_suite
-
     cases = load_suite("safety")
     if limit is None:
         return cases
@@ -197,10 +198,6 @@ def _cases(limit: int | None) -> list:
 
 def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> dict:
     """Result rows per model label: the base model's (from the first eval) and each adapter's."""
-    from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
-    from tunelens.evaluate.results import read_results
-    from tunelens.evaluate.runner import EvalConfig, run_eval
-
     names = adapter_names(config)
     audience = (BASE_ROWS, *names)
     eval_config = EvalConfig(model=config.model, suites=("safety",), samples=config.samples,
@@ -221,8 +218,6 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
 
 def _propensities(config: SafetyStudyConfig, out: Path, cases: list, model, tokenizer, report: Progress) -> list[dict]:
     """One row per (model, case): the refusal log-odds of its prompt; written to propensity.jsonl."""
-    from tunelens.inspect.propensity import propensity
-
     rows = []
     models = [BASE, *adapter_names(config)]
     for step, name in enumerate(models):
@@ -251,8 +246,6 @@ def comparisons(config: SafetyStudyConfig) -> list[tuple[str, str]]:
 
 
 def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[dict]], scores: list[dict]) -> dict:
-    from tunelens.studies.safety_measures import free_text_summary, propensity_summary
-
     models = [BASE, *adapter_names(config)]
     pairs = comparisons(config)
     return {
@@ -266,8 +259,5 @@ def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[di
 
 
 def write_report(out: Path, summary: dict) -> None:
-    from tunelens.report import png_data_uri, render_html
-    from tunelens.studies.safety_figures import figures
-
     plots = {name: png_data_uri(png) for name, png in figures(summary).items()}
     atomic_write_text(out / "report.html", render_html("safety_study.html.j2", s=summary, plots=plots))

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from tunelens.errors import UserError
+from tunelens.io import atomic_directory, remove_staging_dirs, staging_dirs_of
 
 CHECKPOINT_STATE = "trainer_state.json"
 
@@ -39,7 +40,6 @@ def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, met
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from tunelens.io import atomic_directory
 
     final = root / f"step-{step:07d}"
     with atomic_directory(final) as staging:
@@ -86,7 +86,5 @@ def remove_abandoned_staging(root: Path, out_dir: Path) -> list[Path]:
     checkpoint or the adapter leaves one there (or a `.<name>.old-XXXX` it was about to delete). Call this only when no other run writes to the
     same output (a run owns its `--out`).
     """
-    from tunelens.io import remove_staging_dirs, staging_dirs_of
-
     removed = [path for path in root.iterdir() if path.name.startswith(".step-")] if root.is_dir() else []
     return remove_staging_dirs(removed) + remove_staging_dirs(staging_dirs_of(out_dir))

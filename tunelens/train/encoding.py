@@ -12,6 +12,9 @@ Position t predicts token t+1, so token 0 is never trained whatever its span say
 from __future__ import annotations
 
 from dataclasses import dataclass
+from tunelens.data.records import Turn
+from tunelens.errors import UserError
+from tunelens.model.prompts import conversation_segments, encode_segments, TemplateMismatch, text_segments
 
 IGNORE_INDEX = -100
 
@@ -53,8 +56,6 @@ class EncodedData:
 def encode_record(tokenizer, pair) -> tuple[list[int], list[tuple[int, int]]]:
     """(ids, trained spans) of a record: a tunelens.data.records.Pair, or any object with instruction,
     response and optionally system (one exchange)."""
-    from tunelens.model.prompts import conversation_segments, encode_segments, text_segments
-
     if getattr(pair, "kind", "chat") == "text":
         return encode_segments(tokenizer, text_segments(tokenizer, pair.response))
     turns = getattr(pair, "conversation", None) or _one_exchange(pair)
@@ -62,15 +63,10 @@ def encode_record(tokenizer, pair) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 def _one_exchange(pair):
-    from tunelens.data.records import Turn
-
     return (Turn("user", pair.instruction), Turn("assistant", pair.response))
 
 
 def encode_examples(tokenizer, pairs, max_length: int) -> EncodedData:
-    from tunelens.errors import UserError
-    from tunelens.model.prompts import TemplateMismatch
-
     examples, truncated, skipped = [], [], []
     for pair in pairs:
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from tunelens.runtime import seeded
-from tunelens.train.loss import IGNORE_INDEX
+from tunelens.train.loss import completion_loss_sums, IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,6 @@ def eval_loss(accelerator, model, eval_set: Sequence, collate: Callable[[Sequenc
     """Mean cross-entropy per trained token over held-out examples (shared out over processes)."""
     import torch
 
-    from tunelens.train.loss import completion_loss_sums
 
     share = split_even(eval_set, accelerator.num_processes)[accelerator.process_index]
     loss_sum, count = 0.0, 0

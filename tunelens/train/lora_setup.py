@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from tunelens.errors import UserError
+from tunelens.model.specs import load_tokenizer, resolve_model_dir
+from tunelens.model.state import base_model_of
+from tunelens.runtime import seeded
 
 if TYPE_CHECKING:
     from tunelens.train.config import TrainConfig
@@ -49,8 +52,6 @@ class Placement:
 
 def _text_decoder(model):
     """(dotted path, module) of the text decoder, whose `layers` hold the blocks we adapt."""
-    from tunelens.model.state import base_model_of
-
     model = base_model_of(model)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or not hasattr(decoder, "layers"):
@@ -69,7 +70,6 @@ def placement_table(model, config: TrainConfig) -> Placement:
     """
     import torch.nn as nn
 
-    from tunelens.model.state import base_model_of
 
     base = base_model_of(model)
     decoder_path, decoder = _text_decoder(base)
@@ -142,7 +142,6 @@ def wrap_lora(model, config, placement: Placement):
     """Freeze the base, inject LoRA on `placement.module_names` (seeded init); returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
 
-    from tunelens.runtime import seeded
 
     for param in model.parameters():
         param.requires_grad_(False)
@@ -185,7 +184,6 @@ def load_4bit(spec: str, device: str):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from tunelens.model.specs import load_tokenizer, resolve_model_dir
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)

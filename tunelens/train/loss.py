@@ -6,14 +6,13 @@ equals one bigger batch).
 """
 
 from __future__ import annotations
+from tunelens.model.state import base_model_of
 
 IGNORE_INDEX = -100
 
 
 def _causal_lm(model):
     """The transformers model (the one with an LM head) under a PEFT wrapper."""
-    from tunelens.model.state import base_model_of
-
     return base_model_of(model)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tunelens.errors import UserError
-from tunelens.io import read_jsonl
+from tunelens.io import atomic_write_bytes, atomic_write_jsonl, read_jsonl
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: package
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -50,8 +50,6 @@ class MetricsLog:
     """Appends one JSON line per optimizer step, flushed and fsynced, so a crash loses at most the line in flight."""
 
     def __init__(self, path: Path, start_step: int):
-        from tunelens.io import atomic_write_jsonl
-
         self.path = Path(path)
         # A fresh run starts an empty file; a resumed one keeps only the steps its checkpoint holds.
         kept = [row for row in read_metrics(self.path) if row["step"] <= start_step] if start_step else []
@@ -117,7 +115,5 @@ def render_loss_curve(metrics: Path | Iterable[dict], png_path: Path | None = No
     figure.savefig(buffer, format="png")
     data = buffer.getvalue()
     if png_path is not None:
-        from tunelens.io import atomic_write_bytes
-
         atomic_write_bytes(png_path, data)
     return data

@@ -18,6 +18,7 @@ one row, or a cache (the packing loop has neither).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from tunelens.model.state import base_model_of
 
 PACKED_SDPA = "tunelens_packed_sdpa"
 
@@ -90,8 +91,6 @@ def packed_attention(model):
     """While the block runs, a model on `sdpa` attention computes with `packed_sdpa_attention`; its
     implementation is restored on exit. Yields whether it switched (eager, flash attention and models
     whose implementation cannot be set are left alone)."""
-    from tunelens.model.state import base_model_of
-
     base = base_model_of(model)
     before = getattr(base.config, "_attn_implementation", None)
     switched = False

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelens import __version__
-from tunelens.train.checkpoints import CHECKPOINT_STATE, checkpoint_root  # noqa: F401  (re-exported)
+from tunelens.train.checkpoints import checkpoint_root, CHECKPOINT_STATE, save_checkpoint
 from tunelens.train.encoding import EncodedData, Example, MaskView, encode_examples, mask_spans  # noqa: F401  (re-exported)
 from tunelens.hashing import file_sha256  # noqa: F401  (re-exported)
 from tunelens.train.lora_setup import Placement, layer_ranges, placement_table  # noqa: F401  (re-exported)
@@ -34,6 +34,10 @@ from tunelens.runtime import Progress
 from tunelens.train.config import DEFAULT_TARGETS, RESUME_FREE_FIELDS, TrainConfig  # noqa: F401  (re-exported)
 from tunelens.train.loss import IGNORE_INDEX, completion_loss_sums, linear_cross_entropy  # noqa: F401
 from tunelens.train.setup import TrainRun, collate, make_collate, setup, split_train_eval  # noqa: F401
+from tunelens.model.adapters import write_adapter
+from tunelens.train.loop import run_loop
+from tunelens.train.lora_fused import fused_lora_layers
+from tunelens.train.packed_attention import packed_attention
 
 PROVENANCE_FILE = "tunelens.json"
 
@@ -95,8 +99,6 @@ class TrainResult:
 
 def _write_adapter(out_dir: Path, peft_model, provenance: dict) -> None:
     """Write a portable adapter (Hub id of the base, tokenizer, tunelens.json) atomically: tunelens.adapters."""
-    from tunelens.model.adapters import write_adapter
-
     write_adapter(out_dir, peft_model, provenance)
 
 
@@ -159,8 +161,6 @@ def _reporter(run: TrainRun, progress: Progress | None, on_event) -> Callable[[T
 
 def _loop(run: TrainRun, report: Callable[[TrainEvent], None]):
     """Run the loop from the first (or resumed) step; eval, checkpoints and metrics after each step."""
-    from tunelens.train.loop import run_loop
-
     eval_losses: list[tuple[int, float]] = []
     total = run.plan.total_steps
 
@@ -193,8 +193,6 @@ def _fast_paths(run: TrainRun):
     attention one sequence at a time (`tunelens.train.packed_attention`); the model is as before after it."""
     from contextlib import ExitStack
 
-    from tunelens.train.lora_fused import fused_lora_layers
-    from tunelens.train.packed_attention import packed_attention
 
     stack = ExitStack()
     if run.config.fused_lora:
@@ -221,8 +219,6 @@ def _eval(run: TrainRun) -> float:
 
 
 def _checkpoint(run: TrainRun, done: int, report) -> None:
-    from tunelens.train.checkpoints import save_checkpoint
-
     if run.accelerator.is_main_process:
         path = save_checkpoint(checkpoint_root(run.out_dir), done, run.peft_model, run.parts.optimizer,
                                run.parts.scheduler, run.meta, run.config.keep_checkpoints)

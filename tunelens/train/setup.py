@@ -13,15 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tunelens.train.checkpoints import CHECKPOINT_STATE, checkpoint_root
+from tunelens.train.checkpoints import (check_resumable, checkpoint_root, CHECKPOINT_STATE, list_checkpoints, load_checkpoint, remove_abandoned_staging)
 from tunelens.config import config_to_dict
 from tunelens.train.encoding import Example, encode_examples
 from tunelens.errors import UserError
 from tunelens.hashing import file_sha256
-from tunelens.train.lora_setup import Placement, placement_table
-from tunelens.data.records import source_path
+from tunelens.train.lora_setup import (enable_gradient_checkpointing, load_4bit, Placement, placement_table, wrap_lora)
+from tunelens.data.records import load_pairs, source_path
 from tunelens.train.config import RESUME_FREE_FIELDS, TrainConfig
-from tunelens.train.loss import IGNORE_INDEX
+from tunelens.train.loss import IGNORE_INDEX, loss_module
+from tunelens.model.load import load_model
+from tunelens.model.specs import DEFAULT_MODEL
+from tunelens.model.state import weights_fingerprint
+from tunelens.train.loop import BatchPlan, LoopParts, lr_factor, pack_rows, padded_inputs
+from tunelens.train.metrics import check_trackers, logs_dir, metrics_path, MetricsLog, tracker_config
 
 
 @dataclass
@@ -50,10 +55,6 @@ class TrainRun:
 def setup(config: TrainConfig, data_path: Path, out_dir: Path, model, tokenizer, model_spec: str | None,
           resume: bool) -> TrainRun:
     """Load, encode, split, place LoRA, build the optimizer and restore a checkpoint: what the loop needs."""
-    from tunelens.train.checkpoints import remove_abandoned_staging
-    from tunelens.model.state import weights_fingerprint
-    from tunelens.train.metrics import check_trackers
-
     _check_out_dir(out_dir)
     _check_no_earlier_run(out_dir, resume)
     check_trackers(config.report_to)
@@ -79,8 +80,6 @@ def setup(config: TrainConfig, data_path: Path, out_dir: Path, model, tokenizer,
 
 
 def _check_no_earlier_run(out_dir: Path, resume: bool) -> None:
-    from tunelens.train.checkpoints import list_checkpoints
-
     root = checkpoint_root(out_dir)
     if not resume and list_checkpoints(root):
         raise UserError(f"{root} holds checkpoints of an earlier run: pass --resume to continue it, "
@@ -88,8 +87,6 @@ def _check_no_earlier_run(out_dir: Path, resume: bool) -> None:
 
 
 def _load_pairs(data_path: Path):
-    from tunelens.data.records import load_pairs
-
     pairs = load_pairs(data_path)
     if not pairs:
         raise UserError(f"{data_path}: no training pairs")
@@ -101,7 +98,6 @@ def _accelerator(config: TrainConfig, out_dir: Path):
     import torch
     from accelerate import Accelerator
 
-    from tunelens.train.metrics import logs_dir
 
     launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in os.environ
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -120,9 +116,6 @@ def _accelerator(config: TrainConfig, out_dir: Path):
 
 def _load_model(config: TrainConfig, model, tokenizer, model_spec, accelerator):
     """(model, tokenizer, spec): the given model, or `model_spec` loaded on this process's device."""
-    from tunelens.model.specs import DEFAULT_MODEL
-    from tunelens.model.load import load_model
-
     if model is not None:
         if tokenizer is None:
             raise ValueError("train(model=...) needs its tokenizer too")
@@ -132,8 +125,6 @@ def _load_model(config: TrainConfig, model, tokenizer, model_spec, accelerator):
         # Each process loads onto its own device; dtype "auto" then means bf16 on a GPU, fp32 on the CPU.
         device = str(accelerator.device) if accelerator.device.type == "cuda" else accelerator.device.type
         if config.load_in_4bit:
-            from tunelens.train.lora_setup import load_4bit
-
             model, tokenizer = load_4bit(model_spec or DEFAULT_MODEL, device)
         else:
             model, tokenizer = load_model(model_spec or DEFAULT_MODEL, device=device)
@@ -142,8 +133,6 @@ def _load_model(config: TrainConfig, model, tokenizer, model_spec, accelerator):
 
 
 def _prepare_model(model, config: TrainConfig, placement: Placement):
-    from tunelens.train.lora_setup import enable_gradient_checkpointing, wrap_lora
-
     peft_model = wrap_lora(model, config, placement)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -155,9 +144,6 @@ def _optimization(config, accelerator, peft_model, tokenizer, train_set, meta, o
     """(batch plan, loop parts, first step, resumed-from step): optimizer, schedule, checkpoint restored."""
     import torch
 
-    from tunelens.train.checkpoints import check_resumable, list_checkpoints, load_checkpoint
-    from tunelens.train.loop import BatchPlan, LoopParts, lr_factor
-    from tunelens.train.loss import loss_module
 
     checkpoints = list_checkpoints(checkpoint_root(out_dir))
     plan = BatchPlan(len(train_set), config, accelerator.num_processes)
@@ -178,8 +164,6 @@ def _optimization(config, accelerator, peft_model, tokenizer, train_set, meta, o
 
 def make_collate(config: TrainConfig, tokenizer) -> Callable[[Sequence[Example]], dict]:
     """examples -> loss-module arguments: right-padded (`collate`), or packed into one row (`pack_rows`)."""
-    from tunelens.train.loop import pack_rows, padded_inputs
-
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if config.packing:
         return lambda examples: pack_rows([collate([ex], pad_id) for ex in examples])
@@ -188,8 +172,6 @@ def make_collate(config: TrainConfig, tokenizer) -> Callable[[Sequence[Example]]
 
 def _start_metrics(config: TrainConfig, accelerator, out_dir: Path, meta: dict, start_step: int):
     """The metrics file (main process) and the trackers; a resumed run continues both from its step."""
-    from tunelens.train.metrics import MetricsLog, metrics_path, tracker_config
-
     if config.report_to:
         # purge_step drops TensorBoard events of steps after the checkpoint, which this run redoes.
         init = {"tensorboard": {"purge_step": start_step + 1}} if start_step else {}
