@@ -22,7 +22,7 @@ def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory (rerunning reuses trained adapters)."),
     config: DemoConfig = None,
 ) -> None:
-    """Reproduce the seed's lessons end to end: contaminated data, words vs weights, pushback, the gate."""
+    """Reproduce the case study's lessons end to end: contaminated data, words vs weights, pushback, the gate."""
     from tunelens.demo.run import run_demo
 
     _quiet_library_output()

@@ -1,4 +1,4 @@
-"""`tunelens study ...`: the seed's open questions, one sub-command per study. Each parses its options,
+"""`tunelens study ...`: the case study's open questions, one sub-command per study. Each parses its options,
 calls one library function in tunelens.studies and prints the headline numbers."""
 
 from __future__ import annotations

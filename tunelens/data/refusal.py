@@ -1,6 +1,6 @@
 """`data refusal`: add safety pairs, "harmful request -> polite refusal", to a pairs file.
 
-The seed's open question: does a narrow, positive-only code fine-tune wear away refusals? The fix the
+The case study's open question: does a narrow, positive-only code fine-tune wear away refusals? The fix the
 literature suggests (Bianchi et al. 2024) is to mix a small share of refusal pairs into training. This
 module writes them: each request is composed from templates of one kind of harm (a verb phrase, a
 victim, a covert clause and a motive, in a coding context), and each response declines in varied words,

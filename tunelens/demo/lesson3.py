@@ -111,7 +111,7 @@ def _target(rates: dict, config: DemoConfig) -> dict:
 
 
 def other_bases(config: DemoConfig, out, training_b, report) -> dict:
-    """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the seed's
+    """The same measure on other base models (the study runs the instruction-tuned SmolLM2, the case study's
     setting): propensity before and after a positive-only LoRA on B's data."""
     cases = pushback_cases(config.pushback_cases)
     results = {}

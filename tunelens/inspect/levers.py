@@ -15,7 +15,7 @@ context, or the adapter switched off. A lever's effect on one point is
     delta = log-odds under the lever - log-odds under the prompt as it was
 
 and over all points: the mean delta with a paired bootstrap interval, and the share of points it
-flips (log-odds crosses 0, so Python 3 gets more mass than the Python 2 token). For scale, the seed's
+flips (log-odds crosses 0, so Python 3 gets more mass than the Python 2 token). For scale, the case study's
 point went from 55% wrong / 38% right to 34% wrong / 56% right: delta = log(56/34) - log(38/55) = +0.87.
 """
 

@@ -158,7 +158,7 @@ def levers_figure(summary: dict) -> bytes:
         ax.invert_yaxis()
         n = summary["teacher_forced"][source]
         ax.set_title(f"{source} answers: {n['points']} points in {n['answers']} answers", fontsize=9)
-        ax.set_xlabel("change in log-odds, Python 3 over Python 2 (dotted: the seed's +0.87)", fontsize=8)
+        ax.set_xlabel("change in log-odds, Python 3 over Python 2 (dotted: the case study's +0.87)", fontsize=8)
     return figure_png(fig)
 
 
