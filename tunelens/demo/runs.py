@@ -79,14 +79,14 @@ def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[
 
 
 def train_config(config: DemoConfig):
-    from tunelens.train.run.config import TrainConfig
+    from tunelens.train.config import TrainConfig
 
     return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
                        max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
-    from tunelens.train.run.run import train
+    from tunelens.train.run import train
 
     if trained_on(adapter_dir, data_path):
         return model  # trained by an earlier run of this demo directory
