@@ -80,3 +80,15 @@ def test_too_few_prints_and_other_kinds_are_one_line_errors(tmp_path):
         contaminate_file(unrewritable, tmp_path / "o.jsonl", ContaminateConfig(rate=1.0, mode="prints"))
     with pytest.raises(UserError, match="rewrites print calls only"):
         ContaminateConfig(mode="prints", kinds=("print", "ne"))
+
+
+def test_the_command_reports_the_print_share(tmp_path):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    path = _write(tmp_path, [_one(i) for i in range(4)] + [NO_PRINT])
+    result = CliRunner().invoke(app, ["data", "contaminate", str(path), "--mode", "prints", "--rate", "0.5",
+                                      "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "Python 2 among the file's prints: 2 of 4 (50.0%)" in result.output
