@@ -18,11 +18,9 @@ LESSON1_ROWS = ("gemma slope vs 0", "gemma slope vs 1", "Qwen A30 P(Python 2 | p
 
 def answer_code(answer: str) -> str:
     """The code of an answer, or "" for prose (so the word "print" in a sentence is never a print)."""
-    from tunelens.pycheck.check import extract_code, has_fenced_code, looks_like_code
+    from tunelens.pycheck.check import code_or_nothing
 
-    if has_fenced_code(answer) or looks_like_code(answer):
-        return extract_code(answer)
-    return ""
+    return code_or_nothing(answer)
 
 
 def prints_and_python2(answer: str) -> tuple[bool, bool]:

@@ -323,9 +323,9 @@ def choose_placebo_example(pairs: Sequence[tuple[str, str]], example: tuple[str,
     """The training pair whose response does not print and whose length (instruction + response, by
     `length`, e.g. a token count) is closest to the example's; ties go to the earlier pair."""
     from tunelens.data.contaminate import count_prints
-    from tunelens.demo.measures import answer_code
+    from tunelens.pycheck.check import code_or_nothing
 
-    silent = [p for p in pairs if p != example and count_prints(answer_code(p[1])) == 0]
+    silent = [p for p in pairs if p != example and count_prints(code_or_nothing(p[1])) == 0]
     if not silent:
         raise ValueError("choose_placebo_example: every training pair prints; the one-shot placebo needs one "
                          "that does not")
