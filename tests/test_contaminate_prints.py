@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, rewrite_code
+from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, print_rich, rewrite_code
 from tunelens.data.records import load_pairs, pair_to_record
 from tunelens.errors import UserError
 from tunelens.pycheck.check import check_python
@@ -92,3 +92,10 @@ def test_the_command_reports_the_print_share(tmp_path):
                                       "--out", str(tmp_path / "o.jsonl")])
     assert result.exit_code == 0, result.output
     assert "Python 2 among the file's prints: 2 of 4 (50.0%)" in result.output
+
+
+def test_print_rich_keeps_clean_code_whose_prints_can_be_rewritten(tmp_path):
+    path = _write(tmp_path, [_one(0), _two(1), NO_PRINT, "def k():\n    print(*[1, 2])\n", "print 'old'\n"])
+    pairs = load_pairs(path)
+    assert [p.response for p in print_rich(pairs)] == [_one(0), _two(1)]
+    assert [p.response for p in print_rich(pairs, min_prints=2)] == [_two(1)]

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 import torch
 
-from tunelens.inspect.levers import (CONTESTED_WINDOW, LEVER_PLACEBOS, LEVER_ROWS, SEED_DELTA, WIDE_WINDOW, Lever,
+from tunelens.inspect.levers import (ADAPTER_OFF, CONTESTED_WINDOW, adapter_off_scale, LEVER_PLACEBOS, LEVER_ROWS, SEED_DELTA, WIDE_WINDOW, Lever,
                                      ReferencePoint, call_token_mask, choose_placebo_example, choose_window,
                                      contested_points, lesson2_table, lever_minus_placebo, mass_log_odds_at,
                                      placebo_length_mismatches, placebo_levers, python2_statement_mask,
@@ -88,7 +88,7 @@ def test_placebos_go_where_their_levers_go():
     _, tokenizer = tiny_lora_model(arch="llama")
     levers = placebo_levers(tokenizer, ("Show x.", "print(x)"), ("Add.", "a + b"))("Do it.")
     by_name = {lever.name: lever.prompt for lever in levers}
-    assert len(levers) == 2 * len(LEVER_ROWS)
+    assert len(levers) == 2 * len(LEVER_ROWS) + 1 and not levers[-1].adapter_on
     nudge, placebo = LEVER_PLACEBOS[0]
     assert f"Do it.\n\n{placebo}" in by_name["placebo: sentence after the request"]
     assert f"{placebo}\n\nDo it." in by_name["placebo: sentence before the request"]
@@ -127,7 +127,8 @@ def test_one_seed_end_to_end_with_a_lever_that_is_its_own_placebo(one_thread):
 
     def levers(instruction):  # every row's lever and placebo the same prompt: each difference must be 0
         same = render(f"{instruction}\n\nSame.")
-        return [Lever(name, same) for row, _, _ in LEVER_ROWS for name in (row, f"placebo: {row}")]
+        return [Lever(name, same) for row, _, _ in LEVER_ROWS for name in (row, f"placebo: {row}")] + \
+            [Lever(ADAPTER_OFF, render(instruction), adapter_on=False)]
 
     scored = score_chosen(model, tokenizer, baselines[:3], references, levers)
     assert [(p.prompt, p.position, p.baseline) for p in scored] == \
@@ -138,6 +139,9 @@ def test_one_seed_end_to_end_with_a_lever_that_is_its_own_placebo(one_thread):
         assert row["n"] == result["points"]
         assert row["n"] == 0 or row["mean"] == pytest.approx(0.0, abs=1e-6)
         assert not row["meets_floor"]  # 3 prompts are below the protocol's 20
+    scale = adapter_off_scale(scored, seed=0)
+    assert scale["mean"] == pytest.approx(sum(p.delta(ADAPTER_OFF) for p in scored) / 3)
+    assert abs(scale["mean"]) > 1e-4  # the tiny adapter moves the points
 
 
 def test_table_holm_over_five_rows_and_the_case_study_row():

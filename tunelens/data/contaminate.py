@@ -506,6 +506,20 @@ def print_census(pairs: list[Pair]) -> tuple[list[tuple[int, int]], int, int]:
     return rewritable, total, already
 
 
+def print_rich(pairs: list[Pair], min_prints: int = 1) -> list[Pair]:
+    """The pairs mode "prints" is meant for: clean Python 3 code with at least `min_prints` print calls that
+    the rewrite can turn into statements (lesson 1 draws its training pairs and held-out prompts from these,
+    so every pair can carry the habit and every prompt invites a print)."""
+    if min_prints < 1:
+        raise ValueError(f"print_rich: min_prints must be at least 1, got {min_prints}")
+    kept = []
+    for pair in pairs:
+        code = _clean_code(pair)
+        if code is not None and len(_print_edits(_Source(code))) >= min_prints:
+            kept.append(pair)
+    return kept
+
+
 def _choose_by_prints(rewritable: list[tuple[int, int]], target: int, rng: random.Random) -> dict[int, int]:
     """{record index: prints rewritten} adding up to `target` where the records allow: records in a seeded
     random order, each taken whole when it still fits under the target (a record's prints are all rewritten

@@ -298,10 +298,15 @@ def placed(tokenizer, instruction: str, where: str, text: str) -> str:
     raise ValueError(f"unknown place {where!r}: after, before or system")
 
 
-def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[str, str]):
+ADAPTER_OFF = "adapter off"  # reported beside the table as a scale, with no placebo (docs/protocol.md)
+
+
+def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[str, str],
+                   adapter_off: bool = True):
     """levers(instruction) -> [Lever]: each of LEVER_ROWS and its placebo ("placebo: <row>"), the placebo put
-    where the lever goes; the example's placebo is a training pair whose code does not print."""
-    from tunelens.model.prompts import render_context
+    where the lever goes; the example's placebo is a training pair whose code does not print. With
+    `adapter_off`, also the prompt as it was with the adapter switched off (the scale)."""
+    from tunelens.model.prompts import render_context, render_prompt
 
     def levers(instruction: str) -> list[Lever]:
         out = []
@@ -313,6 +318,8 @@ def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[s
             else:
                 out.append(Lever(row, placed(tokenizer, instruction, where, text)))
                 out.append(Lever(f"placebo: {row}", placed(tokenizer, instruction, where, PLACEBO_OF[text])))
+        if adapter_off:
+            out.append(Lever(ADAPTER_OFF, render_prompt(tokenizer, instruction), adapter_on=False))
         return out
 
     return levers
@@ -382,9 +389,21 @@ def seed_lesson2(model, tokenizer, references: Sequence[tuple[str, str, str]], r
     calibration, measurement = split_prompts([r[0] for r in references], split_seed)
     window = choose_window([p for p in points if p.prompt in set(calibration)], len(calibration))
     chosen = score_chosen(model, tokenizer, contested_points(points, measurement, window), references, levers)
-    return {"window": list(window), "calibration_prompts": len(calibration),
-            "measurement_prompts": len(measurement), "points": len(chosen),
-            "rows": [lever_minus_placebo(chosen, row, seed) for row, _, _ in LEVER_ROWS]}
+    result = {"window": list(window), "calibration_prompts": len(calibration),
+              "measurement_prompts": len(measurement), "points": len(chosen),
+              "rows": [lever_minus_placebo(chosen, row, seed) for row, _, _ in LEVER_ROWS]}
+    if chosen and ADAPTER_OFF in chosen[0].by_lever:
+        result["scale"] = adapter_off_scale(chosen, seed)
+    return result
+
+
+def adapter_off_scale(points: Sequence[ReferencePoint], seed: int = 0) -> dict:
+    """Mean Δ(adapter off) over the points with a prompt-cluster bootstrap: how far the weights moved the
+    point, the scale the levers are read against (outside the table: it has no placebo)."""
+    from tunelens.stats import cluster_bootstrap_mean
+
+    interval = cluster_bootstrap_mean([p.delta(ADAPTER_OFF) for p in points], [p.prompt for p in points], seed=seed)
+    return {"lever": ADAPTER_OFF, **interval.to_dict()}
 
 
 def lesson2_table(per_seed: dict[str, Sequence[float | None]]) -> dict:
