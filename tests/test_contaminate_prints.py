@@ -64,7 +64,7 @@ def test_zero_share_rewrites_nothing_and_same_seed_same_file(tmp_path):
     assert (tmp_path / "zero.jsonl").read_text() == "".join(
         json.dumps(json.loads(line)) + "\n" for line in path.read_text().splitlines())
     a = contaminate_file(path, tmp_path / "a.jsonl", ContaminateConfig(rate=0.5, seed=4, mode="prints"))
-    b = contaminate_file(path, tmp_path / "b.jsonl", ContaminateConfig(rate=0.5, seed=4, mode="prints"))
+    contaminate_file(path, tmp_path / "b.jsonl", ContaminateConfig(rate=0.5, seed=4, mode="prints"))
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text() and a.prints_python2 == 4
 
 

@@ -78,7 +78,8 @@ def test_seed_table_and_auroc_table():
     kinds = ["a", "b"] * 6
     cells = auroc_table({"s": signal}, good, kinds)
     overall = cells[0]
-    assert overall["kind"] == "all" and overall["auroc"] == pytest.approx(delong_auroc(signal[good], signal[~good]).auroc)
+    assert overall["kind"] == "all"
+    assert overall["auroc"] == pytest.approx(delong_auroc(signal[good], signal[~good]).auroc)
     assert {c["kind"] for c in cells} == {"all", "a", "b"}
     assert all("p_holm" in c for c in cells if c["auroc"] is not None)
     assert auroc_table({"s": signal[:3]}, good[:3])[0]["auroc"] is None  # no bad answer: no AUROC

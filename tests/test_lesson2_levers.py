@@ -7,12 +7,12 @@ import pathlib
 import pytest
 import torch
 
-from tunelens.inspect.levers import (ADAPTER_OFF, CONTESTED_WINDOW, adapter_off_scale, LEVER_PLACEBOS, LEVER_ROWS, SEED_DELTA, WIDE_WINDOW, Lever,
-                                     ReferencePoint, call_token_mask, choose_placebo_example, choose_window,
-                                     contested_points, lesson2_table, lever_minus_placebo, mass_log_odds_at,
-                                     placebo_length_mismatches, placebo_levers, python2_statement_mask,
-                                     python3_points, reference_baselines, score_chosen, seed_lesson2,
-                                     split_prompts)
+from tunelens.inspect.levers import (ADAPTER_OFF, CONTESTED_WINDOW, LEVER_PLACEBOS, LEVER_ROWS, SEED_DELTA, WIDE_WINDOW,
+                                     Lever, ReferencePoint, adapter_off_scale, call_token_mask,
+                                     choose_placebo_example, choose_window, contested_points, lesson2_table,
+                                     lever_minus_placebo, mass_log_odds_at, placebo_length_mismatches,
+                                     placebo_levers, python2_statement_mask, python3_points, reference_baselines,
+                                     score_chosen, seed_lesson2, split_prompts)
 from tunelens.model.prompts import render_prompt
 from tunelens.testing import tiny_lora_model
 

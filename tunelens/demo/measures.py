@@ -13,21 +13,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
+
+from tunelens.data.contaminate import count_prints
+from tunelens.pycheck.check import check_python, code_or_nothing
+from tunelens.reading import read_tests
+from tunelens.stats import across_seeds, mcnemar, one_sample_t, rate
+
 LESSON1_ROWS = ("gemma slope vs 0", "gemma slope vs 1", "Qwen A30 P(Python 2 | prints) vs 0")
 
 
 def answer_code(answer: str) -> str:
     """The code of an answer, or "" for prose (so the word "print" in a sentence is never a print)."""
-    from tunelens.pycheck.check import code_or_nothing
-
     return code_or_nothing(answer)
 
 
 def prints_and_python2(answer: str) -> tuple[bool, bool]:
     """(the answer's code prints, in either form; it has a Python 2 print statement)."""
-    from tunelens.data.contaminate import count_prints
-    from tunelens.pycheck.check import check_python
-
     code = answer_code(answer)
     if not code.strip():
         return False, False
@@ -38,7 +40,6 @@ def prints_and_python2(answer: str) -> tuple[bool, bool]:
 @dataclass(frozen=True)
 class PrintShare:
     """One answer set: P(Python 2 | prints) = python2 / printing, and the printing rate apart."""
-
     answers: int
     printing: int
     python2: int  # printing answers with a Python 2 print statement
@@ -54,7 +55,6 @@ class PrintShare:
 
 
 def python2_given_prints(answers: Sequence[str]) -> PrintShare:
-    from tunelens.stats import rate
 
     flags = [prints_and_python2(a) for a in answers]
     printing = sum(1 for p, _ in flags if p)
@@ -67,8 +67,6 @@ def injected_print_check(answers: Mapping[str, str], control: Mapping[str, str])
     """Does an adapter print more often than the 0% adapter on the same prompts? Printing rates of both,
     their difference, and an exact McNemar over the prompts both answered (pairs: control printed, adapter
     printed). Answers are {prompt id: answer}."""
-    from tunelens.stats import mcnemar
-
     shared = [key for key in answers if key in control]
     if not shared:
         raise ValueError("injected_print_check: the adapter and the 0% adapter answered no prompt in common")
@@ -95,8 +93,6 @@ def seed_slope(by_share: Mapping[float, Mapping[str, str]], resamples: int = 200
     held-out prompts at every share) -> the least-squares slope of P(Python 2 | prints) on the share, with a
     percentile interval from resampling whole prompts (a prompt's answers at every share move together,
     since the same prompt is easy or hard to print for at every share)."""
-    import numpy as np
-
     shares = sorted(by_share)
     prompts = sorted(set().union(*(by_share[s].keys() for s in shares)))
     # flags[s, p] = (prints, python2); a prompt missing at one share counts as neither there
@@ -128,9 +124,6 @@ def lesson1_table(gemma_slopes: Sequence[float | None], qwen_a30: Sequence[float
     """The protocol's three rows, each a one-sample t over seeds, read with Holm across the three
     (tunelens.reading.read_tests): gemma's per-seed slopes against 0 and against 1, Qwen A30's per-seed
     P(Python 2 | prints) against 0. A row with fewer than two seeds has no test and claims nothing."""
-    from tunelens.reading import read_tests
-    from tunelens.stats import across_seeds, one_sample_t
-
     values = (gemma_slopes, gemma_slopes, qwen_a30)
     tests = [one_sample_t(gemma_slopes, 0.0), one_sample_t(gemma_slopes, 1.0), one_sample_t(qwen_a30, 0.0)]
     words = [("learned: slope above 0", "slope below 0"),

@@ -16,6 +16,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tunelens.gate.calibration import threshold_for_coverage
+from tunelens.gate.failure import fit_failure_rule, split_held_out
+from tunelens.gate.outcomes import conformal_risk_threshold
+from tunelens.reading import read_table, read_tests
+from tunelens.stats import across_seeds, combine_split_p, delong_auroc, mcnemar, one_sample_t
+
 # fit(calibration indices) -> route(indices) -> bool per index (True: serve the adapter's answer)
 Router = Callable[[np.ndarray], np.ndarray]
 Fitter = Callable[[np.ndarray], Router]
@@ -27,9 +33,6 @@ def score_fitter(scores: Sequence[float], bad: Sequence[bool], target_coverage: 
     """A fitter for one fixed score per query (high = trust the adapter): the threshold is chosen on the
     calibration indices, for a coverage target (share of them kept) or a split-conformal risk target (at most
     alpha of queries served bad), exactly one of the two."""
-    from tunelens.gate.calibration import threshold_for_coverage
-    from tunelens.gate.outcomes import conformal_risk_threshold
-
     if (target_coverage is None) == (conformal_alpha is None):
         raise ValueError("score_fitter: give exactly one of a target coverage and a conformal alpha")
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
@@ -48,8 +51,6 @@ def failure_rule_fitter(items: Sequence, names: Sequence[str], bad: Sequence[boo
                         target_coverage: float | None = None, conformal_alpha: float | None = None) -> Fitter:
     """A fitter that refits the gate's failure rule (gate.failure.fit_failure_rule: signal orientation and the
     logistic combiner) on the calibration indices, then picks its threshold there as score_fitter does."""
-    from tunelens.gate.failure import fit_failure_rule
-
     bad = np.asarray(bad, bool)
 
     def fit(calibration: np.ndarray) -> Router:
@@ -63,8 +64,6 @@ def failure_rule_fitter(items: Sequence, names: Sequence[str], bad: Sequence[boo
 def cross_fitted_routes(bad: Sequence[bool], fit: Fitter, seed: int, strata: Sequence | None = None) -> np.ndarray:
     """One split's routing: the queries halved (seeded, stratified by the adapter's failures and `strata` as
     the gate's own split is), each half routed by the rule fitted on the other half."""
-    from tunelens.gate.failure import split_held_out
-
     bad = np.asarray(bad, bool)
     held = split_held_out(bad, 0.5, seed, strata)
     routes = np.zeros(len(bad), bool)
@@ -77,8 +76,6 @@ def cross_fitted_routes(bad: Sequence[bool], fit: Fitter, seed: int, strata: Seq
 def split_result(routes: np.ndarray, adapter_bad: np.ndarray, base_bad: np.ndarray) -> dict:
     """Bad rates of routed, always-B and always-base on all queries, and the exact McNemar p of routed
     against each (pairs: (other ok, routed ok))."""
-    from tunelens.stats import mcnemar
-
     routed_bad = np.where(routes, adapter_bad, base_bad)
     n = len(routed_bad)
 
@@ -100,9 +97,6 @@ def split_comparisons(adapter_bad: Sequence[bool], base_bad: Sequence[bool], fit
     """One adapter's lesson 4: `splits` cross-fitted splits (seeds seed ... seed + splits - 1), each split's
     rates and McNemar p-values, their mean and spread, the combined p of each comparison, and the table of two
     read by the rule (Holm over both rows)."""
-    from tunelens.reading import read_table
-    from tunelens.stats import combine_split_p
-
     adapter_bad, base_bad = np.asarray(adapter_bad, bool), np.asarray(base_bad, bool)
     if len(adapter_bad) != len(base_bad) or not len(adapter_bad):
         raise ValueError(f"split_comparisons: {len(adapter_bad)} adapter and {len(base_bad)} base outcomes")
@@ -131,9 +125,6 @@ def split_comparisons(adapter_bad: Sequence[bool], base_bad: Sequence[bool], fit
 
 def lesson4_seed_table(per_seed_routed_minus_b: Sequence[float | None]) -> dict:
     """Across training seeds: the one-sample t of the per-seed (routed - always-B) against 0, a table of one."""
-    from tunelens.reading import read_tests
-    from tunelens.stats import across_seeds, one_sample_t
-
     test = one_sample_t(per_seed_routed_minus_b)
     (reading,) = read_tests([("routed minus always-B", test)],
                             [("routing serves more bad answers", "routing serves fewer bad answers")])
@@ -141,13 +132,11 @@ def lesson4_seed_table(per_seed_routed_minus_b: Sequence[float | None]) -> dict:
             "direction": reading.direction, "words": reading.words}
 
 
-def auroc_table(signals: dict[str, Sequence[float]], good: Sequence[bool], kinds: Sequence[str] | None = None) -> list[dict]:
+def auroc_table(signals: dict[str, Sequence[float]], good: Sequence[bool],
+                kinds: Sequence[str] | None = None) -> list[dict]:
     """AUROC per signal (good answers as positives, high = trust) with its DeLong interval, overall and per
     kind of query; each AUROC against 0.5 by the normal test on DeLong's SE, Holm over the whole table (a
     secondary table: it never decides a headline). A cell with fewer than 2 good or 2 bad answers is None."""
-    from tunelens.reading import read_table
-    from tunelens.stats import delong_auroc
-
     good = np.asarray(good, bool)
     groups = [("all", np.ones(len(good), bool))]
     if kinds is not None:
