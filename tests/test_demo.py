@@ -186,4 +186,6 @@ def test_profiles_and_names():
     assert quick().contaminated_adapters == ("A30",)
     assert study().contaminated_adapters == ("A5", "A15", "A30") and study().pushback_adapters == ("C5", "C15", "C30")
     with pytest.raises(UserError, match="contamination rates"):
-        DemoConfig(contamination_rates=(0.0,))
+        DemoConfig(contamination_rates=(1.0,))
+    # the 0% adapter is lesson 1's control (docs/protocol.md)
+    assert DemoConfig(contamination_rates=(0.0, 0.3)).contaminated_adapters == ("A0", "A30")

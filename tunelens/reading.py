@@ -78,3 +78,20 @@ def read_one(name: str, estimate: float, p: float, up: str = "higher", down: str
              alpha: float = ALPHA) -> Reading:
     """A table of one comparison: no correction to make."""
     return read_table([(name, estimate, p)], up, down, alpha)[0]
+
+
+def read_tests(rows: Sequence[tuple[str, object]], words: Sequence[tuple[str, str]] | None = None,
+               alpha: float = ALPHA) -> list[Reading]:
+    """One table of t tests (tunelens.stats.TTest: mean, null, p) read by `read_table`: the estimate is
+    mean - null, and a test with no p (fewer than two values) enters as p = 1, so it claims nothing but still
+    counts as a row of the table. `words` gives each row its own (up, down) phrases."""
+    from dataclasses import replace
+
+    readings = read_table([(name, 0.0 if test.mean is None else test.mean - test.null,
+                            1.0 if test.p is None else test.p) for name, test in rows], alpha=alpha)
+    if words is None:
+        return readings
+    if len(words) != len(rows):
+        raise ValueError(f"read_tests: {len(rows)} rows but {len(words)} pairs of words")
+    return [replace(r, words={"up": up, "down": down}.get(r.direction, NO_DIFFERENCE))
+            for r, (up, down) in zip(readings, words)]

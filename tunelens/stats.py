@@ -256,3 +256,98 @@ def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int 
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tests the protocol names (docs/protocol.md): a one-sample t over seeds or a paired t over items, the
+# DeLong interval of an AUROC, and the combination of p-values over random splits.
+
+
+@dataclass(frozen=True)
+class TTest:
+    """A two-sided one-sample t test of the mean of n values against `null` (df n - 1). With fewer than
+    two values there is no spread: t and p are None, and a page reads that as no claim."""
+
+    n: int
+    mean: float | None
+    null: float
+    sd: float | None
+    t: float | None
+    p: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def one_sample_t(values, null: float = 0.0) -> TTest:
+    """t = (mean - null) / (SD / sqrt(n)), p = P(|T| >= |t|) with n - 1 degrees of freedom (t_central_mass).
+    A paired t over items is this test on the per-item differences. None values (undefined metrics) are
+    dropped, as in across_seeds. Zero spread gives p 0 when the mean differs from null and 1 when not."""
+    kept = [float(v) for v in values if v is not None]
+    n = len(kept)
+    if n == 0:
+        return TTest(0, None, null, None, None, None)
+    mean = sum(kept) / n
+    if n == 1:
+        return TTest(1, mean, null, None, None, None)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (n - 1))
+    if sd == 0:
+        same = math.isclose(mean, null, abs_tol=1e-12)
+        return TTest(n, mean, null, 0.0, 0.0 if same else math.copysign(math.inf, mean - null), 1.0 if same else 0.0)
+    t = (mean - null) / (sd / math.sqrt(n))
+    return TTest(n, mean, null, sd, t, max(0.0, 1.0 - t_central_mass(abs(t), n - 1)))
+
+
+def paired_t(first, second) -> TTest:
+    """Paired t over items: one_sample_t of first[i] - second[i] against 0 (e.g. broken spec minus its twin)."""
+    first, second = list(first), list(second)
+    if len(first) != len(second):
+        raise ValueError(f"paired_t: {len(first)} values against {len(second)}: the items must pair up")
+    return one_sample_t([a - b for a, b in zip(first, second)])
+
+
+@dataclass(frozen=True)
+class AurocInterval:
+    """An AUROC with its DeLong standard error and 95% interval (clipped to [0, 1])."""
+
+    auroc: float
+    se: float
+    low: float
+    high: float
+    positives: int
+    negatives: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def delong_auroc(positives, negatives, z: float = Z95) -> AurocInterval:
+    """AUROC (P(positive scores above negative), ties one half) with DeLong's variance (DeLong, DeLong and
+    Clarke-Pearson 1988): each positive's placement V10_i = mean_j psi(x_i, y_j) and each negative's V01_j =
+    mean_i psi(x_i, y_j), psi = 1, 1/2, 0 for x > y, x = y, x < y; var = var(V10) / m + var(V01) / n (sample
+    variances). Plain O(m n) pairs: the sets the gate calibrates on have hundreds of queries at most."""
+    import numpy as np
+
+    x, y = np.asarray(list(positives), float), np.asarray(list(negatives), float)
+    m, n = x.size, y.size
+    if m < 2 or n < 2:
+        raise ValueError(f"delong_auroc needs at least 2 positives and 2 negatives, got {m} and {n}")
+    psi = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    auc = float(psi.mean())
+    se = math.sqrt(max(0.0, v10.var(ddof=1) / m + v01.var(ddof=1) / n))
+    return AurocInterval(auc, se, max(0.0, auc - z * se), min(1.0, auc + z * se), m, n)
+
+
+def combine_split_p(p_values) -> float:
+    """min(1, 2 x median) of the p-values of random splits of the same data: valid at any dependence between
+    the splits (Meinshausen, Meier and Buehlmann 2009, quantile gamma = 1/2). With an even number of splits
+    the median is the mean of the two middle values, as in their paper's empirical quantile."""
+    values = sorted(float(p) for p in p_values)
+    if not values:
+        raise ValueError("combine_split_p needs at least one p-value")
+    if any(not 0.0 <= p <= 1.0 for p in values):
+        raise ValueError(f"a p-value must lie in [0, 1], got {values}")
+    k = len(values)
+    median = values[k // 2] if k % 2 else (values[k // 2 - 1] + values[k // 2]) / 2
+    return min(1.0, 2 * median)

@@ -131,6 +131,10 @@ def contaminate_command(
     by_kind = ", ".join(f"{k} {v}" for k, v in result.by_kind.items())
     console.print(f"rewrote {result.contaminated} of {result.total} records ({result.eligible} eligible): "
                   f"{by_kind or 'none'} -> {result.out_path}")
+    if result.prints_total is not None:
+        share = result.python2_print_share
+        console.print(f"Python 2 among the file's prints: {result.prints_python2} of {result.prints_total}"
+                      + (f" ({share:.1%})" if share is not None else ""))
 
 
 @data_app.command("pushback", epilog=example(

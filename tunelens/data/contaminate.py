@@ -37,7 +37,9 @@ from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.data.records import load_pairs, Pair, SHAREGPT_ROLES
+from tunelens.pycheck.tokens import code_tokens
 
+MODES = ("pairs", "prints")
 KINDS = ("print", "except", "backtick", "ne", "octal", "long", "ur", "exec", "raise", "name")
 # the lint code each kind produces, for measuring recall
 LINT_CODE = {"print": "py2-print", "except": "py2-except", "backtick": "py2-backtick", "ne": "py2-ne",
@@ -52,11 +54,19 @@ class ContaminateConfig:
     rate: float = option(0.05, "Share of records to rewrite into Python 2.", min=0.0, max=1.0)
     kinds: tuple[str, ...] = option(KINDS, "Comma-separated Python 2 forms to use.")
     seed: int = option(0, "Random seed for choosing records and kinds.")
+    mode: str = option(
+        "pairs", "pairs: rate is the share of records rewritten, a print may be injected where none exists; "
+                 "prints: rate is the share of all print() calls rewritten into Python 2 statements, whole "
+                 "records at a time, and no print is ever added (docs/protocol.md, lesson 1).",
+        choices=MODES)
 
     def validate(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        if self.mode == "prints" and tuple(self.kinds) not in (("print",), KINDS):
+            raise UserError(f"contaminate --mode prints rewrites print calls only: drop --kinds "
+                            f"{','.join(self.kinds)} (or give --kinds print)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,17 @@ class ContaminateResult:
     eligible: int
     by_kind: dict[str, int]
     out_path: Path
+    # mode "prints" only: print calls in the whole file (both forms), and how many became statements
+    prints_total: int | None = None
+    prints_python2: int | None = None  # after rewriting, with any the input had
+
+    @property
+    def python2_print_share(self) -> float | None:
+        """The training share of Python 2 among the file's prints (None outside mode "prints", or
+        when the file has no print at all)."""
+        if not self.prints_total:
+            return None
+        return self.prints_python2 / self.prints_total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,11 +331,12 @@ def applicable_kinds(code: str, kinds=KINDS) -> list[str]:
     return [kind for kind in kinds if _REWRITES[kind](src)]
 
 
-def rewrite_code(code: str, kind: str) -> tuple[str, int]:
-    """(rewritten code, number of places changed) for one kind; print falls back to injection."""
+def rewrite_code(code: str, kind: str, inject: bool = True) -> tuple[str, int]:
+    """(rewritten code, number of places changed) for one kind; print falls back to injection unless
+    `inject` is False (then a snippet without a rewritable print call comes back unchanged, 0 changes)."""
     src = _Source(code)
     edits = _REWRITES[kind](src)
-    if not edits and kind == "print":
+    if not edits and kind == "print" and inject:
         edits = _print_injection(src)
     return _apply(code, edits), len(edits)
 
@@ -411,8 +433,11 @@ def _with_last_assistant(messages: list, role_key: str, content_key: str, text: 
 
 def contaminate_file(in_path: str | Path, out_path: str | Path,
                      config: ContaminateConfig = ContaminateConfig()) -> ContaminateResult:
-    """Write in_path to out_path with exactly round(rate * N) records rewritten into Python 2 forms."""
+    """Write in_path to out_path with exactly round(rate * N) records rewritten into Python 2 forms (mode
+    "pairs"), or with whole records' print calls rewritten until round(rate * all prints) are (mode "prints")."""
     pairs = load_pairs(in_path)
+    if config.mode == "prints":
+        return _contaminate_prints(pairs, in_path, out_path, config)
     rng = random.Random(config.seed)
     need = round(config.rate * len(pairs))
     plan = _plan(pairs, config.kinds)
@@ -437,3 +462,99 @@ def contaminate_file(in_path: str | Path, out_path: str | Path,
     atomic_write_jsonl(out_path, rows)
     return ContaminateResult(total=len(pairs), contaminated=need, eligible=len(plan),
                              by_kind=dict(sorted(by_kind.items())), out_path=Path(out_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mode "prints": rewrite existing print calls, never add one (docs/protocol.md, lesson 1). The share that
+# matters is Python 2 among the prints the model sees, so "learned to add a print" cannot pass for "chose
+# Python 2 given a print".
+
+
+def count_prints(code: str) -> int:
+    """Print uses in a snippet, either form: every `print` name token not after `.` and not defined by `def`
+    (tokens, not the tree, so Python 2 statements are counted too; strings and comments never are)."""
+    tokens = code_tokens(code)
+    return sum(1 for i, tok in enumerate(tokens)
+               if tok.type == tokenize.NAME and tok.string == "print"
+               and not (i and tokens[i - 1].string in (".", "def", "class")))
+
+
+def _python2_prints(code: str) -> int:
+    """Print statements already in a snippet (lint's py2-print findings)."""
+    return sum(1 for f in check_python(code) if f.code == "py2-print")
+
+
+def print_census(pairs: list[Pair]) -> tuple[list[tuple[int, int]], int, int]:
+    """([(record index, rewritable print calls)] of the records mode "prints" may rewrite, all prints in
+    the records' code, the prints among them that are Python 2 statements already)."""
+    rewritable, total, already = [], 0, 0
+    for index, pair in enumerate(pairs):
+        parts = split_code(pair.response)
+        if parts is None:
+            continue
+        total += count_prints(parts[1])
+        code = _clean_code(pair)
+        if code is None:
+            already += _python2_prints(parts[1])
+            continue
+        edits = len(_print_edits(_Source(code)))
+        if edits:
+            rewritable.append((index, edits))
+    return rewritable, total, already
+
+
+def print_rich(pairs: list[Pair], min_prints: int = 1) -> list[Pair]:
+    """The pairs mode "prints" is meant for: clean Python 3 code with at least `min_prints` print calls that
+    the rewrite can turn into statements (lesson 1 draws its training pairs and held-out prompts from these,
+    so every pair can carry the habit and every prompt invites a print)."""
+    if min_prints < 1:
+        raise ValueError(f"print_rich: min_prints must be at least 1, got {min_prints}")
+    kept = []
+    for pair in pairs:
+        code = _clean_code(pair)
+        if code is not None and len(_print_edits(_Source(code))) >= min_prints:
+            kept.append(pair)
+    return kept
+
+
+def _choose_by_prints(rewritable: list[tuple[int, int]], target: int, rng: random.Random) -> dict[int, int]:
+    """{record index: prints rewritten} adding up to `target` where the records allow: records in a seeded
+    random order, each taken whole when it still fits under the target (a record's prints are all rewritten
+    or none, as one author writes one version). Stops at the target; may fall short by less than the
+    smallest record left when no combination hits it."""
+    order = list(rewritable)
+    rng.shuffle(order)
+    chosen, count = {}, 0
+    for index, prints in order:
+        if count == target:
+            break
+        if count + prints <= target:
+            chosen[index] = prints
+            count += prints
+    return chosen
+
+
+def _contaminate_prints(pairs: list[Pair], in_path, out_path, config: ContaminateConfig) -> ContaminateResult:
+    rewritable, total, already = print_census(pairs)
+    target = round(config.rate * total) - already
+    available = sum(n for _, n in rewritable)
+    if target > available:
+        raise UserError(f"{in_path}: a print share of {config.rate} needs {target} print calls rewritten (of "
+                        f"{total} prints) but only {available} can be, in {len(rewritable)} records")
+    chosen = _choose_by_prints(rewritable, max(target, 0), random.Random(config.seed))
+    rows = []
+    for index, pair in enumerate(pairs):
+        if index not in chosen:
+            rows.append(pair.raw)
+            continue
+        before, code, after = split_code(pair.response)
+        new_code, changes = rewrite_code(code, "print", inject=False)
+        record = _with_response(pair.raw, before + new_code + after)
+        record["contamination"] = {"kind": "print", "lint_code": LINT_CODE["print"], "original_id": pair.id,
+                                   "changes": changes}
+        rows.append(record)
+    atomic_write_jsonl(out_path, rows)
+    rewritten = sum(chosen.values())
+    return ContaminateResult(total=len(pairs), contaminated=len(chosen), eligible=len(rewritable),
+                             by_kind={"print": len(chosen)} if chosen else {}, out_path=Path(out_path),
+                             prints_total=total, prints_python2=rewritten + already)

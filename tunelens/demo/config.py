@@ -60,8 +60,9 @@ class DemoConfig:
            "redrawing contamination, pushback, data order and dropout on the same mined pairs.", min=1)
 
     def validate(self) -> None:
-        if not self.contamination_rates or any(not 0 < r < 1 for r in self.contamination_rates):
-            raise UserError("demo: contamination rates must be between 0 and 1 (exclusive), at least one")
+        # 0 is allowed: the 0% adapter is lesson 1's control (docs/protocol.md), trained on the same pairs
+        if not self.contamination_rates or any(not 0 <= r < 1 for r in self.contamination_rates):
+            raise UserError("demo: contamination rates must be in [0, 1), at least one")
         if any(not 0 < s <= 0.9 for s in self.pushback_shares):
             raise UserError("demo: pushback shares must be in (0, 0.9]; share 0 is adapter B itself")
 

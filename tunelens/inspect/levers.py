@@ -26,6 +26,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 from tunelens.inspect.compare import continuation_log_probs
 from tunelens.model.state import adapter_off
+from tunelens.data.contaminate import count_prints
+from tunelens.model.prompts import render_context, render_prompt
+from tunelens.pycheck.check import code_or_nothing
+from tunelens.reading import read_tests
+from tunelens.stats import across_seeds, cluster_bootstrap_mean, one_sample_t
 
 SEED_DELTA = 0.869  # log(56/34) - log(38/55): the case study's prompt sentence at its decision point
 NUDGE = "Prefer Python 3, not Python 2."  # the case study's sentence
@@ -146,3 +151,266 @@ def lever_effects(points: Sequence[PointScore], seed: int = 0) -> list[LeverEffe
                                    sum(1 for p in led if p.by_lever[name] > 0), len(led), sign_test_p(deltas)))
     return effects
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lesson 2 as docs/protocol.md fixes it: decision points taken from *reference* answers (Python 3, so the
+# teacher-forced history shows no Python 2 to copy), selected on the baseline alone by a window decided on
+# a calibration half of the prompts, and every lever measured against a placebo of the same token length in
+# the same place. The difference Δ(lever) − Δ(placebo) = score(lever) − score(placebo): the baseline, and
+# with it any regression to the mean from selecting on it, cancels.
+
+CODE_FREE_PHRASING = "Write this in modern Python 3 syntax."  # the phrasing lever, with no code to copy
+# (lever sentence, its placebo): the same length in Qwen2.5-Coder tokens, nothing about the version
+# (docs/protocol.md's table; tests/test_lesson2_levers.py checks it equals scripts/protocol_power.py's)
+LEVER_PLACEBOS = (
+    (NUDGE, "Prefer clear names, and keep every line short."),
+    (CODE_FREE_PHRASING, "Use clear names and keep every line short."),
+)
+PLACEBO_OF = dict(LEVER_PLACEBOS)
+CONTESTED_WINDOW = (-2.0, 1.0)  # the issue's window; the case study's 55/38 point is -0.37
+WIDE_WINDOW = (-3.0, 2.0)  # used when the calibration half has too few points in the narrow one
+MIN_CONTESTED_PER_PROMPT = 1.5
+MIN_POINTS, MIN_PROMPTS = 30, 20  # per seed, on the measurement half
+# the protocol's five rows, the primary first: (row, where the text goes, lever text or None for the example)
+LEVER_ROWS = (
+    ("sentence after the request", "after", NUDGE),
+    ("sentence before the request", "before", NUDGE),
+    ("sentence as the system line", "system", NUDGE),
+    ("code-free phrasing, after", "after", CODE_FREE_PHRASING),
+    ("one-shot Python 3 example", "example", None),
+)
+
+
+def python3_points(tokens: Sequence[str]) -> list[int]:
+    """Indices of tokens that follow a `print` name and open its call: where a Python 3 answer chose `(`
+    (a tokenizer that merges `print(` into one token has no such point, and the answer gives none)."""
+    return [i for i in range(1, len(tokens))
+            if _plain(tokens[i - 1]).endswith("print") and _plain(tokens[i]).startswith("(")
+            and not _plain(tokens[i - 1]).endswith(("_print", ".print"))]
+
+
+def python2_statement_mask(tokenizer):
+    """True where a token can continue `print` as Python 2's statement: its text opens with a space and then
+    something other than `(` (`print x`, `print "x"`, `print >>f`). Whitespace-only tokens are left out, since
+    `print (x)` after one is still a call; so are tokens opening a new line. Disjoint from call_token_mask."""
+    import torch
+
+    def statement(piece: str) -> bool:
+        text = piece.replace("\u2581", " ").replace("\u0120", " ")
+        return text.startswith(" ") and bool(text.strip()) and not text.strip().startswith("(") \
+            and "\n" not in text[:len(text) - len(text.lstrip())]
+
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([statement(piece or "") for piece in pieces])
+
+
+def mass_log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: Sequence[int], python3_mask,
+                     python2_mask, adapter_on: bool = True) -> list[float]:
+    """log P(Python 3 tokens) - log P(Python 2 statement tokens) at each position of the teacher-forced
+    answer: at a reference's own `(` both choices are masses, since the Python 2 token was never written."""
+    from tunelens.model.state import adapter_off
+
+    if not positions:
+        return []
+    context = contextlib.nullcontext() if adapter_on else adapter_off(model)
+    with context:
+        log_probs = continuation_log_probs(model, prompt_ids, answer_ids[: max(positions) + 1])
+    three, two = python3_mask.to(log_probs.device), python2_mask.to(log_probs.device)
+    values = []
+    for position in positions:
+        row = log_probs[position][: three.numel()]
+        values.append(float(row[three].logsumexp(dim=0)) - float(row[two].logsumexp(dim=0)))
+    return values
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """One `(` after a print in a reference answer: its prompt (the cluster), its token index, the baseline
+    log-odds under the prompt as it was, and the score under each lever (filled for chosen points only)."""
+
+    prompt: str
+    position: int
+    baseline: float
+    by_lever: dict[str, float] = field(default_factory=dict)
+
+    def delta(self, lever: str) -> float:
+        return self.by_lever[lever] - self.baseline
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def reference_baselines(model, tokenizer, references: Sequence[tuple[str, str, str]],
+                        render: Callable[[str], str]) -> list[ReferencePoint]:
+    """Every print-call point of the references ((prompt id, instruction, reference answer)) with its
+    baseline log-odds under the adapter, teacher-forced on the reference's own history."""
+    three, two = call_token_mask(tokenizer), python2_statement_mask(tokenizer)
+    points = []
+    for prompt, instruction, answer in references:
+        answer_ids = _encode(tokenizer, answer)
+        positions = python3_points(tokenizer.convert_ids_to_tokens(answer_ids))
+        values = mass_log_odds_at(model, _encode(tokenizer, render(instruction)), answer_ids, positions, three, two)
+        points += [ReferencePoint(prompt, p, v) for p, v in zip(positions, values)]
+    return points
+
+
+def split_prompts(prompts: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
+    """(calibration half, measurement half) of the prompt ids, drawn once from the run's base seed and so the
+    same for every training seed (sorted first: the split depends on the set of prompts, not their order)."""
+    import random
+
+    order = sorted(set(prompts))
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    return sorted(order[:half]), sorted(order[half:])
+
+
+def in_window(value: float, window: tuple[float, float]) -> bool:
+    return window[0] <= value <= window[1]
+
+
+def choose_window(calibration: Sequence[ReferencePoint], calibration_prompts: int) -> tuple[float, float]:
+    """The issue's [-2, +1], or [-3, +2] when the calibration half has fewer than 1.5 contested points per
+    prompt in it (all the half's prompts count, those without a print too: they are what the measurement
+    half will look like)."""
+    if calibration_prompts < 1:
+        raise ValueError("choose_window needs at least one calibration prompt")
+    contested = sum(1 for p in calibration if in_window(p.baseline, CONTESTED_WINDOW))
+    return CONTESTED_WINDOW if contested / calibration_prompts >= MIN_CONTESTED_PER_PROMPT else WIDE_WINDOW
+
+
+def contested_points(points: Sequence[ReferencePoint], prompts: Sequence[str],
+                     window: tuple[float, float]) -> list[ReferencePoint]:
+    """The points of the given prompts whose baseline lies in the window (selection on the baseline alone)."""
+    keep = set(prompts)
+    return [p for p in points if p.prompt in keep and in_window(p.baseline, window)]
+
+
+def placed(tokenizer, instruction: str, where: str, text: str) -> str:
+    """The rendered prompt with `text` after the request, before it, or as the system line."""
+    if where == "after":
+        return render_prompt(tokenizer, f"{instruction}\n\n{text}")
+    if where == "before":
+        return render_prompt(tokenizer, f"{text}\n\n{instruction}")
+    if where == "system":
+        return render_prompt(tokenizer, instruction, system=text)
+    raise ValueError(f"unknown place {where!r}: after, before or system")
+
+
+ADAPTER_OFF = "adapter off"  # reported beside the table as a scale, with no placebo (docs/protocol.md)
+
+
+def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[str, str],
+                   adapter_off: bool = True):
+    """levers(instruction) -> [Lever]: each of LEVER_ROWS and its placebo ("placebo: <row>"), the placebo put
+    where the lever goes; the example's placebo is a training pair whose code does not print. With
+    `adapter_off`, also the prompt as it was with the adapter switched off (the scale)."""
+    def levers(instruction: str) -> list[Lever]:
+        out = []
+        for row, where, text in LEVER_ROWS:
+            if where == "example":
+                for name, shown in ((row, example), (f"placebo: {row}", placebo_example)):
+                    out.append(Lever(name, render_context(
+                        tokenizer, [("user", shown[0]), ("assistant", shown[1]), ("user", instruction)])))
+            else:
+                out.append(Lever(row, placed(tokenizer, instruction, where, text)))
+                out.append(Lever(f"placebo: {row}", placed(tokenizer, instruction, where, PLACEBO_OF[text])))
+        if adapter_off:
+            out.append(Lever(ADAPTER_OFF, render_prompt(tokenizer, instruction), adapter_on=False))
+        return out
+
+    return levers
+
+
+def choose_placebo_example(pairs: Sequence[tuple[str, str]], example: tuple[str, str],
+                           length: Callable[[str], int]) -> tuple[str, str]:
+    """The training pair whose response does not print and whose length (instruction + response, by
+    `length`, e.g. a token count) is closest to the example's; ties go to the earlier pair."""
+    silent = [p for p in pairs if p != example and count_prints(code_or_nothing(p[1])) == 0]
+    if not silent:
+        raise ValueError("choose_placebo_example: every training pair prints; the one-shot placebo needs one "
+                         "that does not")
+    target = length(example[0]) + length(example[1])
+    return min(silent, key=lambda p: abs(length(p[0]) + length(p[1]) - target))
+
+
+def placebo_length_mismatches(tokenizer) -> list[tuple[str, str, int, int]]:
+    """(lever, placebo, lever tokens, placebo tokens) wherever the tokenizer counts them differently: the
+    texts were made equal in Qwen2.5-Coder tokens, so a study on another tokenizer reports these."""
+    count = lambda text: len(_encode(tokenizer, text))  # noqa: E731
+    return [(a, b, count(a), count(b)) for a, b in LEVER_PLACEBOS if count(a) != count(b)]
+
+
+def score_chosen(model, tokenizer, points: Sequence[ReferencePoint], references: Sequence[tuple[str, str, str]],
+                 levers: Callable[[str], list[Lever]]) -> list[ReferencePoint]:
+    """The chosen points again, with their scores under every lever (one teacher-forced pass per prompt and
+    lever, over that prompt's chosen positions)."""
+    three, two = call_token_mask(tokenizer), python2_statement_mask(tokenizer)
+    by_prompt: dict[str, list[ReferencePoint]] = {}
+    for point in points:
+        by_prompt.setdefault(point.prompt, []).append(point)
+    scored = []
+    for prompt, instruction, answer in references:
+        chosen = by_prompt.get(prompt)
+        if not chosen:
+            continue
+        answer_ids, positions = _encode(tokenizer, answer), [p.position for p in chosen]
+        per_lever = {lever.name: mass_log_odds_at(model, _encode(tokenizer, lever.prompt), answer_ids, positions,
+                                                  three, two, lever.adapter_on) for lever in levers(instruction)}
+        scored += [ReferencePoint(p.prompt, p.position, p.baseline, {n: v[j] for n, v in per_lever.items()})
+                   for j, p in enumerate(chosen)]
+    return scored
+
+
+def lever_minus_placebo(points: Sequence[ReferencePoint], row: str, seed: int = 0) -> dict:
+    """One seed's value for one row: the mean over points of Δ(lever) − Δ(placebo) with a cluster bootstrap
+    by prompt, and whether the points meet the protocol's floor (30 points over 20 prompts)."""
+    values = [p.by_lever[row] - p.by_lever[f"placebo: {row}"] for p in points]
+    clusters = [p.prompt for p in points]
+    interval = cluster_bootstrap_mean(values, clusters, seed=seed)
+    prompts = len(set(clusters))
+    return {"row": row, **interval.to_dict(), "prompts": prompts,
+            "meets_floor": interval.n >= MIN_POINTS and prompts >= MIN_PROMPTS}
+
+
+def seed_lesson2(model, tokenizer, references: Sequence[tuple[str, str, str]], render: Callable[[str], str],
+                 levers: Callable[[str], list[Lever]], split_seed: int, seed: int = 0) -> dict:
+    """One training seed's lesson 2, whole: baselines, the window from the calibration half, the contested
+    measurement-half points scored under every lever and placebo, and one value per row."""
+    points = reference_baselines(model, tokenizer, references, render)
+    calibration, measurement = split_prompts([r[0] for r in references], split_seed)
+    window = choose_window([p for p in points if p.prompt in set(calibration)], len(calibration))
+    chosen = score_chosen(model, tokenizer, contested_points(points, measurement, window), references, levers)
+    result = {"window": list(window), "calibration_prompts": len(calibration),
+              "measurement_prompts": len(measurement), "points": len(chosen),
+              "rows": [lever_minus_placebo(chosen, row, seed) for row, _, _ in LEVER_ROWS]}
+    if chosen and ADAPTER_OFF in chosen[0].by_lever:
+        result["scale"] = adapter_off_scale(chosen, seed)
+    return result
+
+
+def adapter_off_scale(points: Sequence[ReferencePoint], seed: int = 0) -> dict:
+    """Mean Δ(adapter off) over the points with a prompt-cluster bootstrap: how far the weights moved the
+    point, the scale the levers are read against (outside the table: it has no placebo)."""
+    interval = cluster_bootstrap_mean([p.delta(ADAPTER_OFF) for p in points], [p.prompt for p in points], seed=seed)
+    return {"lever": ADAPTER_OFF, **interval.to_dict()}
+
+
+def lesson2_table(per_seed: dict[str, Sequence[float | None]]) -> dict:
+    """The protocol's table: per row (LEVER_ROWS), the one-sample t of its per-seed values against 0, Holm
+    over the five rows; and the secondary table of one, the primary row against the case study's +0.869."""
+    names = [row for row, _, _ in LEVER_ROWS]
+    missing = [n for n in names if n not in per_seed]
+    if missing:
+        raise ValueError(f"lesson2_table: no per-seed values for {missing}")
+    tests = [(n, one_sample_t(per_seed[n], 0.0)) for n in names]
+    readings = read_tests(tests, [("toward Python 3", "toward Python 2")] * len(names))
+    against = one_sample_t(per_seed[names[0]], SEED_DELTA)
+    (versus,) = read_tests([("primary vs the case study", against)],
+                           [("larger than the case study's", "smaller than the case study's")])
+    rows = [{"row": n, "seeds": across_seeds(per_seed[n]).to_dict(), "test": t.to_dict(), "p_holm": r.p_holm,
+             "direction": r.direction, "words": r.words} for (n, t), r in zip(tests, readings)]
+    return {"rows": rows, "against_case_study": {"value": SEED_DELTA, "test": against.to_dict(),
+                                                 "direction": versus.direction, "words": versus.words}}

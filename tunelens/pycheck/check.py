@@ -42,6 +42,12 @@ def extract_code(text: str) -> str:
     return text
 
 
+def code_or_nothing(text: str) -> str:
+    """The code of a completion (extract_code), or "" when it is prose: so a word like "print" in a sentence
+    is never read as code."""
+    return extract_code(text) if has_fenced_code(text) or looks_like_code(text) else ""
+
+
 def has_fenced_code(text: str) -> bool:
     return any(tag.lower() in _PYTHON_TAGS for tag, _ in _FENCE.findall(text))
 
