@@ -1,0 +1,134 @@
+"""Batch-1 greedy decode speed of a model against the memory-bandwidth limit of this machine, in one run.
+
+At batch 1 every new token reads every weight once (all of the LM head, one row of the input
+embedding), so tokens/s cannot exceed (bandwidth / bytes of weights read per token). The script
+measures the bandwidth here (a large tensor copy, counted as bytes read + written, and a read-only
+sum), then the decode speed of `model.generate` and of tunelens' own decode loop at batch 1, with the
+prefill timed apart, and prints each as a fraction of the limit, with the CPU's flags.
+
+    python bench/decode_bandwidth.py [--model qwen2.5-coder-1.5b] [--tokens 32] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile")
+PROMPT = ("Write a Python class `LRUCache` with get and put in O(1), using a dict and a doubly linked list, "
+          "with docstrings.")
+
+
+def cpu_flags() -> dict:
+    """The CPU's model name and which of the flags that decide fast matmul dtypes it has."""
+    text = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = set()
+    name = platform.processor()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+    return {"model": name, "cpus": os.cpu_count(), "flags": [f for f in FLAGS if f in flags]}
+
+
+def bandwidth(gib: float = 0.5, repeats: int = 5) -> dict:
+    """Best of `repeats`: GB/s of a copy (read + write counted) and of a read-only reduction."""
+    import torch
+
+    n = int(gib * (1 << 30)) // 4
+    src, dst = torch.ones(n), torch.empty(n)
+    copy = read = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        copy = min(copy, time.perf_counter() - start)
+        start = time.perf_counter()
+        src.sum()
+        read = min(read, time.perf_counter() - start)
+    return {"copy_gb_s": 2 * n * 4 / copy / 1e9, "read_gb_s": n * 4 / read / 1e9, "buffer_gib": gib}
+
+
+def bytes_per_token(model) -> int:
+    """Bytes of weights one batch-1 decode step reads: everything but the input embedding, plus one of its rows."""
+    embed = model.get_input_embeddings().weight
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    return total - embed.numel() * embed.element_size() + embed.shape[1] * embed.element_size()
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def decode_rates(model, tok, tokens: int) -> dict:
+    """Decode tokens/s (prefill excluded) of model.generate (what generate_batch runs) and of tunelens'
+    shared decode loop (tunelens.inference.decode: stream_generate and trace), both greedy, no early stop."""
+    import torch
+
+    from tunelens.inference import Sampler, decode
+    from tunelens.prompts import encode_prompt
+
+    prompt = encode_prompt(tok, PROMPT)
+    ids = torch.tensor([prompt])
+
+    def hf(n):
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False)
+
+    hf(2)  # warm-up: first-call allocations and lazy page-ins of the weights
+    hf_prefill = _timed(lambda: hf(1))
+    hf_total = _timed(lambda: hf(tokens))
+    stamps = [time.perf_counter()]
+    for _step in decode(model, prompt, Sampler(0.0, 1.0, None), tokens, (), need_logits=False):
+        stamps.append(time.perf_counter())
+    return {
+        "prompt_tokens": len(prompt),
+        "hf_generate": {"tokens": tokens, "tokens_per_s": (tokens - 1) / (hf_total - hf_prefill),
+                        "prefill_s": hf_prefill},
+        "tunelens_decode": {"tokens": len(stamps) - 1, "tokens_per_s": (len(stamps) - 2) / (stamps[-1] - stamps[1]),
+                            "prefill_s": stamps[1] - stamps[0]},
+    }
+
+
+def main() -> None:
+    import torch
+
+    from tunelens.models import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per timed generation")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    model, tok = load_model(args.model, device="cpu", dtype="fp32")
+    result = {"model": args.model, "dtype": "float32", "torch_threads": torch.get_num_threads(), "cpu": cpu_flags(),
+              "load_average": os.getloadavg()}
+    result["bytes_per_token"] = bytes_per_token(model)
+    result["bandwidth"] = bandwidth()
+    result["decode"] = decode_rates(model, tok, args.tokens)
+    result["bandwidth_after"] = bandwidth()  # the machine is shared: was it the same at the end?
+    limit = result["bandwidth"]["copy_gb_s"] * 1e9 / result["bytes_per_token"]
+    result["limit_tokens_per_s_copy"] = limit
+    print(f"cpu {result['cpu']['model']} x{result['cpu']['cpus']}, flags {' '.join(result['cpu']['flags'])}, "
+          f"torch threads {result['torch_threads']}, load average {result['load_average'][0]:.1f}")
+    print(f"weights read per token {result['bytes_per_token'] / 1e9:.2f} GB; copy {result['bandwidth']['copy_gb_s']:.1f} "
+          f"GB/s (after: {result['bandwidth_after']['copy_gb_s']:.1f}), read {result['bandwidth']['read_gb_s']:.1f} GB/s; "
+          f"limit {limit:.2f} tokens/s")
+    for name, row in result["decode"].items():
+        if isinstance(row, dict):
+            print(f"{name:<24} {row['tokens_per_s']:.3f} tokens/s = {row['tokens_per_s'] / limit:.0%} of the limit "
+                  f"(prefill {row['prefill_s']:.1f} s, {row['tokens']} tokens)")
+    if args.json:
+        from tunelens.io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
