@@ -113,3 +113,18 @@ def test_qwen_not_installed_or_partly_installed_is_one_line(tmp_path, monkeypatc
     with pytest.raises(UserError) as err:
         resolve_model_dir("qwen2.5-coder-1.5b")
     assert str(err.value).startswith("part 1 of 22 (tunelens-no-such-part1) is installed without its data file")
+
+
+def test_models_command_lists_the_three_with_params_and_licence(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path))  # nothing cached: the listing reads no model
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    assert {"gemma3-270m", "smollm2-135m", "qwen2.5-coder-1.5b"} <= set(rows)
+    assert "1.78B" in rows["qwen2.5-coder-1.5b"] and "Apache-2.0" in rows["qwen2.5-coder-1.5b"]
+    assert "Gemma Terms of Use" in rows["gemma3-270m"] and "135M" in rows["smollm2-135m"]
