@@ -6,7 +6,10 @@ measures the bandwidth here (a large tensor copy, counted as bytes read + writte
 sum), then the decode speed of `model.generate` and of tunelens' own decode loop at batch 1, with the
 prefill timed apart, and prints each as a fraction of the limit, with the CPU's flags.
 
-    python bench/decode_bandwidth.py [--model qwen2.5-coder-1.5b] [--tokens 32] [--json out.json]
+With `--batches 8,32` it also times batched greedy decoding (aggregate tokens/s) against the measured
+fp32 matmul peak.
+
+    python bench/decode_bandwidth.py [--model qwen2.5-coder-1.5b] [--tokens 32] [--batches 8,32] [--json out.json]
 """
 
 from __future__ import annotations
@@ -95,6 +98,42 @@ def decode_rates(model, tok, tokens: int) -> dict:
     }
 
 
+def matmul_peak(size: int = 2048, repeats: int = 3) -> float:
+    """GFLOP/s of the best of `repeats` fp32 square matmuls: the compute roof batched decoding aims at."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def batched_rates(model, tok, batch_sizes, tokens: int) -> list[dict]:
+    """Aggregate decode tokens/s at each batch size: the same prompt in every row (no padding), prefill
+    timed apart, and the decode's GFLOP/s counted as 2 x (weights read per token) / 4 bytes per token."""
+    import torch
+
+    from tunelens.prompts import encode_prompt
+
+    prompt = encode_prompt(tok, PROMPT)
+    flops_per_token = 2 * bytes_per_token(model) / 4
+    rows = []
+    for batch in batch_sizes:
+        ids = torch.tensor([prompt] * batch)
+
+        def run(n):
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                               do_sample=False)
+
+        prefill = _timed(lambda: run(1))
+        total = _timed(lambda: run(tokens))
+        rate = batch * (tokens - 1) / (total - prefill)
+        rows.append({"batch": batch, "tokens_per_row": tokens, "tokens_per_s": rate, "prefill_s": prefill,
+                     "gflop_s": rate * flops_per_token / 1e9})
+    return rows
+
+
 def main() -> None:
     import torch
 
@@ -103,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per timed generation")
+    parser.add_argument("--batches", default="", help="comma-separated batch sizes to time too, e.g. 8,32")
+    parser.add_argument("--batch-tokens", type=int, default=16, help="new tokens per row in the batched runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -112,6 +153,10 @@ def main() -> None:
     result["bytes_per_token"] = bytes_per_token(model)
     result["bandwidth"] = bandwidth()
     result["decode"] = decode_rates(model, tok, args.tokens)
+    result["matmul_gflop_s"] = matmul_peak()
+    batches = [int(b) for b in args.batches.split(",") if b]
+    result["batched"] = batched_rates(model, tok, batches, args.batch_tokens) if batches else []
+    result["matmul_gflop_s_after"] = matmul_peak()
     result["bandwidth_after"] = bandwidth()  # the machine is shared: was it the same at the end?
     limit = result["bandwidth"]["copy_gb_s"] * 1e9 / result["bytes_per_token"]
     result["limit_tokens_per_s_copy"] = limit
@@ -124,6 +169,12 @@ def main() -> None:
         if isinstance(row, dict):
             print(f"{name:<24} {row['tokens_per_s']:.3f} tokens/s = {row['tokens_per_s'] / limit:.0%} of the limit "
                   f"(prefill {row['prefill_s']:.1f} s, {row['tokens']} tokens)")
+    peak = result["matmul_gflop_s"]
+    if batches:
+        print(f"fp32 matmul peak {peak:.1f} GFLOP/s (after: {result['matmul_gflop_s_after']:.1f})")
+    for row in result["batched"]:
+        print(f"batch {row['batch']:<3} {row['tokens_per_s']:.2f} tokens/s aggregate, {row['gflop_s']:.1f} GFLOP/s "
+              f"= {row['gflop_s'] / peak:.0%} of the matmul peak (prefill {row['prefill_s']:.1f} s)")
     if args.json:
         from tunelens.io import atomic_write_json
 
