@@ -1,14 +1,15 @@
-"""The engine's core: one sampler and one KV-cache decode loop (the loaded model is tunelens.model.loaded).
+"""The engine's core: one sampler and one batched KV-cache decode loop (`BatchDecoder`).
 
-`trace` (which records top-K at every step) and `serve` (which streams text with stop strings and
-logprobs) both consume `decode`; batched evaluation keeps `model.generate` (tunelens.engine.generate).
+Every generation goes through it: `decode` (one row: trace, `tunelens generate`, serve's lone
+requests), `generate_batch` (eval, the demo, the studies) and serve's continuous batching.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from tunelens.errors import UserError
@@ -79,6 +80,17 @@ class Sampler:
         if self.greedy:
             return logits.argmax(dim=-1)
         return torch.multinomial(self.probs(logits), 1, generator=generator).squeeze(-1)
+
+
+def row_seed(seed: int | None, index: int) -> int | None:
+    """The seed of row `index` of a batch seeded with `seed` (None stays None: fresh entropy per row).
+
+    Hashed rather than seed + index: the eval seeds consecutive batches seed, seed + 1, ..., and
+    seed + index would then give two rows of neighbouring batches (two samples of one case) one stream.
+    """
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest(), "big")
 
 
 # ---------------------------------------------------------------- a cheaper greedy head
@@ -239,6 +251,26 @@ class Step:
     head: HeadScan | None = None
 
 
+@dataclass(eq=False)  # compared (and hashed) by identity: callers key their own state by row
+class Row:
+    """One sequence in a BatchDecoder: its prompt, how its tokens are chosen, and when it ends.
+
+    `adapter_name` picks the adapter of a multi-adapter PEFT model for this row alone (PEFT's
+    "__base__" for the base weights); None leaves the model's active adapter. `ids` grows by one token
+    per step (a stop id included); `done` is set by the decoder at a stop id or the length limit, or by
+    the caller (a stop string, a cancellation), and the row leaves the batch before the next step.
+    """
+
+    prompt_ids: list[int]
+    sampler: Sampler = Sampler()
+    max_new_tokens: int = 256
+    stop_ids: frozenset = frozenset()
+    adapter_name: str | None = None
+    ids: list[int] = field(default_factory=list)
+    done: bool = False
+    generator: object = None  # the sampler's private generator, made when the row joins
+
+
 def cache_argument(model) -> str:
     """The forward keyword for the KV cache: `cache` in recent transformers 5.x, `past_key_values` before."""
     params = inspect.signature(base_model_of(model).forward).parameters
@@ -249,49 +281,146 @@ def _cache_of(output, name: str):
     return getattr(output, name, None) if hasattr(output, name) else getattr(output, "past_key_values", None)
 
 
+class BatchDecoder:
+    """The one decode loop: rows of different prompts decode together, one forward pass per step.
+
+    The first step (and the first after a `join`) runs every row's sequence so far, left-padded, with
+    positions counted from each row's first real token, so every row sees exactly what it would see
+    alone; later steps feed one token per row against the KV cache. Rows that end leave the cache
+    before the next step. Joining re-prefills instead of appending to the running cache: a new row's
+    positions would have to be re-aligned to the others', and Gemma 3's sliding-window layers keep
+    only the last window of keys, which makes that fragile; a re-prefill is correct by construction.
+    Only the last position's logits are computed (logits_to_keep=1).
+
+    Plain equivalent: each row alone, where at step i the logits are model(prompt + tokens so far)
+    .logits[-1] with no cache; greedy tokens equal `model.generate(do_sample=False)`'s on the same
+    left-padded batch (tests check both). A lone unpadded row is fed without a mask, exactly as alone.
+
+    With `need_logits=False`, a lone unpadded greedy row of a plain-head model on the CPU takes its
+    argmax from CertifiedArgmax (about half the head's memory traffic); its steps' `logits` are then
+    None and their `head` holds that scan (trace takes its top-K probabilities from it).
+    """
+
+    def __init__(self, model, rows=(), need_logits: bool = True, pad_id: int = 0):
+        self.model, self.need_logits, self.pad_id = model, need_logits, pad_id
+        self.device, self.name = device_of(model), cache_argument(model)
+        self.rows: list[Row] = []
+        self.past = self.mask = self.positions = self.chosen = None
+        self._head = self._softcap = None
+        self.join(rows)
+
+    def join(self, rows) -> None:
+        """Add rows; the next step re-prefills every row."""
+        for row in rows:
+            if not row.prompt_ids:
+                raise UserError("the prompt has no tokens (an empty prompt on a tokenizer that adds no BOS)")
+            row.generator = row.sampler.generator(self.device)
+            row.done = row.done or len(row.ids) >= row.max_new_tokens  # a limit of 0 asks for no token
+            self.rows.append(row)
+        self.past = None
+
+    def step(self) -> list[tuple[Row, Step]]:
+        """One forward pass and one token for each row not done; returns the rows with their steps."""
+        import torch
+
+        self._leave()
+        if not self.rows:
+            return []
+        with torch.inference_mode():
+            head = self._certified_head()
+            if head is not None:
+                scan = head.scan(self._forward(self._decoder_of()).last_hidden_state[0, -1], self._softcap)
+                chosen, logits, scans = torch.tensor([scan.argmax()], device=self.device), None, [scan]
+            else:
+                logits = self._forward(self.model).logits[:, -1, :].float()
+                chosen, scans = self._pick(logits), [None] * len(self.rows)
+        self.chosen = chosen
+        steps = []
+        for b, (row, token) in enumerate(zip(self.rows, chosen.tolist())):  # the one host sync per step
+            row.ids.append(token)
+            row.done = token in row.stop_ids or len(row.ids) >= row.max_new_tokens
+            steps.append((row, Step(token, None if logits is None else logits[b], chosen[b:b + 1], scans[b])))
+        return steps
+
+    def run(self) -> list[Row]:
+        """Step until every row is done; the rows, in the order they joined, with their tokens."""
+        rows = list(self.rows)
+        while self.step():
+            pass
+        return rows
+
+    def _pick(self, logits):
+        chosen = logits.argmax(dim=-1)  # every greedy row at once; sampled rows draw from their own generator
+        for b, row in enumerate(self.rows):
+            if not row.sampler.greedy:
+                chosen[b] = row.sampler.pick(logits[b:b + 1], row.generator)[0]
+        return chosen
+
+    def _leave(self) -> None:
+        """Drop the rows that are done from the batch, and from the cache when there is one."""
+        keep = [b for b, row in enumerate(self.rows) if not row.done]
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[b] for b in keep]
+        if self.past is not None and keep:
+            import torch
+
+            index = torch.tensor(keep, device=self.device)
+            self.past.batch_select_indices(index)
+            self.chosen = self.chosen[index]
+            if self.mask is not None:
+                self.mask, self.positions = self.mask[index], self.positions[index]
+
+    def _forward(self, module):
+        import torch
+
+        if self.past is None:
+            sequences = [row.prompt_ids + row.ids for row in self.rows]
+            width = max(len(s) for s in sequences)
+            ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in sequences], device=self.device)
+            self.mask = self.positions = None
+            if any(len(s) < width for s in sequences):  # an unpadded batch needs no mask, like a row alone
+                self.mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences],
+                                         device=self.device)
+                self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = {"input_ids": ids}
+        else:
+            kwargs = {"input_ids": self.chosen[:, None], self.name: self.past}
+            if self.mask is not None:  # the token fed this step is real for every row
+                self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.mask), 1)], dim=1)
+                self.positions = self.positions[:, -1:] + 1
+        if self.mask is not None:
+            kwargs |= {"attention_mask": self.mask, "position_ids": self.positions}
+        if module is self.model:
+            kwargs["logits_to_keep"] = 1
+            if any(row.adapter_name is not None for row in self.rows):
+                kwargs["adapter_names"] = [row.adapter_name or "__base__" for row in self.rows]
+        out = module(use_cache=True, **kwargs)
+        self.past = _cache_of(out, self.name)  # None: a model without a cache is re-fed every sequence
+        return out
+
+    def _certified_head(self):
+        """The certified greedy head when this step may use it: a lone unpadded greedy row, no logits wanted."""
+        if self.need_logits or len(self.rows) != 1 or self.mask is not None:
+            return None
+        row = self.rows[0]
+        if not row.sampler.greedy or row.adapter_name is not None:
+            return None
+        if self._head is None:
+            self._head, self._softcap = certified_head(self.model) or False, final_logit_softcap(self.model)
+        return self._head or None
+
+    def _decoder_of(self):
+        return base_model_of(self.model).get_decoder()
+
+
 def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
            stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
-    """Yield one Step per new token, reusing the KV cache; ends after a stop id (yielded) or the limit.
+    """Yield one Step per new token of one prompt: the BatchDecoder with one row.
 
-    Plain equivalent: at step i the logits are model(prompt + tokens so far).logits[-1] with no cache,
-    and greedy tokens equal `model.generate(do_sample=False)`'s (tests check both). Only the last
-    position's logits are computed (logits_to_keep=1): the prompt's others would each cost a full
-    vocabulary-head pass. The caller may stop early by closing the iterator.
-
-    With `need_logits=False` and a greedy sampler, a plain-head model on the CPU takes its argmax from
-    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None and their
-    `head` holds that scan (trace takes its top-K probabilities from it).
+    Ends after a stop id (yielded) or the limit; the caller may stop early by closing the iterator.
     """
-    import torch
-
-    if not prompt_ids:
-        raise UserError("the prompt has no tokens (an empty prompt on a tokenizer that adds no BOS)")
-    stop_ids = set(stop_ids)
-    device = device_of(model)
-    generator = sampler.generator(device)
-    name = cache_argument(model)
-    fast = certified_head(model) if sampler.greedy and not need_logits else None
-    softcap = final_logit_softcap(model)
-    sequence = torch.tensor([prompt_ids], device=device)
-    step_input, past = sequence, None
-    for _ in range(max_new_tokens):
-        with torch.inference_mode():
-            if fast is not None:
-                out = base_model_of(model).get_decoder()(input_ids=step_input, use_cache=True, **{name: past})
-                past, logits = _cache_of(out, name), None
-                scan = fast.scan(out.last_hidden_state[0, -1], softcap)
-                token = scan.argmax()
-                chosen = torch.tensor([token], device=device)
-            else:
-                out, scan = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past}), None
-                past = _cache_of(out, name)
-                logits = out.logits[:, -1, :].float()
-                chosen = sampler.pick(logits, generator)
-                token = int(chosen)  # the one host sync per step, as in generate's stopping check
-                logits = logits[0]
-        yield Step(token, logits, chosen, scan)
-        if token in stop_ids:
-            return
-        if past is None:  # a model that keeps no cache is given the whole sequence again
-            sequence = torch.cat([sequence, chosen[:, None]], dim=1)
-        step_input = chosen[:, None] if past is not None else sequence
+    decoder = BatchDecoder(model, [Row(list(prompt_ids), sampler, max_new_tokens, frozenset(stop_ids))],
+                           need_logits=need_logits)
+    while steps := decoder.step():
+        yield steps[0][1]

@@ -79,14 +79,14 @@ def log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: 
 
     Fast path: the answer is cut after its last scored position, since a causal model's prediction at a
     position never sees later tokens. Plain equivalent: scoring the whole answer (a test compares them)."""
-    from tunelens.inspect.compare import continuation_log_probs
+    from tunelens.engine.score import score_continuations
     from tunelens.model.state import adapter_off
 
     if not positions:
         return []
     context = contextlib.nullcontext() if adapter_on else adapter_off(model)
     with context:
-        log_probs = continuation_log_probs(model, prompt_ids, answer_ids[: max(positions) + 1])  # n x vocab
+        log_probs = score_continuations(model, [prompt_ids], [answer_ids[: max(positions) + 1]], full=True)[0]
     mask = python3_mask.to(log_probs.device)
     values = []
     for position in positions:
