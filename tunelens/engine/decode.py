@@ -17,6 +17,10 @@ from tunelens.model.state import base_model_of, device_of
 
 # torch.Generator.manual_seed takes any integer in this range (negative ones wrap to unsigned).
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
+# The one temperature bound, for every config, command and the server. Past 5 the tempered distribution of
+# a language model is close to uniform over its nucleus: higher values only produce noise. (OpenAI caps at
+# 2; trace studies of high-temperature sampling use up to 5.)
+TEMPERATURE_MAX = 5.0
 
 
 # ---------------------------------------------------------------- sampling
@@ -24,7 +28,7 @@ SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
 
 @dataclass(frozen=True)
 class Sampler:
-    """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus.
+    """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus (no top-k).
 
     Logits are shifted by their maximum before dividing by the temperature, so a tiny temperature
     (1e-45) gives -inf for every token but the argmax instead of inf - inf = nan; the distribution is
@@ -36,8 +40,8 @@ class Sampler:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:  # also refuses nan
-            raise ValueError(f"temperature must be 0 or positive, got {self.temperature}")
+        if not 0 <= self.temperature <= TEMPERATURE_MAX:  # also refuses nan
+            raise ValueError(f"temperature must be in [0, {TEMPERATURE_MAX:g}], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
@@ -281,6 +285,19 @@ def _cache_of(output, name: str):
     return getattr(output, name, None) if hasattr(output, name) else getattr(output, "past_key_values", None)
 
 
+def left_padded(sequences: list[list[int]], pad_id: int, device):
+    """Input ids padded on the left, with the attention mask and positions counted from each row's first
+    real token (so every row sees what it would see alone); mask and positions None when no row is padded."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)
+    if all(len(s) == width for s in sequences):  # an unpadded batch needs no mask, like a row alone
+        return ids, None, None
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class BatchDecoder:
     """The one decode loop: rows of different prompts decode together, one forward pass per step.
 
@@ -375,14 +392,8 @@ class BatchDecoder:
         import torch
 
         if self.past is None:
-            sequences = [row.prompt_ids + row.ids for row in self.rows]
-            width = max(len(s) for s in sequences)
-            ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in sequences], device=self.device)
-            self.mask = self.positions = None
-            if any(len(s) < width for s in sequences):  # an unpadded batch needs no mask, like a row alone
-                self.mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences],
-                                         device=self.device)
-                self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+            ids, self.mask, self.positions = left_padded([r.prompt_ids + r.ids for r in self.rows], self.pad_id,
+                                                         self.device)
             kwargs = {"input_ids": ids}
         else:
             kwargs = {"input_ids": self.chosen[:, None], self.name: self.past}

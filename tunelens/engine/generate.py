@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 from tunelens.config import configclass, option
 from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, few_shot_option
-from tunelens.engine.decode import SEED_MAX, SEED_MIN
+from tunelens.engine.decode import SEED_MAX, SEED_MIN, TEMPERATURE_MAX
 from tunelens.model.prompts import encode_prompt, stop_token_ids, strip_stop_text
 
 
@@ -28,7 +28,7 @@ class GenerateConfig:
     --config YAML file."""
 
     max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
-    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=TEMPERATURE_MAX)
     top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
     seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
     raw: bool = option(False, "Continue the text as is, without the chat/turn format.")

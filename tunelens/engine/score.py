@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tunelens.engine.decode import _cache_of, cache_argument
+from tunelens.engine.decode import _cache_of, cache_argument, left_padded
 from tunelens.errors import UserError
 from tunelens.model.state import device_of
 
@@ -48,15 +48,10 @@ def score_continuations(model, prompts: Sequence[Sequence[int]], continuations: 
 
 def _whole_rows(model, prompts: list[list[int]], fed: list[list[int]], pad_id: int) -> list:
     """Each row's logits at its prompt's last position and every fed token: [len(fed) + 1, vocabulary]."""
-    import torch
-
-    device, sequences = device_of(model), [p + f for p, f in zip(prompts, fed)]
-    width, keep = max(len(s) for s in sequences), max(len(f) for f in fed) + 1
-    kwargs = {"input_ids": torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)}
-    if any(len(s) < width for s in sequences):
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-        kwargs |= {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-    logits = model(use_cache=False, logits_to_keep=keep, **kwargs).logits.float()
+    ids, mask, positions = left_padded([p + f for p, f in zip(prompts, fed)], pad_id, device_of(model))
+    padded = {"attention_mask": mask, "position_ids": positions} if mask is not None else {}
+    keep = max(len(f) for f in fed) + 1
+    logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep, **padded).logits.float()
     return [logits[i, keep - len(f) - 1:] for i, f in enumerate(fed)]
 
 
