@@ -260,7 +260,8 @@ class Row:
     """One sequence in a BatchDecoder: its prompt, how its tokens are chosen, and when it ends.
 
     `adapter_name` picks the adapter of a multi-adapter PEFT model for this row alone (PEFT's
-    "__base__" for the base weights); None leaves the model's active adapter. `ids` grows by one token
+    "__base__" for the base weights); None, for every row of a batch, leaves the model's active adapter
+    (a batch names the adapter of all its rows or of none). `ids` grows by one token
     per step (a stop id included); `done` is set by the decoder at a stop id or the length limit, or by
     the caller (a stop string, a cancellation), and the row leaves the batch before the next step.
     """
@@ -334,6 +335,8 @@ class BatchDecoder:
             row.generator = row.sampler.generator(self.device)
             row.done = row.done or len(row.ids) >= row.max_new_tokens  # a limit of 0 asks for no token
             self.rows.append(row)
+        if len({row.adapter_name is None for row in self.rows}) > 1:
+            raise ValueError("name the adapter of every row of a batch or of none")
         self.past = None
 
     def step(self) -> list[tuple[Row, Step]]:
@@ -346,7 +349,8 @@ class BatchDecoder:
         with torch.inference_mode():
             head = self._certified_head()
             if head is not None:
-                scan = head.scan(self._forward(self._decoder_of()).last_hidden_state[0, -1], self._softcap)
+                hidden = self._forward(base_model_of(self.model).get_decoder()).last_hidden_state[0, -1]
+                scan = head.scan(hidden, self._softcap)
                 chosen, logits, scans = torch.tensor([scan.argmax()], device=self.device), None, [scan]
             else:
                 logits = self._forward(self.model).logits[:, -1, :].float()
@@ -404,8 +408,8 @@ class BatchDecoder:
             kwargs |= {"attention_mask": self.mask, "position_ids": self.positions}
         if module is self.model:
             kwargs["logits_to_keep"] = 1
-            if any(row.adapter_name is not None for row in self.rows):
-                kwargs["adapter_names"] = [row.adapter_name or "__base__" for row in self.rows]
+            if self.rows[0].adapter_name is not None:
+                kwargs["adapter_names"] = [row.adapter_name for row in self.rows]
         out = module(use_cache=True, **kwargs)
         self.past = _cache_of(out, self.name)  # None: a model without a cache is re-fed every sequence
         return out
@@ -420,9 +424,6 @@ class BatchDecoder:
         if self._head is None:
             self._head, self._softcap = certified_head(self.model) or False, final_logit_softcap(self.model)
         return self._head or None
-
-    def _decoder_of(self):
-        return base_model_of(self.model).get_decoder()
 
 
 def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
