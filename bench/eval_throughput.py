@@ -132,8 +132,10 @@ def main() -> None:
     print(f"batched (size {args.batch_size:2d}): {batch_tokens:5d} tokens in {batch_s:6.1f} s = {batch_rate:7.1f} tokens/s")
     print(f"model.generate (size {args.batch_size:2d}): {old_tokens:5d} tokens in {old_s:6.1f} s = {old_rate:7.1f} tokens/s")
     print(f"batched / one at a time: {batch_rate / single_rate:5.2f}x  (target >= 2x)")
+    pairs = sorted(old[0] / new[0] for new, old in zip(engine_runs, old_runs))  # same tokens: time ratios
     print(f"engine / model.generate, batched: {batch_rate / old_rate:5.2f}x  (target >= 1.0; best of "
-          f"{args.repeats} alternating runs each)")
+          f"{args.repeats} alternating runs each); per pair of runs: median {pairs[len(pairs) // 2]:.2f}x, "
+          f"all {', '.join(f'{r:.2f}' for r in pairs)}")
     print(f"identical greedy answers: {same}/{len(prompts)} one at a time vs batched (padding can change float "
           f"rounding), {sum(a == b for a, b in zip(batch_answers, old_answers))}/{len(prompts)} engine vs model.generate")
     # Other jobs on the machine slow both runs, batched ones less than proportionally: report the load.

@@ -101,3 +101,36 @@ def test_score_continuations_equals_plain_forward_passes(tiny_gemma):
     for continuation, values in zip(continuations, shared):
         picked = plain(prompts[2], continuation)[:-1].gather(1, torch.tensor(continuation)[:, None]).squeeze(1)
         assert torch.allclose(values, picked, atol=1e-4)
+
+
+def test_the_batched_certified_head_equals_the_plain_argmax():
+    from tunelens.engine.decode import CertifiedArgmax
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(5000, 64, generator=generator) * 0.05
+    hidden = torch.cat([torch.randn(6, 64, generator=generator) * scale for scale in (0.01, 1, 30, 3000)]
+                       + [weight[4000:4001] * 40, torch.zeros(1, 64)])
+    plain = torch.nn.functional.linear(hidden, weight).argmax(-1)
+    for bf16 in (True, False):
+        assert torch.equal(CertifiedArgmax(weight).rows_argmax(hidden, bf16=bf16), plain)
+    assert torch.equal(CertifiedArgmax(weight, max_candidates=0).rows_argmax(hidden, bf16=True), plain)
+    # Rows that tie exactly may be told apart by fp32 rounding, which depends on the kernel: either wins.
+    weight[17] = weight[4000]
+    assert int(CertifiedArgmax(weight).rows_argmax(hidden[-2:], bf16=True)[0]) in (17, 4000)
+
+
+@pytest.mark.parametrize("arch", ["tiny_gemma", "tiny_llama"])
+def test_a_greedy_batch_without_logits_gives_the_same_tokens(arch, request):
+    from tunelens.engine.decode import certified_head
+
+    model, tokenizer = request.getfixturevalue(arch)
+    prompts, pad = _prompts(5), tokenizer.pad_token_id
+    plain = BatchDecoder(model, [Row(p, Sampler(), NEW_TOKENS) for p in prompts], pad_id=pad).run()
+    head = certified_head(model)
+    chosen, head.bf16_faster = head.bf16_faster, True  # the bfloat16 path, whatever this CPU prefers
+    try:
+        fast = BatchDecoder(model, [Row(p, Sampler(), NEW_TOKENS) for p in prompts], need_logits=False,
+                            pad_id=pad).run()
+    finally:
+        head.bf16_faster = chosen
+    assert [row.ids for row in fast] == [row.ids for row in plain]
