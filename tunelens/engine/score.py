@@ -5,7 +5,7 @@ compare, levers, propensity and the gate's model signals all score through `scor
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tunelens.engine.decode import _cache_of, cache_argument, left_padded
 from tunelens.errors import UserError
