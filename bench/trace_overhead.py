@@ -180,7 +180,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tunelens.engine.generate import SamplingConfig
     from tunelens.engine.decode import Sampler, decode
     from tunelens.model.prompts import encode_prompt, stop_token_ids
     from tunelens.inspect.trace import TraceConfig, trace_generate
@@ -194,7 +193,7 @@ def main() -> None:
     ids = torch.tensor([encode_prompt(tokenizer, args.prompt)], device=device)
     generate_kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.tokens,
                            eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                           **SamplingConfig(temperature=0.0).generate_kwargs())
+                           do_sample=False, temperature=None, top_p=None, top_k=None)
     config = TraceConfig(max_new_tokens=args.tokens, top_k=args.top_k)
     exact_config = TraceConfig(max_new_tokens=args.tokens, top_k=args.top_k, exact_probs=True)
     stops = stop_token_ids(tokenizer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tunelens.config import configclass, option
+from tunelens.engine.decode import TEMPERATURE_MAX
 from tunelens.errors import UserError
 from tunelens.model.specs import DEFAULT_MODEL
 
@@ -48,7 +49,8 @@ class DemoConfig:
     pair_tokens: int = option(112, "Mined pairs are chosen at most this many tokens long.", min=32)
     max_length: int = option(192, "Training sequence cap (room for the longer pushback pairs).", min=32)
     samples: int = option(1, "Sampled answers per prompt, beside the greedy one.", min=0)
-    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0,
+                                max=TEMPERATURE_MAX)
     max_new_tokens: int = option(80, "Most tokens per answer.", min=1)
     eval_batch_size: int = option(48, "Rows per generation batch (base and adapters share batches).", min=1)
     trace_prompts: int = option(40, "Most Python 2 answers per adapter scored at their decision points (lesson 2).",

@@ -1,14 +1,15 @@
-"""The engine's core: one sampler and one KV-cache decode loop (the loaded model is tunelens.model.loaded).
+"""The engine's core: one sampler and one batched KV-cache decode loop (`BatchDecoder`).
 
-`trace` (which records top-K at every step) and `serve` (which streams text with stop strings and
-logprobs) both consume `decode`; batched evaluation keeps `model.generate` (tunelens.engine.generate).
+Every generation goes through it: `decode` (one row: trace, `tunelens generate`, serve's lone
+requests), `generate_batch` (eval, the demo, the studies) and serve's continuous batching.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from tunelens.errors import UserError
@@ -16,6 +17,10 @@ from tunelens.model.state import base_model_of, device_of
 
 # torch.Generator.manual_seed takes any integer in this range (negative ones wrap to unsigned).
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
+# The one temperature bound, for every config, command and the server. Past 5 the tempered distribution of
+# a language model is close to uniform over its nucleus: higher values only produce noise. (OpenAI caps at
+# 2; trace studies of high-temperature sampling use up to 5.)
+TEMPERATURE_MAX = 5.0
 
 
 # ---------------------------------------------------------------- sampling
@@ -23,7 +28,7 @@ SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
 
 @dataclass(frozen=True)
 class Sampler:
-    """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus.
+    """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus (no top-k).
 
     Logits are shifted by their maximum before dividing by the temperature, so a tiny temperature
     (1e-45) gives -inf for every token but the argmax instead of inf - inf = nan; the distribution is
@@ -35,8 +40,8 @@ class Sampler:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:  # also refuses nan
-            raise ValueError(f"temperature must be 0 or positive, got {self.temperature}")
+        if not 0 <= self.temperature <= TEMPERATURE_MAX:  # also refuses nan
+            raise ValueError(f"temperature must be in [0, {TEMPERATURE_MAX:g}], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
@@ -81,6 +86,17 @@ class Sampler:
         return torch.multinomial(self.probs(logits), 1, generator=generator).squeeze(-1)
 
 
+def row_seed(seed: int | None, index: int) -> int | None:
+    """The seed of row `index` of a batch seeded with `seed` (None stays None: fresh entropy per row).
+
+    Hashed rather than seed + index: the eval seeds consecutive batches seed, seed + 1, ..., and
+    seed + index would then give two rows of neighbouring batches (two samples of one case) one stream.
+    """
+    if seed is None:
+        return None
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest(), "big")
+
+
 # ---------------------------------------------------------------- a cheaper greedy head
 
 
@@ -89,6 +105,9 @@ class Sampler:
 _HALF_ERROR = 2.0 ** -9
 # Values below fp16's normal range round to a multiple of 2^-24 (absolute, not relative error).
 _HALF_SUBNORMAL = 2.0 ** -24
+# The same for a bfloat16 GEMM (8 significant bits: 2^-8 per rounding) whose output is bfloat16 too; its
+# range is fp32's, so only products below 2^-126 lose more than that (absolute 2^-133 each).
+_BF16_ERROR, _BF16_SUBNORMAL = 2.0 ** -6, 2.0 ** -120
 # Causal LMs whose logits are exactly lm_head(decoder(ids)) up to a monotonic soft-cap (argmax unchanged).
 _PLAIN_HEAD_MODELS = {"Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalLM", "LlamaForCausalLM",
                       "Qwen2ForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"}
@@ -115,6 +134,7 @@ class CertifiedArgmax:
             self.row_l1 = weight.detach().abs().sum(dim=1)
             self.row_l2 = weight.detach().norm(dim=1)
             self.usable = bool(torch.isfinite(self.half).all())  # a weight past 65504 overflows fp16
+        self.bf16, self.bf16_faster = None, None  # made and decided on the first batch (rows_argmax)
 
     def __call__(self, hidden) -> int:
         return self.scan(hidden).argmax()
@@ -132,6 +152,60 @@ class CertifiedArgmax:
         bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs()) \
             + _HALF_SUBNORMAL * (x.abs().sum() + self.row_l1)
         return HeadScan(self, weight, x, approx, bound, softcap)
+
+
+    def rows_argmax(self, hidden, bf16: bool | None = None):
+        """The argmax ids, int64 [batch], of the fp32 head for several hidden states [batch, d].
+
+        A batch reads a bfloat16 copy of the head, with per-row bounds and fp32 recomputation of each
+        row's candidates as in `scan`, where this CPU multiplies bfloat16 faster than fp32 (AVX512-BF16:
+        about 4x on an 8-row batch of Gemma 3's 262k-row head; without it bfloat16 is slower). The first
+        batch times both ways once and keeps the faster; `bf16` forces the choice (tests).
+        Plain equivalent: F.linear(hidden, weight).argmax(-1); a test checks them against each other.
+        """
+        import torch
+        from torch.nn.functional import linear
+
+        weight, x = self._weight().detach(), hidden.float()
+        if bf16 is None:
+            if self.bf16_faster is None:
+                self.bf16_faster = self._bf16_is_faster(weight, x)
+            bf16 = self.bf16_faster
+        if not bf16 or weight.dtype != torch.float32 or not torch.isfinite(x).all():
+            return linear(x, weight).argmax(-1)
+        self.bf16 = weight.bfloat16() if self.bf16 is None else self.bf16
+        approx = linear(x.bfloat16(), self.bf16).float()
+        if not torch.isfinite(approx).all():
+            return linear(x, weight).argmax(-1)
+        bound = _BF16_ERROR * (torch.minimum(self.row_l1 * x.abs().amax(-1, keepdim=True),
+                                             self.row_l2 * x.norm(dim=-1, keepdim=True)) + approx.abs()) \
+            + _BF16_SUBNORMAL * (x.abs().sum(-1, keepdim=True) + self.row_l1)
+        candidates = approx + bound >= (approx - bound).amax(-1, keepdim=True)
+        chosen = []
+        for row, ids in zip(x, candidates):
+            ids = ids.nonzero().flatten()
+            if len(ids) > self.max_candidates:
+                ids = torch.arange(len(weight), device=weight.device)
+            chosen.append(ids[torch.mv(weight[ids], row).argmax()])  # ids ascend: exact ties go to the lowest
+        return torch.stack(chosen)
+
+    def _bf16_is_faster(self, weight, x) -> bool:
+        import time
+
+        import torch
+        from torch.nn.functional import linear
+
+        if weight.dtype != torch.float32:
+            return False
+        bf16, xb = weight.bfloat16(), x.bfloat16()
+        seconds = []
+        for run in (lambda: linear(x, weight), lambda: linear(xb, bf16)):
+            run()  # the first call pays allocation and kernel set-up
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        self.bf16 = bf16 if seconds[1] < 0.7 * seconds[0] else None
+        return self.bf16 is not None
 
 
 class HeadScan:
@@ -239,6 +313,27 @@ class Step:
     head: HeadScan | None = None
 
 
+@dataclass(eq=False)  # compared (and hashed) by identity: callers key their own state by row
+class Row:
+    """One sequence in a BatchDecoder: its prompt, how its tokens are chosen, and when it ends.
+
+    `adapter_name` picks the adapter of a multi-adapter PEFT model for this row alone (PEFT's
+    "__base__" for the base weights); None, for every row of a batch, leaves the model's active adapter
+    (a batch names the adapter of all its rows or of none). `ids` grows by one token
+    per step (a stop id included); `done` is set by the decoder at a stop id or the length limit, or by
+    the caller (a stop string, a cancellation), and the row leaves the batch before the next step.
+    """
+
+    prompt_ids: list[int]
+    sampler: Sampler = Sampler()
+    max_new_tokens: int = 256
+    stop_ids: frozenset = frozenset()
+    adapter_name: str | None = None
+    ids: list[int] = field(default_factory=list)
+    done: bool = False
+    generator: object = None  # the sampler's private generator, made when the row joins
+
+
 def cache_argument(model) -> str:
     """The forward keyword for the KV cache: `cache` in recent transformers 5.x, `past_key_values` before."""
     params = inspect.signature(base_model_of(model).forward).parameters
@@ -249,49 +344,155 @@ def _cache_of(output, name: str):
     return getattr(output, name, None) if hasattr(output, name) else getattr(output, "past_key_values", None)
 
 
-def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
-           stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
-    """Yield one Step per new token, reusing the KV cache; ends after a stop id (yielded) or the limit.
-
-    Plain equivalent: at step i the logits are model(prompt + tokens so far).logits[-1] with no cache,
-    and greedy tokens equal `model.generate(do_sample=False)`'s (tests check both). Only the last
-    position's logits are computed (logits_to_keep=1): the prompt's others would each cost a full
-    vocabulary-head pass. The caller may stop early by closing the iterator.
-
-    With `need_logits=False` and a greedy sampler, a plain-head model on the CPU takes its argmax from
-    CertifiedArgmax (about half the head's memory traffic); the steps' `logits` are then None and their
-    `head` holds that scan (trace takes its top-K probabilities from it).
-    """
+def left_padded(sequences: list[list[int]], pad_id: int, device):
+    """Input ids padded on the left, with the attention mask and positions counted from each row's first
+    real token (so every row sees what it would see alone); mask and positions None when no row is padded."""
     import torch
 
-    if not prompt_ids:
-        raise UserError("the prompt has no tokens (an empty prompt on a tokenizer that adds no BOS)")
-    stop_ids = set(stop_ids)
-    device = device_of(model)
-    generator = sampler.generator(device)
-    name = cache_argument(model)
-    fast = certified_head(model) if sampler.greedy and not need_logits else None
-    softcap = final_logit_softcap(model)
-    sequence = torch.tensor([prompt_ids], device=device)
-    step_input, past = sequence, None
-    for _ in range(max_new_tokens):
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences], device=device)
+    if all(len(s) == width for s in sequences):  # an unpadded batch needs no mask, like a row alone
+        return ids, None, None
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class BatchDecoder:
+    """The one decode loop: rows of different prompts decode together, one forward pass per step.
+
+    The first step (and the first after a `join`) runs every row's sequence so far, left-padded, with
+    positions counted from each row's first real token, so every row sees exactly what it would see
+    alone; later steps feed one token per row against the KV cache. Rows that end leave the cache
+    before the next step. Joining re-prefills instead of appending to the running cache: a new row's
+    positions would have to be re-aligned to the others', and Gemma 3's sliding-window layers keep
+    only the last window of keys, which makes that fragile; a re-prefill is correct by construction.
+    Only the last position's logits are computed (logits_to_keep=1).
+
+    Plain equivalent: each row alone, where at step i the logits are model(prompt + tokens so far)
+    .logits[-1] with no cache; greedy tokens equal `model.generate(do_sample=False)`'s on the same
+    left-padded batch (tests check both). A lone unpadded row is fed without a mask, exactly as alone.
+
+    With `need_logits=False`, greedy rows of a plain-head model on the CPU take their argmax from
+    CertifiedArgmax: a lone row from its fp16 head (about half the head's memory traffic; the steps'
+    `head` holds that scan, from which trace takes its top-K probabilities), a batch from its bfloat16
+    head where the CPU has fast bfloat16 products. The steps' `logits` are then None.
+    """
+
+    def __init__(self, model, rows=(), need_logits: bool = True, pad_id: int = 0):
+        self.model, self.need_logits, self.pad_id = model, need_logits, pad_id
+        self.device, self.name = device_of(model), cache_argument(model)
+        self.rows: list[Row] = []
+        self.past = self.mask = self.positions = self.chosen = None
+        self._head = self._softcap = None
+        self.join(rows)
+
+    def join(self, rows) -> None:
+        """Add rows; the next step re-prefills every row."""
+        for row in rows:
+            if not row.prompt_ids:
+                raise UserError("the prompt has no tokens (an empty prompt on a tokenizer that adds no BOS)")
+            row.generator = row.sampler.generator(self.device)
+            row.done = row.done or len(row.ids) >= row.max_new_tokens  # a limit of 0 asks for no token
+            self.rows.append(row)
+        if len({row.adapter_name is None for row in self.rows}) > 1:
+            raise ValueError("name the adapter of every row of a batch or of none")
+        self.past = None
+
+    def step(self) -> list[tuple[Row, Step]]:
+        """One forward pass and one token for each row not done; returns the rows with their steps."""
+        import torch
+
+        self._leave()
+        if not self.rows:
+            return []
         with torch.inference_mode():
-            if fast is not None:
-                out = base_model_of(model).get_decoder()(input_ids=step_input, use_cache=True, **{name: past})
-                past, logits = _cache_of(out, name), None
-                scan = fast.scan(out.last_hidden_state[0, -1], softcap)
-                token = scan.argmax()
-                chosen = torch.tensor([token], device=device)
+            head = self._certified_head()
+            if head is not None:
+                hidden, logits = self._forward(base_model_of(self.model).get_decoder()).last_hidden_state[:, -1], None
+                if len(self.rows) == 1:
+                    scans = [head.scan(hidden[0], self._softcap)]
+                    chosen = torch.tensor([scans[0].argmax()], device=self.device)
+                else:
+                    chosen, scans = head.rows_argmax(hidden), [None] * len(self.rows)
             else:
-                out, scan = model(input_ids=step_input, use_cache=True, logits_to_keep=1, **{name: past}), None
-                past = _cache_of(out, name)
-                logits = out.logits[:, -1, :].float()
-                chosen = sampler.pick(logits, generator)
-                token = int(chosen)  # the one host sync per step, as in generate's stopping check
-                logits = logits[0]
-        yield Step(token, logits, chosen, scan)
-        if token in stop_ids:
+                logits = self._forward(self.model).logits[:, -1, :].float()
+                chosen, scans = self._pick(logits), [None] * len(self.rows)
+        self.chosen = chosen
+        steps = []
+        for b, (row, token) in enumerate(zip(self.rows, chosen.tolist())):  # the one host sync per step
+            row.ids.append(token)
+            row.done = token in row.stop_ids or len(row.ids) >= row.max_new_tokens
+            steps.append((row, Step(token, None if logits is None else logits[b], chosen[b:b + 1], scans[b])))
+        return steps
+
+    def run(self) -> list[Row]:
+        """Step until every row is done; the rows, in the order they joined, with their tokens."""
+        rows = list(self.rows)
+        while self.step():
+            pass
+        return rows
+
+    def _pick(self, logits):
+        chosen = logits.argmax(dim=-1)  # every greedy row at once; sampled rows draw from their own generator
+        for b, row in enumerate(self.rows):
+            if not row.sampler.greedy:
+                chosen[b] = row.sampler.pick(logits[b:b + 1], row.generator)[0]
+        return chosen
+
+    def _leave(self) -> None:
+        """Drop the rows that are done from the batch, and from the cache when there is one."""
+        keep = [b for b, row in enumerate(self.rows) if not row.done]
+        if len(keep) == len(self.rows):
             return
-        if past is None:  # a model that keeps no cache is given the whole sequence again
-            sequence = torch.cat([sequence, chosen[:, None]], dim=1)
-        step_input = chosen[:, None] if past is not None else sequence
+        self.rows = [self.rows[b] for b in keep]
+        if self.past is not None and keep:
+            import torch
+
+            index = torch.tensor(keep, device=self.device)
+            self.past.batch_select_indices(index)
+            self.chosen = self.chosen[index]
+            if self.mask is not None:
+                self.mask, self.positions = self.mask[index], self.positions[index]
+
+    def _forward(self, module):
+        import torch
+
+        if self.past is None:
+            ids, self.mask, self.positions = left_padded([r.prompt_ids + r.ids for r in self.rows], self.pad_id,
+                                                         self.device)
+            kwargs = {"input_ids": ids}
+        else:
+            kwargs = {"input_ids": self.chosen[:, None], self.name: self.past}
+            if self.mask is not None:  # the token fed this step is real for every row
+                self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.mask), 1)], dim=1)
+                self.positions = self.positions[:, -1:] + 1
+        if self.mask is not None:
+            kwargs |= {"attention_mask": self.mask, "position_ids": self.positions}
+        if module is self.model:
+            kwargs["logits_to_keep"] = 1
+            if self.rows[0].adapter_name is not None:
+                kwargs["adapter_names"] = [row.adapter_name for row in self.rows]
+        out = module(use_cache=True, **kwargs)
+        self.past = _cache_of(out, self.name)  # None: a model without a cache is re-fed every sequence
+        return out
+
+    def _certified_head(self):
+        """The certified greedy head when this step may use it: greedy rows, no logits wanted, and no per-row
+        adapter (PEFT applies adapter names in its own forward, which the decoder alone would skip)."""
+        if self.need_logits or self.rows[0].adapter_name is not None or not all(r.sampler.greedy for r in self.rows):
+            return None
+        if self._head is None:
+            self._head, self._softcap = certified_head(self.model) or False, final_logit_softcap(self.model)
+        return self._head or None
+
+
+def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
+           stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
+    """Yield one Step per new token of one prompt: the BatchDecoder with one row.
+
+    Ends after a stop id (yielded) or the limit; the caller may stop early by closing the iterator.
+    """
+    decoder = BatchDecoder(model, [Row(list(prompt_ids), sampler, max_new_tokens, frozenset(stop_ids))],
+                           need_logits=need_logits)
+    while steps := decoder.step():
+        yield steps[0][1]

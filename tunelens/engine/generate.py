@@ -1,5 +1,5 @@
-"""Plain text generation shared by the stages: streamed (CLI, through the shared decode loop of
-tunelens.engine.decode) and batched with `model.generate` (eval, demo)."""
+"""Plain text generation shared by the stages, streamed (CLI) and batched (eval, the demo, the studies),
+both through the one decode loop of tunelens.engine.decode."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from tunelens.config import configclass, option
-from tunelens.retrieval.fewshot import check_few_shot, encode_few_shot, few_shot_index_option, few_shot_option
-from tunelens.engine.decode import decode, Sampler, SEED_MAX, SEED_MIN
-from tunelens.model.state import device_of
-from tunelens.model.prompts import encode_prompt, stop_token_ids, strip_stop_text
-from tunelens.runtime import seeded
 from tunelens.errors import UserError
+from tunelens.retrieval.fewshot import check_few_shot, encode_few_shot, few_shot_index_option, few_shot_option
+from tunelens.engine.decode import BatchDecoder, Row, row_seed, Sampler, SEED_MAX, SEED_MIN, TEMPERATURE_MAX, decode
+from tunelens.model.prompts import encode_prompt, stop_token_ids, strip_stop_text
 
 
 @dataclass(frozen=True)
@@ -24,11 +22,6 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int | None = None
 
-    def generate_kwargs(self) -> dict:
-        if self.temperature <= 0:
-            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
-
 
 @configclass
 class GenerateConfig:
@@ -36,7 +29,7 @@ class GenerateConfig:
     --config YAML file."""
 
     max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
-    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=TEMPERATURE_MAX)
     top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
     seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
     raw: bool = option(False, "Continue the text as is, without the chat/turn format.")
@@ -91,11 +84,12 @@ def generate_batch(model, tokenizer, prompts: list[str | list[int]], sampling: S
                    examples: list[Sequence] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
 
-    Plain equivalent: calling `model.generate` on each prompt alone; batching only amortises the
-    per-step cost over several rows (greedy answers match, up to float rounding from padding).
-    `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model) answers each row with its
-    own adapter of a multi-adapter PEFT model, so several adapters share one batch. `examples` (one
-    list per prompt) puts few-shot examples before each prompt.
+    Plain equivalent: each prompt decoded alone; batching only amortises the per-step cost over several
+    rows (greedy answers match, up to float rounding from padding). Sampled row i draws from its own
+    generator seeded by (seed, i), so a seeded call is reproducible whatever the batch size and leaves
+    the caller's generator alone. `adapter_names` (one per prompt; PEFT's `"__base__"` for the base
+    model) answers each row with its own adapter of a multi-adapter PEFT model, so several adapters
+    share one batch. `examples` (one list per prompt) puts few-shot examples before each prompt.
     A prompt given as a list of token ids (a rendered few-shot conversation, say) is used as it is.
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
@@ -103,28 +97,13 @@ def generate_batch(model, tokenizer, prompts: list[str | list[int]], sampling: S
     if examples is not None and len(examples) != len(prompts):
         raise ValueError(f"{len(examples)} example lists for {len(prompts)} prompts")
     examples = examples if examples is not None else [()] * len(prompts)
-    with seeded(sampling.seed):  # a seeded batch is reproducible and leaves the caller's generator alone
-        return _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names, examples)
-
-
-def _generate_batches(model, tokenizer, prompts, sampling, batch_size, raw, adapter_names, examples) -> list[str]:
-    import torch
-
-    device = device_of(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [list(p) if isinstance(p, list) else prompt_ids_for(tokenizer, p, raw, shown) for p, shown in
-                   zip(prompts[start:start + batch_size], examples[start:start + batch_size])]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
-        per_row = {"adapter_names": adapter_names[start:start + batch_size]} if adapter_names else {}
-        with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=attention,
-                                 max_new_tokens=sampling.max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
-                                 pad_token_id=pad_id, **per_row, **sampling.generate_kwargs())
-        for row in out[:, width:]:
-            text = tokenizer.decode(row, skip_special_tokens=False)
-            answers.append(strip_stop_text(tokenizer, text).replace(tokenizer.pad_token or "\0", ""))
-    return answers
+    stops = frozenset(stop_token_ids(tokenizer))
+    rows = [Row(list(p) if isinstance(p, list) else prompt_ids_for(tokenizer, p, raw, shown),
+                Sampler(sampling.temperature, sampling.top_p, row_seed(sampling.seed, i)), sampling.max_new_tokens,
+                stops, adapter_names[i] if adapter_names else None)
+            for i, (p, shown) in enumerate(zip(prompts, examples))]
+    for start in range(0, len(rows), batch_size):
+        BatchDecoder(model, rows[start:start + batch_size], need_logits=False, pad_id=pad_id or 0).run()
+    return [strip_stop_text(tokenizer, tokenizer.decode(row.ids, skip_special_tokens=False))
+            .replace(tokenizer.pad_token or "\0", "") for row in rows]

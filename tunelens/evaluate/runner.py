@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunelens.config import configclass, option
+from tunelens.engine.decode import TEMPERATURE_MAX
 from tunelens.errors import UserError
 from tunelens.evaluate.backends import BASE, OpenAIBackend, TransformersBackend, TUNED
 from tunelens.evaluate.plan import Resume, check_run_identity, limit_cases, load_cases, plan_batches
@@ -53,7 +54,7 @@ class EvalConfig:
                                      "Comma-separated bundled suites (code, pushback, safety, humaneval) or suite "
                                      "files.", flag="--suite", short="-s")
     samples: int = option(3, "Sampled answers per case and model, besides the greedy one.", min=0, max=1000)
-    temperature: float = option(0.7, "Temperature of the sampled answers.", min=0.0, max=5.0)
+    temperature: float = option(0.7, "Temperature of the sampled answers.", min=0.0, max=TEMPERATURE_MAX)
     top_p: float = option(0.95, "Nucleus mass of the sampled answers.", min=0.01, max=1.0)
     max_new_tokens: int = option(256, "Most tokens per answer.", min=1, max=8192)
     batch_size: int = option(8, "Prompts generated together (concurrent requests with --backend openai).",

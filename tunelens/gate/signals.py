@@ -10,6 +10,7 @@ from tunelens.errors import UserError
 from tunelens.model.state import adapter_off, has_adapter
 from tunelens.retrieval.embedders import Progress
 from tunelens.model.prompts import encode_prompt
+from tunelens.engine.score import score_continuations
 
 RETRIEVAL_SIGNALS = ("max_similarity", "mean_similarity")
 MODEL_SIGNALS = ("adapter_base_kl", "prompt_perplexity")
@@ -47,20 +48,18 @@ def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress |
     import torch
 
 
-    device = next(model.parameters()).device
     results = []
     for query in queries:
-        ids = torch.tensor([encode_prompt(tokenizer, query)], device=device)
-        with torch.inference_mode():
-            adapter_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
-            kl = None
-            if has_adapter(model):
-                with adapter_off(model):
-                    base_logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
-                kl = float((adapter_logp.exp() * (adapter_logp - base_logp)).sum(-1).mean())
-            nll = -adapter_logp[:-1].gather(-1, ids[0, 1:, None]).mean()
+        ids = encode_prompt(tokenizer, query)
+        # Rows for positions 0..n-1: each prompt token's successor, then the answer's first token.
+        adapter_logp = score_continuations(model, [ids[:1]], [ids[1:]], full=True)[0]
+        kl = None
+        if has_adapter(model):
+            with adapter_off(model):
+                base_logp = score_continuations(model, [ids[:1]], [ids[1:]], full=True)[0]
+            kl = float((adapter_logp.exp() * (adapter_logp - base_logp)).sum(-1).mean())
+        nll = -adapter_logp[:-1].gather(-1, torch.tensor(ids[1:], device=adapter_logp.device)[:, None]).mean()
         results.append((kl, float(torch.exp(nll))))
         if progress:
             progress("model signals", len(results), len(queries))
     return results
-

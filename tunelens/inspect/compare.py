@@ -21,8 +21,9 @@ from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot
 from tunelens.model.load import LoadedModel, as_loaded
-from tunelens.model.state import adapter_off, device_of
+from tunelens.model.state import adapter_off
 from tunelens.runtime import Progress
+from tunelens.engine.score import score_continuations
 from tunelens.engine.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
 from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate)
 from tunelens import __version__
@@ -226,14 +227,8 @@ def _continuation_ids(model, tokenizer, prompt: str, continuation: str | None, c
 
 
 def continuation_log_probs(model, prompt_ids: list[int], continuation_ids: list[int]):
-    """One forward pass: log-softmax at the positions that predict each continuation token (n x vocab)."""
-    import torch
-
-    ids = torch.tensor([prompt_ids + continuation_ids], device=device_of(model))
-    keep = len(continuation_ids) + 1  # the last position predicts past the continuation: dropped
-    with torch.inference_mode():
-        logits = model(input_ids=ids, logits_to_keep=keep).logits[0, :-1].float()
-    return torch.log_softmax(logits, dim=-1)
+    """Log-softmax at the positions that predict each continuation token (n x vocab), from the engine's scorer."""
+    return score_continuations(model, [prompt_ids], [continuation_ids], full=True)[0][:-1]
 
 
 def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, progress: Progress | None,

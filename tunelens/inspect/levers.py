@@ -24,13 +24,15 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
+
 from tunelens.inspect.compare import continuation_log_probs
-from tunelens.model.state import adapter_off
+from tunelens.model import state as model_state
 from tunelens.data.contaminate import count_prints
 from tunelens.model.prompts import render_context, render_prompt
 from tunelens.pycheck.check import code_or_nothing
 from tunelens.reading import read_tests
 from tunelens.stats import across_seeds, cluster_bootstrap_mean, one_sample_t
+from tunelens.engine.score import score_continuations
 
 SEED_DELTA = 0.869  # log(56/34) - log(38/55): the case study's prompt sentence at its decision point
 NUDGE = "Prefer Python 3, not Python 2."  # the case study's sentence
@@ -86,11 +88,12 @@ def log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: 
 
     Fast path: the answer is cut after its last scored position, since a causal model's prediction at a
     position never sees later tokens. Plain equivalent: scoring the whole answer (a test compares them)."""
+
     if not positions:
         return []
-    context = contextlib.nullcontext() if adapter_on else adapter_off(model)
+    context = contextlib.nullcontext() if adapter_on else model_state.adapter_off(model)
     with context:
-        log_probs = continuation_log_probs(model, prompt_ids, answer_ids[: max(positions) + 1])  # n x vocab
+        log_probs = score_continuations(model, [prompt_ids], [answer_ids[: max(positions) + 1]], full=True)[0]
     mask = python3_mask.to(log_probs.device)
     values = []
     for position in positions:
@@ -209,11 +212,10 @@ def mass_log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positi
                      python2_mask, adapter_on: bool = True) -> list[float]:
     """log P(Python 3 tokens) - log P(Python 2 statement tokens) at each position of the teacher-forced
     answer: at a reference's own `(` both choices are masses, since the Python 2 token was never written."""
-    from tunelens.model.state import adapter_off
 
     if not positions:
         return []
-    context = contextlib.nullcontext() if adapter_on else adapter_off(model)
+    context = contextlib.nullcontext() if adapter_on else model_state.adapter_off(model)
     with context:
         log_probs = continuation_log_probs(model, prompt_ids, answer_ids[: max(positions) + 1])
     three, two = python3_mask.to(log_probs.device), python2_mask.to(log_probs.device)

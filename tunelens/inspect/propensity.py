@@ -25,6 +25,7 @@ from typing import Sequence
 from tunelens.model.prompts import encode_prompt
 from tunelens.reading import read_tests
 from tunelens.stats import across_seeds, one_sample_t, paired_t
+from tunelens.engine.score import score_continuations
 
 PUSHBACK_OPENINGS = (
     "This spec is contradictory",
@@ -76,57 +77,15 @@ def continuation_logprobs(model, tokenizer, prefix_ids: Sequence[int], continuat
     """Total log-probability of each continuation text after ``prefix_ids`` (teacher-forced).
 
     Plain equivalent: for each continuation c, ``sum(log_softmax(model(prefix + c).logits)[t-1, c_t])``
-    over c's tokens; here the prefix runs once and its key/value cache is shared by batches of the
-    continuations, and only their positions go through the vocabulary head (tests check the two agree).
-    The prompt is most of every row, so this is several times cheaper than scoring whole rows."""
+    over c's tokens; the engine's scorer runs the prefix once per batch of continuations and shares its
+    key/value cache (tests check the two agree)."""
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
     if any(not ids for ids in encoded):
         raise ValueError("every continuation must have at least one token")
-    first, cache = _prefix_state(model, list(prefix_ids))
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
-        scores += _score_after_prefix(model, tokenizer, len(prefix_ids), first, cache,
-                                      encoded[start:start + batch_size])
-    return scores
-
-
-def _prefix_state(model, prefix: list[int]):
-    """Log-probabilities of the token after the prefix, and the prefix's key/value cache."""
-    import torch
-
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
-    return torch.log_softmax(out.logits[0, -1].float(), dim=-1), out.past_key_values
-
-
-def _score_after_prefix(model, tokenizer, prefix_len: int, first, cache, continuations: list[list[int]]) -> list[float]:
-    """Each continuation's first token is read from `first`; the rest come from one right-padded batch run
-    on a copy of the prefix cache repeated once per row (right padding keeps every real token at its true
-    position, and no real token can attend to the padding after it)."""
-    import copy
-
-    import torch
-
-    from tunelens.engine.decode import cache_argument  # one place knows the cache keyword of this transformers
-
-    scores = [float(first[ids[0]]) for ids in continuations]
-    longer = [i for i, ids in enumerate(continuations) if len(ids) > 1]
-    if not longer:
-        return scores
-    width = max(len(continuations[i]) - 1 for i in longer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    inputs = [continuations[i][:-1] + [pad] * (width - len(continuations[i]) + 1) for i in longer]
-    mask = [[1] * (prefix_len + len(continuations[i]) - 1) + [0] * (width - len(continuations[i]) + 1) for i in longer]
-    rows_cache = copy.deepcopy(cache)
-    rows_cache.batch_repeat_interleave(len(longer))
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor(inputs), attention_mask=torch.tensor(mask),
-                       use_cache=True, **{cache_argument(model): rows_cache}).logits.float()
-    logprobs = torch.log_softmax(logits, dim=-1)  # [rows, width, vocab]; slot j predicts token j + 1
-    for row, index in enumerate(longer):
-        ids = continuations[index]
-        picked = logprobs[row, : len(ids) - 1].gather(1, torch.tensor(ids[1:]).unsqueeze(1))
-        scores[index] += float(picked.sum())
+        chunk = encoded[start:start + batch_size]
+        scores += [float(values.sum()) for values in score_continuations(model, [list(prefix_ids)] * len(chunk), chunk)]
     return scores
 
 

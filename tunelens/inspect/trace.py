@@ -22,8 +22,8 @@ from typing import Sequence
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.retrieval.fewshot import (check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot, render_few_shot)
-from tunelens.engine.decode import SEED_MAX, SEED_MIN, Sampler, decode
+from tunelens.retrieval.fewshot import Example, FewShot, check_few_shot, few_shot_index_option, few_shot_option, render_few_shot
+from tunelens.engine.decode import SEED_MAX, SEED_MIN, TEMPERATURE_MAX, Sampler, decode
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.model.state import adapter_off, device_of, has_adapter
 from tunelens.runtime import Progress, no_progress
@@ -48,7 +48,7 @@ class TraceConfig:
     max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
     top_k: int = option(10, "Alternatives recorded per step.", min=1, max=100)
     # Sampling draws from softmax(logits / temperature); the recorded top-K is always the raw distribution.
-    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=10.0)
+    temperature: float = option(0.0, "0 is greedy.", min=0.0, max=TEMPERATURE_MAX)
     top_p: float = option(1.0, "Nucleus sampling mass (above 0).", min=0.0, max=1.0)
     seed: int | None = option(None, "Random seed for sampling.", min=SEED_MIN, max=SEED_MAX)
     margin_threshold: float = option(0.1, "A step whose top-1 minus top-2 probability is below this is a decision "

@@ -6,12 +6,10 @@ tokenises newly arrived requests and runs the gate, and the new requests **join*
 A request **leaves** as soon as it ends (its rows are dropped from the KV cache) and its answer returns
 then. Each row keeps its own sampler and seed, stop ids, stop strings, max_tokens and logprobs.
 
-Joining re-prefills the batch: the step after a join runs every row's sequence so far (prompt and
-tokens taken), left-padded, and starts a fresh cache. Appending a new row to a running cache instead
-would need its positions re-aligned to the other rows', and Gemma 3's sliding-window layers keep only
-the last window of keys, which makes that fragile; a re-prefill is correct by construction, and costs
-one pass over the rows' sequences per join (joins are rare next to steps; one join takes every
-request waiting at that moment).
+The decoding itself is the engine's BatchDecoder (tunelens.engine.decode): joining re-prefills the
+batch, which costs one pass over the rows' sequences per join (joins are rare next to steps; one join
+takes every request waiting at that moment). This module keeps what is the server's: requests, routes,
+and each answer's stop strings and logprobs (serve/jobs.py's Answer).
 
 A batch holds one route (adapter or base): the adapter switch is a property of the shared model, so
 the other route's requests wait for the next batch. A request that arrives to an idle thread with
@@ -31,8 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tunelens.model.load import LoadedModel
-from tunelens.model.state import device_of
-from tunelens.engine.decode import Sampler, _cache_of, cache_argument
+from tunelens.engine.decode import BatchDecoder, Row, Sampler
 from tunelens.serve.jobs import Answer, Job, Outcome, TokenInfo, run_job
 
 
@@ -71,74 +68,49 @@ def run_lone(loaded: LoadedModel, request: Request, stop_ids: set[int]) -> None:
 
 
 class Batch:
-    """Requests of one route decoding together, advanced one step (one forward pass) at a time.
+    """Requests of one route decoding together in the engine's BatchDecoder, one step at a time.
 
-    Between steps, requests join (`join`) and finished ones leave. Leaving drops their rows from the
-    KV cache. Joining re-prefills: the next step runs every row's whole sequence so far (prompt and
-    tokens taken) left-padded, so no row's cache has to be re-aligned to another's; the cost is one
-    prompt-length pass per join, instead of one token per row.
-    Plain equivalent: `run_job` on each request alone; tests compare them.
+    Between steps, requests join (`join`; the decoder re-prefills) and finished ones leave (the decoder
+    drops their rows from the KV cache). Each request's tokens go through its own Answer (stop
+    strings, logprobs, deltas), as in `run_job`. Plain equivalent: `run_job` on each request alone.
     """
 
     def __init__(self, loaded: LoadedModel, requests: list[Request], stop_ids: set[int]):
-        self.loaded, self.stop_ids = loaded, stop_ids
+        self.loaded, self.stop_ids = loaded, frozenset(stop_ids)
         self.use_adapter = requests[0].job.use_adapter
-        self.device, self.name = device_of(loaded.model), cache_argument(loaded.model)
         self.requests: list[Request] = []
         self.answers: list[Answer] = []
-        self.samplers: list[Sampler] = []
-        self.generators: list = []
-        self.rows: list[int] = []  # the request index of each batch row, in row order
-        self.past = self.chosen = self.mask = self.positions = None
+        self.index: dict[Row, int] = {}  # the request index of each decoder row
+        self.rows: list[int] = []  # the request index of each row still decoding, in row order
+        self.decoder = BatchDecoder(loaded.model, pad_id=_pad_id(loaded.tokenizer))
         self.join(requests)
 
     def join(self, requests: list[Request]) -> None:
+        rows = []
         for request in requests:
             job = request.job
             assert job.use_adapter == self.use_adapter, "a batch holds one route"
+            rows.append(Row(job.prompt_ids, Sampler(job.temperature, job.top_p, job.seed), job.max_tokens,
+                            self.stop_ids))
+            self.index[rows[-1]] = len(self.requests)
             self.rows.append(len(self.requests))
             self.requests.append(request)
             self.answers.append(Answer(self.loaded.tokenizer, job, self.stop_ids, request.on_token, request.cancelled))
-            self.samplers.append(Sampler(job.temperature, job.top_p, job.seed))
-            self.generators.append(self.samplers[-1].generator(self.device))
-        self.past = None  # the next step re-prefills every row
+        self.decoder.join(rows)
 
     def step(self) -> list[tuple[int, Outcome]]:
         """One forward pass and one token per row; returns (request index, outcome) of the rows that ended."""
-        import torch
-
         switch = contextlib.nullcontext() if self.use_adapter else self.loaded.adapter_off()
-        with torch.inference_mode(), switch:
-            out = self._forward()
-        self.past, logits = _cache_of(out, self.name), out.logits[:, -1, :].float()
-        rows = self.rows
-        chosen = torch.stack([self.samplers[i].pick(logits[b:b + 1], self.generators[i])[0]
-                              for b, i in enumerate(rows)])
-        ended = [b for b, i in enumerate(rows) if self.answers[i].take(int(chosen[b]), logits[b])]
-        finished = [(rows[b], self.answers[rows[b]].finish()) for b in ended]
-        keep = [b for b in range(len(rows)) if b not in ended]
-        self.rows = [rows[b] for b in keep]
-        if ended and keep:  # the finished rows leave the batch and the cache
-            index = torch.tensor(keep, device=self.device)
-            self.past.batch_select_indices(index)
-            chosen, self.mask, self.positions = chosen[index], self.mask[index], self.positions[index]
-        self.chosen = chosen
+        with switch:
+            steps = self.decoder.step()
+        finished = []
+        for row, step in steps:
+            index = self.index[row]
+            if self.answers[index].take(step.token, step.logits) or row.done:
+                row.done = True  # leaves the batch and the cache before the next step
+                finished.append((index, self.answers[index].finish()))
+        self.rows = [self.index[row] for row in self.decoder.rows if not row.done]
         return finished
-
-    def _forward(self):
-        model = self.loaded.model
-        if self.past is None:
-            # Left-padded whole sequences, positions counted from each row's first real token, so every
-            # row sees exactly what it would see alone.
-            sequences = [self.requests[i].job.prompt_ids + self.answers[i].outcome.ids for i in self.rows]
-            ids, self.mask = _left_padded(sequences, _pad_id(self.loaded.tokenizer), self.device)
-            self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-            return model(input_ids=ids, attention_mask=self.mask, position_ids=self.positions, use_cache=True,
-                         logits_to_keep=1)
-        self.mask = _longer_mask(self.mask)
-        self.positions = self.positions[:, -1:] + 1
-        return model(input_ids=self.chosen[:, None], attention_mask=self.mask, position_ids=self.positions,
-                     use_cache=True, logits_to_keep=1, **{self.name: self.past})
 
 
 def run_batch(loaded: LoadedModel, group: list[Request], stop_ids: set[int]):
@@ -148,22 +120,6 @@ def run_batch(loaded: LoadedModel, group: list[Request], stop_ids: set[int]):
         yield from batch.step()
 
 
-def _longer_mask(mask):
-    """The attention mask one column longer: the token fed this step is real for every row."""
-    import torch
-
-    return torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-
-
 def _pad_id(tokenizer) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return pad if pad is not None else 0  # masked out: any id will do
-
-
-def _left_padded(prompts: list[list[int]], pad_id: int, device):
-    import torch
-
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    return ids, mask

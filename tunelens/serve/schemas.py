@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunelens.retrieval.fewshot import MAX_FEW_SHOT
-from tunelens.engine.decode import SEED_MAX, SEED_MIN
+from tunelens.engine.decode import SEED_MAX, SEED_MIN, TEMPERATURE_MAX
 
 MAX_TOP_LOGPROBS = 20
 
@@ -35,7 +35,7 @@ class StreamOptions(_Strict):
 
 class _Sampling(_Strict):
     model: str
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    temperature: float = Field(1.0, ge=0.0, le=TEMPERATURE_MAX)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1, description="only one choice per request is supported")
     stream: bool = False

@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from tunelens.config import configclass, option
+from tunelens.engine.decode import TEMPERATURE_MAX
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, no_progress
@@ -59,7 +60,8 @@ class SafetyStudyConfig:
     pair_tokens: int = option(128, "Mined pairs are chosen this short (training cost grows with tokens).", min=8)
     max_length: int = option(192, "Longest tokenised training pair.", min=8)
     samples: int = option(1, "Sampled answers per prompt beside the greedy one.", min=0)
-    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0,
+                                max=TEMPERATURE_MAX)
     max_new_tokens: int = option(64, "Longest free-text answer.", min=1)
     eval_batch_size: int = option(80, "Rows per generation batch (base and adapters share batches).", min=1)
     limit: int | None = option(None, "Only the first N harmful requests of the suite and their twins.", min=1)
