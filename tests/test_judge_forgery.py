@@ -6,6 +6,7 @@ anything, exiting early, or acting after the calls. Each must be judged a failur
 a correct ``add`` pass, so these tests can fail.
 """
 
+import dataclasses
 import json
 import resource
 
@@ -225,6 +226,16 @@ def test_mutating_an_argument_is_seen_by_the_host():
 # Tests apart from the answer: what crosses, and when the reference keeps them in one program
 
 
+def assert_apart_with_reference(case, code):
+    """The answer's objects are held by the tests only where the reference's are: without a reference,
+    plain data only; with one, the reference and an answer equal to it both pass."""
+    assert judge(case, code, QUICK).reason.startswith("not-plain")
+    with_reference = dataclasses.replace(case, reference=code)
+    for answer in (code, code + "\n"):  # the reference itself, then the same code judged as an answer
+        verdict = judge(with_reference, answer, QUICK)
+        assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+
+
 def test_objects_of_the_answer_are_used_through_requests():
     case = Case(tests=("acct = Account(10)\nacct.deposit(5)\nassert acct.balance == 15\n"
                        "try:\n    acct.withdraw(100)\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
@@ -240,21 +251,18 @@ def test_objects_of_the_answer_are_used_through_requests():
             "    def items(self):\n        return iter([('a', 1), ('b', 2)])\n"
             "    def sort_in_place(self, xs):\n        xs.sort()\n"
             "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    assert_apart_with_reference(case, code)
 
 
-def test_the_reference_decides_when_tests_share_the_answers_process():
-    # A test that hands the answer one of its own classes cannot run apart: the reference fails there,
-    # so every answer to this case runs in one program with its tests.
+def test_no_answer_and_no_reference_shares_the_tests_process():
+    # A test that hands the answer one of its own classes cannot run apart: it fails there, the
+    # reference included (there is no one-program mode to fall back to).
     tests = "class Local:\n    pass\nassert describe(Local) == 'Local'\n"
     reference = "def describe(kind):\n    return kind.__name__\n"
     case = Case(tests=tests, entry_point="describe", reference=reference)
-    assert judge(case, reference, QUICK).judged == "sandbox-shared" and judge(case, reference, QUICK).passed
-    verdict = judge(case, "def describe(kind):\n    return 'Other'\n", QUICK)
-    assert verdict.judged == "sandbox-shared" and verdict.reason == "test-failed"
-    # without a reference nothing can say so: apart, where this correct answer fails
-    assert judge(Case(tests=tests, entry_point="describe"), reference, QUICK).judged == "sandbox-apart"
+    for code in (reference, "def describe(kind):\n    return 'Local'\n"):
+        verdict = judge(case, code, QUICK)
+        assert verdict.judged == "sandbox-apart" and not verdict.passed, verdict.reason
 
 
 def test_the_tests_never_enter_the_answers_process():
@@ -293,8 +301,7 @@ def test_objects_of_the_tests_are_used_by_reference():
             "def counted(f):\n    @functools.wraps(f)\n    def wrapper(*a):\n        wrapper.calls += 1\n        return f(*a)\n"
             "    wrapper.calls = 0\n    return wrapper\n"
             "def convert(xs, kind):\n    return [kind(x) for x in xs]\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    assert_apart_with_reference(case, code)
 
 
 def test_the_answers_classes_work_with_isinstance_and_except():
@@ -306,8 +313,7 @@ def test_the_answers_classes_work_with_isinstance_and_except():
             "class BadSize(ValueError):\n    def __init__(self, size):\n        super().__init__(f'bad: {size}')\n"
             "        self.size = size\n"
             "class Square(Shape):\n    def __init__(self, n):\n        if n < 0:\n            raise BadSize(n)\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    assert_apart_with_reference(case, code)
     # An exception class of the answer's named like a built-in is not taken for it.
     fake = Case(tests="try:\n    f()\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n", entry_point="f")
     impostor = "class ValueError(Exception):\n    pass\ndef f():\n    raise ValueError('not the built-in')\n"

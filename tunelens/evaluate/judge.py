@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
 from tunelens.evaluate.judge_wire import Malformed, decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
-                                       run_calls, run_python)
+                                       run_calls)
 
-HOST, APART, SHARED = "host", "sandbox-apart", "sandbox-shared"
+HOST, APART = "host", "sandbox-apart"
 
 
 @dataclass
 class Verdict:
     passed: bool
     reason: str | None  # None when passed; see SandboxResult for the vocabulary, plus not-plain: <type>
-    judged: str  # HOST, APART or SHARED
+    judged: str  # HOST or APART
     stdout: str
     stderr: str
     duration_s: float
@@ -75,8 +75,8 @@ def plan_for(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
 
 
 def program_for(case: Case, code: str) -> str:
-    """The one-program form (``sandbox-shared``): the code, then the tests (then ``check(entry_point)`` for the
-    HumanEval form)."""
+    """The one-program form the parse check reads (never run by the judge): the code, then the tests
+    (then ``check(entry_point)`` for the HumanEval form)."""
     program = case.prelude + code + "\n\n" + case.tests + "\n"
     if case.entry_point and _defines_check(case.tests):
         program += f"\ncheck({case.entry_point})\n"
@@ -92,33 +92,43 @@ def _defines_check(tests: str) -> bool:
 
 
 def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
-    """Tests apart from the answer (sandbox_remote.py) unless the case's reference fails that way
-    (its tests use the answer's classes with isinstance or except, pass it iterators or dates...):
-    then tests and answer share one program. The reference decides, never the answer."""
-    if case.reference:
-        reference = _reference_apart(case, limits, unsafe)
-        if not reference.passed:
-            result = run_python(program_for(case, code), limits, unsafe)
-            return _verdict(result, result.reason, SHARED)
-        if code == case.reference:
-            return reference
-    return _apart(case, code, limits, unsafe)
+    """Tests apart from the answer (sandbox_remote.py). The answer may hand the tests an object of its
+    own (not plain data) only where the reference's run did (at the same place in the tests): the
+    reference decides, never the answer. Without a reference, plain data only."""
+    if not case.reference:
+        return _apart(case, code, limits, unsafe, [])
+    reference, sites = _reference_apart(case, limits, unsafe)
+    if code == case.reference:
+        return reference
+    return _apart(case, code, limits, unsafe, sites)
 
 
-def _apart(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+def _apart(case: Case, code: str, limits, unsafe: bool, sites) -> Verdict:
     result = run_apart(code, case.tests, limits, unsafe, prelude=case.prelude, entry_point=case.entry_point,
-                       check=bool(case.entry_point) and _defines_check(case.tests))
+                       check=bool(case.entry_point) and _defines_check(case.tests), handle_sites=sites)
+    refused = next((f for f in result.frames if f[0] == "unplain"), None)
+    if refused is not None:  # only the tests' process writes frames apart: this is its own refusal
+        return _verdict(result, "not-plain: " + str(refused[2])[:100], APART)
     return _verdict(result, result.reason, APART)
 
 
 _REFERENCE_APART: dict = {}
 
 
-def _reference_apart(case: Case, limits, unsafe: bool) -> Verdict:
-    """The reference's verdict with its tests apart; once per case and process."""
+def _reference_apart(case: Case, limits, unsafe: bool) -> tuple[Verdict, list]:
+    """The reference's verdict apart, and where in the tests it handed them objects; once per case and
+    process. A reference that fails gives no such places: answers are then held to plain data."""
     key = (case.tests, case.entry_point, case.prelude, case.reference)
     if key not in _REFERENCE_APART:
-        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe)
+        result = run_apart(case.reference, case.tests, limits, unsafe, prelude=case.prelude,
+                           entry_point=case.entry_point,
+                           check=bool(case.entry_point) and _defines_check(case.tests), handle_sites=None)
+        refused = next((f for f in result.frames if f[0] == "unplain"), None)
+        reason = "not-plain: " + str(refused[2])[:100] if refused is not None else result.reason
+        sites = next((f[1] for f in result.frames if f[0] == "sites"), None)
+        if reason is not None or type(sites) is not list or not all(type(x) is str for x in sites):
+            sites = []
+        _REFERENCE_APART[key] = (_verdict(result, reason, APART), sites)
     return _REFERENCE_APART[key]
 
 

@@ -102,7 +102,9 @@ class HostAssign:
 class HostPlan:
     probes: tuple[Probe, ...]
     statements: tuple  # HostAssert and HostAssign, in the tests' order
-    steps: tuple  # what the sandbox does, in order: ["set", name, tagged] and the probes' calls
+    # What the sandbox does, in order: ["set", name, tagged] just before the first call that takes the
+    # variable as an argument, ["forget", name] when the tests reassign it, and the probes' calls.
+    steps: tuple
 
     @property
     def asserts(self) -> tuple:
@@ -182,8 +184,12 @@ class _Builder:
         self.aliases = aliases  # check(candidate): candidate -> the entry point
         self.bound = bound - set(aliases)
         self.probes: list[Probe] = []
-        self.steps: list = []  # ["set", ...] lists and probe indexes
+        self.steps: list = []  # ["set", ...] / ["forget", ...] lists and probe indexes
         self.variables: set[str] = set()  # assigned so far
+        # Literal values not yet sent: a value goes into the sandbox only when a call takes it as an
+        # argument, so an expected value held in a variable (want = 15) never reaches the answer.
+        self.unsent: dict[str, object] = {}
+        self.sent: set[str] = set()  # variables the sandbox holds a copy of
         self.boolop = 0  # inside and/or: a probe there may not run in the original
 
     def finished_steps(self) -> tuple:
@@ -206,11 +212,16 @@ class _Builder:
             index = int(expr.id[len("_probe"):])
             self.probes[index] = dataclasses.replace(self.probes[index], store=name)
             self.variables.add(name)
+            self.unsent.pop(name, None)
+            self.sent.add(name)
             return HostAssign(name, expr, None, node.lineno, text)
         if _has_probe(expr) or _uses_variables(expr):
             raise NotHostShape(f"line {node.lineno}: assignment of a computed value")
         value = self._literal(expr, node.lineno)
-        self.steps.append(["set", name, value])
+        if name in self.sent:  # the sandbox's old copy must not come back as this variable's value
+            self.steps.append(["forget", name])
+            self.sent.discard(name)
+        self.unsent[name] = value
         self.variables.add(name)
         return HostAssign(name, None, value, node.lineno, text)
 
@@ -331,7 +342,11 @@ class _Builder:
         """A test variable by name (the sandbox passes its own copy, mutations and all), or a literal."""
         expr = self.expr(node)
         if isinstance(expr, ast.Name) and expr.id.startswith(VARIABLE):
-            return ["$", expr.id[len(VARIABLE):]]
+            name = expr.id[len(VARIABLE):]
+            if name in self.unsent:  # first use as an argument since its assignment: send it now
+                self.steps.append(["set", name, self.unsent.pop(name)])
+                self.sent.add(name)
+            return ["$", name]
         if _has_probe(expr) or _uses_variables(expr):
             raise NotHostShape(f"line {node.lineno}: an argument computed from results or variables")
         return self._literal(expr, node.lineno)

@@ -116,12 +116,15 @@ def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool
 
 
 def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool = False, *,
-              prelude: str = "", entry_point: str | None = None, check: bool = False) -> SandboxResult:
+              prelude: str = "", entry_point: str | None = None, check: bool = False,
+              handle_sites: list | None = None) -> SandboxResult:
     """Run ``tests`` against ``code`` with the two in separate processes of one sandbox
     (sandbox_remote.py): the tests reach the answer only through requests, and only their process
     writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
-    ``check(entry_point)``."""
-    remote = {"prelude": prelude, "entry_point": entry_point, "check": check}
+    ``check(entry_point)``. ``handle_sites``: where in the tests the answer may return an object
+    rather than plain data (from the reference's run, which ``None`` marks: it records them in a
+    ``sites`` frame)."""
+    remote = {"prelude": prelude, "entry_point": entry_point, "check": check, "handle_sites": handle_sites}
     return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
 
 
@@ -377,7 +380,7 @@ def _kill_group(pgid: int) -> None:
 # Reading the status frames and naming how a job ended
 
 
-FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3}
+FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3, "sites": 2}
 
 
 def parse_frames(data: bytes) -> tuple[list, bool]:

@@ -155,8 +155,8 @@ def _run_program(code: str) -> None:
 
 
 def _run_calls(code: str, steps: list) -> None:
-    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable its
-    value; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one
+    that a call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
     with every variable's value after it (a call may mutate the arguments it was given)."""
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
@@ -166,6 +166,9 @@ def _run_calls(code: str, steps: list) -> None:
     for step in steps:
         if step[0] == "set":
             variables[step[1]] = _decode(step[2])
+            continue
+        if step[0] == "forget":
+            variables.pop(step[1], None)
             continue
         _one_call(index, namespace, variables, *step[1:])
         index += 1

@@ -32,6 +32,7 @@ import json
 import operator
 import os
 import sys
+import types
 
 
 class _AnswerGone(Exception):
@@ -208,7 +209,7 @@ class _Server:
         self.objects[id(value)] = value  # kept alive: the tests may use it again
         if isinstance(value, type) and issubclass(value, BaseException):
             return ["E", id(value), _class_names(value)]  # for `except` in the tests
-        return ["h", id(value)]
+        return ["h", id(value), _kind(value)]
 
     def decode(self, tagged):
         return _unpack(tagged, self._unspecial)
@@ -264,6 +265,23 @@ class _Server:
             except (_Unserializable, RecursionError):
                 changed.append([where, None])
         return changed
+
+
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.MethodWrapperType)
+_ITERATOR_MODULES = ("builtins", "itertools")
+
+
+def _kind(value) -> str:
+    """What the tests process is told a handle is (a claim of the answer's process, so the tests
+    process trusts it only where a wrong claim helps no answer: see sandbox_remote_tests._admit)."""
+    kind = type(value)
+    if isinstance(value, type):
+        return "class"
+    if kind in _FUNCTION_TYPES:
+        return "function"
+    if kind.__name__ == "generator" or (kind.__module__ in _ITERATOR_MODULES and hasattr(kind, "__next__")):
+        return "iterator"
+    return "instance"
 
 
 def _builtin_type(name) -> type:
