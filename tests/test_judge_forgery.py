@@ -174,6 +174,22 @@ def test_a_failing_answer_keeps_its_output():
     assert not apart.passed and apart.judged == "sandbox-apart" and apart.stdout == "defining\nadding 2 3\n"
 
 
+def test_output_is_kept_on_every_kind_of_failure():
+    from tunelens.evaluate.sandbox import run_python
+
+    program = run_python("print('before')\nraise ValueError('x')\n", QUICK)
+    assert program.reason == "exception: ValueError" and program.stdout == "before\n"
+    for code, reason in (("print('defining')\nraise RuntimeError\n", "exception: RuntimeError"),
+                         ("import os\ndef add(a, b):\n    print('adding')\n    os._exit(0)\n", "exited-early"),
+                         ("def add(a, b):\n    print('adding')\n    while True:\n        pass\n", "timeout")):
+        for case in (PLAIN, LOOP):
+            verdict = judge(case, code, Limits(wall_s=2))
+            assert verdict.reason == reason and verdict.stdout in ("defining\n", "adding\n"), (case, code, verdict)
+    tests_print = Case(tests="for n in (1,):\n    print('checking', n)\n    assert add(n, n) == 2\n", entry_point="add")
+    verdict = judge(tests_print, WRONG, QUICK)
+    assert verdict.reason == "test-failed" and verdict.stdout == "checking 1\n"
+
+
 def test_results_round_trip_exactly():
     values = [None, True, False, 0, -2 ** 200, 1.5, float("inf"), -0.0, "é\x00", b"\xff", [1, (2, 3)],
               {"k": {1, 2}}, frozenset({"a"}), (), {}]

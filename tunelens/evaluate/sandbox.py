@@ -249,7 +249,9 @@ def _owner(pid: str) -> int | None:
 
 
 def _command(mode: str, status_w: int, job: dict) -> list[str]:
-    boot = [os.path.realpath(sys.executable), "-I", "-S"]
+    # -u: unbuffered stdout and stderr, so what a job printed is kept however it ends (an answer's
+    # own os._exit, a kill at the deadline); output is capped, so the cost of a write per print is too.
+    boot = [os.path.realpath(sys.executable), "-I", "-S", "-u"]
     if mode != "bwrap":
         return boot + [BOOT_SCRIPT, "--boot", str(status_w)]
     return _bwrap_args(job) + boot + [BOOT_INSIDE, "--boot", str(status_w)]

@@ -115,7 +115,7 @@ def _run_apart(job: dict) -> None:
         _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
         _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
-        sys.stdout.flush()
+        _flush_output()
         os._exit(0)
     os.close(to_answer_r)
     os.close(to_tests_w)
@@ -123,6 +123,7 @@ def _run_apart(job: dict) -> None:
     _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
     tests = _read_all(job["private_fd"]).decode()
     remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
+    _flush_output()  # the tests' own prints, whether they passed or not
     os._exit(0)
 
 
@@ -164,6 +165,7 @@ def _run_calls(code: str, steps: list) -> None:
     variables = {}
     index = 0
     for step in steps:
+        _flush_output()  # each call's prints reach the host before its outcome, whatever happens next
         if step[0] == "set":
             variables[step[1]] = _decode(step[2])
             continue
@@ -188,8 +190,17 @@ def _define(code: str, namespace: dict) -> bool:
         _frame("exit", None, _plain_code(stop.code))
     except BaseException as error:
         _report_uncaught(error)
+    _flush_output()  # what the answer printed before it failed is part of the verdict (docs/eval.md)
     os._exit(1)
     return False
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # a replaced or closed stream: nothing more to keep
+            pass
 
 
 def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwargs, consume: bool, store) -> None:
