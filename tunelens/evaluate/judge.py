@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
-from tunelens.evaluate.judge_wire import Malformed, decode
+from tunelens.evaluate.sandbox_boot import Malformed, _decode as decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
                                        run_calls)
 

@@ -3,7 +3,7 @@
 A case's tests are *host-judged* when every statement is an ``assert`` over expressions the host can
 evaluate itself, except for calls into the answer. Those calls (a ``probe`` each: the function's name
 and its arguments, which must be literal data the host computes from the test's source) are the only
-thing the sandbox runs; their results come back as plain data (judge_wire) and the host evaluates the
+thing the sandbox runs; their results come back as plain data (sandbox_boot's codec) and the host evaluates the
 asserts. The tests' source and the expected values never enter the sandbox.
 
 Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), docstrings,
@@ -25,7 +25,7 @@ import math
 import operator
 import threading
 
-from tunelens.evaluate.judge_wire import NotPlain, encode
+from tunelens.evaluate.sandbox_boot import _encode, _Unserializable as NotPlain
 
 # CPython 3.11's ast.parse is not safe in concurrent threads (the judge's worker pool): it can fail with
 # "SystemError: AST constructor recursion depth mismatch". Parsing is quick, so the judge parses one at a time.
@@ -227,7 +227,7 @@ class _Builder:
 
     def _literal(self, expr: ast.expr, line: int):
         try:
-            return encode(evaluate(expr, {}))
+            return _encode(evaluate(expr, {}))
         except NotPlain as why:
             raise NotHostShape(f"line {line}: value {why}") from None
         except NotHostShape:

@@ -23,7 +23,7 @@ import sys
 # Exit statuses of the launcher's own outcomes.
 SETUP_FAILED = 125
 
-# Plain data crosses the sandbox boundary as tagged JSON: [tag, payload]. Exact types only.
+# Plain data crosses the sandbox boundary as tagged JSON (``_encode``), nested at most this deep.
 MAX_DEPTH = 64
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -211,8 +211,8 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
         return
     argument = lambda item: variables[item[1]] if item[0] == "$" else _decode(item)  # noqa: E731
     try:
-        value = _plain_scalar(function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs}))
-        if consume and type(value) not in _PLAIN:
+        value = function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs})
+        if consume and type(value) not in _PLAIN_TYPES and getattr(type(value), "__module__", None) != "numpy":
             value = list(value)  # the test iterates it (list(f(x))): a generator's items, by its code
     except SystemExit as stop:
         _frame("exit", index, _plain_code(stop.code))
@@ -223,7 +223,7 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
     if store is not None:
         variables[store] = value
     try:
-        encoded = _encode(value, 0)
+        encoded = _encode(value)
     except (_Unserializable, RecursionError) as why:
         _frame("unplain", index, str(why)[:200] or "nested too deep")
         return
@@ -233,7 +233,7 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
 def _encode_or_mark(value):
     """A variable's value, or ["?", why] when it holds something that is not plain data."""
     try:
-        return _encode(value, 0)
+        return _encode(value)
     except (_Unserializable, RecursionError) as why:
         return ["?", str(why)[:200] or "nested too deep"]
 
@@ -260,20 +260,28 @@ def _plain_code(code):
     return code if type(code) in (int, str) or code is None else repr(type(code))
 
 
-_PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, set, frozenset, dict)
+# ---------------------------------------------------------------------------------------------------
+# The one codec: plain data as tagged JSON, ``[tag, payload]``, exact types only. ``["n"]`` None,
+# ``["B", b]`` bool, ``["i", hex]`` int, ``["f", float.hex]`` float, ``["s", text]`` str, ``["b", hex]``
+# bytes, ``["l"|"t"|"S"|"F", items]`` list/tuple/set/frozenset, ``["d", [[k, v], ...]]`` dict,
+# ``["A", dtype, shape, items]`` a numpy array of booleans or numbers (a numpy scalar is sent as the
+# Python value it holds). The host and the tests' process decode what an answer sent, so ``_decode``
+# trusts nothing: every tag, payload and depth is checked, and it builds only exact built-in types
+# (and plain numpy arrays). The host imports this module for it (tunelens.evaluate.judge).
+
+_CONTAINER_TAGS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+_CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINER_TAGS.items()}
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes, dict, *_CONTAINER_TAGS)
+_HEX_INT = "-0123456789abcdefx"
+_ARRAY_KINDS = "biuf"  # numpy dtype kinds sent as data: bool, int, unsigned, float
 
 
-def _plain_scalar(value):
-    """A numpy scalar (np.int64, np.float64, np.bool_...) as the Python value it holds: an answer that
-    computes with numpy returns them where the test expects a number. Arrays are not converted."""
-    kind = type(value)
-    if kind not in _PLAIN and getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return value
+class Malformed(ValueError):
+    """Received data that is not well-formed tagged plain data."""
 
 
-def _encode(value, depth: int):
-    """``value`` as tagged JSON, refusing every type but the plain ones (subclasses included)."""
+def _encode(value, depth: int = 0, special=None):
+    """``value`` as tagged JSON; anything that is not plain data goes to ``special`` (None: refused)."""
     if depth > MAX_DEPTH:
         raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
     kind = type(value)
@@ -289,31 +297,77 @@ def _encode(value, depth: int):
         return ["s", value]
     if kind is bytes:
         return ["b", value.hex()]
-    if kind in (list, tuple, set, frozenset):
-        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[kind]
-        return [tag, [_encode(item, depth + 1) for item in value]]
+    if kind in _CONTAINER_TAGS:
+        return [_CONTAINER_TAGS[kind], [_encode(item, depth + 1, special) for item in value]]
     if kind is dict:
-        return ["d", [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]]
+        return ["d", [[_encode(k, depth + 1, special), _encode(v, depth + 1, special)] for k, v in value.items()]]
+    if getattr(kind, "__module__", None) == "numpy":
+        if kind.__name__ == "ndarray" and value.dtype.kind in _ARRAY_KINDS and value.ndim <= MAX_DEPTH:
+            return ["A", value.dtype.str, list(value.shape), [_encode(x.item(), depth + 1) for x in value.ravel()]]
+        if getattr(value, "ndim", None) == 0 and value.dtype.kind in _ARRAY_KINDS:
+            return _encode(value.item(), depth)  # np.int64, np.float64, np.bool_...
+    if special is not None:
+        return special(value)
     raise _Unserializable("not plain data: %s" % kind.__name__)
 
 
-def _decode(tagged):
-    """The inverse of ``_encode`` for arguments the host sent (trusted: the host built them)."""
-    tag, payload = tagged[0], tagged[1] if len(tagged) > 1 else None
-    if tag == "n":
+def _decode(tagged, depth: int = 0, special=None):
+    """The plain value ``tagged`` stands for; a tag it does not know goes to ``special`` (None:
+    ``Malformed``), and so does anything that is not exactly the format."""
+    if depth > MAX_DEPTH:
+        raise Malformed("nested deeper than %d" % MAX_DEPTH)
+    if type(tagged) is not list or not tagged or type(tagged[0]) is not str:
+        raise Malformed("not a tagged value")
+    tag, size = tagged[0], len(tagged)
+    if tag == "n" and size == 1:
         return None
-    if tag in ("B", "s"):
+    payload = tagged[1] if size == 2 else None
+    if tag == "B" and type(payload) is bool:
         return payload
-    if tag == "i":
-        return int(payload, 16)
-    if tag == "f":
-        return float.fromhex(payload)
-    if tag == "b":
-        return bytes.fromhex(payload)
-    items = [_decode(item) for item in payload] if tag != "d" else None
-    if tag == "d":
-        return {_decode(k): _decode(v) for k, v in payload}
-    return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+    if tag == "s" and type(payload) is str:
+        return payload
+    if tag == "i" and type(payload) is str and payload.lstrip("-")[:2] == "0x" and not payload.strip(_HEX_INT):
+        return _parse(int, payload, 16)
+    if tag == "f" and type(payload) is str and len(payload) <= 40:
+        return _parse(float.fromhex, payload)
+    if tag == "b" and type(payload) is str:
+        return _parse(bytes.fromhex, payload)
+    if tag in _CONTAINER_KINDS and type(payload) is list:
+        return _parse(_CONTAINER_KINDS[tag], [_decode(item, depth + 1, special) for item in payload])
+    if tag == "d" and type(payload) is list:
+        return _parse(dict, [_pair(item, depth, special) for item in payload])
+    if tag == "A" and size == 4:
+        return _array(tagged, depth)
+    if special is not None and tag not in "nBsifbltSFdA":
+        return special(tagged)
+    raise Malformed("malformed value with tag %r" % tag[:20])
+
+
+def _parse(convert, *args):
+    try:
+        return convert(*args)
+    except (ValueError, TypeError, OverflowError):  # bad digits, an unhashable item in a set or dict
+        raise Malformed("malformed %s" % getattr(convert, "__name__", "value")) from None
+
+
+def _pair(item, depth: int, special):
+    if type(item) is not list or len(item) != 2:
+        raise Malformed("dict item")
+    return _decode(item[0], depth + 1, special), _decode(item[1], depth + 1, special)
+
+
+def _array(tagged, depth: int):
+    _, dtype, shape, items = tagged
+    if (type(dtype) is not str or len(dtype) > 8 or dtype[1:2] not in tuple(_ARRAY_KINDS)
+            or type(shape) is not list or len(shape) > MAX_DEPTH or type(items) is not list
+            or not all(type(n) is int and 0 <= n for n in shape)):
+        raise Malformed("array")
+    import numpy
+
+    values = [_decode(item, depth + 1) for item in items]
+    if not all(type(v) in (bool, int, float) for v in values):
+        raise Malformed("array item")
+    return _parse(lambda: numpy.array(values, dtype=numpy.dtype(dtype)).reshape(shape))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ are used by reference: the answer's calls, iteration and indexing of them are re
 
 This file (the messages, the values and the answer process) and ``sandbox_remote_tests.py`` (the tests
 process) are sent to the launcher as one source in the job, in that order (it must work inside bwrap,
-where nothing of the host is readable), and run with the launcher's globals (``_frame``, ``_encode``,
-``_decode``...).
+where nothing of the host is readable), and run with the launcher's globals (``_frame``, the codec
+``_encode``/``_decode``...).
 """
 
 import builtins
@@ -60,45 +60,31 @@ class _Channel:
         return json.loads(line)
 
 
-# Between the two processes, values are the plain tagged data of the host's wire, plus dates and times
-# (stdlib classes the two sides rebuild alike), plus what ``special`` makes of everything else: a handle
-# to one of the answer's objects, a built-in class by name, or one of the tests' objects by reference.
-_CONTAINERS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
-_CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINERS.items()}
-_TIMES = (datetime.date, datetime.datetime, datetime.time)
+# Between the two processes, values are the launcher's plain tagged data (``_encode``/``_decode``),
+# plus dates and times (stdlib classes the two sides rebuild alike), plus what ``special`` makes of
+# everything else: a handle to one of the answer's objects, a built-in class by name, or one of the
+# tests' objects by reference.
+_TIMES = {"date": datetime.date, "datetime": datetime.datetime, "time": datetime.time}
 
 
-def _pack(value, special, depth: int = 0):
-    if depth > MAX_DEPTH:
-        raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
-    kind = type(value)
-    if kind in _TIMES:
-        return ["dt", kind.__name__, value.isoformat()]
-    if kind is datetime.timedelta:
-        return ["td", value.days, value.seconds, value.microseconds]
-    if kind in _CONTAINERS:
-        return [_CONTAINERS[kind], [_pack(item, special, depth + 1) for item in value]]
-    if kind is dict:
-        return ["d", [[_pack(k, special, depth + 1), _pack(v, special, depth + 1)] for k, v in value.items()]]
-    try:
-        return _encode(_plain_scalar(value), depth)
-    except _Unserializable:
-        return special(value)
+def _pack(value, special):
+    def other(item):
+        if type(item) in _TIMES.values():
+            return ["dt", type(item).__name__, item.isoformat()]
+        if type(item) is datetime.timedelta:
+            return ["td", item.days, item.seconds, item.microseconds]
+        return special(item)
+    return _encode(value, 0, other)
 
 
 def _unpack(tagged, special):
-    tag = tagged[0]
-    if tag in _CONTAINER_KINDS:
-        return _CONTAINER_KINDS[tag](_unpack(item, special) for item in tagged[1])
-    if tag == "d":
-        return {_unpack(k, special): _unpack(v, special) for k, v in tagged[1]}
-    if tag == "dt" and tagged[1] in ("date", "datetime", "time"):
-        return getattr(datetime, tagged[1]).fromisoformat(tagged[2])
-    if tag == "td":
-        return datetime.timedelta(int(tagged[1]), int(tagged[2]), int(tagged[3]))
-    if tag in ("n", "B", "i", "f", "s", "b"):
-        return _decode(tagged)
-    return special(tagged)
+    def other(item):
+        if item[0] == "dt" and len(item) == 3 and item[1] in _TIMES and type(item[2]) is str:
+            return _parse(_TIMES[item[1]].fromisoformat, item[2])
+        if item[0] == "td" and len(item) == 4 and all(type(n) is int for n in item[1:]):
+            return _parse(datetime.timedelta, *item[1:])
+        return special(item)
+    return _decode(tagged, 0, other)
 
 
 def _refuse(value):
