@@ -26,7 +26,7 @@ SETUP_FAILED = 125
 # Plain data crosses the sandbox boundary as tagged JSON (``_encode``), nested at most this deep.
 MAX_DEPTH = 64
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
@@ -45,7 +45,6 @@ class _Unserializable(Exception):
 
 
 _STATUS_FD = -1
-_IN_USERNS = False
 
 
 def _frame(*parts) -> None:
@@ -62,8 +61,8 @@ def _boot(status_fd: int) -> None:
     limits = job["limits"]
     try:
         mode = job["isolation"]
-        if mode in ("namespaces", "userns"):
-            _contain(job, mode)
+        if mode == "namespaces":
+            _contain(job)
             workdir = "/tmp/work"
         else:  # "bwrap" (contained before this started) or "unsafe" (not contained at all)
             workdir = job["workdir"]
@@ -75,7 +74,7 @@ def _boot(status_fd: int) -> None:
         _redirect_stdin()
         if job.get("remote"):
             _run_apart(job)  # never returns
-        _become(job["uid"] if mode == "namespaces" else None)
+        _become(job["uid"])
     except (_SetupError, OSError) as err:
         _frame("setup", str(err))
         os._exit(SETUP_FAILED)
@@ -86,12 +85,10 @@ def _boot(status_fd: int) -> None:
 
 
 def _become(uid) -> None:
-    """Drop to ``uid`` (root namespaces), or keep this user and shed capabilities (user namespace,
-    bwrap, unsafe: nothing to shed there but the parent-death signal and no_new_privs still apply)."""
+    """Drop to ``uid`` (root namespaces), or keep this user (bwrap has shed every capability already;
+    unsafe has none to shed): the parent-death signal and no_new_privs apply either way."""
     if uid is not None:
         _drop_privileges(uid)
-    elif _IN_USERNS:
-        _drop_capabilities()
     else:
         _no_new_privileges()
 
@@ -103,7 +100,7 @@ def _run_apart(job: dict) -> None:
     exec(compile(job["remote_source"], "<sandbox_remote>", "exec"), remote)
     to_answer_r, to_answer_w = os.pipe()
     to_tests_r, to_tests_w = os.pipe()
-    uid = job["uid"] if job["isolation"] == "namespaces" else None
+    uid = job["uid"]  # None outside root namespaces
     # Not dumpable from before the fork on: a process of the same uid (the answer's, outside root
     # namespaces) cannot ptrace this one or open its pipes through /proc.
     _not_dumpable()
@@ -394,16 +391,10 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), "mount %s" % target)
 
 
-def _contain(job: dict, mode: str) -> None:
+def _contain(job: dict) -> None:
     """Namespaces, the new root, then fork: the child is the PID namespace's init and runs the job."""
     before = os.readlink("/proc/self/ns/mnt")
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if mode == "userns":
-        outer_uid, outer_gid = os.getuid(), os.getgid()
-        _check(_libc().unshare(CLONE_NEWUSER | flags), "unshare")
-        _map_ids(outer_uid, outer_gid)
-    else:
-        _check(_libc().unshare(flags), "unshare")
+    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     # Never touch a mount unless this process really has its own mount namespace now.
     if os.readlink("/proc/self/ns/mnt") == before:
         raise _SetupError("unshare did not create a mount namespace")
@@ -411,26 +402,12 @@ def _contain(job: dict, mode: str) -> None:
     pid = os.fork()
     if pid:
         _wait_and_exit(pid)
-    # The init mounts the new namespace's /proc while the host's is still visible (a user namespace
-    # may only mount proc where a full one is already seen), then switches roots.
+    # The init mounts the new namespace's /proc while the host's is still visible, then switches roots.
     _mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _enter_root()
     # Owned by the job's uid; writable by all, as the answer's process (another uid) shares it.
-    uid = job["uid"] if mode == "namespaces" else os.getuid()
-    os.chown("/tmp/work", uid, uid)
+    os.chown("/tmp/work", job["uid"], job["uid"])
     os.chmod("/tmp/work", 0o777)
-    global _IN_USERNS
-    _IN_USERNS = mode == "userns"
-
-
-def _map_ids(uid: int, gid: int) -> None:
-    """In a new user namespace: this user is uid 1000 inside (not root: nothing is owned by it)."""
-    with open("/proc/self/setgroups", "w") as handle:
-        handle.write("deny")
-    with open("/proc/self/uid_map", "w") as handle:
-        handle.write("1000 %d 1" % uid)
-    with open("/proc/self/gid_map", "w") as handle:
-        handle.write("1000 %d 1" % gid)
 
 
 def _build_root(binds: list, disk_mb: int) -> None:
@@ -531,17 +508,6 @@ def _drop_privileges(uid: int) -> None:
     os.setuid(uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise _SetupError("could not drop to uid %d" % uid)
-    _no_new_privileges()
-
-
-def _drop_capabilities() -> None:
-    """In a user namespace the creator holds every capability there (it could remount the binds
-    writable, mount over them...): clear them all, and the ambient/bounding sets with them."""
-    import ctypes
-
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable, twice (64 capability bits)
-    _check(_libc().capset(header, data), "capset")
     _no_new_privileges()
 
 
