@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tunelens.evaluate import sandbox
-from tunelens.evaluate.sandbox import Limits, SandboxUnavailable, run_many, run_python, sandbox_isolation
+from tunelens.evaluate.sandbox import Limits, SandboxUnavailable, run_python, sandbox_isolation
 
 FULL = sandbox_isolation() == "namespaces"
 needs_namespaces = pytest.mark.skipif(not FULL, reason="the full sandbox needs root and Linux namespaces")
@@ -188,13 +188,6 @@ def test_working_directory_is_empty_private_and_gone_afterwards():
     assert first.passed and first.stdout.split() == ["/tmp/work", "[]"]
     second = run_python("import os\nprint(os.listdir('.'))", QUICK)
     assert second.passed and second.stdout.strip() == "[]"
-
-
-def test_run_many_keeps_the_order_of_its_inputs():
-    codes = [f"print({i})" for i in range(6)] + ["assert False"]
-    results = run_many(codes, QUICK, workers=2)
-    assert [r.stdout.strip() for r in results[:6]] == [str(i) for i in range(6)]
-    assert [r.passed for r in results] == [True] * 6 + [False]
 
 
 # ---------------------------------------------------------------------------------------------------

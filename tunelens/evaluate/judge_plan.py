@@ -1,19 +1,17 @@
 """Which tests can be judged on the host, and the plan for judging them there.
 
 A case's tests are *host-judged* when every statement is an ``assert`` over expressions the host can
-evaluate itself, except for calls into the answer. Those calls (a ``probe`` each: the function's name
-and its arguments, which must be literal data the host computes from the test's source) are the only
-thing the sandbox runs; their results come back as plain data (sandbox_boot's codec) and the host evaluates the
+evaluate itself, except for calls into the answer (a ``probe`` each: the function's name and literal
+arguments the host computes from the test's source). Only the probes run in the sandbox, with the
+test variables they take as arguments; results come back as plain data and the host evaluates the
 asserts. The tests' source and the expected values never enter the sandbox.
 
-Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), docstrings,
-``pass``, ``import math``; in the HumanEval form (``def check(candidate): ...`` and nothing else but
-literal assignments such as ``METADATA``), the same inside ``check``, where ``candidate`` names the
-case's entry point. ``EXPR`` may use literals, ``== != < <= > >= in not-in``, ``is``/``is not`` against
-None/True/False, ``and or not``, arithmetic, subscripts and slices, a few pure built-ins (``SAFE``) and
-``math`` functions, and calls into the answer: ``name(args)`` where ``name`` is not a built-in and not
-bound by the tests. Anything else (variables, loops, helper functions, attribute access on results,
-classes, ``try``) keeps the tests in the sandbox (judge.py): see docs/eval-suites.md.
+Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), ``name = literal``
+or ``name = call(...)``, docstrings, ``pass``, ``import math``; in the HumanEval form (``def
+check(candidate): ...`` beside literal assignments such as ``METADATA``), the same inside ``check``.
+``EXPR`` may use literals, comparisons, ``is`` against None/True/False, ``and or not``, arithmetic,
+subscripts and slices, a few pure built-ins (``SAFE``), ``math`` functions, test variables and calls
+into the answer. Anything else keeps the tests in the sandbox (judge.py; docs/eval-suites.md).
 """
 
 from __future__ import annotations

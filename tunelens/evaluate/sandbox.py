@@ -1,31 +1,23 @@
 """Run untrusted Python (model-generated code, and tests that call it) in a contained child process.
 
-Every job runs in a fresh ``python -I -S`` interpreter started through ``sandbox_boot.py``. Where it
-can, the sandbox shows the job nothing of the host:
+Every job runs in a fresh ``python -I -S -u`` interpreter started through ``sandbox_boot.py``, which
+shows it nothing of the host (docs/eval-suites.md, "The sandbox"):
 
-* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root that
-  holds read-only binds of only the Python installation, its site-packages and the system libraries
-  they load, a minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp`` (the working
-  directory is ``/tmp/work``); ``pivot_root`` into it, the host's root detached. No checkout, home,
-  caches, ``/etc``, ``/var/tmp`` or ``/run`` exist inside, so no host path unix socket can be named;
-  the network namespace has no interface up. The job then drops to an unprivileged uid picked at
-  random for the run (``RLIMIT_NPROC`` on that uid caps a fork bomb).
-* **not root, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap`` (a maintained
-  tool, the one Flatpak uses) in a user namespace, every capability dropped. A home-made user
-  namespace mode was measured against it and removed: slower per job (63 against 57 ms, docs/eval-suites.md)
-  and needing the same thing of the host.
-* **none of these**: ``run_python``/``run_calls`` refuse (``SandboxUnavailable``) unless the caller
-  passes ``unsafe=True`` (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a
-  clean environment apply, and every report says so.
+* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root with
+  read-only binds of only the Python installation, its site-packages and the system libraries, a
+  minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp``; ``pivot_root`` into it, the
+  host's root detached; then an unprivileged uid picked at random for the run (``RLIMIT_NPROC`` on
+  it caps a fork bomb).
+* **not root, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``, every capability
+  dropped. (A home-made user-namespace mode was measured slower than it and removed.)
+* **neither**: jobs are refused (``SandboxUnavailable``) unless the caller passes ``unsafe=True``
+  (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a clean environment apply.
 
 In every mode: ``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, a wall-clock deadline after which the
-whole process group is killed, and a cap on every pipe the job can write to the host (stdout and
-stderr together, and the status pipe), so host memory stays bounded whatever the job writes.
-
-How a job ended is read from the launcher's status frames (see sandbox_boot.py) and the exit status,
-never from the text of stderr. Three kinds of job: ``run_python`` (a program), ``run_calls`` (the
-answer's code and calls whose results come back as plain data, for asserts judged on the host) and
-``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
+whole process group is killed, and a cap on every pipe the job writes to the host. How a job ended is
+read from the launcher's status frames and the exit status, never from the text of stderr. Jobs:
+``run_python`` (a program), ``run_calls`` (the answer's code and the calls of host-judged asserts)
+and ``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
 """
 
 from __future__ import annotations
@@ -43,9 +35,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.evaluate.sandbox_boot import SETUP_FAILED
@@ -127,16 +118,6 @@ def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool 
     ``sites`` frame)."""
     remote = {"prelude": prelude, "entry_point": entry_point, "check": check, "handle_sites": handle_sites}
     return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
-
-
-def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
-             unsafe: bool = False) -> list[SandboxResult]:
-    """``[run_python(c, limits) for c in codes]``, with ``workers`` programs running at once."""
-    codes = list(codes)
-    if workers <= 1:
-        return [run_python(code, limits, unsafe) for code in codes]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda code: run_python(code, limits, unsafe), codes))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,18 +1,15 @@
-"""The sandbox's launcher: run as ``python -I -S sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
+"""The sandbox's launcher: run as ``python -I -S -u sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
 
-It reads a job as JSON on stdin, contains itself (see sandbox.py for what each isolation mode does),
-then runs the job in this same interpreter after dropping privileges. A job is either
+It reads a job as JSON on stdin, contains itself (see sandbox.py), then runs the job in this same
+interpreter after dropping privileges: a **program** (``"calls": null``), the answer's code and a list
+of **steps** (calls with plain-data arguments: each call's outcome is framed back as plain data for the
+host's asserts), or tests and answer **apart** (``"remote"``, sandbox_remote.py). It also holds the one
+codec of plain data (``_encode``/``_decode``), which the host imports.
 
-* a **program** (``"calls": null``): the answer's code and its tests together, judged in the sandbox;
-* the answer's code and a list of **steps** (calls: function name, arguments as plain data; and the
-  literal values of test variables passed to them): each call's outcome is written back as plain
-  data and the host compares it with what the test expects. The tests never enter the sandbox.
-
-Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD`` (see
-``_frame``). The answer runs in this interpreter and can write to that pipe too: the host therefore
-trusts nothing in it beyond "these are the answer's outputs", checks every frame's shape, and fails
-the case on anything malformed. This file imports as little as possible: its start-up time is paid by
-every sandboxed job, and after the root is switched nothing outside the Python installation exists.
+Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD``
+(``_frame``). The answer runs in this interpreter and can write to that pipe too: the host trusts
+nothing in it beyond "these are the answer's outputs", checks every frame, and fails the case on
+anything malformed. This file imports little: every job pays its start-up time.
 """
 
 import json

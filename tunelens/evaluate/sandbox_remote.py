@@ -3,22 +3,18 @@
 For tests the host cannot evaluate itself (loops, classes, files, expected exceptions...), the
 launcher forks after containment. The **answer process** defines the answer's code and serves requests;
 the **tests process** runs the tests (and a HumanEval prompt's own helpers), where every name the tests
-take from the answer is a ``Proxy``: calling it, reading an attribute, iterating, using an operator
-sends a request and gets back plain data (exact built-in types) or a handle to an object that stays in
-the answer process. Only the tests process holds the status pipe and writes the verdict's ``end``
-frame. The two run as the same unprivileged uid; the tests process is made non-dumpable before the
-fork, so the answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID
-namespace's init it ignores the answer's kill(). They share only the working directory, so tests that
-create or read files still work. The tests' source reaches the tests process through a private pipe
-after the fork: it is never in the answer's process.
+take from the answer is a ``Proxy``: calling it sends the arguments and gets back plain data, checked
+on arrival, or (only where the case's reference did, see sandbox_remote_tests._Client.admit) a handle
+to an object that stays in the answer process. Only the tests process holds the status pipe. The two
+run as the same unprivileged uid; the tests process is made non-dumpable before the fork, so the
+answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID namespace's
+init it ignores the answer's kill(). They share only the working directory. The tests' source reaches
+the tests process through a private pipe after the fork: it is never in the answer's process.
 
-What this keeps from the answer: equality between an answer's object and anything else is never asked
-of the answer (``Proxy == 5`` is False; two of its objects compare by its own ``__eq__``, which is its
-class being tested), and a result is plain data or a handle, never an object with behaviour inside the
-tests' process. A test variable passed to a call (a list, dict or set) is updated in place with the
-answer's changes to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the
-tests passed to the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and
-are used by reference: the answer's calls, iteration and indexing of them are requests back.
+A test variable passed to a call (a list, dict or set) is updated in place with the answer's changes
+to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the tests passed to
+the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and are used by
+reference: the answer's calls, iteration and indexing of them are requests back.
 
 This file (the messages, the values and the answer process) and ``sandbox_remote_tests.py`` (the tests
 process) are sent to the launcher as one source in the job, in that order (it must work inside bwrap,

@@ -6,11 +6,6 @@ names and imports (``_Channel``, ``_pack``, ``_raised``, ``sys``...) and the lau
 """
 
 
-
-# ---------------------------------------------------------------------------------------------------
-# The tests process: proxies for the answer's objects, and the tests run against them.
-
-
 class _NotPlain(BaseException):
     """A result the tests may not hold: raised past the tests' own ``except Exception``, and framed
     (``unplain``) even if a bare ``except`` swallows it."""
@@ -55,7 +50,7 @@ class _Client:
             self.refused = why[:200]
         raise _NotPlain(why)
 
-    def admit(self, value, message: list, site: str):
+    def admit(self, value, message: list, site: str, plain_arguments: bool = False):
         """``value`` if the tests may hold it: plain data always; an object of the answer's only at a
         site where the reference's run got one too. In the reference's own run, an instance that a
         function returns for plain arguments is refused (a reference that forges a str or a number)."""
@@ -68,7 +63,7 @@ class _Client:
             return value
         target = self.proxies.get(message[1][1]) if message[0] == "call" and message[1][:1] == ["h"] else None
         if target is not None and object.__getattribute__(target, "_k") == "function" \
-                and not _handles_in_message(message[2:4]) \
+                and plain_arguments \
                 and any(object.__getattribute__(h, "_k") == "instance" for h in found):
             self.refuse("not plain data: an object returned for plain arguments")
         self.recorded.add(site)
@@ -94,14 +89,14 @@ class _Client:
                 "__module__": "__answer__", "__getattr__": _remote_attribute})
         return self.exception_classes[handle]
 
-    def request(self, message: list, watched=()):
+    def request(self, message: list, watched=(), plain_arguments: bool = False):
         site = _site()
         self.channel.send(message)
         while True:
             reply = self.channel.receive()
             if reply[0] == "ok":
                 self._apply_changes(watched, reply[2])
-                return self.admit(self.decode(reply[1]), message, site)
+                return self.admit(self.decode(reply[1]), message, site, plain_arguments)
             if reply[0] == "raise":
                 raise self._exception(reply)
             if reply[0] != "cb":
@@ -170,7 +165,8 @@ class _Client:
         watched = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
         watched.update({k: v for k, v in kwargs.items() if type(v) in (list, dict, set)})
         return self.request(["call", self.encode(target), [self.encode(a) for a in args],
-                             [[k, self.encode(v)] for k, v in kwargs.items()], list(watched)], watched)
+                             [[k, self.encode(v)] for k, v in kwargs.items()], list(watched)], watched,
+                            not _handles([*args, *kwargs.values()]))
 
     def operate(self, name: str, *operands):
         return self.request(["op", name, [self.encode(o) for o in operands]])
@@ -190,18 +186,6 @@ class _Client:
 
 def _kinds(found: list) -> str:
     return "/".join(sorted({object.__getattribute__(h, "_k") for h in found}))
-
-
-def _handles_in_message(parts) -> bool:
-    """Whether a request's arguments hold handles to the answer's objects (tagged ["h", ...])."""
-    stack = list(parts)
-    while stack:
-        item = stack.pop()
-        if type(item) is list:
-            if item[:1] == ["h"]:
-                return True
-            stack.extend(item)
-    return False
 
 
 _CLIENT = None
