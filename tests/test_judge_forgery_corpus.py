@@ -39,6 +39,8 @@ FORMS = {
     "loop": ("for a, b, s in ((2, 3, 5), (10, 5, 15), (-1, 4, 3)):\n    assert add(a, b) == s\n", APART),
     "all-tolerance": ("CASES = [(2, 3, 5), (10, 5, 15), (-1, 4, 3)]\n"
                       "assert all(abs(add(a, b) - s) < 1e-9 for a, b, s in CASES)\n", APART),
+    "map": ("CASES = [(2, 3, 5), (10, 5, 15), (-1, 4, 3)]\n"
+            "assert all(map(lambda c: add(c[0], c[1]) == c[2], CASES))\n", APART),
     "numpy": ("import numpy as np\nassert np.isclose(add(2, 3), 5)\n"
               "assert np.allclose([add(10, 5), add(-1, 4)], [15, 3])\n", APART),
     "methods": ("r = add(10, 5)\nassert r.real == 15 and r.bit_length() == 4\n"
@@ -79,7 +81,7 @@ def test_the_right_answer_passes_every_form_in_every_mode():
 
 # One form per judging path, each forgery in each: quick enough for every run of the unit tests.
 PATHS = (("literal", "no reference"), ("tolerance", "as reference"), ("loop", "no reference"),
-         ("helper", "right reference"), ("all-tolerance", "as reference"), ("numpy", "right reference"))
+         ("helper", "right reference"), ("map", "as reference"), ("numpy", "right reference"))
 
 
 def test_every_forgery_fails_on_every_judging_path():

@@ -98,7 +98,12 @@ class _Client:
                 self._apply_changes(watched, reply[2])
                 return self.admit(self.decode(reply[1]), message, site, plain_arguments)
             if reply[0] == "raise":
-                raise self._exception(reply)
+                error = self._exception(reply)
+                if isinstance(error, (StopIteration, StopAsyncIteration)) and message[:2] != ["op", "next"]:
+                    # only the end of the answer's own iterator: from a call it would end the tests'
+                    # iteration early (all(map(check, cases)) is True)
+                    error = RuntimeError("the answer raised %s" % type(error).__name__)
+                raise error
             if reply[0] != "cb":
                 raise RuntimeError("malformed reply from the answer process")
             self._callback(reply)
