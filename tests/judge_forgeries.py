@@ -227,6 +227,11 @@ FORGERIES = {
         "builtins.isinstance = lambda *a: True\nbuiltins.AssertionError = type('Never', (Exception,), {})\n" + WRONG,
     "harness: json and os._exit patched": "import json, os\njson.dumps = lambda *a, **k: '[\"end\"]'\n"
         "os._exit = lambda *a: None\n" + WRONG,
+    "harness: modules planted in the working directory": "import os\n"
+        "for name in ('numpy', 'math', 'random', 'json', 'operator'):\n"
+        "    open(name + '.py', 'w').write('isclose = allclose = lambda *a, **k: True\\n')\n" + WRONG,
+    "harness: an exception class returned as the result": "class Five(Exception):\n    pass\n"
+        "def add(a, b):\n    return Five\n",
     # --- reaching into the tests' process
     "reach: read the tests' memory through /proc": "import os\n"
         "def add(a, b):\n    try:\n        open('/proc/%d/mem' % os.getppid(), 'rb').read(1)\n    except OSError:\n        pass\n"

@@ -24,8 +24,8 @@ def _site() -> str:
 
 def _handles(value, depth: int = 0) -> list:
     """The proxies in a decoded value (containers searched as deep as the wire allows)."""
-    if type(value) is Proxy:
-        return [value]
+    if type(value) is Proxy or (type(value) is type and value.__module__ == "__answer__"):
+        return [value]  # an object of the answer's, or the stand-in for one of its exception classes
     if depth < MAX_DEPTH and type(value) in (list, tuple, set, frozenset):
         return [h for item in value for h in _handles(item, depth + 1)]
     if depth < MAX_DEPTH and type(value) is dict:
@@ -62,9 +62,9 @@ class _Client:
                 self.refuse("not plain data: %s where the reference gave plain data (or there is none)" % _kinds(found))
             return value
         target = self.proxies.get(message[1][1]) if message[0] == "call" and message[1][:1] == ["h"] else None
-        if target is not None and object.__getattribute__(target, "_k") == "function" \
+        if target is not None and _held_kind(target) == "function" \
                 and plain_arguments \
-                and any(object.__getattribute__(h, "_k") == "instance" for h in found):
+                and "instance" in map(_held_kind, found):
             self.refuse("not plain data: an object returned for plain arguments")
         self.recorded.add(site)
         return value
@@ -190,7 +190,11 @@ class _Client:
 
 
 def _kinds(found: list) -> str:
-    return "/".join(sorted({object.__getattribute__(h, "_k") for h in found}))
+    return "/".join(sorted(set(map(_held_kind, found))))
+
+
+def _held_kind(found) -> str:
+    return object.__getattribute__(found, "_k") if type(found) is Proxy else "class"
 
 
 _CLIENT = None
