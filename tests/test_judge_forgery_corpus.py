@@ -115,3 +115,32 @@ def test_a_wrong_reference_fails_planted_wrong_in_known_ways():
         for name, code in planted.items():
             verdict = judge(case_for(form, code), code, LIMITS)
             assert not verdict.passed, (form, name, verdict.reason)
+
+
+def test_planted_wrong_references_in_bundled_cases_fail():
+    # --reference on bundled cases whose reference is wrong in a known way: on the host, apart with
+    # plain data, apart with the answer's objects (a method answering with a yes-object), HumanEval.
+    from judge_forgeries import OMNI
+    from tunelens.evaluate.suite import load_suite, score_references
+
+    code = {case.id: case for case in load_suite("code")}
+    humaneval = {case.id: case for case in load_suite("humaneval")}
+    min_stack = code["stack-class"].reference
+    planted = {
+        "slugify": "def slugify(title):\n    return title.lower()\n",
+        "chunk-list": "def chunk(items, size):\n    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]\n",
+        "stack-class": OMNI + min_stack.replace("class MinStack:", "class MinStack:\n    def get_min(self):\n"
+                                                "        return Omni()\n", 1).replace("    def get_min(self):\n        if",
+                                                                                        "    def _min(self):\n        if", 1),
+        "vector-class": code["vector-class"].reference + "\nVector2.__eq__ = lambda self, other: True\n"
+                        "Vector2.__ne__ = lambda self, other: False\nVector2.__add__ = lambda self, other: self\n",
+        "ordinal-suffix": FORGERIES["fd: end frame on every fd, then exit 0"].replace("def add(a, b):", "def ordinal(n):"),
+        "HumanEval/0": OMNI + "def has_close_elements(numbers, threshold):\n    return Omni()\n",
+        "HumanEval/53": "def add(x, y):\n    return x + y + (x == 7)\n",
+    }
+    cases = [dataclasses.replace({**code, **humaneval}[case_id], reference=wrong) for case_id, wrong in planted.items()]
+    scored = score_references(cases, workers=2)
+    assert [(case.id, verdict.passed) for case, verdict in scored] == [(case_id, False) for case_id in planted]
+    # the same cases with their own references pass (the plants are what fails)
+    originals = [{**code, **humaneval}[case_id] for case_id in planted]
+    assert all(verdict.passed for _, verdict in score_references(originals, workers=2))
