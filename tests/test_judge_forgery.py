@@ -258,7 +258,8 @@ def test_objects_of_the_answer_are_used_through_requests():
                        "    assert e.args == ('short', 85)\n"
                        "assert [x * 2 for x in acct.history()] == [20, 10]\nassert sorted(acct.items(), key=lambda p: -p[1]) == [('b', 2), ('a', 1)]\n"
                        "data = [3, 1]\nacct.sort_in_place(data)\nassert data == [1, 3]\n"
-                       "with acct as same:\n    assert same is acct\n"), entry_point="Account")
+                       "with acct as same:\n    assert same is acct\n"
+                       "assert 5 in acct and 7 not in acct\n"), entry_point="Account")
     code = ("class Short(ValueError):\n    pass\n"
             "class Account:\n    def __init__(self, start):\n        self.balance, self.log = start, [start]\n"
             "    def deposit(self, n):\n        self.balance += n\n        self.log.append(n)\n"
@@ -266,7 +267,8 @@ def test_objects_of_the_answer_are_used_through_requests():
             "    def history(self):\n        yield from self.log\n"
             "    def items(self):\n        return iter([('a', 1), ('b', 2)])\n"
             "    def sort_in_place(self, xs):\n        xs.sort()\n"
-            "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n")
+            "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n"
+            "    def __contains__(self, n):\n        return n in self.log\n")
     assert_apart_with_reference(case, code)
 
 

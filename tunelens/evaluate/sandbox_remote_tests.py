@@ -177,11 +177,11 @@ class _Client:
         return self.request(["op", name, [self.encode(o) for o in operands]])
 
     def combine(self, name: str, *operands):
-        """An operator between an object of the answer's and a value of the tests' (``obj * 3``,
-        ``x in obj``): the answer would compute the test's own arithmetic or membership with the
-        test's value, so it is made only where the reference's run got an object back from it, and
-        a plain result is refused (``abs(f(x) - want) < eps`` cannot be answered with 0.0)."""
-        if name == "contains" or (self.allowed is not None and _site() not in self.allowed):
+        """Arithmetic between an object of the answer's and a value of the tests' (``obj * 3``): the
+        answer would compute the test's own arithmetic with the test's value, so it is made only where
+        the reference's run got an object back from it, and a plain result is refused
+        (``abs(f(x) - want) < eps`` cannot be answered with 0.0)."""
+        if self.allowed is not None and _site() not in self.allowed:
             self.refuse("not plain data: %s of an object of the answer's with a value of the tests'" % name)
         result = self.operate(name, *operands)
         if type(result) is not Proxy:
@@ -284,8 +284,9 @@ def _forward(name, reflected=False):
     return operation
 
 
-# Operators whose other operand is a value the tests compute with (not an argument they pass).
-_COMBINING = set(_BINARY) | {"contains"}
+# Arithmetic whose other operand is a value the tests compute with (``obj - want``). Membership,
+# ``x in obj``, is the object's own method, as ``obj.contains(x)`` is.
+_COMBINING = set(_BINARY)
 
 
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
