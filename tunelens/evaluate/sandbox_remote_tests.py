@@ -17,9 +17,7 @@ def _site() -> str:
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename not in ("<tests>", "<prompt>"):
         frame = frame.f_back
-    if frame is None:
-        return "?"
-    return "%s:%d:%d" % (frame.f_code.co_filename, frame.f_lineno, frame.f_lasti)
+    return "?" if frame is None else "%s:%d:%d" % (frame.f_code.co_filename, frame.f_lineno, frame.f_lasti)
 
 
 def _handles(value, depth: int = 0) -> list:
@@ -62,8 +60,7 @@ class _Client:
                 self.refuse("not plain data: %s where the reference gave plain data (or there is none)" % _kinds(found))
             return value
         target = self.proxies.get(message[1][1]) if message[0] == "call" and message[1][:1] == ["h"] else None
-        if target is not None and _held_kind(target) == "function" \
-                and plain_arguments \
+        if plain_arguments and target is not None and _held_kind(target) == "function" \
                 and "instance" in map(_held_kind, found):
             self.refuse("not plain data: an object returned for plain arguments")
         self.recorded.add(site)
