@@ -1,7 +1,8 @@
 """Time per case of the judge vs the judge it replaced, on the same reference answers, in one run.
 
-New: ``tunelens.evaluate.judge.judge`` (calls in a fresh pivot_root sandbox, asserts on the host where the
-tests allow). Old (the baseline): the sandbox of commit ``BASELINE`` (one program per case, code and tests
+New: ``tunelens.evaluate.judge.judge`` (calls in a fresh sandbox, asserts on the host where the tests
+allow, other tests apart from the answer), given each reference as an answer (one answer per case: a case
+judged apart pays its reference's run too, as the first answer to it does). Old (the baseline): the sandbox of commit ``BASELINE`` (one program per case, code and tests
 together, ``/`` remounted read-only), loaded from git history into a temporary directory, running the
 same program the old ``test_program`` built. Both judge the bundled code suite's and HumanEval's
 references one case at a time, alternating old and new per case so that a busy shared CPU slows both
@@ -73,7 +74,9 @@ def main() -> None:
                 was = old.run_python(test_program(case, case.reference), old.Limits(wall_s=20)).passed
                 times["old"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                now = judge(judge_case(case), case.reference, limits).passed
+                # judged as an answer (not the reference itself): a case judged apart also pays, once,
+                # the reference's run that says where the answer may hand the tests an object
+                now = judge(judge_case(case), case.reference + "\n", limits).passed
                 times["new"].append(time.perf_counter() - start)
                 if was != now:
                     disagree.append(case.id)

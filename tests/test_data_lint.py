@@ -251,3 +251,20 @@ def test_lint_reads_parquet_and_writes_its_rows_as_jsonl(tmp_path):
     result, [entry] = _lint_reconciles(tmp_path / "pairs.parquet", tmp_path / "out")
     assert (result.kept, entry["line"]) == (1, 2)
     assert json.loads((tmp_path / "out" / "clean.jsonl").read_text()) == rows[0]
+
+
+def test_out_naming_an_existing_file_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "completion": "c"}\n')
+    taken = tmp_path / "lint.txt"
+    taken.write_text("not a directory")
+    for out, says in ((taken, "is a file"), (taken / "sub", f"cannot be made: {taken} is a file")):
+        result = CliRunner().invoke(app, ["data", "lint", str(pairs), "--out", str(out)])
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0], result.output
+    assert taken.read_text() == "not a directory"

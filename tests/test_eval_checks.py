@@ -194,3 +194,24 @@ def test_check_code_parses_and_finds_python2():
     assert check_code("No code here, just words.").has_code is False
     # unfenced code keeps only the code, not the prose around it
     assert code_of("Here it is:\ndef f():\n    return 1\nThat is all.") == "def f():\n    return 1"
+
+
+CUT_OFF = ("Here is the function, then a few checks.\n\n```python\nimport math\n\nSCALE = 2\n\n"
+           "def helper(x):\n    return x * SCALE\n\n@staticmethod\ndef unrelated():\n    pass\n\n"
+           "def area(r):\n    return math.pi * helper(r) / SCALE * r\n\n# Tests\nprint(area(1))\nprint(area(")
+
+
+def test_an_answer_cut_in_its_own_test_prints_is_judged_on_its_function():
+    from tunelens.evaluate.checks import check_code, needed_code
+
+    assert check_code(CUT_OFF).parses is False  # as a whole it does not parse
+    checked = check_code(CUT_OFF, entry_point="area")
+    assert checked.parses is True
+    assert checked.code == ("import math\n\nSCALE = 2\n\ndef helper(x):\n    return x * SCALE\n\n"
+                            "def area(r):\n    return math.pi * helper(r) / SCALE * r\n")
+    # nothing to extract: the entry point is missing, or never finished
+    assert needed_code("def other():\n    pass\nprint(", "area") is None
+    assert check_code("```python\ndef area(r):\n    return (r\n", entry_point="area").parses is False
+    # an answer that parses is judged whole, as written
+    whole = "```python\ndef area(r):\n    return r\n\nprint(area(1))\n```"
+    assert check_code(whole, entry_point="area").code == "def area(r):\n    return r\n\nprint(area(1))\n"

@@ -6,7 +6,7 @@ anything, exiting early, or acting after the calls. Each must be judged a failur
 a correct ``add`` pass, so these tests can fail.
 """
 
-import json
+import dataclasses
 import resource
 
 import pytest
@@ -173,6 +173,22 @@ def test_a_failing_answer_keeps_its_output():
     assert not apart.passed and apart.judged == "sandbox-apart" and apart.stdout == "defining\nadding 2 3\n"
 
 
+def test_output_is_kept_on_every_kind_of_failure():
+    from tunelens.evaluate.sandbox import run_python
+
+    program = run_python("print('before')\nraise ValueError('x')\n", QUICK)
+    assert program.reason == "exception: ValueError" and program.stdout == "before\n"
+    for code, reason in (("print('defining')\nraise RuntimeError\n", "exception: RuntimeError"),
+                         ("import os\ndef add(a, b):\n    print('adding')\n    os._exit(0)\n", "exited-early"),
+                         ("def add(a, b):\n    print('adding')\n    while True:\n        pass\n", "timeout")):
+        for case in (PLAIN, LOOP):
+            verdict = judge(case, code, Limits(wall_s=2))
+            assert verdict.reason == reason and verdict.stdout in ("defining\n", "adding\n"), (case, code, verdict)
+    tests_print = Case(tests="for n in (1,):\n    print('checking', n)\n    assert add(n, n) == 2\n", entry_point="add")
+    verdict = judge(tests_print, WRONG, QUICK)
+    assert verdict.reason == "test-failed" and verdict.stdout == "checking 1\n"
+
+
 def test_results_round_trip_exactly():
     values = [None, True, False, 0, -2 ** 200, 1.5, float("inf"), -0.0, "é\x00", b"\xff", [1, (2, 3)],
               {"k": {1, 2}}, frozenset({"a"}), (), {}]
@@ -225,13 +241,24 @@ def test_mutating_an_argument_is_seen_by_the_host():
 # Tests apart from the answer: what crosses, and when the reference keeps them in one program
 
 
+def assert_apart_with_reference(case, code):
+    """The answer's objects are held by the tests only where the reference's are: without a reference,
+    plain data only; with one, the reference and an answer equal to it both pass."""
+    assert judge(case, code, QUICK).reason.startswith("not-plain")
+    with_reference = dataclasses.replace(case, reference=code)
+    for answer in (code, code + "\n"):  # the reference itself, then the same code judged as an answer
+        verdict = judge(with_reference, answer, QUICK)
+        assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+
+
 def test_objects_of_the_answer_are_used_through_requests():
     case = Case(tests=("acct = Account(10)\nacct.deposit(5)\nassert acct.balance == 15\n"
                        "try:\n    acct.withdraw(100)\n    raise AssertionError('no error')\nexcept ValueError as e:\n"
                        "    assert e.args == ('short', 85)\n"
                        "assert [x * 2 for x in acct.history()] == [20, 10]\nassert sorted(acct.items(), key=lambda p: -p[1]) == [('b', 2), ('a', 1)]\n"
                        "data = [3, 1]\nacct.sort_in_place(data)\nassert data == [1, 3]\n"
-                       "with acct as same:\n    assert same is acct\n"), entry_point="Account")
+                       "with acct as same:\n    assert same is acct\n"
+                       "assert 5 in acct and 7 not in acct\n"), entry_point="Account")
     code = ("class Short(ValueError):\n    pass\n"
             "class Account:\n    def __init__(self, start):\n        self.balance, self.log = start, [start]\n"
             "    def deposit(self, n):\n        self.balance += n\n        self.log.append(n)\n"
@@ -239,22 +266,20 @@ def test_objects_of_the_answer_are_used_through_requests():
             "    def history(self):\n        yield from self.log\n"
             "    def items(self):\n        return iter([('a', 1), ('b', 2)])\n"
             "    def sort_in_place(self, xs):\n        xs.sort()\n"
-            "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+            "    def __enter__(self):\n        return self\n    def __exit__(self, *a):\n        return False\n"
+            "    def __contains__(self, n):\n        return n in self.log\n")
+    assert_apart_with_reference(case, code)
 
 
-def test_the_reference_decides_when_tests_share_the_answers_process():
-    # A test that hands the answer one of its own classes cannot run apart: the reference fails there,
-    # so every answer to this case runs in one program with its tests.
+def test_no_answer_and_no_reference_shares_the_tests_process():
+    # A test that hands the answer one of its own classes cannot run apart: it fails there, the
+    # reference included (there is no one-program mode to fall back to).
     tests = "class Local:\n    pass\nassert describe(Local) == 'Local'\n"
     reference = "def describe(kind):\n    return kind.__name__\n"
     case = Case(tests=tests, entry_point="describe", reference=reference)
-    assert judge(case, reference, QUICK).judged == "sandbox-shared" and judge(case, reference, QUICK).passed
-    verdict = judge(case, "def describe(kind):\n    return 'Other'\n", QUICK)
-    assert verdict.judged == "sandbox-shared" and verdict.reason == "test-failed"
-    # without a reference nothing can say so: apart, where this correct answer fails
-    assert judge(Case(tests=tests, entry_point="describe"), reference, QUICK).judged == "sandbox-apart"
+    for code in (reference, "def describe(kind):\n    return 'Local'\n"):
+        verdict = judge(case, code, QUICK)
+        assert verdict.judged == "sandbox-apart" and not verdict.passed, verdict.reason
 
 
 def test_the_tests_never_enter_the_answers_process():
@@ -293,8 +318,7 @@ def test_objects_of_the_tests_are_used_by_reference():
             "def counted(f):\n    @functools.wraps(f)\n    def wrapper(*a):\n        wrapper.calls += 1\n        return f(*a)\n"
             "    wrapper.calls = 0\n    return wrapper\n"
             "def convert(xs, kind):\n    return [kind(x) for x in xs]\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    assert_apart_with_reference(case, code)
 
 
 def test_the_answers_classes_work_with_isinstance_and_except():
@@ -306,8 +330,7 @@ def test_the_answers_classes_work_with_isinstance_and_except():
             "class BadSize(ValueError):\n    def __init__(self, size):\n        super().__init__(f'bad: {size}')\n"
             "        self.size = size\n"
             "class Square(Shape):\n    def __init__(self, n):\n        if n < 0:\n            raise BadSize(n)\n")
-    verdict = judge(case, code, QUICK)
-    assert verdict.passed and verdict.judged == "sandbox-apart", (verdict.reason, verdict.stderr[-800:])
+    assert_apart_with_reference(case, code)
     # An exception class of the answer's named like a built-in is not taken for it.
     fake = Case(tests="try:\n    f()\n    raise AssertionError('no error')\nexcept ValueError:\n    pass\n", entry_point="f")
     impostor = "class ValueError(Exception):\n    pass\ndef f():\n    raise ValueError('not the built-in')\n"

@@ -5,7 +5,8 @@ import ast
 import pytest
 
 from tunelens.evaluate.judge_plan import MAX_REPEAT, NotHostShape, evaluate, host_plan
-from tunelens.evaluate.judge_wire import Malformed, NotPlain, decode, encode
+from tunelens.evaluate.sandbox_boot import Malformed, _decode as decode, _encode as encode
+from tunelens.evaluate.sandbox_boot import _Unserializable as NotPlain
 from tunelens.evaluate.suite import load_suite
 
 
@@ -137,7 +138,8 @@ def test_nan_round_trips():
 @pytest.mark.parametrize("tagged", [
     "x", [], ["zz", 1], ["i", "12"], ["i", 12], ["i", "0x1", 2], ["f", "1" * 50], ["f", "pi"], ["B", 1],
     ["b", "0"], ["s", 5], ["l", "abc"], ["S", [["l", []]]], ["d", [[["l", []], ["n"]]]], ["d", [[["n"]]]],
-    ["n", 1], ["t", [["q"]]],
+    ["n", 1], ["t", [["q"]]], ["i", "-0x"], ["i", "0x1 "], ["A", "|O", [1], [["n"]]], ["A", "<f8", [2], [["s", "x"]]],
+    ["A", "<f8", [3], [["f", "0x1p0"]]], ["A", "<f8", [-1], []],
 ])
 def test_malformed_results_are_refused(tagged):
     with pytest.raises(Malformed):
@@ -162,5 +164,18 @@ def test_only_exact_types_are_sent():
         pass
 
     for value in (Int(1), object(), range(3), [Int(2)]):
+        with pytest.raises(NotPlain):
+            encode(value)
+
+
+def test_numpy_arrays_and_scalars_cross_as_plain_data():
+    np = pytest.importorskip("numpy")
+    for value in (np.arange(6, dtype=np.int32).reshape(2, 3), np.array([0.5, np.inf]), np.array(True), np.zeros((0, 2))):
+        back = decode(encode(value))
+        assert type(back) is np.ndarray and back.dtype == value.dtype and np.array_equal(back, value)
+    assert decode(encode(np.float64(2.5))) == 2.5 and type(decode(encode(np.int64(3)))) is int
+    class Sub(np.ndarray):
+        pass
+    for value in (np.zeros(2).view(Sub), np.array([object()]), np.array(["a"])):
         with pytest.raises(NotPlain):
             encode(value)

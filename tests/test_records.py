@@ -311,3 +311,31 @@ def test_an_unpaired_surrogate_in_a_utf16_file_spoils_only_its_line(tmp_path):
     items = list(read_pairs(path))
     assert [type(item).__name__ for item in items] == ["Pair", "Malformed", "Pair"]
     assert items[1].message == "not valid UTF-16-LE: unpaired surrogate U+D800 at character 12"
+
+
+def test_an_oversized_line_is_bounded_while_reading(tmp_path):
+    # A 60 MB line under a 1 MB limit: dropped as it is read (memory under the limit plus a block,
+    # time linear), reported with its true size; the lines around it are read as usual.
+    import resource
+    import time
+
+    from tunelens.data.record_files import jsonl_rows
+
+    path = tmp_path / "big.jsonl"
+    good = json.dumps({"prompt": "p", "completion": "c"}).encode()
+    with path.open("wb") as handle:
+        handle.write(good + b"\n" + b'{"prompt": "' + b"x" * 1_000_000)
+        for _ in range(59):
+            handle.write(b"y" * 1_000_000)
+        handle.write(b'"}\r\n' + good + b"\n" + b"z" * 3_000_000)  # and one more, unterminated, at the end
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    rows = list(jsonl_rows(path, 1_000_000))
+    seconds = time.perf_counter() - start
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert [number for number, _, _ in rows] == [1, 2, 3, 4]
+    assert isinstance(rows[0][1], dict) and isinstance(rows[2][1], dict)
+    assert rows[1][1].message == "record is 60.0 MB, over the 1 MB limit"
+    assert rows[3][1].message == "record is 3.0 MB, over the 1 MB limit"
+    assert len(rows[1][1].raw_text) < 3000
+    assert grown_mb < 20 and seconds < 5, (grown_mb, seconds)

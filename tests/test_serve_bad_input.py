@@ -4,7 +4,6 @@ keeps serving; API keys, exposure, read deadlines, body caps while reading; Hypo
 import json
 import select
 import socket
-import threading
 import time
 
 import httpx

@@ -26,15 +26,39 @@ data_app = typer.Typer(
 
 def _count_lines(path: Path) -> int | None:
     """Non-blank lines of a JSONL file, for the progress bar's total (None for other sources). A file
-    without LF is counted at its bare CRs, as the reader splits it; UTF-16/32 files get no total."""
+    without LF is counted at its bare CRs, as the reader splits it; UTF-16/32 files get no total.
+    Read a block at a time: a line of any length costs one block of memory."""
     if not path.is_file() or path.suffix.lower() in (".parquet", ".csv", ".tsv"):
         return None
+    counts = {b"\n": _LineCount(), b"\r": _LineCount()}
     with path.open("rb") as handle:
-        data = handle.read()
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
-        return None
-    separator = b"\n" if b"\n" in data else b"\r"
-    return sum(1 for line in data.split(separator) if line.strip())
+        head = handle.read(4)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+            return None
+        handle.seek(0)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            for separator, count in counts.items():
+                count.feed(block, separator)
+    separator = b"\n" if counts[b"\n"].separators else b"\r"
+    return counts[separator].total()
+
+
+class _LineCount:
+    """Non-blank lines split at one separator, fed block by block."""
+
+    def __init__(self):
+        self.lines, self.separators, self.open_line_has_text = 0, 0, False
+
+    def feed(self, block: bytes, separator: bytes) -> None:
+        pieces = block.split(separator)
+        self.separators += len(pieces) - 1
+        for piece in pieces[:-1]:
+            self.lines += self.open_line_has_text or bool(piece.strip())
+            self.open_line_has_text = False
+        self.open_line_has_text = self.open_line_has_text or bool(pieces[-1].strip())
+
+    def total(self) -> int:
+        return self.lines + self.open_line_has_text
 
 
 def _split_list(value: str) -> tuple[str, ...]:
@@ -57,8 +81,9 @@ def lint_command(
     config: LintConfig = None,
 ) -> None:
     """Split pairs into clean and quarantined records, with a reason for every rejection."""
-    from tunelens.data.lint import lint_file
+    from tunelens.data.lint import check_out_dir, lint_file
 
+    check_out_dir(out)  # before the input is read (counting its lines may take a while)
     if against:
         config = replace(config, against=tuple(part for value in against for part in _split_list(value)))
     total = _count_lines(in_path) or 0

@@ -86,6 +86,7 @@ def lint_file(in_path: str | Path, out_dir: str | Path, config: LintConfig = Lin
     number is not known before the end: records are read as a stream)."""
     started = time.perf_counter()
     in_path, out_dir = Path(in_path), Path(out_dir)
+    check_out_dir(out_dir)
     leak_index = LeakIndex(load_eval_texts(config.against), config.leak_ngram, config.leak_threshold) \
         if config.against else None
     linter = _Linter(config, leak_index)
@@ -101,6 +102,18 @@ def lint_file(in_path: str | Path, out_dir: str | Path, config: LintConfig = Lin
             progress("linting", len(clean_lines) + len(quarantine), 0)
     return _write_outputs(in_path, out_dir, config, clean_lines, quarantine, time.perf_counter() - started,
                           leak_cases=len({t.case_id for t in leak_index.texts}) if leak_index else 0)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Before any reading: --out names a directory (made if missing); a file there, or a file in the
+    way of making it, is a one-line error rather than a traceback after the whole input was read."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out_dir else f"cannot be made: {path} is a file"
+                raise UserError(f"--out {out_dir}: {what}; --out names a directory for clean.jsonl, "
+                                "quarantine.jsonl, lint.json and lint.md")
+            return
 
 
 class _Linter:

@@ -67,7 +67,7 @@ def jsonl_rows(path: Path, max_record_bytes: int):
         head = handle.read(4)
         encoding, bom = _encoding_of(head)
         handle.seek(len(bom))
-        lines = _utf8_lines(handle) if encoding == "utf-8" else _wide_lines(handle, encoding, path)
+        lines = _utf8_lines(handle, max_record_bytes) if encoding == "utf-8" else _wide_lines(handle, encoding, path)
         for number, data in lines:
             if isinstance(data, Malformed):
                 yield number, data, data.raw_text
@@ -89,26 +89,52 @@ def _encoding_of(head: bytes) -> tuple[str, bytes]:
     return "utf-8", b""
 
 
-def _utf8_lines(handle) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) split at LF, CRLF or a bare CR, read a block at a time."""
-    number, pending = 0, b""
+def _utf8_lines(handle, max_record_bytes: int | None = None) -> Iterator[tuple[int, bytes | Malformed]]:
+    """(line number, bytes) split at LF, CRLF or a bare CR, read a block at a time. A line longer than
+    ``max_record_bytes`` is not held: past the limit its bytes are counted and dropped as they are
+    read, so memory stays under the limit plus a block and time is linear, for a line of any length;
+    it comes out as Malformed."""
+    number, pending, dropped, held_cr = 0, bytearray(), 0, False
     for block in iter(lambda: handle.read(_BLOCK), b""):
         pending += block
-        if not _ANY_NEWLINE.search(block):
-            continue  # a long line still going on: do not rescan it block after block
+        if not held_cr and not _ANY_NEWLINE.search(block):
+            # A long line still going on (pending holds no line end): do not rescan it block after block.
+            if max_record_bytes is not None and len(pending) > max_record_bytes + 1:
+                dropped += len(pending) - (max_record_bytes + 1)
+                del pending[max_record_bytes + 1:]
+            continue
         # hold back a final CR: it may be the first half of a CRLF split across two blocks
-        cut = len(pending) - 1 if pending.endswith(b"\r") else len(pending)
-        pieces = _NEWLINE.split(pending[:cut])
-        pending = pieces.pop() + pending[cut:]
+        held_cr = pending.endswith(b"\r")
+        cut = len(pending) - 1 if held_cr else len(pending)
+        pieces = _NEWLINE.split(bytes(pending[:cut]))
+        pending = bytearray(pieces.pop()) + pending[cut:]
         for piece in pieces:
             number += 1
-            yield number, piece
-    pieces = _NEWLINE.split(pending)
-    if pieces[-1] == b"":
+            yield number, _oversized(number, piece, dropped, max_record_bytes) if dropped else piece
+            dropped = 0
+    pieces = _NEWLINE.split(bytes(pending))
+    if pieces[-1] == b"" and not dropped:
         pieces.pop()  # a final newline ends the last line; it does not start another
     for piece in pieces:
         number += 1
-        yield number, piece
+        yield number, _oversized(number, piece, dropped, max_record_bytes) if dropped else piece
+        dropped = 0
+
+
+def _oversized(number: int, head: bytes, dropped: int, max_record_bytes: int) -> Malformed:
+    """The record whose bytes past the limit were dropped while reading (``head`` is what was kept)."""
+    size = len(head) + dropped
+    return Malformed(number, _big_preview(head, size), _too_big(size, max_record_bytes))
+
+
+def _too_big(size: int, max_record_bytes: int) -> str:
+    return f"record is {size / 1e6:.1f} MB, over the {max_record_bytes / 1e6:g} MB limit"
+
+
+def _big_preview(head: bytes, size: int) -> str:
+    """The start of an oversized record (never the whole: it may be gigabytes)."""
+    return head[:RAW_TEXT_KEEP * 4].decode("utf-8", errors="replace")[:RAW_TEXT_KEEP] + \
+        f"... [truncated, {size} bytes in all]"
 
 
 def _wide_lines(handle, encoding: str, path: Path) -> Iterator[tuple[int, bytes | Malformed]]:
@@ -131,9 +157,8 @@ def _wide_lines(handle, encoding: str, path: Path) -> Iterator[tuple[int, bytes 
 
 def parse_json_line(number: int, data: bytes, max_record_bytes: int) -> tuple[dict | Malformed, str]:
     if len(data) > max_record_bytes:
-        preview = preview_text(data.decode("utf-8", errors="replace"))
-        return Malformed(number, preview, f"record is {len(data) / 1e6:.1f} MB, over the "
-                                          f"{max_record_bytes / 1e6:g} MB limit"), preview
+        preview = _big_preview(data, len(data))
+        return Malformed(number, preview, _too_big(len(data), max_record_bytes)), preview
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

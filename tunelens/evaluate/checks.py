@@ -246,19 +246,78 @@ def code_of(text: str) -> str:
     return "\n\n".join(block.strip("\n") for block in split_answer(text).code_blocks)
 
 
-def check_code(text: str, program: Callable[[str], str] | None = None) -> CodeCheck:
+def check_code(text: str, program: Callable[[str], str] | None = None, entry_point: str | None = None) -> CodeCheck:
     """Parse the answer's code as Python 3 and look for Python 2 idioms (tunelens.pycheck.check).
 
     `program` turns the code into what is really run (for HumanEval: the prompt's signature, then the
     answer's body, then the tests); parsing is judged on that, so a bare function body is not "broken".
+    When it does not parse but the part the case needs does (`entry_point` and what it uses, see
+    `needed_code`: an answer cut by the token limit in the middle of its own test prints), that part
+    is the code, and it parses.
     """
     code = code_of(text)
     if not code.strip():
         return CodeCheck("", None, False, ())
     findings = check_python(textwrap.dedent(code))
     parses = _parses(program(code) if program else textwrap.dedent(code))
+    if not parses and entry_point:
+        needed = needed_code(textwrap.dedent(code), entry_point)
+        if needed is not None and _parses(program(needed) if program else needed):
+            code, parses = needed, True
     return CodeCheck(code, parses, is_python2(findings),
                      tuple(f.to_dict() for f in findings))
+
+
+def needed_code(code: str, entry_point: str) -> str | None:
+    """The function ``entry_point`` and what it needs, by the syntax tree: every top-level import, and
+    the top-level functions, classes and assignments whose names it uses (transitively), in their
+    order. Read from the longest run of whole lines from the start that parses, so text cut off at the
+    end (a half-written ``print(``) is left out. None when that holds no ``entry_point``."""
+    tree, lines = _longest_parsing_prefix(code)
+    if tree is None:
+        return None
+    defined: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        for name in _names_bound(node):
+            defined[name] = node  # the last definition wins, as when the module runs
+    if entry_point not in defined:
+        return None
+    keep, todo = set(), [defined[entry_point]]
+    while todo:
+        node = todo.pop()
+        if id(node) in keep:
+            continue
+        keep.add(id(node))
+        todo += [defined[n.id] for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defined]
+    chosen = [node for node in tree.body
+              if id(node) in keep or isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n\n".join(_source_lines(node, lines) for node in chosen) + "\n"
+
+
+def _longest_parsing_prefix(code: str) -> tuple[ast.Module | None, list[str]]:
+    lines = code.split("\n")
+    for end in range(len(lines), 0, -1):  # answers are short; the cut is near the end
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return ast.parse("\n".join(lines[:end])), lines
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            continue
+    return None, lines
+
+
+def _names_bound(node: ast.stmt) -> list[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return []
+
+
+def _source_lines(node: ast.stmt, lines: list[str]) -> str:
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return "\n".join(lines[first - 1: node.end_lineno])
 
 
 def _parses(code: str) -> bool:

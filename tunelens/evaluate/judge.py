@@ -1,20 +1,16 @@
 """The verdict on an answer: does its code pass the case's tests?
 
-Three ways, chosen per case from the shape of its tests (judge_plan) and its reference:
+The answer is only ever given the arguments of the calls it is asked to make, and only plain data
+comes back (sandbox_boot's codec, checked on arrival); the tests' operators run outside on it. Two
+ways, chosen per case from the shape of its tests (judge_plan):
 
-* ``host``: only the answer's code and the calls the tests make run in the sandbox; each call's
-  result comes back as plain data and the host evaluates the asserts. The answer never sees the
-  tests or the expected values, and nothing it builds takes part in a comparison, so the worst it can
-  do is choose its own outputs, which is what is being judged.
-* ``sandbox-apart``: tests of any other shape run in the sandbox in a process of their own, reaching
-  the answer's process only through requests (sandbox_remote.py); only the tests' process can write
-  the frame that says they reached their end.
-* ``sandbox-shared``: when the case's reference fails apart (its tests need the answer's classes or
-  objects in their own process), tests and code run as one program. An answer written to attack this
-  harness can fake its end there (docs/eval-suites.md says what remains possible).
+* ``host``: only the answer's code and the calls the tests make run in the sandbox (with the test
+  variables that are their arguments); the host evaluates the asserts on the results.
+* ``sandbox-apart``: tests of any other shape run in a process of their own (sandbox_remote.py); the
+  answer may hand them an object instead of plain data only where the case's reference did.
 
-Either way the reason for a failure comes from the sandbox's status frames and the host's own
-observations (see sandbox.ending_reason), and the answer's stdout and stderr are kept.
+The reason for a failure comes from the sandbox's status frames and the host's own observations (see
+sandbox.ending_reason); the answer's stdout and stderr are kept. docs/eval-suites.md has the design.
 """
 
 from __future__ import annotations
@@ -25,18 +21,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
-from tunelens.evaluate.judge_wire import Malformed, decode
+from tunelens.evaluate.sandbox_boot import Malformed, _decode as decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
-                                       run_calls, run_python)
+                                       run_calls)
 
-HOST, APART, SHARED = "host", "sandbox-apart", "sandbox-shared"
+HOST, APART = "host", "sandbox-apart"
 
 
 @dataclass
 class Verdict:
     passed: bool
     reason: str | None  # None when passed; see SandboxResult for the vocabulary, plus not-plain: <type>
-    judged: str  # HOST, APART or SHARED
+    judged: str  # HOST or APART
     stdout: str
     stderr: str
     duration_s: float
@@ -75,8 +71,8 @@ def plan_for(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
 
 
 def program_for(case: Case, code: str) -> str:
-    """The one-program form (``sandbox-shared``): the code, then the tests (then ``check(entry_point)`` for the
-    HumanEval form)."""
+    """The one-program form the parse check reads (never run by the judge): the code, then the tests
+    (then ``check(entry_point)`` for the HumanEval form)."""
     program = case.prelude + code + "\n\n" + case.tests + "\n"
     if case.entry_point and _defines_check(case.tests):
         program += f"\ncheck({case.entry_point})\n"
@@ -92,33 +88,35 @@ def _defines_check(tests: str) -> bool:
 
 
 def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
-    """Tests apart from the answer (sandbox_remote.py) unless the case's reference fails that way
-    (its tests use the answer's classes with isinstance or except, pass it iterators or dates...):
-    then tests and answer share one program. The reference decides, never the answer."""
-    if case.reference:
-        reference = _reference_apart(case, limits, unsafe)
-        if not reference.passed:
-            result = run_python(program_for(case, code), limits, unsafe)
-            return _verdict(result, result.reason, SHARED)
-        if code == case.reference:
-            return reference
-    return _apart(case, code, limits, unsafe)
+    """Tests apart from the answer, which may hand them an object of its own (not plain data) only
+    where the reference's run did: the reference decides, never the answer. Without one, plain data."""
+    if not case.reference:
+        return _apart(case, code, limits, unsafe, [])[0]
+    reference, sites = _reference_apart(case, limits, unsafe)
+    return reference if code == case.reference else _apart(case, code, limits, unsafe, sites)[0]
 
 
-def _apart(case: Case, code: str, limits, unsafe: bool) -> Verdict:
+def _apart(case: Case, code: str, limits, unsafe: bool, sites) -> tuple[Verdict, list]:
+    """The verdict, and (for the reference's own run, ``sites`` None) where it handed the tests objects."""
     result = run_apart(code, case.tests, limits, unsafe, prelude=case.prelude, entry_point=case.entry_point,
-                       check=bool(case.entry_point) and _defines_check(case.tests))
-    return _verdict(result, result.reason, APART)
+                       check=bool(case.entry_point) and _defines_check(case.tests), handle_sites=sites)
+    # Only the tests' process writes frames apart: a refusal there is its own, and so is the record.
+    refused = next((f for f in result.frames if f[0] == "unplain"), None)
+    reason = "not-plain: " + str(refused[2])[:100] if refused is not None else result.reason
+    recorded = next((f[1] for f in result.frames if f[0] == "sites"), None)
+    valid = reason is None and type(recorded) is list and all(type(x) is str for x in recorded)
+    return _verdict(result, reason, APART), recorded if valid else []
 
 
 _REFERENCE_APART: dict = {}
 
 
-def _reference_apart(case: Case, limits, unsafe: bool) -> Verdict:
-    """The reference's verdict with its tests apart; once per case and process."""
+def _reference_apart(case: Case, limits, unsafe: bool) -> tuple[Verdict, list]:
+    """The reference's verdict apart and its places; once per case and process. A reference that
+    fails records none: answers to its case are then held to plain data."""
     key = (case.tests, case.entry_point, case.prelude, case.reference)
     if key not in _REFERENCE_APART:
-        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe)
+        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe, None)
     return _REFERENCE_APART[key]
 
 

@@ -1,19 +1,17 @@
 """Which tests can be judged on the host, and the plan for judging them there.
 
 A case's tests are *host-judged* when every statement is an ``assert`` over expressions the host can
-evaluate itself, except for calls into the answer. Those calls (a ``probe`` each: the function's name
-and its arguments, which must be literal data the host computes from the test's source) are the only
-thing the sandbox runs; their results come back as plain data (judge_wire) and the host evaluates the
+evaluate itself, except for calls into the answer (a ``probe`` each: the function's name and literal
+arguments the host computes from the test's source). Only the probes run in the sandbox, with the
+test variables they take as arguments; results come back as plain data and the host evaluates the
 asserts. The tests' source and the expected values never enter the sandbox.
 
-Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), docstrings,
-``pass``, ``import math``; in the HumanEval form (``def check(candidate): ...`` and nothing else but
-literal assignments such as ``METADATA``), the same inside ``check``, where ``candidate`` names the
-case's entry point. ``EXPR`` may use literals, ``== != < <= > >= in not-in``, ``is``/``is not`` against
-None/True/False, ``and or not``, arithmetic, subscripts and slices, a few pure built-ins (``SAFE``) and
-``math`` functions, and calls into the answer: ``name(args)`` where ``name`` is not a built-in and not
-bound by the tests. Anything else (variables, loops, helper functions, attribute access on results,
-classes, ``try``) keeps the tests in the sandbox (judge.py): see docs/eval-suites.md.
+Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), ``name = literal``
+or ``name = call(...)``, docstrings, ``pass``, ``import math``; in the HumanEval form (``def
+check(candidate): ...`` beside literal assignments such as ``METADATA``), the same inside ``check``.
+``EXPR`` may use literals, comparisons, ``is`` against None/True/False, ``and or not``, arithmetic,
+subscripts and slices, a few pure built-ins (``SAFE``), ``math`` functions, test variables and calls
+into the answer. Anything else keeps the tests in the sandbox (judge.py; docs/eval-suites.md).
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import math
 import operator
 import threading
 
-from tunelens.evaluate.judge_wire import NotPlain, encode
+from tunelens.evaluate.sandbox_boot import _encode, _Unserializable as NotPlain
 
 # CPython 3.11's ast.parse is not safe in concurrent threads (the judge's worker pool): it can fail with
 # "SystemError: AST constructor recursion depth mismatch". Parsing is quick, so the judge parses one at a time.
@@ -102,7 +100,9 @@ class HostAssign:
 class HostPlan:
     probes: tuple[Probe, ...]
     statements: tuple  # HostAssert and HostAssign, in the tests' order
-    steps: tuple  # what the sandbox does, in order: ["set", name, tagged] and the probes' calls
+    # What the sandbox does, in order: ["set", name, tagged] just before the first call that takes the
+    # variable as an argument, ["forget", name] when the tests reassign it, and the probes' calls.
+    steps: tuple
 
     @property
     def asserts(self) -> tuple:
@@ -182,8 +182,12 @@ class _Builder:
         self.aliases = aliases  # check(candidate): candidate -> the entry point
         self.bound = bound - set(aliases)
         self.probes: list[Probe] = []
-        self.steps: list = []  # ["set", ...] lists and probe indexes
+        self.steps: list = []  # ["set", ...] / ["forget", ...] lists and probe indexes
         self.variables: set[str] = set()  # assigned so far
+        # Literal values not yet sent: a value goes into the sandbox only when a call takes it as an
+        # argument, so an expected value held in a variable (want = 15) never reaches the answer.
+        self.unsent: dict[str, object] = {}
+        self.sent: set[str] = set()  # variables the sandbox holds a copy of
         self.boolop = 0  # inside and/or: a probe there may not run in the original
 
     def finished_steps(self) -> tuple:
@@ -206,17 +210,22 @@ class _Builder:
             index = int(expr.id[len("_probe"):])
             self.probes[index] = dataclasses.replace(self.probes[index], store=name)
             self.variables.add(name)
+            self.unsent.pop(name, None)
+            self.sent.add(name)
             return HostAssign(name, expr, None, node.lineno, text)
         if _has_probe(expr) or _uses_variables(expr):
             raise NotHostShape(f"line {node.lineno}: assignment of a computed value")
         value = self._literal(expr, node.lineno)
-        self.steps.append(["set", name, value])
+        if name in self.sent:  # the sandbox's old copy must not come back as this variable's value
+            self.steps.append(["forget", name])
+            self.sent.discard(name)
+        self.unsent[name] = value
         self.variables.add(name)
         return HostAssign(name, None, value, node.lineno, text)
 
     def _literal(self, expr: ast.expr, line: int):
         try:
-            return encode(evaluate(expr, {}))
+            return _encode(evaluate(expr, {}))
         except NotPlain as why:
             raise NotHostShape(f"line {line}: value {why}") from None
         except NotHostShape:
@@ -331,7 +340,11 @@ class _Builder:
         """A test variable by name (the sandbox passes its own copy, mutations and all), or a literal."""
         expr = self.expr(node)
         if isinstance(expr, ast.Name) and expr.id.startswith(VARIABLE):
-            return ["$", expr.id[len(VARIABLE):]]
+            name = expr.id[len(VARIABLE):]
+            if name in self.unsent:  # first use as an argument since its assignment: send it now
+                self.steps.append(["set", name, self.unsent.pop(name)])
+                self.sent.add(name)
+            return ["$", name]
         if _has_probe(expr) or _uses_variables(expr):
             raise NotHostShape(f"line {node.lineno}: an argument computed from results or variables")
         return self._literal(expr, node.lineno)

@@ -43,7 +43,7 @@ class ResultRow:
     test_reason: str | None
     prompt: str
     answer: str
-    judged: str | None = None  # host | sandbox-apart | sandbox-shared; None when no tests ran
+    judged: str | None = None  # host | sandbox-apart; None when no tests ran
     test_stdout: str | None = None  # on a failure: the last 2,000 characters the answer printed
     bad: bool | None = None  # scoring.bad_output; None for pushback and refusal cases
     few_shot: tuple[dict, ...] | None = None  # examples shown before the prompt: {id, similarity}, in order

@@ -1,30 +1,23 @@
 """Run untrusted Python (model-generated code, and tests that call it) in a contained child process.
 
-Every job runs in a fresh ``python -I -S`` interpreter started through ``sandbox_boot.py``. Where it
-can, the sandbox shows the job nothing of the host:
+Every job runs in a fresh ``python -I -S -u`` interpreter started through ``sandbox_boot.py``, which
+shows it nothing of the host (docs/eval-suites.md, "The sandbox"):
 
-* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root that
-  holds read-only binds of only the Python installation, its site-packages and the system libraries
-  they load, a minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp`` (the working
-  directory is ``/tmp/work``); ``pivot_root`` into it, the host's root detached. No checkout, home,
-  caches, ``/etc``, ``/var/tmp`` or ``/run`` exist inside, so no host path unix socket can be named;
-  the network namespace has no interface up. The job then drops to an unprivileged uid picked at
-  random for the run (``RLIMIT_NPROC`` on that uid caps a fork bomb).
-* **not root, user namespaces allowed** (``userns``): the same, inside a new user namespace, with
-  every capability cleared after the root is built.
-* **neither, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``.
-* **none of these**: ``run_python``/``run_calls`` refuse (``SandboxUnavailable``) unless the caller
-  passes ``unsafe=True`` (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a
-  clean environment apply, and every report says so.
+* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root with
+  read-only binds of only the Python installation, its site-packages and the system libraries, a
+  minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp``; ``pivot_root`` into it, the
+  host's root detached; then an unprivileged uid picked at random for the run (``RLIMIT_NPROC`` on
+  it caps a fork bomb).
+* **not root, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``, every capability
+  dropped. (A home-made user-namespace mode was measured slower than it and removed.)
+* **neither**: jobs are refused (``SandboxUnavailable``) unless the caller passes ``unsafe=True``
+  (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a clean environment apply.
 
 In every mode: ``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, a wall-clock deadline after which the
-whole process group is killed, and a cap on every pipe the job can write to the host (stdout and
-stderr together, and the status pipe), so host memory stays bounded whatever the job writes.
-
-How a job ended is read from the launcher's status frames (see sandbox_boot.py) and the exit status,
-never from the text of stderr. Three kinds of job: ``run_python`` (a program), ``run_calls`` (the
-answer's code and calls whose results come back as plain data, for asserts judged on the host) and
-``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
+whole process group is killed, and a cap on every pipe the job writes to the host. How a job ended is
+read from the launcher's status frames and the exit status, never from the text of stderr. Jobs:
+``run_python`` (a program), ``run_calls`` (the answer's code and the calls of host-judged asserts)
+and ``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
 """
 
 from __future__ import annotations
@@ -42,9 +35,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.evaluate.sandbox_boot import SETUP_FAILED
@@ -57,7 +49,7 @@ BOOT_INSIDE = "/.tunelens_boot.py"  # where bwrap shows the launcher
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Random per-run uids come from this range, so runs never share a process count or a file owner.
 UID_BASE, UID_SPAN = 1_200_000, 800_000
-MODES = ("namespaces", "userns", "bwrap")  # preferred first
+MODES = ("namespaces", "bwrap")  # preferred first
 UNSAFE = "unsafe-no-sandbox"
 _SYSTEM_LIBS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib")
 _SIGXCPU, _SIGXFSZ = 24, 25
@@ -116,23 +108,16 @@ def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool
 
 
 def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool = False, *,
-              prelude: str = "", entry_point: str | None = None, check: bool = False) -> SandboxResult:
+              prelude: str = "", entry_point: str | None = None, check: bool = False,
+              handle_sites: list | None = None) -> SandboxResult:
     """Run ``tests`` against ``code`` with the two in separate processes of one sandbox
     (sandbox_remote.py): the tests reach the answer only through requests, and only their process
     writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
-    ``check(entry_point)``."""
-    remote = {"prelude": prelude, "entry_point": entry_point, "check": check}
+    ``check(entry_point)``. ``handle_sites``: where in the tests the answer may return an object
+    rather than plain data (from the reference's run, which ``None`` marks: it records them in a
+    ``sites`` frame)."""
+    remote = {"prelude": prelude, "entry_point": entry_point, "check": check, "handle_sites": handle_sites}
     return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
-
-
-def run_many(codes: Iterable[str], limits: Limits | None = None, workers: int = 2,
-             unsafe: bool = False) -> list[SandboxResult]:
-    """``[run_python(c, limits) for c in codes]``, with ``workers`` programs running at once."""
-    codes = list(codes)
-    if workers <= 1:
-        return [run_python(code, limits, unsafe) for code in codes]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda code: run_python(code, limits, unsafe), codes))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,7 +144,6 @@ def _candidates() -> list[str]:
     if not sys.platform.startswith("linux"):
         return []
     found = ["namespaces"] if os.geteuid() == 0 else []
-    found.append("userns")
     if shutil.which("bwrap"):
         found.append("bwrap")
     return found
@@ -171,9 +155,8 @@ def _works(mode: str) -> bool:
 
 
 def refusal_message() -> str:
-    return ("tunelens sandbox: cannot contain generated code here (no root namespaces, no unprivileged "
-            "user namespaces, no bwrap): install bubblewrap, or pass --unsafe-no-sandbox to run it "
-            "with resource limits only")
+    return ("tunelens sandbox: cannot contain generated code here (not root, and no working bwrap): install "
+            "bubblewrap, or pass --unsafe-no-sandbox to run it with resource limits only")
 
 
 def _mode_for(unsafe: bool) -> str:
@@ -246,7 +229,9 @@ def _owner(pid: str) -> int | None:
 
 
 def _command(mode: str, status_w: int, job: dict) -> list[str]:
-    boot = [os.path.realpath(sys.executable), "-I", "-S"]
+    # -u: unbuffered stdout and stderr, so what a job printed is kept however it ends (an answer's
+    # own os._exit, a kill at the deadline); output is capped, so the cost of a write per print is too.
+    boot = [os.path.realpath(sys.executable), "-I", "-S", "-u"]
     if mode != "bwrap":
         return boot + [BOOT_SCRIPT, "--boot", str(status_w)]
     return _bwrap_args(job) + boot + [BOOT_INSIDE, "--boot", str(status_w)]
@@ -377,7 +362,7 @@ def _kill_group(pgid: int) -> None:
 # Reading the status frames and naming how a job ended
 
 
-FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3}
+FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4, "unplain": 3, "sites": 2}
 
 
 def parse_frames(data: bytes) -> tuple[list, bool]:

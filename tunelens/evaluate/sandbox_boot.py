@@ -1,18 +1,15 @@
-"""The sandbox's launcher: run as ``python -I -S sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
+"""The sandbox's launcher: run as ``python -I -S -u sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
 
-It reads a job as JSON on stdin, contains itself (see sandbox.py for what each isolation mode does),
-then runs the job in this same interpreter after dropping privileges. A job is either
+It reads a job as JSON on stdin, contains itself (see sandbox.py), then runs the job in this same
+interpreter after dropping privileges: a **program** (``"calls": null``), the answer's code and a list
+of **steps** (calls with plain-data arguments: each call's outcome is framed back as plain data for the
+host's asserts), or tests and answer **apart** (``"remote"``, sandbox_remote.py). It also holds the one
+codec of plain data (``_encode``/``_decode``), which the host imports.
 
-* a **program** (``"calls": null``): the answer's code and its tests together, judged in the sandbox;
-* the answer's code and a list of **steps** (calls: function name, arguments as plain data; and the
-  literal values of test variables passed to them): each call's outcome is written back as plain
-  data and the host compares it with what the test expects. The tests never enter the sandbox.
-
-Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD`` (see
-``_frame``). The answer runs in this interpreter and can write to that pipe too: the host therefore
-trusts nothing in it beyond "these are the answer's outputs", checks every frame's shape, and fails
-the case on anything malformed. This file imports as little as possible: its start-up time is paid by
-every sandboxed job, and after the root is switched nothing outside the Python installation exists.
+Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD``
+(``_frame``). The answer runs in this interpreter and can write to that pipe too: the host trusts
+nothing in it beyond "these are the answer's outputs", checks every frame, and fails the case on
+anything malformed. This file imports little: every job pays its start-up time.
 """
 
 import json
@@ -23,10 +20,10 @@ import sys
 # Exit statuses of the launcher's own outcomes.
 SETUP_FAILED = 125
 
-# Plain data crosses the sandbox boundary as tagged JSON: [tag, payload]. Exact types only.
+# Plain data crosses the sandbox boundary as tagged JSON (``_encode``), nested at most this deep.
 MAX_DEPTH = 64
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
@@ -45,7 +42,6 @@ class _Unserializable(Exception):
 
 
 _STATUS_FD = -1
-_IN_USERNS = False
 
 
 def _frame(*parts) -> None:
@@ -62,8 +58,8 @@ def _boot(status_fd: int) -> None:
     limits = job["limits"]
     try:
         mode = job["isolation"]
-        if mode in ("namespaces", "userns"):
-            _contain(job, mode)
+        if mode == "namespaces":
+            _contain(job)
             workdir = "/tmp/work"
         else:  # "bwrap" (contained before this started) or "unsafe" (not contained at all)
             workdir = job["workdir"]
@@ -75,7 +71,7 @@ def _boot(status_fd: int) -> None:
         _redirect_stdin()
         if job.get("remote"):
             _run_apart(job)  # never returns
-        _become(job["uid"] if mode == "namespaces" else None)
+        _become(job["uid"])
     except (_SetupError, OSError) as err:
         _frame("setup", str(err))
         os._exit(SETUP_FAILED)
@@ -86,12 +82,10 @@ def _boot(status_fd: int) -> None:
 
 
 def _become(uid) -> None:
-    """Drop to ``uid`` (root namespaces), or keep this user and shed capabilities (user namespace,
-    bwrap, unsafe: nothing to shed there but the parent-death signal and no_new_privs still apply)."""
+    """Drop to ``uid`` (root namespaces), or keep this user (bwrap has shed every capability already;
+    unsafe has none to shed): the parent-death signal and no_new_privs apply either way."""
     if uid is not None:
         _drop_privileges(uid)
-    elif _IN_USERNS:
-        _drop_capabilities()
     else:
         _no_new_privileges()
 
@@ -103,7 +97,7 @@ def _run_apart(job: dict) -> None:
     exec(compile(job["remote_source"], "<sandbox_remote>", "exec"), remote)
     to_answer_r, to_answer_w = os.pipe()
     to_tests_r, to_tests_w = os.pipe()
-    uid = job["uid"] if job["isolation"] == "namespaces" else None
+    uid = job["uid"]  # None outside root namespaces
     # Not dumpable from before the fork on: a process of the same uid (the answer's, outside root
     # namespaces) cannot ptrace this one or open its pipes through /proc.
     _not_dumpable()
@@ -115,7 +109,7 @@ def _run_apart(job: dict) -> None:
         _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
         _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
-        sys.stdout.flush()
+        _flush_output()
         os._exit(0)
     os.close(to_answer_r)
     os.close(to_tests_w)
@@ -123,6 +117,7 @@ def _run_apart(job: dict) -> None:
     _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
     tests = _read_all(job["private_fd"]).decode()
     remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
+    _flush_output()  # the tests' own prints, whether they passed or not
     os._exit(0)
 
 
@@ -155,8 +150,8 @@ def _run_program(code: str) -> None:
 
 
 def _run_calls(code: str, steps: list) -> None:
-    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable its
-    value; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one
+    that a call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
     with every variable's value after it (a call may mutate the arguments it was given)."""
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
@@ -164,8 +159,12 @@ def _run_calls(code: str, steps: list) -> None:
     variables = {}
     index = 0
     for step in steps:
+        _flush_output()  # each call's prints reach the host before its outcome, whatever happens next
         if step[0] == "set":
             variables[step[1]] = _decode(step[2])
+            continue
+        if step[0] == "forget":
+            variables.pop(step[1], None)
             continue
         _one_call(index, namespace, variables, *step[1:])
         index += 1
@@ -185,8 +184,17 @@ def _define(code: str, namespace: dict) -> bool:
         _frame("exit", None, _plain_code(stop.code))
     except BaseException as error:
         _report_uncaught(error)
+    _flush_output()  # what the answer printed before it failed is part of the verdict (docs/eval.md)
     os._exit(1)
     return False
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # a replaced or closed stream: nothing more to keep
+            pass
 
 
 def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwargs, consume: bool, store) -> None:
@@ -197,8 +205,8 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
         return
     argument = lambda item: variables[item[1]] if item[0] == "$" else _decode(item)  # noqa: E731
     try:
-        value = _plain_scalar(function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs}))
-        if consume and type(value) not in _PLAIN:
+        value = function(*[argument(a) for a in args], **{k: argument(v) for k, v in kwargs})
+        if consume and type(value) not in _PLAIN_TYPES and getattr(type(value), "__module__", None) != "numpy":
             value = list(value)  # the test iterates it (list(f(x))): a generator's items, by its code
     except SystemExit as stop:
         _frame("exit", index, _plain_code(stop.code))
@@ -209,7 +217,7 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
     if store is not None:
         variables[store] = value
     try:
-        encoded = _encode(value, 0)
+        encoded = _encode(value)
     except (_Unserializable, RecursionError) as why:
         _frame("unplain", index, str(why)[:200] or "nested too deep")
         return
@@ -219,7 +227,7 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
 def _encode_or_mark(value):
     """A variable's value, or ["?", why] when it holds something that is not plain data."""
     try:
-        return _encode(value, 0)
+        return _encode(value)
     except (_Unserializable, RecursionError) as why:
         return ["?", str(why)[:200] or "nested too deep"]
 
@@ -246,20 +254,28 @@ def _plain_code(code):
     return code if type(code) in (int, str) or code is None else repr(type(code))
 
 
-_PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, set, frozenset, dict)
+# ---------------------------------------------------------------------------------------------------
+# The one codec: plain data as tagged JSON, ``[tag, payload]``, exact types only. ``["n"]`` None,
+# ``["B", b]`` bool, ``["i", hex]`` int, ``["f", float.hex]`` float, ``["s", text]`` str, ``["b", hex]``
+# bytes, ``["l"|"t"|"S"|"F", items]`` list/tuple/set/frozenset, ``["d", [[k, v], ...]]`` dict,
+# ``["A", dtype, shape, items]`` a numpy array of booleans or numbers (a numpy scalar is sent as the
+# Python value it holds). The host and the tests' process decode what an answer sent, so ``_decode``
+# trusts nothing: every tag, payload and depth is checked, and it builds only exact built-in types
+# (and plain numpy arrays). The host imports this module for it (tunelens.evaluate.judge).
+
+_CONTAINER_TAGS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
+_CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINER_TAGS.items()}
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes, dict, *_CONTAINER_TAGS)
+_HEX_INT = "-0123456789abcdefx"
+_ARRAY_KINDS = "biuf"  # numpy dtype kinds sent as data: bool, int, unsigned, float
 
 
-def _plain_scalar(value):
-    """A numpy scalar (np.int64, np.float64, np.bool_...) as the Python value it holds: an answer that
-    computes with numpy returns them where the test expects a number. Arrays are not converted."""
-    kind = type(value)
-    if kind not in _PLAIN and getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return value
+class Malformed(ValueError):
+    """Received data that is not well-formed tagged plain data."""
 
 
-def _encode(value, depth: int):
-    """``value`` as tagged JSON, refusing every type but the plain ones (subclasses included)."""
+def _encode(value, depth: int = 0, special=None):
+    """``value`` as tagged JSON; anything that is not plain data goes to ``special`` (None: refused)."""
     if depth > MAX_DEPTH:
         raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
     kind = type(value)
@@ -275,31 +291,77 @@ def _encode(value, depth: int):
         return ["s", value]
     if kind is bytes:
         return ["b", value.hex()]
-    if kind in (list, tuple, set, frozenset):
-        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[kind]
-        return [tag, [_encode(item, depth + 1) for item in value]]
+    if kind in _CONTAINER_TAGS:
+        return [_CONTAINER_TAGS[kind], [_encode(item, depth + 1, special) for item in value]]
     if kind is dict:
-        return ["d", [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]]
+        return ["d", [[_encode(k, depth + 1, special), _encode(v, depth + 1, special)] for k, v in value.items()]]
+    if getattr(kind, "__module__", None) == "numpy":
+        if kind.__name__ == "ndarray" and value.dtype.kind in _ARRAY_KINDS and value.ndim <= MAX_DEPTH:
+            return ["A", value.dtype.str, list(value.shape), [_encode(x.item(), depth + 1) for x in value.ravel()]]
+        if getattr(value, "ndim", None) == 0 and value.dtype.kind in _ARRAY_KINDS:
+            return _encode(value.item(), depth)  # np.int64, np.float64, np.bool_...
+    if special is not None:
+        return special(value)
     raise _Unserializable("not plain data: %s" % kind.__name__)
 
 
-def _decode(tagged):
-    """The inverse of ``_encode`` for arguments the host sent (trusted: the host built them)."""
-    tag, payload = tagged[0], tagged[1] if len(tagged) > 1 else None
-    if tag == "n":
+def _decode(tagged, depth: int = 0, special=None):
+    """The plain value ``tagged`` stands for; a tag it does not know goes to ``special`` (None:
+    ``Malformed``), and so does anything that is not exactly the format."""
+    if depth > MAX_DEPTH:
+        raise Malformed("nested deeper than %d" % MAX_DEPTH)
+    if type(tagged) is not list or not tagged or type(tagged[0]) is not str:
+        raise Malformed("not a tagged value")
+    tag, size = tagged[0], len(tagged)
+    if tag == "n" and size == 1:
         return None
-    if tag in ("B", "s"):
+    payload = tagged[1] if size == 2 else None
+    if tag == "B" and type(payload) is bool:
         return payload
-    if tag == "i":
-        return int(payload, 16)
-    if tag == "f":
-        return float.fromhex(payload)
-    if tag == "b":
-        return bytes.fromhex(payload)
-    items = [_decode(item) for item in payload] if tag != "d" else None
-    if tag == "d":
-        return {_decode(k): _decode(v) for k, v in payload}
-    return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+    if tag == "s" and type(payload) is str:
+        return payload
+    if tag == "i" and type(payload) is str and payload.lstrip("-")[:2] == "0x" and not payload.strip(_HEX_INT):
+        return _parse(int, payload, 16)
+    if tag == "f" and type(payload) is str and len(payload) <= 40:
+        return _parse(float.fromhex, payload)
+    if tag == "b" and type(payload) is str:
+        return _parse(bytes.fromhex, payload)
+    if tag in _CONTAINER_KINDS and type(payload) is list:
+        return _parse(_CONTAINER_KINDS[tag], [_decode(item, depth + 1, special) for item in payload])
+    if tag == "d" and type(payload) is list:
+        return _parse(dict, [_pair(item, depth, special) for item in payload])
+    if tag == "A" and size == 4:
+        return _array(tagged, depth)
+    if special is not None and tag not in "nBsifbltSFdA":
+        return special(tagged)
+    raise Malformed("malformed value with tag %r" % tag[:20])
+
+
+def _parse(convert, *args):
+    try:
+        return convert(*args)
+    except (ValueError, TypeError, OverflowError):  # bad digits, an unhashable item in a set or dict
+        raise Malformed("malformed %s" % getattr(convert, "__name__", "value")) from None
+
+
+def _pair(item, depth: int, special):
+    if type(item) is not list or len(item) != 2:
+        raise Malformed("dict item")
+    return _decode(item[0], depth + 1, special), _decode(item[1], depth + 1, special)
+
+
+def _array(tagged, depth: int):
+    _, dtype, shape, items = tagged
+    if (type(dtype) is not str or len(dtype) > 8 or dtype[1:2] not in tuple(_ARRAY_KINDS)
+            or type(shape) is not list or len(shape) > MAX_DEPTH or type(items) is not list
+            or not all(type(n) is int and 0 <= n for n in shape)):
+        raise Malformed("array")
+    import numpy
+
+    values = [_decode(item, depth + 1) for item in items]
+    if not all(type(v) in (bool, int, float) for v in values):
+        raise Malformed("array item")
+    return _parse(lambda: numpy.array(values, dtype=numpy.dtype(dtype)).reshape(shape))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -326,16 +388,10 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), "mount %s" % target)
 
 
-def _contain(job: dict, mode: str) -> None:
+def _contain(job: dict) -> None:
     """Namespaces, the new root, then fork: the child is the PID namespace's init and runs the job."""
     before = os.readlink("/proc/self/ns/mnt")
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if mode == "userns":
-        outer_uid, outer_gid = os.getuid(), os.getgid()
-        _check(_libc().unshare(CLONE_NEWUSER | flags), "unshare")
-        _map_ids(outer_uid, outer_gid)
-    else:
-        _check(_libc().unshare(flags), "unshare")
+    _check(_libc().unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     # Never touch a mount unless this process really has its own mount namespace now.
     if os.readlink("/proc/self/ns/mnt") == before:
         raise _SetupError("unshare did not create a mount namespace")
@@ -343,26 +399,12 @@ def _contain(job: dict, mode: str) -> None:
     pid = os.fork()
     if pid:
         _wait_and_exit(pid)
-    # The init mounts the new namespace's /proc while the host's is still visible (a user namespace
-    # may only mount proc where a full one is already seen), then switches roots.
+    # The init mounts the new namespace's /proc while the host's is still visible, then switches roots.
     _mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _enter_root()
     # Owned by the job's uid; writable by all, as the answer's process (another uid) shares it.
-    uid = job["uid"] if mode == "namespaces" else os.getuid()
-    os.chown("/tmp/work", uid, uid)
+    os.chown("/tmp/work", job["uid"], job["uid"])
     os.chmod("/tmp/work", 0o777)
-    global _IN_USERNS
-    _IN_USERNS = mode == "userns"
-
-
-def _map_ids(uid: int, gid: int) -> None:
-    """In a new user namespace: this user is uid 1000 inside (not root: nothing is owned by it)."""
-    with open("/proc/self/setgroups", "w") as handle:
-        handle.write("deny")
-    with open("/proc/self/uid_map", "w") as handle:
-        handle.write("1000 %d 1" % uid)
-    with open("/proc/self/gid_map", "w") as handle:
-        handle.write("1000 %d 1" % gid)
 
 
 def _build_root(binds: list, disk_mb: int) -> None:
@@ -463,17 +505,6 @@ def _drop_privileges(uid: int) -> None:
     os.setuid(uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise _SetupError("could not drop to uid %d" % uid)
-    _no_new_privileges()
-
-
-def _drop_capabilities() -> None:
-    """In a user namespace the creator holds every capability there (it could remount the binds
-    writable, mount over them...): clear them all, and the ambient/bounding sets with them."""
-    import ctypes
-
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable, twice (64 capability bits)
-    _check(_libc().capset(header, data), "capset")
     _no_new_privileges()
 
 

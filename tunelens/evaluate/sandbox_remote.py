@@ -3,27 +3,23 @@
 For tests the host cannot evaluate itself (loops, classes, files, expected exceptions...), the
 launcher forks after containment. The **answer process** defines the answer's code and serves requests;
 the **tests process** runs the tests (and a HumanEval prompt's own helpers), where every name the tests
-take from the answer is a ``Proxy``: calling it, reading an attribute, iterating, using an operator
-sends a request and gets back plain data (exact built-in types) or a handle to an object that stays in
-the answer process. Only the tests process holds the status pipe and writes the verdict's ``end``
-frame. The two run as the same unprivileged uid; the tests process is made non-dumpable before the
-fork, so the answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID
-namespace's init it ignores the answer's kill(). They share only the working directory, so tests that
-create or read files still work. The tests' source reaches the tests process through a private pipe
-after the fork: it is never in the answer's process.
+take from the answer is a ``Proxy``: calling it sends the arguments and gets back plain data, checked
+on arrival, or (only where the case's reference did, see sandbox_remote_tests._Client.admit) a handle
+to an object that stays in the answer process. Only the tests process holds the status pipe. The two
+run as the same unprivileged uid; the tests process is made non-dumpable before the fork, so the
+answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID namespace's
+init it ignores the answer's kill(). They share only the working directory. The tests' source reaches
+the tests process through a private pipe after the fork: it is never in the answer's process.
 
-What this keeps from the answer: equality between an answer's object and anything else is never asked
-of the answer (``Proxy == 5`` is False; two of its objects compare by its own ``__eq__``, which is its
-class being tested), and a result is plain data or a handle, never an object with behaviour inside the
-tests' process. A test variable passed to a call (a list, dict or set) is updated in place with the
-answer's changes to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the
-tests passed to the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and
-are used by reference: the answer's calls, iteration and indexing of them are requests back.
+A test variable passed to a call (a list, dict or set) is updated in place with the answer's changes
+to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the tests passed to
+the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and are used by
+reference: the answer's calls, iteration and indexing of them are requests back.
 
 This file (the messages, the values and the answer process) and ``sandbox_remote_tests.py`` (the tests
 process) are sent to the launcher as one source in the job, in that order (it must work inside bwrap,
-where nothing of the host is readable), and run with the launcher's globals (``_frame``, ``_encode``,
-``_decode``...).
+where nothing of the host is readable), and run with the launcher's globals (``_frame``, the codec
+``_encode``/``_decode``...).
 """
 
 import builtins
@@ -32,6 +28,7 @@ import json
 import operator
 import os
 import sys
+import types
 
 
 class _AnswerGone(Exception):
@@ -59,45 +56,31 @@ class _Channel:
         return json.loads(line)
 
 
-# Between the two processes, values are the plain tagged data of the host's wire, plus dates and times
-# (stdlib classes the two sides rebuild alike), plus what ``special`` makes of everything else: a handle
-# to one of the answer's objects, a built-in class by name, or one of the tests' objects by reference.
-_CONTAINERS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
-_CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINERS.items()}
-_TIMES = (datetime.date, datetime.datetime, datetime.time)
+# Between the two processes, values are the launcher's plain tagged data (``_encode``/``_decode``),
+# plus dates and times (stdlib classes the two sides rebuild alike), plus what ``special`` makes of
+# everything else: a handle to one of the answer's objects, a built-in class by name, or one of the
+# tests' objects by reference.
+_TIMES = {"date": datetime.date, "datetime": datetime.datetime, "time": datetime.time}
 
 
-def _pack(value, special, depth: int = 0):
-    if depth > MAX_DEPTH:
-        raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
-    kind = type(value)
-    if kind in _TIMES:
-        return ["dt", kind.__name__, value.isoformat()]
-    if kind is datetime.timedelta:
-        return ["td", value.days, value.seconds, value.microseconds]
-    if kind in _CONTAINERS:
-        return [_CONTAINERS[kind], [_pack(item, special, depth + 1) for item in value]]
-    if kind is dict:
-        return ["d", [[_pack(k, special, depth + 1), _pack(v, special, depth + 1)] for k, v in value.items()]]
-    try:
-        return _encode(_plain_scalar(value), depth)
-    except _Unserializable:
-        return special(value)
+def _pack(value, special):
+    def other(item):
+        if type(item) in _TIMES.values():
+            return ["dt", type(item).__name__, item.isoformat()]
+        if type(item) is datetime.timedelta:
+            return ["td", item.days, item.seconds, item.microseconds]
+        return special(item)
+    return _encode(value, 0, other)
 
 
 def _unpack(tagged, special):
-    tag = tagged[0]
-    if tag in _CONTAINER_KINDS:
-        return _CONTAINER_KINDS[tag](_unpack(item, special) for item in tagged[1])
-    if tag == "d":
-        return {_unpack(k, special): _unpack(v, special) for k, v in tagged[1]}
-    if tag == "dt" and tagged[1] in ("date", "datetime", "time"):
-        return getattr(datetime, tagged[1]).fromisoformat(tagged[2])
-    if tag == "td":
-        return datetime.timedelta(int(tagged[1]), int(tagged[2]), int(tagged[3]))
-    if tag in ("n", "B", "i", "f", "s", "b"):
-        return _decode(tagged)
-    return special(tagged)
+    def other(item):
+        if item[0] == "dt" and len(item) == 3 and item[1] in _TIMES and type(item[2]) is str:
+            return _parse(_TIMES[item[1]].fromisoformat, item[2])
+        if item[0] == "td" and len(item) == 4 and all(type(n) is int for n in item[1:]):
+            return _parse(datetime.timedelta, *item[1:])
+        return special(item)
+    return _decode(tagged, 0, other)
 
 
 def _refuse(value):
@@ -208,7 +191,7 @@ class _Server:
         self.objects[id(value)] = value  # kept alive: the tests may use it again
         if isinstance(value, type) and issubclass(value, BaseException):
             return ["E", id(value), _class_names(value)]  # for `except` in the tests
-        return ["h", id(value)]
+        return ["h", id(value), _kind(value)]
 
     def decode(self, tagged):
         return _unpack(tagged, self._unspecial)
@@ -264,6 +247,23 @@ class _Server:
             except (_Unserializable, RecursionError):
                 changed.append([where, None])
         return changed
+
+
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.MethodWrapperType)
+_ITERATOR_MODULES = ("builtins", "itertools")
+
+
+def _kind(value) -> str:
+    """What the tests process is told a handle is (a claim of the answer's process, so the tests
+    process trusts it only where a wrong claim helps no answer: see sandbox_remote_tests._admit)."""
+    kind = type(value)
+    if isinstance(value, type):
+        return "class"
+    if kind in _FUNCTION_TYPES:
+        return "function"
+    if kind.__name__ == "generator" or (kind.__module__ in _ITERATOR_MODULES and hasattr(kind, "__next__")):
+        return "iterator"
+    return "instance"
 
 
 def _builtin_type(name) -> type:

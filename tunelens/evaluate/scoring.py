@@ -67,7 +67,8 @@ def _static_row(case, item: WorkItem, answer: str) -> tuple[ResultRow, str | Non
     has_tests = bool((getattr(case, "tests", None) or "").strip())
     expects_code = case.expect == "code"
     # Parsing is judged on the program that would run (a HumanEval body needs its prompt's signature).
-    checked = check_code(answer, (lambda code: test_program(case, code)) if expects_code and has_tests else None)
+    checked = check_code(answer, (lambda code: test_program(case, code)) if expects_code and has_tests else None,
+                         getattr(case, "entry_point", None) if expects_code and has_tests else None)
     tests, reason = "not-run", None
     if expects_code and checked.has_code and not has_tests:
         tests = "none"

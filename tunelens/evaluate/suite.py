@@ -110,8 +110,8 @@ def judge_case(case: Case) -> judge.Case:
 
 
 def test_program(case: Case, code: str) -> str:
-    """The program that defines the answer's code and then runs the case's tests (how sandbox-shared
-    cases are judged; the parse check of an answer uses it for every case). Any case whose tests
+    """The program that defines the answer's code and then runs the case's tests (the form the parse
+    check of an answer reads; the judge never runs it as one program). Any case whose tests
     define ``check(candidate)`` and that has an ``entry_point`` ends with ``check(entry_point)``."""
     return judge.program_for(judge_case(case), code)
 
