@@ -97,7 +97,7 @@ def test_k0_tokens_are_the_plain_prompts(chat_template):
     assert len(ids) > len(encode_prompt(tokenizer, "Reverse a list."))
 
 
-def test_generation_with_examples_sends_the_few_shot_prompt():
+def test_generation_with_examples_sends_the_few_shot_prompt(monkeypatch):
     from tunelens.engine.generate import SamplingConfig, generate_batch, prompt_ids_for
     from tunelens.testing import tiny_model
 
@@ -106,10 +106,14 @@ def test_generation_with_examples_sends_the_few_shot_prompt():
     assert prompt_ids_for(tokenizer, "Sub.", False, shown) == encode_few_shot(tokenizer, shown, "Sub.")
     assert prompt_ids_for(tokenizer, "Sub.", False, ()) == encode_prompt(tokenizer, "Sub.")
     seen = []
-    real = model.generate
-    model.generate = lambda input_ids, attention_mask, **kw: seen.append(
-        [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)]) or real(
-        input_ids=input_ids, attention_mask=attention_mask, **kw)
+    import tunelens.engine.generate as generation
+
+    class Spy(generation.BatchDecoder):  # what the one decode loop is given, batch by batch
+        def __init__(self, model, rows=(), **kw):
+            seen.append([list(row.prompt_ids) for row in rows])
+            super().__init__(model, rows, **kw)
+
+    monkeypatch.setattr(generation, "BatchDecoder", Spy)
     sampling = SamplingConfig(max_new_tokens=3)
     plain = generate_batch(model, tokenizer, ["Sub."], sampling)
     assert generate_batch(model, tokenizer, ["Sub."], sampling, examples=[[]]) == plain
