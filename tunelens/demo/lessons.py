@@ -436,10 +436,27 @@ def lesson1_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
     table = lesson1_table(slopes if role == "1" else [], a30 if role == "1-qwen" else [])
     primary = table[0] if role == "1" else table[2]
     n_answers = [cell["answers"] for v in per_seed for cell in v["per_share"].values()]
-    return {"role": role, "protocol_row": PROTOCOL[role].lesson, "seeds": seeds, "per_seed": per_seed,
+    planned = lesson1_seed_count(config)
+    finished = complete and len(seeds) == planned
+    return {"role": role, "protocol_row": PROTOCOL[role].lesson, "model": config.model, "seeds": seeds,
+            "seeds_planned": planned, "complete": finished, "per_seed": per_seed,
             "answers_per_adapter": min(n_answers, default=0), "table": table, "primary_row": primary["row"],
-            "headline": headline(PROTOCOL[role], config.model, lesson1_seed_count(config), primary["direction"],
-                                 complete and len(seeds) == lesson1_seed_count(config))}
+            "headline": headline(PROTOCOL[role], config.model, planned, primary["direction"], finished)}
+
+
+def lesson1_combined(gemma: dict | None, qwen: dict | None) -> dict:
+    """Lesson 1's table over two runs' lesson-1 sections (gemma's slope run, Qwen's A30 run; either may be
+    missing): the protocol's three rows with Holm across all three, and each run's headline read again from
+    its primary row of that table by `headline`. docs/lessons.md prints this."""
+    slopes = gemma["table"][0]["seeds"]["per_seed"] if gemma else []
+    a30 = qwen["table"][2]["seeds"]["per_seed"] if qwen else []
+    table = lesson1_table(slopes, a30)
+    headlines = {}
+    for role, section, primary in (("1", gemma, table[0]), ("1-qwen", qwen, table[2])):
+        if section:
+            headlines[role] = headline(PROTOCOL[role], section["model"], section["seeds_planned"],
+                                       primary["direction"], section["complete"])
+    return {"table": table, "headlines": headlines}
 
 
 def lesson2_summary(config: LessonsStudyConfig, out: Path, done: list[int], complete: bool) -> dict:
@@ -448,8 +465,9 @@ def lesson2_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
     values = {name: [next(r["mean"] for r in v["rows"] if r["row"] == name) for v in per_seed] for name in names}
     table = lesson2_table(values)
     floor = all(r["meets_floor"] for v in per_seed for r in v["rows"])
-    return {"protocol_row": PROTOCOL["2"].lesson, "seeds": done, "per_seed": per_seed, "case_study": SEED_DELTA,
-            **table, "primary_row": names[0], "floor_met": floor,
+    return {"protocol_row": PROTOCOL["2"].lesson, "model": config.model, "seeds": done,
+            "seeds_planned": config.seeds, "complete": complete, "per_seed": per_seed, "case_study": SEED_DELTA,
+            "points_per_seed": [v["points"] for v in per_seed], **table, "primary_row": names[0], "floor_met": floor,
             "headline": headline(PROTOCOL["2"], config.model, config.seeds, table["rows"][0]["direction"], complete,
                                  floor)}
 
