@@ -44,6 +44,13 @@ def test_headline_flips_with_each_condition(model, seeds, direction, complete, f
     assert got["word"] == word and got["reason"]
 
 
+def test_a_directory_named_after_the_model_is_the_model():
+    assert L.same_model("/models/Qwen2.5-Coder-1.5B-Instruct", "qwen2.5-coder-1.5b")
+    assert L.same_model("gemma3-270m", "gemma3-270m")
+    assert not L.same_model("/models/qwen2.5-coder-7b", "qwen2.5-coder-1.5b")
+    assert not L.same_model("/tmp/gemma3-270m/other", "gemma3-270m")
+
+
 def test_headline_says_which_way_a_lesson_was_not_replicated():
     none = L.headline(GEMMA, "gemma3-270m", 14, "none")["reason"]
     opposite = L.headline(GEMMA, "gemma3-270m", 14, "down")["reason"]

@@ -167,7 +167,7 @@ def headline(row: ProtocolRow, model: str | None, seeds: int, direction: str | N
     - not replicated: it claims no direction, or the opposite one (the reason says which)."""
     if not row.feasible:
         return {"word": NOT_TESTABLE, "reason": f"the protocol decided before any run: {row.reason}"}
-    if model is not None and model != row.model:
+    if model is not None and not same_model(model, row.model):
         return {"word": NOT_TESTABLE, "reason": f"the protocol plans this lesson on {row.model}, this run used {model}"}
     if seeds < row.n:
         return {"word": NOT_TESTABLE, "reason": f"{seeds} seeds is below the protocol's n of {row.n}: figures per "
@@ -182,6 +182,12 @@ def headline(row: ProtocolRow, model: str | None, seeds: int, direction: str | N
     if direction in (None, "none"):
         return {"word": NOT_REPLICATED, "reason": "the primary row claims no direction after Holm"}
     return {"word": NOT_REPLICATED, "reason": "the primary row claims the opposite of the case study's direction"}
+
+
+def same_model(spec: str, planned: str) -> bool:
+    """Whether a run's model spec is the protocol's: the embedded name itself, or a directory or file named
+    after it (a download of Qwen2.5-Coder-1.5B-Instruct counts as qwen2.5-coder-1.5b)."""
+    return Path(spec).name.lower().startswith(planned.lower())
 
 
 def not_testable_here() -> dict:
