@@ -130,8 +130,8 @@ def lesson2(found: dict[str, dict]) -> list[str]:
             f"{points}. " + headline_line(word), "",
         f"The case study's sentence moved its decision point by {section['case_study']:+.3f} log-odds. Here the "
         f"sentence after the request, minus its placebo, moves the contested points by {interval(primary['seeds'])} "
-        f"over {primary['seeds']['k']} seeds: {primary['words']}; against the case study's {section['case_study']:+.3f}, "
-        f"{versus['words']}.", ""]
+        f"over {primary['seeds']['k']} seeds: {primary['words']}; against the case study's "
+        f"{section['case_study']:+.3f}, {versus['words']}.", ""]
 
 
 # What the protocol's budget left for a descriptive K = 2 run of each lesson it found not testable here.

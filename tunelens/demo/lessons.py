@@ -33,8 +33,7 @@ from tunelens.config import configclass, option
 from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, print_rich
 from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
 from tunelens.data.records import load_pairs
-from tunelens.demo.measures import (injected_print_check, lesson1_table, python2_given_prints, seed_slope,
-                                    LESSON1_ROWS)
+from tunelens.demo.measures import injected_print_check, lesson1_table, python2_given_prints, seed_slope
 from tunelens.engine.generate import SamplingConfig, generate_batch
 from tunelens.errors import UserError
 from tunelens.hashing import file_sha256
@@ -218,7 +217,7 @@ def run_lessons_study(config: LessonsStudyConfig, out_dir: str | Path, budget_mi
         seed = config.seed + index
         if (seed_dir(out, seed) / "seed.json").is_file():
             continue
-        if ran and not fits_budget(out, config, started, budget_minutes):
+        if ran and not fits_budget(out, started, budget_minutes):
             stopped = True
             break
         model = timed(f"seed {seed}", run_seed, config, out, data, index, model, tokenizer, report)
@@ -230,7 +229,7 @@ def run_lessons_study(config: LessonsStudyConfig, out_dir: str | Path, budget_mi
     return RunResult(out, summary, seconds)
 
 
-def fits_budget(out: Path, config: LessonsStudyConfig, started: float, budget_minutes: float | None) -> bool:
+def fits_budget(out: Path, started: float, budget_minutes: float | None) -> bool:
     """Whether another seed fits: elapsed + the slowest finished seed's time (the best estimate on disk)."""
     if budget_minutes is None:
         return True
@@ -359,7 +358,7 @@ def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, he
     if not silent:
         raise UserError("study lessons: no non-printing mined pair fits for the one-shot lever's placebo")
     example = train_pairs[0]
-    length = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    length = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     placebo = choose_placebo_example(silent, example, length)
     references = [(prompt_id(i), p.instruction, p.response) for i, p in enumerate(heldout)]
     result = seed_lesson2(model, tokenizer, references, lambda text: render_prompt(tokenizer, text),
@@ -477,5 +476,3 @@ def lesson2_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
             "headline": headline(PROTOCOL["2"], config.model, config.seeds, table["rows"][0]["direction"], complete,
                                  floor)}
 
-
-__all__ = ["LessonsStudyConfig", "run_lessons_study", "headline", "PROTOCOL", "LESSON1_ROWS"]
