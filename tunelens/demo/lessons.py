@@ -307,9 +307,11 @@ def run_seed(config: LessonsStudyConfig, out: Path, data: dict, index: int, mode
                                      SamplingConfig(config.max_new_tokens, config.temperature, seed=seed),
                                      batch_size=config.eval_batch_size)
             atomic_write_jsonl(answers_path, [{"prompt": prompt_id(i), "answer": a} for i, a in enumerate(answers)])
+            report(f"seed {seed}: lesson 1 answers of {name}", 1, 1)
         if need2:
             report(f"seed {seed}: lesson 2 points of {name}", 0, 1)
             atomic_write_json(lesson2_path, lesson2_of_seed(config, data, tuned, tokenizer, heldout, seed))
+            report(f"seed {seed}: lesson 2 points of {name}", 1, 1)
         model = tuned.unload()
     atomic_write_json(where / "seed.json", {"seed": seed, "index": index, "data": shares,
                                             "seconds": round(time.perf_counter() - begin, 1)})
