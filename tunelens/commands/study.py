@@ -4,11 +4,13 @@ calls one library function in tunelens.studies and prints the headline numbers."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from tunelens.commands.common import console, example, user_errors
 from tunelens.commands.options import config_options
+from tunelens.demo.lessons import LessonsStudyConfig
 from tunelens.studies.safety import SafetyStudyConfig
 from tunelens.studies.fewshot import FewShotStudyConfig
 
@@ -101,6 +103,43 @@ def _print_fewshot_headline(s: dict) -> None:
         value = "-" if label["auroc"] is None else f"{label['auroc']:.2f}"
         console.print(f"context check: AUROC {value} for '{name.replace('_', ' ')}' ({label['positives']} of "
                       f"{label['eligible']})")
+
+
+@study_app.command("lessons", epilog=example(
+    "tunelens study lessons --model gemma3-270m --lesson 1 --seeds 14 --budget-minutes 90 --out runs/lessons-1-gemma",
+    "tunelens study lessons --model qwen2.5-coder-1.5b --lesson 1,2 --shares 0.3 --seeds 4 --lesson1-seeds 2 "
+    "--budget-minutes 90 --out runs/lessons-2-qwen"))
+@user_errors
+@config_options(LessonsStudyConfig)
+def lessons_command(
+    out: Path = typer.Option(Path("runs/lessons"), "--out", "-o", help="Run directory (a rerun with the same "
+                                                                       "settings continues where it stopped)."),
+    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", min=0.0, help=(
+        "Stop between seeds once another would pass this many minutes of this invocation (the seed under way "
+        "always finishes); rerun the same command to continue.")),
+    config: LessonsStudyConfig = None,
+) -> None:
+    """The case study's lessons 1 and 2 as docs/protocol.md fixes them, with training seeds as replicates:
+    the headline per lesson (replicated / not replicated / not testable here) by the protocol's rule."""
+    from tunelens.demo.lessons import run_lessons_study
+
+    def run(config, out, progress):
+        return run_lessons_study(config, out, budget_minutes, progress=progress)
+
+    result = _run_study(run, config, out, _print_lessons_headline)
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+
+
+def _print_lessons_headline(s: dict) -> None:
+    console.print(f"seeds finished: {len(s['seeds_done'])} of {s['seeds_planned']}"
+                  + ("" if s["complete"] else " (rerun the same command to continue)"))
+    for key, lesson in s["lessons"].items():
+        row = next(r for r in lesson["rows" if key == "2" else "table"] if r["row"] == lesson["primary_row"])
+        seeds = row["seeds"]
+        value = "-" if seeds["mean"] is None else f"{seeds['mean']:+.3f}"
+        interval = "" if seeds["low"] is None else f" [{seeds['low']:+.3f}, {seeds['high']:+.3f}]"
+        console.print(f"lesson {lesson['protocol_row']}: {row['row']} {value}{interval} over {seeds['k']} seeds: "
+                      f"{row['words']}; headline: {lesson['headline']['word']} ({lesson['headline']['reason']})")
 
 
 def register(app: typer.Typer) -> None:
