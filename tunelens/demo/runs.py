@@ -47,6 +47,26 @@ def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokeniz
     return model
 
 
+def adapter_checks(out: Path, names, model) -> dict:
+    """Per trained adapter: its lora_B tensors in the file (a LoRA whose B is all zero changes nothing: PEFT
+    initialises B to zero, so an untrained or lost adapter looks like this) and whether every tensor of the
+    file is in the loaded model, equal, under the adapter's name. CI fails the demo on either."""
+    from peft.utils import load_peft_weights
+
+    from tunelens.adapters import loaded_adapter_differences
+
+    checks = {}
+    for name in names:
+        saved = load_peft_weights(str(out / "adapters" / name), device="cpu")
+        lora_b = [tensor for key, tensor in saved.items() if "lora_B" in key]
+        differences = loaded_adapter_differences(model, out / "adapters" / name, name)
+        checks[name] = {"tensors": len(saved), "lora_B_tensors": len(lora_b),
+                        "lora_B_zero_tensors": sum(1 for t in lora_b if not t.any()),
+                        "lora_B_max_abs": max((float(t.abs().max()) for t in lora_b), default=0.0),
+                        "loaded_differences": differences[:5], "loaded_exactly": not differences}
+    return checks
+
+
 def train_config(config: DemoConfig):
     from tunelens.train import TrainConfig
 

@@ -33,7 +33,7 @@ from tunelens.fewshot import Example
 from tunelens.gate.embedders import MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.models import DEFAULT_MODEL
-from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
 
 LEVELS = ("nearest", "middling", "unrelated")
 QUALITIES = ("clean", "python2", "wrong_function")
@@ -107,9 +107,7 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     from tunelens.studies.fewshot_report import build_summary, write_figures
 
     summary = build_summary(config, data["counts"], rows, points, model_label=_model_label(model, config))
-    summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
-    summary["invocations"] = log_invocation(out, summary["seconds"], timed.timings)
-    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary, timed, started)
     write_figures(out, summary)
     return FewShotStudyResult(out, summary, time.perf_counter() - started)
 

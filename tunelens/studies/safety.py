@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, no_progress
+from tunelens.io import atomic_write_jsonl, atomic_write_text
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
 
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
@@ -105,8 +105,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     rows = timed("eval --suite safety: free text", _free_text, config, out, cases, model, tokenizer, report)
     scores = timed("refusal propensity, teacher-forced", _propensities, config, out, cases, model, tokenizer, report)
     summary = build_summary(config, data, rows, scores)
-    summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
-    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary, timed, started)
     write_report(out, summary)
     return SafetyStudyResult(out, summary, time.perf_counter() - started)
 
