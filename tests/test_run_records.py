@@ -77,5 +77,7 @@ def test_finish_run_writes_the_record_into_summary_json(tmp_path):
 
 
 def test_the_command_line_is_quoted_so_it_can_be_pasted():
-    record = run_record({}, argv=["-m", "tunelens", "demo", "--out", "runs/a b"])
-    assert record["command"].endswith("-m tunelens demo --out 'runs/a b'")
+    record = run_record({}, argv=["/opt/x/tunelens/__main__.py", "demo", "--out", "runs/a b"])
+    assert record["command"] == "python -m tunelens demo --out 'runs/a b'"
+    assert run_record({}, argv=["/opt/venv/bin/tunelens", "demo"])["command"] == "tunelens demo"
+    assert run_record({}, argv=["bench/x.py", "--smoke"])["command"] == "bench/x.py --smoke"

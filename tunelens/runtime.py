@@ -189,9 +189,20 @@ def run_record(stages: dict[str, dict], argv: list[str] | None = None,
     now = git_state(CHECKOUT)
     commit, dirty = git_at_start or now
     return {"commit": commit, "dirty": dirty, "changed_during_run": now != (commit, dirty),
-            "command": shlex.join([Path(sys.executable).name, *(sys.argv if argv is None else argv)]),
+            "command": shlex.join(command_words(sys.argv if argv is None else argv)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": package_versions(), "machine": machine(), "stages": stages}
+
+
+def command_words(argv: list[str]) -> list[str]:
+    """The command line as one would type it again: `python -m tunelens ...` puts the full path of
+    tunelens/__main__.py in argv[0], and the console script its absolute path; both become their short form."""
+    if not argv:
+        return []
+    first = Path(argv[0])
+    if first.name == "__main__.py":
+        return ["python", "-m", first.parent.name, *argv[1:]]
+    return [first.name if first.is_absolute() else argv[0], *argv[1:]]
 
 
 def git_state(root: Path) -> tuple[str | None, bool | None]:
