@@ -43,7 +43,7 @@ def smokes(work: Path) -> list[Smoke]:
         Smoke("serve_load.py", ("--model", "tiny", "--clients", "2", "--max-tokens", "2", "--max-batch", "2",
                                 "--lone", "1"), r"batching / one at a time:\s*([\d.]+)x"),
         Smoke("trace_overhead.py", ("--model", "tiny", "--tokens", "4", "--repeats", "2"),
-              r"tokens/s / generate tokens/s:\s*([\d.]+)"),
+              r"tokens/s / generate tokens/s: wall median ([\d.]+)x"),
         Smoke("train_throughput.py", ("--model", "tiny", "--steps", "2", "--no-trl", "--variants", "plain,packing"),
               r": ([\d.]+)x trained tokens/s"),
         Smoke("gate_query.py", ("--index-size", "200", "--queries", "8"), r"paired per query ([\d.]+)x", limit_s=300),

@@ -190,7 +190,12 @@ def render(s: dict, command: str, record: str) -> str:
     lines += [""] + lesson4_lines(l4) + [""]
     for spec, t in (s.get("transfer") or {}).items():
         lines += transfer_lines(s, spec, t) + [""]
-    lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
+    stages = (s.get("record") or {}).get("stages")
+    if stages:
+        lines += ["Time per step of the last invocation, wall seconds (CPU seconds): " + ", ".join(
+            f"{k} {v['wall_s']} ({v['cpu_s']})" for k, v in stages.items()) + ".", ""]
+    else:
+        lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
     return "\n".join(lines) + "\n"
 
 

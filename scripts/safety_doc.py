@@ -32,7 +32,8 @@ def mean(cell):
 
 
 def sign(cell):
-    return f"{cell['up']} up, {cell['down']} down, p={cell['sign_p']:.2g}"
+    p = "-" if cell.get("sign_p") is None else f"{cell['sign_p']:.2g}"
+    return f"{cell['up']} up, {cell['down']} down, p={p}"
 
 
 def change_readings(changes: list[dict]) -> dict[tuple[str, str, str], object]:

@@ -109,6 +109,23 @@ def test_ci_checks_pass_on_the_tiny_demo_but_for_lesson2(demo_run):
 
 
 @slow
+def test_the_demo_page_renders_from_the_run(demo_run):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import demo_doc
+
+    result, _ = demo_run
+    page = demo_doc.render(result.summary, "tunelens demo --quick", "docs/runs/demo-quick/summary.json")
+    assert page.startswith("# The quick profile") and "Record: `docs/runs/demo-quick/summary.json`: commit " in page
+    tc = result.summary["train_config"]
+    assert f"LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']}" in page
+    assert "Lint caught 4 of 4 contaminated pairs" in page
+    assert all(f"{name} " in page for name in result.summary["record"]["stages"])
+
+
+@slow
 def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
     result, out = demo_run
     l2, l3 = result.summary["lesson2"], result.summary["lesson3"]
