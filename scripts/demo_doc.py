@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 from doc_format import ci, read_summary, record_line
-from tunelens.reading import read_table
+from tunelens.demo.lesson2 import reading as lesson2_reading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -106,24 +106,6 @@ def intro_for(command: str) -> list[str]:
     if "--quick" in command:
         return QUICK_INTRO
     return STUDY_INTRO if "--study" in command else INTRO
-
-
-def lesson2_reading(by_adapter: dict) -> list[str]:
-    """Each adapter's levers read as one table by the one rule (tunelens.reading: sign test, Holm within the
-    adapter's table): a direction only where the adjusted p rejects."""
-    lines = []
-    for name, result in by_adapter.items():
-        if not result["points"]:
-            lines.append(f"{name}: no Python 2 decision point in its answers, so nothing to measure")
-            continue
-        readings = read_table([(e["lever"], e["mean_delta"], e["sign_test_p"]) for e in result["effects"]],
-                              up="moves toward Python 3", down="moves toward Python 2")
-        for effect, reading in zip(result["effects"], readings):
-            lines.append(f"{name}, {effect['lever']}: {effect['mean_delta']:+.2f} [{effect['low']:+.2f}, "
-                         f"{effect['high']:+.2f}] log-odds over {effect['points']} points, {effect['flipped']}/"
-                         f"{effect['python2_led']} flipped, sign test p={effect['sign_test_p']:.2g} "
-                         f"(Holm {reading.p_holm:.2g}): {reading.words}")
-    return lines
 
 
 def took(s) -> str:
