@@ -12,6 +12,7 @@ import sys
 
 from doc_format import ci, read_summary, record_line
 from tunelens.demo.lesson2 import reading as lesson2_reading
+from tunelens.demo.lesson3 import reading as lesson3_reading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -167,8 +168,10 @@ def render(s: dict, command: str, record: str) -> str:
             lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
                          f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} | "
                          f"{free('base')} | {free('B')} |")
-    lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
-    lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
+    # Readings by the one rule, from the record's numbers (not the sentences the run stored).
+    lines += [""] + [f"- {line}" for line in lesson3_reading(l3["propensity"])]
+    lines += [f"- {line}" for spec, o in l3.get("other_bases", {}).items()
+              for line in lesson3_reading({"base": o["base"], "B": o["B"]}, prefix=f"{spec} ")]
     lines += [""] + lesson4_lines(l4) + [""]
     for spec, t in (s.get("transfer") or {}).items():
         lines += transfer_lines(s, spec, t) + [""]
