@@ -231,7 +231,7 @@ def render(run: pathlib.Path, second: pathlib.Path | None = None) -> str:
         "   the share of clean, nearest examples it flags (target at most 5%).",
         "",
         "```",
-        "tunelens study few-shot --out runs/fewshot     # about 15 min on a 2-core CPU with gemma3-270m",
+        "tunelens study few-shot --out runs/fewshot     # its record says how long it took, and where",
         "python scripts/fewshot_doc.py runs/fewshot     # this page and its figures, from runs/fewshot/summary.json",
         "tunelens study few-shot --out runs/fewshot-B --adapter runs/study/adapters/B   # a model that answers bare prompts",
         "python scripts/fewshot_doc.py runs/fewshot runs/fewshot-B   # the page with both runs",
