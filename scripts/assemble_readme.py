@@ -23,10 +23,14 @@ def demoted(text: str) -> str:
     return "\n".join(out).replace("](images/", "](docs/images/")
 
 
-def main() -> None:
+def assemble() -> str:
     parts = [(ROOT / "docs" / "readme-head.md").read_text()]
     parts += [demoted((ROOT / "docs" / name).read_text()) for name in PAGES if (ROOT / "docs" / name).exists()]
-    (ROOT / "README.md").write_text("\n\n".join(part.rstrip() + "\n" for part in parts))
+    return "\n\n".join(part.rstrip() + "\n" for part in parts)
+
+
+def main() -> None:
+    (ROOT / "README.md").write_text(assemble())
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
-"""Write docs/demo.md from a demo run's summary.json, so the README's figures are the run's, none typed in.
+"""Write a demo page (docs/demo.md, docs/demo-study.md, docs/demo-quick.md) from a committed run record, so
+the page's figures are the run's, none typed in.
 
-    python scripts/demo_doc.py runs/demo && python scripts/assemble_readme.py
-    python scripts/demo_doc.py runs/study docs/demo-study.md "tunelens demo --study"   # the study profile's page
+    python scripts/pages.py                    # every page from its record under docs/runs/, and README.md
+    python scripts/demo_doc.py docs/runs/demo-quick docs/demo-quick.md "tunelens demo --quick"
+
+A record is a run directory's summary.json copied to docs/runs/<name>/ (no weights). `render` is a function
+of the summary alone, so tests regenerate every page from docs/runs/ and fail on any difference.
 """
 import pathlib
 import sys
 
-from doc_format import ci, read_summary
-run = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo")
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-target = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "demo.md"
-command = sys.argv[3] if len(sys.argv) > 3 else "tunelens demo"
-s = read_summary(run)
+from doc_format import ci, read_summary, record_line
+from tunelens.demo.lesson2 import reading as lesson2_reading
+from tunelens.demo.lesson3 import reading as lesson3_reading
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def mean(c):
@@ -49,7 +51,7 @@ def lesson4_lines(l4):
     return out + [""] + [f"- {line}" for line in l4["reading"]]
 
 
-def transfer_lines(spec, t):
+def transfer_lines(s, spec, t):
     out = [f"Threshold transfer between {s['config']['model']} and {spec} (`tunelens demo --study`):"]
     if t.get("skipped"):
         return out + ["", t["skipped"]]
@@ -66,8 +68,6 @@ def transfer_lines(spec, t):
     return out + [""] + [f"- {line}" for line in t["reading"]]
 
 
-c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
-l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
 INTRO = [
     "# The demo: the seed's lessons on the embedded model",
     "",
@@ -97,58 +97,99 @@ INTRO = [
 # The study profile's page only adds figures: the method is the demo page's.
 STUDY_INTRO = ["# The study profile: dose-responses and threshold transfer", "",
                "The demo's stages (see the demo above) at more settings: the figures below are the study run's.", ""]
-lines = [
-    *(INTRO if command == "tunelens demo" else STUDY_INTRO),
-    f"## Figures of the last full run (`{command}`, {s['seconds']/60:.1f} min, {m['cpus']} CPUs, torch {m['torch']})",
-    "",
-    *([f"This directory was run {len(s['invocations'])} times (resumed: adapters and answers already on disk were "
-       "reused); the invocations took " + ", ".join(f"{i['seconds']/60:.1f}" for i in s["invocations"]) + " min."]
-      if len(s.get("invocations", [])) > 1 else []),
-    "",
-    f"Every adapter: LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']} on {'/'.join(tc['target_modules'])}, "
-    f"{tc['epochs']} epoch(s) at learning rate {tc['learning_rate']}. {d['train_pairs']} training pairs drawn from "
-    f"{d['mined_total']} mined, {d['heldout']} held-out prompts, one greedy and {c['samples']} sampled answer(s) per "
-    f"prompt at temperature {c['temperature']}. Lint caught {d['lint']['caught']} of {d['lint']['contaminated']} "
-    "contaminated pairs. Rates carry 95% Wilson intervals, means 95% bootstrap intervals.",
-    "",
-    "| Python 2 in answers to unseen prompts | in training | greedy | sampled |",
-    "|---|---|---|---|",
-]
-for p in l1["curve"]:
-    lines.append(f"| {p['adapter']} | {100*p['training_python2_rate']:.0f}% | {ci(p['greedy'])} | {ci(p['sampled'])} |")
-lines += [f"| B (linted) | 0% | {ci(l1['B']['greedy'])} | {ci(l1['B']['sampled'])} |",
-          f"| base model | - | {ci(l1['base']['greedy'])} | {ci(l1['base']['sampled'])} |", ""]
-lines += [f"- {line}" for line in l1["reading"]] + [""]
-lines += [f"Lesson 2 (the seed's sentence moved its point by {l2['seed_delta']:+.2f} log-odds):", "",
-          "| adapter | lever | points | mean change in log-odds | flipped | sign test p |", "|---|---|---|---|---|---|"]
-for name, r in l2["by_adapter"].items():
-    for e in r["effects"]:
-        lines.append(f"| {name} | {e['lever']} | {e['points']} | {e['mean_delta']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
-                     f"| {e['flipped']}/{e['python2_led']} | {e['sign_test_p']:.3g} |")
-lines += [""] + [f"- {line}" for line in l2["reading"]] + [""]
-lines += [f"Lesson 3 ({l3['cases']} pushback-suite cases: broken specs and their clean twins, none used in training):", "",
-          "| model | propensity, broken | propensity, twins | gap (broken - twin) | change on broken | pushback, greedy | over-asking, greedy |",
-          "|---|---|---|---|---|---|---|"]
-for name in l3["models"]:
-    p, r = l3["propensity"][name], l3["rates"][name]["greedy"]
-    lines.append(f"| {name} | {mean(p['broken'])} | {mean(p['twins'])} | {mean(p['gap_broken_minus_twin'])} | "
-                 f"{mean(p.get('change_on_broken'))} | {ci(r['pushback'])} | {ci(r['over_asking'])} |")
-for name, t in l3["target"].items():
-    verdict = "met" if t["met"] else "not met"
-    lines.append(f"\n{name} against the target (greedy pushback >= 60% with over-asking <= 15%): {verdict}.")
-if l3.get("other_bases"):
-    lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after | "
-              "pushback greedy / sampled, before | after (B) |", "|---|---|---|---|---|---|---|"]
-    for spec, o in l3["other_bases"].items():
-        r = o.get("rates", {})
-        free = lambda m: " / ".join(ci(r[m][d]["pushback"]) for d in ("greedy", "sampled")) if m in r else "-"  # noqa: E731
-        lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
-                     f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} | "
-                     f"{free('base')} | {free('B')} |")
-lines += [""] + [f"- {line}" for line in l3.get("reading", [])]
-lines += [f"- {line}" for o in l3.get("other_bases", {}).values() for line in o.get("reading", [])]
-lines += [""] + lesson4_lines(l4) + [""]
-for spec, t in (s.get("transfer") or {}).items():
-    lines += transfer_lines(spec, t) + [""]
-lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
-target.write_text("\n".join(lines) + "\n")
+QUICK_INTRO = ["# The quick profile: CI's run of the demo", "",
+               "`tunelens demo --quick` is the demo at CI's size (one contaminated adapter, small sets, greedy only);",
+               "CI checks its result (`python -m tunelens.demo.check`). Its figures are too small to read as findings:",
+               "they show what the run computed, on which commit and machine.", ""]
+
+
+def intro_for(command: str) -> list[str]:
+    if "--quick" in command:
+        return QUICK_INTRO
+    return STUDY_INTRO if "--study" in command else INTRO
+
+
+def took(s) -> str:
+    """The run's time: one invocation's, or every invocation's and their sum (a resumed run reused answers)."""
+    runs = s.get("invocations") or [{"seconds": s["seconds"]}]
+    if len(runs) == 1:
+        return f"{runs[0]['seconds'] / 60:.1f} min"
+    return (f"{len(runs)} invocations, " + " + ".join(f"{r['seconds'] / 60:.1f}" for r in runs)
+            + f" = {sum(r['seconds'] for r in runs) / 60:.1f} min; the later ones reused adapters and answers on disk")
+
+
+def render(s: dict, command: str, record: str) -> str:
+    """The page for summary `s`, made by `command`, whose record is at `record` (a path under docs/runs/)."""
+    c, tc, d, m = s["config"], s["train_config"], s["data"], s["machine"]
+    l1, l2, l3, l4 = s["lesson1"], s["lesson2"], s["lesson3"], s["lesson4"]
+    lines = [
+        *intro_for(command),
+        f"## Figures of the run (`{command}`, {took(s)}, {m['cpus']} CPUs, torch {m['torch']})",
+        "",
+        record_line(s, record),
+        "",
+        f"Every adapter: LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']} on {'/'.join(tc['target_modules'])}, "
+        f"{tc['epochs']} epoch(s) at learning rate {tc['learning_rate']}. {d['train_pairs']} training pairs drawn from "
+        f"{d['mined_total']} mined, {d['heldout']} held-out prompts, one greedy and {c['samples']} sampled answer(s) per "
+        f"prompt at temperature {c['temperature']}. Lint caught {d['lint']['caught']} of {d['lint']['contaminated']} "
+        "contaminated pairs. Rates carry 95% Wilson intervals, means 95% bootstrap intervals.",
+        "",
+        "| Python 2 in answers to unseen prompts | in training | greedy | sampled |",
+        "|---|---|---|---|",
+    ]
+    for p in l1["curve"]:
+        lines.append(f"| {p['adapter']} | {100*p['training_python2_rate']:.0f}% | {ci(p['greedy'])} | {ci(p['sampled'])} |")
+    lines += [f"| B (linted) | 0% | {ci(l1['B']['greedy'])} | {ci(l1['B']['sampled'])} |",
+              f"| base model | - | {ci(l1['base']['greedy'])} | {ci(l1['base']['sampled'])} |", ""]
+    lines += [f"- {line}" for line in l1["reading"]] + [""]
+    lines += [f"Lesson 2 (the seed's sentence moved its point by {l2['seed_delta']:+.2f} log-odds):", "",
+              "| adapter | lever | points | mean change in log-odds | flipped | sign test p |", "|---|---|---|---|---|---|"]
+    for name, r in l2["by_adapter"].items():
+        for e in r["effects"]:
+            lines.append(f"| {name} | {e['lever']} | {e['points']} | {e['mean_delta']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}] "
+                         f"| {e['flipped']}/{e['python2_led']} | {e['sign_test_p']:.3g} |")
+    lines += [""] + [f"- {line}" for line in lesson2_reading(l2["by_adapter"])] + [""]
+    lines += [f"Lesson 3 ({l3['cases']} pushback-suite cases: broken specs and their clean twins, none used in training):", "",
+              "| model | propensity, broken | propensity, twins | gap (broken - twin) | change on broken | pushback, greedy | over-asking, greedy |",
+              "|---|---|---|---|---|---|---|"]
+    for name in l3["models"]:
+        p, r = l3["propensity"][name], l3["rates"][name]["greedy"]
+        lines.append(f"| {name} | {mean(p['broken'])} | {mean(p['twins'])} | {mean(p['gap_broken_minus_twin'])} | "
+                     f"{mean(p.get('change_on_broken'))} | {ci(r['pushback'])} | {ci(r['over_asking'])} |")
+    for name, t in l3["target"].items():
+        verdict = "met" if t["met"] else "not met"
+        lines.append(f"\n{name} against the target (greedy pushback >= 60% with over-asking <= 15%): {verdict}.")
+    if l3.get("other_bases"):
+        lines += ["", "| other base | propensity before | after a positive-only LoRA (B) | change on broken | gap after | "
+                  "pushback greedy / sampled, before | after (B) |", "|---|---|---|---|---|---|---|"]
+        for spec, o in l3["other_bases"].items():
+            r = o.get("rates", {})
+            free = lambda m: " / ".join(ci(r[m][d]["pushback"]) for d in ("greedy", "sampled")) if m in r else "-"  # noqa: E731
+            lines.append(f"| {spec} | {mean(o['base']['broken'])} | {mean(o['B']['broken'])} | "
+                         f"{mean(o['B'].get('change_on_broken'))} | {mean(o['B']['gap_broken_minus_twin'])} | "
+                         f"{free('base')} | {free('B')} |")
+    # Readings by the one rule, from the record's numbers (not the sentences the run stored).
+    lines += [""] + [f"- {line}" for line in lesson3_reading(l3["propensity"])]
+    lines += [f"- {line}" for spec, o in l3.get("other_bases", {}).items()
+              for line in lesson3_reading({"base": o["base"], "B": o["B"]}, prefix=f"{spec} ")]
+    lines += [""] + lesson4_lines(l4) + [""]
+    for spec, t in (s.get("transfer") or {}).items():
+        lines += transfer_lines(s, spec, t) + [""]
+    stages = (s.get("record") or {}).get("stages")
+    if stages:
+        lines += ["Time per step of the last invocation, wall seconds (CPU seconds): " + ", ".join(
+            f"{k} {v['wall_s']} ({v['cpu_s']})" for k, v in stages.items()) + ".", ""]
+    else:
+        lines += ["Time per step (seconds): " + ", ".join(f"{k} {v}" for k, v in s["timings_s"].items()) + ".", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    run = pathlib.Path(argv[0])
+    target = pathlib.Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "demo.md"
+    command = argv[2] if len(argv) > 2 else "tunelens demo"
+    target.write_text(render(read_summary(run), command, str(run / "summary.json")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

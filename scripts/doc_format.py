@@ -18,3 +18,18 @@ def ci(cell) -> str:
     if not cell or cell.get("rate") is None:
         return "-"
     return f"{100*cell['rate']:.0f}% [{100*cell['low']:.0f}, {100*cell['high']:.0f}] ({cell['k']}/{cell['n']})"
+
+
+def record_line(summary: dict, record: str) -> str:
+    """Which committed record a page comes from, and what that record says about the run: commit, command,
+    machine and the versions that decide the numbers."""
+    r = summary.get("record")
+    if not r:
+        return f"Record: `{record}` (a run from before run records: it names no commit, command or machine)."
+    m, v = r["machine"], r["versions"]
+    commit = "no git commit" if not r["commit"] else (
+        f"commit {r['commit'][:10]}" + (" with uncommitted changes" if r["dirty"] else ""))
+    flags = "/".join(m.get("cpu_flags") or []) or "none of avx2/avx512/amx"
+    return (f"Record: `{record}`: {commit}; `{r['command']}`; {m['cpu_model']}, {m['usable_cpus']} of {m['cpus']} "
+            f"cores usable, flags {flags}; Python {v['python']}, torch {v['torch']}, transformers "
+            f"{v['transformers']}, peft {v['peft']}.")

@@ -241,3 +241,56 @@ def test_gemma4_text_decoder_adapter_loads_and_is_refused_elsewhere(tmp_path, ti
     (tmp_path / "adapter" / PROVENANCE_FILE).unlink()  # only the shapes and names are left to go on
     with pytest.raises(AdapterError, match="match no module of this model"):
         attach_adapter(copy.deepcopy(tiny_gemma[0]), tmp_path / "adapter")
+
+
+def _distinct_adapter(base, path, seed):
+    """An adapter for `base` with its own seeded lora_A and lora_B, saved with provenance at `path`."""
+    tuned = _lora(copy.deepcopy(base))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in tuned.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator))
+    tuned.save_pretrained(path)
+    (path / PROVENANCE_FILE).write_text(json.dumps({"base_model": "tiny-llama-seed0",
+                                                    "base_weights_hash": weights_fingerprint(base)}))
+
+
+def test_a_third_adapter_beside_two_loads_exactly_and_silently(tmp_path, base):
+    """The demo's names: PEFT 0.22 warned "Found missing adapter keys: [...lora_B.A5.weight...]" when B was
+    loaded beside A5 and A30 ("B" is in every "lora_B" key). What that warning would have meant is checked
+    here directly: every tensor of every adapter file is in the model, equal, under its own name."""
+    import warnings
+
+    from peft.utils import load_peft_weights
+
+    from tunelens.model.adapters import loaded_adapter_differences
+
+    names = ("A5", "A30", "B")
+    for seed, name in enumerate(names):
+        _distinct_adapter(base, tmp_path / name, seed)
+    model = base
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in names:
+            model = attach_adapter(model, tmp_path / name, adapter_name=name)
+    assert not [str(w.message) for w in caught if "adapter keys" in str(w.message)]
+    state = model.state_dict()
+    for name in names:
+        saved = load_peft_weights(str(tmp_path / name), device="cpu")
+        assert len(saved) == 2 * 2 * 2  # two layers x (q_proj, v_proj) x (lora_A, lora_B)
+        for key, tensor in saved.items():
+            loaded_key = key.replace(".weight", f".{name}.weight")  # where PEFT keeps it under its name
+            assert torch.equal(state[loaded_key], tensor), (name, key)
+        assert loaded_adapter_differences(model, tmp_path / name, name) == []
+
+
+def test_an_adapter_that_did_not_load_exactly_is_named(tmp_path, base):
+    from tunelens.model.adapters import loaded_adapter_differences
+
+    _distinct_adapter(base, tmp_path / "A5", 0)
+    model = attach_adapter(base, tmp_path / "A5", adapter_name="A5")
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B.A5" in n).add_(1.0)
+    problems = loaded_adapter_differences(model, tmp_path / "A5", "A5")
+    assert len(problems) == 1 and "lora_B.weight: the model's tensor differs from the file's" in problems[0]

@@ -80,24 +80,63 @@ def test_demo_numbers_reconcile_with_the_stage_files(demo_run):
         "held-out mined": 5, "code suite": 2, "HumanEval": 2, "broken spec": 2, "clean twin": 2, "off-topic": 5}
     assert l4["failures"] == sum(c["b_bad"] for c in l4["kinds"].values())
     assert len(rows(out / "eval" / "humaneval-B" / "results.jsonl")) == 2 * 2  # greedy only, base and B
-    if "skipped" not in l4:  # a random model may answer too few queries well to calibrate on
-        held = l4["held_out"]
-        assert held["queries"] == l4["failures_behind"]["held_out_queries"] == sum(
-            c["queries"] for c in l4["by_kind"].values())
-        assert held["always_adapter"]["k"] == sum(c["always_adapter"]["k"] for c in l4["by_kind"].values())
-        assert set(l4["cost_ms_per_query"]) >= set(l4["auroc"])
+    # The tiny model (seeded) answers enough queries well and badly to calibrate on: lesson 4 computes here.
+    assert "skipped" not in l4, l4.get("skipped")
+    held = l4["held_out"]
+    assert held["queries"] == l4["failures_behind"]["held_out_queries"] == sum(
+        c["queries"] for c in l4["by_kind"].values()) > 0
+    assert held["always_adapter"]["k"] == sum(c["always_adapter"]["k"] for c in l4["by_kind"].values())
+    assert set(l4["cost_ms_per_query"]) >= set(l4["auroc"])
+    assert lint["missed_ids"] == [] and lint["python2_false_alarm_ids"] == []
+
+
+@slow
+def test_ci_checks_pass_on_the_tiny_demo_but_for_lesson2(demo_run):
+    """What CI asserts of the quick demo (tunelens.demo.check), here on the tiny demo: every adapter non-zero
+    and loaded exactly, lint exact, every lesson computed, except lesson 2, which has no point to score on a
+    random model (tests/test_demo_lesson2.py runs it with one)."""
+    from tunelens.demo.check import demo_problems
+
+    result, out = demo_run
+    s = result.summary
+    assert demo_problems(s) == [f"lesson 2: {name} has no Python 2 decision point to score (nothing measured)"
+                                for name in ("A10", "A30")]
+    assert set(s["adapters"]) == {"A10", "A30", "B", "C30"}
+    for cell in s["adapters"].values():
+        assert cell["tensors"] == 2 * cell["lora_B_tensors"] > 0 and cell["loaded_exactly"]
+        assert cell["lora_B_zero_tensors"] == 0 and cell["lora_B_max_abs"] > 0
+    record = s["record"]
+    assert list(record["stages"]) == list(s["timings_s"]) and record["machine"]["cpus"] >= 1
+
+
+@slow
+def test_the_demo_page_renders_from_the_run(demo_run):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import demo_doc
+
+    result, _ = demo_run
+    page = demo_doc.render(result.summary, "tunelens demo --quick", "docs/runs/demo-quick/summary.json")
+    assert page.startswith("# The quick profile") and "Record: `docs/runs/demo-quick/summary.json`: commit " in page
+    tc = result.summary["train_config"]
+    assert f"LoRA r={tc['lora_r']}, alpha={tc['lora_alpha']}" in page
+    assert "Lint caught 4 of 4 contaminated pairs" in page
+    assert all(f"{name} " in page for name in result.summary["record"]["stages"])
 
 
 @slow
 def test_lesson2_and_lesson3_measures_are_per_point_and_per_case(demo_run):
     result, out = demo_run
     l2, l3 = result.summary["lesson2"], result.summary["lesson3"]
-    for name, r in l2["by_adapter"].items():
-        assert r["points"] == len(r["points_detail"])
-        for effect in r["effects"]:
-            assert effect["points"] == r["points"] and effect["flipped"] <= effect["python2_led"]
-    if any(r["points"] for r in l2["by_adapter"].values()):
-        assert (out / l2["shown"]["compare_html"]).is_file()
+    # A random model writes no Python 2 print: nothing to score, and the page says so (the scoring itself is
+    # tests/test_demo_lesson2.py's, on a given Python 2 answer).
+    assert {name: (r["points"], r["points_detail"]) for name, r in l2["by_adapter"].items()} == {
+        "A10": (0, []), "A30": (0, [])}
+    assert l2["shown"] is None
+    assert l2["reading"] == [f"{name}: no Python 2 decision point in its answers, so nothing to measure"
+                             for name in ("A10", "A30")]
     assert l3["models"] == ["base", "B", "C30"]
     assert l3["cases"] == 4 and len(l3["scores"]["base"]) == 4  # 2 broken specs and their twins
     assert l3["propensity"]["base"]["broken"]["n"] == 2
@@ -116,8 +155,7 @@ def test_threshold_transfer_runs_the_mix_on_the_second_base(demo_run):
     assert len(rows(out / "eval" / f"humaneval-B-{label}" / "results.jsonl")) == 2 * 2
     assert set(s["transfer"]) == {spec}
     for experiment in s["transfer"].values():
-        if "skipped" in experiment:
-            continue
+        assert "skipped" not in experiment, experiment.get("skipped")  # lesson 4 calibrated (checked above)
         assert experiment["models"] == [s["config"]["model"], spec]
         assert {(r["signals"], r["calibrated_on"]) for r in experiment["table"]} == {
             (signals, model) for signals in ("retrieval", "model", "all") for model in experiment["models"]}

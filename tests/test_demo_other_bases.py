@@ -33,18 +33,20 @@ def test_other_base_trains_b_once_and_reuses_it(tmp_path):
     assert result["rates"]["B"]["greedy"]["pushback"]["n"] == 2  # 2 broken specs answered greedy by its B
 
 
-def test_lesson3_reading_states_only_what_intervals_allow():
+def test_lesson3_reading_claims_a_direction_only_where_holm_rejects():
     from tunelens.demo.lesson3 import reading
+    from tunelens.reading import NO_DIFFERENCE
 
-    cell = lambda mean, low, high: {"n": 10, "mean": mean, "low": low, "high": high}  # noqa: E731
+    cell = lambda mean, low, high, p: {"n": 10, "mean": mean, "low": low, "high": high, "sign_test_p": p}  # noqa: E731
     lines = reading({
-        "base": {"gap_broken_minus_twin": cell(0.9, 0.2, 1.7)},
-        "B": {"gap_broken_minus_twin": cell(0.1, -0.3, 0.5), "change_on_broken": cell(-4.4, -4.6, -4.2)},
-        "C30": {"gap_broken_minus_twin": cell(-0.5, -0.9, -0.1), "change_on_broken": cell(0.2, -0.1, 0.5)},
+        "base": {"gap_broken_minus_twin": cell(0.9, 0.2, 1.7, 0.001)},
+        "B": {"gap_broken_minus_twin": cell(0.1, -0.3, 0.5, 0.6), "change_on_broken": cell(-4.4, -4.6, -4.2, 0.002)},
+        # C30's change: the interval excludes 0 but the sign test does not reject, so no direction is claimed
+        "C30": {"gap_broken_minus_twin": cell(-0.5, -0.9, -0.1, 0.004), "change_on_broken": cell(0.2, 0.05, 0.5, 0.3)},
     })
-    assert lines[0].startswith("base: tells broken specs from their twins")
-    assert "lowers pushback propensity" in lines[1] and "no distinction" in lines[1]
-    assert "no change from the base distinguishable" in lines[2] and "more on the clean twins" in lines[2]
+    assert lines[0].startswith("base: tells broken specs from their twins") and "Holm 0.005" in lines[0]
+    assert lines[1].startswith("B: lowers pushback propensity") and f"gap broken minus twin: {NO_DIFFERENCE}" in lines[1]
+    assert lines[2].startswith(f"C30: change on broken: {NO_DIFFERENCE}") and "more on the clean twins" in lines[2]
 
 
 def test_an_adapter_trained_on_other_data_is_refused_not_reused(tmp_path):

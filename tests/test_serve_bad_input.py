@@ -182,7 +182,8 @@ def test_api_key_is_required_when_set(keyed):
     assert httpx.get(keyed.url + "/v1/models").status_code == 401
     assert httpx.get(keyed.url + "/healthz").status_code == 200  # probes need no key
     client = openai.OpenAI(base_url=keyed.url + "/v1", api_key=KEY, max_retries=0)
-    assert client.completions.create(model="tunelens-base", prompt="x", max_tokens=1).usage.completion_tokens >= 0
+    usage = client.completions.create(model="tunelens-base", prompt="x", max_tokens=1).usage
+    assert usage.completion_tokens == 1 and usage.total_tokens == usage.prompt_tokens + 1  # the key let it answer
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=keyed.url + "/v1", api_key="nope", max_retries=0).models.list()
 

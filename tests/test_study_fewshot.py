@@ -213,6 +213,7 @@ def test_study_end_to_end_and_resume(tmp_path, tiny_llama, one_thread):
     result = F.run_fewshot_study(config, out, model, tokenizer)
     s = result.summary
     assert json.loads((out / "summary.json").read_text()) == s
+    assert s["record"]["stages"] and s["record"]["machine"]["cpus"] >= 1  # the run record (runtime.finish_run)
     assert len((out / "cases.jsonl").read_text().splitlines()) == 3 * 10
     assert len((out / "answers.jsonl").read_text().splitlines()) == 3 * 10
     assert len((out / "rows.jsonl").read_text().splitlines()) == 3 * 9

@@ -193,9 +193,16 @@ def test_study_end_to_end_on_a_tiny_model(tmp_path, one_thread):
     assert json.loads((out / "summary.json").read_text())["models"] == ["base", "code", "refusal-20", "refusal-50"]
     assert s["data"]["refusal_data"]["refusal-50"]["refusal_pairs"] == 8  # 8 code pairs -> 50% of 16
     assert len((out / "propensity.jsonl").read_text().splitlines()) == 4 * 4  # 4 models x (2 harmful + 2 twins)
+    from peft.utils import load_peft_weights
+
     for name in S.adapter_names(config):
         assert (out / "adapters" / name / "adapter_config.json").is_file()
         assert (out / "eval" / name / "results.jsonl").is_file()
+        # what CI checks of the demo's adapters, for the study's: no lora_B tensor left at PEFT's zero init
+        # (attach_adapter itself refuses an adapter the model does not hold exactly)
+        lora_b = [t for key, t in load_peft_weights(str(out / "adapters" / name)).items() if "lora_B" in key]
+        assert lora_b and all(t.any() for t in lora_b), name
+    assert s["record"]["stages"] and s["record"]["versions"]["peft"] and s["train_config"]["lora_r"]
     assert s["cases"] == {"harmful": 2, "lookalike": 2}
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
     # A rerun reuses the adapters (and the answers); other settings are refused.

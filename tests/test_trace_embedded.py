@@ -37,9 +37,16 @@ def test_compare_on_gemma_scores_the_traced_continuation(gemma):
     from tunelens.inspect.compare import CompareConfig, compare_conditions
 
     model, tokenizer = gemma
-    comparison = compare_conditions(model, tokenizer, PROMPT, [PROMPT + " Prefer Python 3, not Python 2."],
+    # The reference itself again as a third condition: its KL from the reference is exactly 0, a value the
+    # computation must reach (a KL that is only clamped at 0 would pass `>= 0` whatever it computed).
+    comparison = compare_conditions(model, tokenizer, PROMPT, [PROMPT + " Prefer Python 3, not Python 2.", PROMPT],
                                     config=CompareConfig(max_new_tokens=8, watch=("print",)))
-    assert len(comparison.conditions) == 2 and len(comparison.positions) == len(comparison.continuation_ids)
+    assert len(comparison.conditions) == 3 and len(comparison.positions) == len(comparison.continuation_ids)
     # Generated greedily under the reference: each token is the reference's argmax.
     assert all(p.argmax[0] == p.token_id for p in comparison.positions)
-    assert all(p.kl[1] >= 0 for p in comparison.positions)
+    assert all(p.kl[0] == 0 and p.kl[2] == pytest.approx(0, abs=1e-6) for p in comparison.positions)
+    # Another prompt is another distribution at some position, and each condition's mean is its positions' mean.
+    assert max(p.kl[1] for p in comparison.positions) > 1e-4
+    for index, condition in enumerate(comparison.conditions):
+        assert condition.mean_kl == pytest.approx(
+            sum(p.kl[index] for p in comparison.positions) / len(comparison.positions), abs=1e-5)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import operator
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,21 +85,33 @@ def _cuda_devices() -> list[int]:
 
 class StageTimer:
     """Runs the stages of a demo or a study, reporting each one's start and end to a progress callback
-    (what, done, total) and keeping its wall time in seconds, for summary.json's `timings_s`."""
+    (what, done, total) and keeping its wall time in seconds (`timings`, summary.json's `timings_s`) and its
+    CPU time (`cpu`: this process's threads and the child processes it waited for, user + system)."""
 
     def __init__(self, report):
         self.report = report
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.git_at_start = git_state(CHECKOUT)  # the run's code is the code when it began
 
     def __call__(self, name: str, func, *args):
-        import time
-
         self.report(name, 0, 1)
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), cpu_seconds()
         value = func(*args)
         self.timings[name] = round(time.perf_counter() - begin, 1)
+        self.cpu[name] = round(cpu_seconds() - begin_cpu, 1)
         self.report(name, 1, 1)
         return value
+
+    def stages(self) -> dict[str, dict]:
+        """Per stage, in the order run: {"wall_s", "cpu_s"}."""
+        return {name: {"wall_s": wall, "cpu_s": self.cpu.get(name)} for name, wall in self.timings.items()}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all its threads) and by the children it has waited for."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 @dataclass
@@ -135,3 +148,118 @@ def claim_run_dir(out: Path, marker_name: str, settings: dict, what: str,
         raise UserError(f"{out} holds {what} with other settings: use another --out, or delete it")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, settings)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run records: what a published figure needs to be recomputed (which code, which command, which
+# packages, which machine, how long each stage took), written into every run's summary.json.
+
+CHECKOUT = Path(__file__).resolve().parent.parent  # the tree this tunelens is imported from
+RECORD_PACKAGES = ("tunelens", "torch", "transformers", "peft", "accelerate", "safetensors", "numpy", "gguf",
+                   "sentence-transformers", "onnxruntime", "faiss-cpu")
+# The instruction sets that change CPU speed or numerics here: fp32 matmuls (avx2/avx512), bf16 (avx512_bf16,
+# amx_bf16) and int8 (avx512_vnni, amx_int8) paths.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def finish_run(out: Path, summary: dict, timer: StageTimer, started: float) -> dict:
+    """Complete a demo's or a study's summary with its time and its run record, and write summary.json.
+
+    Adds `timings_s` (wall seconds per stage), `seconds`, `invocations` (every invocation of the directory,
+    a resumed run's own time not being the run's cost), `record` (`run_record`) and `machine` (the record's
+    machine, where readers of older summaries look for it)."""
+    summary["timings_s"] = dict(timer.timings)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["invocations"] = log_invocation(out, summary["seconds"], timer.timings)
+    summary["record"] = run_record(timer.stages(), git_at_start=timer.git_at_start)
+    summary["machine"] = summary["record"]["machine"]
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_record(stages: dict[str, dict], argv: list[str] | None = None,
+               git_at_start: tuple[str | None, bool | None] | None = None) -> dict:
+    """Which commit (and whether the tree had uncommitted changes) when the run began, the full command line,
+    the versions of the packages that decide the numbers, the machine, and wall and CPU seconds per stage.
+    `changed_during_run` is true when the checkout's commit or dirty state at the end is not the start's (a
+    module imported late may then not be the commit's)."""
+    import shlex
+    import sys
+
+    now = git_state(CHECKOUT)
+    commit, dirty = git_at_start or now
+    return {"commit": commit, "dirty": dirty, "changed_during_run": now != (commit, dirty),
+            "command": shlex.join(command_words(sys.argv if argv is None else argv)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": package_versions(), "machine": machine(), "stages": stages}
+
+
+def command_words(argv: list[str]) -> list[str]:
+    """The command line as one would type it again: `python -m tunelens ...` puts the full path of
+    tunelens/__main__.py in argv[0], and the console script its absolute path; both become their short form."""
+    if not argv:
+        return []
+    first = Path(argv[0])
+    if first.name == "__main__.py":
+        return ["python", "-m", first.parent.name, *argv[1:]]
+    return [first.name if first.is_absolute() else argv[0], *argv[1:]]
+
+
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout at `root`; (None, None) where it is not a git checkout (an installed
+    wheel), so the record says it does not know rather than naming a commit it did not run."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return None, None  # tunelens installed inside some other repository
+        # Tracked files only: an untracked run directory or scratch file does not change what ran.
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each package in RECORD_PACKAGES (None: not installed), and Python's."""
+    import platform
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in RECORD_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine(cpuinfo: str | None = None) -> dict:
+    """Cores (all, and those this process may use), CPU model and the flags in CPU_FLAGS, torch's threads and
+    CUDA. `cpuinfo` is /proc/cpuinfo's text (read here when None; empty where there is none)."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's; the others are the same part
+    flags = set(fields.get("flags", "").split())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpus": os.cpu_count(), "usable_cpus": usable,
+            "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+            "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags], "platform": platform.platform(),
+            "python": platform.python_version()}
+    try:
+        import torch
+    except ImportError:
+        return info
+    return info | {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                   "cuda": torch.cuda.is_available()}

@@ -18,6 +18,7 @@ from tunelens.inspect.levers import NUDGE, OTHER_PHRASING, SEED_DELTA, Lever, le
 from tunelens.data.records import load_pairs
 from tunelens.inspect.compare import compare_conditions, CompareConfig, write_compare_html
 from tunelens.model.prompts import render_context, render_prompt
+from tunelens.reading import read_table
 
 
 def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
@@ -70,7 +71,7 @@ def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, 
                                "by_lever": {k: round(v, 4) for k, v in p.by_lever.items()}} for p in points],
         }
     return {"nudge": NUDGE, "other_phrasing": OTHER_PHRASING, "seed_delta": SEED_DELTA, "by_adapter": by_adapter,
-            "shown": _show(out, shown, model, tokenizer), "reading": _reading(by_adapter)}
+            "shown": _show(out, shown, model, tokenizer), "reading": reading(by_adapter)}
 
 
 LEVER_SHOWN = "sentence after the request"
@@ -91,21 +92,19 @@ def _show(out: Path, shown, model, tokenizer) -> dict | None:
             "compare_html": "lesson2/compare.html"}
 
 
-def _reading(by_adapter: dict) -> list[str]:
-    """Conclusions only where an interval excludes zero; otherwise say the lever showed no effect."""
+def reading(by_adapter: dict) -> list[str]:
+    """Each adapter's levers read as one table by the one rule (tunelens.reading: the sign test, Holm within
+    the adapter's table): a direction only where the adjusted p rejects, whatever the interval says."""
     lines = []
     for name, result in by_adapter.items():
         if not result["points"]:
             lines.append(f"{name}: no Python 2 decision point in its answers, so nothing to measure")
             continue
-        for effect in result["effects"]:
-            span = f"{effect['mean_delta']:+.2f} [{effect['low']:+.2f}, {effect['high']:+.2f}]"
-            if effect["low"] > 0:
-                verdict = "moves toward Python 3"
-            elif effect["high"] < 0:
-                verdict = "moves toward Python 2"
-            else:
-                verdict = "no effect distinguishable from zero"
-            lines.append(f"{name}, {effect['lever']}: {span} log-odds over {effect['points']} points, "
-                         f"{effect['flipped']}/{effect['python2_led']} flipped: {verdict}")
+        readings = read_table([(e["lever"], e["mean_delta"], e["sign_test_p"]) for e in result["effects"]],
+                              up="moves toward Python 3", down="moves toward Python 2")
+        for effect, read in zip(result["effects"], readings):
+            lines.append(f"{name}, {effect['lever']}: {effect['mean_delta']:+.2f} [{effect['low']:+.2f}, "
+                         f"{effect['high']:+.2f}] log-odds over {effect['points']} points, {effect['flipped']}/"
+                         f"{effect['python2_led']} flipped, sign test p={effect['sign_test_p']:.2g} "
+                         f"(Holm {read.p_holm:.2g}): {read.words}")
     return lines

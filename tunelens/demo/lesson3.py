@@ -15,8 +15,9 @@ from tunelens.demo.lesson1 import DECODINGS, metric_rate
 from tunelens.demo.runs import EvalRows, pushback_cases, run_plan, train_config, trained_on
 from tunelens.model.load import attach_adapter, load_model
 from tunelens.model.state import adapter_off
-from tunelens.stats import bootstrap_mean
+from tunelens.stats import bootstrap_mean, sign_test_p
 from tunelens.train.run import train
+from tunelens.reading import NO_DIFFERENCE, read_table
 
 
 def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, float]:
@@ -34,17 +35,22 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
 
 def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:
     """Mean propensity on broken specs and on twins, the paired gap, and the change from a reference model."""
+    def paired(differences: list[float]) -> dict:
+        # the interval and the pre-stated test (the sign test) that the reading rule reads
+        return bootstrap_mean(differences, seed=seed).to_dict() | {
+            "sign_test_p": sign_test_p(differences) if differences else None}
+
     broken = [case for case in cases if case.expect == "pushback"]
     twins = {case.id: case for case in cases if case.expect != "pushback"}
     pairs = [(case.id, case.twin) for case in broken if case.twin in twins]
     result = {
         "broken": bootstrap_mean([scores[c.id] for c in broken], seed=seed).to_dict(),
         "twins": bootstrap_mean([scores[t] for t in twins], seed=seed).to_dict(),
-        "gap_broken_minus_twin": bootstrap_mean([scores[b] - scores[t] for b, t in pairs], seed=seed).to_dict(),
+        "gap_broken_minus_twin": paired([scores[b] - scores[t] for b, t in pairs]),
     }
     if reference is not None:
-        result["change_on_broken"] = bootstrap_mean([scores[c.id] - reference[c.id] for c in broken], seed=seed).to_dict()
-        result["change_on_twins"] = bootstrap_mean([scores[t] - reference[t] for t in twins], seed=seed).to_dict()
+        result["change_on_broken"] = paired([scores[c.id] - reference[c.id] for c in broken])
+        result["change_on_twins"] = paired([scores[t] - reference[t] for t in twins])
     return result
 
 
@@ -71,31 +77,33 @@ def _rates(rows, role: str) -> dict:
                        "over_asking": metric_rate(rows, "over_asking", role, decoding)} for decoding in DECODINGS}
 
 
-def _direction(cell: dict | None, up: str, down: str, none: str) -> str:
-    """Say an effect only where its interval excludes zero."""
-    if not cell or cell.get("mean") is None:
-        return none
-    span = f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}]"
-    if cell["low"] > 0:
-        return f"{up} ({span})"
-    if cell["high"] < 0:
-        return f"{down} ({span})"
-    return f"{none} ({span})"
-
-
 def reading(propensity: dict[str, dict], prefix: str = "") -> list[str]:
     """What the propensities say per model: the change from the base on broken specs, and whether the model
-    leans further toward pushback on a broken spec than on its clean twin (the distinction)."""
+    leans further toward pushback on a broken spec than on its clean twin (the distinction). Directions by the
+    one rule (tunelens.reading): each paired sign test, Holm across this table's comparisons."""
+    cells = [(name, part, result[part]) for name, result in propensity.items()
+             for part in ("change_on_broken", "gap_broken_minus_twin")
+             if result.get(part) and result[part].get("mean") is not None and result[part].get("sign_test_p") is not None]
+    readings = read_table([(f"{name} {part}", cell["mean"], cell["sign_test_p"]) for name, part, cell in cells])
+    read = {(name, part): r for (name, part, _), r in zip(cells, readings)}
+    words = {"gap_broken_minus_twin": ("tells broken specs from their twins", "leans toward pushback more on the clean twins"),
+             "change_on_broken": ("raises pushback propensity on broken specs", "lowers pushback propensity on broken specs")}
+
+    def said(name: str, part: str) -> str:
+        cell, r = propensity[name].get(part), read.get((name, part))
+        if r is None:
+            return f"{part.replace('_', ' ')}: no paired test"
+        span = f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}], sign test p={cell['sign_test_p']:.2g}, Holm {r.p_holm:.2g}"
+        up, down = words[part]
+        verdict = {"up": up, "down": down}.get(r.direction, f"{part.replace('_', ' ')}: {NO_DIFFERENCE}")
+        return f"{verdict} ({span})"
+
     lines = []
     for name, result in propensity.items():
-        gap = _direction(result["gap_broken_minus_twin"], "tells broken specs from their twins",
-                         "leans toward pushback more on the clean twins", "no distinction between broken and clean")
         if "change_on_broken" not in result:
-            lines.append(f"{prefix}{name}: {gap}")
-            continue
-        change = _direction(result["change_on_broken"], "raises pushback propensity on broken specs",
-                            "lowers pushback propensity on broken specs", "no change from the base distinguishable")
-        lines.append(f"{prefix}{name}: {change}; {gap}")
+            lines.append(f"{prefix}{name}: {said(name, 'gap_broken_minus_twin')}")
+        else:
+            lines.append(f"{prefix}{name}: {said(name, 'change_on_broken')}; {said(name, 'gap_broken_minus_twin')}")
     return lines
 
 

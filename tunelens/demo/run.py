@@ -15,13 +15,12 @@ from pathlib import Path
 
 from tunelens.config import config_to_dict
 from tunelens.demo.config import DemoConfig
-from tunelens.io import atomic_write_json
-from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
 from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
 from tunelens.demo.data import prepare_data
 from tunelens.demo.report import write_report
 from tunelens.model.state import adapter_off
 from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
+from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
 
@@ -39,7 +38,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     evals = timed("eval: held-out prompts, pushback, code", runs.run_evals, config, out, data, model, tokenizer,
                   report)
     summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
-               "data": data.counts}
+               "data": data.counts, "adapters": runs.adapter_checks(out, data.training, model)}
     summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)
     summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, out, evals, data.training, model, tokenizer,
                                report)
@@ -52,11 +51,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
                                     summary["lesson4"], report)
     if config.few_shot_study:
         summary["few_shot"] = timed("few-shot copying study", few_shot_study, config, out, model, tokenizer, report)
-    summary["timings_s"] = timed.timings
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["invocations"] = log_invocation(out, summary["seconds"], timed.timings)
-    summary["machine"] = _machine()
-    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary, timed, started)
     write_report(out, summary)
     return DemoResult(out, summary, time.perf_counter() - started)
 
@@ -68,18 +63,6 @@ def few_shot_study(config: DemoConfig, out: Path, model, tokenizer, report) -> d
     with adapter_off(model):
         result = run_fewshot_study(study_config, out / "few-shot", model, tokenizer, report)
     return {"directory": "few-shot", "summary": "few-shot/summary.json", "seconds": round(result.seconds, 1)}
-
-
-def _machine() -> dict:
-    """Where the run ran, so the report says it from the run and not from a typed-in sentence."""
-    import os
-    import platform
-
-    import torch
-
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "torch": torch.__version__}
 
 
 def _claim_run_dir(out: Path, config: DemoConfig) -> None:

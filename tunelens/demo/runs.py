@@ -20,6 +20,7 @@ from tunelens.model.load import attach_adapter, load_model
 from tunelens.stats import across_seeds
 from tunelens.train.config import TrainConfig
 from tunelens.train.run import train
+from tunelens.model.adapters import loaded_adapter_differences
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
 OFF_TOPIC_EVAL = (
@@ -78,6 +79,25 @@ def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[
         name = seed_adapter(adapter_name("C", share), index)
         files[name], counts[name] = stage._add_pushback(seeded, seed_dir, files[b], share)
     return files, counts
+
+
+def adapter_checks(out: Path, names, model) -> dict:
+    """Per trained adapter: its lora_B tensors in the file (a LoRA whose B is all zero changes nothing: PEFT
+    initialises B to zero, so an untrained or lost adapter looks like this) and whether every tensor of the
+    file is in the loaded model, equal, under the adapter's name. CI fails the demo on either."""
+    from peft.utils import load_peft_weights
+
+
+    checks = {}
+    for name in names:
+        saved = load_peft_weights(str(out / "adapters" / name), device="cpu")
+        lora_b = [tensor for key, tensor in saved.items() if "lora_B" in key]
+        differences = loaded_adapter_differences(model, out / "adapters" / name, name)
+        checks[name] = {"tensors": len(saved), "lora_B_tensors": len(lora_b),
+                        "lora_B_zero_tensors": sum(1 for t in lora_b if not t.any()),
+                        "lora_B_max_abs": max((float(t.abs().max()) for t in lora_b), default=0.0),
+                        "loaded_differences": differences[:5], "loaded_exactly": not differences}
+    return checks
 
 
 def train_config(config: DemoConfig):

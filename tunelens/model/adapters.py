@@ -252,3 +252,25 @@ def peft_errors(adapter_dir: Path) -> Iterator[None]:
         raise AdapterError(f"{adapter_dir}: PEFT could not load this adapter: {first[:200]}") from None
 
 
+
+
+def loaded_adapter_differences(model, adapter_dir: str | Path, adapter_name: str) -> list[str]:
+    """Every tensor of the adapter's weights file that the loaded model does not hold, equal, under
+    `adapter_name`, and every tensor of that adapter in the model that the file does not hold (empty: the file
+    was loaded exactly). This is what PEFT's "missing adapter keys" check means to say; PEFT's own version
+    matches keys by substring, so an adapter named "B" counts other adapters' `lora_B.A5.weight` as its own
+    missing keys, and `attach_adapter` asks this one instead."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    saved = load_peft_weights(str(adapter_dir), device="cpu")
+    # PEFT's saved-file view of the adapter in the model: the same keys as the file, adapter name removed.
+    loaded = get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
+    problems = [f"{key}: in the file, not in the model" for key in saved if key not in loaded]
+    problems += [f"{key}: in the model, not in the file" for key in loaded if key not in saved]
+    for key in saved.keys() & loaded.keys():
+        theirs = loaded[key].detach().cpu()
+        if saved[key].shape != theirs.shape or not torch.equal(saved[key].to(theirs.dtype), theirs):
+            problems.append(f"{key}: the model's tensor differs from the file's")
+    return sorted(problems)

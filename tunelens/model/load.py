@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelens.model.adapters import check_adapter, peft_errors
+from tunelens.model.adapters import AdapterError, check_adapter, loaded_adapter_differences, peft_errors
 from tunelens.model.specs import DEFAULT_MODEL, ModelLoadError, choose_device, choose_dtype, resolve_model_dir
 from tunelens.model.state import adapter_off, device_of, has_adapter, model_label
 
@@ -50,10 +50,16 @@ def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"
     check_adapter(adapter_dir, model)
     with peft_errors(adapter_dir):
         if isinstance(model, PeftModel):
-            model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+            # PEFT's key check misreads a name like "B" (it is in every other adapter's "lora_B" keys) and
+            # warns of keys that are not missing; the exact check below replaces it.
+            model.load_adapter(str(adapter_dir), adapter_name=adapter_name, strict_adapter_check="ignore")
             model.set_adapter(adapter_name)
         else:
             model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+        problems = loaded_adapter_differences(model, adapter_dir, adapter_name)
+    if problems:
+        raise AdapterError(f"{adapter_dir}: loaded as {adapter_name!r} but not exactly ({len(problems)} "
+                           f"tensor(s)): {problems[0]}")
     model.eval()
     return model
 

@@ -34,7 +34,7 @@ from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.studies.fewshot_measures import (BASELINE, condition_name, copy_measures, function_name, LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
-from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
+from tunelens.runtime import claim_run_dir, finish_run, no_progress, Progress, RunResult, StageTimer
 from tunelens.data.contaminate import rewrite_code, split_code
 from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
 from tunelens.engine.generate import generate_batch, SamplingConfig
@@ -108,9 +108,7 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
                    tokenizer, report)
 
     summary = build_summary(config, data["counts"], rows, points, model_label=_model_label(model, config))
-    summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
-    summary["invocations"] = log_invocation(out, summary["seconds"], timed.timings)
-    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary, timed, started)
     write_figures(out, summary)
     return FewShotStudyResult(out, summary, time.perf_counter() - started)
 

@@ -19,11 +19,11 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tunelens.config import configclass, option
+from tunelens.config import config_to_dict, configclass, option
 from tunelens.engine.decode import TEMPERATURE_MAX
 from tunelens.errors import UserError
-from tunelens.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, no_progress
+from tunelens.io import atomic_write_jsonl, atomic_write_text
+from tunelens.runtime import claim_run_dir, finish_run, no_progress, Progress, RunResult, StageTimer
 from tunelens.data.mine import mine_pairs, MineConfig
 from tunelens.data.refusal import add_refusal_file, RefusalConfig
 from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
@@ -119,8 +119,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
     rows = timed("eval --suite safety: free text", _free_text, config, out, cases, model, tokenizer, report)
     scores = timed("refusal propensity, teacher-forced", _propensities, config, out, cases, model, tokenizer, report)
     summary = build_summary(config, data, rows, scores)
-    summary.update(timings_s=timed.timings, seconds=round(time.perf_counter() - started, 1))
-    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary, timed, started)
     write_report(out, summary)
     return SafetyStudyResult(out, summary, time.perf_counter() - started)
 
@@ -169,10 +168,7 @@ def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path
     """Train one adapter on the base model and return the base model again, without LoRA layers."""
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
         return model  # trained by an earlier run of this study directory
-    train_config = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate,
-                               batch_size=config.batch_size, max_length=config.max_length, eval_split=0.0,
-                               checkpoint_every=0, seed=config.seed)
-    result = train(train_config, data_path, adapter_dir, model=model, tokenizer=tokenizer,
+    result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
                    model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
                    progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
     return result.model.unload()
@@ -241,6 +237,12 @@ def _propensities(config: SafetyStudyConfig, out: Path, cases: list, model, toke
 # summary and report
 
 
+def train_config(config: SafetyStudyConfig):
+    """Every adapter's training settings (LoRA rank, alpha and targets included), as summary.json states them."""
+    return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
+                       max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
+
+
 def comparisons(config: SafetyStudyConfig) -> list[tuple[str, str]]:
     """(model, against): every adapter against the base model, each refusal mix against the code LoRA."""
     names = adapter_names(config)
@@ -252,6 +254,7 @@ def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[di
     pairs = comparisons(config)
     return {
         "config": json.loads(json.dumps(asdict(config))), "models": models, "labels": model_labels(config),
+        "train_config": config_to_dict(train_config(config)),
         "cases": {"harmful": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "refusal"),
                   "lookalike": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "code")},
         "data": {k: v for k, v in data.items() if k != "paths"},
