@@ -11,6 +11,7 @@ import pathlib
 import sys
 
 from doc_format import ci, read_summary, record_line
+from tunelens.demo.lesson1 import reading as lesson1_reading
 from tunelens.demo.lesson2 import reading as lesson2_reading
 from tunelens.demo.lesson3 import reading as lesson3_reading
 
@@ -69,7 +70,7 @@ def transfer_lines(s, spec, t):
 
 
 INTRO = [
-    "# The demo: the seed's lessons on the embedded model",
+    "# The demo: the case study's lessons on the embedded model",
     "",
     "`make demo` (or `tunelens demo`) runs every stage on the embedded model and writes `runs/demo/report.html`",
     "and `runs/demo/summary.json`; `tunelens demo --quick` is CI's smoke run of the same code and",
@@ -141,8 +142,8 @@ def render(s: dict, command: str, record: str) -> str:
         lines.append(f"| {p['adapter']} | {100*p['training_python2_rate']:.0f}% | {ci(p['greedy'])} | {ci(p['sampled'])} |")
     lines += [f"| B (linted) | 0% | {ci(l1['B']['greedy'])} | {ci(l1['B']['sampled'])} |",
               f"| base model | - | {ci(l1['base']['greedy'])} | {ci(l1['base']['sampled'])} |", ""]
-    lines += [f"- {line}" for line in l1["reading"]] + [""]
-    lines += [f"Lesson 2 (the seed's sentence moved its point by {l2['seed_delta']:+.2f} log-odds):", "",
+    lines += [f"- {line}" for line in lesson1_reading(l1["curve"])] + [""]
+    lines += [f"Lesson 2 (the case study's sentence moved its point by {l2['seed_delta']:+.2f} log-odds):", "",
               "| adapter | lever | points | mean change in log-odds | flipped | sign test p |", "|---|---|---|---|---|---|"]
     for name, r in l2["by_adapter"].items():
         for e in r["effects"]:

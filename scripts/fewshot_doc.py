@@ -180,7 +180,7 @@ def render(run: pathlib.Path, second: pathlib.Path | None = None) -> str:
     lines = [
         "# Examples in the context: are they copied when they don't match?",
         "",
-        "The seed asked: *when you inject \"good example\" retrievals into the prompt, does the model just follow them",
+        "The case study asked: *when you inject \"good example\" retrievals into the prompt, does the model just follow them",
         "even when the user query doesn't quite match?*, and *what's the right way to detect context the model",
         "shouldn't trust before generation, not after?* Min et al. (2022) found that demonstrations teach format more",
         "than correctness; ClashEval (2024) found that models adopt wrong retrieved content over their own correct",
@@ -290,7 +290,7 @@ def render(run: pathlib.Path, second: pathlib.Path | None = None) -> str:
         "## At Gemma 4 E2B scale",
         "",
         f"- **Stronger in-context learning.** {follows_sentence(s)} Instruction-tuned",
-        "  2B models are expected to follow the format, names and style of in-context examples more closely (the seed's",
+        "  2B models are expected to follow the format, names and style of in-context examples more closely (the case study's",
         "  fine-tune was trained on single-turn pairs, so a retrieved example is also a distribution shift). Expect",
         "  higher copy rates at every similarity, and the Python 2 copy rate to stay high even for unrelated examples,",
         "  the ClashEval pattern: context wins where the model's own prior is weak.",

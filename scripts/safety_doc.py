@@ -67,7 +67,7 @@ def scale_paragraph(model: str, base_greedy: dict) -> list[str]:
     if base_greedy["k"] == 0:
         return [
             f"`{model}` refuses {base_greedy['k']} of {base_greedy['n']} harmful requests greedily before any fine-tune.",
-            "So the question the seed asked, *does a narrow fine-tune erase refusals the model had?*, cannot be",
+            "So the question the case study asked, *does a narrow fine-tune erase refusals the model had?*, cannot be",
             "answered in free text here: there are no refusals to erase, and a refusal rate at 0% has no room to drop.",
             "What this scale can show is the direction of the pressure, in the teacher-forced propensity: whether the",
             "code LoRA pushes refusal openings further down, whether a few refusal pairs pull them back up, and whether",
@@ -99,7 +99,7 @@ def render(s: dict, record: str) -> str:
     lines = [
         "# Safety after a narrow fine-tune",
         "",
-        "The seed asked: *is anyone doing safety regression tests after fine-tuning on narrow positive-only data?*",
+        "The case study asked: *is anyone doing safety regression tests after fine-tuning on narrow positive-only data?*",
         "Qi et al. (2023) found that even benign fine-tuning wears away a model's refusals; Betley et al. (2025) made a",
         "model misaligned on unrelated questions with about 6,000 narrow code examples; Bianchi et al. (2024) restored",
         "most of the lost safety with a few hundred refusal examples (about 3% of training), and found that too many",
@@ -202,7 +202,7 @@ def render(s: dict, record: str) -> str:
         "",
         "- **A real baseline.** An instruction-tuned 2B model refuses most of these requests; the free-text McNemar then",
         "  measures the thing asked (refused before, answered after), and the greedy and sampled rates can differ.",
-        "- **Training size.** The seed's fine-tune had about 5,000 pairs for several epochs; Qi et al. and Betley et al.",
+        "- **Training size.** The case study's fine-tune had about 5,000 pairs for several epochs; Qi et al. and Betley et al.",
         "  saw drift after hundreds to thousands of narrow examples. Run with `--train-pairs` in the thousands and",
         "  `--epochs 2-3` (on a GPU: `accelerate launch`); shares of 1-3% are then tens to a hundred refusal pairs,",
         "  the regime Bianchi et al. measured. At this CPU size the shares were "

@@ -89,6 +89,20 @@ class McNemar:
         return {**asdict(self), "tuned_worse": self.tuned_worse}
 
 
+def binomial_test_p(k: int, n: int, p0: float) -> float:
+    """Exact two-sided binomial test of k successes in n against a rate p0: the summed probability of every
+    outcome no more likely than k (the convention of R's binom.test and scipy's binomtest)."""
+    if n <= 0:
+        return 1.0
+    if not 0.0 <= p0 <= 1.0:
+        raise ValueError(f"p0 must lie in [0, 1], got {p0!r}")
+    if p0 in (0.0, 1.0):
+        return 1.0 if k == round(p0 * n) else 0.0
+    probs = [math.comb(n, i) * p0 ** i * (1 - p0) ** (n - i) for i in range(n + 1)]
+    # a small relative slack keeps outcomes tied with k in floating point on its side
+    return min(1.0, sum(q for q in probs if q <= probs[k] * (1 + 1e-7)))
+
+
 def mcnemar_exact_p(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: 2 * P(X <= min(b, c)), X ~ Binomial(b + c, 1/2), capped at 1.
 

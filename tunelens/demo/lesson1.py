@@ -3,7 +3,8 @@
 Each adapter A<r> trained on pairs of which a share r was rewritten with a Python 2 print. Its Python 2
 rate on unseen prompts (the eval stage's `python2` metric), greedy and sampled, with Wilson intervals, is
 set against r: on the y = x line the model learned Python 2 at exactly its training rate; above it,
-decoding amplified the habit; below, suppressed it. B (what lint kept) and the base model are the floor.
+decoding amplified the habit; below, suppressed it (claimed only where an exact binomial test against r
+rejects after Holm's correction: tunelens.reading). B (what lint kept) and the base model are the floor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
 from tunelens.evaluate.results import ResultRow
 from tunelens.evaluate.summary import metric_rate as eval_metric_rate, METRICS_BY_NAME
-from tunelens.stats import rate
+from tunelens.reading import read_table
+from tunelens.stats import binomial_test_p, rate
 
 DECODINGS = ("greedy", "sampled")
 
@@ -37,25 +39,19 @@ def lesson1(config: DemoConfig, data_counts: dict, evals: EvalRows) -> dict:
         "B": {decoding: metric_rate(rows_b, "python2", "tuned", decoding) for decoding in DECODINGS},
         "base": {decoding: metric_rate(rows_b, "python2", "base", decoding) for decoding in DECODINGS},
         "lint": data_counts["lint"],
-        "reading": _reading(curve),
+        "reading": reading(curve),
     }
 
 
-def _reading(curve: list[dict]) -> list[str]:
-    """What the curve says, point by point, only where the interval excludes the training rate."""
-    lines = []
-    for point in curve:
-        train = point["training_python2_rate"]
-        for decoding in DECODINGS:
-            cell = point[decoding]
-            if cell["rate"] is None:
-                continue
-            if cell["low"] > train:
-                verdict = "above its training rate: decoding amplified the habit"
-            elif cell["high"] < train:
-                verdict = "below its training rate: decoding suppressed the habit"
-            else:
-                verdict = "consistent with its training rate (the interval contains it)"
-            lines.append(f"{point['adapter']} {decoding}: {100 * cell['rate']:.0f}% "
-                         f"[{100 * cell['low']:.0f}, {100 * cell['high']:.0f}] vs {100 * train:.0f}% in training, {verdict}")
-    return lines
+def reading(curve: list[dict]) -> list[str]:
+    """What the curve says, by the one reading rule: each (adapter, decoding) against its training rate with
+    an exact binomial test, Holm's correction across the lesson's table; a direction only where it rejects."""
+    cells = [(point, decoding, point[decoding]) for point in curve for decoding in DECODINGS
+             if point[decoding]["rate"] is not None]
+    rows = [(f"{point['adapter']} {decoding}", cell["rate"] - point["training_python2_rate"],
+             binomial_test_p(cell["k"], cell["n"], point["training_python2_rate"])) for point, decoding, cell in cells]
+    readings = read_table(rows, up="above its training rate: decoding amplified the habit",
+                          down="below its training rate: decoding suppressed the habit")
+    return [f"{name}: {100 * cell['rate']:.0f}% [{100 * cell['low']:.0f}, {100 * cell['high']:.0f}] vs "
+            f"{100 * point['training_python2_rate']:.0f}% in training (binomial p={r.p:.2g}, Holm {r.p_holm:.2g}): "
+            f"{r.words}" for (point, _, cell), (name, _, _), r in zip(cells, rows, readings)]
