@@ -113,7 +113,7 @@ def _load_one(spec: str) -> list[EvalText]:
 
 def _suite_loader():
     try:
-        from tunelens.evaluate.suite import load_suite
+        from tunelens.evaluate.suite import load_suite  # the judge and sandbox: only when --against names a suite
     except ImportError:
         return None
     return load_suite

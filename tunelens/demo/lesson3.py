@@ -17,6 +17,7 @@ from tunelens.model.load import attach_adapter, load_model
 from tunelens.model.state import adapter_off
 from tunelens.stats import bootstrap_mean, sign_test_p
 from tunelens.train.run import train
+from tunelens.inspect import propensity as propensity_module
 from tunelens.reading import NO_DIFFERENCE, read_table
 
 
@@ -24,13 +25,11 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
     """case id -> pushback log-odds, under one adapter (None: the base model, adapters off)."""
     import contextlib
 
-    from tunelens.inspect.propensity import propensity
-
     if adapter is not None:
         model.set_adapter(adapter)
     context = adapter_off(model) if adapter is None else contextlib.nullcontext()
     with context:
-        return {case.id: propensity(model, tokenizer, case.prompt, "pushback").log_odds for case in cases}
+        return {case.id: propensity_module.propensity(model, tokenizer, case.prompt, "pushback").log_odds for case in cases}
 
 
 def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:

@@ -31,7 +31,7 @@ from tunelens.data.contaminate import count_prints
 from tunelens.model.prompts import render_context, render_prompt
 from tunelens.pycheck.check import code_or_nothing
 from tunelens.reading import read_tests
-from tunelens.stats import across_seeds, cluster_bootstrap_mean, one_sample_t
+from tunelens.stats import across_seeds, bootstrap_mean, cluster_bootstrap_mean, one_sample_t, sign_test_p
 from tunelens.engine.score import score_continuations
 
 SEED_DELTA = 0.869  # log(56/34) - log(38/55): the case study's prompt sentence at its decision point
@@ -142,8 +142,6 @@ class LeverEffect:
 
 
 def lever_effects(points: Sequence[PointScore], seed: int = 0) -> list[LeverEffect]:
-    from tunelens.stats import bootstrap_mean, sign_test_p
-
     names = list(points[0].by_lever) if points else []
     effects = []
     for name in names:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from tunelens import __version__
-from tunelens.train.checkpoints import checkpoint_root, CHECKPOINT_STATE, save_checkpoint
+from tunelens.train.checkpoints import checkpoint_root, save_checkpoint
 from tunelens.train.encoding import EncodedData, Example, MaskView, encode_examples, mask_spans  # noqa: F401  (re-exported)
 from tunelens.hashing import file_sha256  # noqa: F401  (re-exported)
 from tunelens.train.lora_setup import Placement, layer_ranges, placement_table  # noqa: F401  (re-exported)
@@ -35,7 +35,8 @@ from tunelens.train.config import DEFAULT_TARGETS, RESUME_FREE_FIELDS, TrainConf
 from tunelens.train.loss import IGNORE_INDEX, completion_loss_sums, linear_cross_entropy  # noqa: F401
 from tunelens.train.setup import TrainRun, collate, make_collate, setup, split_train_eval  # noqa: F401
 from tunelens.model.adapters import write_adapter
-from tunelens.train.loop import run_loop
+from tunelens.train import metrics as train_metrics
+from tunelens.train.loop import eval_loss as loop_eval_loss, run_loop  # `eval_loss` also names a result here
 from tunelens.train.lora_fused import fused_lora_layers
 from tunelens.train.packed_attention import packed_attention
 
@@ -212,9 +213,7 @@ def _log_step(run: TrainRun, record, row: dict, report) -> None:
 
 
 def _eval(run: TrainRun) -> float:
-    from tunelens.train.loop import eval_loss
-
-    return eval_loss(run.accelerator, run.peft_model, run.eval_set, run.parts.collate, run.config.batch_size,
+    return loop_eval_loss(run.accelerator, run.peft_model, run.eval_set, run.parts.collate, run.config.batch_size,
                      run.config.bf16)
 
 
@@ -230,8 +229,6 @@ def _checkpoint(run: TrainRun, done: int, report) -> None:
 
 
 def _finish(run: TrainRun, outcome, eval_losses, report) -> TrainResult:
-    from tunelens.train.metrics import metrics_path
-
     total = run.plan.total_steps
     last_loss = outcome.last.loss if outcome.last else None
     eval_loss = eval_losses[-1][1] if eval_losses else None
@@ -249,20 +246,18 @@ def _finish(run: TrainRun, outcome, eval_losses, report) -> TrainResult:
         train_seconds=outcome.seconds, n_pairs=run.n_pairs, n_train=len(run.train_set), n_eval=len(run.eval_set),
         truncated=run.encoded.truncated, skipped=run.encoded.skipped, placement=run.placement,
         provenance=provenance, is_main_process=run.accelerator.is_main_process, model=run.peft_model,
-        metrics_path=metrics_path(run.out_dir),
+        metrics_path=train_metrics.metrics_path(run.out_dir),
     )
 
 
 def _provenance(run: TrainRun, last_loss, eval_loss) -> dict:
-    from tunelens.train.metrics import metrics_path
-
     return {
         "tunelens_version": __version__, "base_model": run.spec, "base_weights_hash": run.meta["base_weights_hash"],
         "data": {"path": str(run.data_path), "sha256": run.meta["data_sha256"], "pairs": run.n_pairs,
                  "train": len(run.train_set), "eval": len(run.eval_set), "truncated": list(run.encoded.truncated),
                  "skipped_prompt_too_long": list(run.encoded.skipped)},
         "config": run.meta["config"], "steps": run.plan.total_steps, "processes": run.accelerator.num_processes,
-        "train_loss": last_loss, "eval_loss": eval_loss, "metrics": metrics_path(run.out_dir).name,
+        "train_loss": last_loss, "eval_loss": eval_loss, "metrics": train_metrics.metrics_path(run.out_dir).name,
         "adapted_modules": len(run.placement.module_names), "trainable_params": run.placement.trainable_params,
         "kv_shared_layers": list(run.placement.kv_shared_layers), "frozen_towers": list(run.placement.frozen_towers),
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
