@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tunelens.errors import UserError
-from tunelens.io import atomic_write_text
+from tunelens.io import atomic_write_text, read_jsonl_numbered
 
 RESULTS_SCHEMA = 1
 GREEDY, SAMPLED, REFERENCE = "greedy", "sampled", "reference"
@@ -113,19 +113,13 @@ def read_result_rows(path: Path) -> list[ResultRow]:
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    numbered = read_jsonl_numbered(path, torn_tail=True)
+    last = text.split("\n")[-1]
+    if last.strip() and (not numbered or numbered[-1][0] != text.count("\n") + 1):
+        # Written by a run that died mid-line: drop it so appending starts on a clean line.
+        atomic_write_text(path, text[:len(text) - len(last)])
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not text.endswith("\n"):
-                # Written by a run that died mid-line: drop it so appending starts on a clean line.
-                atomic_write_text(path, "\n".join(lines[:-1]) + ("\n" if number > 1 else ""))
-                break
-            raise UserError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+    for number, data in numbered:
         try:
             rows.append(ResultRow.from_json(data))
         except ValueError as err:
