@@ -134,6 +134,18 @@ def _umask() -> int:
     return mask
 
 
+def read_json(path: str | Path, what: str = "JSON"):
+    """The value of a UTF-8 JSON file; a missing file or one that is not JSON is a UserError naming it
+    (`what` names the kind of file in the first case: "no such trace file")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what} file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
 def read_jsonl_numbered(path: str | Path, torn_tail: bool = False) -> list[tuple[int, object]]:
     """(line number, value) of every non-blank line of a UTF-8 JSONL file; a line that is not JSON is a
     UserError naming the file and line. With `torn_tail`, a last line without its newline that does not

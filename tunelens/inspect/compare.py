@@ -13,7 +13,6 @@ the single pass computes all i at once (a test checks one against the other).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tunelens.engine.score import score_continuations
 from tunelens.engine.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
 from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate)
 from tunelens import __version__
-from tunelens.io import atomic_write_json, atomic_write_text
+from tunelens.io import atomic_write_json, atomic_write_text, read_json
 from tunelens.report import render_html
 
 COMPARE_FORMAT = "tunelens.compare"
@@ -155,14 +154,7 @@ class Comparison:
 
     @classmethod
     def load(cls, path: str | Path) -> "Comparison":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such comparison file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        return _comparison_from_json(data, str(path))
+        return _comparison_from_json(read_json(path, "comparison"), str(path))
 
 
 def _comparison_from_json(data, source: str) -> Comparison:

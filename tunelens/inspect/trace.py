@@ -15,7 +15,6 @@ only (a test bounds |dp| by 1e-3; `bench/trace_overhead.py` prints the largest s
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +29,7 @@ from tunelens.runtime import Progress, no_progress
 from tunelens.engine.tokens import decoded_tokens, prob_color, round_prob, show_token, token_pieces
 from tunelens import __version__
 from tunelens.engine.generate import prompt_ids_for
-from tunelens.io import atomic_write_json, atomic_write_text
+from tunelens.io import atomic_write_json, atomic_write_text, read_json
 from tunelens.model.prompts import stop_token_ids, strip_stop_text
 from tunelens.report import render_html
 
@@ -127,14 +126,7 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such trace file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_json(data, source=str(path))
+        return cls.from_json(read_json(path, "trace"), source=str(path))
 
     @classmethod
     def from_json(cls, data: dict, source: str = "trace") -> "Trace":
