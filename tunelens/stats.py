@@ -226,6 +226,16 @@ class SeedMean:
         return {**asdict(self), "per_seed": list(self.per_seed)}
 
 
+def _mean_sd(values) -> tuple[int, float | None, float | None]:
+    """n, mean and sample SD (n - 1 in the denominator); None where n is too small for it."""
+    n = len(values)
+    if n == 0:
+        return 0, None, None
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return n, mean, sd
+
+
 def across_seeds(values, level: float = 0.95) -> SeedMean:
     """Mean of per-seed values ± t(level, K - 1) x SD / sqrt(K): the interval treats each training seed as
     one draw of the recipe, whatever the number of prompts behind each value. A seed whose metric is
@@ -233,13 +243,9 @@ def across_seeds(values, level: float = 0.95) -> SeedMean:
     kept = tuple(float(v) for v in values if v is not None)
     if any(math.isnan(v) for v in kept):
         raise ValueError("a per-seed value is NaN: give None for a seed whose metric is undefined")
-    k = len(kept)
-    if k == 0:
-        return SeedMean(0, None, None, None, None, ())
-    mean = sum(kept) / k
-    if k == 1:
-        return SeedMean(1, mean, None, None, None, kept)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (k - 1))
+    k, mean, sd = _mean_sd(kept)
+    if k < 2:
+        return SeedMean(k, mean, None, None, None, kept)
     half = t_quantile(level, k - 1) * sd / math.sqrt(k)
     return SeedMean(k, mean, sd, mean - half, mean + half, kept)
 
@@ -297,14 +303,9 @@ def one_sample_t(values, null: float = 0.0) -> TTest:
     """t = (mean - null) / (SD / sqrt(n)), p = P(|T| >= |t|) with n - 1 degrees of freedom (t_central_mass).
     A paired t over items is this test on the per-item differences. None values (undefined metrics) are
     dropped, as in across_seeds. Zero spread gives p 0 when the mean differs from null and 1 when not."""
-    kept = [float(v) for v in values if v is not None]
-    n = len(kept)
-    if n == 0:
-        return TTest(0, None, null, None, None, None)
-    mean = sum(kept) / n
-    if n == 1:
-        return TTest(1, mean, null, None, None, None)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (n - 1))
+    n, mean, sd = _mean_sd([float(v) for v in values if v is not None])
+    if n < 2:
+        return TTest(n, mean, null, None, None, None)
     if sd == 0:
         same = math.isclose(mean, null, abs_tol=1e-12)
         return TTest(n, mean, null, 0.0, 0.0 if same else math.copysign(math.inf, mean - null), 1.0 if same else 0.0)
