@@ -78,11 +78,15 @@ CONTROL_OPENINGS = (  # (pushback opening of tunelens.inspect.propensity, its no
 QWEN_TRAIN_TOK_S = 9.0  # plain PEFT LoRA, fp32, trained tokens per second
 QWEN_DECODE_S_PER_TOKEN = 0.45 / 2  # 0.45 CPU-s per generated token at batch 8, over 2 cores
 QWEN_FORWARD_TOK_S = 3 * QWEN_TRAIN_TOK_S  # a training step is about 3 forwards (forward + backward)
-GEMMA_ADAPTER_S = 80.0  # one demo adapter (64 pairs, 2 epochs) alone on the machine
+# Amendment 1 (before any governed run): lesson 1's training pairs are the print-rich mined pairs of at most
+# 400 tokens, 200 tokens long on average (gemma's tokenizer; measured on the pool, docs/protocol.md), not the
+# demo's pairs of at most 112. Adapter time scales with trained tokens: the demo's 80 s x 200 / 110.
+PAIR_TOKENS, PAIRS, EPOCHS = 200, 64, 2
+GEMMA_ADAPTER_S = 80.0 * PAIR_TOKENS / 110  # one demo adapter (64 pairs of ~110 tokens, 2 epochs): 80 s alone
 GEMMA_DECODE_S_PER_TOKEN = 1.0 / 36  # a 36-row generation step takes about 1.0 s
-PAIR_TOKENS, PAIRS, EPOCHS = 110, 64, 2  # the demo's adapter: 64 pairs of at most 112 tokens, 2 epochs
 QWEN_BUDGET_MIN = 360  # the issue: <= 6 hours on this machine, in resumable invocations of <= 90 minutes
-GEMMA_BUDGET_MIN = 270  # the lesson-1 dose-response on gemma3-270m: three resumable invocations of <= 90 min
+# amendment 1: the longer pairs cost more per adapter, so four invocations of <= 90 min instead of three
+GEMMA_BUDGET_MIN = 360  # the lesson-1 dose-response on gemma3-270m: resumable invocations of <= 90 min
 
 
 def sd(values) -> float:
@@ -271,7 +275,9 @@ def qwen_plan(r: dict, c: dict) -> dict:
     answers = l4_answers_min(r["l4"]["n_queries"])
     return {
         "lesson 1 (Qwen)": {"k": r["l1_qwen"]["k"], "kinds": ("A30",), "measure": c["l1_generate"], "once": 0.0},
-        "lesson 2": {"k": r["l2"]["k"], "kinds": ("A30",), "measure": c["l2_score"], "once": 0.0},
+        # amendment 1: lesson 2's points lie in the base's greedy answers to the held-out prompts, made once
+        "lesson 2": {"k": r["l2"]["k"], "kinds": ("A30",), "measure": c["l2_score"],
+                     "once": qwen_decode_min(L1_PROMPTS, 128)},
         "lesson 3": {"k": r["l3"]["k"], "kinds": ("B", "C"), "measure": 2 * c["propensity_l3"], "once": 0.0},
         "lesson 4": {"k": r["l4"]["k"], "kinds": ("B",), "measure": answers, "once": answers},
         "safety": {"k": r["safety"]["k"], "kinds": ("B",), "measure": c["propensity_safety"], "once": 0.0},
