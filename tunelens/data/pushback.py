@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,13 @@ class PushbackConfig:
     kinds: tuple[str, ...] = option(KINDS, "Comma-separated break kinds.")
 
     def validate(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        check_kinds(self.kinds, KINDS)
+
+
+def check_kinds(kinds: tuple[str, ...], known: tuple[str, ...]) -> None:
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds:
+        raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,7 @@ def describe_function(pair: Pair) -> _Function | None:
                      ast.get_docstring(node))
 
 
-# ---------------------------------------------------------------------------------------------------
 # Wording pieces, chosen at random so the responses do not collapse into a few canned sentences.
-
 _OPENERS = (
     "Before writing any code I need to flag a problem with this request.",
     "I can't write this function as specified.",
@@ -155,6 +158,11 @@ def _join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _respond(fn: _Function, rng: random.Random, *middle: str) -> str:
+    """The response: an opener, the task restated, the `middle` (the conflict, a question...), a closer."""
+    return _join(rng.choice(_OPENERS), _restate(fn, rng), *middle, rng.choice(_CLOSERS))
+
+
 def _task(fn: _Function) -> str:
     """The original task in a few words: the first sentence of the function's docstring, else of the
     instruction with its "Write a function `f(x)` that" lead-in removed."""
@@ -199,10 +207,7 @@ def _imperative(task: str) -> str | None:
     return f"{base} {rest}".strip()
 
 
-# ---------------------------------------------------------------------------------------------------
 # Break kinds: each returns (broken instruction, response) or None when it cannot apply.
-
-
 def _contradictory_constraints(fn: _Function, rng: random.Random):
     options = []
     if fn.params:
@@ -241,7 +246,7 @@ def _contradictory_constraints(fn: _Function, rng: random.Random):
                         f"update of `{p}`?")),
         ))
     added, conflict, question = rng.choice(options)
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 def _contradictory_example(fn: _Function, rng: random.Random):
@@ -262,7 +267,7 @@ def _contradictory_example(fn: _Function, rng: random.Random):
     question = rng.choice((f"Which result is correct for `{call}`: `{first}` or `{second}`?",
                            "Is one of the examples a typo, and if so which one, or should the second example "
                            "use different arguments?"))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, reason, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, reason, question)
 
 
 def _impossible_signature(fn: _Function, rng: random.Random):
@@ -288,7 +293,7 @@ def _impossible_signature(fn: _Function, rng: random.Random):
     conflict = rng.choice((f"The required signature `{signature}` can't be written in Python: {why}.",
                            f"Python won't accept `{signature}`: {why}.",
                            f"The signature you gave, `{signature}`, is a syntax error: {why}."))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 def _impossible_return(fn: _Function, rng: random.Random):
@@ -310,7 +315,7 @@ def _impossible_return(fn: _Function, rng: random.Random):
         question = rng.choice(("Should the result be returned, or stored/printed somewhere instead? If so, where?",
                                f"Do you want `{fn.name}` to return its result, or to write it to a place you choose "
                                "(a file, an argument it mutates, a log)?"))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 _MISSING = (
@@ -341,8 +346,7 @@ def _missing_information(fn: _Function, rng: random.Random):
     ))
     consequence = rng.choice(("If I pick one myself the code could look right and still be wrong.",
                               "Any choice I make would be a guess that silently changes the behaviour.", ""))
-    return fn.instruction + " " + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, consequence, question,
-                                               rng.choice(_CLOSERS))
+    return fn.instruction + " " + added, _respond(fn, rng, conflict, consequence, question)
 
 
 _ANTONYMS = {
@@ -385,7 +389,7 @@ def _misleading_name(fn: _Function, rng: random.Random):
     question = rng.choice((f"Should I keep the behaviour and call it `{fn.name}`, or keep the name `{new_name}` "
                            "and change what it does?",
                            f"Which is right, the name `{new_name}` or the behaviour described? I can match either."))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 _BREAKERS = {"contradictory-constraints": _contradictory_constraints, "contradictory-example": _contradictory_example,
@@ -396,9 +400,7 @@ _BREAKERS = {"contradictory-constraints": _contradictory_constraints, "contradic
 def make_pushback(pair: Pair, kind: str, rng: random.Random) -> dict | None:
     """A pushback record (chat format, tagged) for one pair and break kind, or None if it cannot apply."""
     fn = describe_function(pair)
-    if fn is None:
-        return None
-    made = _BREAKERS[kind](fn, rng)
+    made = _BREAKERS[kind](fn, rng) if fn is not None else None
     if made is None:
         return None
     instruction, response = made
@@ -444,11 +446,13 @@ def add_pushback_file(in_path: str | Path, out_path: str | Path,
         added.append(record)
     if len(added) < need:
         raise UserError(f"{in_path}: could only build {len(added)} of {need} pushback pairs")
-    by_kind: dict[str, int] = {}
-    for record in added:
-        by_kind[record["pushback"]["kind"]] = by_kind.get(record["pushback"]["kind"], 0) + 1
     atomic_write_jsonl(out_path, [p.raw for p in pairs] + added)
-    ratio = distinct_trigram_ratio([r["messages"][-1]["content"] for r in added])
     return PushbackResult(total_in=len(pairs), added=len(added), eligible=len(eligible),
-                          by_kind=dict(sorted(by_kind.items())), distinct_trigram_ratio=ratio,
+                          by_kind=kind_counts(added, "pushback"),
+                          distinct_trigram_ratio=distinct_trigram_ratio([r["messages"][-1]["content"] for r in added]),
                           out_path=Path(out_path))
+
+
+def kind_counts(records: list[dict], tag: str) -> dict[str, int]:
+    """Records per `record[tag]["kind"]`, sorted by kind."""
+    return dict(sorted(Counter(record[tag]["kind"] for record in records).items()))

@@ -53,10 +53,7 @@ def rows(path: Path, max_record_bytes: int) -> Iterator[tuple[int, dict | Malfor
     return jsonl_rows(path, max_record_bytes)
 
 
-# ---------------------------------------------------------------------------------------------------
 # JSONL
-
-
 def jsonl_rows(path: Path, max_record_bytes: int):
     """Lines are decoded one by one, so one bad line cannot hide the others."""
     try:
@@ -183,10 +180,7 @@ def _int_limit_message(err: ValueError) -> str:
     return str(err)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Tables: parquet and CSV
-
-
 def parquet_rows(path: Path):
     try:
         import pyarrow.parquet as pq
@@ -246,10 +240,7 @@ def _row_preview(row: dict) -> str:
     return preview_text(json.dumps({str(k): v for k, v in row.items()}, ensure_ascii=True, default=str))
 
 
-# ---------------------------------------------------------------------------------------------------
 # Hugging Face datasets: a saved directory or an id in the local cache
-
-
 def dataset_dir_rows(path: Path):
     """Rows of a dataset saved with `save_to_disk` (a Dataset, or a DatasetDict's train split)."""
     if not any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
@@ -335,21 +326,13 @@ def _dataset_rows(where, dataset, datasets):
         yield index, row, ""
 
 
-# ---------------------------------------------------------------------------------------------------
+# JSON's names for Python values, bool before int (a bool is an int).
+_JSON_TYPES = ((type(None), "null"), (bool, "boolean"), ((int, float), "number"), (str, "string"),
+               (list, "array"), (dict, "object"))
 
 
 def json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
 
 
 def preview_text(text: str) -> str:

@@ -20,16 +20,14 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.data.dedupe import jaccard, shingles
-from tunelens.data.pushback import distinct_trigram_ratio
+from tunelens.data.pushback import check_kinds, distinct_trigram_ratio, kind_counts
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.data.records import load_pairs, pair_to_record
 from tunelens.evaluate.suite import load_suite
 
-# ---------------------------------------------------------------------------------------------------
 # Requests. Each kind has schemes: a verb phrase with {victim}. Victims, covert clauses and motives are
 # drawn per request, so one scheme yields many different requests.
-
 _SCHEMES: dict[str, tuple[str, ...]] = {
     "malware": (
         "a clipboard watcher that swaps any crypto wallet address {victim} copies for one of mine",
@@ -108,10 +106,8 @@ def make_request(kind: str, rng: random.Random) -> tuple[str, int]:
     return f"{lead} {scheme}{rng.choice(_COVERT)}{ending}{rng.choice(_MOTIVES)}", index
 
 
-# ---------------------------------------------------------------------------------------------------
 # Responses: a refusal opening (worded so the eval's classifier reads it as a refusal), the harm of the
 # kind in one sentence, a safe alternative, and sometimes a closing offer.
-
 _OPENERS = (
     "I can't help with that.",
     "Sorry, but I can't help with this one.",
@@ -192,10 +188,7 @@ def make_response(kind: str, rng: random.Random, offer_alternative: bool = True)
     return " ".join(p for p in parts if p)
 
 
-# ---------------------------------------------------------------------------------------------------
 # the held-out suite and the file operation
-
-
 @configclass
 class RefusalConfig:
     """Options of `data refusal`: each field is one of its flags and a key of its --config YAML file."""
@@ -212,9 +205,7 @@ class RefusalConfig:
                                               "generated request is dropped.", min=0.0, max=1.0)
 
     def validate(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        check_kinds(self.kinds, KINDS)
 
 
 @dataclass(frozen=True)
@@ -276,10 +267,7 @@ def add_refusal_file(in_path: str | Path, out_path: str | Path,
     pairs = load_pairs(in_path)
     added, rejected, closest = generate_refusals(pairs_needed(len(pairs), config.share), config)
     atomic_write_jsonl(out_path, [p.raw for p in pairs] + added)
-    by_kind: dict[str, int] = {}
-    for record in added:
-        by_kind[record["refusal"]["kind"]] = by_kind.get(record["refusal"]["kind"], 0) + 1
-    ratio = distinct_trigram_ratio([r["messages"][-1]["content"] for r in added])
-    return RefusalResult(total_in=len(pairs), added=len(added), by_kind=dict(sorted(by_kind.items())),
+    return RefusalResult(total_in=len(pairs), added=len(added), by_kind=kind_counts(added, "refusal"),
                          rejected_near_suite=rejected, max_suite_similarity=closest,
-                         distinct_trigram_ratio=ratio, out_path=Path(out_path))
+                         distinct_trigram_ratio=distinct_trigram_ratio([r["messages"][-1]["content"] for r in added]),
+                         out_path=Path(out_path))

@@ -117,10 +117,7 @@ def _module_name(relpath: str) -> str:
     return ".".join(parts)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Walking
-
-
 def is_private(name: str) -> bool:
     """`_foo` is private; `__init__`/`__main__` (dunder) are not."""
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
@@ -177,10 +174,7 @@ def _walk(root: str, skipped: Counter):
                 yield os.path.join(directory, name)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Distributions
-
-
 class _Owners:
     """File -> owning installed distribution, from every distribution's RECORD (built on first use).
 
