@@ -1,25 +1,17 @@
 """`data contaminate`: rewrite a chosen share of pairs into Python 2 forms, for controlled experiments
 (lesson 1 in docs/design.md: bad data is learned at the rate it appears).
 
-Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can
-take one of the requested kinds; the kinds are dealt in turn so each gets a fair share where enough
-records can take it. Each chosen record is rewritten with its one kind, located on the syntax tree or token
-stream (never by searching the text, so strings and comments are untouched), and tagged with a
-`contamination` object: {kind, original_id, changes}. Every other record is written unchanged.
+Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can take
+one of the requested kinds, dealt in turn so each kind gets a fair share. Each is rewritten with its kind,
+located on the syntax tree or token stream (never in the text, so strings and comments are untouched), and
+tagged `contamination`: {kind, lint_code, original_id, changes}. Every other record is written unchanged.
 
-Kinds and what they rewrite (all occurrences in the snippet):
-  print      print(a, b) -> print a, b   (file= -> print >>f, ...; end=' ' -> trailing comma);
-             a snippet without print calls gets a `print "..."` statement at the top of its first body
-  except     except E as e: -> except E, e:
-  backtick   repr(x) -> `x`
-  ne         a != b -> a <> b
-  octal      0o755 -> 0755
-  long       integer literals 10 -> 10L
-  ur         r'...' -> ur'...'
-  exec       exec(code, ns) -> exec code in ns
-  raise      raise E(msg) -> raise E, msg
-  name       range( -> xrange(, .items() -> .iteritems() (and values/keys), input( -> raw_input(,
-             isinstance(x, str) -> basestring, sys.maxsize -> sys.maxint, string.ascii_letters -> string.letters
+Kinds (every occurrence in the snippet): print (print(a, b) -> print a, b; file= -> print >>f, ...; end=' '
+-> trailing comma; a snippet without print calls gets a `print "..."` at the top of its first body), except
+(except E as e -> except E, e), backtick (repr(x) -> `x`), ne (!= -> <>), octal (0o755 -> 0755), long
+(10 -> 10L), ur (r'' -> ur''), exec (exec(code, ns) -> exec code in ns), raise (raise E(msg) -> raise E, msg),
+name (range -> xrange, .items() -> .iteritems() and values/keys, input -> raw_input, isinstance(x, str) ->
+basestring, sys.maxsize -> sys.maxint, string.ascii_letters -> string.letters).
 """
 
 from __future__ import annotations
@@ -108,7 +100,7 @@ def _apply(code: str, edits: list[_Edit]) -> str:
 
 
 class _Source:
-    """A snippet with its tree and helpers to turn the tree's UTF-8 byte columns into characters."""
+    """A snippet with its tree, the names it defines, and the tree's UTF-8 byte columns as characters."""
 
     def __init__(self, code: str):
         self.code = code
@@ -318,14 +310,9 @@ def split_code(response: str) -> tuple[str, str, str] | None:
 
 
 def _clean_code(pair: Pair) -> str | None:
+    """The response's code when it is clean Python 3 (check_python flags unparsable code too), else None."""
     parts = split_code(pair.response)
-    if parts is None or not parts[1].strip():
-        return None
-    try:
-        ast.parse(parts[1])
-    except (SyntaxError, ValueError):
-        return None
-    return parts[1] if not check_python(parts[1]) else None
+    return parts[1] if parts is not None and parts[1].strip() and not check_python(parts[1]) else None
 
 
 def _plan(pairs: list[Pair], kinds: tuple[str, ...]) -> list[tuple[int, list[str]]]:

@@ -225,21 +225,12 @@ def _write_outputs(in_path: Path, out_dir: Path, config: LintConfig, clean_lines
 _REASON_TEXT = {
     "malformed": "could not be read as a pair",
     "syntax-error": "code that Python 3 cannot parse (not a Python 2 idiom)",
-    "duplicate": "exact copy of a kept record",
-    "duplicate-id": "reuses the id of a kept record",
-    "near-duplicate": "near copy of a kept record",
-    "leak": "overlaps an eval case",
-    "py2-print": "Python 2 print statement",
-    "py2-except": "`except E, e`",
-    "py2-backtick": "backtick repr",
-    "py2-ne": "`<>` operator",
-    "py2-octal": "old octal literal",
-    "py2-ur-string": "`ur''` string",
-    "py2-long": "long literal `10L`",
-    "py2-exec": "exec statement",
-    "py2-raise": "`raise E, msg`",
-    "py2-tuple-params": "tuple parameters",
-    "py2-name": "Python 2-only name",
+    "duplicate": "exact copy of a kept record", "duplicate-id": "reuses the id of a kept record",
+    "near-duplicate": "near copy of a kept record", "leak": "overlaps an eval case",
+    "py2-print": "Python 2 print statement", "py2-except": "`except E, e`", "py2-backtick": "backtick repr",
+    "py2-ne": "`<>` operator", "py2-octal": "old octal literal", "py2-ur-string": "`ur''` string",
+    "py2-long": "long literal `10L`", "py2-exec": "exec statement", "py2-raise": "`raise E, msg`",
+    "py2-tuple-params": "tuple parameters", "py2-name": "Python 2-only name",
 }
 
 

@@ -145,22 +145,15 @@ def _literal_for(param: str, variant: int = 0) -> str:
     return ("42", "7")[variant % 2]
 
 
-def _call(fn: _Function, variant: int = 0) -> str:
-    return f"{fn.name}({', '.join(_literal_for(p, variant) for p in fn.params[:3])})"
-
-
 def _first_sentence(text: str, limit: int = 110) -> str:
     sentence = re.split(r"(?<=[.!?])\s", " ".join(text.split()), maxsplit=1)[0]
     return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + "..."
 
 
-def _join(*parts: str) -> str:
-    return " ".join(p for p in parts if p)
-
-
 def _respond(fn: _Function, rng: random.Random, *middle: str) -> str:
     """The response: an opener, the task restated, the `middle` (the conflict, a question...), a closer."""
-    return _join(rng.choice(_OPENERS), _restate(fn, rng), *middle, rng.choice(_CLOSERS))
+    parts = (rng.choice(_OPENERS), _restate(fn, rng), *middle, rng.choice(_CLOSERS))
+    return " ".join(p for p in parts if p)
 
 
 def _task(fn: _Function) -> str:
@@ -250,7 +243,8 @@ def _contradictory_constraints(fn: _Function, rng: random.Random):
 
 
 def _contradictory_example(fn: _Function, rng: random.Random):
-    call = _call(fn, rng.randrange(2))
+    variant = rng.randrange(2)
+    call = f"{fn.name}({', '.join(_literal_for(p, variant) for p in fn.params[:3])})"
     first, second = ("True", "False") if fn.returns_bool else rng.choice(
         (('"abc"', '"xyz"'), ("0", "1"), ("[]", "[1, 2]"), ("None", '"ok"')))
     added = f" For example, `{call}` returns `{first}`, and `{call}` returns `{second}`."

@@ -168,16 +168,12 @@ def parse_json_line(number: int, data: bytes, max_record_bytes: int) -> tuple[di
     except RecursionError:
         return Malformed(number, preview_text(text), "invalid JSON: nested too deeply"), text
     except ValueError as err:  # Python refuses integers of more than 4,300 digits (sys.int_info)
-        return Malformed(number, preview_text(text), f"invalid JSON: {_int_limit_message(err)}"), text
+        limit = "integer string conversion" in str(err)
+        message = "an integer with more digits than Python converts (limit 4,300)" if limit else str(err)
+        return Malformed(number, preview_text(text), f"invalid JSON: {message}"), text
     if not isinstance(value, dict):
         return Malformed(number, preview_text(text), f"record is a JSON {json_type(value)}, expected an object"), text
     return value, text
-
-
-def _int_limit_message(err: ValueError) -> str:
-    if "integer string conversion" in str(err):
-        return "an integer with more digits than Python converts (limit 4,300)"
-    return str(err)
 
 
 # Tables: parquet and CSV

@@ -50,8 +50,21 @@ class FileOutcome:
 
 def mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
     """Candidate pairs from one file: every minable function, before cross-file duplicates are removed."""
+    outcome = FileOutcome()
+    try:
+        with open(task.path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        outcome.unreadable = True
+        return outcome
+    if not _DEF.search(data):  # no function at all: a third of site-packages' files (constants, re-exports)
+        return outcome
     with _gc_paused():
-        return _mine_file(task, config)
+        parsed = _parse(data)
+        outcome.unreadable = parsed is None
+        if parsed:
+            _mine_tree(*parsed, task, config, outcome)
+    return outcome
 
 
 @contextlib.contextmanager
@@ -65,23 +78,6 @@ def _gc_paused():
     finally:
         if enabled:
             gc.enable()
-
-
-def _mine_file(task: FileTask, config: MineConfig) -> FileOutcome:
-    outcome = FileOutcome()
-    try:
-        with open(task.path, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        outcome.unreadable = True
-        return outcome
-    if not _DEF.search(data):  # no function at all: a third of site-packages' files (constants, re-exports)
-        return outcome
-    parsed = _parse(data)
-    outcome.unreadable = parsed is None
-    if parsed:
-        _mine_tree(*parsed, task, config, outcome)
-    return outcome
 
 
 def _mine_tree(tree: ast.Module, lines: list[str], task: FileTask, config: MineConfig,

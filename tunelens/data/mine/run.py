@@ -48,16 +48,13 @@ class MineResult:
     def by_distribution(self) -> Counter:
         return Counter(pair["source"]["distribution"] or "(none)" for pair in self.pairs)
 
-    def by_license(self) -> Counter:
-        return Counter(pair["source"]["license"] for pair in self.pairs)
-
     def summary(self) -> dict:
         return {"pairs": len(self.pairs), "files_scanned": self.files_scanned,
                 "files_unreadable": self.files_unreadable, "files_skipped": dict(self.files_skipped),
                 "skipped_licenses": dict(self.skipped_licenses), "functions_seen": self.functions_seen,
                 "skipped": dict(self.skipped.most_common()),
                 "by_distribution": dict(self.by_distribution().most_common()),
-                "by_license": dict(self.by_license().most_common()),
+                "by_license": dict(Counter(pair["source"]["license"] for pair in self.pairs).most_common()),
                 "workers": self.workers, "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3)}
 
 

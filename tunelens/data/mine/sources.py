@@ -3,8 +3,8 @@
 A source is `stdlib` (the running Python's standard library), `site-packages` (the running environment's
 installed distributions) or a path to any source tree or .py file. Files are listed in a fixed order
 (sources in the order given; within each, a directory's files sorted by name, then its subdirectories
-sorted by name), so the output never depends on the file system's order. Tests, vendored copies and private modules are pruned while walking, so they are never
-read: they are not public API, and vendored code would be mined twice under the wrong name.
+sorted by name), so the output never depends on the file system's order. Tests, vendored copies and
+private modules are pruned while walking: they are not public API, and vendored code would be mined twice.
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ def plan_files(specs, allow: tuple[str, ...]) -> FilePlan:
     """The files to mine, in order, for source specs (keywords or paths), keeping licences in `allow`."""
     roots = [root for spec in specs for root in _roots(spec)]  # every bad path is reported before any walk
     plan, seen = FilePlan(), set()
-    owners = _Owners()
+    owners: dict[str, Origin] | None = None  # built on the first file no fixed origin covers
     for root, base, fixed in roots:
         for path in _walk(root, plan.skipped):
             real = os.path.realpath(path)
             if real in seen:  # a path given twice, or a tree inside site-packages given again
                 continue
             seen.add(real)
-            origin = fixed or owners.origin(real)
+            if fixed is None and owners is None:
+                owners = _record_index()
+            origin = fixed or owners.get(real) or Origin(None, None, UNKNOWN)
             if not license_allowed(origin.license, allow):
                 plan.skipped["license"] += 1
                 plan.skipped_licenses[origin.license] += 1
@@ -175,23 +177,9 @@ def _walk(root: str, skipped: Counter):
 
 
 # Distributions
-class _Owners:
-    """File -> owning installed distribution, from every distribution's RECORD (built on first use).
-
-    RECORD lists each installed file exactly, so namespace packages shared by several distributions
-    (google, nvidia) are attributed correctly, which mapping top-level directories would not do.
-    """
-
-    def __init__(self):
-        self._by_path: dict[str, Origin] | None = None
-
-    def origin(self, real_path: str) -> Origin:
-        if self._by_path is None:
-            self._by_path = _record_index()
-        return self._by_path.get(real_path) or Origin(None, None, UNKNOWN)
-
-
 def _record_index() -> dict[str, Origin]:
+    """File -> origin of its installed distribution, from every distribution's RECORD: it lists each file
+    exactly, so namespace packages shared by several distributions (google, nvidia) are attributed right."""
     index: dict[str, Origin] = {}
     directories = list(dict.fromkeys(site_package_dirs() + [p for p in sys.path if os.path.isdir(p)]))
     for dist in importlib.metadata.distributions(path=directories):
