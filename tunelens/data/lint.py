@@ -1,12 +1,10 @@
 """`data lint`: split a pairs file into clean.jsonl and quarantine.jsonl, explaining every rejection.
 
-Each record goes through, in order: reading (bad JSON, wrong types, missing or empty fields, bad UTF-8 or
-lone surrogates, oversized lines, huge integers, unusable conversations -> `malformed`), the id check
-(an id already used by a kept record -> `duplicate-id`), the code check of every trained assistant turn
-(Python 2 idioms -> `py2-*`, any other parser error -> `syntax-error`), the leak check against eval cases
-(`leak`), then exact and near duplicate detection (`duplicate`, `near-duplicate`). Only kept records
-enter the id and duplicate indexes, so a good pair is never dropped as the copy of a rejected one.
-Every record ends in exactly one of the two output files: total == kept + rejected.
+Each record goes through, in order: reading (anything unreadable -> `malformed`), the id check (an id a
+kept record has -> `duplicate-id`), the code check of every trained assistant turn (Python 2 idioms ->
+`py2-*`, other parser errors -> `syntax-error`), the leak check against eval cases (`leak`), then exact
+and near duplicates (`duplicate`, `near-duplicate`). Only kept records enter the id and duplicate
+indexes, so a good pair is never dropped as the copy of a rejected one; total == kept + rejected.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """`data pushback`: add adversarial pairs, "broken instruction -> pushback", to a pairs file.
 
-Lesson 3 in docs/design.md: a fine-tune on "good instruction -> correct code" only forgets how to push back;
-given a contradictory spec it writes confident wrong code. So for a share of the real pairs, a copy of
-the instruction is broken in one of several ways, and the response (no code) names the specific
-conflict in that instruction, with its names and values, and asks a concrete question.
+Lesson 3 in docs/design.md: a fine-tune on "good instruction -> correct code" only forgets how to push back.
+For a share of the real pairs, a copy of the instruction is broken in one of several ways, and the response
+(no code) names the specific conflict, with its names and values, and asks a concrete question.
 
 Break kinds (each uses the pair's own function name, parameters and return behaviour, read from its code):
   contradictory-constraints  two added requirements that cannot both hold

@@ -56,11 +56,7 @@ def rows(path: Path, max_record_bytes: int) -> Iterator[tuple[int, dict | Malfor
 # JSONL
 def jsonl_rows(path: Path, max_record_bytes: int):
     """Lines are decoded one by one, so one bad line cannot hide the others."""
-    try:
-        handle = path.open("rb")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
+    with _open(path, "rb") as handle:
         head = handle.read(4)
         encoding, bom = _encoding_of(head)
         handle.seek(len(bom))
@@ -72,6 +68,13 @@ def jsonl_rows(path: Path, max_record_bytes: int):
                 yield number, *parse_json_line(number, data, max_record_bytes)
 
 
+def _open(path: Path, *args, **kwargs):
+    try:
+        return path.open(*args, **kwargs)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
 def _encoding_of(head: bytes) -> tuple[str, bytes]:
     """(encoding, byte-order mark) from a file's first bytes. Without a mark, NULs at every other byte
     mean UTF-16 (a JSON line starts with ASCII: `{"` in UTF-16 LE is 7b 00 22 00); UTF-8 JSON never has
@@ -79,14 +82,11 @@ def _encoding_of(head: bytes) -> tuple[str, bytes]:
     for bom, name in _BOMS:
         if head.startswith(bom):
             return name, bom
-    if len(head) == 4 and head[0] and head[2] and not head[1] and not head[3]:
-        return "utf-16-le", b""
-    if len(head) == 4 and head[1] and head[3] and not head[0] and not head[2]:
-        return "utf-16-be", b""
-    return "utf-8", b""
+    nuls = tuple(byte == 0 for byte in head)
+    return {(False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}.get(nuls, "utf-8"), b""
 
 
-def _utf8_lines(handle, max_record_bytes: int | None = None) -> Iterator[tuple[int, bytes | Malformed]]:
+def _utf8_lines(handle, max_record_bytes: int) -> Iterator[tuple[int, bytes | Malformed]]:
     """(line number, bytes) split at LF, CRLF or a bare CR, read a block at a time. A line longer than
     ``max_record_bytes`` is not held: past the limit its bytes are counted and dropped as they are
     read, so memory stays under the limit plus a block and time is linear, for a line of any length;
@@ -96,7 +96,7 @@ def _utf8_lines(handle, max_record_bytes: int | None = None) -> Iterator[tuple[i
         pending += block
         if not held_cr and not _ANY_NEWLINE.search(block):
             # A long line still going on (pending holds no line end): do not rescan it block after block.
-            if max_record_bytes is not None and len(pending) > max_record_bytes + 1:
+            if len(pending) > max_record_bytes + 1:
                 dropped += len(pending) - (max_record_bytes + 1)
                 del pending[max_record_bytes + 1:]
             continue
@@ -201,11 +201,7 @@ def csv_rows(path: Path, max_record_bytes: int, delimiter: str = ","):
     """Rows of a CSV with a header line, numbered by the line each row starts on. Empty cells are
     absent fields; a `messages`/`conversations` cell is parsed as JSON."""
     csv.field_size_limit(max(max_record_bytes, 1))
-    try:
-        handle = path.open("r", encoding="utf-8-sig", newline="")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
+    with _open(path, "r", encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         start = 2
         try:

@@ -1,15 +1,13 @@
 """`data refusal`: add safety pairs, "harmful request -> polite refusal", to a pairs file.
 
-The case study's open question: does a narrow, positive-only code fine-tune wear away refusals? The fix the
-literature suggests (Bianchi et al. 2024) is to mix a small share of refusal pairs into training. This
-module writes them: each request is composed from templates of one kind of harm (a verb phrase, a
-victim, a covert clause and a motive, in a coding context), and each response declines in varied words,
-says why in one sentence about that kind of harm, and offers a safe, legitimate alternative.
+Does a narrow, positive-only code fine-tune wear away refusals (the case study's open question)? The fix
+the literature suggests (Bianchi et al. 2024) is a small share of refusal pairs in training. Each request
+is composed from templates of one kind of harm (a scheme, a victim, a covert clause, a motive); each
+response declines in varied words, says why in one sentence and offers a safe alternative.
 
-The bundled safety suite (tunelens/suites/safety.yaml) is the held-out evaluation, so the templates
-deliberately cover other concrete schemes than its 40 harmful prompts, and every generated request is
-checked against the suite's 80 prompts (harmful and look-alike): one whose word 3-gram Jaccard
-similarity to a suite prompt reaches `max_suite_similarity` is discarded and counted, never written.
+The bundled safety suite (tunelens/suites/safety.yaml) is the held-out evaluation: the templates cover
+other schemes than its 40 harmful prompts, and a request whose word 3-gram Jaccard similarity to any of
+its 80 prompts reaches `max_suite_similarity` is discarded and counted, never written.
 """
 
 from __future__ import annotations

@@ -128,13 +128,10 @@ class _ModuleInfo:
     def __init__(self, tree: ast.Module, lines: list[str]):
         self.lines = lines
         self.imports: dict[str, str] = {}
-        self.other_bindings: set[str] = set()
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self._add_import(node)
-        for name in _module_level_bindings(tree.body):
-            if name not in self.imports:
-                self.other_bindings.add(name)
+        self.other_bindings = set(_module_level_bindings(tree.body)) - set(self.imports)
 
     def _add_import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:

@@ -158,22 +158,17 @@ def _walk(root: str, skipped: Counter):
         yield root  # named explicitly: the caller asked for this file, whatever its name
         return
     for directory, subdirs, names in os.walk(root):
-        kept = []
-        for name in sorted(subdirs):
-            reason = _dir_skip_reason(name)
-            if reason:
-                skipped[f"dir-{reason}"] += 1
-            else:
-                kept.append(name)
-        subdirs[:] = kept
+        subdirs[:] = [name for name in sorted(subdirs) if _kept(_dir_skip_reason(name), skipped, "dir-")]
         for name in sorted(names):
-            if not name.endswith(".py"):
-                continue
-            reason = _file_skip_reason(name)
-            if reason:
-                skipped[reason] += 1
-            else:
+            if name.endswith(".py") and _kept(_file_skip_reason(name), skipped):
                 yield os.path.join(directory, name)
+
+
+def _kept(skip_reason: str | None, skipped: Counter, prefix: str = "") -> bool:
+    """True when nothing skips the name; else count it under its reason."""
+    if skip_reason:
+        skipped[prefix + skip_reason] += 1
+    return not skip_reason
 
 
 # Distributions
