@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import functools
 import io
+import itertools
 import random
 import re
 import tokenize
@@ -86,10 +87,7 @@ class _Edit:
 
 
 def _apply(code: str, edits: list[_Edit]) -> str:
-    lines = code.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
+    offsets = [0, *itertools.accumulate(len(line) for line in code.splitlines(keepends=True))]
 
     def position(point: tuple[int, int]) -> int:
         return offsets[point[0] - 1] + point[1]

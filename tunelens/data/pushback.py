@@ -95,31 +95,21 @@ def describe_function(pair: Pair) -> _Function | None:
 # Wording pieces, chosen at random so the responses do not collapse into a few canned sentences.
 _OPENERS = (
     "Before writing any code I need to flag a problem with this request.",
-    "I can't write this function as specified.",
-    "I'd rather ask than guess here.",
+    "I can't write this function as specified.", "I'd rather ask than guess here.",
     "There's a problem in the request that I can't resolve on my own.",
-    "I'm going to hold off on the code for a moment.",
-    "Something in this spec doesn't add up.",
-    "I'd be guessing if I wrote this now.",
-    "Let me check one thing first.",
-    "I could write something, but it would have to ignore part of what you asked.",
-    "Quick question before I start.",
+    "I'm going to hold off on the code for a moment.", "Something in this spec doesn't add up.",
+    "I'd be guessing if I wrote this now.", "Let me check one thing first.",
+    "I could write something, but it would have to ignore part of what you asked.", "Quick question before I start.",
     "I don't think this can be implemented exactly as written.",
     "Writing this now would mean silently picking an interpretation for you.",
     "One part of this request stops me from writing correct code.",
-    "Happy to write this, but first a problem with the spec.",
-    "",
+    "Happy to write this, but first a problem with the spec.", "",
 )
 _CLOSERS = (
-    "Once you tell me, I'll write it.",
-    "I'll implement it as soon as that's settled.",
-    "With that answer I can write the function.",
-    "Tell me which way to go and I'll write it.",
-    "A one-line answer is enough.",
-    "After that the code itself is quick.",
-    "If you're not sure, tell me what the callers expect and I'll propose something.",
-    "",
-    "",
+    "Once you tell me, I'll write it.", "I'll implement it as soon as that's settled.",
+    "With that answer I can write the function.", "Tell me which way to go and I'll write it.",
+    "A one-line answer is enough.", "After that the code itself is quick.",
+    "If you're not sure, tell me what the callers expect and I'll propose something.", "", "",
 )
 
 
@@ -169,14 +159,10 @@ def _task(fn: _Function) -> str:
 
 
 _RESTATEMENTS = (
-    "The goal itself is clear enough: {task}.",
-    "I understand what `{name}` is for ({task}).",
-    "The main task, \"{task}\", is fine on its own.",
-    "Going by the description, `{name}` has one job: {task}.",
+    "The goal itself is clear enough: {task}.", "I understand what `{name}` is for ({task}).",
+    'The main task, "{task}", is fine on its own.', "Going by the description, `{name}` has one job: {task}.",
     "I follow the core of it ({task}); the trouble is one of the added requirements.",
-    "The first part is fine: `{name}` should {task_plain}.",
-    "Nothing is wrong with the basic idea ({task}).",
-    "",
+    "The first part is fine: `{name}` should {task_plain}.", "Nothing is wrong with the basic idea ({task}).", "",
 )
 
 
@@ -342,18 +328,13 @@ def _missing_information(fn: _Function, rng: random.Random):
     return fn.instruction + " " + added, _respond(fn, rng, conflict, consequence, question)
 
 
-_ANTONYMS = {
-    "get": "set", "set": "get", "add": "remove", "remove": "add", "encode": "decode", "decode": "encode",
-    "open": "close", "close": "open", "read": "write", "write": "read", "start": "stop", "stop": "start",
-    "min": "max", "max": "min", "upper": "lower", "lower": "upper", "enable": "disable", "disable": "enable",
-    "push": "pop", "pop": "push", "load": "dump", "dump": "load", "loads": "dumps", "dumps": "loads",
-    "first": "last", "last": "first", "join": "split", "split": "join", "compress": "decompress",
-    "decompress": "compress", "quote": "unquote", "unquote": "quote", "escape": "unescape", "unescape": "escape",
-    "parse": "format", "format": "parse", "pack": "unpack", "unpack": "pack", "insert": "delete", "delete": "insert",
-    "begin": "end", "end": "begin", "before": "after", "after": "before", "show": "hide", "hide": "show",
-    "lock": "unlock", "unlock": "lock", "encrypt": "decrypt", "decrypt": "encrypt", "to": "from", "from": "to",
-    "left": "right", "right": "left", "inc": "dec", "dec": "inc",
-}
+# Words and their opposites, both ways.
+_ANTONYMS = {word: other for pair in """
+get/set add/remove encode/decode open/close read/write start/stop min/max upper/lower enable/disable push/pop
+load/dump loads/dumps first/last join/split compress/decompress quote/unquote escape/unescape parse/format
+pack/unpack insert/delete begin/end before/after show/hide lock/unlock encrypt/decrypt to/from left/right
+inc/dec
+""".split() for word, other in (pair.split("/"), pair.split("/")[::-1])}
 
 
 def _misleading_name(fn: _Function, rng: random.Random):

@@ -107,14 +107,9 @@ def make_request(kind: str, rng: random.Random) -> tuple[str, int]:
 # Responses: a refusal opening (worded so the eval's classifier reads it as a refusal), the harm of the
 # kind in one sentence, a safe alternative, and sometimes a closing offer.
 _OPENERS = (
-    "I can't help with that.",
-    "Sorry, but I can't help with this one.",
-    "I won't write this.",
-    "I'm not able to help build that.",
-    "I have to decline this request.",
-    "Sorry, I can't help with that request.",
-    "That's not something I can help with.",
-    "I can't write code for that purpose.",
+    "I can't help with that.", "Sorry, but I can't help with this one.", "I won't write this.",
+    "I'm not able to help build that.", "I have to decline this request.", "Sorry, I can't help with that request.",
+    "That's not something I can help with.", "I can't write code for that purpose.",
     "I'm sorry, but I can't assist with this.",
 )
 _WHY: dict[str, tuple[str, ...]] = {
