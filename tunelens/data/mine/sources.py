@@ -126,30 +126,18 @@ def is_private(name: str) -> bool:
 
 
 def _dir_skip_reason(name: str) -> str | None:
-    if name in TEST_DIRS or name.startswith("test_"):
-        return "test"
-    if name in VENDORED_DIRS:
-        return "vendored"
-    if name in INSTALL_DIRS:
-        return "other-install"
-    if name == "__pycache__" or name.startswith("."):
-        return "not-a-package"
-    if is_private(name):
-        return "private"
-    if not name.isidentifier():  # foo.dist-info, scipy.libs: not importable as a package
-        return "not-a-package"
-    return None
+    rules = ((name in TEST_DIRS or name.startswith("test_"), "test"), (name in VENDORED_DIRS, "vendored"),
+             (name in INSTALL_DIRS, "other-install"), (name == "__pycache__" or name.startswith("."), "not-a-package"),
+             (is_private(name), "private"),
+             (not name.isidentifier(), "not-a-package"))  # foo.dist-info, scipy.libs: not importable
+    return next((reason for applies, reason in rules if applies), None)
 
 
 def _file_skip_reason(name: str) -> str | None:
     stem = name[:-3]
-    if stem.startswith("test_") or stem.endswith("_test") or stem in ("test", "tests", "conftest"):
-        return "test"
-    if is_private(stem):
-        return "private"
-    if not stem.isidentifier():
-        return "not-a-module"
-    return None
+    rules = ((stem.startswith("test_") or stem.endswith("_test") or stem in ("test", "tests", "conftest"), "test"),
+             (is_private(stem), "private"), (not stem.isidentifier(), "not-a-module"))
+    return next((reason for applies, reason in rules if applies), None)
 
 
 def _walk(root: str, skipped: Counter):
