@@ -174,10 +174,7 @@ def _print_injection(src: _Source) -> list[_Edit]:
             if body and body[0].lineno > node.lineno:
                 return [_insert_before(src, body[0], f'print "{node.name}: called"')]
             break
-    first = src.tree.body[0] if src.tree.body else None
-    if first is None:
-        return []
-    return [_insert_before(src, first, 'print "starting"')]
+    return [_insert_before(src, src.tree.body[0], 'print "starting"')] if src.tree.body else []
 
 
 def _insert_before(src: _Source, statement, text: str) -> _Edit:

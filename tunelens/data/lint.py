@@ -145,9 +145,8 @@ class _Linter:
         """A later record reusing a kept record's id would make every id-keyed lookup (eval splits,
         gate neighbours, provenance) ambiguous. Ids derived from content are left to the duplicate check."""
         first = self.kept_ids.get(pair.id) if "id" in pair.raw else None
-        if first is None:
-            return []
-        return [_reason("duplicate-id", f"id {pair.id!r} is already used by the kept record on line {first}", None)]
+        message = f"id {pair.id!r} is already used by the kept record on line {first}"
+        return [] if first is None else [_reason("duplicate-id", message, None)]
 
     def _leak(self, pair: Pair) -> str | None:
         if self.leak_index is None:
