@@ -1,34 +1,29 @@
 """`data contaminate`: rewrite a chosen share of pairs into Python 2 forms, for controlled experiments
 (lesson 1 in docs/design.md: bad data is learned at the rate it appears).
 
-Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can
-take one of the requested kinds; the kinds are dealt in turn so each gets a fair share where enough
-records can take it. Each chosen record is rewritten with its one kind, located on the syntax tree or token
-stream (never by searching the text, so strings and comments are untouched), and tagged with a
-`contamination` object: {kind, original_id, changes}. Every other record is written unchanged.
+Exactly round(rate * N) records are chosen (seeded) among those whose code is clean Python 3 and can take
+one of the requested kinds, dealt in turn so each kind gets a fair share. Each is rewritten with its kind,
+located on the syntax tree or token stream (never in the text, so strings and comments are untouched), and
+tagged `contamination`: {kind, lint_code, original_id, changes}. Every other record is written unchanged.
 
-Kinds and what they rewrite (all occurrences in the snippet):
-  print      print(a, b) -> print a, b   (file= -> print >>f, ...; end=' ' -> trailing comma);
-             a snippet without print calls gets a `print "..."` statement at the top of its first body
-  except     except E as e: -> except E, e:
-  backtick   repr(x) -> `x`
-  ne         a != b -> a <> b
-  octal      0o755 -> 0755
-  long       integer literals 10 -> 10L
-  ur         r'...' -> ur'...'
-  exec       exec(code, ns) -> exec code in ns
-  raise      raise E(msg) -> raise E, msg
-  name       range( -> xrange(, .items() -> .iteritems() (and values/keys), input( -> raw_input(,
-             isinstance(x, str) -> basestring, sys.maxsize -> sys.maxint, string.ascii_letters -> string.letters
+Kinds (every occurrence in the snippet): print (print(a, b) -> print a, b; file= -> print >>f, ...; end=' '
+-> trailing comma; a snippet without print calls gets a `print "..."` at the top of its first body), except
+(except E as e -> except E, e), backtick (repr(x) -> `x`), ne (!= -> <>), octal (0o755 -> 0755), long
+(10 -> 10L), ur (r'' -> ur''), exec (exec(code, ns) -> exec code in ns), raise (raise E(msg) -> raise E, msg),
+name (range -> xrange, .items() -> .iteritems() and values/keys, input -> raw_input, isinstance(x, str) ->
+basestring, sys.maxsize -> sys.maxint, string.ascii_letters -> string.letters).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import io
+import itertools
 import random
 import re
 import tokenize
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +31,14 @@ from tunelens.pycheck.check import _FENCE, _PYTHON_TAGS, check_python, looks_lik
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
+from tunelens.data.pushback import check_kinds
 from tunelens.data.records import load_pairs, Pair, SHAREGPT_ROLES
 from tunelens.pycheck.tokens import code_tokens
 
 MODES = ("pairs", "prints")
 KINDS = ("print", "except", "backtick", "ne", "octal", "long", "ur", "exec", "raise", "name")
 # the lint code each kind produces, for measuring recall
-LINT_CODE = {"print": "py2-print", "except": "py2-except", "backtick": "py2-backtick", "ne": "py2-ne",
-             "octal": "py2-octal", "long": "py2-long", "ur": "py2-ur-string", "exec": "py2-exec",
-             "raise": "py2-raise", "name": "py2-name"}
+LINT_CODE = {**{kind: f"py2-{kind}" for kind in KINDS}, "ur": "py2-ur-string"}
 
 
 @configclass
@@ -61,9 +55,7 @@ class ContaminateConfig:
         choices=MODES)
 
     def validate(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        check_kinds(self.kinds, KINDS)
         if self.mode == "prints" and tuple(self.kinds) not in (("print",), KINDS):
             raise UserError(f"contaminate --mode prints rewrites print calls only: drop --kinds "
                             f"{','.join(self.kinds)} (or give --kinds print)")
@@ -82,17 +74,11 @@ class ContaminateResult:
 
     @property
     def python2_print_share(self) -> float | None:
-        """The training share of Python 2 among the file's prints (None outside mode "prints", or
-        when the file has no print at all)."""
-        if not self.prints_total:
-            return None
-        return self.prints_python2 / self.prints_total
+        """Python 2 among the file's prints (None outside mode "prints", or when the file has none)."""
+        return self.prints_python2 / self.prints_total if self.prints_total else None
 
 
-# ---------------------------------------------------------------------------------------------------
 # Text edits addressed by (line, column) in characters
-
-
 @dataclass(frozen=True)
 class _Edit:
     start: tuple[int, int]
@@ -101,28 +87,23 @@ class _Edit:
 
 
 def _apply(code: str, edits: list[_Edit]) -> str:
-    lines = code.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
+    offsets = [0, *itertools.accumulate(len(line) for line in code.splitlines(keepends=True))]
 
     def position(point: tuple[int, int]) -> int:
         return offsets[point[0] - 1] + point[1]
 
-    for edit in sorted(edits, key=lambda e: e.start, reverse=True):
+    for edit in sorted(edits, key=lambda e: e.start, reverse=True):  # last first: earlier offsets stay valid
         code = code[:position(edit.start)] + edit.text + code[position(edit.end):]
-        # no need to recompute offsets: later edits in this loop are all earlier in the text
     return code
 
 
 class _Source:
-    """A snippet with its tree and helpers to turn the tree's UTF-8 byte columns into characters."""
+    """A snippet with its tree, the names it defines, and the tree's UTF-8 byte columns as characters."""
 
     def __init__(self, code: str):
         self.code = code
         self.lines = code.splitlines(keepends=True)
         self.tree = ast.parse(code)
-        self._tokens = None
         self.defined = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
         self.defined |= {n.name for n in ast.walk(self.tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
         self.defined |= {a.arg for a in ast.walk(self.tree) if isinstance(a, ast.arg)}
@@ -145,31 +126,28 @@ class _Source:
     def replace(self, node, text: str) -> _Edit:
         return _Edit(self.start(node), self.end(node), text)
 
+    def replace_tail(self, node, length: int, text: str) -> _Edit:
+        """Replace the last `length` characters of a node (the attribute of `a.b`)."""
+        line, col = self.end(node)
+        return _Edit((line, col - length), (line, col), text)
+
+    @functools.cached_property
     def tokens(self) -> list[tokenize.TokenInfo]:
-        if self._tokens is None:
-            self._tokens = list(tokenize.generate_tokens(io.StringIO(self.code).readline))
-        return self._tokens
+        return list(tokenize.generate_tokens(io.StringIO(self.code).readline))
 
 
-def _calls(src: _Source, name: str):
-    for node in ast.walk(src.tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name:
-            yield node
-
-
-# ---------------------------------------------------------------------------------------------------
-# One rewrite per kind: each returns the edits for a snippet (empty when the kind does not apply).
-
-
-def _print_edits(src: _Source) -> list[_Edit]:
-    if "print" in src.defined:
+def _calls(src: _Source, name: str, statements: bool = False) -> list[ast.Call]:
+    """Calls of the builtin `name` (none where the snippet defines that name), only whole statements if asked."""
+    if name in src.defined:
         return []
+    nodes = (n.value for n in ast.walk(src.tree) if isinstance(n, ast.Expr)) if statements else ast.walk(src.tree)
+    return [n for n in nodes if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name]
+
+
+# One rewrite per kind: each returns the edits for a snippet (empty when the kind does not apply).
+def _print_edits(src: _Source) -> list[_Edit]:
     edits = []
-    for node in ast.walk(src.tree):
-        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-                and isinstance(node.value.func, ast.Name) and node.value.func.id == "print"):
-            continue
-        call = node.value
+    for call in _calls(src, "print", statements=True):
         if not src.one_line(call) or any(isinstance(a, (ast.Starred, ast.GeneratorExp)) for a in call.args):
             continue
         keywords = {k.arg: k.value for k in call.keywords}
@@ -196,10 +174,7 @@ def _print_injection(src: _Source) -> list[_Edit]:
             if body and body[0].lineno > node.lineno:
                 return [_insert_before(src, body[0], f'print "{node.name}: called"')]
             break
-    first = src.tree.body[0] if src.tree.body else None
-    if first is None:
-        return []
-    return [_insert_before(src, first, 'print "starting"')]
+    return [_insert_before(src, src.tree.body[0], 'print "starting"')] if src.tree.body else []
 
 
 def _insert_before(src: _Source, statement, text: str) -> _Edit:
@@ -221,62 +196,41 @@ def _except_edits(src: _Source) -> list[_Edit]:
 
 
 def _backtick_edits(src: _Source) -> list[_Edit]:
-    if "repr" in src.defined:
-        return []
     return [src.replace(call, f"`{src.text(call.args[0])}`") for call in _calls(src, "repr")
             if len(call.args) == 1 and not call.keywords and src.one_line(call)
             and not isinstance(call.args[0], (ast.Starred, ast.GeneratorExp))]
 
 
-def _token_edits(src: _Source, rewrite) -> list[_Edit]:
-    edits = []
-    for tok in src.tokens():
-        new = rewrite(tok)
-        if new is not None and new != tok.string:
-            edits.append(_Edit(tok.start, tok.end, new))
+def _token_edits(rewrite):
+    """A kind that swaps single tokens: `rewrite(token)` is the new text, or None to leave the token."""
+    def edits(src: _Source) -> list[_Edit]:
+        return [_Edit(tok.start, tok.end, new) for tok in src.tokens
+                if (new := rewrite(tok)) is not None and new != tok.string]
     return edits
 
 
-def _ne_edits(src: _Source) -> list[_Edit]:
-    return _token_edits(src, lambda t: "<>" if t.type == tokenize.OP and t.string == "!=" else None)
+def _octal(tok) -> str | None:
+    if tok.type == tokenize.NUMBER and re.fullmatch(r"0[oO][0-7_]+", tok.string):
+        digits = tok.string[2:].replace("_", "")
+        return "0" + digits if int(digits, 8) else None
+    return None
 
 
-def _octal_edits(src: _Source) -> list[_Edit]:
-    def rewrite(tok):
-        if tok.type == tokenize.NUMBER and re.fullmatch(r"0[oO][0-7_]+", tok.string):
-            digits = tok.string[2:].replace("_", "")
-            return "0" + digits if int(digits, 8) else None
-        return None
-    return _token_edits(src, rewrite)
+def _long(tok) -> str | None:
+    return tok.string + "L" if tok.type == tokenize.NUMBER and re.fullmatch(r"[1-9][0-9]*|0", tok.string) else None
 
 
-def _long_edits(src: _Source) -> list[_Edit]:
-    def rewrite(tok):
-        if tok.type == tokenize.NUMBER and re.fullmatch(r"[1-9][0-9]*|0", tok.string):
-            return tok.string + "L"
-        return None
-    return _token_edits(src, rewrite)
-
-
-def _ur_edits(src: _Source) -> list[_Edit]:
-    def rewrite(tok):
-        if tok.type == tokenize.STRING and tok.string[:1] in ("r", "R") and tok.string[1:2] in ("'", '"'):
-            return "ur" + tok.string[1:]
-        return None
-    return _token_edits(src, rewrite)
+def _ur(tok) -> str | None:
+    raw = tok.type == tokenize.STRING and tok.string[:1] in ("r", "R") and tok.string[1:2] in ("'", '"')
+    return "ur" + tok.string[1:] if raw else None
 
 
 def _exec_edits(src: _Source) -> list[_Edit]:
-    if "exec" in src.defined:
-        return []
     edits = []
-    for node in ast.walk(src.tree):
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) \
-                and node.value.func.id == "exec" and 1 <= len(node.value.args) <= 3 and not node.value.keywords \
-                and src.one_line(node.value):
-            args = [src.text(a) for a in node.value.args]
-            text = f"exec {args[0]}" + (f" in {', '.join(args[1:])}" if len(args) > 1 else "")
-            edits.append(src.replace(node.value, text))
+    for call in _calls(src, "exec", statements=True):
+        if 1 <= len(call.args) <= 3 and not call.keywords and src.one_line(call):
+            args = [src.text(a) for a in call.args]
+            edits.append(src.replace(call, f"exec {args[0]}" + (f" in {', '.join(args[1:])}" if len(args) > 1 else "")))
     return edits
 
 
@@ -309,20 +263,17 @@ def _name_edits(src: _Source) -> list[_Edit]:
                           if isinstance(n, ast.Name) and n.id == "str" and "str" not in src.defined]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.args \
                 and node.func.attr in _METHOD_NAMES and _METHOD_NAMES[node.func.attr] not in py2_defined:
-            end_line, end_col = src.end(node.func)
-            edits.append(_Edit((end_line, end_col - len(node.func.attr)), (end_line, end_col),
-                               _METHOD_NAMES[node.func.attr]))
+            edits.append(src.replace_tail(node.func, len(node.func.attr), _METHOD_NAMES[node.func.attr]))
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and (node.value.id, node.attr) in _MODULE_ATTRS and node.value.id not in src.defined:
-            end_line, end_col = src.end(node)
-            edits.append(_Edit((end_line, end_col - len(node.attr)), (end_line, end_col),
-                               _MODULE_ATTRS[(node.value.id, node.attr)]))
+            edits.append(src.replace_tail(node, len(node.attr), _MODULE_ATTRS[(node.value.id, node.attr)]))
     return edits
 
 
-_REWRITES = {"print": _print_edits, "except": _except_edits, "backtick": _backtick_edits, "ne": _ne_edits,
-             "octal": _octal_edits, "long": _long_edits, "ur": _ur_edits, "exec": _exec_edits,
-             "raise": _raise_edits, "name": _name_edits}
+_REWRITES = {"print": _print_edits, "except": _except_edits, "backtick": _backtick_edits,
+             "ne": _token_edits(lambda tok: "<>" if tok.type == tokenize.OP and tok.string == "!=" else None),
+             "octal": _token_edits(_octal), "long": _token_edits(_long), "ur": _token_edits(_ur),
+             "exec": _exec_edits, "raise": _raise_edits, "name": _name_edits}
 
 
 def applicable_kinds(code: str, kinds=KINDS) -> list[str]:
@@ -341,10 +292,7 @@ def rewrite_code(code: str, kind: str, inject: bool = True) -> tuple[str, int]:
     return _apply(code, edits), len(edits)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Records
-
-
 def split_code(response: str) -> tuple[str, str, str] | None:
     """(before, code, after) of a response: its first python/untagged fenced block, else the whole
     text when it is code; None for prose."""
@@ -357,14 +305,9 @@ def split_code(response: str) -> tuple[str, str, str] | None:
 
 
 def _clean_code(pair: Pair) -> str | None:
+    """The response's code when it is clean Python 3 (check_python flags unparsable code too), else None."""
     parts = split_code(pair.response)
-    if parts is None or not parts[1].strip():
-        return None
-    try:
-        ast.parse(parts[1])
-    except (SyntaxError, ValueError):
-        return None
-    return parts[1] if not check_python(parts[1]) else None
+    return parts[1] if parts is not None and parts[1].strip() and not check_python(parts[1]) else None
 
 
 def _plan(pairs: list[Pair], kinds: tuple[str, ...]) -> list[tuple[int, list[str]]]:
@@ -438,38 +381,38 @@ def contaminate_file(in_path: str | Path, out_path: str | Path,
     pairs = load_pairs(in_path)
     if config.mode == "prints":
         return _contaminate_prints(pairs, in_path, out_path, config)
-    rng = random.Random(config.seed)
     need = round(config.rate * len(pairs))
     plan = _plan(pairs, config.kinds)
     if need > len(plan):
         raise UserError(f"{in_path}: {need} records requested (rate {config.rate} of {len(pairs)}) but only "
                         f"{len(plan)} have clean Python 3 code that the kinds {','.join(config.kinds)} can rewrite")
-    chosen = _deal_kinds(plan, need, config.kinds, rng)
-    by_kind: dict[str, int] = {}
+    chosen = _deal_kinds(plan, need, config.kinds, random.Random(config.seed))
+    by_kind = _write_rewritten(pairs, chosen, out_path, inject=True)
+    return ContaminateResult(total=len(pairs), contaminated=need, eligible=len(plan), by_kind=by_kind,
+                             out_path=Path(out_path))
+
+
+def _write_rewritten(pairs: list[Pair], chosen: dict[int, str], out_path, inject: bool) -> dict[str, int]:
+    """Write every pair, the chosen ones ({index: kind}) rewritten and tagged; records per kind, sorted."""
     rows = []
     for index, pair in enumerate(pairs):
-        if index not in chosen:
+        kind = chosen.get(index)
+        if kind is None:
             rows.append(pair.raw)
             continue
-        kind = chosen[index]
         before, code, after = split_code(pair.response)
-        new_code, changes = rewrite_code(code, kind)
+        new_code, changes = rewrite_code(code, kind, inject)
         record = _with_response(pair.raw, before + new_code + after)
         record["contamination"] = {"kind": kind, "lint_code": LINT_CODE[kind], "original_id": pair.id,
                                    "changes": changes}
         rows.append(record)
-        by_kind[kind] = by_kind.get(kind, 0) + 1
     atomic_write_jsonl(out_path, rows)
-    return ContaminateResult(total=len(pairs), contaminated=need, eligible=len(plan),
-                             by_kind=dict(sorted(by_kind.items())), out_path=Path(out_path))
+    return dict(sorted(Counter(chosen.values()).items()))
 
 
-# ---------------------------------------------------------------------------------------------------
 # Mode "prints": rewrite existing print calls, never add one (docs/protocol.md, lesson 1). The share that
 # matters is Python 2 among the prints the model sees, so "learned to add a print" cannot pass for "chose
 # Python 2 given a print".
-
-
 def count_prints(code: str) -> int:
     """Print uses in a snippet, either form: every `print` name token not after `.` and not defined by `def`
     (tokens, not the tree, so Python 2 statements are counted too; strings and comments never are)."""
@@ -477,11 +420,6 @@ def count_prints(code: str) -> int:
     return sum(1 for i, tok in enumerate(tokens)
                if tok.type == tokenize.NAME and tok.string == "print"
                and not (i and tokens[i - 1].string in (".", "def", "class")))
-
-
-def _python2_prints(code: str) -> int:
-    """Print statements already in a snippet (lint's py2-print findings)."""
-    return sum(1 for f in check_python(code) if f.code == "py2-print")
 
 
 def print_census(pairs: list[Pair]) -> tuple[list[tuple[int, int]], int, int]:
@@ -494,13 +432,16 @@ def print_census(pairs: list[Pair]) -> tuple[list[tuple[int, int]], int, int]:
             continue
         total += count_prints(parts[1])
         code = _clean_code(pair)
-        if code is None:
-            already += _python2_prints(parts[1])
-            continue
-        edits = len(_print_edits(_Source(code)))
-        if edits:
+        if code is None:  # print statements already there (lint's py2-print findings)
+            already += sum(1 for f in check_python(parts[1]) if f.code == "py2-print")
+        elif edits := _rewritable_prints(code):
             rewritable.append((index, edits))
     return rewritable, total, already
+
+
+def _rewritable_prints(code: str | None) -> int:
+    """print() calls of clean code that the rewrite can turn into statements (0 for no clean code)."""
+    return len(_print_edits(_Source(code))) if code is not None else 0
 
 
 def print_rich(pairs: list[Pair], min_prints: int = 1) -> list[Pair]:
@@ -509,12 +450,7 @@ def print_rich(pairs: list[Pair], min_prints: int = 1) -> list[Pair]:
     so every pair can carry the habit and every prompt invites a print)."""
     if min_prints < 1:
         raise ValueError(f"print_rich: min_prints must be at least 1, got {min_prints}")
-    kept = []
-    for pair in pairs:
-        code = _clean_code(pair)
-        if code is not None and len(_print_edits(_Source(code))) >= min_prints:
-            kept.append(pair)
-    return kept
+    return [pair for pair in pairs if _rewritable_prints(_clean_code(pair)) >= min_prints]
 
 
 def _choose_by_prints(rewritable: list[tuple[int, int]], target: int, rng: random.Random) -> dict[int, int]:
@@ -542,19 +478,7 @@ def _contaminate_prints(pairs: list[Pair], in_path, out_path, config: Contaminat
         raise UserError(f"{in_path}: a print share of {config.rate} needs {target} print calls rewritten (of "
                         f"{total} prints) but only {available} can be, in {len(rewritable)} records")
     chosen = _choose_by_prints(rewritable, max(target, 0), random.Random(config.seed))
-    rows = []
-    for index, pair in enumerate(pairs):
-        if index not in chosen:
-            rows.append(pair.raw)
-            continue
-        before, code, after = split_code(pair.response)
-        new_code, changes = rewrite_code(code, "print", inject=False)
-        record = _with_response(pair.raw, before + new_code + after)
-        record["contamination"] = {"kind": "print", "lint_code": LINT_CODE["print"], "original_id": pair.id,
-                                   "changes": changes}
-        rows.append(record)
-    atomic_write_jsonl(out_path, rows)
-    rewritten = sum(chosen.values())
+    by_kind = _write_rewritten(pairs, dict.fromkeys(chosen, "print"), out_path, inject=False)
     return ContaminateResult(total=len(pairs), contaminated=len(chosen), eligible=len(rewritable),
-                             by_kind={"print": len(chosen)} if chosen else {}, out_path=Path(out_path),
-                             prints_total=total, prints_python2=rewritten + already)
+                             by_kind=by_kind, out_path=Path(out_path), prints_total=total,
+                             prints_python2=sum(chosen.values()) + already)

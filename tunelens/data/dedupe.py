@@ -5,13 +5,10 @@ Exact duplicates are found by hashing the stripped instruction and response. Nea
 MinHash LSH over word 3-gram shingles of instruction + response to find candidates, then the exact
 Jaccard similarity of the shingle sets decides.
 
-MinHash and the LSH bands are computed here with numpy rather than with datasketch: importing datasketch
-pulls in scipy (seconds on a small machine) and it rebuilds its permutations for every signature, which
-together cost more than the whole lint of a few thousand records. The scheme is the standard one:
-h_i(x) = ((a_i * crc32(x) + b_i) mod 2^64) >> 32 (multiply-add-shift), signature = min over shingles,
-21 bands of 6 rows.
-Those bands make a pair with Jaccard 0.8 a candidate with probability 1 - (1 - 0.8^6)^21 = 0.998
-(0.85: 0.99995), and the exact Jaccard check removes the false candidates.
+MinHash is computed here with numpy, not datasketch (which imports scipy and rebuilds its permutations for
+every signature: together more than a whole lint of a few thousand records). The standard scheme:
+h_i(x) = ((a_i * crc32(x) + b_i) mod 2^64) >> 32, signature = min over shingles, 21 bands of 6 rows, which
+make a pair with Jaccard 0.8 a candidate with probability 1 - (1 - 0.8^6)^21 = 0.998 (0.85: 0.99995).
 
 Plain equivalent of the fast path: a pair is a near duplicate when the exact Jaccard similarity of its
 shingles with any earlier kept pair is >= threshold. LSH can only miss candidates, never invent them,
@@ -32,18 +29,21 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 SHINGLE_SIZE = 3
 
 
+def words(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks: the tokens of shingles and of leak n-grams."""
+    return _WORD.findall(text.lower())
+
+
 def shingles(text: str, size: int = SHINGLE_SIZE) -> frozenset[str]:
     """Lower-cased word/punctuation `size`-grams; a text shorter than that is its own single shingle."""
-    tokens = _WORD.findall(text.lower())
+    tokens = words(text)
     if len(tokens) < size:
         return frozenset({" ".join(tokens)})
     return frozenset(" ".join(tokens[i:i + size]) for i in range(len(tokens) - size + 1))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def exact_key(instruction: str, response: str) -> str:
@@ -92,9 +92,6 @@ class Deduplicator:
         self._hasher = MinHasher() if threshold < 1.0 else None
         self._buckets = [defaultdict(list) for _ in range(BANDS)]
 
-    def _band_keys(self, signature: np.ndarray) -> list[bytes]:
-        return [signature[i * ROWS:(i + 1) * ROWS].tobytes() for i in range(BANDS)]
-
     def check(self, instruction: str, response: str) -> tuple[Match | None, tuple]:
         """(match or None, state to pass to `add` if the pair is kept)."""
         key = exact_key(instruction, response)
@@ -103,16 +100,14 @@ class Deduplicator:
         if self._hasher is None:
             return None, (key, None, None)
         grams = shingles(f"{instruction}\n{response}")
-        bands = self._band_keys(self._hasher.signature(grams))
+        signature = self._hasher.signature(grams)
+        bands = [signature[i * ROWS:(i + 1) * ROWS].tobytes() for i in range(BANDS)]
         candidates = {name for band, bucket in zip(bands, self._buckets) for name in bucket.get(band, ())}
-        best = None
-        for candidate in sorted(candidates):
-            similarity = jaccard(grams, self._shingles[candidate])
-            if similarity >= self.threshold and (best is None or similarity > best[1]):
-                best = (candidate, similarity)
-        if best:
-            return Match("near-duplicate", best[0], best[1]), (key, grams, bands)
-        return None, (key, grams, bands)
+        # the most similar kept pair at or above the threshold; on a tie the one registered first
+        scored = [(jaccard(grams, self._shingles[name]), name) for name in sorted(candidates)]
+        best = max((item for item in scored if item[0] >= self.threshold), key=lambda item: item[0], default=None)
+        match = Match("near-duplicate", best[1], best[0]) if best else None
+        return match, (key, grams, bands)
 
     def add(self, name, state: tuple) -> None:
         """Register a kept pair under `name` (sortable and unique, e.g. its line number)."""

@@ -3,27 +3,25 @@ memory instead of skill, so lint quarantines it.
 
 Overlap is measured on word n-grams (default 8, lower-cased, punctuation as tokens): for each text of
 the pair (instruction, code) and each text of a case (prompt, reference solution), the share of the
-shorter text's n-grams found in the other. Taking the shorter side means a pair that contains a whole
-case prompt, or a case that contains a whole pair, both count. An inverted index over the cases' n-grams
-makes this one dictionary lookup per n-gram of the pair.
+shorter text's n-grams found in the other, so a pair that contains a whole case prompt, or a case that
+contains a whole pair, both count. An inverted index over the cases' n-grams makes this one dictionary
+lookup per n-gram of the pair.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelens.data.dedupe import words
 from tunelens.errors import UserError
-
-_WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def ngrams(text: str, n: int) -> set[int]:
     """Hashed word n-grams; a text shorter than n words is one gram (so only an equal text matches it)."""
-    tokens = _WORD.findall(text.lower())
+    tokens = words(text)
     if not tokens:
         return set()
     if len(tokens) < n:
@@ -53,13 +51,10 @@ class Leak:
 
 
 class LeakIndex:
+    """The eval texts' n-grams; n and threshold are checked where the user gives them (LintConfig)."""
+
     def __init__(self, texts: list[EvalText], n: int = 8, threshold: float = 0.5):
-        if n < 1:
-            raise UserError("leak n-gram size must be at least 1")
-        if not 0.0 < threshold <= 1.0:
-            raise UserError("leak threshold must be in (0, 1]")
-        self.n, self.threshold = n, threshold
-        self.texts = texts
+        self.n, self.threshold, self.texts = n, threshold, texts
         self.sizes: list[int] = []
         self.index: dict[int, list[int]] = defaultdict(list)
         for position, item in enumerate(texts):
@@ -68,16 +63,11 @@ class LeakIndex:
             for gram in grams:
                 self.index[gram].append(position)
 
-    def __len__(self) -> int:
-        return len(self.texts)
-
     def find(self, pair_texts: dict[str, str]) -> Leak | None:
         """The strongest overlap at or above the threshold between any pair text and any case text."""
         best: Leak | None = None
         for pair_field, text in pair_texts.items():
             grams = ngrams(text, self.n)
-            if not grams:
-                continue
             hits = Counter(pos for gram in grams for pos in self.index.get(gram, ()))
             for position, shared in hits.items():
                 overlap = shared / min(len(grams), self.sizes[position])
@@ -89,44 +79,22 @@ class LeakIndex:
 
 def load_eval_texts(specs) -> list[EvalText]:
     """Prompts and reference solutions of the eval cases named by `specs`: bundled suite names or suite
-    files (through tunelens.evaluate.suite.load_suite when installed), or JSONL files of objects with
-    `prompt` and optional `id`/`task_id` and `reference`/`canonical_solution`."""
-    texts: list[EvalText] = []
-    for spec in specs:
-        texts.extend(_load_one(str(spec)))
-    return texts
+    files (through tunelens.evaluate.suite.load_suite), or JSONL files of objects with `prompt` and optional
+    `id`/`task_id` and `reference`/`canonical_solution`."""
+    return [text for spec in specs for text in _load_one(str(spec))]
 
 
 def _load_one(spec: str) -> list[EvalText]:
-    path = Path(spec)
-    load_suite = _suite_loader()
-    if load_suite is not None:
-        try:
-            return [text for case in load_suite(spec) for text in _case_texts(case)]
-        except Exception as err:  # any failure of the suite loader: try the plain JSONL form below
-            if not path.is_file():
-                raise UserError(f"--against {spec}: {err}") from None
-    if not path.is_file():
-        raise UserError(f"--against {spec}: no such file (and no eval suite of that name)")
-    return _plain_jsonl(path)
+    from tunelens.evaluate.suite import load_suite  # the judge and sandbox: only when --against names a suite
 
-
-def _suite_loader():
     try:
-        from tunelens.evaluate.suite import load_suite  # the judge and sandbox: only when --against names a suite
-    except ImportError:
-        return None
-    return load_suite
-
-
-def _case_texts(case) -> list[EvalText]:
-    case_id = str(getattr(case, "id", ""))
-    texts = []
-    for field in ("prompt", "reference"):
-        value = getattr(case, field, None)
-        if isinstance(value, str) and value.strip():
-            texts.append(EvalText(case_id, field, value))
-    return texts
+        return [EvalText(str(getattr(case, "id", "")), field, value) for case in load_suite(spec)
+                for field in ("prompt", "reference")
+                if isinstance(value := getattr(case, field, None), str) and value.strip()]
+    except Exception as err:  # any failure of the suite loader: try the plain JSONL form below
+        if not Path(spec).is_file():
+            raise UserError(f"--against {spec}: {err}") from None
+    return _plain_jsonl(Path(spec))
 
 
 def _plain_jsonl(path: Path) -> list[EvalText]:

@@ -1,12 +1,10 @@
 """`data lint`: split a pairs file into clean.jsonl and quarantine.jsonl, explaining every rejection.
 
-Each record goes through, in order: reading (bad JSON, wrong types, missing or empty fields, bad UTF-8 or
-lone surrogates, oversized lines, huge integers, unusable conversations -> `malformed`), the id check
-(an id already used by a kept record -> `duplicate-id`), the code check of every trained assistant turn
-(Python 2 idioms -> `py2-*`, any other parser error -> `syntax-error`), the leak check against eval cases
-(`leak`), then exact and near duplicate detection (`duplicate`, `near-duplicate`). Only kept records
-enter the id and duplicate indexes, so a good pair is never dropped as the copy of a rejected one.
-Every record ends in exactly one of the two output files: total == kept + rejected.
+Each record goes through, in order: reading (anything unreadable -> `malformed`), the id check (an id a
+kept record has -> `duplicate-id`), the code check of every trained assistant turn (Python 2 idioms ->
+`py2-*`, other parser errors -> `syntax-error`), the leak check against eval cases (`leak`), then exact
+and near duplicates (`duplicate`, `near-duplicate`). Only kept records enter the id and duplicate
+indexes, so a good pair is never dropped as the copy of a rejected one; total == kept + rejected.
 """
 
 from __future__ import annotations
@@ -147,9 +145,8 @@ class _Linter:
         """A later record reusing a kept record's id would make every id-keyed lookup (eval splits,
         gate neighbours, provenance) ambiguous. Ids derived from content are left to the duplicate check."""
         first = self.kept_ids.get(pair.id) if "id" in pair.raw else None
-        if first is None:
-            return []
-        return [_reason("duplicate-id", f"id {pair.id!r} is already used by the kept record on line {first}", None)]
+        message = f"id {pair.id!r} is already used by the kept record on line {first}"
+        return [] if first is None else [_reason("duplicate-id", message, None)]
 
     def _leak(self, pair: Pair) -> str | None:
         if self.leak_index is None:
@@ -225,21 +222,12 @@ def _write_outputs(in_path: Path, out_dir: Path, config: LintConfig, clean_lines
 _REASON_TEXT = {
     "malformed": "could not be read as a pair",
     "syntax-error": "code that Python 3 cannot parse (not a Python 2 idiom)",
-    "duplicate": "exact copy of a kept record",
-    "duplicate-id": "reuses the id of a kept record",
-    "near-duplicate": "near copy of a kept record",
-    "leak": "overlaps an eval case",
-    "py2-print": "Python 2 print statement",
-    "py2-except": "`except E, e`",
-    "py2-backtick": "backtick repr",
-    "py2-ne": "`<>` operator",
-    "py2-octal": "old octal literal",
-    "py2-ur-string": "`ur''` string",
-    "py2-long": "long literal `10L`",
-    "py2-exec": "exec statement",
-    "py2-raise": "`raise E, msg`",
-    "py2-tuple-params": "tuple parameters",
-    "py2-name": "Python 2-only name",
+    "duplicate": "exact copy of a kept record", "duplicate-id": "reuses the id of a kept record",
+    "near-duplicate": "near copy of a kept record", "leak": "overlaps an eval case",
+    "py2-print": "Python 2 print statement", "py2-except": "`except E, e`", "py2-backtick": "backtick repr",
+    "py2-ne": "`<>` operator", "py2-octal": "old octal literal", "py2-ur-string": "`ur''` string",
+    "py2-long": "long literal `10L`", "py2-exec": "exec statement", "py2-raise": "`raise E, msg`",
+    "py2-tuple-params": "tuple parameters", "py2-name": "Python 2-only name",
 }
 
 

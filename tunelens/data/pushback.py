@@ -1,9 +1,8 @@
 """`data pushback`: add adversarial pairs, "broken instruction -> pushback", to a pairs file.
 
-Lesson 3 in docs/design.md: a fine-tune on "good instruction -> correct code" only forgets how to push back;
-given a contradictory spec it writes confident wrong code. So for a share of the real pairs, a copy of
-the instruction is broken in one of several ways, and the response (no code) names the specific
-conflict in that instruction, with its names and values, and asks a concrete question.
+Lesson 3 in docs/design.md: a fine-tune on "good instruction -> correct code" only forgets how to push back.
+For a share of the real pairs, a copy of the instruction is broken in one of several ways, and the response
+(no code) names the specific conflict, with its names and values, and asks a concrete question.
 
 Break kinds (each uses the pair's own function name, parameters and return behaviour, read from its code):
   contradictory-constraints  two added requirements that cannot both hold
@@ -20,6 +19,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +42,13 @@ class PushbackConfig:
     kinds: tuple[str, ...] = option(KINDS, "Comma-separated break kinds.")
 
     def validate(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        check_kinds(self.kinds, KINDS)
+
+
+def check_kinds(kinds: tuple[str, ...], known: tuple[str, ...]) -> None:
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds:
+        raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -88,36 +92,24 @@ def describe_function(pair: Pair) -> _Function | None:
                      ast.get_docstring(node))
 
 
-# ---------------------------------------------------------------------------------------------------
 # Wording pieces, chosen at random so the responses do not collapse into a few canned sentences.
-
 _OPENERS = (
     "Before writing any code I need to flag a problem with this request.",
-    "I can't write this function as specified.",
-    "I'd rather ask than guess here.",
+    "I can't write this function as specified.", "I'd rather ask than guess here.",
     "There's a problem in the request that I can't resolve on my own.",
-    "I'm going to hold off on the code for a moment.",
-    "Something in this spec doesn't add up.",
-    "I'd be guessing if I wrote this now.",
-    "Let me check one thing first.",
-    "I could write something, but it would have to ignore part of what you asked.",
-    "Quick question before I start.",
+    "I'm going to hold off on the code for a moment.", "Something in this spec doesn't add up.",
+    "I'd be guessing if I wrote this now.", "Let me check one thing first.",
+    "I could write something, but it would have to ignore part of what you asked.", "Quick question before I start.",
     "I don't think this can be implemented exactly as written.",
     "Writing this now would mean silently picking an interpretation for you.",
     "One part of this request stops me from writing correct code.",
-    "Happy to write this, but first a problem with the spec.",
-    "",
+    "Happy to write this, but first a problem with the spec.", "",
 )
 _CLOSERS = (
-    "Once you tell me, I'll write it.",
-    "I'll implement it as soon as that's settled.",
-    "With that answer I can write the function.",
-    "Tell me which way to go and I'll write it.",
-    "A one-line answer is enough.",
-    "After that the code itself is quick.",
-    "If you're not sure, tell me what the callers expect and I'll propose something.",
-    "",
-    "",
+    "Once you tell me, I'll write it.", "I'll implement it as soon as that's settled.",
+    "With that answer I can write the function.", "Tell me which way to go and I'll write it.",
+    "A one-line answer is enough.", "After that the code itself is quick.",
+    "If you're not sure, tell me what the callers expect and I'll propose something.", "", "",
 )
 
 
@@ -142,16 +134,14 @@ def _literal_for(param: str, variant: int = 0) -> str:
     return ("42", "7")[variant % 2]
 
 
-def _call(fn: _Function, variant: int = 0) -> str:
-    return f"{fn.name}({', '.join(_literal_for(p, variant) for p in fn.params[:3])})"
-
-
 def _first_sentence(text: str, limit: int = 110) -> str:
     sentence = re.split(r"(?<=[.!?])\s", " ".join(text.split()), maxsplit=1)[0]
     return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + "..."
 
 
-def _join(*parts: str) -> str:
+def _respond(fn: _Function, rng: random.Random, *middle: str) -> str:
+    """The response: an opener, the task restated, the `middle` (the conflict, a question...), a closer."""
+    parts = (rng.choice(_OPENERS), _restate(fn, rng), *middle, rng.choice(_CLOSERS))
     return " ".join(p for p in parts if p)
 
 
@@ -169,14 +159,10 @@ def _task(fn: _Function) -> str:
 
 
 _RESTATEMENTS = (
-    "The goal itself is clear enough: {task}.",
-    "I understand what `{name}` is for ({task}).",
-    "The main task, \"{task}\", is fine on its own.",
-    "Going by the description, `{name}` has one job: {task}.",
+    "The goal itself is clear enough: {task}.", "I understand what `{name}` is for ({task}).",
+    'The main task, "{task}", is fine on its own.', "Going by the description, `{name}` has one job: {task}.",
     "I follow the core of it ({task}); the trouble is one of the added requirements.",
-    "The first part is fine: `{name}` should {task_plain}.",
-    "Nothing is wrong with the basic idea ({task}).",
-    "",
+    "The first part is fine: `{name}` should {task_plain}.", "Nothing is wrong with the basic idea ({task}).", "",
 )
 
 
@@ -199,10 +185,7 @@ def _imperative(task: str) -> str | None:
     return f"{base} {rest}".strip()
 
 
-# ---------------------------------------------------------------------------------------------------
 # Break kinds: each returns (broken instruction, response) or None when it cannot apply.
-
-
 def _contradictory_constraints(fn: _Function, rng: random.Random):
     options = []
     if fn.params:
@@ -241,11 +224,12 @@ def _contradictory_constraints(fn: _Function, rng: random.Random):
                         f"update of `{p}`?")),
         ))
     added, conflict, question = rng.choice(options)
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 def _contradictory_example(fn: _Function, rng: random.Random):
-    call = _call(fn, rng.randrange(2))
+    variant = rng.randrange(2)
+    call = f"{fn.name}({', '.join(_literal_for(p, variant) for p in fn.params[:3])})"
     first, second = ("True", "False") if fn.returns_bool else rng.choice(
         (('"abc"', '"xyz"'), ("0", "1"), ("[]", "[1, 2]"), ("None", '"ok"')))
     added = f" For example, `{call}` returns `{first}`, and `{call}` returns `{second}`."
@@ -262,7 +246,7 @@ def _contradictory_example(fn: _Function, rng: random.Random):
     question = rng.choice((f"Which result is correct for `{call}`: `{first}` or `{second}`?",
                            "Is one of the examples a typo, and if so which one, or should the second example "
                            "use different arguments?"))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, reason, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, reason, question)
 
 
 def _impossible_signature(fn: _Function, rng: random.Random):
@@ -288,7 +272,7 @@ def _impossible_signature(fn: _Function, rng: random.Random):
     conflict = rng.choice((f"The required signature `{signature}` can't be written in Python: {why}.",
                            f"Python won't accept `{signature}`: {why}.",
                            f"The signature you gave, `{signature}`, is a syntax error: {why}."))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 def _impossible_return(fn: _Function, rng: random.Random):
@@ -310,7 +294,7 @@ def _impossible_return(fn: _Function, rng: random.Random):
         question = rng.choice(("Should the result be returned, or stored/printed somewhere instead? If so, where?",
                                f"Do you want `{fn.name}` to return its result, or to write it to a place you choose "
                                "(a file, an argument it mutates, a log)?"))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 _MISSING = (
@@ -341,22 +325,16 @@ def _missing_information(fn: _Function, rng: random.Random):
     ))
     consequence = rng.choice(("If I pick one myself the code could look right and still be wrong.",
                               "Any choice I make would be a guess that silently changes the behaviour.", ""))
-    return fn.instruction + " " + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, consequence, question,
-                                               rng.choice(_CLOSERS))
+    return fn.instruction + " " + added, _respond(fn, rng, conflict, consequence, question)
 
 
-_ANTONYMS = {
-    "get": "set", "set": "get", "add": "remove", "remove": "add", "encode": "decode", "decode": "encode",
-    "open": "close", "close": "open", "read": "write", "write": "read", "start": "stop", "stop": "start",
-    "min": "max", "max": "min", "upper": "lower", "lower": "upper", "enable": "disable", "disable": "enable",
-    "push": "pop", "pop": "push", "load": "dump", "dump": "load", "loads": "dumps", "dumps": "loads",
-    "first": "last", "last": "first", "join": "split", "split": "join", "compress": "decompress",
-    "decompress": "compress", "quote": "unquote", "unquote": "quote", "escape": "unescape", "unescape": "escape",
-    "parse": "format", "format": "parse", "pack": "unpack", "unpack": "pack", "insert": "delete", "delete": "insert",
-    "begin": "end", "end": "begin", "before": "after", "after": "before", "show": "hide", "hide": "show",
-    "lock": "unlock", "unlock": "lock", "encrypt": "decrypt", "decrypt": "encrypt", "to": "from", "from": "to",
-    "left": "right", "right": "left", "inc": "dec", "dec": "inc",
-}
+# Words and their opposites, both ways.
+_ANTONYMS = {word: other for pair in """
+get/set add/remove encode/decode open/close read/write start/stop min/max upper/lower enable/disable push/pop
+load/dump loads/dumps first/last join/split compress/decompress quote/unquote escape/unescape parse/format
+pack/unpack insert/delete begin/end before/after show/hide lock/unlock encrypt/decrypt to/from left/right
+inc/dec
+""".split() for word, other in (pair.split("/"), pair.split("/")[::-1])}
 
 
 def _misleading_name(fn: _Function, rng: random.Random):
@@ -385,7 +363,7 @@ def _misleading_name(fn: _Function, rng: random.Random):
     question = rng.choice((f"Should I keep the behaviour and call it `{fn.name}`, or keep the name `{new_name}` "
                            "and change what it does?",
                            f"Which is right, the name `{new_name}` or the behaviour described? I can match either."))
-    return fn.instruction + added, _join(rng.choice(_OPENERS), _restate(fn, rng), conflict, question, rng.choice(_CLOSERS))
+    return fn.instruction + added, _respond(fn, rng, conflict, question)
 
 
 _BREAKERS = {"contradictory-constraints": _contradictory_constraints, "contradictory-example": _contradictory_example,
@@ -396,9 +374,7 @@ _BREAKERS = {"contradictory-constraints": _contradictory_constraints, "contradic
 def make_pushback(pair: Pair, kind: str, rng: random.Random) -> dict | None:
     """A pushback record (chat format, tagged) for one pair and break kind, or None if it cannot apply."""
     fn = describe_function(pair)
-    if fn is None:
-        return None
-    made = _BREAKERS[kind](fn, rng)
+    made = _BREAKERS[kind](fn, rng) if fn is not None else None
     if made is None:
         return None
     instruction, response = made
@@ -444,11 +420,13 @@ def add_pushback_file(in_path: str | Path, out_path: str | Path,
         added.append(record)
     if len(added) < need:
         raise UserError(f"{in_path}: could only build {len(added)} of {need} pushback pairs")
-    by_kind: dict[str, int] = {}
-    for record in added:
-        by_kind[record["pushback"]["kind"]] = by_kind.get(record["pushback"]["kind"], 0) + 1
     atomic_write_jsonl(out_path, [p.raw for p in pairs] + added)
-    ratio = distinct_trigram_ratio([r["messages"][-1]["content"] for r in added])
     return PushbackResult(total_in=len(pairs), added=len(added), eligible=len(eligible),
-                          by_kind=dict(sorted(by_kind.items())), distinct_trigram_ratio=ratio,
+                          by_kind=kind_counts(added, "pushback"),
+                          distinct_trigram_ratio=distinct_trigram_ratio([r["messages"][-1]["content"] for r in added]),
                           out_path=Path(out_path))
+
+
+def kind_counts(records: list[dict], tag: str) -> dict[str, int]:
+    """Records per `record[tag]["kind"]`, sorted by kind."""
+    return dict(sorted(Counter(record[tag]["kind"] for record in records).items()))

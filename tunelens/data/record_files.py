@@ -53,17 +53,10 @@ def rows(path: Path, max_record_bytes: int) -> Iterator[tuple[int, dict | Malfor
     return jsonl_rows(path, max_record_bytes)
 
 
-# ---------------------------------------------------------------------------------------------------
 # JSONL
-
-
 def jsonl_rows(path: Path, max_record_bytes: int):
     """Lines are decoded one by one, so one bad line cannot hide the others."""
-    try:
-        handle = path.open("rb")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
+    with _open(path, "rb") as handle:
         head = handle.read(4)
         encoding, bom = _encoding_of(head)
         handle.seek(len(bom))
@@ -75,6 +68,13 @@ def jsonl_rows(path: Path, max_record_bytes: int):
                 yield number, *parse_json_line(number, data, max_record_bytes)
 
 
+def _open(path: Path, *args, **kwargs):
+    try:
+        return path.open(*args, **kwargs)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
 def _encoding_of(head: bytes) -> tuple[str, bytes]:
     """(encoding, byte-order mark) from a file's first bytes. Without a mark, NULs at every other byte
     mean UTF-16 (a JSON line starts with ASCII: `{"` in UTF-16 LE is 7b 00 22 00); UTF-8 JSON never has
@@ -82,14 +82,11 @@ def _encoding_of(head: bytes) -> tuple[str, bytes]:
     for bom, name in _BOMS:
         if head.startswith(bom):
             return name, bom
-    if len(head) == 4 and head[0] and head[2] and not head[1] and not head[3]:
-        return "utf-16-le", b""
-    if len(head) == 4 and head[1] and head[3] and not head[0] and not head[2]:
-        return "utf-16-be", b""
-    return "utf-8", b""
+    nuls = tuple(byte == 0 for byte in head)
+    return {(False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be"}.get(nuls, "utf-8"), b""
 
 
-def _utf8_lines(handle, max_record_bytes: int | None = None) -> Iterator[tuple[int, bytes | Malformed]]:
+def _utf8_lines(handle, max_record_bytes: int) -> Iterator[tuple[int, bytes | Malformed]]:
     """(line number, bytes) split at LF, CRLF or a bare CR, read a block at a time. A line longer than
     ``max_record_bytes`` is not held: past the limit its bytes are counted and dropped as they are
     read, so memory stays under the limit plus a block and time is linear, for a line of any length;
@@ -99,7 +96,7 @@ def _utf8_lines(handle, max_record_bytes: int | None = None) -> Iterator[tuple[i
         pending += block
         if not held_cr and not _ANY_NEWLINE.search(block):
             # A long line still going on (pending holds no line end): do not rescan it block after block.
-            if max_record_bytes is not None and len(pending) > max_record_bytes + 1:
+            if len(pending) > max_record_bytes + 1:
                 dropped += len(pending) - (max_record_bytes + 1)
                 del pending[max_record_bytes + 1:]
             continue
@@ -171,22 +168,15 @@ def parse_json_line(number: int, data: bytes, max_record_bytes: int) -> tuple[di
     except RecursionError:
         return Malformed(number, preview_text(text), "invalid JSON: nested too deeply"), text
     except ValueError as err:  # Python refuses integers of more than 4,300 digits (sys.int_info)
-        return Malformed(number, preview_text(text), f"invalid JSON: {_int_limit_message(err)}"), text
+        limit = "integer string conversion" in str(err)
+        message = "an integer with more digits than Python converts (limit 4,300)" if limit else str(err)
+        return Malformed(number, preview_text(text), f"invalid JSON: {message}"), text
     if not isinstance(value, dict):
         return Malformed(number, preview_text(text), f"record is a JSON {json_type(value)}, expected an object"), text
     return value, text
 
 
-def _int_limit_message(err: ValueError) -> str:
-    if "integer string conversion" in str(err):
-        return "an integer with more digits than Python converts (limit 4,300)"
-    return str(err)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Tables: parquet and CSV
-
-
 def parquet_rows(path: Path):
     try:
         import pyarrow.parquet as pq
@@ -211,11 +201,7 @@ def csv_rows(path: Path, max_record_bytes: int, delimiter: str = ","):
     """Rows of a CSV with a header line, numbered by the line each row starts on. Empty cells are
     absent fields; a `messages`/`conversations` cell is parsed as JSON."""
     csv.field_size_limit(max(max_record_bytes, 1))
-    try:
-        handle = path.open("r", encoding="utf-8-sig", newline="")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
-    with handle:
+    with _open(path, "r", encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         start = 2
         try:
@@ -246,10 +232,7 @@ def _row_preview(row: dict) -> str:
     return preview_text(json.dumps({str(k): v for k, v in row.items()}, ensure_ascii=True, default=str))
 
 
-# ---------------------------------------------------------------------------------------------------
 # Hugging Face datasets: a saved directory or an id in the local cache
-
-
 def dataset_dir_rows(path: Path):
     """Rows of a dataset saved with `save_to_disk` (a Dataset, or a DatasetDict's train split)."""
     if not any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
@@ -335,21 +318,13 @@ def _dataset_rows(where, dataset, datasets):
         yield index, row, ""
 
 
-# ---------------------------------------------------------------------------------------------------
+# JSON's names for Python values, bool before int (a bool is an int).
+_JSON_TYPES = ((type(None), "null"), (bool, "boolean"), ((int, float), "number"), (str, "string"),
+               (list, "array"), (dict, "object"))
 
 
 def json_type(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
 
 
 def preview_text(text: str) -> str:

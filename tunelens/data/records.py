@@ -3,14 +3,13 @@ lists), alpaca and plain `text` records from JSONL, parquet, CSV, saved dataset 
 id in the local Hugging Face cache; write the one format tunelens itself produces (chat `messages`).
 
 A record is a conversation: an optional system text and user/assistant turns, every assistant turn
-trained. Single-turn consumers keep reading `Pair.instruction` (the last user turn) and `Pair.response`
-(the last assistant turn). A `text` record is plain completion data: every token is trained.
+trained; `Pair.instruction`/`Pair.response` are its last user/assistant turn. A `text` record is plain
+completion data: every token is trained.
 
 Reading never raises on a bad record: `read_pairs` yields a `Malformed` (line number and reason) in its
-place, so the lint stage can quarantine it and the counts still reconcile. Nothing is cut silently: a
-conversation the trainer could not use whole (an unknown role, a trailing unanswered user turn) is
-Malformed too. Stages that need clean input use `load_pairs`, which stops at the first bad record with
-an error naming file, line and field.
+place, so lint can quarantine it and counts reconcile; a conversation the trainer could not use whole (an
+unknown role, a trailing unanswered user turn) is Malformed too, never cut silently. `load_pairs` stops
+at the first bad record with an error naming file, line and field.
 """
 
 from __future__ import annotations
@@ -50,11 +49,8 @@ class Turn:
 
 @dataclass(frozen=True)
 class Pair:
-    """One usable training record. `raw` is the record as read; `source_text` its line.
-
-    `turns` is the whole conversation (empty for a `text` record); `instruction` and `response` are its
-    last user and last assistant turn, for stages that look at one exchange. For `kind == "text"`,
-    `response` is the text and `instruction` is empty."""
+    """One usable training record: `raw` as read, `source_text` its line, `turns` the conversation (empty
+    for a `text` record, whose `response` is the text and `instruction` empty)."""
 
     id: str
     instruction: str
@@ -87,8 +83,11 @@ class Pair:
 
 def content_id(instruction: str, response: str) -> str:
     """A stable id for a record without one: the same pair always gets the same id, whatever its format."""
-    digest = hashlib.sha256(f"{instruction}\x00{response}".encode("utf-8")).hexdigest()
-    return f"sha256:{digest[:16]}"
+    return _hash_id(f"{instruction}\x00{response}")
+
+
+def _hash_id(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
 
 def conversation_id(turns: tuple[Turn, ...], text: str | None = None) -> str:
@@ -97,21 +96,16 @@ def conversation_id(turns: tuple[Turn, ...], text: str | None = None) -> str:
     if text is None and len(turns) == 2 and turns[0].role == "user" and turns[1].role == "assistant":
         return content_id(turns[0].content, turns[1].content)
     parts = [text] if text is not None else [f"{t.role}\x00{t.content}" for t in turns]
-    digest = hashlib.sha256("\x01".join(parts).encode("utf-8")).hexdigest()
-    return f"sha256:{digest[:16]}"
+    return _hash_id("\x01".join(parts))
 
 
 def pair_to_record(instruction: str, response: str, system: str | None = None, **extra) -> dict:
     """A record in the chat `messages` format, the one tunelens writes; `extra` keys (id, tags...) are
     kept beside `messages`, with `id` first."""
-    record: dict = {}
-    if "id" in extra:
-        record["id"] = extra.pop("id")
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
-    record["messages"] = messages
-    record.update(extra)
-    return record
+    record = {"id": extra.pop("id")} if "id" in extra else {}
+    return {**record, "messages": messages, **extra}
 
 
 def record_text(pair: Pair) -> str:
@@ -130,22 +124,16 @@ def json_line(value) -> str:
     return text
 
 
-# ---------------------------------------------------------------------------------------------------
 # Reading
-
-
 def read_pairs(path: str | Path, fmt: str = "auto", max_record_bytes: int = MAX_RECORD_BYTES
                ) -> Iterator[Pair | Malformed]:
-    """Yield every record of a file (JSONL, .parquet, .csv), a `save_to_disk` dataset directory or a
-    dataset id in the local Hugging Face cache as a Pair or a Malformed, in order. `fmt` is one of FORMATS
-    or "auto" (detected once per source from its first recognisable record). Blank lines are skipped.
-    Raises UserError for a missing or unreadable source."""
+    """Every record of a source (see the module docstring) as a Pair or a Malformed, in order; blank lines
+    skipped. `fmt` is one of FORMATS or "auto" (detected from the first recognisable record). Raises
+    UserError for a missing or unreadable source."""
     if fmt != "auto" and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: use auto, {', '.join(FORMATS)}")
-    source = _open_rows(path, max_record_bytes)
-    detected = None if fmt == "auto" else fmt
-    detected_at = None
-    for line, value, raw_text in source:
+    detected, detected_at = (None if fmt == "auto" else fmt), None
+    for line, value, raw_text in _open_rows(path, max_record_bytes):
         if isinstance(value, Malformed):
             yield value
             continue
@@ -160,18 +148,15 @@ def read_pairs(path: str | Path, fmt: str = "auto", max_record_bytes: int = MAX_
 
 
 def _open_rows(path: str | Path, max_record_bytes: int):
-    spec = str(path)
-    path = Path(path)
-    if path.exists():
-        return rows(path, max_record_bytes)
-    if looks_like_dataset_id(spec):
-        return cached_dataset_rows(spec)
+    if Path(path).exists():
+        return rows(Path(path), max_record_bytes)
+    if looks_like_dataset_id(str(path)):
+        return cached_dataset_rows(str(path))
     raise UserError(f"{path}: no such file or directory")
 
 
 def source_path(path: str | Path) -> Path:
-    """The file or directory whose bytes are the data: `path` itself, or for a dataset id read from the
-    Hugging Face cache, the cache directory of its files (so provenance can hash real bytes)."""
+    """The file or directory whose bytes are the data: `path`, or a cached dataset id's cache directory."""
     if Path(path).exists() or not looks_like_dataset_id(str(path)):
         return Path(path)
     return cached_dataset_dir(str(path))
@@ -187,24 +172,17 @@ def load_pairs(path: str | Path, fmt: str = "auto") -> list[Pair]:
     return pairs
 
 
+# The fields that mark each format, in the order they are tried.
+_FORMAT_FIELDS = (("chat", ("messages",)), ("sharegpt", ("conversations",)),
+                  ("prompt-completion", ("prompt", "completion")), ("alpaca", ("instruction", "output")),
+                  ("text", ("text",)))
+
+
 def detect_format(record: dict) -> str | None:
-    if "messages" in record:
-        return "chat"
-    if "conversations" in record:
-        return "sharegpt"
-    if "prompt" in record and "completion" in record:
-        return "prompt-completion"
-    if "instruction" in record and "output" in record:
-        return "alpaca"
-    if "text" in record:
-        return "text"
-    return None
+    return next((fmt for fmt, fields in _FORMAT_FIELDS if all(name in record for name in fields)), None)
 
 
-# ---------------------------------------------------------------------------------------------------
 # One record -> Pair
-
-
 class _BadField(Exception):
     pass
 
@@ -272,13 +250,9 @@ def _check_encodable(value: str, label: str) -> None:
 
 
 def _join_content_parts(parts: list, label: str) -> str:
-    texts = []
-    for part in parts:
-        if isinstance(part, dict) and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        else:
-            raise _BadField(f"field '{label}' must be a string or a list of text parts")
-    return "".join(texts)
+    if not all(isinstance(part, dict) and isinstance(part.get("text"), str) for part in parts):
+        raise _BadField(f"field '{label}' must be a string or a list of text parts")
+    return "".join(part["text"] for part in parts)
 
 
 def _message_list(record: dict, name: str) -> list:

@@ -1,15 +1,13 @@
 """`data refusal`: add safety pairs, "harmful request -> polite refusal", to a pairs file.
 
-The case study's open question: does a narrow, positive-only code fine-tune wear away refusals? The fix the
-literature suggests (Bianchi et al. 2024) is to mix a small share of refusal pairs into training. This
-module writes them: each request is composed from templates of one kind of harm (a verb phrase, a
-victim, a covert clause and a motive, in a coding context), and each response declines in varied words,
-says why in one sentence about that kind of harm, and offers a safe, legitimate alternative.
+Does a narrow, positive-only code fine-tune wear away refusals (the case study's open question)? The fix
+the literature suggests (Bianchi et al. 2024) is a small share of refusal pairs in training. Each request
+is composed from templates of one kind of harm (a scheme, a victim, a covert clause, a motive); each
+response declines in varied words, says why in one sentence and offers a safe alternative.
 
-The bundled safety suite (tunelens/suites/safety.yaml) is the held-out evaluation, so the templates
-deliberately cover other concrete schemes than its 40 harmful prompts, and every generated request is
-checked against the suite's 80 prompts (harmful and look-alike): one whose word 3-gram Jaccard
-similarity to a suite prompt reaches `max_suite_similarity` is discarded and counted, never written.
+The bundled safety suite (tunelens/suites/safety.yaml) is the held-out evaluation: the templates cover
+other schemes than its 40 harmful prompts, and a request whose word 3-gram Jaccard similarity to any of
+its 80 prompts reaches `max_suite_similarity` is discarded and counted, never written.
 """
 
 from __future__ import annotations
@@ -20,16 +18,14 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.data.dedupe import jaccard, shingles
-from tunelens.data.pushback import distinct_trigram_ratio
+from tunelens.data.pushback import check_kinds, distinct_trigram_ratio, kind_counts
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_jsonl
 from tunelens.data.records import load_pairs, pair_to_record
 from tunelens.evaluate.suite import load_suite
 
-# ---------------------------------------------------------------------------------------------------
 # Requests. Each kind has schemes: a verb phrase with {victim}. Victims, covert clauses and motives are
 # drawn per request, so one scheme yields many different requests.
-
 _SCHEMES: dict[str, tuple[str, ...]] = {
     "malware": (
         "a clipboard watcher that swaps any crypto wallet address {victim} copies for one of mine",
@@ -108,19 +104,12 @@ def make_request(kind: str, rng: random.Random) -> tuple[str, int]:
     return f"{lead} {scheme}{rng.choice(_COVERT)}{ending}{rng.choice(_MOTIVES)}", index
 
 
-# ---------------------------------------------------------------------------------------------------
 # Responses: a refusal opening (worded so the eval's classifier reads it as a refusal), the harm of the
 # kind in one sentence, a safe alternative, and sometimes a closing offer.
-
 _OPENERS = (
-    "I can't help with that.",
-    "Sorry, but I can't help with this one.",
-    "I won't write this.",
-    "I'm not able to help build that.",
-    "I have to decline this request.",
-    "Sorry, I can't help with that request.",
-    "That's not something I can help with.",
-    "I can't write code for that purpose.",
+    "I can't help with that.", "Sorry, but I can't help with this one.", "I won't write this.",
+    "I'm not able to help build that.", "I have to decline this request.", "Sorry, I can't help with that request.",
+    "That's not something I can help with.", "I can't write code for that purpose.",
     "I'm sorry, but I can't assist with this.",
 )
 _WHY: dict[str, tuple[str, ...]] = {
@@ -192,10 +181,7 @@ def make_response(kind: str, rng: random.Random, offer_alternative: bool = True)
     return " ".join(p for p in parts if p)
 
 
-# ---------------------------------------------------------------------------------------------------
 # the held-out suite and the file operation
-
-
 @configclass
 class RefusalConfig:
     """Options of `data refusal`: each field is one of its flags and a key of its --config YAML file."""
@@ -212,9 +198,7 @@ class RefusalConfig:
                                               "generated request is dropped.", min=0.0, max=1.0)
 
     def validate(self) -> None:
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"unknown kinds {unknown or '(none given)'}: choose from {', '.join(KINDS)}")
+        check_kinds(self.kinds, KINDS)
 
 
 @dataclass(frozen=True)
@@ -276,10 +260,7 @@ def add_refusal_file(in_path: str | Path, out_path: str | Path,
     pairs = load_pairs(in_path)
     added, rejected, closest = generate_refusals(pairs_needed(len(pairs), config.share), config)
     atomic_write_jsonl(out_path, [p.raw for p in pairs] + added)
-    by_kind: dict[str, int] = {}
-    for record in added:
-        by_kind[record["refusal"]["kind"]] = by_kind.get(record["refusal"]["kind"], 0) + 1
-    ratio = distinct_trigram_ratio([r["messages"][-1]["content"] for r in added])
-    return RefusalResult(total_in=len(pairs), added=len(added), by_kind=dict(sorted(by_kind.items())),
+    return RefusalResult(total_in=len(pairs), added=len(added), by_kind=kind_counts(added, "refusal"),
                          rejected_near_suite=rejected, max_suite_similarity=closest,
-                         distinct_trigram_ratio=ratio, out_path=Path(out_path))
+                         distinct_trigram_ratio=distinct_trigram_ratio([r["messages"][-1]["content"] for r in added]),
+                         out_path=Path(out_path))

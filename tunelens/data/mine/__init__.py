@@ -1,15 +1,12 @@
 """`data mine`: instruction -> code pairs from real Python source.
 
-Sources are the running Python's standard library (`stdlib`), its installed distributions
-(`site-packages`) and any source tree; files are parsed with `ast`, never imported. One pair per public,
-documented, self-contained function or method: the instruction is written from the docstring and the
-signature, the response is the function's source. Every pair records its source (distribution, version,
-licence, module, qualified name, path, line), and passes the lint stage's checks before it is written,
-so a mined file passes `data lint` unchanged.
+Sources are the standard library (`stdlib`), installed distributions (`site-packages`) and any source
+tree, parsed with `ast`, never imported. One pair per public, documented, self-contained function or
+method: instruction from docstring and signature, response the function's source, with where it came from
+(distribution, version, licence, module, qualified name, path, line); every pair passes `data lint`.
 
-Modules: `sources` (which files, and whose), `licenses` (licence of a distribution, the allowlist),
-`extract` (one file -> its pairs; the rules), `instructions` (the wording), `run` (the pool and the
-merge), `draw` (training and held-out pairs from a mined pool).
+Modules: `sources` (which files, whose), `licenses`, `extract` (one file -> its pairs), `instructions`
+(the wording), `run` (the pool and the merge), `draw` (training and held-out pairs from a mined pool).
 """
 
 from tunelens.data.mine.config import MineConfig

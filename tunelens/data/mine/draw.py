@@ -1,9 +1,8 @@
 """Drawing training pairs and held-out prompts from a mined pool.
 
-A held-out prompt must be unseen in a stronger sense than "not the same pair": a sibling function from
-the same module (`posixpath.join` beside `posixpath.split`) shares imports, names and style, so it would
-measure recall of the training data rather than generalisation. So held-out pairs come one per module,
-from modules that give no training pair.
+A sibling function from the same module (`posixpath.join` beside `posixpath.split`) shares imports, names
+and style, so a held-out prompt from a training module would measure recall, not generalisation: held-out
+pairs come one per module, from modules that give no training pair.
 """
 
 from __future__ import annotations
@@ -18,22 +17,18 @@ def draw_pairs(pairs: list[dict], train: int, heldout: int, seed: int = 0,
                accept: Callable[[dict], bool] | None = None) -> tuple[list[dict], list[dict]]:
     """(training pairs, held-out pairs) drawn at random (seeded) from mined `pairs`.
 
-    Held-out pairs are at most one per module, and no training pair comes from a held-out module.
-    `accept(pair)` filters candidates (say, a token budget); it is called lazily, in the drawing order,
-    so an expensive check runs on about as many pairs as are needed, not on the whole pool.
-    The draw: shuffle the pool (seeded); walking it, take the first accepted pair of each new module
-    until there are `heldout`; walking it again, take the first `train` accepted pairs of other modules.
+    Walking the shuffled pool, take the first accepted pair of each new module until there are `heldout`;
+    walking it again, the first `train` accepted pairs of other modules. `accept(pair)` (say, a token
+    budget) is called lazily in that order, so an expensive check runs on about as many pairs as needed.
     """
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     verdicts: dict[int, bool] = {}
 
     def ok(index: int) -> bool:
-        if accept is None:
-            return True
-        if index not in verdicts:
+        if accept is not None and index not in verdicts:
             verdicts[index] = bool(accept(pairs[index]))
-        return verdicts[index]
+        return verdicts.get(index, True)
 
     held, held_modules = [], set()
     for index in order:

@@ -12,26 +12,21 @@ import hashlib
 import re
 
 MAX_SUMMARY_WORDS = 70
-
-
-
 _SIGNATURE_LINE = re.compile(r"^[\w.]+\(.*\)(\s*->.*)?$")
 _VERBS = frozenset("""
-accept add adjust analyze append apply assert build calculate call cancel change check clean clear close
-collect combine compare compile compute construct convert copy count create decide decode decorate delete
-determine display dump emit encode ensure escape evaluate execute expand extract fetch fill filter find
-fix flatten format generate get guess handle hash identify indent initialize insert install iterate join
-list load locate look make map mark match merge move normalize open pack pad parse perform pick prepare
-print process produce put quote raise read rebuild receive record reduce register remove rename render
-replace report reset resolve restore retrieve return reverse rewrite round run save scan search select
-send serialize set show shuffle skip sort split start stop store strip substitute swap take tell test
-tokenize transform translate truncate try turn unpack unquote unregister unwrap update validate verify
-walk wrap write yield
-acquire ask bind cap clamp configure connect disconnect flush invoke limit listen lock log notify override
-query release request seek sleep unlock wait warn append attach detach dispatch drop encode enter exit
-fold grab guard indicate inspect lookup mangle measure modify mount peek pop post push queue refresh
-reload repeat reply schedule shift shorten simplify slice spawn squeeze strip sum tag trace trim unbind
-unset upgrade use visit watch wrap zip
+accept add adjust analyze append apply assert build calculate call cancel change check clean clear close collect
+combine compare compile compute construct convert copy count create decide decode decorate delete determine
+display dump emit encode ensure escape evaluate execute expand extract fetch fill filter find fix flatten format
+generate get guess handle hash identify indent initialize insert install iterate join list load locate look make
+map mark match merge move normalize open pack pad parse perform pick prepare print process produce put quote raise
+read rebuild receive record reduce register remove rename render replace report reset resolve restore retrieve
+return reverse rewrite round run save scan search select send serialize set show shuffle skip sort split start
+stop store strip substitute swap take tell test tokenize transform translate truncate try turn unpack unquote
+unregister unwrap update validate verify walk wrap write yield acquire ask bind cap clamp configure connect
+disconnect flush invoke limit listen lock log notify override query release request seek sleep unlock wait warn
+attach detach dispatch drop enter exit fold grab guard indicate inspect lookup mangle measure modify mount peek
+pop post push queue refresh reload repeat reply schedule shift shorten simplify slice spawn squeeze sum tag trace
+trim unbind unset upgrade use visit watch zip
 """.split())
 
 
@@ -69,36 +64,23 @@ def _verb_forms(summary: str) -> tuple[str, str] | None:
     word = first.lower().rstrip(",.;:")
     if word != first.lower() or not word.isalpha():
         return None
-    if word in _VERBS:
-        base = word
-    elif word.endswith("ies") and word[:-3] + "y" in _VERBS:
-        base = word[:-3] + "y"
-    elif word.endswith("es") and word[:-2] in _VERBS:
-        base = word[:-2]
-    elif word.endswith("s") and word[:-1] in _VERBS:
-        base = word[:-1]
-    else:
+    stems = [word] + [word[:-len(end)] + base for end, base in (("ies", "y"), ("es", ""), ("s", "")) if word.endswith(end)]
+    base = next((stem for stem in stems if stem in _VERBS), None)
+    if base is None:
         return None
     return f"{base} {rest}".strip(), f"{_third_person(base)} {rest}".strip()
 
 
 def _argument_names(node) -> list[str]:
     args = node.args
-    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
-    names = [n for n in names if n not in ("self", "cls")]
-    if args.vararg:
-        names.append("*" + args.vararg.arg)
-    if args.kwarg:
-        names.append("**" + args.kwarg.arg)
-    return names
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg not in ("self", "cls")]
+    return names + [prefix + a.arg for prefix, a in (("*", args.vararg), ("**", args.kwarg)) if a]
 
 
 def _english_list(items: list[str]) -> str:
     quoted = [f"`{item}`" for item in items]
-    if not quoted:
-        return "no arguments"
-    if len(quoted) == 1:
-        return quoted[0]
+    if len(quoted) < 2:
+        return quoted[0] if quoted else "no arguments"
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 

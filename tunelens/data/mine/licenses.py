@@ -87,10 +87,7 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"[()]|[^\s()]+", text)
 
 
-# ---------------------------------------------------------------------------------------------------
 # The allowlist
-
-
 def parse_allowlist(items) -> tuple[str, ...]:
     """Normalise `--licenses` values: `any`, `permissive`, `UNKNOWN`, SPDX ids or family names (BSD)."""
     allow = tuple(item.strip() for item in items if item and item.strip())
@@ -115,7 +112,7 @@ def license_allowed(expression: str, allow: tuple[str, ...]) -> bool:
     for item in allow:
         ids.update(PERMISSIVE_IDS if item.lower() == PERMISSIVE else (item,))
     try:
-        return _Evaluator(_tokens(expression), ids).run()
+        return _evaluate(_tokens(expression), ids)
     except ValueError:
         return _id_allowed(UNKNOWN, ids)
 
@@ -125,51 +122,37 @@ def _id_allowed(license_id: str, allowed_ids: set[str]) -> bool:
     return any(lowered == a.lower() or lowered.startswith(a.lower() + "-") for a in allowed_ids)
 
 
-class _Evaluator:
-    """Recursive descent over `or := and (OR and)*; and := atom (AND atom)*; atom := ( or ) | ID [WITH ID]`."""
+def _evaluate(tokens: list[str], allowed_ids: set[str]) -> bool:
+    """Recursive descent over `or := and (OR and)*; and := atom (AND atom)*; atom := ( or ) | ID [WITH ID]`;
+    ValueError when the expression cannot be read."""
+    tokens = list(tokens)
 
-    def __init__(self, tokens: list[str], allowed_ids: set[str]):
-        self.tokens, self.at, self.allowed_ids = tokens, 0, allowed_ids
-
-    def run(self) -> bool:
-        value = self._or()
-        if self.at != len(self.tokens):
-            raise ValueError("trailing tokens")
-        return value
-
-    def _next(self) -> str | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
-
-    def _take(self) -> str:
-        token = self._next()
-        if token is None:
+    def take() -> str:
+        if not tokens:
             raise ValueError("unexpected end")
-        self.at += 1
-        return token
+        return tokens.pop(0)
 
-    def _or(self) -> bool:
-        values = [self._and()]
-        while self._next() == "OR":
-            self._take()
-            values.append(self._and())
-        return any(values)
+    def chain(operator: str, part, combine) -> bool:  # every part is parsed: no short circuit
+        values = [part()]
+        while tokens[:1] == [operator]:
+            take()
+            values.append(part())
+        return combine(values)
 
-    def _and(self) -> bool:
-        values = [self._atom()]
-        while self._next() == "AND":
-            self._take()
-            values.append(self._atom())
-        return all(values)
-
-    def _atom(self) -> bool:
-        token = self._take()
+    def atom() -> bool:
+        token = take()
         if token == "(":
-            value = self._or()
-            if self._take() != ")":
+            value = chain("OR", lambda: chain("AND", atom, all), any)
+            if take() != ")":
                 raise ValueError("unbalanced parenthesis")
             return value
         if token in _OPERATORS or token == ")":
             raise ValueError(f"unexpected {token}")
-        if self._next() == "WITH":
-            self._take(), self._take()
-        return _id_allowed(token, self.allowed_ids)
+        if tokens[:1] == ["WITH"]:
+            take(), take()
+        return _id_allowed(token, allowed_ids)
+
+    value = chain("OR", lambda: chain("AND", atom, all), any)
+    if tokens:
+        raise ValueError("trailing tokens")
+    return value

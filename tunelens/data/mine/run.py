@@ -1,8 +1,8 @@
 """Mining end to end: plan the files, mine them (in worker processes when that pays), merge in file order.
 
-Files are parsed in parallel, but pairs are merged in the planned file order and duplicates are removed
-only here, so the output is the same whatever the number of workers. Plain equivalent of the fast path:
-`workers=1` mines every file in this process, in order; tests check both give the same file.
+Pairs are merged in the planned file order and duplicates removed only here, so the output does not
+depend on the number of workers; `workers=1` (every file in this process, in order) is the plain
+equivalent, and tests check both give the same file.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from tunelens.data.mine.sources import STDLIB, FileTask, plan_files
 from tunelens.io import atomic_write_json, atomic_write_jsonl
 from tunelens.runtime import Progress
 
-# Files per task sent to a worker: enough to amortise the round trip, few enough to keep both busy.
-CHUNK_FILES = 8
-# Below this many files a pool costs more to start than it saves.
-MIN_FILES_FOR_POOL = 64
+CHUNK_FILES = 8  # files per task sent to a worker: enough to amortise the round trip, few enough to keep all busy
+MIN_FILES_FOR_POOL = 64  # below this many files a pool costs more to start than it saves
 
 
 @dataclass
@@ -50,16 +48,13 @@ class MineResult:
     def by_distribution(self) -> Counter:
         return Counter(pair["source"]["distribution"] or "(none)" for pair in self.pairs)
 
-    def by_license(self) -> Counter:
-        return Counter(pair["source"]["license"] for pair in self.pairs)
-
     def summary(self) -> dict:
         return {"pairs": len(self.pairs), "files_scanned": self.files_scanned,
                 "files_unreadable": self.files_unreadable, "files_skipped": dict(self.files_skipped),
                 "skipped_licenses": dict(self.skipped_licenses), "functions_seen": self.functions_seen,
                 "skipped": dict(self.skipped.most_common()),
                 "by_distribution": dict(self.by_distribution().most_common()),
-                "by_license": dict(self.by_license().most_common()),
+                "by_license": dict(Counter(pair["source"]["license"] for pair in self.pairs).most_common()),
                 "workers": self.workers, "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3)}
 
 
@@ -88,8 +83,7 @@ def mine_pairs(sources: Iterable | None = None, config: MineConfig = MineConfig(
 
 def mine_to_file(sources, out_path: str | Path, config: MineConfig = MineConfig(),
                  progress: Progress | None = None) -> MineResult:
-    """Mine and write the pairs (JSONL) and, beside them, `<name>.summary.json` with the counts; both
-    atomically, so a reader never sees half a file."""
+    """Mine and write the pairs (JSONL) and, beside them, `<name>.summary.json` with the counts (atomically)."""
     result = mine_pairs(sources, config, progress)
     out_path = Path(out_path)
     atomic_write_jsonl(out_path, result.pairs)
@@ -99,10 +93,7 @@ def mine_to_file(sources, out_path: str | Path, config: MineConfig = MineConfig(
     return result
 
 
-# ---------------------------------------------------------------------------------------------------
 # Workers
-
-
 def _worker_count(config: MineConfig, files: int) -> int:
     if config.workers is not None:
         return config.workers
@@ -115,17 +106,11 @@ def _outcomes(tasks: list[FileTask], config: MineConfig, workers: int) -> Iterat
     if workers == 1:
         yield from (mine_file(task, config) for task in tasks)
         return
-    with _pool_context().Pool(workers) as pool:  # leaving the block (or a limit reached) ends the workers
+    # fork where there is one: workers start with the mining modules imported, and a caller's script needs
+    # no `__main__` guard. Workers only parse and return data, so no lock held at the fork is ever taken.
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with context.Pool(workers) as pool:  # leaving the block (or a limit reached) ends the workers
         yield from pool.imap(functools.partial(mine_file, config=config), tasks, chunksize=CHUNK_FILES)
-
-
-def _pool_context():
-    # fork where there is one: workers start at once with the mining modules already imported, and a
-    # caller's script needs no `if __name__ == "__main__"` guard (forkserver and spawn re-import it).
-    # Workers only parse files and return data, so locks a parent thread may hold at the fork (a progress
-    # bar's, torch's) are never taken in them.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
 def _cpu_seconds() -> float:
@@ -133,10 +118,7 @@ def _cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-# ---------------------------------------------------------------------------------------------------
 # Merging
-
-
 class _Merger:
     """Adds each file's pairs in order, dropping what an earlier file already gave (as `data lint` would)."""
 
@@ -165,8 +147,7 @@ class _Merger:
                 result.pairs.append(pair)
 
     def _unique_id(self, pair_id: str) -> str:
-        """A property's getter and setter share a qualified name: the later one gets `#2`, so ids stay
-        unique (lint quarantines a repeated id)."""
+        """A property's getter and setter share a qualified name: the later gets `#2` (lint rejects repeated ids)."""
         unique, number = pair_id, 1
         while unique in self.ids:
             number += 1
@@ -180,7 +161,7 @@ class _Merger:
         if completion in self.seen_code:  # the same function in two modules, whatever its phrasing
             return "duplicate"
         match, state = self.dedupe.check(instruction, completion)
-        if match is not None:
+        if match:
             return match.kind
         self.dedupe.add(len(self.result.pairs), state)
         self.seen_code.add(completion)

@@ -3,8 +3,8 @@
 A source is `stdlib` (the running Python's standard library), `site-packages` (the running environment's
 installed distributions) or a path to any source tree or .py file. Files are listed in a fixed order
 (sources in the order given; within each, a directory's files sorted by name, then its subdirectories
-sorted by name), so the output never depends on the file system's order. Tests, vendored copies and private modules are pruned while walking, so they are never
-read: they are not public API, and vendored code would be mined twice under the wrong name.
+sorted by name), so the output never depends on the file system's order. Tests, vendored copies and
+private modules are pruned while walking: they are not public API, and vendored code would be mined twice.
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ def plan_files(specs, allow: tuple[str, ...]) -> FilePlan:
     """The files to mine, in order, for source specs (keywords or paths), keeping licences in `allow`."""
     roots = [root for spec in specs for root in _roots(spec)]  # every bad path is reported before any walk
     plan, seen = FilePlan(), set()
-    owners = _Owners()
+    owners: dict[str, Origin] | None = None  # built on the first file no fixed origin covers
     for root, base, fixed in roots:
         for path in _walk(root, plan.skipped):
             real = os.path.realpath(path)
             if real in seen:  # a path given twice, or a tree inside site-packages given again
                 continue
             seen.add(real)
-            origin = fixed or owners.origin(real)
+            if fixed is None and owners is None:
+                owners = _record_index()
+            origin = fixed or owners.get(real) or Origin(None, None, UNKNOWN)
             if not license_allowed(origin.license, allow):
                 plan.skipped["license"] += 1
                 plan.skipped_licenses[origin.license] += 1
@@ -117,40 +119,25 @@ def _module_name(relpath: str) -> str:
     return ".".join(parts)
 
 
-# ---------------------------------------------------------------------------------------------------
 # Walking
-
-
 def is_private(name: str) -> bool:
     """`_foo` is private; `__init__`/`__main__` (dunder) are not."""
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
 def _dir_skip_reason(name: str) -> str | None:
-    if name in TEST_DIRS or name.startswith("test_"):
-        return "test"
-    if name in VENDORED_DIRS:
-        return "vendored"
-    if name in INSTALL_DIRS:
-        return "other-install"
-    if name == "__pycache__" or name.startswith("."):
-        return "not-a-package"
-    if is_private(name):
-        return "private"
-    if not name.isidentifier():  # foo.dist-info, scipy.libs: not importable as a package
-        return "not-a-package"
-    return None
+    rules = ((name in TEST_DIRS or name.startswith("test_"), "test"), (name in VENDORED_DIRS, "vendored"),
+             (name in INSTALL_DIRS, "other-install"), (name == "__pycache__" or name.startswith("."), "not-a-package"),
+             (is_private(name), "private"),
+             (not name.isidentifier(), "not-a-package"))  # foo.dist-info, scipy.libs: not importable
+    return next((reason for applies, reason in rules if applies), None)
 
 
 def _file_skip_reason(name: str) -> str | None:
     stem = name[:-3]
-    if stem.startswith("test_") or stem.endswith("_test") or stem in ("test", "tests", "conftest"):
-        return "test"
-    if is_private(stem):
-        return "private"
-    if not stem.isidentifier():
-        return "not-a-module"
-    return None
+    rules = ((stem.startswith("test_") or stem.endswith("_test") or stem in ("test", "tests", "conftest"), "test"),
+             (is_private(stem), "private"), (not stem.isidentifier(), "not-a-module"))
+    return next((reason for applies, reason in rules if applies), None)
 
 
 def _walk(root: str, skipped: Counter):
@@ -159,45 +146,23 @@ def _walk(root: str, skipped: Counter):
         yield root  # named explicitly: the caller asked for this file, whatever its name
         return
     for directory, subdirs, names in os.walk(root):
-        kept = []
-        for name in sorted(subdirs):
-            reason = _dir_skip_reason(name)
-            if reason:
-                skipped[f"dir-{reason}"] += 1
-            else:
-                kept.append(name)
-        subdirs[:] = kept
+        subdirs[:] = [name for name in sorted(subdirs) if _kept(_dir_skip_reason(name), skipped, "dir-")]
         for name in sorted(names):
-            if not name.endswith(".py"):
-                continue
-            reason = _file_skip_reason(name)
-            if reason:
-                skipped[reason] += 1
-            else:
+            if name.endswith(".py") and _kept(_file_skip_reason(name), skipped):
                 yield os.path.join(directory, name)
 
 
-# ---------------------------------------------------------------------------------------------------
+def _kept(skip_reason: str | None, skipped: Counter, prefix: str = "") -> bool:
+    """True when nothing skips the name; else count it under its reason."""
+    if skip_reason:
+        skipped[prefix + skip_reason] += 1
+    return not skip_reason
+
+
 # Distributions
-
-
-class _Owners:
-    """File -> owning installed distribution, from every distribution's RECORD (built on first use).
-
-    RECORD lists each installed file exactly, so namespace packages shared by several distributions
-    (google, nvidia) are attributed correctly, which mapping top-level directories would not do.
-    """
-
-    def __init__(self):
-        self._by_path: dict[str, Origin] | None = None
-
-    def origin(self, real_path: str) -> Origin:
-        if self._by_path is None:
-            self._by_path = _record_index()
-        return self._by_path.get(real_path) or Origin(None, None, UNKNOWN)
-
-
 def _record_index() -> dict[str, Origin]:
+    """File -> origin of its installed distribution, from every distribution's RECORD: it lists each file
+    exactly, so namespace packages shared by several distributions (google, nvidia) are attributed right."""
     index: dict[str, Origin] = {}
     directories = list(dict.fromkeys(site_package_dirs() + [p for p in sys.path if os.path.isdir(p)]))
     for dist in importlib.metadata.distributions(path=directories):
