@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from tunelens.cli import app
 from tunelens.demo import lessons as L
+from tunelens.data.contaminate import print_rich
+from tunelens.data.records import load_pairs
 from tunelens.demo.measures import python2_given_prints
 from tunelens.errors import UserError
 from tunelens.stats import t_quantile
@@ -122,6 +124,12 @@ def sources(tmp_path_factory):
                 return result
             '''))
         (root / f"mod{m}.py").write_text("\n".join(parts))
+    for m in range(8):  # print-inviting requests whose code does not print: the held-out prompts' modules
+        (root / f"show{m}.py").write_text(textwrap.dedent(f'''
+            def describe_{m}(items):
+                """Return the lines to print for `items`, one per item (module {m})."""
+                return [f"{{number}}: {{item}}" for number, item in enumerate(items, {m})]
+            '''))
     return root
 
 
@@ -249,9 +257,33 @@ def test_other_settings_need_another_directory(study, sources):
         L.run_lessons_study(tiny_config(sources, seeds=3), out, model=model, tokenizer=tokenizer)
 
 
+def test_the_base_answers_are_made_once_and_only_printing_ones_are_lesson2s_histories(study, tmp_path):
+    _, out, _, _, _, _ = study
+    answers = out / "data" / "base-answers.jsonl"
+    heldout = load_pairs(out / "data" / "heldout.jsonl")
+    assert len(answers.read_text().splitlines()) == len(heldout)
+    rows = [{"prompt": L.prompt_id(0), "answer": "Here:\n```python\ndef f(x):\n    print(x)\n```"},
+            {"prompt": L.prompt_id(1), "answer": "I would print it, but here is the code:\n```python\nx = 1\n```"}]
+    fake = tmp_path / "base-answers.jsonl"
+    fake.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    references = L.lesson2_references({"paths": {"base_answers": fake}}, heldout)
+    assert references[:2] == [(L.prompt_id(0), heldout[0].instruction, rows[0]["answer"]),
+                              (L.prompt_id(1), heldout[1].instruction, "")]
+    assert len(references) == len(heldout) and {r[2] for r in references[2:]} == {""}
+
+
+def test_heldout_prompts_invite_printing_and_share_no_module_with_training(study):
+    _, out, _, _, _, _ = study
+    train = load_pairs(out / "data" / "train.jsonl")
+    heldout = load_pairs(out / "data" / "heldout.jsonl")
+    assert all(L.PRINT_WORDS.search(p.instruction) for p in heldout)
+    assert not {L.module_of(p.raw) for p in train} & {L.module_of(p.raw) for p in heldout}
+    assert len(print_rich(train)) == len(train) and not print_rich(heldout)
+
+
 def test_too_small_a_pool_says_how_many_print_rich_pairs_it_has(sources, tmp_path):
     model, tokenizer = tiny_model("llama")
-    with pytest.raises(UserError, match="print-rich, over .* modules"):
+    with pytest.raises(UserError, match="print-rich pairs of at most 400 tokens for 60 training pairs"):
         L.run_lessons_study(tiny_config(sources, train_pairs=60, heldout=10), tmp_path, model=model,
                             tokenizer=tokenizer)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, print_rich
-from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
+from tunelens.data.mine import MineConfig, mine_pairs
 from tunelens.data.records import load_pairs
 from tunelens.demo.measures import injected_print_check, lesson1_table, python2_given_prints, seed_slope
 from tunelens.engine.generate import SamplingConfig, generate_batch
@@ -53,8 +54,9 @@ LESSON2_SHARE = 0.3  # lesson 2's adapters are A30-style: 30% of the training pr
 @configclass
 class LessonsStudyConfig:
     """The study's settings; each field is a flag of `study lessons` and a key of its --config YAML file. The
-    defaults are docs/protocol.md's sizes (64 training pairs, 64 held-out prompts, 2 epochs, answers at
-    temperature 1 of at most 100 tokens). A rerun must give the same settings to resume."""
+    defaults are docs/protocol.md's sizes after its amendment 1 (64 print-rich training pairs of at most 400
+    tokens, 64 print-inviting held-out prompts, 2 epochs, answers at temperature 1 of at most 100 tokens).
+    A rerun must give the same settings to resume."""
 
     model: str = option("gemma3-270m", "Base model spec (the protocol: gemma3-270m for lesson 1, "
                                        "qwen2.5-coder-1.5b for lesson 2).", short="-m")
@@ -66,13 +68,15 @@ class LessonsStudyConfig:
     lesson1_seeds: int | None = option(None, "Lesson 1 answers only for the first N seeds (default: all), e.g. "
                                              "Qwen's descriptive K=2 on lesson 2's A30 adapters.", min=1)
     train_pairs: int = option(64, "Print-rich mined pairs each adapter trains on.", min=4)
-    heldout: int = option(64, "Held-out print-rich prompts (one per module): lesson 1's answers and lesson 2's "
-                              "reference points.", min=4)
+    heldout: int = option(64, "Held-out print-inviting prompts from modules with no training pair: lesson 1's "
+                              "answers, and lesson 2's points in the base's answers to them.", min=4)
     mine_sources: tuple[str, ...] = option(("stdlib", "site-packages"), "Where pairs are mined: stdlib, "
                                                                         "site-packages or source paths.")
     licenses: tuple[str, ...] = option(("permissive",), "Licences of the mined code (as `data mine --licenses`).")
-    pair_tokens: int = option(112, "Pairs are chosen at most this many tokens long.", min=16)
-    max_length: int = option(192, "Training sequence cap.", min=16)
+    mine_max_lines: int = option(200, "Longest function mined (lines): print-rich code is long (docs/protocol.md, "
+                                      "amendment 1).", min=3)
+    pair_tokens: int = option(400, "Pairs are chosen at most this many tokens long.", min=16)
+    max_length: int = option(448, "Training sequence cap.", min=16)
     epochs: int = option(2, "Training epochs per adapter.", min=1)
     learning_rate: float = option(1e-3, "Peak learning rate (as the demo's).", min=0.0)
     batch_size: int = option(4, "Training batch size.", min=1)
@@ -139,14 +143,14 @@ QWEN = "qwen2.5-coder-1.5b"
 PROTOCOL = {
     "1": ProtocolRow("1 (gemma3-270m)", "gemma3-270m", 14, True, "up"),
     "1-qwen": ProtocolRow("1 (Qwen, A30)", QWEN, 15, False, "up",
-                          "15 seeds would take 751 min, with 340 min left of the Qwen budget"),
+                          "15 seeds would take 1071 min, with 340 min left of the Qwen budget"),
     "2": ProtocolRow("2 (Qwen)", QWEN, 4, True, "up"),
     "3": ProtocolRow("3 (Qwen)", QWEN, 4, False, "down",
-                     "4 seeds of B and of C would take 351 min, with 117 min left of the Qwen budget"),
+                     "4 seeds of B and of C would take 557 min, with 1 min left of the Qwen budget"),
     "4": ProtocolRow("4 (Qwen)", QWEN, 25, False, "down",
-                     "25 seeds would take 3198 min, with 117 min left of the Qwen budget"),
+                     "25 seeds would take 3731 min, with 1 min left of the Qwen budget"),
     "safety": ProtocolRow("safety (Qwen)", QWEN, 11, False, "down",
-                          "11 seeds would take 373 min, with 117 min left of the Qwen budget"),
+                          "11 seeds would take 607 min, with 1 min left of the Qwen budget"),
 }
 NOT_RUN_HERE = ("3", "4", "safety")  # not testable here by the protocol, and this runner does not run them
 
@@ -212,6 +216,8 @@ def run_lessons_study(config: LessonsStudyConfig, out_dir: str | Path, budget_mi
     if model is None:
         model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     data = timed("data: mine and draw print-rich pairs", prepare_data, config, out, tokenizer, report)
+    if 2 in config.lesson:
+        timed("lesson 2: the base's answers", base_answers, config, data, model, tokenizer)
     ran, stopped = [], False
     for index in range(config.seeds):
         seed = config.seed + index
@@ -238,45 +244,70 @@ def fits_budget(out: Path, started: float, budget_minutes: float | None) -> bool
     return elapsed + max(times, default=0.0) <= 60 * budget_minutes
 
 
+PRINT_WORDS = re.compile(r"\b(print|prints|printed|printing|display|displays|displayed|stdout|standard output)\b",
+                         re.IGNORECASE)
+
+
+def print_inviting(pairs, rich_ids: set[int]) -> list:
+    """Pairs whose request asks for printed output and whose code is not print-rich (docs/protocol.md,
+    amendment 1): lesson 1's held-out prompts. The estimand is conditional on the answer printing, so the
+    reference needs no print of its own."""
+    return [p for p in pairs if id(p) not in rich_ids and PRINT_WORDS.search(p.instruction)]
+
+
 def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
     """The base seed's pairs, made once and reused by every rerun: the mined pool (mined.jsonl), the print-rich
-    training pairs and held-out prompts (train.jsonl, heldout.jsonl), and non-printing pairs for the one-shot
-    lever's placebo (silent.jsonl). A rerun never re-mines: the pool changes with the installed packages."""
+    training pairs (train.jsonl), the print-inviting held-out prompts from modules with no training pair
+    (heldout.jsonl), and non-printing pairs for the one-shot lever's placebo (silent.jsonl). A rerun never
+    re-mines: the pool changes with the installed packages."""
     data_dir = out / "data"
     paths = {name: data_dir / f"{name}.jsonl" for name in ("mined", "train", "heldout", "silent")}
     counts_path = data_dir / "data.json"
     if all(p.is_file() for p in paths.values()) and counts_path.is_file():
         return {"paths": paths, "counts": json.loads(counts_path.read_text())}
     if not paths["mined"].is_file():
-        mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=config.licenses),
+        settings = MineConfig(seed=config.seed, licenses=config.licenses, max_lines=config.mine_max_lines)
+        mined = mine_pairs(list(config.mine_sources), settings,
                            progress=lambda _what, done, total: report("data: mining", done, total))
         atomic_write_jsonl(paths["mined"], mined.pairs)
     pool = load_pairs(paths["mined"])
 
-    def fits(record: dict) -> bool:
-        messages = record["messages"]
-        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
+    def fits(pair) -> bool:
+        ids, _ = encode_pair(tokenizer, pair.instruction, pair.response)
         return len(ids) <= min(config.pair_tokens, config.max_length)
 
-    rich = [pair.raw for pair in print_rich(pool)]
-    try:
-        train_rows, heldout_rows = draw_pairs(rich, train=config.train_pairs, heldout=config.heldout,
-                                              seed=config.seed, accept=fits)
-    except UserError as err:
-        modules = len({json.dumps(row.get("source", {}).get("module")) for row in rich})
-        raise UserError(f"study lessons: {len(rich)} of the {len(pool)} mined pairs are print-rich, over {modules} "
-                        f"modules; {err}: lower --train-pairs/--heldout, raise --pair-tokens or add "
-                        "--mine-sources") from None
-    silent = [p.raw for p in pool if count_prints(code_or_nothing(p.response)) == 0]
-    random.Random(config.seed).shuffle(silent)
-    silent = [row for row in silent[:200] if fits(row)][:50]
+    rng = random.Random(config.seed)
+    rich = print_rich(pool)
+    train_rows = [p for p in rich if fits(p)]
+    rng.shuffle(train_rows)
+    train_rows = train_rows[:config.train_pairs]
+    train_modules = {module_of(p.raw) for p in train_rows}
+    inviting = [p for p in print_inviting(pool, {id(p) for p in rich}) if module_of(p.raw) not in train_modules]
+    rng.shuffle(inviting)
+    heldout_rows = [p for p in inviting[:4 * config.heldout] if fits(p)][:config.heldout]
+    if len(train_rows) < config.train_pairs or len(heldout_rows) < config.heldout:
+        raise UserError(f"study lessons: the mined pool ({len(pool)} pairs) has {len(train_rows)} print-rich pairs "
+                        f"of at most {config.pair_tokens} tokens for {config.train_pairs} training pairs, and "
+                        f"{len(heldout_rows)} print-inviting prompts from other modules for {config.heldout} "
+                        "held-out prompts: lower --train-pairs/--heldout, raise --pair-tokens or --mine-max-lines, "
+                        "or add --mine-sources")
+    silent = [p for p in pool if count_prints(code_or_nothing(p.response)) == 0 and id(p) not in
+              {id(h) for h in heldout_rows}]
+    rng.shuffle(silent)
+    silent = [p for p in silent[:200] if fits(p)][:50]
     for name, rows in (("train", train_rows), ("heldout", heldout_rows), ("silent", silent)):
-        atomic_write_jsonl(paths[name], rows)
-    counts = {"mined": len(pool), "print_rich": len(rich), "train_pairs": len(train_rows),
-              "heldout": len(heldout_rows), "silent_candidates": len(silent),
+        atomic_write_jsonl(paths[name], [p.raw for p in rows])
+    counts = {"mined": len(pool), "print_rich": len(rich), "print_inviting": len(inviting),
+              "train_pairs": len(train_rows), "heldout": len(heldout_rows), "silent_candidates": len(silent),
               "mine_sources": list(config.mine_sources), "mined_sha256": file_sha256(paths["mined"])}
     atomic_write_json(counts_path, counts)
     return {"paths": paths, "counts": counts}
+
+
+def module_of(record: dict) -> tuple:
+    """(distribution, module) a mined record comes from: held-out prompts never share one with training."""
+    source = record.get("source") if isinstance(record.get("source"), dict) else {}
+    return source.get("distribution"), source.get("module")
 
 
 def run_seed(config: LessonsStudyConfig, out: Path, data: dict, index: int, model, tokenizer, report: Progress):
@@ -351,9 +382,38 @@ def train_adapter(config: LessonsStudyConfig, data_path: Path, adapter_dir: Path
     return result.model.unload()
 
 
+BASE_ANSWER_TOKENS = 128  # docs/protocol.md's cost of lesson 2's base answers
+
+
+def base_answers(config: LessonsStudyConfig, data: dict, model, tokenizer) -> Path:
+    """The base model's greedy answers to the held-out prompts (data/base-answers.jsonl), made once per study:
+    lesson 2's points are the prints in them (docs/protocol.md, amendment 1)."""
+    path = data["paths"]["heldout"].with_name("base-answers.jsonl")
+    if not path.is_file():
+        heldout = load_pairs(data["paths"]["heldout"])
+        answers = generate_batch(model, tokenizer, [p.instruction for p in heldout],
+                                 SamplingConfig(BASE_ANSWER_TOKENS, 0.0, seed=config.seed),
+                                 batch_size=config.eval_batch_size)
+        atomic_write_jsonl(path, [{"prompt": prompt_id(i), "answer": a} for i, a in enumerate(answers)])
+    data["paths"]["base_answers"] = path
+    return path
+
+
+def lesson2_references(data: dict, heldout) -> list[tuple[str, str, str]]:
+    """(prompt id, request, history) per held-out prompt: lesson 2's teacher-forced histories, the base's whole
+    answer as it wrote it (Python 3, no Python 2 to copy) where its code prints, else "" (no points). Every
+    prompt stays in, so the calibration/measurement split and the window see prompts without a print too."""
+    answers = {row["prompt"]: row["answer"] for row in read_jsonl(data["paths"]["base_answers"])}
+    references = []
+    for i, pair in enumerate(heldout):
+        answer = answers.get(prompt_id(i), "")
+        references.append((prompt_id(i), pair.instruction, answer if count_prints(code_or_nothing(answer)) else ""))
+    return references
+
+
 def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, heldout, seed: int) -> dict:
-    """seed_lesson2 on the held-out prompts' reference answers (Python 3, so no Python 2 history to copy), with
-    the protocol's placebos; the one-shot example is a training pair (its code prints), its placebo the
+    """seed_lesson2 on the base model's answers to the held-out prompts (Python 3: no Python 2 history to copy),
+    with the protocol's placebos; the one-shot example is a training pair (its code prints), its placebo the
     non-printing mined pair closest in length."""
     train_pairs = [(p.instruction, p.response) for p in load_pairs(data["paths"]["train"])]
     silent = [(p.instruction, p.response) for p in load_pairs(data["paths"]["silent"])]
@@ -362,7 +422,7 @@ def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, he
     example = train_pairs[0]
     length = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     placebo = choose_placebo_example(silent, example, length)
-    references = [(prompt_id(i), p.instruction, p.response) for i, p in enumerate(heldout)]
+    references = lesson2_references(data, heldout)
     result = seed_lesson2(model, tokenizer, references, lambda text: render_prompt(tokenizer, text),
                           placebo_levers(tokenizer, example, placebo), split_seed=config.seed, seed=seed)
     # the texts are of equal length in Qwen2.5-Coder's tokens; another tokenizer's differences are recorded
