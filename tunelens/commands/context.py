@@ -39,12 +39,9 @@ def check_command(
     gate) how close it is to the training data. One risk per example; the context is flagged at the threshold."""
     from tunelens.inspect.context_check import check_context, read_examples
 
-    loaded_gate = None
-    if gate is not None:
+    if gate is not None:  # the gate's imports (faiss, the embedder) only when one is given
         from tunelens.gate import Gate
-
-        loaded_gate = Gate.load(gate)
-    verdict = check_context(query, read_examples(examples), config, gate=loaded_gate)
+    verdict = check_context(query, read_examples(examples), config, gate=Gate.load(gate) if gate else None)
     if as_json:
         console.print_json(json.dumps(verdict.to_dict()))
     else:

@@ -31,19 +31,15 @@ def eval_command(
         _print_summary(summary, out)
         _exit_for(summary, fail_on_regression, reference=False)
         return
-    result = _run_with_progress(config, out)
-    console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
-    _print_summary(result.summary, out)
-    _exit_for(result.summary, fail_on_regression, reference=config.reference)
-
-
-def _run_with_progress(config, out: Path):
     from tunelens.evaluate.runner import run_eval
 
     with stage_progress(stderr=True, transient=True, one_bar=True, label="eval: ") as report:
         if config.reference:
             report("scoring references in the sandbox", 0, 0)
-        return run_eval(config, out, progress=report)
+        result = run_eval(config, out, progress=report)
+    console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
+    _print_summary(result.summary, out)
+    _exit_for(result.summary, fail_on_regression, reference=config.reference)
 
 
 def _print_summary(summary: dict, out: Path) -> None:

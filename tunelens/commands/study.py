@@ -34,17 +34,16 @@ def safety_command(
     """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
     from tunelens.studies.safety import run_safety_study
 
-    result = _run_study(run_safety_study, config, out, _print_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
+    _run_study(run_safety_study, config, out, _print_headline, where=lambda result: result.report_html)
 
 
-def _run_study(run, config, out: Path, print_headline):
-    """Run one study with library chatter quiet and a progress display; print its headline; return its result."""
+def _run_study(run, config, out: Path, print_headline, where=lambda result: None) -> None:
+    """Run one study with library chatter quiet and a progress display; print its headline and where it is."""
     quiet_library_output()
     with stage_progress() as report:
         result = run(config, out, progress=report)
     print_headline(result.summary)
-    return result
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {where(result) or out / 'summary.json'}")
 
 
 def _print_headline(s: dict) -> None:
@@ -71,8 +70,7 @@ def fewshot_command(
     outputs, the teacher-forced shift beside lesson 2's sentence, and the context check's AUROC."""
     from tunelens.studies.fewshot import run_fewshot_study
 
-    result = _run_study(run_fewshot_study, config, out, _print_fewshot_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+    _run_study(run_fewshot_study, config, out, _print_fewshot_headline)
 
 
 def _print_fewshot_headline(s: dict) -> None:
@@ -119,8 +117,7 @@ def lessons_command(
     def run(config, out, progress):
         return run_lessons_study(config, out, budget_minutes, progress=progress)
 
-    result = _run_study(run, config, out, _print_lessons_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+    _run_study(run, config, out, _print_lessons_headline)
 
 
 def _print_lessons_headline(s: dict) -> None:

@@ -16,7 +16,6 @@ from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.inspect.trace import TraceConfig
 
 
-
 def _styled_tokens(pieces: list[tuple[str, float, bool]]) -> Text:
     """Tokens on their background colour by probability (the HTML's scale); decision points underlined."""
     text = Text()
