@@ -37,6 +37,16 @@ def device_flag():
     return typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE", rich_help_panel="Model")
 
 
+def new_table(title: str, columns, **options):
+    """A Rich table titled `title` with these column headers (`options` apply to every column)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, **options)
+    return table
+
+
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
     """The prompt of --prompt or of --prompt-file (exactly one of them)."""
     if (prompt is None) == (prompt_file is None):

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import console, example, new_table, user_errors
 from tunelens.commands.options import config_options
 from tunelens.inspect.context_check import ContextCheckConfig
 
@@ -51,11 +51,8 @@ def check_command(
 
 
 def _print_verdict(verdict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"context check: risk {verdict.risk:.2f} (threshold {verdict.threshold:.2f})")
-    for column in ("example", "risk", "reason", "similarity", "lint", "missing names", "to training"):
-        table.add_column(column)
+    table = new_table(f"context check: risk {verdict.risk:.2f} (threshold {verdict.threshold:.2f})",
+                      ("example", "risk", "reason", "similarity", "lint", "missing names", "to training"))
     for item in verdict.examples:
         table.add_row(item.id, f"{item.risk:.2f}", item.main_reason if item.risk > 0 else "-",
                       f"{item.similarity:.2f}", ", ".join(item.lint_findings) or "-",

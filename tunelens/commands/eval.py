@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, err_console, example, stage_progress, user_errors
+from tunelens.commands.common import console, err_console, example, new_table, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.evaluate.runner import EvalConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -43,8 +43,6 @@ def eval_command(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    from rich.table import Table
-
     from tunelens.evaluate.reports import headline_columns, report_suites
     from tunelens.evaluate.results import REFERENCE
     from tunelens.evaluate.summary import ALL
@@ -56,9 +54,8 @@ def _print_summary(summary: dict, out: Path) -> None:
             columns = [c for c in columns if c in ("as_expected", "bad_output", "tests_failed")]
         else:
             columns = [c for c in columns if c != "tests_failed"]  # in the reports; keeps the table narrow
-        table = Table(title=("all suites" if suite == ALL else f"suite {suite}") + ": % [95% CI]")
-        for name in ("model", "decoding", "n", *columns):
-            table.add_column(name.replace("_", " "), overflow="fold")
+        table = new_table(("all suites" if suite == ALL else f"suite {suite}") + ": % [95% CI]",
+                          [name.replace("_", " ") for name in ("model", "decoding", "n", *columns)], overflow="fold")
         for g in rows:
             table.add_row(g["model"], g["decoding"], str(g["n"]), *(_short(g["metrics"].get(m)) for m in columns))
         console.print(table)

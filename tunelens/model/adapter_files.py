@@ -76,8 +76,7 @@ def read_weights(path: Path) -> dict:
     except SafetensorError as err:
         detail = str(err).removeprefix("Error while deserializing header: ")[:160]
         if "JSON" in detail:
-            raise adapter_error(path, f"has a header that is not valid JSON ({detail}): damaged or not "
-                                      "safetensors") from None
+            raise adapter_error(path, "has a header that is not valid JSON: damaged or not safetensors") from None
         raise adapter_error(path, f"is not a readable safetensors file ({detail}): truncated or damaged") from None
     if not tensors:
         raise adapter_error(path, "holds no tensors")

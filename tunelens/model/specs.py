@@ -134,7 +134,6 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-
 def choose_device(device: str = "auto") -> str:
     """`auto` picks cuda, then mps, then cpu; anything else is passed through after a check."""
     import torch
@@ -162,7 +161,6 @@ def choose_dtype(dtype: str, device: str):
     if dtype not in names and dtype not in names.values():
         raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16")
     return getattr(torch, names.get(dtype, dtype))
-
 
 
 def _dequantize_gguf_to(gguf_path: Path, target: Path, label: str) -> Path:
@@ -234,12 +232,10 @@ def _cached_hub_snapshot(repo_id: str) -> Path:
                              "downloads: put it there, or pass a local directory or .gguf file") from None
 
 
-
 def load_tokenizer(spec: str = DEFAULT_MODEL):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(resolve_model_dir(spec)), local_files_only=True)
-
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,8 @@ def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     plain equivalent of `ExactIndex.search` (tests check them against each other)."""
     k = min(k, len(vectors))
     sims = queries @ vectors.T
-    if k < sims.shape[1]:
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+    every = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else every
     part_sims = np.take_along_axis(sims, part, axis=1)
     order = np.argsort(-part_sims, axis=1, kind="stable")
     return np.take_along_axis(part_sims, order, axis=1), np.take_along_axis(part, order, axis=1)
