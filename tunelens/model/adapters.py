@@ -193,7 +193,7 @@ def _check_tensors_fit(path: Path, tensors: dict, config: dict, model) -> None:
             raise adapter_error(path, f"{what} is not a LoRA weight this tunelens loads "
                                       "(expected base_model.model.<module>.lora_A/lora_B.weight)")
         module_name = match["module"]
-        if not tensor.is_floating_point():
+        if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             dtype = str(tensor.dtype).removeprefix("torch.")
             raise adapter_error(path, f"{what} has dtype {dtype}: LoRA weights are floating point")
         if module_name not in modules:
