@@ -1,4 +1,5 @@
-"""Helpers shared by the command modules: one-line errors, the console, examples in --help."""
+"""Helpers shared by the command modules: one-line errors, the console, progress, examples in --help, the
+shared --model/--adapter/--device flags."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def device_flag():
     return typer.Option("auto", "--device", help=DEVICE_HELP, metavar="DEVICE", rich_help_panel="Model")
 
 
+def new_table(title: str, columns, **options):
+    """A Rich table titled `title` with these column headers (`options` apply to every column)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, **options)
+    return table
+
+
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
     """The prompt of --prompt or of --prompt-file (exactly one of them)."""
     if (prompt is None) == (prompt_file is None):
@@ -49,8 +60,23 @@ def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
     except UnicodeDecodeError:
         raise UserError(f"--prompt-file {prompt_file}: not UTF-8 text") from None
     # A trailing newline is an editor habit, not part of the instruction.
-    return text[:-1] if text.endswith("\n") else text
+    return text.removesuffix("\n")
 
+
+def quiet_library_output() -> None:
+    """Our own progress display says what is loading; transformers' bars and a deprecation warning that
+    PEFT triggers would only break it up."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def rate_cell(cell: dict) -> str:
+    """A summary's rate cell as "12% (3/25)", or "-" when there is no rate."""
+    return "-" if cell.get("rate") is None else f"{100 * cell['rate']:.0f}% ({cell['k']}/{cell['n']})"
 
 
 def user_errors(func: Callable) -> Callable:
@@ -70,13 +96,11 @@ def user_errors(func: Callable) -> Callable:
 @contextlib.contextmanager
 def stage_progress(*, stderr: bool = False, transient: bool = False, one_bar: bool = False,
                    label: str = "") -> Iterator[Progress]:
-    """The one progress display: yields the (what, done, total) callback every stage reports to.
-
-    Each named stage gets its own Rich bar, or with `one_bar` a single bar whose label follows the stage
-    (`label` before it); a total of 0 means "unknown" (a pulsing bar). `stderr` keeps stdout clean for
-    commands whose output is data; `transient` clears the bars when done.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """The one progress display: yields the (what, done, total) callback every stage reports to. Each stage
+    gets a Rich bar, or with `one_bar` one bar whose label (after `label`) follows the stage; a total of 0
+    is "unknown" (a pulsing bar). `stderr` keeps stdout clean for data; `transient` clears the bars."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -85,9 +109,8 @@ def stage_progress(*, stderr: bool = False, transient: bool = False, one_bar: bo
 
         def report(what: str, done: int, total: int) -> None:
             key = "" if one_bar else what
-            description = f"{label}{what}"
             if key not in tasks:
-                tasks[key] = progress.add_task(description, total=total or None)
-            progress.update(tasks[key], description=description, completed=done, total=total or None)
+                tasks[key] = progress.add_task(label + what, total=total or None)
+            progress.update(tasks[key], description=label + what, completed=done, total=total or None)
 
         yield report

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
-
 from tunelens.commands.common import (adapter_flag, console, device_flag, example, model_flag, read_prompt,
-                                      stage_progress, user_errors)
+                                      new_table, stage_progress, user_errors)
 from tunelens.commands.options import config_options, repeated_option
 from tunelens.inspect.compare import CompareConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -21,10 +19,9 @@ def print_comparison(comparison, limit: int = 40) -> None:
 
     names = [c.name for c in comparison.conditions]
     console.rule(f"compare · {comparison.model}" + (f" + {comparison.adapter}" if comparison.adapter else ""))
-    summary = Table(title=f"conditions (reference: {names[0]}); continuation {comparison.continuation_source}, "
-                          f"{len(comparison.positions)} tokens")
-    for column in ("condition", "prompt", "log p(continuation)", "mean KL", "argmax = reference"):
-        summary.add_column(column)
+    summary = new_table(f"conditions (reference: {names[0]}); continuation {comparison.continuation_source}, "
+                        f"{len(comparison.positions)} tokens",
+                        ("condition", "prompt", "log p(continuation)", "mean KL", "argmax = reference"))
     for cond in comparison.conditions:
         summary.add_row(cond.name, show_token(cond.prompt)[:60], f"{cond.total_logprob:.2f}", f"{cond.mean_kl:.4f}",
                         f"{cond.argmax_agreement}/{len(comparison.positions)}")
@@ -35,12 +32,8 @@ def print_comparison(comparison, limit: int = 40) -> None:
         console.print(f"  pos {flip.position:>3} [dim]…{show_token(before)}[/dim]  {flip.text}  "
                       f"[dim]({names[flip.reference]} -> {names[flip.other]})[/dim]")
     if comparison.watch:
-        watch = Table(title="watched tokens (probability per condition)")
-        watch.add_column("pos")
-        watch.add_column("token")
-        for w in comparison.watch:
-            for name in names:
-                watch.add_column(f"`{show_token(w.token)}` {name}")
+        watch = new_table("watched tokens (probability per condition)", ["pos", "token", *(
+            f"`{show_token(w.token)}` {name}" for w in comparison.watch for name in names)])
         for pos in comparison.positions[:limit]:
             cells = [pct(pos.watch[c][j]) for j in range(len(comparison.watch)) for c in range(len(names))]
             watch.add_row(str(pos.position), f"`{show_token(pos.token)}`", *cells)

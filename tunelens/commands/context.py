@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import console, example, new_table, user_errors
 from tunelens.commands.options import config_options
 from tunelens.inspect.context_check import ContextCheckConfig
 
@@ -39,12 +39,9 @@ def check_command(
     gate) how close it is to the training data. One risk per example; the context is flagged at the threshold."""
     from tunelens.inspect.context_check import check_context, read_examples
 
-    loaded_gate = None
-    if gate is not None:
+    if gate is not None:  # the gate's imports (faiss, the embedder) only when one is given
         from tunelens.gate import Gate
-
-        loaded_gate = Gate.load(gate)
-    verdict = check_context(query, read_examples(examples), config, gate=loaded_gate)
+    verdict = check_context(query, read_examples(examples), config, gate=Gate.load(gate) if gate else None)
     if as_json:
         console.print_json(json.dumps(verdict.to_dict()))
     else:
@@ -54,11 +51,8 @@ def check_command(
 
 
 def _print_verdict(verdict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"context check: risk {verdict.risk:.2f} (threshold {verdict.threshold:.2f})")
-    for column in ("example", "risk", "reason", "similarity", "lint", "missing names", "to training"):
-        table.add_column(column)
+    table = new_table(f"context check: risk {verdict.risk:.2f} (threshold {verdict.threshold:.2f})",
+                      ("example", "risk", "reason", "similarity", "lint", "missing names", "to training"))
     for item in verdict.examples:
         table.add_row(item.id, f"{item.risk:.2f}", item.main_reason if item.risk > 0 else "-",
                       f"{item.similarity:.2f}", ", ".join(item.lint_findings) or "-",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, example, stage_progress, user_errors
+from tunelens.commands.common import console, example, quiet_library_output, rate_cell, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.demo.config import DemoConfig, quick, study
 
@@ -25,7 +25,7 @@ def demo_command(
     """Reproduce the case study's lessons end to end: contaminated data, words vs weights, pushback, the gate."""
     from tunelens.demo.run import run_demo
 
-    _quiet_library_output()
+    quiet_library_output()
     with stage_progress() as report:
         result = run_demo(config, out, progress=report)
     _print_summary(result)
@@ -41,27 +41,12 @@ def _print_summary(result) -> None:
     for name in l3["models"]:
         p, r = l3["propensity"][name], l3["rates"][name]["greedy"]
         console.print(f"lesson 3: {name}: pushback propensity gap (broken - twin) {_mean(p['gap_broken_minus_twin'])}; "
-                      f"greedy pushback {_pct(r['pushback'])}, over-asking {_pct(r['over_asking'])}")
+                      f"greedy pushback {rate_cell(r['pushback'])}, over-asking {rate_cell(r['over_asking'])}")
     for line in s["lesson4"]["reading"][:2]:
         console.print(f"lesson 4: {line}")
     for spec, transfer in (s.get("transfer") or {}).items():
         for line in transfer.get("reading", [transfer.get("skipped", "")]):
             console.print(f"threshold transfer ({spec}): {line}")
-
-
-def _quiet_library_output() -> None:
-    """The demo's own progress bars say what is loading; transformers' bars and a deprecation warning
-    that PEFT triggers would only break them up."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-
-
-def _pct(cell: dict) -> str:
-    return "-" if cell.get("rate") is None else f"{100 * cell['rate']:.0f}% ({cell['k']}/{cell['n']})"
 
 
 def _mean(cell: dict) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tunelens.commands.common import console, err_console, example, stage_progress, user_errors
+from tunelens.commands.common import console, err_console, example, new_table, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.evaluate.runner import EvalConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -31,24 +31,18 @@ def eval_command(
         _print_summary(summary, out)
         _exit_for(summary, fail_on_regression, reference=False)
         return
-    result = _run_with_progress(config, out)
-    console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
-    _print_summary(result.summary, out)
-    _exit_for(result.summary, fail_on_regression, reference=config.reference)
-
-
-def _run_with_progress(config, out: Path):
     from tunelens.evaluate.runner import run_eval
 
     with stage_progress(stderr=True, transient=True, one_bar=True, label="eval: ") as report:
         if config.reference:
             report("scoring references in the sandbox", 0, 0)
-        return run_eval(config, out, progress=report)
+        result = run_eval(config, out, progress=report)
+    console.print(f"{result.generated} answers generated, {result.reused} resumed from {result.results_path}")
+    _print_summary(result.summary, out)
+    _exit_for(result.summary, fail_on_regression, reference=config.reference)
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    from rich.table import Table
-
     from tunelens.evaluate.reports import headline_columns, report_suites
     from tunelens.evaluate.results import REFERENCE
     from tunelens.evaluate.summary import ALL
@@ -60,9 +54,8 @@ def _print_summary(summary: dict, out: Path) -> None:
             columns = [c for c in columns if c in ("as_expected", "bad_output", "tests_failed")]
         else:
             columns = [c for c in columns if c != "tests_failed"]  # in the reports; keeps the table narrow
-        table = Table(title=("all suites" if suite == ALL else f"suite {suite}") + ": % [95% CI]")
-        for name in ("model", "decoding", "n", *columns):
-            table.add_column(name.replace("_", " "), overflow="fold")
+        table = new_table(("all suites" if suite == ALL else f"suite {suite}") + ": % [95% CI]",
+                          [name.replace("_", " ") for name in ("model", "decoding", "n", *columns)], overflow="fold")
         for g in rows:
             table.add_row(g["model"], g["decoding"], str(g["n"]), *(_short(g["metrics"].get(m)) for m in columns))
         console.print(table)

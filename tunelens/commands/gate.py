@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
-
-from tunelens.commands.common import adapter_flag, console, example, model_flag, stage_progress, user_errors
+from tunelens.commands.common import (adapter_flag, console, example, model_flag, new_table, stage_progress,
+                                      user_errors)
 from tunelens.commands.options import config_options
 from tunelens.gate.options import GateBuildConfig, GateCalibrateConfig
 from tunelens.model.specs import DEFAULT_MODEL
@@ -73,10 +72,8 @@ def calibrate_command(
 
 
 def _print_domain_report(result, directory: Path) -> None:
-    table = Table(title=f"trust signals: {result.counts['in_domain']} in-domain vs {result.counts['out_of_domain']} "
-                        "out-of-domain queries")
-    for column in ("signal", "AUROC", "direction"):
-        table.add_column(column)
+    table = new_table(f"trust signals: {result.counts['in_domain']} in-domain vs {result.counts['out_of_domain']} "
+                      "out-of-domain queries", ("signal", "AUROC", "direction"))
     for name in result.signals:
         table.add_row(name, f"{result.auroc[name]:.3f}", "higher = in-domain" if result.directions[name] > 0
                       else "lower = in-domain")
@@ -90,10 +87,8 @@ def _print_domain_report(result, directory: Path) -> None:
 
 def _print_outcome_report(result, directory: Path) -> None:
     failures = result.failures
-    table = Table(title=f"predicting the adapter's failures: held out, {failures['held_out']} failures in "
-                        f"{failures['held_out_queries']} queries")
-    for column in ("signal", "AUROC", "cost ms/query"):
-        table.add_column(column)
+    table = new_table(f"predicting the adapter's failures: held out, {failures['held_out']} failures in "
+                      f"{failures['held_out_queries']} queries", ("signal", "AUROC", "cost ms/query"))
     for name, value in result.auroc.items():
         table.add_row(name, "n/a" if value is None else f"{value:.3f}", f"{result.cost_ms_per_query[name]:.2f}")
     console.print(table)

@@ -1,9 +1,8 @@
 """`--help` that reads on an 80-column terminal: click's plain two-column layout, options grouped.
 
-Rich's option tables give each of six columns (long, short, negative, type, help...) a share of the
-width, so at 80 columns the help text was squeezed into a third of it. Click's layout keeps the option
-column at most 30 characters and gives the rest to the help; the groups are the panels each option
-names (`rich_help_panel`), in the order of `GROUP_ORDER`, the way users think of a run.
+Rich's option tables share the width among six columns, squeezing the help text into a third of 80
+columns; click's layout keeps the option column at most 30 characters. The groups are the panels each
+option names (`rich_help_panel`), in the order of `GROUP_ORDER`.
 """
 
 from __future__ import annotations

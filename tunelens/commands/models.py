@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-
 import typer
-from rich.table import Table
-
-from tunelens.commands.common import console, example
+from tunelens.commands.common import console, example, new_table
 
 
 def _human_size(size: int | None) -> str:
     if size is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return ""
+    return f"{size:.1f} GB"
 
 
 def models_command() -> None:
     """List the embedded models: parameters, licence, whether each is installed and cached, its cache size."""
     from tunelens.model.specs import embedded_status
 
-    table = Table(title="embedded models")
-    for column in ("name", "params", "licence", "installed", "cached", "cache size", "description"):
-        table.add_column(column)
+    table = new_table("embedded models",
+                      ("name", "params", "licence", "installed", "cached", "cache size", "description"))
     for row in embedded_status():
         table.add_row(row.name, row.params, row.licence, "yes" if row.installed else f"no ({row.package})",
                       "yes" if row.cached else "no", _human_size(row.size_bytes), row.description)

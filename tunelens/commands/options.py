@@ -1,10 +1,9 @@
 """Command-line options derived from a config dataclass.
 
 Each field of a stage's config is declared once with `tunelens.config.option` (default, help, choices,
-bounds, flag name). `config_options(Cls)` turns those fields into Typer options on a command, adds
-`--config FILE` (YAML), and hands the command one checked `Cls` built by `load_config`: defaults, then
-the file, then the flags given. So adding an option is one edit to the config plus its use, and the CLI,
-the YAML file and validation cannot disagree about a default or a bound.
+bounds, flag name); `config_options(Cls)` turns the fields into Typer options plus `--config FILE` (YAML)
+and hands the command one checked `Cls` from `load_config` (defaults, then the file, then the flags), so
+the CLI, the YAML file and validation cannot disagree about a default or a bound.
 """
 
 from __future__ import annotations
@@ -50,11 +49,9 @@ def group_of(field_name: str) -> str:
 
 def config_options(cls: type, *, skip: tuple[str, ...] = (),
                    profiles: dict[str, tuple[Callable[[], Any], str]] | None = None) -> Callable[[Callable], Callable]:
-    """Decorate a command taking ``config: cls`` (plus its own arguments) so that every field of ``cls``
-    not in ``skip`` is a CLI option, and ``--config FILE`` reads a YAML file of them.
-
-    ``profiles`` maps a flag name to (a factory of a ``cls`` instance, help): ``--quick`` then starts
-    from that instance instead of the defaults, and the file and the flags still override it."""
+    """Decorate a command taking ``config: cls`` so that every field of ``cls`` not in ``skip`` (nor one of
+    its own parameters) is an option, and ``--config FILE`` reads a YAML file of them. ``profiles`` maps a
+    flag to (a factory of a ``cls``, help): ``--quick`` starts from that instance instead of the defaults."""
     profiles = profiles or {}
 
     def decorate(func: Callable) -> Callable:
@@ -88,25 +85,22 @@ def config_options(cls: type, *, skip: tuple[str, ...] = (),
 
 
 def repeated_option(cls: type, name: str) -> Any:
-    """A repeatable flag (``--watch a --watch b``) for the tuple field ``name`` of ``cls``, with the field's
-    flag name and help: for values that may hold a comma (a token to watch) or that people give one by one.
-
-    Declare it as the command's own parameter of the same name, so ``config_options`` leaves that field to it;
-    the command then folds the values given into its config (``dataclasses.replace``), where they beat the
-    YAML file's."""
+    """A repeatable flag (``--watch a --watch b``) for the tuple field ``name`` of ``cls``, for values that may
+    hold a comma: the command's own parameter of that name, whose values it folds into its config."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
-    names = [flag, field.metadata["short"]] if field.metadata.get("short") else [flag]
-    return typer.Option(None, *names, help=field.metadata.get("help", "") + " Repeatable.")
+    return typer.Option(None, *_flag_names(field), help=field.metadata.get("help", "") + " Repeatable.")
+
+
+def _flag_names(field: dataclasses.Field, negatable: bool = False) -> list[str]:
+    flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+    short = [field.metadata["short"]] if field.metadata.get("short") else []
+    return [f"{flag}/--no-{flag[2:]}" if negatable else flag, *short]
 
 
 def _parameter(cls: type, field: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = field.metadata
-    flag = meta.get("flag") or "--" + field.name.replace("_", "-")
     kind = _cli_type(hint)
-    names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
-    if meta.get("short"):
-        names.append(meta["short"])
+    names = _flag_names(field, negatable=kind is bool)
     bounds = {key: meta[key] for key in ("min", "max") if key in meta and kind in (int, float)}
     text = meta.get("help", "") + (f" One of: {', '.join(map(str, meta['choices']))}." if "choices" in meta else "")
     shown = _shown_default(field.default)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from tunelens.commands.common import console, example, user_errors
+from tunelens.commands.common import console, example, quiet_library_output, rate_cell, stage_progress, user_errors
 from tunelens.commands.options import config_options
 from tunelens.demo.lessons import LessonsStudyConfig
 from tunelens.studies.safety import SafetyStudyConfig
@@ -34,34 +34,26 @@ def safety_command(
     """Safety after a narrow code LoRA: refusal and over-refusal before, after, and with refusal pairs mixed in."""
     from tunelens.studies.safety import run_safety_study
 
-    result = _run_study(run_safety_study, config, out, _print_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {result.report_html}")
+    _run_study(run_safety_study, config, out, _print_headline, where=lambda result: result.report_html)
 
 
-def _run_study(run, config, out: Path, print_headline):
-    """Run one study with library chatter quiet and a progress display; print its headline; return its result."""
-    from tunelens.commands.common import stage_progress
-    from tunelens.commands.demo import _quiet_library_output
-
-    _quiet_library_output()
+def _run_study(run, config, out: Path, print_headline, where=lambda result: None) -> None:
+    """Run one study with library chatter quiet and a progress display; print its headline and where it is."""
+    quiet_library_output()
     with stage_progress() as report:
         result = run(config, out, progress=report)
     print_headline(result.summary)
-    return result
+    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {where(result) or out / 'summary.json'}")
 
 
 def _print_headline(s: dict) -> None:
     for name in s["models"]:
         rates = s["free_text"]["rates"][name]
-        cells = "; ".join(f"{d}: refused harmful {_pct(r['refusal'])}, look-alikes {_pct(r['over_refusal'])}"
+        cells = "; ".join(f"{d}: refused harmful {rate_cell(r['refusal'])}, look-alikes {rate_cell(r['over_refusal'])}"
                           for d, r in rates.items())
         p = s["propensity"]["models"][name]
         console.print(f"{s['labels'][name]:>22}  {cells}; log-odds harmful {p['harmful']['mean']:+.2f}, "
                       f"look-alike {p['lookalike']['mean']:+.2f}, gap {p['gap']['mean']:+.2f}")
-
-
-def _pct(cell: dict) -> str:
-    return "-" if cell.get("rate") is None else f"{100 * cell['rate']:.0f}% ({cell['k']}/{cell['n']})"
 
 
 @study_app.command("few-shot", epilog=example(
@@ -78,17 +70,16 @@ def fewshot_command(
     outputs, the teacher-forced shift beside lesson 2's sentence, and the context check's AUROC."""
     from tunelens.studies.fewshot import run_fewshot_study
 
-    result = _run_study(run_fewshot_study, config, out, _print_fewshot_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+    _run_study(run_fewshot_study, config, out, _print_fewshot_headline)
 
 
 def _print_fewshot_headline(s: dict) -> None:
-    console.print(f"no example: bad {_pct(s['baseline']['bad'])}, Python 2 {_pct(s['baseline']['python2'])}")
+    console.print(f"no example: bad {rate_cell(s['baseline']['bad'])}, Python 2 {rate_cell(s['baseline']['python2'])}")
     for name, cell in s["conditions"].items():
         w = cell["with"]
-        console.print(f"{name:>26} (cos {cell['similarity']['mean']:.2f}): Python 2 {_pct(w['python2'])}, "
-                      f"name {_pct(w['name_copied'])}, body {_pct(w['body_copied'])}, bad {_pct(w['bad'])} "
-                      f"(McNemar p={cell['mcnemar']['bad']['p_value']:.2g})")
+        console.print(f"{name:>26} (cos {cell['similarity']['mean']:.2f}): Python 2 {rate_cell(w['python2'])}, "
+                      f"name {rate_cell(w['name_copied'])}, body {rate_cell(w['body_copied'])}, "
+                      f"bad {rate_cell(w['bad'])} (McNemar p={cell['mcnemar']['bad']['p_value']:.2g})")
     for source in ("reference", "generated"):
         for effect in s["teacher_forced"].get(source, {}).get("effects", []):
             console.print(f"{source:>9} points, {effect['lever']}: {effect['mean_delta']:+.2f} "
@@ -97,7 +88,7 @@ def _print_fewshot_headline(s: dict) -> None:
     auroc = check["labels"]["bad"]["auroc"]
     console.print(f"context check: AUROC {'-' if auroc is None else f'{auroc:.2f}'} for 'made the answer bad' "
                   f"({check['labels']['bad']['positives']} positives); false alarms on nearest clean examples "
-                  f"{_pct(check['false_alarm_nearest_clean'])}")
+                  f"{rate_cell(check['false_alarm_nearest_clean'])}")
     for name in ("copied_defect", "bad_with_example"):
         label = check["labels"][name]
         value = "-" if label["auroc"] is None else f"{label['auroc']:.2f}"
@@ -126,8 +117,7 @@ def lessons_command(
     def run(config, out, progress):
         return run_lessons_study(config, out, budget_minutes, progress=progress)
 
-    result = _run_study(run, config, out, _print_lessons_headline)
-    console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {out / 'summary.json'}")
+    _run_study(run, config, out, _print_lessons_headline)
 
 
 def _print_lessons_headline(s: dict) -> None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from tunelens.commands.common import (adapter_flag, console, device_flag, example, model_flag, read_prompt,
-                                      stage_progress, user_errors)
+                                      new_table, stage_progress, user_errors)
 from tunelens.commands.options import config_options
 from tunelens.errors import UserError
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.inspect.trace import TraceConfig
-
 
 
 def _styled_tokens(pieces: list[tuple[str, float, bool]]) -> Text:
@@ -43,9 +41,8 @@ def print_trace(trace, limit: int = 30) -> None:
     console.print(f"[dim]{len(trace.steps)} tokens, stopped by {trace.stop_reason}; colour = probability "
                   f"(red low, green high); underlined = decision point[/dim]")
     points = trace.decision_points
-    table = Table(title=f"decision points: {len(points)} (margin < {trace.config.margin_threshold:g} or not argmax)")
-    for column in ("step", "chosen", "p", "rank", "margin", "entropy", "alternatives"):
-        table.add_column(column)
+    table = new_table(f"decision points: {len(points)} (margin < {trace.config.margin_threshold:g} or not argmax)",
+                      ("step", "chosen", "p", "rank", "margin", "entropy", "alternatives"))
     for step in points[:limit]:
         alternatives = "  ".join(f"`{show_token(a.token)}` {pct(a.prob)}" for a in step.top[:5])
         table.add_row(str(step.step), f"`{show_token(step.token)}`", pct(step.prob), str(step.rank),

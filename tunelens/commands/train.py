@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tunelens.commands.common import console, example, model_flag, user_errors
+from tunelens.commands.common import console, example, model_flag, quiet_library_output, user_errors
 from tunelens.commands.options import config_options
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.train.config import TrainConfig
@@ -45,18 +45,11 @@ def train_command(
     """Train a LoRA adapter (text decoder only, completion-only loss) on instruction -> code pairs."""
     from tunelens.train.run import train
 
-    _quiet_library_progress()
+    quiet_library_output()
     with _TrainDisplay() as display:
         result = train(config, data, out, model_spec=model, resume=resume, on_event=display.update)
     if result.is_main_process:
         _print_summary(result)
-
-
-def _quiet_library_progress() -> None:
-    """Our own progress bar is the one shown; transformers' weight-loading and saving bars are not."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 class _TrainDisplay:

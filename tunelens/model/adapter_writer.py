@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Iterator
 
 from tunelens.model.adapter_files import PROVENANCE_FILE
-from tunelens.model.specs import EMBEDDED, load_tokenizer, ModelLoadError
 from tunelens.io import atomic_directory, atomic_write_json
 from tunelens.model.prompts import prompt_style
+from tunelens.model.specs import EMBEDDED, ModelLoadError, load_tokenizer
+
 
 def hub_id(spec: str | None) -> str | None:
     """The Hugging Face Hub id of a tunelens model spec, when there is one."""
-    if not spec:
-        return None
     if spec in EMBEDDED:
         return EMBEDDED[spec].hub_id
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists():
+    if spec and spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists():
         return spec  # a repo id from the local Hugging Face cache
     return None
 
@@ -48,14 +47,10 @@ def portable_provenance(provenance: dict) -> dict:
 
 
 def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=None) -> Path:
-    """Write a PEFT adapter that plain PEFT can load anywhere, with tokenizer and provenance, atomically.
-
-    `tokenizer` defaults to the base's own, loaded from the spec in `provenance["base_model"]` when
-    that spec names something loadable (a model built in-process has none to save).
-    """
+    """Write, atomically, a PEFT adapter that plain PEFT can load anywhere, with tokenizer and provenance;
+    `tokenizer` defaults to the base's own (none for a model built in-process)."""
     spec = provenance.get("base_model")
-    if tokenizer is None:
-        tokenizer = _tokenizer_of(spec)
+    tokenizer = tokenizer if tokenizer is not None else _tokenizer_of(spec)
     with atomic_directory(out_dir) as staging:
         with _base_recorded_as(peft_model, base_reference(spec)):
             # tunelens never resizes the vocabulary; "auto" would look the base up on the Hub to find out.
@@ -68,33 +63,33 @@ def write_adapter(out_dir: str | Path, peft_model, provenance: dict, tokenizer=N
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer_of(spec: str | None):
-    """The base's tokenizer, loaded once per process: a 262k-row vocabulary takes seconds to load, and the
-    demo writes several adapters of one base. It never leaves this module (save_tokenizer restores it)."""
-    if not spec:
-        return None
+    """The base's tokenizer, loaded once per process: a 262k-row vocabulary takes seconds, and the demo
+    writes several adapters of one base. It never leaves this module (save_tokenizer restores it)."""
     try:
-        return load_tokenizer(spec)
+        return load_tokenizer(spec) if spec else None
     except ModelLoadError:
         return None  # an in-process model (tests, a caller's own object): nothing on disk to copy
 
 
 @contextlib.contextmanager
-def _base_recorded_as(peft_model, reference: str | None) -> Iterator[None]:
-    """Save with the base named `reference`: PEFT takes the adapter config's base_model_name_or_path
-    from the LoRA config, and the model card's base_model from the base model's config."""
-    configs = list(peft_model.peft_config.values())
-    base_config = peft_model.get_base_model().config
-    before = ([config.base_model_name_or_path for config in configs], base_config._name_or_path)
-    if reference:
-        for config in configs:
-            config.base_model_name_or_path = reference
-        base_config._name_or_path = reference
+def _temporarily(holders: list[tuple[object, str]], value) -> Iterator[None]:
+    """Set each (object, attribute) to `value` inside the block (`None`: leave them), then restore them."""
+    before = [getattr(obj, attr, None) for obj, attr in holders]
+    if value is not None:
+        for obj, attr in holders:
+            setattr(obj, attr, value)
     try:
         yield
     finally:
-        for config, old in zip(configs, before[0]):
-            config.base_model_name_or_path = old
-        base_config._name_or_path = before[1]
+        for (obj, attr), old in zip(holders, before):
+            setattr(obj, attr, old)
+
+
+def _base_recorded_as(peft_model, reference: str | None):
+    """Save with the base named `reference`: PEFT takes the adapter config's base_model_name_or_path
+    from the LoRA config, and the model card's base_model from the base model's config."""
+    holders = [(config, "base_model_name_or_path") for config in peft_model.peft_config.values()]
+    return _temporarily(holders + [(peft_model.get_base_model().config, "_name_or_path")], reference)
 
 
 # ---------------------------------------------------------------- tokenizer and chat template
@@ -120,16 +115,11 @@ PLAIN_TEMPLATE = (
 
 def chat_template_for(tokenizer) -> str:
     """The tokenizer's own chat template, else the tunelens prompt format it is trained with."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    return GEMMA_TURNS_TEMPLATE if prompt_style(tokenizer).kind == "gemma_turns" else PLAIN_TEMPLATE
+    return getattr(tokenizer, "chat_template", None) or (
+        GEMMA_TURNS_TEMPLATE if prompt_style(tokenizer).kind == "gemma_turns" else PLAIN_TEMPLATE)
 
 
 def save_tokenizer(tokenizer, directory: Path) -> None:
     """Save the tokenizer with a chat template, leaving the caller's tokenizer object as it was."""
-    before = getattr(tokenizer, "chat_template", None)
-    tokenizer.chat_template = chat_template_for(tokenizer)
-    try:
+    with _temporarily([(tokenizer, "chat_template")], chat_template_for(tokenizer)):
         tokenizer.save_pretrained(str(directory))
-    finally:
-        tokenizer.chat_template = before

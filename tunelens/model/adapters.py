@@ -1,13 +1,10 @@
-"""Adapter directories: check one before PEFT reads it, and write one that travels.
+"""Adapter directories: check one before PEFT reads it (re-exporting the readers and the writer, so
+`tunelens.model.adapters` stays the one import).
 
-An adapter directory is PEFT's own format (`adapter_config.json` + `adapter_model.safetensors`) plus
-`tunelens.json` (provenance: base model, base weights fingerprint, data hash, config, versions) and
-the base's tokenizer with a chat template. PEFT alone turns a damaged directory into tracebacks
-(a size mismatch, a misleading "Repo id must be…", a safetensors panic), so `check_adapter` reads
-every file itself, with bounds, and raises one `AdapterError` line naming the file and the problem.
-
-The bounded readers live in `adapter_files`, the writer of a portable adapter in `adapter_writer`; this
-module holds the checks and re-exports both, so `tunelens.model.adapters` stays the one import.
+PEFT alone turns a damaged directory into tracebacks (a size mismatch, a misleading "Repo id must be…", a
+safetensors panic), so `check_adapter` reads every file first and raises one `AdapterError` line naming
+the file and the problem. The directory is PEFT's format plus `tunelens.json` (provenance) and the base's
+tokenizer with a chat template.
 """
 
 from __future__ import annotations
@@ -18,24 +15,20 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from tunelens.model.adapter_files import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DTYPE_BYTES, FLOAT_DTYPES, MAX_HEADER_BYTES, MAX_JSON_BYTES, PROVENANCE_FILE, AdapterError, TensorInfo, adapter_error, check_finite, short_repr, base_spec_of, read_json_object, read_safetensors_header)
-from tunelens.model.adapter_writer import (GEMMA_TURNS_TEMPLATE, PLAIN_TEMPLATE, base_reference, chat_template_for, hub_id, portable_provenance, save_tokenizer, write_adapter)
-from tunelens.model.state import base_model_of
-from tunelens.model.state import weights_fingerprint
+from tunelens.model.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE_FILE, AdapterError
+from tunelens.model.adapter_files import adapter_error, read_json_object, read_weights, short_repr
+from tunelens.model.adapter_files import base_spec_of  # noqa: F401  (re-exported)
+from tunelens.model.adapter_writer import hub_id
+from tunelens.model.adapter_writer import save_tokenizer, write_adapter  # noqa: F401  (re-exported)
+from tunelens.model.state import base_model_of, weights_fingerprint
 
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)\.weight$")
 _LORA_EMBEDDING_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_embedding_[AB])$")
 
 
-# ---------------------------------------------------------------- the checks
-
-
 def check_adapter(adapter_dir: str | Path, model) -> dict | None:
-    """Refuse an adapter directory that PEFT would choke on, or that was made for other weights.
-
-    Returns the provenance (`tunelens.json`) when there is one. Every check reads files with bounds
-    and compares against `model`'s modules, so nothing reaches PEFT that it would fail on.
-    """
+    """Refuse an adapter directory that PEFT would choke on, or that was made for other weights; returns
+    the provenance (`tunelens.json`) when there is one."""
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         what = "is not a directory" if adapter_dir.exists() else "adapter directory not found"
@@ -47,10 +40,9 @@ def check_adapter(adapter_dir: str | Path, model) -> dict | None:
     weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise adapter_error(weights, _missing_weights_problem(adapter_dir))
-    tensors = read_safetensors_header(weights)
+    tensors = read_weights(weights)
     _check_targets_exist(adapter_dir / ADAPTER_CONFIG, config, model)
     _check_tensors_fit(weights, tensors, config, model)
-    check_finite(weights)
     return provenance
 
 
@@ -66,7 +58,8 @@ def check_adapter_config(path: Path) -> dict:
     """adapter_config.json: a LoRA config PEFT accepts, with target modules and a positive rank."""
     config = read_json_object(path, "a PEFT adapter config")
     if config.get("peft_type") != "LORA":
-        raise adapter_error(path, f"peft_type is {short_repr(config.get('peft_type'))}: tunelens loads LoRA adapters only")
+        found = short_repr(config.get("peft_type"))
+        raise adapter_error(path, f"peft_type is {found}: tunelens loads LoRA adapters only")
     targets = config.get("target_modules")
     if not (isinstance(targets, str) and targets) and not (
             isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
@@ -76,7 +69,8 @@ def check_adapter_config(path: Path) -> dict:
         raise adapter_error(path, f"r (the LoRA rank) must be a positive integer, found {short_repr(rank)}")
     rank_pattern = config.get("rank_pattern", {})
     if not isinstance(rank_pattern, dict) or not all(type(v) is int and v > 0 for v in rank_pattern.values()):
-        raise adapter_error(path, f"rank_pattern must map module patterns to positive ranks, found {short_repr(rank_pattern)}")
+        raise adapter_error(path, "rank_pattern must map module patterns to positive ranks, "
+                                  f"found {short_repr(rank_pattern)}")
     for field, (accepts, expected) in _FIELD_CHECKS.items():
         if field in config and not accepts(config[field]):
             raise adapter_error(path, f"{field} must be {expected}, found {short_repr(config[field])}")
@@ -128,8 +122,7 @@ def _peft_accepts(path: Path, config: dict) -> None:
     try:
         LoraConfig(**fields)
     except Exception as err:  # PEFT raises ValueError, TypeError, KeyError... for bad field values
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise adapter_error(path, f"PEFT rejects this LoRA config: {first[:200]}") from None
+        raise adapter_error(path, f"PEFT rejects this LoRA config: {_first_line(err)}") from None
 
 
 def check_provenance(path: Path, model) -> dict | None:
@@ -153,8 +146,8 @@ def check_provenance(path: Path, model) -> dict | None:
     # Without a fingerprint the name is all there is to go on: a different name is a different base.
     if named and named not in model_names(model):
         this = getattr(base_model_of(model).config, "tunelens_spec", None) or "this model"
-        raise adapter_error(path, f"names base model {short_repr(named)} and records no base_weights_hash, so it cannot be "
-                          f"checked against {short_repr(this)}: load {short_repr(named)} as the base")
+        raise adapter_error(path, f"names base model {short_repr(named)} and records no base_weights_hash, so it "
+                                  f"cannot be checked against {short_repr(this)}: load {short_repr(named)} as the base")
     return provenance
 
 
@@ -164,10 +157,6 @@ def model_names(model) -> set[str]:
     spec = getattr(config, "tunelens_spec", None)
     names = {spec, getattr(config, "_name_or_path", None), hub_id(spec) if spec else None}
     return {name for name in names if name}
-
-
-def _module_table(model) -> dict:
-    return dict(base_model_of(model).named_modules())
 
 
 def _matches_target(name: str, targets) -> bool:
@@ -184,51 +173,57 @@ def _check_targets_exist(path: Path, config: dict, model) -> None:
             re.compile(targets)
         except re.error as err:
             raise adapter_error(path, f"target_modules is not a valid regex ({err})") from None
-    if not any(_matches_target(name, targets) for name in _module_table(model) if name):
+    if not any(_matches_target(name, targets) for name, _ in base_model_of(model).named_modules() if name):
         kind = type(base_model_of(model)).__name__
         raise adapter_error(path, f"target_modules {short_repr(targets)} match no module of this model ({kind}): "
                           "an adapter for another architecture?")
 
 
-def _check_tensors_fit(path: Path, tensors: dict[str, TensorInfo], config: dict, model) -> None:
-    """Every tensor is a LoRA weight of a module this model has, with shapes that fit that module."""
-    modules = _module_table(model)
+def _check_tensors_fit(path: Path, tensors: dict, config: dict, model) -> None:
+    """Every tensor is a finite LoRA weight of a module this model has, with shapes that fit that module."""
+    import torch
+
+    modules = dict(base_model_of(model).named_modules())
     ranks = {config["r"], *config.get("rank_pattern", {}).values()}
-    seen: dict[str, dict[str, TensorInfo]] = {}
-    for name, info in tensors.items():
+    seen: dict[str, dict] = {}
+    for name, tensor in tensors.items():
         match = _LORA_KEY.match(name) or _LORA_EMBEDDING_KEY.match(name)
+        what = f"tensor {short_repr(name)}"
         if match is None:
-            raise adapter_error(path, f"tensor {short_repr(name)} is not a LoRA weight this tunelens loads "
-                              "(expected base_model.model.<module>.lora_A/lora_B.weight)")
-        module_name, part = match["module"], match["part"][-1]
-        if info.dtype not in FLOAT_DTYPES:
-            raise adapter_error(path, f"tensor {short_repr(name)} has dtype {info.dtype}: LoRA weights are floating point")
+            raise adapter_error(path, f"{what} is not a LoRA weight this tunelens loads "
+                                      "(expected base_model.model.<module>.lora_A/lora_B.weight)")
+        module_name = match["module"]
+        if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise adapter_error(path, f"{what} has dtype {dtype}: LoRA weights are floating point")
         if module_name not in modules:
-            raise adapter_error(path, f"tensor {short_repr(name)} is for module {short_repr(module_name)}, which this model "
-                              "does not have: an adapter for another model?")
+            raise adapter_error(path, f"{what} is for module {short_repr(module_name)}, which this model "
+                                      "does not have: an adapter for another model?")
         if not _matches_target(module_name, config["target_modules"]):
-            raise adapter_error(path, f"tensor {short_repr(name)} is for a module that target_modules does not name")
-        seen.setdefault(module_name, {})[part] = info
+            raise adapter_error(path, f"{what} is for a module that target_modules does not name")
+        seen.setdefault(module_name, {})[match["part"][-1]] = tuple(tensor.shape)
     for module_name, parts in seen.items():
         _check_module_shapes(path, module_name, parts, modules[module_name], ranks)
+    # An adapter holding NaN or inf answers garbage.
+    bad = next((name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())), None)
+    if bad is not None:
+        raise adapter_error(path, f"tensor {short_repr(bad)} holds NaN or infinite values")
 
 
-def _check_module_shapes(path: Path, module_name: str, parts: dict[str, TensorInfo], module, ranks: set[int]) -> None:
+def _check_module_shapes(path: Path, module_name: str, parts: dict, module, ranks: set[int]) -> None:
+    name = short_repr(module_name)
     if set(parts) != {"A", "B"}:
-        raise adapter_error(path, f"module {short_repr(module_name)} has lora_{''.join(parts)} but not both lora_A and lora_B")
-    a, b = parts["A"].shape, parts["B"].shape
+        raise adapter_error(path, f"module {name} has lora_{''.join(parts)} but not both lora_A and lora_B")
+    a, b = parts["A"], parts["B"]
     if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
-        raise adapter_error(path, f"module {short_repr(module_name)}: lora_A {list(a)} and lora_B {list(b)} are not a "
-                          "rank-r pair")
+        raise adapter_error(path, f"module {name}: lora_A {list(a)} and lora_B {list(b)} are not a rank-r pair")
     if a[0] not in ranks:
         said = ", ".join(str(r) for r in sorted(ranks))
-        raise adapter_error(path, f"module {short_repr(module_name)} has rank {a[0]}, but {ADAPTER_CONFIG} says r={said}")
+        raise adapter_error(path, f"module {name} has rank {a[0]}, but {ADAPTER_CONFIG} says r={said}")
     fan_in, fan_out = _fans(module)
-    if fan_in is None:
-        return  # a layer kind whose sizes we cannot read; PEFT checks it while loading
-    if (a[1], b[0]) != (fan_in, fan_out):
-        raise adapter_error(path, f"module {short_repr(module_name)} takes {fan_in} inputs and gives {fan_out} outputs "
-                          f"here, but the adapter's LoRA pair is for {a[1]} -> {b[0]}: an adapter for another model?")
+    if fan_in is not None and (a[1], b[0]) != (fan_in, fan_out):  # None: PEFT checks that layer kind itself
+        raise adapter_error(path, f"module {name} takes {fan_in} inputs and gives {fan_out} outputs here, but "
+                                  f"the adapter's LoRA pair is for {a[1]} -> {b[0]}: an adapter for another model?")
 
 
 def _fans(module) -> tuple[int | None, int | None]:
@@ -242,24 +237,23 @@ def _fans(module) -> tuple[int | None, int | None]:
 
 @contextlib.contextmanager
 def peft_errors(adapter_dir: Path) -> Iterator[None]:
-    """Last line of defence: what PEFT still raises while loading becomes one AdapterError line."""
+    """What PEFT still raises while loading becomes one AdapterError line."""
     try:
         yield
     except AdapterError:
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise AdapterError(f"{adapter_dir}: PEFT could not load this adapter: {first[:200]}") from None
+        raise AdapterError(f"{adapter_dir}: PEFT could not load this adapter: {_first_line(err)}") from None
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines()[0] if str(err) else type(err).__name__)[:200]
 
 
 def loaded_adapter_differences(model, adapter_dir: str | Path, adapter_name: str) -> list[str]:
-    """Every tensor of the adapter's weights file that the loaded model does not hold, equal, under
-    `adapter_name`, and every tensor of that adapter in the model that the file does not hold (empty: the file
-    was loaded exactly). This is what PEFT's "missing adapter keys" check means to say; PEFT's own version
-    matches keys by substring, so an adapter named "B" counts other adapters' `lora_B.A5.weight` as its own
-    missing keys, and `attach_adapter` asks this one instead."""
+    """Every tensor where the file and the model's adapter `adapter_name` differ (empty: loaded exactly).
+    PEFT's own "missing adapter keys" check matches keys by substring, so an adapter named "B" counts other
+    adapters' `lora_B.A5.weight` as its missing keys; `attach_adapter` asks this one instead."""
     import torch
     from peft import get_peft_model_state_dict
     from peft.utils import load_peft_weights

@@ -1,14 +1,10 @@
 """`tunelens export`: merge a LoRA adapter into its base and write a standard transformers model.
 
-The output directory is what `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained`
-open with no tunelens and no PEFT installed: config.json, model.safetensors, the tokenizer with a chat
-template, plus `tunelens-export.json` recording what was merged. The merge is done in fp32 on the CPU
-(W + scale * B @ A per adapted layer, PEFT's merge_and_unload) and only then cast to the asked dtype,
-so a bf16 export rounds once, not twice.
-
-GGUF (llama.cpp, Ollama) is not written here: the converter that knows each architecture's tensor
-layout is llama.cpp's `convert_hf_to_gguf.py`, which no maintained PyPI package ships (the `gguf`
-package is only its reader/writer library). Run it on the merged directory; docs/export.md says how.
+The output opens with plain transformers (no tunelens, no PEFT): config.json, model.safetensors, the
+tokenizer with a chat template, and `tunelens-export.json` recording what was merged. The merge runs in
+fp32 on the CPU (PEFT's merge_and_unload) and only then casts to the asked dtype, so bf16 rounds once.
+GGUF is not written here: only llama.cpp's `convert_hf_to_gguf.py` knows each architecture's layout, and
+no maintained PyPI package ships it (docs/export.md says how to run it on the merged directory).
 """
 
 from __future__ import annotations
@@ -48,19 +44,15 @@ class ExportResult:
     size_bytes: int
 
 
-def gguf_way_out(adapter_dir: str | Path) -> str:
-    """The one-line answer to `--format gguf`: the two commands that do it with llama.cpp's converter."""
-    return (f"GGUF needs llama.cpp's convert_hf_to_gguf.py, which no maintained PyPI package provides: run "
-            f"`tunelens export --adapter {adapter_dir} --out merged` and then, in a llama.cpp checkout, "
-            "`python convert_hf_to_gguf.py merged --outfile model.gguf --outtype f16` (see docs/export.md)")
-
-
 def export_model(adapter_dir: str | Path, out_dir: str | Path, model_spec: str | None = None,
                  config: ExportConfig = ExportConfig()) -> ExportResult:
     """Merge `adapter_dir` into its base (by default the base its tunelens.json names) and write `out_dir`."""
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if config.fmt == "gguf":
-        raise UserError(gguf_way_out(adapter_dir))
+    if config.fmt == "gguf":  # the two commands that do it with llama.cpp's converter
+        raise UserError(f"GGUF needs llama.cpp's convert_hf_to_gguf.py, which no maintained PyPI package "
+                        f"provides: run `tunelens export --adapter {adapter_dir} --out merged` and then, in a "
+                        "llama.cpp checkout, `python convert_hf_to_gguf.py merged --outfile model.gguf --outtype "
+                        "f16` (see docs/export.md)")
     _check_out_dir(out_dir)
     if not adapter_dir.is_dir():
         raise UserError(f"{adapter_dir}: adapter directory not found")
@@ -83,7 +75,6 @@ def _tokenizer_for(adapter_dir: Path, spec: str):
     """The tokenizer saved beside the adapter when there is one, else the base's own."""
     from transformers import AutoTokenizer
 
-
     if (adapter_dir / "tokenizer_config.json").is_file():
         try:
             return AutoTokenizer.from_pretrained(str(adapter_dir), local_files_only=True)
@@ -93,19 +84,12 @@ def _tokenizer_for(adapter_dir: Path, spec: str):
     return load_tokenizer(spec)
 
 
-def merge(peft_model):
-    """(plain transformers model with the LoRA updates folded into its weights, number of layers merged)."""
-    merged_modules = sum(1 for _, module in peft_model.named_modules() if hasattr(module, "lora_A"))
-    return peft_model.merge_and_unload(), merged_modules
-
-
 def write_merged(peft_model, tokenizer, out_dir: Path, dtype: str, provenance: dict) -> ExportResult:
     """Merge and save a transformers model directory atomically: weights, config, tokenizer, provenance."""
-    model, merged_modules = merge(peft_model)
-    model = model.to(choose_dtype(dtype, "cpu"))
+    merged_modules = sum(1 for _, module in peft_model.named_modules() if hasattr(module, "lora_A"))
+    model = peft_model.merge_and_unload().to(choose_dtype(dtype, "cpu"))
     # load_model's note of the spec is tunelens's, not part of the model's config.
-    if hasattr(model.config, "tunelens_spec"):
-        del model.config.tunelens_spec
+    model.config.__dict__.pop("tunelens_spec", None)
     with atomic_directory(out_dir) as staging:
         model.save_pretrained(str(staging), safe_serialization=True)
         save_tokenizer(tokenizer, staging)

@@ -17,18 +17,15 @@ def load_model(spec: str = DEFAULT_MODEL, adapter: str | Path | None = None,
     """Load (model, tokenizer) for a spec, in eval mode, optionally with a PEFT adapter attached."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = str(resolve_model_dir(spec))
-    chosen_device = choose_device(device)
-    torch_dtype = choose_dtype(dtype, chosen_device)
+    model_dir, chosen_device = str(resolve_model_dir(spec)), choose_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=choose_dtype(dtype, chosen_device),
+                                                     local_files_only=True)
     except OSError as err:
         raise ModelLoadError(f"cannot load model from {model_dir}: {str(err).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.to(chosen_device)
-    model.eval()
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model.to(chosen_device).eval()
     # Remember the user's spec: adapters record it, and reports show it.
     model.config.tunelens_spec = spec
     if adapter is not None:
@@ -37,13 +34,9 @@ def load_model(spec: str = DEFAULT_MODEL, adapter: str | Path | None = None,
 
 
 def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
-    """Attach a PEFT adapter; refuse one whose provenance names other base weights.
-
-    Every file of the directory is checked first (tunelens.model.adapters.check_adapter), so a damaged or
-    foreign adapter is one ModelLoadError line naming the file, never a PEFT traceback. On a model that
-    already carries adapters, the new one is loaded beside them under `adapter_name` (switch with
-    `model.set_adapter(name)`), so several adapters share one copy of the base weights.
-    """
+    """Attach a PEFT adapter, every file checked first (`check_adapter`): a damaged or foreign adapter is
+    one ModelLoadError line naming the file. On a model that already carries adapters, the new one is loaded
+    beside them under `adapter_name` (`model.set_adapter(name)` switches), sharing the base weights."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -66,11 +59,8 @@ def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"
 
 @dataclass
 class LoadedModel:
-    """A model with what is known about it: the spec it came from, its adapter directory and device.
-
-    Build one with `LoadedModel.load` (from a spec) or `LoadedModel.wrap` (a model built in code). The
-    spec and adapter directory live here, not as extra attributes on the torch module.
-    """
+    """A model with the spec it came from and its adapter directory (here, not as attributes on the torch
+    module): `LoadedModel.load` from a spec, `LoadedModel.wrap` for a model built in code."""
 
     model: object
     tokenizer: object
@@ -79,9 +69,7 @@ class LoadedModel:
 
     @classmethod
     def load(cls, spec: str, adapter: str | Path | None = None, device: str = "auto") -> "LoadedModel":
-        model, tokenizer = load_model(spec, device=device)
-        if adapter is not None:
-            model = attach_adapter(model, adapter)
+        model, tokenizer = load_model(spec, adapter, device=device)
         return cls(model, tokenizer, spec, str(adapter) if adapter is not None else None)
 
     @classmethod

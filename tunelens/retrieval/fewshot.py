@@ -1,10 +1,8 @@
 """Examples in the context: the one way every stage puts training pairs in front of a request.
 
-Retrieval-augmented prompting (`--few-shot K`) and the copying experiment both show a model some
-(instruction, response) pairs before the user's request. Each example becomes a user turn and an
-assistant turn of the model's own chat format (tunelens.model.prompts.render_context), so an injected
-example looks exactly like an earlier exchange of the same conversation, and the rendered prompt
-still ends where the model's answer begins.
+Retrieval-augmented prompting (`--few-shot K`) and the copying experiment both show (instruction,
+response) pairs before the request, each as a user and an assistant turn of the model's own chat format
+(tunelens.model.prompts.render_context): an earlier exchange of the same conversation.
 """
 
 from __future__ import annotations
@@ -31,15 +29,12 @@ class Example:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Example":
-        return cls(instruction=data["instruction"], response=data["response"], id=str(data.get("id", "")),
-                   similarity=data.get("similarity"))
+        return cls(data["instruction"], data["response"], str(data.get("id", "")), data.get("similarity"))
 
 
 def example_turns(examples: Sequence[Example], instruction: str) -> list[tuple[str, str]]:
     """The conversation the model sees: each example as a user and an assistant turn, then the request."""
-    turns: list[tuple[str, str]] = []
-    for example in examples:
-        turns += [("user", example.instruction), ("assistant", example.response)]
+    turns = [turn for e in examples for turn in (("user", e.instruction), ("assistant", e.response))]
     return turns + [("user", instruction)]
 
 
@@ -49,12 +44,9 @@ def render_few_shot(tokenizer, examples: Sequence[Example], instruction: str, sy
 
 
 def encode_few_shot(tokenizer, examples: Sequence[Example], instruction: str, system: str | None = None) -> list[int]:
-    """Token ids of `render_few_shot(...)`; with no examples exactly `prompts.encode_prompt`'s."""
-    # Special tokens are in the rendered text already (bos, turn markers), so none are added.
+    """Token ids of `render_few_shot(...)` (special tokens are in the text already); with no examples
+    exactly `prompts.encode_prompt`'s."""
     return tokenizer(render_few_shot(tokenizer, examples, instruction, system), add_special_tokens=False)["input_ids"]
-
-
-# ---------------------------------------------------------------- retrieval from a gate index
 
 MAX_FEW_SHOT = 16  # more examples than this crowd a small model's context out
 FEW_SHOT_HELP = ("Show the K training pairs nearest to the request (from --few-shot-index) as earlier exchanges "
@@ -92,21 +84,16 @@ def nearest_examples_batch(gate, instructions: Sequence[str], k: int) -> list[li
         return [[] for _ in instructions]
     require_responses(gate)
     sims, rows = gate.index.search(gate.embedder.encode(list(instructions)), k)
-    found = []
-    for row_sims, row_ids in zip(sims, rows):
-        best_first = [Example(instruction=gate.entries[r]["instruction"], response=gate.entries[r]["response"],
-                              id=str(gate.entries[r]["id"]), similarity=round(float(s), 4))
-                      for s, r in zip(row_sims, row_ids) if r >= 0]  # faiss pads missing rows with -1
-        # Nearest last: it then sits right before the request, where a model's attention to its context
-        # is strongest (recency), and a lesser match cannot come between the best one and the request.
-        found.append(best_first[::-1])
-    return found
+    # Nearest last: it then sits right before the request, where a model's attention to its context is
+    # strongest (recency), and a lesser match cannot come between it and the request. faiss pads with -1.
+    return [[Example(gate.entries[r]["instruction"], gate.entries[r]["response"], str(gate.entries[r]["id"]),
+                     round(float(s), 4)) for s, r in zip(row_sims, row_ids) if r >= 0][::-1]
+            for row_sims, row_ids in zip(sims, rows)]
 
 
 def nearest_examples(gate, instruction: str, k: int) -> list[Example]:
-    """The K training pairs whose instructions are nearest to `instruction` (cosine similarity of the
-    gate's embeddings), with their similarity, in the order to show them: least similar first, the
-    nearest last, right before the request. K=0 gives none; K above the gate's size gives them all."""
+    """The K training pairs whose instructions are nearest to `instruction` (cosine), with their similarity,
+    least similar first; K=0 gives none, K above the gate's size all."""
     return nearest_examples_batch(gate, [instruction], k)[0]
 
 
@@ -114,8 +101,7 @@ class FewShot:
     """A stage's few-shot setting: K and the gate it retrieves from (loaded once), with a cache per instruction."""
 
     def __init__(self, k: int, gate=None):
-        self.k, self.gate = k, gate
-        self._cache: dict[str, list[Example]] = {}
+        self.k, self.gate, self._cache = k, gate, {}
         if k > 0:
             require_responses(gate)
 
@@ -135,8 +121,7 @@ class FewShot:
     def for_each(self, instructions: Sequence[str]) -> list[list[Example]]:
         """The examples for every instruction (retrieved once per distinct instruction)."""
         missing = [text for text in dict.fromkeys(instructions) if text not in self._cache]
-        for text, examples in zip(missing, nearest_examples_batch(self.gate, missing, self.k) if self.k else []):
-            self._cache[text] = examples
+        self._cache.update(zip(missing, nearest_examples_batch(self.gate, missing, self.k) if self.k else []))
         return [self._cache.get(text, []) for text in instructions]
 
     def for_one(self, instruction: str) -> list[Example]:

@@ -1,13 +1,10 @@
-"""Nearest-neighbour search over the gate's L2-normalised rows: exact below a size threshold, HNSW above.
+"""Nearest-neighbour search over the gate's L2-normalised rows (inner product = cosine): exact below a
+size threshold, HNSW above, both in faiss.
 
-Both backends are faiss (faiss-cpu). Exact search is `IndexFlatIP`: one SIMD pass over the rows on one
-thread, 0.3 ms at 10,000 rows, where numpy's `queries @ vectors.T` with OpenBLAS's two threads took
-1-24 ms on this shared 2-core machine (its threads contend with every other process). A single query
-scans an fp16 copy of the rows first and re-scores the best in fp32 (`ExactIndex.search`: same
-answer). Above `ANN_MIN_ROWS` the gate builds an HNSW graph (`IndexHNSWFlat`): one library for both
-searches, and at 100,000 rows it reached a higher recall than hnswlib at the settings tried
-(docs/gate.md has the figures; `bench/gate_query.py --compare-ann` reruns the comparison). Inner product equals cosine
-similarity because rows and queries are unit vectors.
+Exact search is `IndexFlatIP`: one SIMD pass on one thread, 0.3 ms at 10,000 rows, where numpy's
+`queries @ vectors.T` took 1-24 ms with OpenBLAS's threads contending on a shared 2-core machine. Above
+`ANN_MIN_ROWS` it is an HNSW graph (`IndexHNSWFlat`), which beat hnswlib's recall at 100,000 rows
+(docs/gate.md; `bench/gate_query.py --compare-ann` reruns the comparison).
 """
 
 from __future__ import annotations
@@ -32,17 +29,12 @@ HNSW_FILE = "index.hnsw.faiss"
 
 
 def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarities and row indices of the k nearest rows per query, best first, in numpy.
-
-    The plain equivalent of `ExactIndex.search` (tests check them against each other); also a full
-    `argsort` of `queries @ vectors.T`, which argpartition only spares sorting every row.
-    """
+    """Cosine similarities and row indices of the k nearest rows per query, best first, in numpy: the
+    plain equivalent of `ExactIndex.search` (tests check them against each other)."""
     k = min(k, len(vectors))
     sims = queries @ vectors.T
-    if k < sims.shape[1]:
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    else:
-        part = np.tile(np.arange(sims.shape[1]), (len(sims), 1))
+    every = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else every
     part_sims = np.take_along_axis(sims, part, axis=1)
     order = np.argsort(-part_sims, axis=1, kind="stable")
     return np.take_along_axis(part_sims, order, axis=1), np.take_along_axis(part, order, axis=1)
@@ -58,11 +50,7 @@ def _faiss():
 
 @contextlib.contextmanager
 def faiss_threads(count: int):
-    """Run the block with `count` OpenMP threads in faiss, then restore the previous setting.
-
-    A single query is searched on one thread: splitting 0.3 ms of work costs more in wake-ups than it
-    saves, and a second thread is often busy elsewhere on a small machine.
-    """
+    """Run the block with `count` OpenMP threads in faiss, then restore the previous setting."""
     faiss = _faiss()
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(count)
@@ -88,7 +76,7 @@ class _FaissSearch:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(self))
-        # One query: one thread (a pool only adds start-up cost); a batch: every thread faiss has.
+        # One query: one thread (splitting 0.3 ms costs more in wake-ups than it saves); a batch: all of them.
         with faiss_threads(1 if len(queries) == 1 else _faiss().omp_get_max_threads()):
             sims, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return sims, rows.astype(np.int64)
@@ -104,13 +92,10 @@ HALF_SCAN_EXTRA = 32
 class ExactIndex(_FaissSearch):
     """Every row compared with the query (faiss IndexFlatIP); no recall loss, no parameters.
 
-    A single query (the gate's case) first scans an fp16 copy of the rows (faiss's fp16 scalar quantizer:
-    half the bytes, which matters because the embedding that precedes each search evicts the rows from
-    the cache), takes the best k + HALF_SCAN_EXTRA, and re-scores those in fp32. Every fp16 score is
-    within a bound of its fp32 one, so when the last of them is below the k-th best by twice the bound
-    no row outside them can be among the k best, and the answer is the fp32 search's; otherwise (many
-    rows within about 2e-3 of each other) the fp32 rows are scanned. Plain equivalent: IndexFlatIP's
-    search (a test checks them against each other).
+    A single query first scans an fp16 copy of the rows (half the bytes, after the query's embedding has
+    evicted them from the cache), takes the best k + HALF_SCAN_EXTRA and re-scores those in fp32. Every
+    fp16 score is within a bound of its fp32 one, so when the last of them is below the k-th best by twice
+    the bound the answer is the fp32 search's; otherwise the fp32 rows are scanned (a test compares them).
     """
 
     kind = EXACT
@@ -142,7 +127,6 @@ class ExactIndex(_FaissSearch):
         order = np.lexsort((rows[0], -exact))[:k]  # best first; exact ties by row id
         return exact[order][None].astype(np.float32), rows[0][order][None].astype(np.int64)
 
-
     def save(self, directory: Path) -> dict:
         (Path(directory) / HNSW_FILE).unlink(missing_ok=True)  # a graph left by an earlier build
         return {}  # rebuilt from embeddings.npy at load: a copy of the rows is all it is
@@ -168,15 +152,12 @@ class HNSWIndex(_FaissSearch):
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         return cls(index, ef_search, m)
 
-
     def save(self, directory: Path) -> dict:
         """Write the graph next to embeddings.npy (atomically); returns what gate.json records."""
-        import os
+        from tunelens.retrieval.embedders import written_atomically
 
-        path = Path(directory) / HNSW_FILE
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        _faiss().write_index(self.index, str(partial))
-        os.replace(partial, path)
+        with written_atomically(Path(directory) / HNSW_FILE) as partial:
+            _faiss().write_index(self.index, str(partial))
         return {"file": HNSW_FILE, "m": self.m,
                 "ef_construction": self.index.hnsw.efConstruction, "ef_search": self.index.hnsw.efSearch}
 

@@ -1,12 +1,8 @@
-"""Rewrites of the exported MiniLM graph that make a query cheaper in ONNX Runtime without changing the
-network: each keeps the embeddings equal to rounding (tests compare each rewrite with its plain form).
-
-- `unfuse_skip_layer_norm`: ONNX Runtime's CPU `SkipLayerNormalization` kernel (which its BERT
-  optimizer emits) took about 1.9 us per token and layer here, `Add` + `LayerNormalization` about 0.3.
-- `drop_constant_segments`: the exported embeddings compute all-zero token types with about a dozen
-  small nodes per query; adding the type-0 row into the position table gives the same sums without them.
-- `append_mean_pooling`: the model's mean pooling and L2 normalisation as graph nodes, so a query returns
-  384 floats instead of every token's hidden states and skips a numpy pass.
+"""Rewrites of the exported MiniLM graph that make a query cheaper in ONNX Runtime with embeddings equal
+to rounding (tests compare each with its plain form): `unfuse_skip_layer_norm` (the CPU
+`SkipLayerNormalization` kernel took 1.9 us per token and layer, `Add` + `LayerNormalization` 0.3),
+`drop_constant_segments` (a dozen nodes per query computed all-zero token types) and `append_mean_pooling`
+(a query returns 384 floats, not every token's hidden states).
 """
 
 from __future__ import annotations
@@ -18,8 +14,7 @@ EMBEDDING_OUTPUT = "embedding"
 
 def unfuse_skip_layer_norm(model) -> int:
     """Replace every `SkipLayerNormalization` (x + skip [+ bias], then layer norm) by `Add` nodes and a
-    standard `LayerNormalization`; returns how many were replaced. Its mean and inverse-variance outputs
-    must be unused (the BERT optimizer leaves them so); its sum output, when used, is kept."""
+    `LayerNormalization`; returns how many. Its mean and variance outputs must be unused; its sum is kept."""
     from onnx import helper
 
     used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
@@ -48,9 +43,8 @@ def unfuse_skip_layer_norm(model) -> int:
 
 
 def drop_constant_segments(model) -> bool:
-    """Drop the token-type input of the graph's `EmbedLayerNormalization` (every query has type 0),
-    adding the type-0 embedding row into the position table instead; returns whether it applied.
-    The nodes that computed the types are removed with every other node whose outputs nothing uses."""
+    """Drop the token-type input of the graph's `EmbedLayerNormalization` (every query has type 0), adding
+    the type-0 row into the position table instead, and the nodes left unused; returns whether it applied."""
     from onnx import numpy_helper
 
     node = next((n for n in model.graph.node if n.op_type == "EmbedLayerNormalization"), None)
@@ -84,10 +78,7 @@ def remove_dead_nodes(model) -> None:
 
 def append_mean_pooling(model, hidden: str, mask: str, output: str = EMBEDDING_OUTPUT) -> None:
     """Make the graph's only output `output`: the mean of `hidden` (batch, tokens, dim) over the tokens
-    `mask` (batch, tokens, integers) marks, L2-normalised per row (a zero row stays zero).
-
-    Plain equivalent: `_mean_pool` in tunelens.retrieval.embedders (a test checks them against each other).
-    """
+    `mask` marks, L2-normalised per row (a zero row stays zero); plain equivalent: embedders._mean_pool."""
     from onnx import TensorProto, helper, numpy_helper
 
     def constant(name, values, dtype):
@@ -97,7 +88,7 @@ def append_mean_pooling(model, hidden: str, mask: str, output: str = EMBEDDING_O
     tokens_axis = constant("pool_tokens_axis", [1], np.int64)  # of hidden (batch, tokens, dim) and the mask
     row_axis = constant("pool_row_axis", [1], np.int64)  # of the pooled (batch, dim)
     last_axis = constant("pool_last_axis", [2], np.int64)
-    nodes = [
+    model.graph.node.extend([
         helper.make_node("Cast", [mask], ["pool_mask"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["pool_mask", last_axis], ["pool_weights"]),
         helper.make_node("Mul", [hidden, "pool_weights"], ["pool_weighted"]),
@@ -113,8 +104,7 @@ def append_mean_pooling(model, hidden: str, mask: str, output: str = EMBEDDING_O
         helper.make_node("Where", ["pool_is_zero", constant("pool_one", 1.0, np.float32), "pool_norm"],
                          ["pool_safe_norm"]),
         helper.make_node("Div", ["pool_mean", "pool_safe_norm"], [output]),
-    ]
-    model.graph.node.extend(nodes)
+    ])
     dim = _last_dim(model, hidden)
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", dim]))

@@ -1,9 +1,6 @@
-"""A gate directory's retrieval half: the embedded training instructions, their entries and the index.
-
-Layout: gate.json (metadata), embeddings.npy (float32, L2-normalised rows), entries.jsonl (id, instruction
-and, when built from pairs, response per row, same order), and above the approximate-index threshold the
-ANN index file named in gate.json. The gate (tunelens.gate.routing.Gate) adds the calibrated rule on top;
-few-shot examples need only this half.
+"""A gate directory's retrieval half, all few-shot examples need (tunelens.gate.routing.Gate adds the
+calibrated rule): gate.json (metadata), embeddings.npy (L2-normalised float32 rows), entries.jsonl (id,
+instruction and, when built from pairs, response per row) and, above the ANN threshold, the index file.
 """
 
 from __future__ import annotations
@@ -26,12 +23,8 @@ class PairIndex:
 
     def __init__(self, directory: Path, meta: dict, vectors: np.ndarray, entries: list[dict],
                  embedder=None, index=None):
-        self.directory = Path(directory)
-        self.meta = meta
-        self.vectors = vectors
-        self.entries = entries
-        self._embedder = embedder
-        self._index = index
+        self.directory, self.meta, self.vectors, self.entries = Path(directory), meta, vectors, entries
+        self._embedder, self._index = embedder, index
 
     @property
     def index(self):
