@@ -29,7 +29,6 @@ from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import read_jsonl_numbered
 from tunelens.data.lint import check_response
 
-REASONS = ("lint", "off_query", "mismatch", "unfamiliar")
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")

@@ -16,7 +16,7 @@ import re
 import tokenize
 import warnings
 
-from tunelens.pycheck.rules import (COMPAT_MODULES, PY2_BUILTINS, PY2_CODES, PY2_METHODS, PY2_MODULE_ATTRS, SYNTAX_ERROR, Finding, sorted_findings)
+from tunelens.pycheck.rules import (COMPAT_MODULES, PY2_BUILTINS, PY2_METHODS, PY2_MODULE_ATTRS, SYNTAX_ERROR, Finding, sorted_findings)
 from tunelens.pycheck.tokens import check_unparsable, code_tokens
 
 _sorted = sorted_findings  # the name tests and older callers use
