@@ -18,13 +18,14 @@ from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot
+from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.model.state import adapter_off
 from tunelens.runtime import Progress
 from tunelens.engine.score import score_continuations
 from tunelens.engine.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
-from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate)
+from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, prompt_token_ids, run_inspection,
+                                    trace_generate)
 from tunelens import __version__
 from tunelens.io import atomic_write_json, atomic_write_text, read_json
 from tunelens.report import render_html
@@ -365,14 +366,9 @@ class CompareRun:
 
 
 def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison:
-    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
-    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
-    comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
-                                    run.config, progress=progress, examples=examples)
-    comparison.save(run.out)
-    if run.html is not None:
-        write_compare_html(comparison, run.html)
-    return comparison
+    return run_inspection(run, lambda loaded, examples: compare_conditions(
+        loaded, None, run.prompt, list(run.variants), run.continuation, run.config, progress=progress,
+        examples=examples), write_compare_html, progress)
 
 
 def write_compare_html(comparison: Comparison, path: str | Path) -> Path:

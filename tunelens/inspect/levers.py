@@ -163,11 +163,10 @@ def lever_effects(points: Sequence[PointScore], seed: int = 0) -> list[LeverEffe
 
 
 # ---------------------------------------------------------------------------------------------------
-# Lesson 2 as docs/protocol.md fixes it: decision points taken from *reference* answers (Python 3, so the
-# teacher-forced history shows no Python 2 to copy), selected on the baseline alone by a window decided on
-# a calibration half of the prompts, and every lever measured against a placebo of the same token length in
-# the same place. The difference Δ(lever) − Δ(placebo) = score(lever) − score(placebo): the baseline, and
-# with it any regression to the mean from selecting on it, cancels.
+# Lesson 2 as docs/protocol.md fixes it: points from *reference* answers (Python 3: the history shows no Python
+# 2 to copy), selected on the baseline alone by a window decided on a calibration half of the prompts, each
+# lever against a placebo of the same token length in the same place. Δ(lever) − Δ(placebo) = score(lever) −
+# score(placebo): the baseline, and any regression to the mean from selecting on it, cancels.
 
 CODE_FREE_PHRASING = "Write this in modern Python 3 syntax."  # the phrasing lever, with no code to copy
 # (lever sentence, its placebo): the same length in Qwen2.5-Coder tokens, nothing about the version
@@ -193,8 +192,8 @@ ADAPTER_OFF = "adapter off"  # reported beside the table as a scale, with no pla
 
 
 def python3_points(tokens: Sequence[str]) -> list[int]:
-    """Indices of tokens that follow a `print` name and open its call: where a Python 3 answer chose `(`
-    (a tokenizer that merges `print(` into one token has no such point, and the answer gives none)."""
+    """Indices of tokens after a `print` name that open its call: where a Python 3 answer chose `(` (none
+    where the tokenizer merges `print(` into one token)."""
     return _print_points(tokens, call=True)
 
 
@@ -212,8 +211,8 @@ def python2_statement_mask(tokenizer):
 
 def mass_log_odds_at(model, prompt_ids: list[int], answer_ids: list[int], positions: Sequence[int], python3_mask,
                      python2_mask, adapter_on: bool = True) -> list[float]:
-    """log P(Python 3 tokens) - log P(Python 2 statement tokens) at each position of the teacher-forced
-    answer: at a reference's own `(` both choices are masses, since the Python 2 token was never written."""
+    """log P(Python 3 tokens) - log P(Python 2 statement tokens) at each position: at a reference's own `(`
+    both are masses, the Python 2 token never having been written."""
     if not positions:
         return []
     rows, device = _answer_rows(model, prompt_ids, answer_ids, positions, adapter_on)
@@ -235,8 +234,8 @@ class ReferencePoint(_Scored):
 
 def reference_baselines(model, tokenizer, references: Sequence[tuple[str, str, str]],
                         render: Callable[[str], str]) -> list[ReferencePoint]:
-    """Every print-call point of the references ((prompt id, instruction, reference answer)) with its
-    baseline log-odds under the adapter, teacher-forced on the reference's own history."""
+    """Every print-call point of the references ((prompt id, instruction, answer)) with its baseline log-odds,
+    teacher-forced on the reference's own history."""
     three, two = call_token_mask(tokenizer), python2_statement_mask(tokenizer)
     points = []
     for prompt, instruction, answer in references:
@@ -248,8 +247,8 @@ def reference_baselines(model, tokenizer, references: Sequence[tuple[str, str, s
 
 
 def split_prompts(prompts: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
-    """(calibration half, measurement half) of the prompt ids, drawn from the run's base seed and so the same
-    for every training seed (sorted first: the split depends on the set of prompts, not their order)."""
+    """(calibration, measurement) halves of the prompt ids from the run's base seed, the same for every
+    training seed (sorted first: the split depends on the set of prompts, not their order)."""
     order = sorted(set(prompts))
     random.Random(seed).shuffle(order)
     half = len(order) // 2
@@ -291,9 +290,8 @@ def placed(tokenizer, instruction: str, where: str, text: str) -> str:
 
 def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[str, str],
                    adapter_off: bool = True):
-    """levers(instruction) -> [Lever]: each of LEVER_ROWS and its placebo ("placebo: <row>"), the placebo put
-    where the lever goes; the example's placebo is a training pair whose code does not print. With
-    `adapter_off`, also the prompt as it was with the adapter switched off (the scale)."""
+    """levers(instruction) -> [Lever]: each of LEVER_ROWS and its placebo ("placebo: <row>") in the same place
+    (the example's: a training pair that does not print); with `adapter_off`, also the adapter off (the scale)."""
     def levers(instruction: str) -> list[Lever]:
         out = []
         for row, where, text in LEVER_ROWS:
@@ -313,8 +311,8 @@ def placebo_levers(tokenizer, example: tuple[str, str], placebo_example: tuple[s
 
 def choose_placebo_example(pairs: Sequence[tuple[str, str]], example: tuple[str, str],
                            length: Callable[[str], int]) -> tuple[str, str]:
-    """The training pair whose response does not print and whose length (instruction + response, by
-    `length`, e.g. a token count) is closest to the example's; ties go to the earlier pair."""
+    """The training pair that does not print whose length (instruction + response, by `length`) is closest
+    to the example's; ties go to the earlier pair."""
     silent = [p for p in pairs if p != example and count_prints(code_or_nothing(p[1])) == 0]
     if not silent:
         raise ValueError("choose_placebo_example: every training pair prints; the one-shot placebo needs one "
@@ -324,16 +322,15 @@ def choose_placebo_example(pairs: Sequence[tuple[str, str]], example: tuple[str,
 
 
 def placebo_length_mismatches(tokenizer) -> list[tuple[str, str, int, int]]:
-    """(lever, placebo, lever tokens, placebo tokens) wherever the tokenizer counts them differently: the
-    texts were made equal in Qwen2.5-Coder tokens, so a study on another tokenizer reports these."""
+    """(lever, placebo, their token counts) where this tokenizer counts them differently (they were matched
+    in Qwen2.5-Coder tokens; a study on another tokenizer reports these)."""
     count = lambda text: len(_encode(tokenizer, text))  # noqa: E731
     return [(a, b, count(a), count(b)) for a, b in LEVER_PLACEBOS if count(a) != count(b)]
 
 
 def score_chosen(model, tokenizer, points: Sequence[ReferencePoint], references: Sequence[tuple[str, str, str]],
                  levers: Callable[[str], list[Lever]]) -> list[ReferencePoint]:
-    """The chosen points again, with their scores under every lever (one teacher-forced pass per prompt and
-    lever, over that prompt's chosen positions)."""
+    """The chosen points with their scores under every lever (one pass per prompt and lever)."""
     three, two = call_token_mask(tokenizer), python2_statement_mask(tokenizer)
     by_prompt: dict[str, list[ReferencePoint]] = {}
     for point in points:
@@ -352,8 +349,8 @@ def score_chosen(model, tokenizer, points: Sequence[ReferencePoint], references:
 
 
 def lever_minus_placebo(points: Sequence[ReferencePoint], row: str, seed: int = 0) -> dict:
-    """One seed's value for one row: the mean over points of Δ(lever) − Δ(placebo) with a cluster bootstrap
-    by prompt, and whether the points meet the protocol's floor (30 points over 20 prompts)."""
+    """One seed's value for one row: mean Δ(lever) − Δ(placebo) with a bootstrap clustered by prompt, and
+    whether the points meet the protocol's floor (30 points over 20 prompts)."""
     values = [p.by_lever[row] - p.by_lever[f"placebo: {row}"] for p in points]
     clusters = [p.prompt for p in points]
     interval = cluster_bootstrap_mean(values, clusters, seed=seed)
@@ -364,8 +361,8 @@ def lever_minus_placebo(points: Sequence[ReferencePoint], row: str, seed: int = 
 
 def seed_lesson2(model, tokenizer, references: Sequence[tuple[str, str, str]], render: Callable[[str], str],
                  levers: Callable[[str], list[Lever]], split_seed: int, seed: int = 0) -> dict:
-    """One training seed's lesson 2, whole: baselines, the window from the calibration half, the contested
-    measurement-half points scored under every lever and placebo, and one value per row."""
+    """One training seed's lesson 2: baselines, the window from the calibration half, the contested points of
+    the measurement half under every lever and placebo, one value per row."""
     points = reference_baselines(model, tokenizer, references, render)
     calibration, measurement = split_prompts([r[0] for r in references], split_seed)
     window = choose_window([p for p in points if p.prompt in set(calibration)], len(calibration))
@@ -379,15 +376,14 @@ def seed_lesson2(model, tokenizer, references: Sequence[tuple[str, str, str]], r
 
 
 def adapter_off_scale(points: Sequence[ReferencePoint], seed: int = 0) -> dict:
-    """Mean Δ(adapter off) over the points with a prompt-cluster bootstrap: how far the weights moved the
-    point, the scale the levers are read against (outside the table: it has no placebo)."""
+    """Mean Δ(adapter off), prompt-clustered: how far the weights moved the points, the levers' scale."""
     interval = cluster_bootstrap_mean([p.delta(ADAPTER_OFF) for p in points], [p.prompt for p in points], seed=seed)
     return {"lever": ADAPTER_OFF, **interval.to_dict()}
 
 
 def lesson2_table(per_seed: dict[str, Sequence[float | None]]) -> dict:
-    """The protocol's table: per row (LEVER_ROWS), the one-sample t of its per-seed values against 0, Holm
-    over the five rows; and the secondary table of one, the primary row against the case study's +0.869."""
+    """The protocol's table: per row, a one-sample t of its per-seed values against 0, Holm over the rows;
+    and a table of one, the primary row against the case study's +0.869."""
     names = [row for row, _, _ in LEVER_ROWS]
     missing = [n for n in names if n not in per_seed]
     if missing:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
@@ -318,6 +318,16 @@ def load_inspected_model(spec: str, adapter: str | None, device: str,
     return loaded
 
 
+def run_inspection(run, inspect: Callable[[LoadedModel, list[Example]], Any], write_html, progress: Progress | None):
+    """`tunelens trace` or `compare` whole: the few-shot examples, the model, `inspect`, the JSON and the HTML."""
+    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
+    result = inspect(load_inspected_model(run.model, run.adapter, run.device, progress), examples)
+    result.save(run.out)
+    if run.html is not None:
+        write_html(result, run.html)
+    return result
+
+
 # ---------------------------------------------------------------- one command, one call
 
 
@@ -335,13 +345,8 @@ class TraceRun:
 
 
 def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
-    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
-    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
-    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples)
-    trace.save(run.out)
-    if run.html is not None:
-        write_trace_html(trace, run.html)
-    return trace
+    return run_inspection(run, lambda loaded, examples: trace_generate(
+        loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples), write_trace_html, progress)
 
 
 def write_trace_html(trace: Trace, path: str | Path) -> Path:
