@@ -241,17 +241,15 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
 
 
 def _check_budget(conditions: int, positions: int, vocab: int, limit: int) -> None:
-    needed = conditions * positions * vocab * 4
-    if needed > limit:
-        raise UserError(
-            f"comparing {positions} positions under {conditions} conditions over a {vocab}-token vocabulary holds "
-            f"{needed / 2**30:.1f} GiB of log-probabilities (limit {limit / 2**30:.1f} GiB): "
-            "shorten the continuation or use fewer variants")
+    if (needed := conditions * positions * vocab * 4) > limit:
+        raise UserError(f"comparing {positions} positions under {conditions} conditions over a {vocab}-token "
+                        f"vocabulary holds {needed / 2**30:.1f} GiB of log-probabilities (limit "
+                        f"{limit / 2**30:.1f} GiB): shorten the continuation or use fewer variants")
 
 
 def _condition_stats(stacked, continuation_ids, top_k: int):
-    """Per condition and position: the continuation token's log-prob and rank, argmax, top-K ids, and
-    KL(reference || condition). One condition at a time, so temporaries stay at n x vocab."""
+    """Per condition and position: the token's log-prob and rank, argmax, top-K ids, KL(reference ||
+    condition); one condition at a time, so temporaries stay at n x vocab."""
     import torch
 
     target = torch.tensor(continuation_ids, device=stacked.device)[:, None]
@@ -291,8 +289,8 @@ def _positions(tokenizer, stacked, continuation_ids, watch_ids, top_k: int):
 
 
 def _flips(positions: list[Position]) -> list[Flip]:
-    """Every (position, condition) whose argmax differs from the reference's; a flip between two other
-    conditions always shows up here too, since at least one of them differs from the reference."""
+    """Every (position, condition) whose argmax differs from the reference's (a flip between two others
+    shows up too: one of them differs from the reference)."""
     flips = []
     for pos in positions:
         for other, token_b in enumerate(pos.argmax):

@@ -37,7 +37,7 @@ _SIGNATURE = re.compile(r"\s*(?:async\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 @configclass
 class ContextCheckConfig:
-    """Options of `context check`: each field is one of its flags and a key of its --config YAML file."""
+    """Options of `context check`: each field is one of its flags and a key of its --config file."""
 
     threshold: float = option(0.5, "Risk at or above which the context is flagged as untrusted.", min=0.0, max=1.0)
     low_similarity: float = option(0.1, "Cosine similarity (example instruction to query, or to the gate's "
@@ -166,8 +166,8 @@ def _verdict(example: Example, similarity: float, training: float | None,
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    """Examples from a JSONL file: {"instruction", "response"} objects (optionally id, similarity) or chat
-    records ({"messages": [user, ..., assistant]}). Errors name the file, line and field."""
+    """Examples from a JSONL file of {"instruction", "response"} (optionally id, similarity) or chat records
+    ({"messages": [user, ..., assistant]}); errors name the file, line and field."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"examples file not found: {path}")

@@ -74,7 +74,7 @@ class _TokenScanner:
 
     def _keyword_at_start(self, index: int, word: str) -> bool:
         tok, prev = self.tokens[index], self._tok(index - 1)
-        at_start = prev is None or prev.type in _STATEMENT_START or prev.string in (";", ":") and prev.type == tokenize.OP
+        at_start = prev is None or prev.type in _STATEMENT_START or (prev.type == tokenize.OP and prev.string in ";:")
         return tok.type == tokenize.NAME and tok.string == word and at_start
 
     def _statement_tokens(self, index: int):
