@@ -119,24 +119,12 @@ class MeanInterval(_Record):
     high: float | None
 
 
-def _percentile_interval(data, means, level: float) -> MeanInterval:
-    import numpy as np
-
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
-
-
 def bootstrap_mean(values, resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> MeanInterval:
     """Mean with the middle `level` of `resamples` means of values drawn with replacement: for continuous
-    paired measures (a log-odds change per decision point), the item being the unit of resampling."""
-    import numpy as np
-
-    data = np.asarray(list(values), dtype=float)
-    if data.size == 0:
-        return MeanInterval(0, None, None, None)
-    draws = np.random.default_rng(seed).integers(0, data.size, size=(resamples, data.size))
-    return _percentile_interval(data, data[draws].mean(axis=1), level)
+    paired measures (a log-odds change per decision point), the item being the unit of resampling. It is
+    cluster_bootstrap_mean with every value its own cluster, draw for draw."""
+    values = list(values)
+    return cluster_bootstrap_mean(values, range(len(values)), resamples, seed, level)
 
 
 def sign_test_p(differences) -> float:
@@ -228,8 +216,7 @@ def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int 
                            level: float = 0.95) -> MeanInterval:
     """Mean with a percentile interval from resampling whole clusters (every point of one prompt together:
     they are not independent, and resampling them one by one makes the interval too narrow). Each resample
-    draws as many clusters as there are, with replacement, and means all their values. Plain equivalent:
-    with every value its own cluster, bootstrap_mean with the same seed (a test checks that)."""
+    draws as many clusters as there are, with replacement, and means all their values."""
     import numpy as np
 
     data = np.asarray(list(values), dtype=float)
@@ -243,7 +230,9 @@ def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int 
     sums = np.bincount(which, weights=data, minlength=len(index))
     counts = np.bincount(which, minlength=len(index)).astype(float)
     draws = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
-    return _percentile_interval(data, sums[draws].sum(axis=1) / counts[draws].sum(axis=1), level)
+    tail = (1 - level) / 2
+    low, high = np.quantile(sums[draws].sum(axis=1) / counts[draws].sum(axis=1), [tail, 1 - tail])
+    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
 
 
 @dataclass(frozen=True)
