@@ -1,15 +1,10 @@
 """Typed configs shared by every stage: frozen dataclasses, one help text per field, YAML < CLI flags.
 
-A stage declares its config as a frozen dataclass whose fields carry `metadata={"help": ...}`
-(use `option()` for that) and loads it with `load_config(Cls, yaml_path, overrides)`:
-
-- the YAML file (optional) sets fields; an unknown key is an error naming the file and the key;
-- `overrides` (the CLI flags) win over the file; a value of None means "flag not given";
-- values are coerced to the field's type, so `1e-5` (which YAML reads as a string) is a float,
-  and a value that cannot be coerced is an error naming the key;
-- the dataclass's own `validate()` (if any) then checks ranges and raises UserError.
-
-No torch import here, so commands can read help texts cheaply.
+A stage declares its config with `configclass` and `option()` fields and loads it with
+`load_config(Cls, yaml_path, overrides)`: the YAML file (optional) sets fields, an unknown key being an error
+naming the file and key; the non-None `overrides` (CLI flags) win over it; values are coerced to the field's
+type (YAML reads `1e-5` as a string: it becomes a float), an uncoercible value being an error naming the key;
+then the field bounds and the class's own `validate()` raise UserError. No torch import, so help stays cheap.
 """
 
 from __future__ import annotations
@@ -28,23 +23,19 @@ C = TypeVar("C")
 
 def option(default: Any, help: str, choices: tuple | None = None, *, min: float | None = None,
            max: float | None = None, flag: str | None = None, short: str | None = None) -> Any:
-    """A dataclass field declared once: its default, help text, allowed values and bounds, and (for the
-    CLI) its flag name (default ``--field-name``) and an optional short flag."""
-    metadata: dict[str, Any] = {"help": help}
-    if choices is not None:
-        metadata["choices"] = tuple(choices)
-    for key, value in (("min", min), ("max", max), ("flag", flag), ("short", short)):
-        if value is not None:
-            metadata[key] = value
+    """A dataclass field declared once: default, help, allowed values, bounds, and its CLI flag (default
+    ``--field-name``) and optional short flag."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for a sequence default: configs are frozen")
+    given = {"choices": None if choices is None else tuple(choices), "min": min, "max": max, "flag": flag,
+             "short": short}
+    metadata = {"help": help, **{key: value for key, value in given.items() if value is not None}}
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def configclass(cls: type[C]) -> type[C]:
-    """A frozen dataclass whose every construction is checked: each field's choices and bounds (from
-    `option()`), then the class's own `validate()` for rules across fields. One validation path, so no
-    caller has to remember to call it."""
+    """A frozen dataclass checked on every construction: each field's choices and bounds (`option()`), then
+    the class's own `validate()` for rules across fields, so no caller has to remember to call it."""
     own_validate = cls.__dict__.get("validate")
 
     def __post_init__(self) -> None:
@@ -56,20 +47,25 @@ def configclass(cls: type[C]) -> type[C]:
     return dataclasses.dataclass(frozen=True)(cls)
 
 
+def _out_of_range(meta, value) -> str | None:
+    """Why `value` breaks its field's declared choices or bounds, or None."""
+    if "choices" in meta and value not in meta["choices"]:
+        return f"{value!r} is not one of {', '.join(map(str, meta['choices']))}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "min" in meta and value < meta["min"]:
+            return f"must be at least {meta['min']}, got {value}"
+        if "max" in meta and value > meta["max"]:
+            return f"must be at most {meta['max']}, got {value}"
+    return None
+
+
 def check_fields(config) -> None:
     """Raise UserError naming the first field whose value is outside its declared choices or bounds."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if value is None or isinstance(value, bool):
-            continue
-        meta = field.metadata
-        if "choices" in meta and value not in meta["choices"]:
-            raise UserError(f"{field.name}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
-        if isinstance(value, (int, float)):
-            if "min" in meta and value < meta["min"]:
-                raise UserError(f"{field.name} must be at least {meta['min']}, got {value}")
-            if "max" in meta and value > meta["max"]:
-                raise UserError(f"{field.name} must be at most {meta['max']}, got {value}")
+        problem = None if value is None or isinstance(value, bool) else _out_of_range(field.metadata, value)
+        if problem:
+            raise UserError(f"{field.name}{' ' if problem.startswith('must') else ': '}{problem}")
 
 
 def field_help(cls: type, name: str) -> str:
@@ -84,31 +80,23 @@ def field_help(cls: type, name: str) -> str:
 def describe_config(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) per field: for docs and `--help` listings."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, _type_name(hints[f.name]), f.default, f.metadata.get("help", ""))
-            for f in dataclasses.fields(cls)]
+    return [(f.name, getattr(hints[f.name], "__name__", None) or str(hints[f.name]).replace("typing.", ""),
+             f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]
 
 
 def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: dict | None = None,
                 base: C | None = None) -> C:
-    """Build `cls` from its defaults (or from `base`, e.g. a profile), then the YAML file, then the
-    non-None overrides."""
+    """`cls` from its defaults (or from `base`, e.g. a profile), then the YAML file, then the non-None overrides."""
     values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     if yaml_path is not None:
         values.update(_read_yaml(cls, Path(yaml_path)))
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        _check_known(cls, key, "option")
-        values[key] = _coerce(cls, key, value, "option")
+    values.update({key: _coerce(cls, key, value, "option") for key, value in (overrides or {}).items()
+                   if value is not None})
     config = cls(**values)
-    if hasattr(config, "validate") and not _checks_itself(cls):
+    # a @configclass validates on construction; calling validate() again would only repeat it
+    if hasattr(config, "validate") and "__post_init__" not in cls.__dict__:
         config.validate()
     return config
-
-
-def _checks_itself(cls: type) -> bool:
-    # A @configclass validates on construction; calling validate() again would only repeat it.
-    return "__post_init__" in cls.__dict__
 
 
 def config_to_dict(config) -> dict[str, Any]:
@@ -143,12 +131,8 @@ def _read_yaml(cls: type, path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected a mapping of option: value, got {type(loaded).__name__}")
-    values = {}
-    for key, value in loaded.items():
-        key = str(key).replace("-", "_")
-        _check_known(cls, key, f"{path}: key")
-        values[key] = _coerce(cls, key, value, f"{path}: key")
-    return values
+    return {str(key).replace("-", "_"): _coerce(cls, str(key).replace("-", "_"), value, f"{path}: key")
+            for key, value in loaded.items()}
 
 
 def _check_known(cls: type, key: str, where: str) -> None:
@@ -161,20 +145,15 @@ def _check_known(cls: type, key: str, where: str) -> None:
 
 
 def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
-    hint = typing.get_type_hints(cls)[key]
+    """`value` as field `key`'s type, within its choices and bounds; UserError naming `where` and the key."""
+    _check_known(cls, key, where)
     try:
-        coerced = _coerce_to(hint, value)
+        coerced = _coerce_to(typing.get_type_hints(cls)[key], value)
     except (TypeError, ValueError) as err:
         raise UserError(f"{where} {key!r}: {err}") from None
-    choices = _fields(cls)[key].metadata.get("choices")
-    if choices is not None and coerced not in choices:
-        raise UserError(f"{where} {key!r}: {coerced!r} is not one of {', '.join(map(str, choices))}")
-    meta = _fields(cls)[key].metadata
-    if isinstance(coerced, (int, float)) and not isinstance(coerced, bool):
-        if "min" in meta and coerced < meta["min"]:
-            raise UserError(f"{where} {key!r}: must be at least {meta['min']}, got {coerced}")
-        if "max" in meta and coerced > meta["max"]:
-            raise UserError(f"{where} {key!r}: must be at most {meta['max']}, got {coerced}")
+    problem = _out_of_range(_fields(cls)[key].metadata, coerced)
+    if problem:
+        raise UserError(f"{where} {key!r}: {problem}")
     return coerced
 
 
@@ -196,16 +175,8 @@ def _coerce_to(hint: Any, value: Any) -> Any:
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
         return tuple(_coerce_to(args[0], item) for item in items)
-    if hint is bool:
-        return _to_bool(value)
-    if hint is int:
-        return _to_int(value)
-    if hint is float:
-        return _to_float(value)
-    if hint is str:
-        if isinstance(value, (dict, list, bool)) or value is None:
-            raise ValueError(f"expected text, got {value!r}")
-        return str(value)
+    if hint in _SCALARS:
+        return _SCALARS[hint](value)
     raise TypeError(f"unsupported config type {hint!r}")
 
 
@@ -218,32 +189,35 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {_short(value)}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, str):
             return int(value.strip())
-        except ValueError:
-            pass
+    except ValueError:
+        pass
     raise ValueError(f"expected an integer, got {_short(value)}")
 
 
 def _to_float(value: Any) -> float:
     # YAML 1.1 reads `1e-5` (no dot) as a string; accept it, since that is how people write rates.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            return float(value.strip())
-    except (ValueError, OverflowError):  # OverflowError: an integer beyond float's range
-        pass
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value.strip() if isinstance(value, str) else value)
+        except (ValueError, OverflowError):  # OverflowError: an integer beyond float's range
+            pass
     raise ValueError(f"expected a number, got {_short(value)}")
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, (dict, list, bool)) or value is None:
+        raise ValueError(f"expected text, got {value!r}")
+    return str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_text}
 
 
 def _short(value: Any) -> str:
@@ -253,7 +227,3 @@ def _short(value: Any) -> str:
     except ValueError:  # an int over Python's 4,300-digit str limit
         return "an integer of more than 4,300 digits"
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

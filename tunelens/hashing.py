@@ -1,8 +1,5 @@
-"""One way to fingerprint training data: sha256 of a file, or of a whole directory.
-
-Provenance (`tunelens.json` of an adapter, `gate.json` of a gate) records which data a stage read, and
-that data may be one file or a dataset directory (parquet shards, a Hugging Face `save_to_disk` dir).
-"""
+"""One way to fingerprint training data for provenance (an adapter's `tunelens.json`, a gate's `gate.json`):
+sha256 of a file, or of a dataset directory (parquet shards, a Hugging Face `save_to_disk` dir)."""
 
 from __future__ import annotations
 
@@ -13,11 +10,8 @@ BLOCK = 1 << 20  # read in 1 MiB blocks, so a multi-GB shard never sits in memor
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, or of every file under a directory (relative name, NUL, bytes; sorted).
-
-    A file hashes to the same digest as `sha256sum` gives. Names take part for a directory so that
-    renaming a shard changes the digest; sorting makes the digest independent of the file system's order.
-    """
+    """sha256 of a file's bytes (as `sha256sum` gives), or of every file under a directory (relative name, NUL,
+    bytes; sorted, so the file system's order does not matter, and named, so renaming a shard changes it)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cannot hash {path}: no such file or directory")

@@ -1,8 +1,6 @@
-"""Atomic, durable file writes (a reader never sees a half-written output, a crash leaves the old one),
-and the one JSONL reader.
-
-Durable means fsynced: the file's bytes before the rename, and the directory holding the new name
-after it, so a power cut after `atomic_*` returns cannot bring back the old file or an empty one.
+"""Atomic, durable file writes (a reader never sees a half-written output, a crash leaves the old one), and
+the one JSON and JSONL readers. Durable means fsynced: the bytes before the rename and the directory after it,
+so a power cut after `atomic_*` returns cannot bring back the old file or an empty one.
 """
 
 from __future__ import annotations
@@ -48,20 +46,17 @@ def atomic_write_json(path: str | Path, obj, indent: int | None = 2) -> Path:
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """Write one JSON object per line; returns the number of rows written."""
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    atomic_write_text(path, "".join(lines))
     return len(lines)
 
 
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Build a directory in a staging path beside `target`, then swap it in whole.
-
-    A reader sees either the old directory or the complete new one, never a half-written one; when
-    the block raises, the staging directory is removed and `target` is left as it was. Every file
-    and directory built is fsynced before the swap, and the parent after it. A process killed
-    mid-way leaves `.<name>.tmp-*` / `.<name>.old-*` behind: `staging_dirs_of(target)` finds them.
-    """
+    """Build a directory in a staging path beside `target`, then swap it in whole: a reader sees the old one
+    or the complete new one; when the block raises, the staging directory is removed and `target` left as it
+    was. All built is fsynced before the swap, the parent after it. A process killed mid-way leaves
+    `.<name>.tmp-*` / `.<name>.old-*` behind: `staging_dirs_of(target)` finds them."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -69,24 +64,18 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         yield staging
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
         fsync_tree(staging)
+        trash = None
         if target.exists():
             # Move the old one aside first: os.replace cannot overwrite a non-empty directory.
             trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, trash / target.name)
-            os.replace(staging, target)
-            fsync_dir(target.parent)
+        os.replace(staging, target)
+        fsync_dir(target.parent)
+        if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-            fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def fsync_file(path: str | Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -105,7 +94,8 @@ def fsync_tree(root: str | Path) -> None:
     """fsync every file under `root`, then every directory bottom-up (a file's name lives in its directory)."""
     for folder, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            fsync_file(Path(folder) / name)
+            with open(Path(folder) / name, "rb") as handle:
+                os.fsync(handle.fileno())
         fsync_dir(folder)
 
 
@@ -120,12 +110,10 @@ def staging_dirs_of(target: str | Path) -> list[Path]:
 
 def remove_staging_dirs(paths: Iterable[Path]) -> list[Path]:
     """Remove the given leftovers; returns those removed."""
-    removed = []
+    paths = list(paths)
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            removed.append(path)
-    return removed
+    return [path for path in paths if not path.exists()]
 
 
 def _umask() -> int:
@@ -135,8 +123,7 @@ def _umask() -> int:
 
 
 def read_json(path: str | Path, what: str = "JSON"):
-    """The value of a UTF-8 JSON file; a missing file or one that is not JSON is a UserError naming it
-    (`what` names the kind of file in the first case: "no such trace file")."""
+    """The value of a UTF-8 JSON file; a missing file ("no such `what` file") or bad JSON is a UserError."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -148,8 +135,8 @@ def read_json(path: str | Path, what: str = "JSON"):
 
 def read_jsonl_numbered(path: str | Path, torn_tail: bool = False) -> list[tuple[int, object]]:
     """(line number, value) of every non-blank line of a UTF-8 JSONL file; a line that is not JSON is a
-    UserError naming the file and line. With `torn_tail`, a last line without its newline that does not
-    parse (a writer killed mid-line) is dropped instead."""
+    UserError naming file and line, except with `torn_tail` a last line without its newline (a writer killed
+    mid-line), which is dropped."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,15 +1,14 @@
 """The one reading rule: when a page may claim a direction, and the words it uses otherwise.
 
-Every study page and the demo read a comparison the same way (docs/protocol.md states it before the runs):
-a direction is claimed only when the comparison's pre-stated test rejects at `ALPHA` after Holm's
-correction within the table the comparison belongs to. Anything else reads "no difference these data can
-show", whatever an interval or a point estimate suggests. Pages call `read_table` (or `read_one` for a
-table of one) and print `Reading.words`; they never decide a direction themselves.
+Every study page and the demo read a comparison alike (docs/protocol.md states it before the runs): a
+direction is claimed only when the comparison's pre-stated test rejects at `ALPHA` after Holm's correction
+within its table; anything else reads "no difference these data can show", whatever an interval or estimate
+suggests. Pages call `read_table` (`read_one` for a table of one) and print `Reading.words`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 ALPHA = 0.05
@@ -33,19 +32,14 @@ class Reading:
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the order given (monotone, capped at 1).
-
-    Plain equivalent: sort ascending; the i-th smallest (0-based) is multiplied by (m - i); each adjusted
-    value is the running maximum of those products, so an adjusted p never falls below an earlier one.
-    """
+    """Holm's step-down adjusted p-values, in the order given. Plain equivalent: the i-th smallest (0-based)
+    times (m - i), capped at 1, then the running maximum, so an adjusted p never falls below an earlier one."""
     for p in p_values:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"a p-value must lie in [0, 1], got {p!r}")
     m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [1.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
+    adjusted, running = [1.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
@@ -58,19 +52,18 @@ def direction_of(estimate: float, p_adjusted: float, alpha: float = ALPHA) -> st
     return "up" if estimate > 0 else "down"
 
 
+def _words(direction: str, up: str, down: str) -> str:
+    return {"up": up, "down": down}.get(direction, NO_DIFFERENCE)
+
+
 def read_table(rows: Sequence[tuple[str, float, float]], up: str = "higher", down: str = "lower",
                alpha: float = ALPHA) -> list[Reading]:
-    """Read every (name, estimate, p) row of one table with Holm's correction across the table.
-
-    `up` and `down` are the page's own words for a claimed positive or negative difference (e.g. "toward
-    Python 3", "toward Python 2"); a row the rule does not let through reads NO_DIFFERENCE.
-    """
-    adjusted = holm([p for _, _, p in rows])
+    """Every (name, estimate, p) row of one table, Holm-corrected across the table; `up` and `down` are the
+    page's words for a claimed difference (e.g. "toward Python 3"), any other row reads NO_DIFFERENCE."""
     readings = []
-    for (name, estimate, p), p_holm in zip(rows, adjusted):
+    for (name, estimate, p), p_holm in zip(rows, holm([p for _, _, p in rows])):
         direction = direction_of(estimate, p_holm, alpha)
-        words = {"up": up, "down": down}.get(direction, NO_DIFFERENCE)
-        readings.append(Reading(name, float(estimate), float(p), p_holm, direction, words))
+        readings.append(Reading(name, float(estimate), float(p), p_holm, direction, _words(direction, up, down)))
     return readings
 
 
@@ -82,16 +75,12 @@ def read_one(name: str, estimate: float, p: float, up: str = "higher", down: str
 
 def read_tests(rows: Sequence[tuple[str, object]], words: Sequence[tuple[str, str]] | None = None,
                alpha: float = ALPHA) -> list[Reading]:
-    """One table of t tests (tunelens.stats.TTest: mean, null, p) read by `read_table`: the estimate is
-    mean - null, and a test with no p (fewer than two values) enters as p = 1, so it claims nothing but still
-    counts as a row of the table. `words` gives each row its own (up, down) phrases."""
-    from dataclasses import replace
-
+    """One table of t tests (tunelens.stats.TTest) by `read_table`: the estimate is mean - null, and a test with
+    no p (under two values) enters as p = 1, claiming nothing but counting as a row. `words`: per-row (up, down)."""
     readings = read_table([(name, 0.0 if test.mean is None else test.mean - test.null,
                             1.0 if test.p is None else test.p) for name, test in rows], alpha=alpha)
     if words is None:
         return readings
     if len(words) != len(rows):
         raise ValueError(f"read_tests: {len(rows)} rows but {len(words)} pairs of words")
-    return [replace(r, words={"up": up, "down": down}.get(r.direction, NO_DIFFERENCE))
-            for r, (up, down) in zip(readings, words)]
+    return [replace(r, words=_words(r.direction, up, down)) for r, (up, down) in zip(readings, words)]

@@ -1,13 +1,10 @@
-"""Process-wide runtime settings, changed only for the length of a block and then restored.
+"""Process-wide runtime settings changed only for a block and then restored, progress, and run records.
 
-torch's intra-op thread count is global to the process: a library function that sets it and returns
-leaves every later caller (a test, the demo's next stage, a notebook) running with its choice. Stages
-that want their own count take it through `torch_threads`, which puts the previous value back. The same
-holds for the random number generators: library code seeds them only inside `seeded`, which restores
-them, or uses its own `torch.Generator`; only the CLI boundary may seed the process for good.
-
-Progress is reported in one shape everywhere (`Progress`): what is running, how many of its units are
-done, and how many there are in all (0 when not yet known).
+torch's thread count and the random generators are global to the process: a library function that sets them
+and returns leaves every later caller (a test, the demo's next stage, a notebook) with its choice. So stages
+take their count through `torch_threads` and seed only inside `seeded` (or use their own `torch.Generator`),
+both of which put the old state back; only the CLI boundary may seed the process for good. Progress has one
+shape everywhere (`Progress`): what is running, units done, units in all (0 when not yet known).
 """
 
 from __future__ import annotations
@@ -33,9 +30,8 @@ def no_progress(what: str, done: int, total: int) -> None:
 
 @contextlib.contextmanager
 def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with `count` torch intra-op threads, then restore the previous count.
-
-    None leaves the setting alone and does not import torch (so callers without a model stay light)."""
+    """Run the block with `count` torch intra-op threads, then restore the previous count. None leaves the
+    setting alone and does not import torch (so callers without a model stay light)."""
     if count is None:
         yield
         return
@@ -53,9 +49,8 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
-    """Run the block with torch's (CPU and CUDA), Python's and NumPy's global generators seeded with
-    `seed`, then put all of them back as they were: a seeded call is reproducible and leaves its caller's
-    random stream untouched. None runs the block on the generators as they are."""
+    """Run the block with torch's (CPU and CUDA), Python's and NumPy's generators seeded with `seed`, then put
+    them back: reproducible, and the caller's random stream is untouched. None leaves the generators as they are."""
     if seed is None:
         yield
         return
@@ -66,7 +61,9 @@ def seeded(seed: int | None) -> Iterator[None]:
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=_cuda_devices()):
+        # fork_rng would otherwise warn on many-GPU machines and touch CUDA even where it is unused.
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed % 2**32)  # numpy takes 32-bit seeds only
@@ -76,17 +73,9 @@ def seeded(seed: int | None) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
-def _cuda_devices() -> list[int]:
-    # fork_rng would otherwise warn on many-GPU machines and touch CUDA even where it is unused.
-    import torch
-
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-
-
 class StageTimer:
-    """Runs the stages of a demo or a study, reporting each one's start and end to a progress callback
-    (what, done, total) and keeping its wall time in seconds (`timings`, summary.json's `timings_s`) and its
-    CPU time (`cpu`: this process's threads and the child processes it waited for, user + system)."""
+    """Runs a demo's or study's stages, reporting each start and end to a progress callback and keeping each
+    one's wall seconds (`timings`, summary.json's `timings_s`) and CPU seconds (`cpu`, see cpu_seconds)."""
 
     def __init__(self, report):
         self.report = report
@@ -128,8 +117,8 @@ class RunResult:
 
 
 def log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
-    """Every invocation of a resumable run directory (demo, study), oldest first: a resumed run reuses what
-    is on disk, so its own time is not the run's cost; the reports state every invocation."""
+    """Every invocation of a resumable run directory, oldest first: a resumed run reuses what is on disk, so
+    its own time is not the run's cost; the reports state every invocation."""
     log = out / "invocations.jsonl"
     earlier = read_jsonl(log) if log.is_file() else []
     entries = earlier + [{"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds,
@@ -140,9 +129,8 @@ def log_invocation(out: Path, seconds: float, timings: dict) -> list[dict]:
 
 def claim_run_dir(out: Path, marker_name: str, settings: dict, what: str,
                   same: Callable[[dict, dict], bool] = operator.eq) -> None:
-    """Claim a resumable run directory (demo, study) for `settings` (as JSON holds them: tuples as lists).
-    A rerun with the same settings resumes and reuses what is on disk; other settings would mix two runs'
-    files, so they need another directory. `same` compares the saved settings with these."""
+    """Claim a resumable run directory for `settings` (as JSON holds them): a rerun with the same settings
+    (by `same`) resumes; other settings would mix two runs' files, so they need another directory."""
     marker = out / marker_name
     if marker.is_file() and not same(json.loads(marker.read_text()), settings):
         raise UserError(f"{out} holds {what} with other settings: use another --out, or delete it")
@@ -163,11 +151,8 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
 
 
 def finish_run(out: Path, summary: dict, timer: StageTimer, started: float) -> dict:
-    """Complete a demo's or a study's summary with its time and its run record, and write summary.json.
-
-    Adds `timings_s` (wall seconds per stage), `seconds`, `invocations` (every invocation of the directory,
-    a resumed run's own time not being the run's cost), `record` (`run_record`) and `machine` (the record's
-    machine, where readers of older summaries look for it)."""
+    """Add `timings_s` (wall seconds per stage), `seconds`, `invocations` (log_invocation), `record`
+    (run_record) and `machine` (the record's, where older summaries' readers look) and write summary.json."""
     summary["timings_s"] = dict(timer.timings)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["invocations"] = log_invocation(out, summary["seconds"], timer.timings)
@@ -179,10 +164,9 @@ def finish_run(out: Path, summary: dict, timer: StageTimer, started: float) -> d
 
 def run_record(stages: dict[str, dict], argv: list[str] | None = None,
                git_at_start: tuple[str | None, bool | None] | None = None) -> dict:
-    """Which commit (and whether the tree had uncommitted changes) when the run began, the full command line,
-    the versions of the packages that decide the numbers, the machine, and wall and CPU seconds per stage.
-    `changed_during_run` is true when the checkout's commit or dirty state at the end is not the start's (a
-    module imported late may then not be the commit's)."""
+    """The commit (and whether the tree was dirty) when the run began, the command line, the versions of the
+    packages that decide the numbers, the machine, and wall and CPU seconds per stage. `changed_during_run`:
+    the checkout's state at the end is not the start's (a module imported late may not be the commit's)."""
     import shlex
     import sys
 
@@ -195,8 +179,8 @@ def run_record(stages: dict[str, dict], argv: list[str] | None = None,
 
 
 def command_words(argv: list[str]) -> list[str]:
-    """The command line as one would type it again: `python -m tunelens ...` puts the full path of
-    tunelens/__main__.py in argv[0], and the console script its absolute path; both become their short form."""
+    """The command line as one would type it again: argv[0] of `python -m tunelens` (the path of __main__.py)
+    and of the console script (its absolute path) become their short form."""
     if not argv:
         return []
     first = Path(argv[0])
@@ -206,8 +190,8 @@ def command_words(argv: list[str]) -> list[str]:
 
 
 def git_state(root: Path) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout at `root`; (None, None) where it is not a git checkout (an installed
-    wheel), so the record says it does not know rather than naming a commit it did not run."""
+    """(commit, dirty) of the checkout at `root`; (None, None) where it is none (an installed wheel): the
+    record says it does not know rather than name a commit it did not run."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -228,18 +212,18 @@ def package_versions() -> dict[str, str | None]:
     import platform
     from importlib import metadata
 
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in RECORD_PACKAGES:
+    def version(name: str) -> str | None:
         try:
-            versions[name] = metadata.version(name)
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+            return None
+
+    return {"python": platform.python_version(), **{name: version(name) for name in RECORD_PACKAGES}}
 
 
 def machine(cpuinfo: str | None = None) -> dict:
-    """Cores (all, and those this process may use), CPU model and the flags in CPU_FLAGS, torch's threads and
-    CUDA. `cpuinfo` is /proc/cpuinfo's text (read here when None; empty where there is none)."""
+    """Cores (all, and usable by this process), CPU model and CPU_FLAGS present, torch's threads and CUDA.
+    `cpuinfo` is /proc/cpuinfo's text (read here when None; empty where there is none)."""
     import platform
 
     if cpuinfo is None:

@@ -1,7 +1,7 @@
-"""The two statistics the eval reports: Wilson score intervals for rates, exact McNemar for paired models.
-
-Both are computed in closed form with the standard library (no scipy), so a reader can check any
-number in summary.json by hand.
+"""The statistics of the reports, in closed form with the standard library (no scipy) so a reader can check
+any number in summary.json by hand: Wilson intervals for rates, exact McNemar and binomial tests, bootstrap
+means, and the protocol's tests (docs/protocol.md): t tests over seeds or items, DeLong's AUROC interval and
+the combination of p-values over random splits.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ from dataclasses import asdict, dataclass
 Z95 = 1.959963984540054
 
 
+class _Record:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class Rate:
+class Rate(_Record):
     """k successes out of n, with its 95% Wilson interval (None for an empty denominator)."""
 
     k: int
@@ -23,16 +28,10 @@ class Rate:
     low: float | None
     high: float | None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion k/n.
-
-    Chosen over the plain normal interval because it stays inside [0, 1] and keeps its coverage at
-    0/n and n/n, which is where eval rates of a good model (0 bad outputs) live.
-    """
+    """The Wilson score interval of k/n: unlike the normal interval it stays inside [0, 1] and keeps its
+    coverage at 0/n and n/n, where the eval rates of a good model (0 bad outputs) live."""
     if n <= 0:
         raise ValueError("wilson_interval needs n > 0")
     if not 0 <= k <= n:
@@ -42,34 +41,24 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = (z / (1 + z2 / n)) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     # Exact 0 and 1 at the ends: rounding would otherwise leave e.g. 1e-17 below 0/n.
-    low = 0.0 if k == 0 else max(0.0, centre - half)
-    high = 1.0 if k == n else min(1.0, centre + half)
-    return low, high
+    return 0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half)
 
 
 def rate(k: int, n: int) -> Rate:
-    if n == 0:
-        return Rate(k, n, None, None, None)
-    low, high = wilson_interval(k, n)
-    return Rate(k, n, k / n, low, high)
+    return Rate(k, n, k / n, *wilson_interval(k, n)) if n else Rate(k, n, None, None, None)
 
 
 def binomial_cdf_half(k: int, n: int) -> float:
     """P(X <= k) for X ~ Binomial(n, 1/2), summed exactly with integers."""
     if k < 0:
         return 0.0
-    if k >= n:
-        return 1.0
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return 1.0 if k >= n else sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
 
 
 @dataclass(frozen=True)
 class McNemar:
-    """A paired comparison of base and tuned on the same items.
-
-    `base_only`: items the base model got right and the tuned one wrong (b); `tuned_only`: the reverse
-    (c). Items both got right or both wrong say nothing about which model is better and are only counted.
-    """
+    """Base and tuned compared on the same items: `base_only` (b) items only the base got right,
+    `tuned_only` (c) the reverse; items both got right or wrong say nothing and are only counted."""
 
     n_pairs: int
     both: int
@@ -90,8 +79,8 @@ class McNemar:
 
 
 def binomial_test_p(k: int, n: int, p0: float) -> float:
-    """Exact two-sided binomial test of k successes in n against a rate p0: the summed probability of every
-    outcome no more likely than k (the convention of R's binom.test and scipy's binomtest)."""
+    """Exact two-sided binomial test of k in n against rate p0: the summed probability of every outcome no
+    more likely than k (the convention of R's binom.test and scipy's binomtest)."""
     if n <= 0:
         return 1.0
     if not 0.0 <= p0 <= 1.0:
@@ -104,16 +93,11 @@ def binomial_test_p(k: int, n: int, p0: float) -> float:
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: 2 * P(X <= min(b, c)), X ~ Binomial(b + c, 1/2), capped at 1.
-
-    Under the null hypothesis each discordant pair is equally likely to favour either model.
-    """
+    """2 P(X <= min(b, c)), X ~ Binomial(b + c, 1/2), capped at 1: under the null each discordant pair is
+    equally likely to favour either model."""
     if b < 0 or c < 0:
         raise ValueError("discordant counts must be non-negative")
-    n = b + c
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * binomial_cdf_half(min(b, c), n))
+    return min(1.0, 2 * binomial_cdf_half(min(b, c), b + c)) if b + c else 1.0
 
 
 def mcnemar(pairs: list[tuple[bool, bool]]) -> McNemar:
@@ -126,7 +110,7 @@ def mcnemar(pairs: list[tuple[bool, bool]]) -> McNemar:
 
 
 @dataclass(frozen=True)
-class MeanInterval:
+class MeanInterval(_Record):
     """The mean of n values with a 95% percentile-bootstrap interval (None for no values)."""
 
     n: int
@@ -134,40 +118,23 @@ class MeanInterval:
     low: float | None
     high: float | None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def bootstrap_mean(values, resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> MeanInterval:
-    """Mean with a percentile-bootstrap interval: resample the values with replacement ``resamples``
-    times and take the middle ``level`` of the resampled means.
-
-    Used for continuous, paired measures (a log-odds change per decision point or per prompt), where
-    the unit of resampling is the item, so items measured under two conditions stay paired."""
-    import numpy as np
-
-    data = np.asarray(list(values), dtype=float)
-    if data.size == 0:
-        return MeanInterval(0, None, None, None)
-    draws = np.random.default_rng(seed).integers(0, data.size, size=(resamples, data.size))
-    means = data[draws].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
+    """Mean with the middle `level` of `resamples` means of values drawn with replacement: for continuous
+    paired measures (a log-odds change per decision point), the item being the unit of resampling. It is
+    cluster_bootstrap_mean with every value its own cluster, draw for draw."""
+    values = list(values)
+    return cluster_bootstrap_mean(values, range(len(values)), resamples, seed, level)
 
 
 def sign_test_p(differences) -> float:
-    """Two-sided exact sign test that positive and negative differences are equally likely (zeros
-    dropped): the paired companion of a bootstrap interval that needs no distributional assumption."""
-    positive = sum(1 for d in differences if d > 0)
-    negative = sum(1 for d in differences if d < 0)
-    return mcnemar_exact_p(positive, negative)
+    """Two-sided exact sign test that positive and negative differences are equally likely (zeros dropped)."""
+    return mcnemar_exact_p(sum(1 for d in differences if d > 0), sum(1 for d in differences if d < 0))
 
 
 def t_central_mass(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with `df` (a positive integer) degrees of freedom, in closed form.
-
-    The finite series of Abramowitz and Stegun 26.7.3 and 26.7.4 in theta = atan(t / sqrt(df)): for odd df
+    """P(|T| <= t) for Student's t with `df` (a positive integer) degrees of freedom, in closed form: the
+    finite series of Abramowitz and Stegun 26.7.3 and 26.7.4 in theta = atan(t / sqrt(df)), for odd df
     (2 / pi) (theta + sin(theta) (cos(theta) + 2/3 cos^3(theta) + ...)), for even df sin(theta) (1 +
     1/2 cos^2(theta) + 1*3/(2*4) cos^4(theta) + ...), each sum running to the power df - 2."""
     if df < 1 or int(df) != df:
@@ -177,8 +144,7 @@ def t_central_mass(t: float, df: int) -> float:
     if df % 2:  # odd: terms cos, 2/3 cos^3, (2*4)/(3*5) cos^5, ... up to cos^(df-2)
         total = 0.0
         if df > 1:
-            term = math.cos(theta)
-            total = term
+            term = total = math.cos(theta)
             for j in range(3, df - 1, 2):
                 term *= cos2 * (j - 1) / j
                 total += term
@@ -191,8 +157,7 @@ def t_central_mass(t: float, df: int) -> float:
 
 
 def t_quantile(level: float, df: int) -> float:
-    """The t value with P(|T| <= t) = level (two-sided), by bisection on t_central_mass: 12.706 for level
-    0.95 and df 1, 4.303 for df 2, tending to Z95 as df grows."""
+    """The t with P(|T| <= t) = level, by bisection on t_central_mass (12.706 for 0.95 and df 1)."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
     low, high = 0.0, 1.0
@@ -211,9 +176,8 @@ def t_quantile(level: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class SeedMean:
-    """One metric over K training seeds (docs/protocol.md: the seed is the unit of replication): the
-    across-seed mean with its 95% t interval from the seeds' spread, and every seed's own value. With one
-    seed there is no spread to read, so the SD and interval are None."""
+    """One metric over K training seeds (the unit of replication, docs/protocol.md): the mean with its 95% t
+    interval from the seeds' spread, and each seed's value. One seed has no spread: SD and interval None."""
 
     k: int
     mean: float | None
@@ -232,14 +196,12 @@ def _mean_sd(values) -> tuple[int, float | None, float | None]:
     if n == 0:
         return 0, None, None
     mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return n, mean, sd
+    return n, mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
 
 
 def across_seeds(values, level: float = 0.95) -> SeedMean:
-    """Mean of per-seed values ± t(level, K - 1) x SD / sqrt(K): the interval treats each training seed as
-    one draw of the recipe, whatever the number of prompts behind each value. A seed whose metric is
-    undefined (None, e.g. a rate over no printing answers) is dropped and its absence shows in k."""
+    """Mean of per-seed values ± t(level, K - 1) x SD / sqrt(K), each seed one draw of the recipe whatever the
+    prompts behind it. A seed whose metric is undefined (None) is dropped, and its absence shows in k."""
     kept = tuple(float(v) for v in values if v is not None)
     if any(math.isnan(v) for v in kept):
         raise ValueError("a per-seed value is NaN: give None for a seed whose metric is undefined")
@@ -252,13 +214,9 @@ def across_seeds(values, level: float = 0.95) -> SeedMean:
 
 def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int = 0,
                            level: float = 0.95) -> MeanInterval:
-    """Mean of the values with a percentile interval from resampling whole clusters (e.g. every decision
-    point of one prompt together): within a seed, several points from one prompt are not independent, and
-    resampling them one by one makes the interval too narrow (docs/protocol.md).
-
-    Each resample draws as many clusters as there are, with replacement, and takes the mean of all their
-    values. Plain equivalent: with every value its own cluster this is bootstrap_mean with the same seed
-    (a test checks that)."""
+    """Mean with a percentile interval from resampling whole clusters (every point of one prompt together:
+    they are not independent, and resampling them one by one makes the interval too narrow). Each resample
+    draws as many clusters as there are, with replacement, and means all their values."""
     import numpy as np
 
     data = np.asarray(list(values), dtype=float)
@@ -272,21 +230,15 @@ def cluster_bootstrap_mean(values, clusters, resamples: int = 10_000, seed: int 
     sums = np.bincount(which, weights=data, minlength=len(index))
     counts = np.bincount(which, minlength=len(index)).astype(float)
     draws = np.random.default_rng(seed).integers(0, len(index), size=(resamples, len(index)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    low, high = np.quantile(sums[draws].sum(axis=1) / counts[draws].sum(axis=1), [tail, 1 - tail])
     return MeanInterval(int(data.size), float(data.mean()), float(low), float(high))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Tests the protocol names (docs/protocol.md): a one-sample t over seeds or a paired t over items, the
-# DeLong interval of an AUROC, and the combination of p-values over random splits.
-
-
 @dataclass(frozen=True)
-class TTest:
-    """A two-sided one-sample t test of the mean of n values against `null` (df n - 1). With fewer than
-    two values there is no spread: t and p are None, and a page reads that as no claim."""
+class TTest(_Record):
+    """A two-sided one-sample t test of the mean of n values against `null` (df n - 1); under two values t and
+    p are None, which a page reads as no claim."""
 
     n: int
     mean: float | None
@@ -295,14 +247,10 @@ class TTest:
     t: float | None
     p: float | None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def one_sample_t(values, null: float = 0.0) -> TTest:
-    """t = (mean - null) / (SD / sqrt(n)), p = P(|T| >= |t|) with n - 1 degrees of freedom (t_central_mass).
-    A paired t over items is this test on the per-item differences. None values (undefined metrics) are
-    dropped, as in across_seeds. Zero spread gives p 0 when the mean differs from null and 1 when not."""
+    """t = (mean - null) / (SD / sqrt(n)), p = P(|T| >= |t|) at n - 1 degrees of freedom; None values are
+    dropped (as in across_seeds). Zero spread gives p 0 when the mean differs from null and 1 when not."""
     n, mean, sd = _mean_sd([float(v) for v in values if v is not None])
     if n < 2:
         return TTest(n, mean, null, None, None, None)
@@ -314,7 +262,7 @@ def one_sample_t(values, null: float = 0.0) -> TTest:
 
 
 def paired_t(first, second) -> TTest:
-    """Paired t over items: one_sample_t of first[i] - second[i] against 0 (e.g. broken spec minus its twin)."""
+    """one_sample_t of first[i] - second[i] against 0 (e.g. broken spec minus its twin)."""
     first, second = list(first), list(second)
     if len(first) != len(second):
         raise ValueError(f"paired_t: {len(first)} values against {len(second)}: the items must pair up")
@@ -322,7 +270,7 @@ def paired_t(first, second) -> TTest:
 
 
 @dataclass(frozen=True)
-class AurocInterval:
+class AurocInterval(_Record):
     """An AUROC with its DeLong standard error and 95% interval (clipped to [0, 1])."""
 
     auroc: float
@@ -332,15 +280,11 @@ class AurocInterval:
     positives: int
     negatives: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def delong_auroc(positives, negatives, z: float = Z95) -> AurocInterval:
-    """AUROC (P(positive scores above negative), ties one half) with DeLong's variance (DeLong, DeLong and
-    Clarke-Pearson 1988): each positive's placement V10_i = mean_j psi(x_i, y_j) and each negative's V01_j =
-    mean_i psi(x_i, y_j), psi = 1, 1/2, 0 for x > y, x = y, x < y; var = var(V10) / m + var(V01) / n (sample
-    variances). Plain O(m n) pairs: the sets the gate calibrates on have hundreds of queries at most."""
+    """AUROC (P(positive above negative), ties one half) with DeLong's variance (DeLong, DeLong and
+    Clarke-Pearson 1988): var(V10) / m + var(V01) / n, V10_i = mean_j psi(x_i, y_j), V01_j = mean_i psi(x_i,
+    y_j), psi = 1, 1/2, 0 for x >, =, < y. Plain O(m n): the gate calibrates on hundreds of queries at most."""
     import numpy as np
 
     x, y = np.asarray(list(positives), float), np.asarray(list(negatives), float)
@@ -356,8 +300,7 @@ def delong_auroc(positives, negatives, z: float = Z95) -> AurocInterval:
 
 def combine_split_p(p_values) -> float:
     """min(1, 2 x median) of the p-values of random splits of the same data: valid at any dependence between
-    the splits (Meinshausen, Meier and Buehlmann 2009, quantile gamma = 1/2). With an even number of splits
-    the median is the mean of the two middle values, as in their paper's empirical quantile."""
+    splits (Meinshausen, Meier and Buehlmann 2009, gamma = 1/2; an even count's median is the middle mean)."""
     values = sorted(float(p) for p in p_values)
     if not values:
         raise ValueError("combine_split_p needs at least one p-value")

@@ -1,8 +1,7 @@
 """Tiny random models and tokenizers built in-process, for tests and benchmarks (no files, no network).
 
-`tiny_model("gemma3")` is a base model without a chat template that has Gemma's turn tokens;
-`tiny_model("llama")` carries a ChatML-style chat template, like SmolLM2's. Both tokenizers are
-byte-level BPE trained in a few milliseconds on a small Python corpus, so any text can be encoded.
+`tiny_model("gemma3")` has Gemma's turn tokens and no chat template; `tiny_model("llama")` a ChatML template,
+like SmolLM2's. The tokenizers are byte-level BPE trained in milliseconds on a small corpus: any text encodes.
 """
 
 from __future__ import annotations
@@ -67,14 +66,13 @@ def tiny_tokenizer(chat_template: bool | str = False, vocab_size: int = 512):
 
 
 def tiny_model(arch: str = "gemma3", seed: int = 0, layers: int = 2, hidden: int = 64):
-    """(model, tokenizer) with random weights: `gemma3` (Gemma 3 text) or `llama`. The init is seeded and
-    the caller's random generators are put back afterwards (`runtime.seeded`)."""
+    """(model, tokenizer) with seeded random weights: `gemma3` (Gemma 3 text) or `llama`; the caller's random
+    generators are put back afterwards (`runtime.seeded`)."""
     with seeded(seed):
         return _unseeded_tiny_model(arch, seed, layers, hidden)
 
 
 def _unseeded_tiny_model(arch: str, seed: int, layers: int, hidden: int):
-    """tiny_model's body, drawing from the global generator as it stands."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     if arch not in ("gemma3", "llama"):
@@ -85,10 +83,9 @@ def _unseeded_tiny_model(arch: str, seed: int, layers: int, hidden: int):
                   max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if arch == "gemma3":
-        model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common))
+        model = Gemma3ForCausalLM(Gemma3TextConfig(sliding_window=64, **common)).eval()
     else:
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    model.eval()
+        model = LlamaForCausalLM(LlamaConfig(**common)).eval()
     model.config.tunelens_spec = f"tiny-{arch}-seed{seed}"
     return model, tokenizer
 
@@ -123,25 +120,20 @@ def tiny_gemma4(seed: int = 0):
 
 def tiny_lora_model(arch: str = "gemma3", seed: int = 0, targets: tuple[str, ...] = ("q_proj", "v_proj"),
                     perturb: bool = True, scale: float = 0.5, noise_seed: int = 0):
-    """(PEFT model, tokenizer): a tiny model under a rank-4 LoRA adapter, in eval mode.
-
-    PEFT initialises B to zero, so a fresh adapter changes nothing (the trap the adapter canary
-    catches); `perturb` fills B with seeded noise times `scale` so adapter and base really differ.
-    """
+    """(PEFT model, tokenizer): a tiny model under a rank-4 LoRA adapter, in eval mode. PEFT initialises B to
+    zero, so a fresh adapter changes nothing (the trap the adapter canary catches); `perturb` fills B with
+    seeded noise times `scale` so adapter and base really differ."""
     import torch
     from peft import LoraConfig, get_peft_model
-
 
     # One seeded stream for the base and LoRA's A init (B is zero or `noise_seed`'s), as a plain script would.
     with seeded(seed):
         model, tokenizer = _unseeded_tiny_model(arch, seed, 2, 64)
         peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                       target_modules=list(targets)))
-    if perturb:
-        generator = torch.Generator().manual_seed(noise_seed)
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
-    peft_model.eval()
-    return peft_model, tokenizer
+    generator = torch.Generator().manual_seed(noise_seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if perturb and "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    return peft_model.eval(), tokenizer

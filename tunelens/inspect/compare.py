@@ -1,30 +1,31 @@
 """Teacher-forced scoring of one continuation under several conditions: base or adapter, prompt or variant.
 
-Every condition sees the same continuation token ids after its own prompt, in one forward pass, so the
-positions line up and the numbers answer "what would this model have preferred here, under that
-prompt?". The reference condition is the first: the adapter (when there is one) with the original
-prompt. Per position we keep the continuation token's probability and rank, the top-K alternatives of
-every condition (with their probability under every condition), watched tokens, and KL(reference ||
-condition) over the whole vocabulary. A flip is a position whose argmax differs between conditions.
+Every condition sees the same continuation ids after its own prompt, so positions line up: "what would this
+model have preferred here, under that prompt?". The reference is the first condition (the adapter, when there
+is one, with the prompt). Per position: the continuation token's probability and rank, every condition's
+top-K (with its probability under every condition), watched tokens, and KL(reference || condition) over the
+vocabulary. A flip is a position whose argmax differs between conditions.
 
-Plain equivalent: for condition c and position i, softmax(model_c(prompt_c + continuation[:i]).logits[-1]);
-the single pass computes all i at once (a test checks one against the other).
+Plain equivalent: softmax(model_c(prompt_c + continuation[:i]).logits[-1]) per condition c and position i;
+one pass computes all i at once (a test checks one against the other).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
-from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option, FewShot
+from tunelens.retrieval.fewshot import check_few_shot, Example, few_shot_index_option, few_shot_option
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.model.state import adapter_off
 from tunelens.runtime import Progress
 from tunelens.engine.score import score_continuations
 from tunelens.engine.tokens import decoded_tokens, pct, prob_color, round_prob, show_token, token_pieces
-from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, load_inspected_model, prompt_token_ids, trace_generate)
+from tunelens.inspect.trace import (CANARY_HELP, TraceConfig, adapter_canary, prompt_token_ids, run_inspection,
+                                    trace_generate)
 from tunelens import __version__
 from tunelens.io import atomic_write_json, atomic_write_text, read_json
 from tunelens.report import render_html
@@ -35,8 +36,7 @@ COMPARE_VERSION = 1
 
 @configclass
 class CompareConfig:
-    """How to score the conditions. Each field is a flag of `tunelens compare` and a key of its --config
-    YAML file."""
+    """How to score the conditions: each field is a flag of `tunelens compare` and a key of its --config."""
 
     top_k: int = option(5, "Alternatives kept per condition and position.", min=1, max=50)
     max_new_tokens: int = option(64, "Length of the generated continuation.", min=1, max=4096)
@@ -164,9 +164,8 @@ def _comparison_from_json(data, source: str) -> Comparison:
         raise UserError(f"{source}: comparison version {data.get('version')!r} is not supported")
     try:
         config = CompareConfig(**{**data["config"], "watch": tuple(data["config"]["watch"])})
-        flips = [Flip(**{k: v for k, v in f.items() if k != "text"}) for f in data["flips"]]
-        flips = [Flip(**{**asdict(f), "reference_probs": tuple(f.reference_probs),
-                         "other_probs": tuple(f.other_probs)}) for f in flips]
+        flips = [Flip(**{**{k: v for k, v in f.items() if k != "text"}, "reference_probs": tuple(f["reference_probs"]),
+                         "other_probs": tuple(f["other_probs"])}) for f in data["flips"]]
         return Comparison(
             model=data["model"], adapter=data["adapter"], prompt=data["prompt"], variants=list(data["variants"]),
             continuation=data["continuation"]["text"], continuation_source=data["continuation"]["source"],
@@ -226,13 +225,10 @@ def continuation_log_probs(model, prompt_ids: list[int], continuation_ids: list[
 def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConfig, progress: Progress | None,
                    examples):
     """Every condition's log-probabilities in one preallocated conditions x n x vocab tensor."""
-    import contextlib
-
     stacked, prompt_lengths = None, []
     for index, (_name, adapter_on, prompt, _prompt_index) in enumerate(plan):
         prompt_ids = prompt_token_ids(tokenizer, prompt, config.raw, examples)
-        context = adapter_off(model) if adapter_on is False else contextlib.nullcontext()
-        with context:
+        with adapter_off(model) if adapter_on is False else contextlib.nullcontext():
             log_probs = continuation_log_probs(model, prompt_ids, continuation_ids)
         if stacked is None:
             stacked = log_probs.new_empty((len(plan),) + tuple(log_probs.shape))
@@ -245,17 +241,15 @@ def _all_log_probs(model, tokenizer, plan, continuation_ids, config: CompareConf
 
 
 def _check_budget(conditions: int, positions: int, vocab: int, limit: int) -> None:
-    needed = conditions * positions * vocab * 4
-    if needed > limit:
-        raise UserError(
-            f"comparing {positions} positions under {conditions} conditions over a {vocab}-token vocabulary holds "
-            f"{needed / 2**30:.1f} GiB of log-probabilities (limit {limit / 2**30:.1f} GiB): "
-            "shorten the continuation or use fewer variants")
+    if (needed := conditions * positions * vocab * 4) > limit:
+        raise UserError(f"comparing {positions} positions under {conditions} conditions over a {vocab}-token "
+                        f"vocabulary holds {needed / 2**30:.1f} GiB of log-probabilities (limit "
+                        f"{limit / 2**30:.1f} GiB): shorten the continuation or use fewer variants")
 
 
 def _condition_stats(stacked, continuation_ids, top_k: int):
-    """Per condition and position: the continuation token's log-prob and rank, argmax, top-K ids, and
-    KL(reference || condition). One condition at a time, so temporaries stay at n x vocab."""
+    """Per condition and position: the token's log-prob and rank, argmax, top-K ids, KL(reference ||
+    condition); one condition at a time, so temporaries stay at n x vocab."""
     import torch
 
     target = torch.tensor(continuation_ids, device=stacked.device)[:, None]
@@ -295,8 +289,8 @@ def _positions(tokenizer, stacked, continuation_ids, watch_ids, top_k: int):
 
 
 def _flips(positions: list[Position]) -> list[Flip]:
-    """Every (position, condition) whose argmax differs from the reference's; a flip between two other
-    conditions always shows up here too, since at least one of them differs from the reference."""
+    """Every (position, condition) whose argmax differs from the reference's (a flip between two others
+    shows up too: one of them differs from the reference)."""
     flips = []
     for pos in positions:
         for other, token_b in enumerate(pos.argmax):
@@ -315,11 +309,8 @@ def _flips(positions: list[Position]) -> list[Flip]:
 def compare_conditions(model: LoadedModel | object, tokenizer=None, prompt: str = "", variants: list[str] | tuple[str, ...] = (),
                        continuation: str | None = None, config: CompareConfig | None = None,
                        progress: Progress | None = None, examples: list[Example] | tuple = ()) -> Comparison:
-    """Score one continuation teacher-forced under every condition (see the module docstring).
-
-    `model` is a LoadedModel, or a bare model with its `tokenizer`. `examples` (tunelens.retrieval.fewshot) are
-    shown before every condition's prompt; the comparison records them.
-    """
+    """Score one continuation teacher-forced under every condition (see the module docstring). `model` is a
+    LoadedModel, or a bare model with its `tokenizer`; `examples` are shown before every condition's prompt."""
     loaded = as_loaded(model, tokenizer)
     model, tokenizer = loaded.model, loaded.tokenizer
     config = config or CompareConfig()
@@ -373,16 +364,10 @@ class CompareRun:
 
 
 def run_compare(run: CompareRun, progress: Progress | None = None) -> Comparison:
-    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
-    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
-    comparison = compare_conditions(loaded, None, run.prompt, list(run.variants), run.continuation,
-                                    run.config, progress=progress, examples=examples)
-    comparison.save(run.out)
-    if run.html is not None:
-        write_compare_html(comparison, run.html)
-    return comparison
+    return run_inspection(run, lambda loaded, examples: compare_conditions(
+        loaded, None, run.prompt, list(run.variants), run.continuation, run.config, progress=progress,
+        examples=examples), write_compare_html, progress)
 
 
 def write_compare_html(comparison: Comparison, path: str | Path) -> Path:
-    data = comparison.to_json()
-    return atomic_write_text(path, render_html("compare.html.j2", comparison=data, color=prob_color))
+    return atomic_write_text(path, render_html("compare.html.j2", comparison=comparison.to_json(), color=prob_color))

@@ -1,25 +1,18 @@
 """`context check`: score examples about to be injected into a prompt before the model sees them.
 
-The copying study (tunelens.studies.fewshot) shows how an example in the context moves an answer; this
-check asks, before generation, whether a given example should be trusted. Each example gets a risk in
-[0, 1] from four reasons, each a risk of its own:
-
-- **lint**: its response's code does not parse, or has Python 2 idioms (the data stage's checker,
-  `tunelens.data.lint.check_response`): 1, else 0;
-- **off query**: the cosine similarity of its instruction to the query (the gate's embedder). At or
-  above `high_similarity` the risk is 0, at or below `low_similarity` it is 1, linear between;
-- **mismatch**: its response does not implement what its instruction names (a response shown under
-  another function's instruction). The instruction's backticked signatures (`name(args)`) name a
-  function and its arguments: 1 when a function name is missing from the response's words, else the
-  share of argument names missing. Without a signature, the share of backticked identifiers missing;
-  0 when the instruction names none (a class named beside a method's signature is not counted);
-- **unfamiliar** (only with a gate): the similarity of its instruction to the nearest training
-  instruction in the gate's index, on the same ramp as off query: an example like nothing the model
-  was trained on comes from outside the curated data.
-
-An example's risk is the largest of its reasons (any one reason is enough to distrust it), and the
-context's risk is its riskiest example's. The context is flagged when that risk reaches `threshold`.
-`check_context` is the one call (the CLI, the study and a server's per-request option all use it).
+The copying study (tunelens.studies.fewshot) shows how an example in the context moves an answer; this check
+asks, before generation, whether to trust one. Each example gets a risk in [0, 1], the largest of four:
+- **lint**: its response's code does not parse or has Python 2 idioms (`tunelens.data.lint.check_response`);
+- **off query**: cosine similarity of its instruction to the query (the gate's embedder), 0 at or above
+  `high_similarity`, 1 at or below `low_similarity`, linear between;
+- **mismatch**: its response does not implement what its instruction names: with backticked signatures
+  (`name(args)`), 1 when a function name is missing from the response's words, else the share of argument
+  names missing; without, the share of backticked identifiers missing (0 when none are named; a class named
+  beside a method's signature is not counted);
+- **unfamiliar** (with a gate only): similarity to the nearest training instruction in the gate's index, on
+  the off-query ramp: an example like nothing the model was trained on comes from outside the curated data.
+The context's risk is its riskiest example's, flagged at `threshold`. `check_context` is the one call (the
+CLI, the study and a server's per-request option all use it).
 """
 
 from __future__ import annotations
@@ -36,7 +29,6 @@ from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import read_jsonl_numbered
 from tunelens.data.lint import check_response
 
-REASONS = ("lint", "off_query", "mismatch", "unfamiliar")
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -45,7 +37,7 @@ _SIGNATURE = re.compile(r"\s*(?:async\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 @configclass
 class ContextCheckConfig:
-    """Options of `context check`: each field is one of its flags and a key of its --config YAML file."""
+    """Options of `context check`: each field is one of its flags and a key of its --config file."""
 
     threshold: float = option(0.5, "Risk at or above which the context is flagged as untrusted.", min=0.0, max=1.0)
     low_similarity: float = option(0.1, "Cosine similarity (example instruction to query, or to the gate's "
@@ -107,8 +99,8 @@ def lint_findings(response: str) -> tuple[str, ...]:
 
 
 def named_identifiers(instruction: str) -> tuple[list[str], list[str]]:
-    """(functions, other names) the instruction names in backticks: `parse(text)` names the function
-    parse and the argument text. With no signature, every backticked identifier is an other name."""
+    """(functions, other names) the instruction names in backticks: `parse(text)` names the function parse and
+    the argument text. With no signature, every backticked identifier is an other name."""
     functions: list[str] = []
     others: list[str] = []
     quoted = _BACKTICKED.findall(instruction)
@@ -128,17 +120,15 @@ def mismatch_risk(instruction: str, response: str) -> tuple[float, list[str], in
     words = set(_IDENTIFIER.findall(response))
     missing = [name for name in functions + others if name not in words]
     named = len(functions) + len(others)
-    if not named:
-        return 0.0, missing, 0
     if any(name in missing for name in functions):
         return 1.0, missing, named
-    return sum(1 for name in others if name in missing) / max(1, len(others)), missing, named
+    return (sum(1 for name in others if name in missing) / len(others) if others else 0.0), missing, named
 
 
 def check_context(query: str, examples: Sequence[Example], config: ContextCheckConfig = ContextCheckConfig(),
                   gate=None, embedder=None) -> ContextVerdict:
-    """Score `examples` as context for `query` before generation. `gate` (a tunelens.gate.Gate) adds
-    its retrieval signals and lends its embedder; `embedder` overrides both (tests pass a cheap one)."""
+    """Score `examples` as context for `query` before generation. `gate` (a tunelens.gate.Gate) adds its
+    retrieval signals and lends its embedder; `embedder` overrides both (tests pass a cheap one)."""
     import numpy as np
 
     if not examples:
@@ -176,14 +166,12 @@ def _verdict(example: Example, similarity: float, training: float | None,
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    """Examples from a JSONL file: {"instruction", "response"} objects (optionally id, similarity) or chat
-    records ({"messages": [user, ..., assistant]}). Errors name the file, line and field."""
+    """Examples from a JSONL file of {"instruction", "response"} (optionally id, similarity) or chat records
+    ({"messages": [user, ..., assistant]}); errors name the file, line and field."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"examples file not found: {path}")
-    examples = []
-    for number, record in read_jsonl_numbered(path):
-        examples.append(_example_of(record, f"{path}:{number}", number))
+    examples = [_example_of(record, f"{path}:{number}", number) for number, record in read_jsonl_numbered(path)]
     if not examples:
         raise UserError(f"{path}: no examples in it")
     return examples

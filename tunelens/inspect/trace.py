@@ -1,23 +1,22 @@
 """Generation with the model's raw top-K distribution recorded at every step, and its decision points.
 
-`trace_generate` consumes the shared KV-cache decode loop (tunelens.engine.decode.decode). At each step it keeps only the top-K of
-softmax(logits) (the model's raw distribution, before temperature and top-p), the chosen token's
-probability and rank, the entropy and the top-1 minus top-2 margin, so what it holds grows with
-steps x K, never steps x vocabulary (unlike `generate(output_scores=True)`).
+`trace_generate` consumes the shared decode loop (tunelens.engine.decode.decode) and keeps per step only the
+top-K of softmax(logits) (raw: before temperature and top-p), the chosen token's probability and rank, the
+entropy and the top-1 minus top-2 margin: memory grows with steps x K, never steps x vocabulary.
 
-Plain equivalent: with temperature 0, the tokens equal `model.generate(do_sample=False)`'s, and each
-step's probabilities equal softmax(model(prompt + tokens so far).logits[-1]) (tests check both): exactly
-with `exact_probs`; by default a greedy trace on the CPU reads the fp16 copy of the vocabulary head that
-the certified greedy head keeps (tunelens.engine.decode.HeadScan), with every row that may be in the top-K
-recomputed in fp32, so tokens, top-K ids and ranks are the same and probabilities differ by rounding
-only (a test bounds |dp| by 1e-3; `bench/trace_overhead.py` prints the largest seen on the real model).
+Plain equivalent: at temperature 0 the tokens equal `model.generate(do_sample=False)`'s and each step's
+probabilities equal softmax(model(prompt + tokens so far).logits[-1]) (tests check both): exactly with
+`exact_probs`; by default a greedy CPU trace reads the certified greedy head's fp16 copy
+(tunelens.engine.decode.HeadScan) with every possible top-K row recomputed in fp32, so tokens, top-K and
+ranks are the same and probabilities differ by rounding only (a test bounds |dp| by 1e-3;
+`bench/trace_overhead.py` prints the largest seen on the real model).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from tunelens.config import configclass, option
 from tunelens.errors import UserError
@@ -41,8 +40,7 @@ CANARY_HELP = ("With an adapter, first check that it changes the model's logits 
 
 @configclass
 class TraceConfig:
-    """How to generate and what to record. Each field is a flag of `tunelens trace` and a key of its
-    --config YAML file."""
+    """How to generate and what to record: each field is a flag of `tunelens trace` and a key of its --config."""
 
     max_new_tokens: int = option(128, "Most tokens to generate.", min=1, max=8192)
     top_k: int = option(10, "Alternatives recorded per step.", min=1, max=100)
@@ -111,14 +109,14 @@ class Trace:
         return [step for step in self.steps if step.is_decision]
 
     def to_json(self) -> dict:
+        steps = [{**asdict(step), "decision": step.is_decision} for step in self.steps]
         return {
             "format": TRACE_FORMAT, "version": TRACE_VERSION, "tunelens_version": __version__,
             "model": self.model, "adapter": self.adapter, "prompt": self.prompt,
             "rendered_prompt": self.rendered_prompt, "prompt_tokens": self.prompt_tokens,
             "config": asdict(self.config), "stop_reason": self.stop_reason, "text": self.text,
             "adapter_canary": self.adapter_canary, "few_shot": [e.to_dict() for e in self.few_shot],
-            "decision_points": [step.step for step in self.decision_points],
-            "steps": [_step_json(step) for step in self.steps],
+            "decision_points": [step.step for step in self.decision_points], "steps": steps,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -133,14 +131,15 @@ class Trace:
         return _trace_from_json(data, source)
 
 
-def _step_json(step: TraceStep) -> dict:
-    return {"step": step.step, "token_id": step.token_id, "token": step.token, "prob": step.prob,
-            "rank": step.rank, "entropy": step.entropy, "margin": step.margin,
-            "decision": step.is_decision, "reasons": list(step.reasons),
-            "top": [{"token_id": alt.token_id, "token": alt.token, "prob": alt.prob} for alt in step.top]}
-
-
 # ---------------------------------------------------------------- loading a saved trace
+
+_NONE = type(None)
+_TRACE_FIELDS = {"model": str, "adapter": (str, _NONE), "prompt": str, "rendered_prompt": str, "prompt_tokens": int,
+                 "stop_reason": str, "text": str, "adapter_canary": (dict, _NONE)}
+_STEP_FIELDS = {"step": int, "token_id": int, "token": str, "prob": float, "rank": int, "entropy": float,
+                "margin": float}
+_ALTERNATIVE_FIELDS = {"token_id": int, "token": str, "prob": float}
+_EXAMPLE_FIELDS = {"instruction": str, "response": str, "id": str, "similarity": (float, _NONE)}
 
 
 def _field(obj, name: str, kind, where: str):
@@ -151,20 +150,19 @@ def _field(obj, name: str, kind, where: str):
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = "/".join("null" if k is type(None) else k.__name__ for k in kinds)
+        names = "/".join("null" if k is _NONE else k.__name__ for k in kinds)
         raise UserError(f"{where}: field '{name}' should be {names}, got {type(value).__name__}")
     return value
 
 
+def _fields(obj, kinds: dict, where: str) -> dict:
+    return {name: _field(obj, name, kind, where) for name, kind in kinds.items()}
+
+
 def _step_from_json(raw: dict, where: str) -> TraceStep:
-    top_list = _field(raw, "top", list, where)
-    top = [Alternative(_field(alt, "token_id", int, f"{where}.top[{i}]"), _field(alt, "token", str, f"{where}.top[{i}]"),
-                       _field(alt, "prob", float, f"{where}.top[{i}]")) for i, alt in enumerate(top_list)]
-    return TraceStep(step=_field(raw, "step", int, where), token_id=_field(raw, "token_id", int, where),
-                     token=_field(raw, "token", str, where), prob=_field(raw, "prob", float, where),
-                     rank=_field(raw, "rank", int, where), entropy=_field(raw, "entropy", float, where),
-                     margin=_field(raw, "margin", float, where), top=top,
-                     reasons=list(_field(raw, "reasons", list, where)))
+    top = [Alternative(**_fields(alt, _ALTERNATIVE_FIELDS, f"{where}.top[{i}]"))
+           for i, alt in enumerate(_field(raw, "top", list, where))]
+    return TraceStep(**_fields(raw, _STEP_FIELDS, where), top=top, reasons=list(_field(raw, "reasons", list, where)))
 
 
 def _trace_from_json(data, source: str) -> Trace:
@@ -173,44 +171,26 @@ def _trace_from_json(data, source: str) -> Trace:
     if data.get("version") != TRACE_VERSION:
         raise UserError(f"{source}: trace version {data.get('version')!r} is not supported (expected {TRACE_VERSION})")
     config_raw = _field(data, "config", dict, source)
-    known = TraceConfig.__dataclass_fields__
-    unknown = sorted(set(config_raw) - set(known))
+    unknown = sorted(set(config_raw) - set(TraceConfig.__dataclass_fields__))
     if unknown:
         raise UserError(f"{source}: config: unknown field(s) {', '.join(unknown)}")
     steps = [_step_from_json(raw, f"{source}: steps[{i}]") for i, raw in enumerate(_field(data, "steps", list, source))]
-    return Trace(model=_field(data, "model", str, source), adapter=_field(data, "adapter", (str, type(None)), source),
-                 prompt=_field(data, "prompt", str, source),
-                 rendered_prompt=_field(data, "rendered_prompt", str, source),
-                 prompt_tokens=_field(data, "prompt_tokens", int, source), config=TraceConfig(**config_raw),
-                 steps=steps, stop_reason=_field(data, "stop_reason", str, source),
-                 text=_field(data, "text", str, source),
-                 adapter_canary=_field(data, "adapter_canary", (dict, type(None)), source),
-                 few_shot=_examples_from_json(data.get("few_shot", []), source))
-
-
-def _examples_from_json(raw, source: str) -> list[Example]:
-    """The recorded few-shot examples (absent in traces written before few-shot: none)."""
-    if not isinstance(raw, list):
+    # traces written before few-shot have no 'few_shot': none were shown
+    few_shot = data.get("few_shot", [])
+    if not isinstance(few_shot, list):
         raise UserError(f"{source}: field 'few_shot' should be a list")
-    examples = []
-    for i, item in enumerate(raw):
-        where = f"{source}: few_shot[{i}]"
-        examples.append(Example(instruction=_field(item, "instruction", str, where),
-                                response=_field(item, "response", str, where), id=_field(item, "id", str, where),
-                                similarity=_field(item, "similarity", (float, type(None)), where)))
-    return examples
+    examples = [Example(**_fields(item, _EXAMPLE_FIELDS, f"{source}: few_shot[{i}]")) for i, item in enumerate(few_shot)]
+    return Trace(**_fields(data, _TRACE_FIELDS, source), config=TraceConfig(**config_raw), steps=steps,
+                 few_shot=examples)
 
 
 # ---------------------------------------------------------------- the adapter canary
 
 
 def adapter_canary(model, tokenizer, prompt: str, raw: bool = False, positions: int = 16) -> dict:
-    """Check that the attached adapter changes the logits on this prompt; raise UserError if it does not.
-
-    A silently inactive adapter (never trained, zero-initialised B, wrong target modules, disabled) gives
-    exactly the base model's logits, and every comparison against the base would then show nothing.
-    Returns {"max_abs_logit_diff", "positions"} measured over the prompt's last `positions` positions.
-    """
+    """Raise UserError unless the attached adapter changes the logits over the prompt's last `positions`
+    positions; else {"max_abs_logit_diff", "positions"}. A silently inactive adapter (untrained, zero B, wrong
+    target modules, disabled) gives the base's logits, and every comparison against the base would show nothing."""
     import torch
 
     if not has_adapter(model):
@@ -247,12 +227,9 @@ def rendered_prompt_text(tokenizer, prompt: str, raw: bool, examples: Sequence[E
 
 
 def _step_record(logits, chosen, top_k: int, greedy: bool):
-    """Per-step statistics of the raw distribution, as small device tensors (no host sync here).
-
-    Four passes over the vocabulary (softmax, entropy, top-K, and the rank only when sampling: a greedy
-    choice is the argmax, rank 1), so recording costs a few percent of a forward pass. The entropy is
-    -sum(xlogy(p, p)): the same sum as torch.special.entr, whose CPU kernel took 16 ms per step here.
-    """
+    """One step's statistics as small device tensors (no host sync here): four passes over the vocabulary
+    (the rank only when sampling: a greedy choice is rank 1), a few percent of a forward pass. The entropy is
+    -sum(xlogy(p, p)), the same sum as torch.special.entr, whose CPU kernel took 16 ms per step here."""
     import torch
 
     probs = torch.softmax(logits, dim=-1)
@@ -266,9 +243,8 @@ def _step_record(logits, chosen, top_k: int, greedy: bool):
     return torch.cat([top_values[0], entropy, chosen_prob, rank]), top_ids[0]
 
 
-def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[int],
-              progress: Progress | None):
-    """Decode with the shared loop; return the chosen token ids and the stacked per-step records."""
+def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[int], progress: Progress | None):
+    """The chosen token ids, the stacked per-step records and top-K ids, and the stop reason."""
     import torch
 
     sampler = Sampler(config.temperature, config.top_p, config.seed)
@@ -291,12 +267,7 @@ def _run_loop(model, prompt_ids: list[int], config: TraceConfig, stop_ids: set[i
 
 
 def _decision_reasons(prob_top1: float, prob_top2: float, rank: int, threshold: float) -> list[str]:
-    reasons = []
-    if prob_top1 - prob_top2 < threshold:
-        reasons.append("low_margin")
-    if rank != 1:
-        reasons.append("not_argmax")
-    return reasons
+    return ["low_margin"] * (prob_top1 - prob_top2 < threshold) + ["not_argmax"] * (rank != 1)
 
 
 def _build_steps(tokenizer, chosen_ids, stats, top_ids, config: TraceConfig) -> list[TraceStep]:
@@ -318,11 +289,9 @@ def _build_steps(tokenizer, chosen_ids, stats, top_ids, config: TraceConfig) -> 
 
 def trace_generate(model: LoadedModel | object, tokenizer=None, prompt: str = "", config: TraceConfig | None = None,
                    progress: Progress | None = None, examples: Sequence[Example] = ()) -> Trace:
-    """Generate from `prompt`, recording the raw top-K distribution at every step (see module docstring).
-
-    `model` is a LoadedModel, or a bare model with its `tokenizer`. `examples` are shown before the
-    prompt as earlier exchanges (tunelens.retrieval.fewshot); the trace records them.
-    """
+    """Generate from `prompt`, recording the raw top-K distribution at every step (see the module docstring).
+    `model` is a LoadedModel, or a bare model with its `tokenizer`; `examples` (tunelens.retrieval.fewshot)
+    are shown before the prompt as earlier exchanges, and the trace records them."""
     loaded = as_loaded(model, tokenizer)
     model, tokenizer = loaded.model, loaded.tokenizer
     config = config or TraceConfig()
@@ -349,6 +318,16 @@ def load_inspected_model(spec: str, adapter: str | None, device: str,
     return loaded
 
 
+def run_inspection(run, inspect: Callable[[LoadedModel, list[Example]], Any], write_html, progress: Progress | None):
+    """`tunelens trace` or `compare` whole: the few-shot examples, the model, `inspect`, the JSON and the HTML."""
+    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
+    result = inspect(load_inspected_model(run.model, run.adapter, run.device, progress), examples)
+    result.save(run.out)
+    if run.html is not None:
+        write_html(result, run.html)
+    return result
+
+
 # ---------------------------------------------------------------- one command, one call
 
 
@@ -366,13 +345,8 @@ class TraceRun:
 
 
 def run_trace(run: TraceRun, progress: Progress | None = None) -> Trace:
-    examples = FewShot.load(run.config.few_shot, run.config.few_shot_index).for_one(run.prompt)
-    loaded = load_inspected_model(run.model, run.adapter, run.device, progress)
-    trace = trace_generate(loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples)
-    trace.save(run.out)
-    if run.html is not None:
-        write_trace_html(trace, run.html)
-    return trace
+    return run_inspection(run, lambda loaded, examples: trace_generate(
+        loaded, prompt=run.prompt, config=run.config, progress=progress, examples=examples), write_trace_html, progress)
 
 
 def write_trace_html(trace: Trace, path: str | Path) -> Path:

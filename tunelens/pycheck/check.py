@@ -1,16 +1,11 @@
 """Classify a code snippet as clean Python 3, Python 2 (by idiom) or broken, with Python 3's own parser.
 
-A regex over the raw text cannot tell `print "x"` in code from the same words in a docstring, which is
-how hundreds of Python 2 pairs once reached a training set (lesson 1 in docs/design.md). So:
-
-1. `ast.parse` decides whether the snippet is valid Python 3. If it is, only the few Python 2 habits
-   that still parse are looked for, on the syntax tree: `print >>f, x`, a bare `print`, and Python
-   2-only names (`xrange`, `.has_key(`, `sys.maxint`, ...) that the snippet neither defines nor imports.
-2. If it is not, the snippet is tokenized and each Python 2 idiom is matched on real code tokens only
-   (strings and comments are separate tokens, so their text is never looked at). A parser error that
-   no idiom explains is reported as `syntax-error` with the parser's message and line.
-
-The rules and the finding type live in `pycheck_rules`, the token scan of step 2 in `pycheck_tokens`.
+A regex cannot tell `print "x"` in code from the same words in a docstring, which is how hundreds of Python 2
+pairs once reached a training set (lesson 1 in docs/design.md). So `ast.parse` decides whether the snippet is
+valid Python 3: if it is, the syntax tree is searched for the Python 2 habits that still parse (`print >>f,
+x`, a bare `print`, Python 2-only names such as `xrange` or `sys.maxint` that the snippet neither defines nor
+imports); if not, the idioms are matched on its code tokens (`tokens`), and a parser error no idiom explains
+is a `syntax-error` with the parser's message and line. The rules and the finding type live in `rules`.
 """
 
 from __future__ import annotations
@@ -21,7 +16,7 @@ import re
 import tokenize
 import warnings
 
-from tunelens.pycheck.rules import (COMPAT_MODULES, PY2_BUILTINS, PY2_CODES, PY2_METHODS, PY2_MODULE_ATTRS, SYNTAX_ERROR, Finding, sorted_findings)
+from tunelens.pycheck.rules import (COMPAT_MODULES, PY2_BUILTINS, PY2_METHODS, PY2_MODULE_ATTRS, SYNTAX_ERROR, Finding, sorted_findings)
 from tunelens.pycheck.tokens import check_unparsable, code_tokens
 
 _sorted = sorted_findings  # the name tests and older callers use
@@ -34,17 +29,13 @@ _PYTHON_TAGS = frozenset({"", "python", "py", "python3", "py3", "python2", "py2"
 
 
 def extract_code(text: str) -> str:
-    """The code in a completion: its fenced ``` blocks tagged python/py or untagged (joined by a blank
-    line when there are several), else the whole text."""
+    """The code in a completion: its python/py or untagged ``` blocks (joined by a blank line), else the text."""
     blocks = [body for tag, body in _FENCE.findall(text) if tag.lower() in _PYTHON_TAGS]
-    if blocks:
-        return "\n".join(block.rstrip("\n") + "\n" for block in blocks)
-    return text
+    return "\n".join(block.rstrip("\n") + "\n" for block in blocks) if blocks else text
 
 
 def code_or_nothing(text: str) -> str:
-    """The code of a completion (extract_code), or "" when it is prose: so a word like "print" in a sentence
-    is never read as code."""
+    """The code of a completion (extract_code), or "" for prose, whose "print" is never read as code."""
     return extract_code(text) if has_fenced_code(text) or looks_like_code(text) else ""
 
 
@@ -70,15 +61,12 @@ _CODE_START = re.compile(r"^(def |class |async def |import \w|from [\w.]+ import
 
 
 def looks_like_code(text: str) -> bool:
-    """Whether an unfenced completion is code (to be parsed) rather than prose (nothing to check).
-    Valid Python is code; otherwise at least half of its non-blank lines must look like code."""
+    """Whether an unfenced completion is code (to be parsed) rather than prose: valid Python is, otherwise at
+    least half of its non-blank lines must look like code."""
     if not text.strip():
         return False
-    if not isinstance(_parse(text), Exception):
-        return True
     lines = text.splitlines()
-    first = next(line for line in lines if line.strip())
-    if _CODE_START.match(first):
+    if not isinstance(_parse(text), Exception) or _CODE_START.match(next(line for line in lines if line.strip())):
         return True
     # lines inside a multi-line string are code too (a long docstring or a text template)
     in_strings: set[int] = set()
@@ -142,12 +130,7 @@ class _TreeChecker:
         if not any(self._print_statement(n) or self._py2_name(n) for n in nodes):
             return []
         self.defined = _defined_names(self.tree)
-        findings: list[Finding] = []
-        for node in nodes:
-            finding = self._print_statement(node) or self._py2_name(node)
-            if finding:
-                findings.append(finding)
-        return findings
+        return [finding for node in nodes if (finding := self._print_statement(node) or self._py2_name(node))]
 
     def _print_statement(self, node: ast.AST) -> Finding | None:
         if "print" in self.defined:

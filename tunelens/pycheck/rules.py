@@ -17,8 +17,6 @@ PY2_MODULE_ATTRS = {"string": frozenset({"letters", "lowercase", "uppercase"}),
 # `from <compat> import *` may bring any of the names above, so it counts as defining them.
 COMPAT_MODULES = frozenset({"six.moves", "past.builtins", "builtins", "future.builtins", "__builtin__"})
 
-PY2_CODES = ("py2-print", "py2-except", "py2-backtick", "py2-ne", "py2-octal", "py2-ur-string",
-             "py2-long", "py2-exec", "py2-raise", "py2-tuple-params", "py2-name")
 SYNTAX_ERROR = "syntax-error"
 
 

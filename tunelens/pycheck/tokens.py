@@ -46,37 +46,36 @@ def _error_follows_idiom(err: SyntaxError, findings: list[Finding]) -> bool:
         f.line is not None and f.code != "py2-name" and 0 < err.lineno - f.line <= 2 for f in findings)
 
 
+_PRINT_STATEMENT = "print statement (Python 2); use print(...)"
+
+
 class _TokenScanner:
     def __init__(self, tokens: list[tokenize.TokenInfo]):
         self.tokens = tokens
         self.defined = _defined_by_tokens(tokens)
 
     def run(self) -> list[Finding]:
-        findings: list[Finding] = []
-        for index in range(len(self.tokens)):
-            for check in (self._print, self._exec, self._except, self._raise, self._backtick, self._not_equal,
-                          self._octal, self._long, self._ur_string, self._tuple_params, self._name):
-                finding = check(index)
-                if finding:
-                    findings.append(finding)
-        return findings
+        checks = (self._print, self._exec, self._except, self._raise, self._backtick, self._not_equal,
+                  self._octal, self._long, self._ur_string, self._tuple_params, self._name)
+        return [finding for index in range(len(self.tokens)) for check in checks if (finding := check(index))]
 
     # helpers -------------------------------------------------------------------------------------
     def _tok(self, index: int) -> tokenize.TokenInfo | None:
         return self.tokens[index] if 0 <= index < len(self.tokens) else None
 
-    def _is(self, index: int, string: str, type_: int | None = None) -> bool:
+    def _is(self, index: int, string: str) -> bool:
         tok = self._tok(index)
-        return tok is not None and tok.string == string and (type_ is None or tok.type == type_)
+        return tok is not None and tok.string == string
 
     def _adjacent(self, index: int) -> bool:
         """Whether token index+1 starts exactly where token index ends (no space between)."""
         tok, nxt = self._tok(index), self._tok(index + 1)
         return tok is not None and nxt is not None and tok.end == nxt.start
 
-    def _at_statement_start(self, index: int) -> bool:
-        prev = self._tok(index - 1)
-        return prev is None or prev.type in _STATEMENT_START or prev.string in (";", ":") and prev.type == tokenize.OP
+    def _keyword_at_start(self, index: int, word: str) -> bool:
+        tok, prev = self.tokens[index], self._tok(index - 1)
+        at_start = prev is None or prev.type in _STATEMENT_START or (prev.type == tokenize.OP and prev.string in ";:")
+        return tok.type == tokenize.NAME and tok.string == word and at_start
 
     def _statement_tokens(self, index: int):
         """Tokens after `index` up to the end of its logical line, with their bracket depth."""
@@ -84,54 +83,43 @@ class _TokenScanner:
         for tok in self.tokens[index + 1:]:
             if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER) and depth <= 0:
                 return
-            if tok.type == tokenize.OP and tok.string in "([{":
-                depth += 1
-            elif tok.type == tokenize.OP and tok.string in ")]}":
-                depth -= 1
+            depth += _bracket(tok)
             yield tok, depth
 
-    def _keyword_at_start(self, index: int, word: str) -> bool:
-        tok = self.tokens[index]
-        return tok.type == tokenize.NAME and tok.string == word and self._at_statement_start(index)
+    def _finding(self, code: str, message: str, index: int) -> Finding:
+        return Finding(code, message, self.tokens[index].start[0])
 
     # idioms --------------------------------------------------------------------------------------
     def _print(self, index: int) -> Finding | None:
-        if "print" in self.defined or not self._keyword_at_start(index, "print"):
-            return None
         nxt = self._tok(index + 1)
-        if nxt is None:
+        if "print" in self.defined or not self._keyword_at_start(index, "print") or nxt is None:
             return None
-        line = self.tokens[index].start[0]
         if nxt.type in (tokenize.STRING, tokenize.NAME, tokenize.NUMBER) or nxt.string == "`":
-            return Finding("py2-print", "print statement (Python 2); use print(...)", line)
-        if nxt.type == tokenize.OP and nxt.string in (">>", "%", "-", "~", "[", "{"):
-            if nxt.string == ">>":
-                return Finding("py2-print", "print statement `print >>file, ...`", line)
-            return Finding("py2-print", "print statement (Python 2); use print(...)", line)
+            return self._finding("py2-print", _PRINT_STATEMENT, index)
+        if nxt.type == tokenize.OP and nxt.string == ">>":
+            return self._finding("py2-print", "print statement `print >>file, ...`", index)
+        if nxt.type == tokenize.OP and nxt.string in ("%", "-", "~", "[", "{"):
+            return self._finding("py2-print", _PRINT_STATEMENT, index)
         if nxt.type == tokenize.OP and nxt.string == "(" and self._tuple_after_parens(index + 1):
-            return Finding("py2-print", "print statement of a tuple `print (x), y`", line)
+            return self._finding("py2-print", "print statement of a tuple `print (x), y`", index)
         return None
 
     def _tuple_after_parens(self, open_index: int) -> bool:
         depth = 0
-        for tok in self.tokens[open_index:]:
-            if tok.type == tokenize.OP and tok.string in "([{":
-                depth += 1
-            elif tok.type == tokenize.OP and tok.string in ")]}":
-                depth -= 1
-                if depth == 0:
-                    after = self.tokens[self.tokens.index(tok) + 1] if tok is not self.tokens[-1] else None
-                    return after is not None and after.string == ","
-            elif tok.type == tokenize.NEWLINE:
+        for i in range(open_index, len(self.tokens)):
+            tok = self.tokens[i]
+            if tok.type == tokenize.NEWLINE:
                 return False
+            depth += _bracket(tok)
+            if depth == 0:
+                return self._is(i + 1, ",")
         return False
 
     def _exec(self, index: int) -> Finding | None:
-        if "exec" in self.defined or not self._keyword_at_start(index, "exec"):
-            return None
         nxt = self._tok(index + 1)
-        if nxt is not None and nxt.type in (tokenize.STRING, tokenize.NAME):
-            return Finding("py2-exec", "exec statement (Python 2); use exec(...)", self.tokens[index].start[0])
+        if "exec" not in self.defined and self._keyword_at_start(index, "exec") and nxt is not None \
+                and nxt.type in (tokenize.STRING, tokenize.NAME):
+            return self._finding("py2-exec", "exec statement (Python 2); use exec(...)", index)
         return None
 
     def _except(self, index: int) -> Finding | None:
@@ -160,56 +148,50 @@ class _TokenScanner:
             # report each pair once: only the opening backtick of a line counts
             before = [t for t in self.tokens[:index] if t.start[0] == tok.start[0] and t.string == "`"]
             if len(before) % 2 == 0:
-                return Finding("py2-backtick", "backtick repr `x` (Python 2); use repr(x)", tok.start[0])
+                return self._finding("py2-backtick", "backtick repr `x` (Python 2); use repr(x)", index)
         return None
 
     def _not_equal(self, index: int) -> Finding | None:
         tok = self.tokens[index]
         is_ne = tok.string == "<>" or (tok.string == "<" and self._is(index + 1, ">") and self._adjacent(index))
         if tok.type in (tokenize.OP, tokenize.ERRORTOKEN) and is_ne:
-            return Finding("py2-ne", "`<>` operator (Python 2); use !=", tok.start[0])
+            return self._finding("py2-ne", "`<>` operator (Python 2); use !=", index)
         return None
 
     def _octal(self, index: int) -> Finding | None:
-        tok = self.tokens[index]
+        tok, nxt = self.tokens[index], self._tok(index + 1)
         if tok.type != tokenize.NUMBER:
             return None
         # Python 3's tokenizer splits `0777` into `0` and `777`; some versions keep it whole.
-        split = tok.string == "0" and self._adjacent(index) and self._tok(index + 1).type == tokenize.NUMBER \
-            and self._tok(index + 1).string[:1].isdigit()
-        whole = re.fullmatch(r"0[0-7]+[lL]?", tok.string) is not None and tok.string.rstrip("lL") != "0" * len(
-            tok.string.rstrip("lL"))
-        if split or whole:
-            return Finding("py2-octal", "old octal literal like 0777 (Python 2); use 0o777", tok.start[0])
+        split = tok.string == "0" and self._adjacent(index) and nxt.type == tokenize.NUMBER and nxt.string[:1].isdigit()
+        digits = tok.string.rstrip("lL")
+        if split or (re.fullmatch(r"0[0-7]+[lL]?", tok.string) and digits != "0" * len(digits)):
+            return self._finding("py2-octal", "old octal literal like 0777 (Python 2); use 0o777", index)
         return None
 
     def _long(self, index: int) -> Finding | None:
-        tok = self.tokens[index]
+        tok, nxt = self.tokens[index], self._tok(index + 1)
         if tok.type != tokenize.NUMBER:
             return None
-        nxt = self._tok(index + 1)
         suffix = nxt is not None and nxt.type == tokenize.NAME and nxt.string in ("L", "l") and self._adjacent(index)
         if suffix or re.fullmatch(r"(0[xX][0-9a-fA-F]+|\d+)[lL]", tok.string):
-            return Finding("py2-long", "long literal like 10L (Python 2); drop the L", tok.start[0])
+            return self._finding("py2-long", "long literal like 10L (Python 2); drop the L", index)
         return None
 
     def _ur_string(self, index: int) -> Finding | None:
-        tok = self.tokens[index]
-        nxt = self._tok(index + 1)
+        tok, nxt = self.tokens[index], self._tok(index + 1)
         if tok.type == tokenize.NAME and tok.string.lower() in ("ur", "bur") and nxt is not None \
                 and nxt.type == tokenize.STRING and self._adjacent(index):
-            return Finding("py2-ur-string", "ur'' string prefix (Python 2); use r''", tok.start[0])
+            return self._finding("py2-ur-string", "ur'' string prefix (Python 2); use r''", index)
         return None
 
     def _tuple_params(self, index: int) -> Finding | None:
         tok = self.tokens[index]
-        if tok.type != tokenize.NAME:
-            return None
-        if tok.string == "lambda":
+        if tok.type == tokenize.NAME and tok.string == "lambda":
             if self._is(index + 1, "("):
-                return Finding("py2-tuple-params", "tuple parameter in lambda (Python 2)", tok.start[0])
+                return self._finding("py2-tuple-params", "tuple parameter in lambda (Python 2)", index)
             return self._tuple_in_params(index + 1, end=":")
-        if tok.string == "def" and self._is(index + 2, "("):
+        if tok.type == tokenize.NAME and tok.string == "def" and self._is(index + 2, "("):
             return self._tuple_in_params(index + 3, end=")")
         return None
 
@@ -219,18 +201,11 @@ class _TokenScanner:
         for tok in self.tokens[start:]:
             if tok.type == tokenize.NEWLINE:
                 return None
-            if tok.type == tokenize.OP and tok.string == "(":
-                if depth == 0 and prev in ("(", ","):
-                    return Finding("py2-tuple-params", "tuple parameter `def f((a, b))` (Python 2)", tok.start[0])
-                depth += 1
-            elif tok.type == tokenize.OP and tok.string in "[{":
-                depth += 1
-            elif tok.type == tokenize.OP and tok.string in ")]}":
-                if depth == 0:
-                    return None
-                depth -= 1
-            elif depth == 0 and tok.string == end:
+            if tok.type == tokenize.OP and tok.string == "(" and depth == 0 and prev in ("(", ","):
+                return Finding("py2-tuple-params", "tuple parameter `def f((a, b))` (Python 2)", tok.start[0])
+            if depth == 0 and (_bracket(tok) < 0 or tok.string == end):
                 return None
+            depth += _bracket(tok)
             prev = tok.string
         return None
 
@@ -238,18 +213,23 @@ class _TokenScanner:
         tok = self.tokens[index]
         if tok.type != tokenize.NAME:
             return None
-        prev_dot = self._is(index - 1, ".")
-        line = tok.start[0]
-        if tok.string in PY2_BUILTINS and not prev_dot and tok.string not in self.defined \
-                and not self._is(index + 1, "="):
-            return Finding("py2-name", f"Python 2-only builtin `{tok.string}`", line)
-        if tok.string in PY2_METHODS and prev_dot and tok.string not in self.defined:
-            return Finding("py2-name", f"Python 2-only dict method `.{tok.string}()`", line)
-        if tok.string in PY2_MODULE_ATTRS and not prev_dot and self._is(index + 1, ".") \
-                and (attr := self._tok(index + 2)) is not None and attr.string in PY2_MODULE_ATTRS[tok.string] \
-                and self.defined.get(tok.string, "import") == "import":
-            return Finding("py2-name", f"Python 2-only `{tok.string}.{attr.string}`", line)
+        name, prev_dot = tok.string, self._is(index - 1, ".")
+        if name in PY2_BUILTINS and not prev_dot and name not in self.defined and not self._is(index + 1, "="):
+            return self._finding("py2-name", f"Python 2-only builtin `{name}`", index)
+        if name in PY2_METHODS and prev_dot and name not in self.defined:
+            return self._finding("py2-name", f"Python 2-only dict method `.{name}()`", index)
+        attr = self._tok(index + 2)
+        if name in PY2_MODULE_ATTRS and not prev_dot and self._is(index + 1, ".") and attr is not None \
+                and attr.string in PY2_MODULE_ATTRS[name] and self.defined.get(name, "import") == "import":
+            return self._finding("py2-name", f"Python 2-only `{name}.{attr.string}`", index)
         return None
+
+
+def _bracket(tok: tokenize.TokenInfo) -> int:
+    """+1 for an opening bracket, -1 for a closing one, else 0."""
+    if tok.type != tokenize.OP:
+        return 0
+    return 1 if tok.string in ("(", "[", "{") else -1 if tok.string in (")", "]", "}") else 0
 
 
 def _defined_by_tokens(tokens: list[tokenize.TokenInfo]) -> dict[str, str]:
