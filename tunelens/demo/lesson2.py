@@ -1,10 +1,8 @@
 """Lesson 2: words move probability like weights do, measured over every Python 2 decision point.
 
-For each contaminated adapter, every point where its own answer (greedy or sampled) chose a Python 2
-print is scored teacher-forced under the prompt as it was and under each lever (tunelens.inspect.levers): the
-nudge sentence after the request, before it, in the system line, another phrasing, a one-shot Python 3
-example from the training data in the context, and the adapter switched off. The result per lever and
-adapter is the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
+For each contaminated adapter, every point where its own answer chose a Python 2 print is scored
+teacher-forced under the prompt as it was and under each lever (tunelens.inspect.levers); per lever and
+adapter: the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ from tunelens.reading import read_table
 
 def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
     """(prompt, answer) of the adapter's answers whose code has a Python 2 print."""
-    found = [(r.prompt, r.answer) for r in rows
-             if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)]
-    return found[:limit]
+    return [(r.prompt, r.answer) for r in rows
+            if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)][:limit]
 
 
 def one_shot_example(train_path: Path) -> tuple[str, str]:

@@ -1,14 +1,16 @@
 """Lesson 3: positive-only data erases pushback, measured as propensity beside free-text rates.
 
-Free text: base, B (positive-only) and each C<share> answer held-out broken specs of the pushback suite
-and their clean twins, greedy and sampled (pushback and over-asking rates, Wilson intervals).
-Propensity (tunelens.inspect.propensity): on every broken spec and every twin, the teacher-forced log-odds of
-pushback openings over comply openings. A model that tells broken from clean leans further toward
-pushback on the broken spec than on its twin, so the per-pair gap (broken minus twin) is the measure of
-the distinction, and the change from the base model is what fine-tuning did to it.
+Free text: base, B (positive-only) and each C<share> answer held-out broken specs and their clean twins
+(pushback and over-asking rates). Propensity (tunelens.inspect.propensity): the teacher-forced log-odds of
+pushback over comply openings. A model that tells broken from clean leans further toward pushback on the
+broken spec than on its twin, so the per-pair gap is the measure of the distinction, and its change from the
+base model is what fine-tuning did to it.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.lesson1 import DECODINGS, metric_rate
@@ -23,12 +25,9 @@ from tunelens.reading import NO_DIFFERENCE, read_table
 
 def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, float]:
     """case id -> pushback log-odds, under one adapter (None: the base model, adapters off)."""
-    import contextlib
-
     if adapter is not None:
         model.set_adapter(adapter)
-    context = adapter_off(model) if adapter is None else contextlib.nullcontext()
-    with context:
+    with adapter_off(model) if adapter is None else contextlib.nullcontext():
         return {case.id: propensity_module.propensity(model, tokenizer, case.prompt, "pushback").log_odds for case in cases}
 
 
@@ -62,10 +61,8 @@ def lesson3(config: DemoConfig, evals: EvalRows, model, tokenizer, report) -> di
         scores[name] = propensities(model, tokenizer, cases, None if name == "base" else name)
     propensity = {name: propensity_summary(scores[name], cases, None if name == "base" else scores["base"],
                                            config.seed) for name in models}
-    rates = {}
-    for name in models:
-        rates[name] = _rates(evals.rows("B" if name in ("base", "B") else name, "pushback"),
-                             "base" if name == "base" else "tuned")
+    rates = {name: _rates(evals.rows("B" if name in ("base", "B") else name, "pushback"),
+                          "base" if name == "base" else "tuned") for name in models}
     return {"cases": len(cases), "models": list(models), "propensity": propensity, "rates": rates,
             "scores": scores, "target": _target(rates, config), "reading": reading(propensity)}
 
@@ -97,21 +94,15 @@ def reading(propensity: dict[str, dict], prefix: str = "") -> list[str]:
         verdict = {"up": up, "down": down}.get(r.direction, f"{part.replace('_', ' ')}: {NO_DIFFERENCE}")
         return f"{verdict} ({span})"
 
-    lines = []
-    for name, result in propensity.items():
-        if "change_on_broken" not in result:
-            lines.append(f"{prefix}{name}: {said(name, 'gap_broken_minus_twin')}")
-        else:
-            lines.append(f"{prefix}{name}: {said(name, 'change_on_broken')}; {said(name, 'gap_broken_minus_twin')}")
-    return lines
+    return [f"{prefix}{name}: " + "; ".join(said(name, part) for part in ("change_on_broken", "gap_broken_minus_twin")
+                                           if part in result) for name, result in propensity.items()]
 
 
 def _target(rates: dict, config: DemoConfig) -> dict:
     """The issue's bar: C's greedy pushback on held-out broken specs >= 60% with over-asking <= 15%."""
     results = {}
     for name in config.pushback_adapters:
-        greedy = rates[name]["greedy"]
-        pushback, asking = greedy["pushback"]["rate"], greedy["over_asking"]["rate"]
+        pushback, asking = (rates[name]["greedy"][key]["rate"] for key in ("pushback", "over_asking"))
         results[name] = {"pushback": pushback, "over_asking": asking,
                          "met": pushback is not None and asking is not None and pushback >= 0.6 and asking <= 0.15}
     return results
@@ -137,8 +128,6 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
 
 def file_name(spec: str) -> str:
     """A model spec (an embedded name, or a path) as one file name: `smollm2-135m` stays as it is."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")
 
 

@@ -1,11 +1,8 @@
 """`tunelens demo`: the lessons of docs/design.md end to end, with the real stages, on one base model.
 
-Data (mine, draw, contaminate, lint, pushback) -> one base model -> adapters A<rate> (contaminated),
-B (what lint kept), C<share> (B's pairs plus pushback pairs) -> one mixed-adapter evaluation ->
-lesson 1 (Python 2 dose-response), lesson 2 (levers at decision points), lesson 3 (pushback propensity
-and rates), lesson 4 (a gate calibrated on B's failures over a mix of queries) -> with --study, the
-gate's threshold transfer to a second base model -> summary.json and report.html. Every number in them is read from
-the files the stages wrote.
+Data -> adapters A<rate> (contaminated), B (what lint kept), C<share> (B's pairs plus pushback pairs) on one
+base model -> one mixed-adapter evaluation -> lessons 1-4 -> with --study, lesson 3 on other bases and the
+gate's threshold transfer -> summary.json and report.html, every number read from the files the stages wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
 from tunelens.demo.data import prepare_data
 from tunelens.demo.report import write_report
+from tunelens.model.load import load_model
 from tunelens.model.state import adapter_off
 from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
@@ -33,7 +31,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     timed = StageTimer(report)
 
     data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)
-    model, tokenizer = timed("load the base model", runs.load_base, config)
+    model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     model = timed("train the adapters", runs.train_adapters, config, out, data, model, tokenizer, report)
     evals = timed("eval: held-out prompts, pushback, code", runs.run_evals, config, out, data, model, tokenizer,
                   report)

@@ -1,7 +1,5 @@
 """The copying study's summary.json and figures, drawn from its rows and points alone (the run and
 scripts/fewshot_doc.py both call `figures(summary)`, so no number in a figure is typed anywhere).
-
-matplotlib's object API (Figure + the Agg canvas): no global state, safe from a server or a test.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from pathlib import Path
 
 from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name,
                                                condition_summary, rate_of)
-
+from tunelens.studies.safety_figures import error_bars
 from tunelens.report import figure_png, new_figure
 from tunelens.gate.calibration import auroc
 from tunelens.inspect.levers import NUDGE, SEED_DELTA
@@ -120,16 +118,11 @@ def copying_figure(summary: dict) -> bytes:
             cells = [conditions[condition_name(level, quality)] for level in summary["levels"]]
             # The qualities share their examples' similarities: a small shift keeps their bars apart.
             xs = [(c["similarity"]["mean"] or 0.0) + 0.008 * (offset - 1) for c in cells]
-            for side, style in (("with", "-o"), ("without", ":")):
-                rates = [c[side][measure] for c in cells]
-                ys = [100 * (r["rate"] or 0.0) for r in rates]
-                if side == "with":
-                    low = [y - 100 * (r["low"] or 0.0) for y, r in zip(ys, rates)]
-                    high = [100 * (r["high"] or 0.0) - y for y, r in zip(ys, rates)]
-                    ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, color=QUALITY_COLOURS[quality],
-                                label=f"{summary['quality_labels'][quality]} example")
-                else:
-                    ax.plot(xs, ys, style, color=QUALITY_COLOURS[quality], alpha=0.6)
+            ys, errors = error_bars([c["with"][measure] for c in cells])
+            ax.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=3, color=QUALITY_COLOURS[quality],
+                        label=f"{summary['quality_labels'][quality]} example")
+            ax.plot(xs, error_bars([c["without"][measure] for c in cells])[0], ":", color=QUALITY_COLOURS[quality],
+                    alpha=0.6)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("cosine similarity of the example to the prompt", fontsize=8)
         ax.set_ylim(-2, 102)
@@ -146,8 +139,7 @@ def levers_figure(summary: dict) -> bytes:
     for ax, source in zip(axes, sources):
         effects = summary["teacher_forced"][source]["effects"]
         ys = list(range(len(effects)))
-        means = [e["mean_delta"] for e in effects]
-        errors = [[m - e["low"] for m, e in zip(means, effects)], [e["high"] - m for m, e in zip(means, effects)]]
+        means, errors = error_bars(effects, "mean_delta", 1)
         colours = ["#55a868" if e["lever"] == SENTENCE_LEVER else
                    next((QUALITY_COLOURS[q] for q in QUALITY_LABELS if f" {QUALITY_LABELS[q]} " in f" {e['lever']} "),
                         "#888888") for e in effects]
