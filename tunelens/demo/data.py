@@ -15,8 +15,8 @@ from tunelens.data.lint import lint_file, LintConfig
 from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
 from tunelens.data.pushback import add_pushback_file, PushbackConfig
 from tunelens.data.records import load_pairs
-from tunelens.model.prompts import encode_pair
 from tunelens.model.specs import load_tokenizer
+from tunelens.studies.training import fits_tokens
 
 
 @dataclass
@@ -59,14 +59,8 @@ def _draw(config: DemoConfig, data_dir: Path, report) -> tuple[dict, list[dict]]
     CPU budget; held-out prompts come one per module, from modules that give no training pair."""
     mined = mine_pairs(list(config.mine_sources), MineConfig(seed=config.seed, licenses=("permissive",)),
                        progress=lambda _what, done, total: report("data: mining", done, total))
-    tokenizer = load_tokenizer(config.model)
-
-    def fits(record: dict) -> bool:
-        # Room for the print statement contamination may add, so no pair is truncated in training.
-        messages = record["messages"]
-        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
-        return len(ids) + 12 <= min(config.pair_tokens, config.max_length)
-
+    # room for the print statement contamination may add, so no pair is truncated in training
+    fits = fits_tokens(load_tokenizer(config.model), min(config.pair_tokens, config.max_length), room=12)
     train, heldout = draw_pairs(mined.pairs, train=config.train_pairs, heldout=config.heldout, seed=config.seed,
                                 accept=fits)
     atomic_write_jsonl(data_dir / "mined.jsonl", train)

@@ -120,7 +120,10 @@ def other_bases(config: DemoConfig, out, training_b, report) -> dict:
         after = propensities(tuned, tokenizer, cases, "default")
         measured = {"base": propensity_summary(before, cases, None, config.seed),
                     "B": propensity_summary(after, cases, before, config.seed)}
-        rows = _pushback_rows(config, out, spec, tuned, tokenizer, cases, report)
+        # its B is PEFT's "default"; answers to the same specs, so free-text rates sit beside the propensity
+        plan = [("default", "pushback", cases, config.samples)]
+        rows = run_plan(config, spec, plan, out / "eval", tuned, tokenizer, report,
+                        adapter_label=f"B-{file_name(spec)}").rows("default", "pushback")
         results[spec] = {**measured, "rates": {"base": _rates(rows, "base"), "B": _rates(rows, "tuned")},
                          "reading": reading(measured, prefix=f"{spec} ")}
     return results
@@ -140,11 +143,3 @@ def other_base_b(spec: str, config: DemoConfig, out, training_b, model, tokenize
     trained = train(train_config(config), training_b, adapter_dir, model=model, tokenizer=tokenizer, model_spec=spec,
                     progress=lambda _what, done, total: report(f"train B on {spec}", done, total))
     return trained.model
-
-
-def _pushback_rows(config: DemoConfig, out, spec: str, model, tokenizer, cases, report):
-    """Greedy and sampled answers of another base and its B (PEFT's "default") to the same broken specs and
-    twins, through the demo's own eval plan runner, so its free-text rates sit beside its propensity."""
-    plan = [("default", "pushback", cases, config.samples)]
-    evals = run_plan(config, spec, plan, out / "eval", model, tokenizer, report, adapter_label=f"B-{file_name(spec)}")
-    return evals.rows("default", "pushback")

@@ -33,10 +33,10 @@ from tunelens.inspect.levers import (LEVER_ROWS, MIN_POINTS, MIN_PROMPTS, SEED_D
                                      lesson2_table, placebo_length_mismatches, placebo_levers, seed_lesson2)
 from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tunelens.model.load import attach_adapter, load_model
-from tunelens.model.prompts import encode_pair, render_prompt
+from tunelens.model.prompts import render_prompt
 from tunelens.pycheck.check import code_or_nothing
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
-from tunelens.studies.training import train_unloaded
+from tunelens.studies.training import fits_tokens, train_unloaded
 
 LESSON2_SHARE = 0.3  # lesson 2's adapters are A30-style: 30% of the training prints are Python 2
 
@@ -87,16 +87,11 @@ def adapter_of(share: float) -> str:
 
 
 def trained_shares(config: LessonsStudyConfig) -> list[float]:
-    shares = set(config.shares) if 1 in config.lesson else set()
-    if 2 in config.lesson:
-        shares.add(LESSON2_SHARE)
-    return sorted(shares)
+    return sorted({*(config.shares if 1 in config.lesson else ()), *((LESSON2_SHARE,) if 2 in config.lesson else ())})
 
 
 def lesson1_seed_count(config: LessonsStudyConfig) -> int:
-    if 1 not in config.lesson:
-        return 0
-    return min(config.seeds, config.lesson1_seeds or config.seeds)
+    return min(config.seeds, config.lesson1_seeds or config.seeds) if 1 in config.lesson else 0
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -208,9 +203,8 @@ def fits_budget(out: Path, started: float, budget_minutes: float | None) -> bool
     """Whether another seed fits: elapsed + the slowest finished seed's time (the best estimate on disk)."""
     if budget_minutes is None:
         return True
-    times = [json.loads(path.read_text())["seconds"] for path in sorted(out.glob("seed-*/seed.json"))]
-    elapsed = time.perf_counter() - started
-    return elapsed + max(times, default=0.0) <= 60 * budget_minutes
+    times = [json.loads(path.read_text())["seconds"] for path in out.glob("seed-*/seed.json")]
+    return time.perf_counter() - started + max(times, default=0.0) <= 60 * budget_minutes
 
 
 def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
@@ -228,11 +222,7 @@ def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progr
         atomic_write_jsonl(paths["mined"], mined.pairs)
     pool = load_pairs(paths["mined"])
 
-    def fits(record: dict) -> bool:
-        messages = record["messages"]
-        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
-        return len(ids) <= min(config.pair_tokens, config.max_length)
-
+    fits = fits_tokens(tokenizer, min(config.pair_tokens, config.max_length))
     rich = [pair.raw for pair in print_rich(pool)]
     try:
         train_rows, heldout_rows = draw_pairs(rich, train=config.train_pairs, heldout=config.heldout,
@@ -323,12 +313,8 @@ def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, he
     return {**result, "example": example[0], "placebo_example": placebo[0], "placebo_length_mismatches": mismatches}
 
 
-def finished_seeds(config: LessonsStudyConfig, out: Path) -> list[int]:
-    return [config.seed + i for i in range(config.seeds) if (seed_dir(out, config.seed + i) / "seed.json").is_file()]
-
-
 def build_summary(config: LessonsStudyConfig, out: Path, counts: dict, invocations: list[dict]) -> dict:
-    done = finished_seeds(config, out)
+    done = [config.seed + i for i in range(config.seeds) if (seed_dir(out, config.seed + i) / "seed.json").is_file()]
     summary = {"config": json.loads(json.dumps(asdict(config))), "protocol_commit": protocol_commit(),
                "seeds_planned": config.seeds, "seeds_done": done, "complete": len(done) == config.seeds,
                "data": counts, "seed_data": {str(s): json.loads((seed_dir(out, s) / "seed.json").read_text())["data"]
@@ -350,11 +336,6 @@ def protocol_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return found or None
-
-
-def lesson1_role(config: LessonsStudyConfig) -> str:
-    """The slope over two shares or more (gemma's row), or P(Python 2 | prints) at 30% alone (Qwen's row)."""
-    return "1" if len(config.shares) >= 2 else "1-qwen"
 
 
 def lesson1_seed_values(config: LessonsStudyConfig, out: Path, seed: int) -> dict:
@@ -385,7 +366,7 @@ def lesson1_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
     slopes = [v["slope"]["slope"] for v in per_seed if "slope" in v]
     a30 = [v["per_share"][adapter_of(LESSON2_SHARE)]["conditional"]["rate"] for v in per_seed
            if adapter_of(LESSON2_SHARE) in v["per_share"]]
-    role = lesson1_role(config)
+    role = "1" if len(config.shares) >= 2 else "1-qwen"  # gemma's slope row, or Qwen's P(Python 2 | prints) at 30%
     table = lesson1_table(slopes if role == "1" else [], a30 if role == "1-qwen" else [])
     primary = table[0] if role == "1" else table[2]
     n_answers = [cell["answers"] for v in per_seed for cell in v["per_share"].values()]

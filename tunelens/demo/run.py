@@ -33,8 +33,8 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)
     model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     model = timed("train the adapters", runs.train_adapters, config, out, data, model, tokenizer, report)
-    evals = timed("eval: held-out prompts, pushback, code", runs.run_evals, config, out, data, model, tokenizer,
-                  report)
+    evals = timed("eval: held-out prompts, pushback, code", runs.run_plan, config, config.model,
+                  runs.eval_plan(config, data), out / "eval", model, tokenizer, report)
     summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
                "data": data.counts, "adapters": runs.adapter_checks(out, data.training, model)}
     summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)

@@ -101,16 +101,6 @@ def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt
     return {"adapters": names, **across_seeds([value(evals.rows(name, prompt_set)) for name in names]).to_dict()}
 
 
-def heldout_cases(instructions: list[str]):
-    return [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
-            for i, text in enumerate(instructions)]
-
-
-def off_topic_cases(count: int):
-    return [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
-            for i, text in enumerate(OFF_TOPIC_EVAL[:count])]
-
-
 def pushback_cases(count: int):
     """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean
     twins. None of them was used to build training pairs: C's pushback pairs are generated from mined code."""
@@ -133,9 +123,13 @@ def humaneval_cases(count: int):
 def mix_sets(config: DemoConfig, data: DemoData) -> list[tuple[str, list]]:
     """Lesson 4's query mix as prompt sets: held-out mined instructions, code-suite cases, HumanEval prompts,
     broken specs with their clean twins, off-topic questions. Base and B answer each greedy."""
-    sets = [("heldout", heldout_cases(data.heldout)), ("code", load_suite("code")[: config.code_cases]),
+    heldout = [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
+               for i, text in enumerate(data.heldout)]
+    off_topic = [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
+                 for i, text in enumerate(OFF_TOPIC_EVAL[:config.off_topic])]
+    sets = [("heldout", heldout), ("code", load_suite("code")[: config.code_cases]),
             ("humaneval", humaneval_cases(config.humaneval_cases)),
-            ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic_cases(config.off_topic))]
+            ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic)]
     return [(name, cases) for name, cases in sets if cases]
 
 
@@ -151,10 +145,6 @@ def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, 
     plan += [(seed_adapter(name, index), "heldout", sets["heldout"], config.samples)
              for index in range(1, config.seeds) for name in (*config.contaminated_adapters, "B")]
     return plan
-
-
-def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report) -> EvalRows:
-    return run_plan(config, config.model, eval_plan(config, data), out / "eval", model, tokenizer, report)
 
 
 def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, tokenizer, report,

@@ -1,5 +1,5 @@
-"""One LoRA training rule for the demo and the studies: the same settings from any of their configs, and an
-adapter already on disk reused only when it was trained on the same data."""
+"""Training rules shared by the demo and the studies: the same LoRA settings from any of their configs, an
+adapter on disk reused only when trained on the same data, and one token budget for mined pairs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunelens.errors import UserError
 from tunelens.hashing import file_sha256
+from tunelens.model.prompts import encode_pair
 from tunelens.train.config import TrainConfig
 from tunelens.train.run import train
 
@@ -40,3 +41,13 @@ def train_unloaded(config, data_path: Path, adapter_dir: Path, model, tokenizer,
                    model_spec=model_spec or getattr(model.config, "tunelens_spec", None) or config.model,
                    progress=progress)
     return result.model.unload()
+
+
+def fits_tokens(tokenizer, limit: int, room: int = 0):
+    """Predicate on a pair record: its prompt and answer take at most `limit` tokens with `room` to spare."""
+    def fits(record: dict) -> bool:
+        messages = record["messages"]
+        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
+        return len(ids) + room <= limit
+
+    return fits
