@@ -47,9 +47,9 @@ def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, 
     for index, name in enumerate(config.contaminated_adapters):
         report("lesson 2: scoring decision points", index, len(config.contaminated_adapters))
         model.set_adapter(name)
-        # the adapter's answers whose code has a Python 2 print
-        answers = [(r.prompt, r.answer) for r in evals.rows(name, "heldout")
-                   if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)][:config.trace_prompts]
+        python2 = [(r.prompt, r.answer) for r in evals.rows(name, "heldout")
+                   if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)]
+        answers = python2[:config.trace_prompts]
         points = score_points(model, tokenizer, answers, levers, lambda text: render_prompt(tokenizer, text))
         moved = max(points, key=lambda p: p.delta(LEVER_SHOWN), default=None)
         if moved is not None and (shown is None or moved.delta(LEVER_SHOWN) > shown[2].delta(LEVER_SHOWN)):

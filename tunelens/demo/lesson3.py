@@ -14,10 +14,11 @@ import re
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.lesson1 import DECODINGS, metric_rate
-from tunelens.demo.runs import EvalRows, pushback_cases, run_plan, train_config, trained_on
+from tunelens.demo.runs import EvalRows, pushback_cases, run_plan
 from tunelens.model.load import attach_adapter, load_model
 from tunelens.model.state import adapter_off
 from tunelens.stats import bootstrap_mean, sign_test_p
+from tunelens.studies.training import train_config, trained_on
 from tunelens.train.run import train
 from tunelens.inspect import propensity as propensity_module
 from tunelens.reading import NO_DIFFERENCE, read_table
@@ -28,7 +29,8 @@ def propensities(model, tokenizer, cases, adapter: str | None) -> dict[str, floa
     if adapter is not None:
         model.set_adapter(adapter)
     with adapter_off(model) if adapter is None else contextlib.nullcontext():
-        return {case.id: propensity_module.propensity(model, tokenizer, case.prompt, "pushback").log_odds for case in cases}
+        return {case.id: propensity_module.propensity(model, tokenizer, case.prompt, "pushback").log_odds
+                for case in cases}
 
 
 def propensity_summary(scores: dict[str, float], cases, reference: dict[str, float] | None, seed: int) -> dict:
@@ -77,25 +79,28 @@ def reading(propensity: dict[str, dict], prefix: str = "") -> list[str]:
     """What the propensities say per model: the change from the base on broken specs, and whether the model
     leans further toward pushback on a broken spec than on its clean twin (the distinction). Directions by the
     one rule (tunelens.reading): each paired sign test, Holm across this table's comparisons."""
-    cells = [(name, part, result[part]) for name, result in propensity.items()
-             for part in ("change_on_broken", "gap_broken_minus_twin")
-             if result.get(part) and result[part].get("mean") is not None and result[part].get("sign_test_p") is not None]
+    parts = ("change_on_broken", "gap_broken_minus_twin")
+    cells = [(name, part, result[part]) for name, result in propensity.items() for part in parts
+             if result.get(part) and None not in (result[part].get("mean"), result[part].get("sign_test_p"))]
     readings = read_table([(f"{name} {part}", cell["mean"], cell["sign_test_p"]) for name, part, cell in cells])
     read = {(name, part): r for (name, part, _), r in zip(cells, readings)}
-    words = {"gap_broken_minus_twin": ("tells broken specs from their twins", "leans toward pushback more on the clean twins"),
-             "change_on_broken": ("raises pushback propensity on broken specs", "lowers pushback propensity on broken specs")}
+    words = {"gap_broken_minus_twin": ("tells broken specs from their twins",
+                                       "leans toward pushback more on the clean twins"),
+             "change_on_broken": ("raises pushback propensity on broken specs",
+                                  "lowers pushback propensity on broken specs")}
 
     def said(name: str, part: str) -> str:
         cell, r = propensity[name].get(part), read.get((name, part))
         if r is None:
             return f"{part.replace('_', ' ')}: no paired test"
-        span = f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}], sign test p={cell['sign_test_p']:.2g}, Holm {r.p_holm:.2g}"
+        span = (f"{cell['mean']:+.2f} [{cell['low']:+.2f}, {cell['high']:+.2f}], sign test "
+                f"p={cell['sign_test_p']:.2g}, Holm {r.p_holm:.2g}")
         up, down = words[part]
         verdict = {"up": up, "down": down}.get(r.direction, f"{part.replace('_', ' ')}: {NO_DIFFERENCE}")
         return f"{verdict} ({span})"
 
-    return [f"{prefix}{name}: " + "; ".join(said(name, part) for part in ("change_on_broken", "gap_broken_minus_twin")
-                                           if part in result) for name, result in propensity.items()]
+    return [f"{prefix}{name}: " + "; ".join(said(name, part) for part in parts if part in result)
+            for name, result in propensity.items()]
 
 
 def _target(rates: dict, config: DemoConfig) -> dict:

@@ -74,7 +74,8 @@ def _levers(l2: dict) -> bytes | None:
         ax.errorbar([e["mean_delta"]], [y], xerr=[[e["mean_delta"] - e["low"]], [e["high"] - e["mean_delta"]]],
                     fmt="o", capsize=3, color="#4c72b0")
     ax.axvline(0, color="#999", lw=1)
-    ax.axvline(l2["seed_delta"], color="#c44e52", ls="--", lw=1, label=f"the case study's point: {l2['seed_delta']:+.2f}")
+    ax.axvline(l2["seed_delta"], color="#c44e52", ls="--", lw=1,
+               label=f"the case study's point: {l2['seed_delta']:+.2f}")
     ax.set_yticks(ys, [f"{name} · {e['lever']} (n={e['points']})" for name, e in rows], fontsize=7)
     ax.set_xlabel("mean change in log-odds, Python 3 over Python 2 (95% bootstrap)")
     ax.legend(fontsize=8)

@@ -18,6 +18,7 @@ from tunelens.demo.report import write_report
 from tunelens.model.load import load_model
 from tunelens.model.state import adapter_off
 from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
+from tunelens.studies.training import train_config
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
@@ -35,7 +36,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     model = timed("train the adapters", runs.train_adapters, config, out, data, model, tokenizer, report)
     evals = timed("eval: held-out prompts, pushback, code", runs.run_plan, config, config.model,
                   runs.eval_plan(config, data), out / "eval", model, tokenizer, report)
-    summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
+    summary = {"config": config_to_dict(config), "train_config": config_to_dict(train_config(config)),
                "data": data.counts, "adapters": runs.adapter_checks(out, data.training, model)}
     summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)
     summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, out, evals, data.training, model, tokenizer,

@@ -18,9 +18,9 @@ from tunelens.io import atomic_write_bytes
 from tunelens.model.adapters import loaded_adapter_differences
 from tunelens.model.load import attach_adapter
 from tunelens.stats import across_seeds
-from tunelens.studies.training import train_config, trained_on, train_unloaded
+from tunelens.studies.training import trained_on, train_unloaded
 
-__all__ = ["train_config", "trained_on"]  # lesson 3 and the tests import them from here
+__all__ = ["trained_on"]  # the tests import it from here
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
 OFF_TOPIC_EVAL = (

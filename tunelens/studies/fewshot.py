@@ -26,8 +26,8 @@ from tunelens.retrieval.fewshot import Example, render_few_shot
 from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tunelens.model.specs import DEFAULT_MODEL
-from tunelens.studies.fewshot_measures import (BASELINE, condition_name, copy_measures, function_name, LEVELS,
-                                               QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
+from tunelens.studies.fewshot_measures import (BASELINE, condition_name, conditions, copy_measures, function_name,
+                                               LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
 from tunelens.runtime import claim_run_dir, finish_run, no_progress, Progress, RunResult, StageTimer
 from tunelens.data.contaminate import rewrite_code, split_code
 from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
@@ -63,10 +63,6 @@ class FewShotStudyConfig:
     check_threshold: float = option(0.5, "The context check's flagging threshold.", min=0.0, max=1.0)
     resamples: int = option(10_000, "Bootstrap resamples.", min=100)
     seed: int = option(0, "Seed of mining and drawing.")
-
-
-def conditions() -> list[tuple[str, str]]:
-    return [(level, quality) for level in LEVELS for quality in QUALITIES]
 
 
 def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, tokenizer=None,

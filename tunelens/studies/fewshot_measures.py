@@ -34,6 +34,10 @@ def condition_name(level: str, quality: str) -> str:
     return f"{level}/{quality}"
 
 
+def conditions() -> list[tuple[str, str]]:
+    return [(level, quality) for level in LEVELS for quality in QUALITIES]
+
+
 def defined_names(code: str) -> list[str]:
     """Names of the functions the text defines, in order (a regex, so unparsable code counts too)."""
     return _DEF.findall(code)

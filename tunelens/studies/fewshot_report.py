@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name,
-                                               condition_summary, rate_of)
+                                               condition_summary, conditions, rate_of)
 from tunelens.studies.safety_figures import error_bars
 from tunelens.report import figure_png, new_figure
 from tunelens.gate.calibration import auroc
@@ -22,8 +22,8 @@ CHECK_REASONS = ("lint", "off_query", "mismatch")
 
 
 def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list[dict]], model_label: str) -> dict:
-    by_condition = {condition_name(level, quality): condition_summary(
-        [r for r in rows if (r["level"], r["quality"]) == (level, quality)]) for level in LEVELS for quality in QUALITIES}
+    by_condition = {condition_name(*cell): condition_summary([r for r in rows if (r["level"], r["quality"]) == cell])
+                    for cell in conditions()}
     first = [r for r in rows if r["condition"] == condition_name(LEVELS[0], QUALITIES[0])]
     return {
         "config": json.loads(json.dumps(asdict(config))), "model": model_label,
@@ -83,9 +83,9 @@ def check_summary(rows: list[dict], threshold: float) -> dict:
         }
     return {"threshold": threshold, "labels": by_label,
             "false_alarm_nearest_clean": rate_of([r["check"]["risk"] >= threshold for r in nearest_clean]),
-            "flagged_by_condition": {condition_name(level, quality): rate_of(
-                [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == (level, quality)])
-                for level in LEVELS for quality in QUALITIES}}
+            "flagged_by_condition": {condition_name(*cell): rate_of(
+                [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == cell])
+                for cell in conditions()}}
 
 
 def copied_defect(row: dict) -> bool:

@@ -55,8 +55,7 @@ class SafetyStudyConfig:
     pair_tokens: int = option(128, "Mined pairs are chosen this short (training cost grows with tokens).", min=8)
     max_length: int = option(192, "Longest tokenised training pair.", min=8)
     samples: int = option(1, "Sampled answers per prompt beside the greedy one.", min=0)
-    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0,
-                                max=TEMPERATURE_MAX)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0, max=TEMPERATURE_MAX)
     max_new_tokens: int = option(64, "Longest free-text answer.", min=1)
     eval_batch_size: int = option(80, "Rows per generation batch (base and adapters share batches).", min=1)
     limit: int | None = option(None, "Only the first N harmful requests of the suite and their twins.", min=1)
@@ -81,9 +80,7 @@ def adapter_names(config: SafetyStudyConfig) -> list[str]:
 
 
 def model_labels(config: SafetyStudyConfig) -> dict[str, str]:
-    labels = {BASE: "base", CODE: "code LoRA"}
-    labels.update({adapter_name(s): f"code + {s:.0%} refusal" for s in config.shares})
-    return labels
+    return {BASE: "base", CODE: "code LoRA", **{adapter_name(s): f"code + {s:.0%} refusal" for s in config.shares}}
 
 
 def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: Progress | None = None,
@@ -115,7 +112,6 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
                        progress=lambda _what, done, total: report("data: mining code pairs", done, total))
-
     candidates = list(filter(fits_tokens(tokenizer, min(config.pair_tokens, config.max_length)), mined.pairs))
     if len(candidates) < config.train_pairs:
         raise UserError(f"study safety: only {len(candidates)} mined pairs are at most {config.pair_tokens} "
