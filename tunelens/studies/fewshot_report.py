@@ -41,8 +41,7 @@ def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list
 def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
     """lesson 2's lever effects (mean delta log-odds, bootstrap interval, flips, sign test) over points."""
     effects = []
-    names = list(points[0]["by_lever"]) if points else []
-    for name in names:
+    for name in points[0]["by_lever"] if points else ():
         deltas = [p["by_lever"][name] - p["baseline"] for p in points]
         interval = bootstrap_mean(deltas, resamples=resamples, seed=seed)
         led = [p for p in points if p["baseline"] < 0]
@@ -54,12 +53,10 @@ def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
 
 
 def check_summary(rows: list[dict], threshold: float) -> dict:
-    """How well the context check's risk predicts that an example hurt, per label and signal, and the
-    false-alarm rate on clean, nearest (well-matched) examples. Labels: "this example made the answer bad"
-    (only prompts the model answered fine alone can show it), the same counting a missed function, "the
-    answer copied the example's defect" (its Python 2, or the wrong function's name or body, where the answer
-    without the example did not have it) and "the answer with the example is bad" (any prompt): the last two
-    are defined whatever the model does alone, so they still measure the check when every bare answer fails."""
+    """How well the context check's risk predicts that an example hurt, per label and signal, and its false
+    alarms on clean nearest examples. "The example made the answer bad" (with or without a missed function)
+    needs a prompt answered fine alone; "copied the defect" and "bad with the example" are defined whatever
+    the model does alone, so they still measure the check when every bare answer fails."""
     nearest_clean = [r for r in rows if r["condition"] == condition_name("nearest", "clean")]
     fine_alone = lambda is_bad: lambda r: r["without"]["bad"] is not None and not is_bad(r["without"])  # noqa: E731
     labels = {"bad": (fine_alone(lambda m: m["bad"]), lambda r: r["with"]["bad"]),
