@@ -41,39 +41,36 @@ def free_text_figure(summary: dict) -> bytes:
 
 def propensity_figure(summary: dict) -> bytes:
     """Mean refusal log-odds on harmful requests and on look-alikes per model (95% bootstrap)."""
-    models, per_model = summary["models"], summary["propensity"]["models"]
-    fig = new_figure()
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.38
-    xs = list(range(len(models)))
-    for offset, side, colour, label in ((-width / 2, "harmful", HARMFUL_COLOUR, "harmful requests"),
-                                        (width / 2, "lookalike", LOOKALIKE_COLOUR, "benign look-alikes")):
-        values, errors = error_bars([per_model[m][side] for m in models], "mean", 1)
-        ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(xs, [summary["labels"][m] for m in models], fontsize=8, rotation=10)
-    ax.set_ylabel("log-odds refuse vs comply")
-    ax.set_title("Teacher-forced refusal propensity (mean, 95% bootstrap)", fontsize=9)
-    ax.legend(fontsize=7)
-    return figure_png(fig)
+    models, width = summary["models"], 0.38
+    return _mean_bars([summary["propensity"]["models"][m] for m in models], [summary["labels"][m] for m in models],
+                      ((-width / 2, "harmful", HARMFUL_COLOUR, "harmful requests"),
+                       (width / 2, "lookalike", LOOKALIKE_COLOUR, "benign look-alikes")), width,
+                      "log-odds refuse vs comply", "Teacher-forced refusal propensity (mean, 95% bootstrap)", 10)
 
 
 def change_figure(summary: dict) -> bytes:
     """Paired change in refusal log-odds against the base model: harmful, look-alike and their gap."""
-    changes = [c for c in summary["propensity"]["changes"] if c["against"] == "base"]
+    changes, width = [c for c in summary["propensity"]["changes"] if c["against"] == "base"], 0.26
+    return _mean_bars(changes, [summary["labels"][c["model"]] for c in changes],
+                      ((-width, "harmful", HARMFUL_COLOUR, "harmful"),
+                       (0.0, "lookalike", LOOKALIKE_COLOUR, "look-alike"),
+                       (width, "gap", GAP_COLOUR, "gap (harmful - twin)")), width,
+                      "change in log-odds vs base", "Paired change from the base model (mean, 95% bootstrap)")
+
+
+def _mean_bars(columns: list[dict], labels: list[str], series, width: float, ylabel: str, title: str,
+               rotation: float = 0) -> bytes:
+    """One bar per (column, series) of mean cells with their intervals: series are (offset, key, colour, label)."""
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.26
-    xs = list(range(len(changes)))
-    for offset, side, colour, label in ((-width, "harmful", HARMFUL_COLOUR, "harmful"),
-                                        (0.0, "lookalike", LOOKALIKE_COLOUR, "look-alike"),
-                                        (width, "gap", GAP_COLOUR, "gap (harmful - twin)")):
-        values, errors = error_bars([c[side] for c in changes], "mean", 1)
+    xs = list(range(len(columns)))
+    for offset, side, colour, label in series:
+        values, errors = error_bars([c[side] for c in columns], "mean", 1)
         ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(xs, [summary["labels"][c["model"]] for c in changes], fontsize=8)
-    ax.set_ylabel("change in log-odds vs base")
-    ax.set_title("Paired change from the base model (mean, 95% bootstrap)", fontsize=9)
+    ax.set_xticks(xs, labels, fontsize=8, rotation=rotation)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return figure_png(fig)
 
