@@ -80,8 +80,8 @@ def _kind_counts(outcomes, kinds) -> dict:
 
 
 def by_kind(scores: list[dict], kinds: list[str]) -> dict:
-    """Per kind of query, on the test half: routed vs always-B vs always-base (gate.outcomes.routed_comparison),
-    and how often the gate kept B's failures of this kind on B against how often it kept B's good answers."""
+    """Per kind of query on the test half: routed vs always-B vs always-base, and how often the gate kept B's
+    failures of this kind on B against how often it kept B's good answers."""
     held = np.array([s["held_out"] for s in scores])
     kept = np.array([s["route"] == "adapter" for s in scores])
     bad = np.array([s["adapter_bad"] for s in scores])
@@ -100,8 +100,7 @@ def by_kind(scores: list[dict], kinds: list[str]) -> dict:
 
 
 def reading(l4: dict) -> list[str]:
-    """What the figures support, sentence by sentence; a difference is claimed only where intervals or a
-    McNemar test show it."""
+    """What the figures support; a difference is claimed only where intervals or a McNemar test show it."""
     held, failures = l4["held_out"], l4["failures_behind"]
     return [f"Predicting B's failure on the test half ({failures['held_out']} failures in "
              f"{failures['held_out_queries']} queries): AUROC " + ", ".join(

@@ -17,10 +17,10 @@ import json
 import random
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from tunelens.config import configclass, option
+from tunelens.config import config_to_dict, configclass, option
 from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, print_rich
 from tunelens.data.mine import MineConfig, draw_pairs, mine_pairs
 from tunelens.data.records import load_pairs
@@ -176,7 +176,7 @@ def run_lessons_study(config: LessonsStudyConfig, out_dir: str | Path, budget_mi
     `budget_minutes`. `model` and `tokenizer` replace loading config.model (tests pass a tiny model)."""
     started = time.perf_counter()
     out = Path(out_dir)
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a lessons study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a lessons study")
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
@@ -315,7 +315,7 @@ def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, he
 
 def build_summary(config: LessonsStudyConfig, out: Path, counts: dict, invocations: list[dict]) -> dict:
     done = [config.seed + i for i in range(config.seeds) if (seed_dir(out, config.seed + i) / "seed.json").is_file()]
-    summary = {"config": json.loads(json.dumps(asdict(config))), "protocol_commit": protocol_commit(),
+    summary = {"config": config_to_dict(config), "protocol_commit": protocol_commit(),
                "seeds_planned": config.seeds, "seeds_done": done, "complete": len(done) == config.seeds,
                "data": counts, "seed_data": {str(s): json.loads((seed_dir(out, s) / "seed.json").read_text())["data"]
                                              for s in done},

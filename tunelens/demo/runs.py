@@ -67,9 +67,8 @@ def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[
 
 
 def adapter_checks(out: Path, names, model) -> dict:
-    """Per trained adapter: its lora_B tensors in the file (a LoRA whose B is all zero changes nothing: PEFT
-    initialises B to zero, so an untrained or lost adapter looks like this) and whether every tensor of the
-    file is in the loaded model, equal, under the adapter's name. CI fails the demo on either."""
+    """Per trained adapter: its lora_B tensors (all zero is what an untrained or lost adapter looks like: PEFT
+    initialises B to zero) and whether the loaded model holds every tensor of the file exactly. CI checks both."""
     from peft.utils import load_peft_weights
 
     checks = {}
@@ -90,9 +89,8 @@ def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str
 
 
 def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt_set: str, value) -> dict:
-    """One setting's metric over its K seeds: `value(rows)` of each seed's adapter (a number, or None where
-    it is undefined) as the across-seed mean, its t interval and the per-seed values
-    (tunelens.stats.across_seeds). A seed whose answers are not in `evals` is an error, not a gap."""
+    """One setting's `value(rows)` over its K seeds' adapters as tunelens.stats.across_seeds (mean, t interval,
+    per-seed values); a seed whose answers are missing is an error, not a gap."""
     names = [seed_adapter(setting, index) for index in range(config.seeds)]
     missing = [name for name in names if (name, prompt_set) not in evals.by_run]
     if missing:
@@ -102,8 +100,8 @@ def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt
 
 
 def pushback_cases(count: int):
-    """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean
-    twins. None of them was used to build training pairs: C's pushback pairs are generated from mined code."""
+    """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean twins
+    (C's pushback pairs are generated from mined code, never from these)."""
     cases = load_suite("pushback")
     by_kind: dict[str, list] = {}
     for case in cases:
@@ -115,14 +113,12 @@ def pushback_cases(count: int):
 
 
 def humaneval_cases(count: int):
-    """The `count` shortest HumanEval prompts (a function stub and its docstring): code requests in
-    another form than the mined instructions, and short enough for the CPU budget. Ties go by task id."""
+    """The `count` shortest HumanEval prompts (ties by task id): code requests unlike the mined instructions."""
     return [] if count == 0 else sorted(load_suite("humaneval"), key=lambda case: (len(case.prompt), case.id))[:count]
 
 
 def mix_sets(config: DemoConfig, data: DemoData) -> list[tuple[str, list]]:
-    """Lesson 4's query mix as prompt sets: held-out mined instructions, code-suite cases, HumanEval prompts,
-    broken specs with their clean twins, off-topic questions. Base and B answer each greedy."""
+    """Lesson 4's query mix as prompt sets, each answered greedy by base and B."""
     heldout = [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
                for i, text in enumerate(data.heldout)]
     off_topic = [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
@@ -149,9 +145,8 @@ def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, 
 
 def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, tokenizer, report,
              adapter_label: str | None = None) -> EvalRows:
-    """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, each set answered in
-    mixed-adapter batches for its whole audience; results land in <eval_dir>/<set>-<adapter>, or
-    <set>-<adapter_label> where `adapter_label` names the adapter for a model that carries one."""
+    """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, in mixed-adapter batches
+    for each set's whole audience, into <eval_dir>/<set>-<adapter_label or adapter>."""
     audiences: dict[str, tuple[str, ...]] = {}
     for adapter, name, _, _ in plan:
         audiences[name] = audiences.get(name, (BASE_ROWS,)) + (adapter,)

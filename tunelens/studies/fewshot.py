@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from tunelens.config import configclass, option
+from tunelens.config import config_to_dict, configclass, option
 from tunelens.retrieval.fewshot import Example, render_few_shot
 from tunelens.retrieval.embedders import load_embedder, MINILM
 from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -67,11 +66,10 @@ class FewShotStudyConfig:
 
 def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, tokenizer=None,
                       progress: Progress | None = None) -> RunResult:
-    """Run the study into `out` (a rerun with the same settings resumes). `model` and `tokenizer` replace
-    loading config.model (the demo passes its loaded model; tests a tiny one)."""
+    """Run (or resume) the study in `out`; `model` and `tokenizer` replace loading config.model."""
     started = time.perf_counter()
     out = Path(out)
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a few-shot study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a few-shot study")
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
@@ -186,8 +184,7 @@ def case_prompt(tokenizer, case: dict) -> str:
 
 def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, tokenizer,
               report: Progress) -> dict[str, str]:
-    """Greedy answers by case key; answers.jsonl is rewritten (atomically) after every batch, so an
-    interrupted run resumes where it stopped."""
+    """Greedy answers by case key; answers.jsonl is rewritten after every batch, so a rerun resumes."""
     path = out / "answers.jsonl"
     done = {row["key"]: row["answer"] for row in read_jsonl(path)} if path.is_file() else {}
     todo = [case for case in cases if case_key(case) not in done]
@@ -205,8 +202,7 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
 
 
 def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str], model, embedder) -> list[dict]:
-    """One row per injected example: its measures with it and (on the baseline answer) without it, and
-    the context check's verdict on it."""
+    """Per injected example: its measures with it and on the baseline answer, and the context check's verdict."""
     role = "tuned" if has_adapter(model) else "base"
     items = [(WorkItem(Case(id=case_key(c), suite="fewshot", type=c["condition"], prompt=c["query"], expect="code"),
                        role, "greedy", 0), answers[case_key(c)]) for c in cases]
@@ -247,8 +243,7 @@ def make_levers(tokenizer, cases: list[dict]):
 
 
 def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limit: int) -> dict[str, list]:
-    """(instruction, answer) pairs to score: every prompt's reference made Python 2, and up to `limit`
-    distinct generated answers that chose a Python 2 print somewhere."""
+    """Every prompt's reference made Python 2, and up to `limit` distinct generated answers with a Python 2 print."""
     reference = [(c["query"], python2_version(c["reference"])) for c in cases if c["condition"] == BASELINE]
     generated = []
     for case in cases:

@@ -4,12 +4,11 @@ scripts/fewshot_doc.py both call `figures(summary)`, so no number in a figure is
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name,
                                                condition_summary, conditions, rate_of)
+from tunelens.config import config_to_dict
 from tunelens.studies.safety_figures import error_bars
 from tunelens.report import figure_png, new_figure
 from tunelens.gate.calibration import auroc
@@ -26,7 +25,7 @@ def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list
                     for cell in conditions()}
     first = [r for r in rows if r["condition"] == condition_name(LEVELS[0], QUALITIES[0])]
     return {
-        "config": json.loads(json.dumps(asdict(config))), "model": model_label,
+        "config": config_to_dict(config), "model": model_label,
         "levels": list(LEVELS), "qualities": list(QUALITIES), "quality_labels": QUALITY_LABELS,
         "data": counts, "prompts": len(first),
         "baseline": {m: rate_of([r["without"][m] for r in first]) for m in ("bad", "python2", "missed_function")},

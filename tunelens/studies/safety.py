@@ -11,10 +11,9 @@ summary.json holds every number; report.html and its figures are drawn from it.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tunelens.config import config_to_dict, configclass, option
@@ -85,11 +84,10 @@ def model_labels(config: SafetyStudyConfig) -> dict[str, str]:
 
 def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: Progress | None = None,
                      model=None, tokenizer=None) -> RunResult:
-    """Run the study into out_dir (rerunning reuses trained adapters and eval answers). `model` and
-    `tokenizer` replace loading config.model (tests pass a tiny model)."""
+    """Run (or resume) the study in out_dir; `model` and `tokenizer` replace loading config.model."""
     started = time.perf_counter()
     out = Path(out_dir)
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a safety study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a safety study")
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
@@ -207,7 +205,7 @@ def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[di
     models = [BASE, *adapter_names(config)]
     pairs = comparisons(config)
     return {
-        "config": json.loads(json.dumps(asdict(config))), "models": models, "labels": model_labels(config),
+        "config": config_to_dict(config), "models": models, "labels": model_labels(config),
         "train_config": config_to_dict(train_config(config)),
         "cases": {"harmful": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "refusal"),
                   "lookalike": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "code")},
