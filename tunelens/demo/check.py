@@ -88,9 +88,8 @@ def lesson_problems(summary: dict, contaminated: list[str], pushback: list[str])
         problems.append(f"lesson 4: skipped ({l4['skipped']})")
     elif not l4.get("held_out", {}).get("queries"):
         problems.append("lesson 4: the gate was measured on no test query")
-    for spec, cell in (summary.get("transfer") or {}).items():
-        if "skipped" in cell:
-            problems.append(f"threshold transfer to {spec}: skipped ({cell['skipped']})")
+    problems += [f"threshold transfer to {spec}: skipped ({cell['skipped']})"
+                 for spec, cell in (summary.get("transfer") or {}).items() if "skipped" in cell]
     if summary["config"].get("few_shot_study") and not summary.get("few_shot"):
         problems.append("few-shot study: asked for, not in the summary")
     return problems

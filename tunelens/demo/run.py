@@ -73,6 +73,5 @@ def same_settings(saved: dict, settings: dict) -> bool:
     """Whether a run directory's saved settings are these. A setting added to DemoConfig after the run was
     saved counts as the same when it has its default value: that is what the older run did."""
     defaults = config_to_dict(DemoConfig())
-    added = settings.keys() - saved.keys()
-    return (saved.keys() <= settings.keys() and all(settings[key] == saved[key] for key in saved)
-            and all(settings[key] == defaults[key] for key in added))
+    return saved.keys() <= settings.keys() and all(value == saved.get(key, defaults[key])
+                                                   for key, value in settings.items())
