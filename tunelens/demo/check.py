@@ -2,12 +2,10 @@
 
     python -m tunelens.demo.check runs/ci-demo      # exit 1 and one line per problem; exit 0 and a summary
 
-A count that reconciles by construction (lint's total = kept + rejected) or a report's size proves nothing;
-these checks fail on a wrong product: lint missing a contaminated pair or quarantining a clean one as
-Python 2, a lesson that did not compute (skipped, no answers, no decision points), an adapter whose lora_B
-is all zero (a no-op: PEFT initialises B to zero) or that the loaded model does not hold exactly, and a
-summary without its run record. Each check reads summary.json only; the demo wrote what they read from
-the files its stages produced.
+A count that reconciles by construction or a report's size proves nothing; these checks fail on a wrong
+product: lint missing a contaminated pair or quarantining a clean one as Python 2, a lesson that did not
+compute, an adapter whose lora_B is all zero (a no-op: PEFT initialises B to zero) or that the loaded model
+does not hold exactly, and a summary without its run record. Each reads summary.json only.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
 from tunelens.demo.config import adapter_name
 
 RECORD_KEYS = ("commit", "dirty", "command", "versions", "machine", "stages")
@@ -23,22 +22,17 @@ RECORD_KEYS = ("commit", "dirty", "command", "versions", "machine", "stages")
 def demo_problems(summary: dict) -> list[str]:
     """Every reason the run is wrong, one line each (empty: it passed every check)."""
     config = summary["config"]
-    contaminated = [_name("A", rate) for rate in config["contamination_rates"]]
-    pushback = [_name("C", share) for share in config["pushback_shares"]]
+    contaminated = [adapter_name("A", rate) for rate in config["contamination_rates"]]
+    pushback = [adapter_name("C", share) for share in config["pushback_shares"]]
     return [*lint_problems(summary["data"]["lint"]), *adapter_problems(summary.get("adapters"),
                                                                           [*contaminated, "B", *pushback]),
             *lesson_problems(summary, contaminated, pushback), *record_problems(summary.get("record"))]
 
 
-def _name(prefix: str, share: float) -> str:
-    return adapter_name(prefix, share)
-
-
 def lint_problems(lint: dict) -> list[str]:
     """Lint must quarantine exactly the contaminated pairs as Python 2: none missed, none extra."""
-    problems = []
-    if not lint.get("contaminated"):
-        problems.append("lint: the run contaminated no pair, so lint's recall was not tested")
+    problems = [] if lint.get("contaminated") else [
+        "lint: the run contaminated no pair, so lint's recall was not tested"]
     if "missed_ids" not in lint or "python2_false_alarm_ids" not in lint:
         return problems + ["lint: the summary does not list missed and extra ids (a run older than the check)"]
     if lint["missed_ids"]:
@@ -72,11 +66,9 @@ def adapter_problems(adapters: dict | None, expected: list[str]) -> list[str]:
 def lesson_problems(summary: dict, contaminated: list[str], pushback: list[str]) -> list[str]:
     """Every lesson section computed: answers behind lesson 1, decision points behind lesson 2, propensities
     behind lesson 3, a calibrated gate behind lesson 4, and (when run) the transfer and few-shot study."""
-    problems = []
     l1 = summary["lesson1"]
-    for point in l1["curve"]:
-        if not point["greedy"].get("n"):
-            problems.append(f"lesson 1: {point['adapter']} has no greedy answers")
+    problems = [f"lesson 1: {point['adapter']} has no greedy answers" for point in l1["curve"]
+                if not point["greedy"].get("n")]
     if [p["adapter"] for p in l1["curve"]] != contaminated:
         problems.append(f"lesson 1: the curve has {[p['adapter'] for p in l1['curve']]}, not {contaminated}")
     l2 = summary["lesson2"]["by_adapter"]
@@ -96,9 +88,8 @@ def lesson_problems(summary: dict, contaminated: list[str], pushback: list[str])
         problems.append(f"lesson 4: skipped ({l4['skipped']})")
     elif not l4.get("held_out", {}).get("queries"):
         problems.append("lesson 4: the gate was measured on no test query")
-    for spec, cell in (summary.get("transfer") or {}).items():
-        if "skipped" in cell:
-            problems.append(f"threshold transfer to {spec}: skipped ({cell['skipped']})")
+    problems += [f"threshold transfer to {spec}: skipped ({cell['skipped']})"
+                 for spec, cell in (summary.get("transfer") or {}).items() if "skipped" in cell]
     if summary["config"].get("few_shot_study") and not summary.get("few_shot"):
         problems.append("few-shot study: asked for, not in the summary")
     return problems

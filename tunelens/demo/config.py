@@ -9,9 +9,8 @@ from tunelens.engine.decode import TEMPERATURE_MAX
 from tunelens.errors import UserError
 from tunelens.model.specs import DEFAULT_MODEL
 
-# Sizes are set by the 2-core CPU budget (standard <= 30 min, study <= 90 min, quick <= 8 min), measured on
-# gemma3-270m: a training step of 4 short pairs takes about 5 s (8 s with pushback pairs); a generation
-# step about 0.2 s for 1 row, 0.6 s for 12 rows and 1.0 s for 36 rows, so rows are batched widely.
+# Sizes fit the 2-core CPU budget (standard <= 30 min, study <= 90 min, quick <= 8 min) on gemma3-270m: a
+# generation step takes 0.2 s for 1 row and 1.0 s for 36 rows, so rows are batched widely.
 
 
 @configclass
@@ -49,8 +48,7 @@ class DemoConfig:
     pair_tokens: int = option(112, "Mined pairs are chosen at most this many tokens long.", min=32)
     max_length: int = option(192, "Training sequence cap (room for the longer pushback pairs).", min=32)
     samples: int = option(1, "Sampled answers per prompt, beside the greedy one.", min=0)
-    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0,
-                                max=TEMPERATURE_MAX)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0, max=TEMPERATURE_MAX)
     max_new_tokens: int = option(80, "Most tokens per answer.", min=1)
     eval_batch_size: int = option(48, "Rows per generation batch (base and adapters share batches).", min=1)
     trace_prompts: int = option(40, "Most Python 2 answers per adapter scored at their decision points (lesson 2).",
@@ -82,8 +80,7 @@ class DemoConfig:
 
 
 def seed_adapter(name: str, index: int) -> str:
-    """The adapter of setting `name` trained with seed + index: index 0 is the adapter as named before
-    replicates existed (so a one-seed run is unchanged), index k > 0 is <name>-s<k>."""
+    """The adapter of setting `name` trained with seed + index: `name` itself for index 0, else <name>-s<index>."""
     if index < 0:
         raise ValueError(f"a seed index is >= 0, got {index}")
     return name if index == 0 else f"{name}-s{index}"
@@ -95,16 +92,16 @@ def adapter_name(prefix: str, share: float) -> str:
 
 
 def quick(model: str = DEFAULT_MODEL) -> DemoConfig:
-    """CI's smoke run (<= 8 min): one contaminated adapter, small sets, greedy only. All eight off-topic
-    questions: at 48 tokens B's code answers mostly fail, and lesson 4 needs good answers to calibrate on."""
+    """CI's smoke run (<= 8 min), greedy only. All eight off-topic questions: at 48 tokens B's code answers
+    mostly fail, and lesson 4 needs good answers to calibrate on."""
     return DemoConfig(model=model, train_pairs=24, heldout=6, contamination_rates=(0.3,), pushback_cases=4,
-                      code_cases=3, off_topic=8, humaneval_cases=3, epochs=1, samples=0, pair_tokens=96, max_new_tokens=48,
-                      trace_prompts=6)
+                      code_cases=3, off_topic=8, humaneval_cases=3, epochs=1, samples=0, pair_tokens=96,
+                      max_new_tokens=48, trace_prompts=6)
 
 
 def study(model: str = DEFAULT_MODEL) -> DemoConfig:
-    """The dose-responses (<= 90 min): contamination at 5, 15 and 30%, pushback at 5, 15 and 30% (0% is B),
-    the instruction-tuned SmolLM2 as a second base (lesson 3's propensity and the gate's threshold transfer
-    across families), and the few-shot copying study."""
-    return replace(DemoConfig(model=model), contamination_rates=(0.05, 0.15, 0.3), pushback_shares=(0.05, 0.15, 0.3),
-                   propensity_bases=("smollm2-135m",), samples=2, few_shot_study=True)
+    """The dose-responses (<= 90 min), SmolLM2 as a second base (lesson 3 and the threshold transfer) and the
+    few-shot copying study."""
+    return replace(DemoConfig(model=model), contamination_rates=(0.05, 0.15, 0.3),
+                   pushback_shares=(0.05, 0.15, 0.3), propensity_bases=("smollm2-135m",), samples=2,
+                   few_shot_study=True)

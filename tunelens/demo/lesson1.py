@@ -1,10 +1,9 @@
 """Lesson 1: bad data is learned at the rate it appears, as a dose-response.
 
-Each adapter A<r> trained on pairs of which a share r was rewritten with a Python 2 print. Its Python 2
-rate on unseen prompts (the eval stage's `python2` metric), greedy and sampled, with Wilson intervals, is
-set against r: on the y = x line the model learned Python 2 at exactly its training rate; above it,
-decoding amplified the habit; below, suppressed it (claimed only where an exact binomial test against r
-rejects after Holm's correction: tunelens.reading). B (what lint kept) and the base model are the floor.
+Each adapter A<r> trained on pairs of which a share r has a Python 2 print. Its Python 2 rate on unseen
+prompts, greedy and sampled, is set against r: above the y = x line decoding amplified the habit, below it
+suppressed it (claimed only where an exact binomial test against r rejects after Holm). B and the base
+model are the floor.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ DECODINGS = ("greedy", "sampled")
 
 
 def metric_rate(rows: list[ResultRow], metric_name: str, model: str, decoding: str) -> dict:
-    """One of the eval stage's metrics as a rate with its Wilson interval, over one model and decoding
-    (an empty rate where it applies to no answer)."""
+    """One eval metric's Wilson rate over one model and decoding (empty where it applies to no answer)."""
     chosen = [r for r in rows if r.model == model and r.decoding == decoding]
     return eval_metric_rate(chosen, METRICS_BY_NAME[metric_name]) or rate(0, 0).to_dict()
 

@@ -1,10 +1,8 @@
 """Lesson 2: words move probability like weights do, measured over every Python 2 decision point.
 
-For each contaminated adapter, every point where its own answer (greedy or sampled) chose a Python 2
-print is scored teacher-forced under the prompt as it was and under each lever (tunelens.inspect.levers): the
-nudge sentence after the request, before it, in the system line, another phrasing, a one-shot Python 3
-example from the training data in the context, and the adapter switched off. The result per lever and
-adapter is the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
+For each contaminated adapter, every point where its own answer chose a Python 2 print is scored
+teacher-forced under the prompt as it was and under each lever (tunelens.inspect.levers); per lever and
+adapter: the mean change in log-odds (Python 3 over Python 2) with a bootstrap interval, and flips.
 """
 
 from __future__ import annotations
@@ -13,19 +11,11 @@ from pathlib import Path
 
 from tunelens.demo.config import DemoConfig
 from tunelens.demo.runs import EvalRows
-from tunelens.evaluate.results import ResultRow
 from tunelens.inspect.levers import NUDGE, OTHER_PHRASING, SEED_DELTA, Lever, lever_effects, score_points
 from tunelens.data.records import load_pairs
 from tunelens.inspect.compare import compare_conditions, CompareConfig, write_compare_html
 from tunelens.model.prompts import render_context, render_prompt
 from tunelens.reading import read_table
-
-
-def python2_answers(rows: list[ResultRow], limit: int) -> list[tuple[str, str]]:
-    """(prompt, answer) of the adapter's answers whose code has a Python 2 print."""
-    found = [(r.prompt, r.answer) for r in rows
-             if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)]
-    return found[:limit]
 
 
 def one_shot_example(train_path: Path) -> tuple[str, str]:
@@ -57,7 +47,9 @@ def lesson2(config: DemoConfig, out: Path, evals: EvalRows, training: dict[str, 
     for index, name in enumerate(config.contaminated_adapters):
         report("lesson 2: scoring decision points", index, len(config.contaminated_adapters))
         model.set_adapter(name)
-        answers = python2_answers(evals.rows(name, "heldout"), config.trace_prompts)
+        python2 = [(r.prompt, r.answer) for r in evals.rows(name, "heldout")
+                   if r.model == "tuned" and any(f.get("code") == "py2-print" for f in r.findings)]
+        answers = python2[:config.trace_prompts]
         points = score_points(model, tokenizer, answers, levers, lambda text: render_prompt(tokenizer, text))
         moved = max(points, key=lambda p: p.delta(LEVER_SHOWN), default=None)
         if moved is not None and (shown is None or moved.delta(LEVER_SHOWN) > shown[2].delta(LEVER_SHOWN)):

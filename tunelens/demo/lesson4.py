@@ -1,13 +1,10 @@
 """Lesson 4: know when not to trust the fine-tune: a gate calibrated on adapter B's own failures.
 
-The query mix: held-out mined instructions (in-domain), code-suite cases and HumanEval prompts (code
-requests unlike the training pairs), broken specs of the pushback suite with their clean twins, and
-off-topic questions. Base and B answered every query greedy (the eval plan's prompt sets); each query is
-labelled by the eval's own verdict on B's answer (gate.outcomes.answer_is_bad). `gate.calibrate_on_outcomes`
-splits the queries in halves (seeded, stratified by kind and failure), fits the trust signals on one
-half for the target coverage and measures the other: AUROC per signal with its cost, risk-coverage,
-routed vs always-B vs always-base (Wilson, McNemar). This lesson adds the break-down by kind of query
-and a reading of which kinds the signals cannot separate.
+The query mix (held-out mined instructions, code-suite and HumanEval prompts, broken specs with their clean
+twins, off-topic questions) was answered greedy by base and B; each query is labelled by the eval's verdict
+on B's answer. `gate.calibrate_on_outcomes` fits the trust signals on one half and measures the other (AUROC
+and cost per signal, risk-coverage, routed vs always-B vs always-base); this lesson adds the break-down by
+kind of query and which kinds the signals cannot separate.
 """
 
 from __future__ import annotations
@@ -60,10 +57,9 @@ def lesson4(config: DemoConfig, out: Path, data: DemoData, evals: EvalRows, mode
     calibration = calibrate_on_outcomes(
         gate, outcomes, model, tokenizer, target_coverage=config.gate_target_coverage, holdout=0.5,
         seed=config.seed, progress=lambda what, done, total: report(f"lesson 4: {what}", done, total),
-        model_info={"model": config.model, "adapter": "B"},
-        inputs={"query_mix": list(MIX_SETS)}, strata=kinds,
+        model_info={"model": config.model, "adapter": "B"}, inputs={"query_mix": list(MIX_SETS)}, strata=kinds,
         conformal_alpha=config.gate_alpha)
-    scores = _read_scores(gate.directory / "calibration_scores.jsonl")
+    scores = read_jsonl(gate.directory / "calibration_scores.jsonl")
     result |= {"signals": calibration.signals, "auroc": calibration.auroc, "failures_behind": calibration.failures,
                "cost_ms_per_query": calibration.cost_ms_per_query, "directions": calibration.directions,
                "threshold": calibration.threshold, "calibration_split": calibration.calibration_split,
@@ -83,13 +79,9 @@ def _kind_counts(outcomes, kinds) -> dict:
     return counts
 
 
-def _read_scores(path: Path) -> list[dict]:
-    return read_jsonl(path)
-
-
 def by_kind(scores: list[dict], kinds: list[str]) -> dict:
-    """Per kind of query, on the test half: routed vs always-B vs always-base (gate.outcomes.routed_comparison),
-    and how often the gate kept B's failures of this kind on B against how often it kept B's good answers."""
+    """Per kind of query on the test half: routed vs always-B vs always-base, and how often the gate kept B's
+    failures of this kind on B against how often it kept B's good answers."""
     held = np.array([s["held_out"] for s in scores])
     kept = np.array([s["route"] == "adapter" for s in scores])
     bad = np.array([s["adapter_bad"] for s in scores])
@@ -108,17 +100,14 @@ def by_kind(scores: list[dict], kinds: list[str]) -> dict:
 
 
 def reading(l4: dict) -> list[str]:
-    """What the figures support, sentence by sentence; a difference is claimed only where intervals or a
-    McNemar test show it."""
+    """What the figures support; a difference is claimed only where intervals or a McNemar test show it."""
     held, failures = l4["held_out"], l4["failures_behind"]
-    lines = [f"Predicting B's failure on the test half ({failures['held_out']} failures in "
+    return [f"Predicting B's failure on the test half ({failures['held_out']} failures in "
              f"{failures['held_out_queries']} queries): AUROC " + ", ".join(
                  f"{name} {_auroc(value)} ({l4['cost_ms_per_query'].get(name, 0):.1f} ms/query)"
-                 for name, value in l4["auroc"].items())]
-    lines.append(_routed_sentence(held, l4["target_coverage"]))
-    for name, cell in l4["by_kind"].items():
-        lines.append(_kind_sentence(name, cell))
-    return lines
+                 for name, value in l4["auroc"].items()),
+            _routed_sentence(held, l4["target_coverage"]),
+            *(_kind_sentence(name, cell) for name, cell in l4["by_kind"].items())]
 
 
 def _routed_sentence(held: dict, target_coverage: float) -> str:

@@ -1,23 +1,14 @@
 """`tunelens study lessons`: the case study's lessons 1 and 2 with training seeds as replicates, run as
 docs/protocol.md fixes them before any run.
 
-One run directory holds K training seeds (seed, seed + 1, ... seed + K - 1). A seed redraws which prints are
-rewritten into Python 2, the data order and the dropout; the mined pool, the held-out prompts and lesson 2's
-calibration/measurement split are the base seed's, so every seed is measured on the same items.
-
-Per seed, under <out>/seed-<s>/:
-1. data: the print-rich training pairs with a share q of their prints rewritten (`contaminate --mode prints`),
-   one file per share (lesson 1: 0, 5, 15 and 30%; lesson 2: 30%, its A30-style adapter);
-2. train: one LoRA per share, on one copy of the base model;
-3. lesson 1: one answer per held-out prompt at temperature 1 per share (answers-<adapter>.jsonl);
-4. lesson 2: the held-out reference answers' print points scored under every lever and placebo (lesson2.json);
-5. seed.json, written last: the seed is finished and a rerun skips it.
-A rerun continues where the last one stopped (data, adapters, answers and points on disk are reused), and
-an invocation stops between seeds once its budget would be exceeded. summary.json is rebuilt from the seed
-directories' files after every invocation, finished or not, and says which seeds are missing.
-
-Why this lives in tunelens.demo and not tunelens.studies: lesson 1's measures are tunelens.demo.measures,
-and the layers contract (pyproject.toml) lets a study import nothing from the demo.
+One run directory holds K training seeds (seed ... seed + K - 1). A seed redraws which prints become Python 2,
+the data order and the dropout; the mined pool, the held-out prompts and lesson 2's split are the base seed's.
+Per seed, under <out>/seed-<s>/: one training file per share (`contaminate --mode prints`; lesson 2 adds 30%)
+and one LoRA each; lesson 1's answers at temperature 1 (answers-<adapter>.jsonl); lesson 2's reference points
+under every lever and placebo (lesson2.json); seed.json last, so a rerun skips a finished seed. A rerun reuses
+what is on disk, an invocation stops between seeds once its budget would be exceeded, and summary.json is
+rebuilt from the seed directories after every invocation. It lives in tunelens.demo because lesson 1's
+measures are tunelens.demo.measures, and the layers contract lets a study import nothing from the demo.
 """
 
 from __future__ import annotations
@@ -27,13 +18,14 @@ import random
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from tunelens.config import configclass, option
+from tunelens.config import config_to_dict, configclass, option
 from tunelens.data.contaminate import ContaminateConfig, contaminate_file, count_prints, print_rich
 from tunelens.data.mine import MineConfig, mine_pairs
 from tunelens.data.records import load_pairs
+from tunelens.demo.config import adapter_name
 from tunelens.demo.measures import injected_print_check, lesson1_table, python2_given_prints, seed_slope
 from tunelens.engine.generate import SamplingConfig, generate_batch
 from tunelens.errors import UserError
@@ -42,11 +34,10 @@ from tunelens.inspect.levers import (LEVER_ROWS, MIN_POINTS, MIN_PROMPTS, SEED_D
                                      lesson2_table, placebo_length_mismatches, placebo_levers, seed_lesson2)
 from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tunelens.model.load import attach_adapter, load_model
-from tunelens.model.prompts import encode_pair, render_prompt
+from tunelens.model.prompts import render_prompt
 from tunelens.pycheck.check import code_or_nothing
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, log_invocation, no_progress
-from tunelens.train.config import TrainConfig
-from tunelens.train.run import train
+from tunelens.studies.training import fits_tokens, train_unloaded
 
 LESSON2_SHARE = 0.3  # lesson 2's adapters are A30-style: 30% of the training prints are Python 2
 
@@ -97,21 +88,15 @@ class LessonsStudyConfig:
 
 
 def adapter_of(share: float) -> str:
-    """A0, A5, A15, A30: the training share of Python 2 prints in the name (as the demo names them)."""
-    return f"A{round(100 * share)}"
+    return adapter_name("A", share)  # A0, A5, A15, A30, as the demo names them
 
 
 def trained_shares(config: LessonsStudyConfig) -> list[float]:
-    shares = set(config.shares) if 1 in config.lesson else set()
-    if 2 in config.lesson:
-        shares.add(LESSON2_SHARE)
-    return sorted(shares)
+    return sorted({*(config.shares if 1 in config.lesson else ()), *((LESSON2_SHARE,) if 2 in config.lesson else ())})
 
 
 def lesson1_seed_count(config: LessonsStudyConfig) -> int:
-    if 1 not in config.lesson:
-        return 0
-    return min(config.seeds, config.lesson1_seeds or config.seeds)
+    return min(config.seeds, config.lesson1_seeds or config.seeds) if 1 in config.lesson else 0
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -128,8 +113,7 @@ def prompt_id(index: int) -> str:
 
 @dataclass(frozen=True)
 class ProtocolRow:
-    """One row of the protocol's power table: the model it is planned on, the n it needs, whether that n
-    fits this machine (decided on the page before any run), and the case study's direction."""
+    """One row of the protocol's power table; `feasible`: whether its n fits this machine (decided before any run)."""
 
     lesson: str
     model: str
@@ -159,15 +143,8 @@ REPLICATED, NOT_REPLICATED, NOT_TESTABLE, PENDING = "replicated", "not replicate
 
 def headline(row: ProtocolRow, model: str | None, seeds: int, direction: str | None, complete: bool = True,
              floor_met: bool = True) -> dict:
-    """The protocol's reading rule for a lesson's headline, in one place (docs/protocol.md, "A lesson's
-    headline"): {"word", "reason"}.
-
-    - not testable here: the protocol found the n does not fit this machine; or this run is not the run the
-      protocol planned (another model, fewer seeds than n, or too few points for the protocol's floor), so it
-      describes its adapters and makes no statement about the recipe;
-    - pending: the run has not finished all its seeds (no reading yet);
-    - replicated: the primary row claims the case study's direction after Holm;
-    - not replicated: it claims no direction, or the opposite one (the reason says which)."""
+    """The protocol's reading rule for a lesson's headline (docs/protocol.md, "A lesson's headline"):
+    {"word", "reason"}. A run that is not the one the protocol planned describes its adapters only."""
     if not row.feasible:
         return {"word": NOT_TESTABLE, "reason": f"the protocol decided before any run: {row.reason}"}
     if model is not None and not same_model(model, row.model):
@@ -188,8 +165,7 @@ def headline(row: ProtocolRow, model: str | None, seeds: int, direction: str | N
 
 
 def same_model(spec: str, planned: str) -> bool:
-    """Whether a run's model spec is the protocol's: the embedded name itself, or a directory or file named
-    after it (a download of Qwen2.5-Coder-1.5B-Instruct counts as qwen2.5-coder-1.5b)."""
+    """The embedded name itself, or a directory or file named after it (Qwen2.5-Coder-1.5B-Instruct counts)."""
     return Path(spec).name.lower().startswith(planned.lower())
 
 
@@ -199,18 +175,13 @@ def not_testable_here() -> dict:
                   "headline": headline(PROTOCOL[key], None, 0, None)} for key in NOT_RUN_HERE}
 
 
-# ---------------------------------------------------------------------------------------------------
-# the run
-
-
 def run_lessons_study(config: LessonsStudyConfig, out_dir: str | Path, budget_minutes: float | None = None,
                       progress: Progress | None = None, model=None, tokenizer=None) -> RunResult:
-    """Run (or continue) the study in out_dir. `budget_minutes` bounds this invocation: it always finishes the
-    seed it started, and starts another only if the slowest seed so far would still fit. `model` and
-    `tokenizer` replace loading config.model (tests pass a tiny model)."""
+    """Run (or continue) the study in out_dir; another seed starts only if the slowest so far would still fit
+    `budget_minutes`. `model` and `tokenizer` replace loading config.model (tests pass a tiny model)."""
     started = time.perf_counter()
     out = Path(out_dir)
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a lessons study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a lessons study")
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
@@ -239,9 +210,8 @@ def fits_budget(out: Path, started: float, budget_minutes: float | None) -> bool
     """Whether another seed fits: elapsed + the slowest finished seed's time (the best estimate on disk)."""
     if budget_minutes is None:
         return True
-    times = [json.loads(path.read_text())["seconds"] for path in sorted(out.glob("seed-*/seed.json"))]
-    elapsed = time.perf_counter() - started
-    return elapsed + max(times, default=0.0) <= 60 * budget_minutes
+    times = [json.loads(path.read_text())["seconds"] for path in out.glob("seed-*/seed.json")]
+    return time.perf_counter() - started + max(times, default=0.0) <= 60 * budget_minutes
 
 
 PRINT_WORDS = re.compile(r"\b(print|prints|printed|printing|display|displays|displayed|stdout|standard output)\b",
@@ -272,10 +242,8 @@ def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progr
         atomic_write_jsonl(paths["mined"], mined.pairs)
     pool = load_pairs(paths["mined"])
 
-    def fits(pair) -> bool:
-        ids, _ = encode_pair(tokenizer, pair.instruction, pair.response)
-        return len(ids) <= min(config.pair_tokens, config.max_length)
-
+    fits_record = fits_tokens(tokenizer, min(config.pair_tokens, config.max_length))
+    fits = lambda pair: fits_record(pair.raw)
     rng = random.Random(config.seed)
     rich = print_rich(pool)
     train_rows = [p for p in rich if fits(p)]
@@ -311,8 +279,7 @@ def module_of(record: dict) -> tuple:
 
 
 def run_seed(config: LessonsStudyConfig, out: Path, data: dict, index: int, model, tokenizer, report: Progress):
-    """One training seed, whole: data, adapters, lesson 1's answers, lesson 2's points, then seed.json.
-    Each piece already on disk is reused. Returns the base model without LoRA layers."""
+    """One training seed, reusing what is on disk; returns the base model without LoRA layers."""
     begin = time.perf_counter()
     seed = config.seed + index
     where = seed_dir(out, seed)
@@ -321,13 +288,11 @@ def run_seed(config: LessonsStudyConfig, out: Path, data: dict, index: int, mode
     for share in trained_shares(config):
         name = adapter_of(share)
         shares[name] = contaminated(config, data["paths"]["train"], where / "data", share, seed)
-        model = train_adapter(config, where / "data" / f"{name}.jsonl", where / "adapters" / name, seed, model,
-                              tokenizer, lambda done, total, n=name: report(f"seed {seed}: train {n}", done, total))
-        answer_lesson1 = index < lesson1_seed_count(config) and share in config.shares
-        answers_path = where / f"answers-{name}.jsonl"
-        lesson2_path = where / "lesson2.json"
+        model = train_unloaded(config, where / "data" / f"{name}.jsonl", where / "adapters" / name, model, tokenizer,
+                               lambda _what, done, total, n=name: report(f"seed {seed}: train {n}", done, total), seed)
+        answers_path, lesson2_path = where / f"answers-{name}.jsonl", where / "lesson2.json"
+        need1 = index < lesson1_seed_count(config) and share in config.shares and not answers_path.is_file()
         need2 = 2 in config.lesson and share == LESSON2_SHARE and not lesson2_path.is_file()
-        need1 = answer_lesson1 and not answers_path.is_file()
         if not (need1 or need2):
             continue
         tuned = attach_adapter(model, where / "adapters" / name, adapter_name=name)
@@ -362,24 +327,6 @@ def contaminated(config: LessonsStudyConfig, train_path: Path, data_dir: Path, s
               "python2_prints": result.prints_python2}
     atomic_write_json(counts_path, counts)
     return counts
-
-
-def train_adapter(config: LessonsStudyConfig, data_path: Path, adapter_dir: Path, seed: int, model, tokenizer,
-                  report):
-    """Train one adapter with the seed (data order, dropout) and return the base model without LoRA layers;
-    an adapter an earlier invocation trained on the same data is reused, one trained on other data refused."""
-    record = adapter_dir / "tunelens.json"
-    if (adapter_dir / "adapter_config.json").is_file() and record.is_file():
-        if json.loads(record.read_text()).get("data", {}).get("sha256") != file_sha256(data_path):
-            raise UserError(f"{adapter_dir} was trained on other data than {data_path} holds now: use another "
-                            "--out, or delete the directory")
-        return model
-    settings = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
-                           max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=seed)
-    result = train(settings, data_path, adapter_dir, model=model, tokenizer=tokenizer,
-                   model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
-                   progress=lambda _what, done, total: report(done, total))
-    return result.model.unload()
 
 
 BASE_ANSWER_TOKENS = 128  # docs/protocol.md's cost of lesson 2's base answers
@@ -430,17 +377,9 @@ def lesson2_of_seed(config: LessonsStudyConfig, data: dict, model, tokenizer, he
     return {**result, "example": example[0], "placebo_example": placebo[0], "placebo_length_mismatches": mismatches}
 
 
-# ---------------------------------------------------------------------------------------------------
-# the summary: rebuilt from the files every time
-
-
-def finished_seeds(config: LessonsStudyConfig, out: Path) -> list[int]:
-    return [config.seed + i for i in range(config.seeds) if (seed_dir(out, config.seed + i) / "seed.json").is_file()]
-
-
 def build_summary(config: LessonsStudyConfig, out: Path, counts: dict, invocations: list[dict]) -> dict:
-    done = finished_seeds(config, out)
-    summary = {"config": json.loads(json.dumps(asdict(config))), "protocol_commit": protocol_commit(),
+    done = [config.seed + i for i in range(config.seeds) if (seed_dir(out, config.seed + i) / "seed.json").is_file()]
+    summary = {"config": config_to_dict(config), "protocol_commit": protocol_commit(),
                "seeds_planned": config.seeds, "seeds_done": done, "complete": len(done) == config.seeds,
                "data": counts, "seed_data": {str(s): json.loads((seed_dir(out, s) / "seed.json").read_text())["data"]
                                              for s in done},
@@ -453,8 +392,7 @@ def build_summary(config: LessonsStudyConfig, out: Path, counts: dict, invocatio
 
 
 def protocol_commit() -> str | None:
-    """The commit of docs/protocol.md this code runs under (every governed record names it), or None outside
-    a git checkout."""
+    """The commit of docs/protocol.md this code runs under, or None outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
         found = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H", "--", "docs/protocol.md"],
@@ -464,15 +402,8 @@ def protocol_commit() -> str | None:
     return found or None
 
 
-def lesson1_role(config: LessonsStudyConfig) -> str:
-    """Which protocol row this run's lesson 1 is: the dose-response slope (two shares or more, gemma's row)
-    or P(Python 2 | prints) at 30% alone (Qwen's row)."""
-    return "1" if len(config.shares) >= 2 else "1-qwen"
-
-
 def lesson1_seed_values(config: LessonsStudyConfig, out: Path, seed: int) -> dict:
-    """One seed's lesson 1 from its answer files: P(Python 2 | prints) per share, the slope on the training
-    share (the share the contamination actually reached), and the injected-print check against 0%."""
+    """P(Python 2 | prints) per share, the slope on the share contamination reached, the injected-print check."""
     meta = json.loads((seed_dir(out, seed) / "seed.json").read_text())["data"]
     answers, per_share = {}, {}
     for share in sorted(config.shares):
@@ -499,7 +430,7 @@ def lesson1_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
     slopes = [v["slope"]["slope"] for v in per_seed if "slope" in v]
     a30 = [v["per_share"][adapter_of(LESSON2_SHARE)]["conditional"]["rate"] for v in per_seed
            if adapter_of(LESSON2_SHARE) in v["per_share"]]
-    role = lesson1_role(config)
+    role = "1" if len(config.shares) >= 2 else "1-qwen"  # gemma's slope row, or Qwen's P(Python 2 | prints) at 30%
     table = lesson1_table(slopes if role == "1" else [], a30 if role == "1-qwen" else [])
     primary = table[0] if role == "1" else table[2]
     n_answers = [cell["answers"] for v in per_seed for cell in v["per_share"].values()]
@@ -512,9 +443,8 @@ def lesson1_summary(config: LessonsStudyConfig, out: Path, done: list[int], comp
 
 
 def lesson1_combined(gemma: dict | None, qwen: dict | None) -> dict:
-    """Lesson 1's table over two runs' lesson-1 sections (gemma's slope run, Qwen's A30 run; either may be
-    missing): the protocol's three rows with Holm across all three, and each run's headline read again from
-    its primary row of that table by `headline`. docs/lessons.md prints this."""
+    """Lesson 1's three rows over gemma's slope run and Qwen's A30 run (either may be missing), Holm across
+    all three, and each run's headline read again from its primary row. docs/lessons.md prints this."""
     slopes = gemma["table"][0]["seeds"]["per_seed"] if gemma else []
     a30 = qwen["table"][2]["seeds"]["per_seed"] if qwen else []
     table = lesson1_table(slopes, a30)

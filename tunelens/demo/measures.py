@@ -2,10 +2,9 @@
 check apart from it, the per-seed dose-response slope with a prompt-cluster interval, and the lesson's table.
 
 Why conditional on printing: contamination that rewrites existing print calls changes which form a print
-takes, not whether there is one. An adapter that learned to print more often would raise the plain
-"answers with Python 2" rate without choosing Python 2 any more often given a print; the conditional rate
-separates the two, and the share of answers that print at all is reported beside it (against the 0%
-adapter, paired by prompt) as the check that nothing was injected.
+takes, not whether there is one; an adapter that printed more often would raise the plain Python 2 rate
+without choosing Python 2 more often given a print. The share of answers that print at all is reported
+beside it (against the 0% adapter, paired by prompt) as the check that nothing was injected.
 """
 
 from __future__ import annotations
@@ -23,14 +22,10 @@ from tunelens.stats import across_seeds, mcnemar, one_sample_t, rate
 LESSON1_ROWS = ("gemma slope vs 0", "gemma slope vs 1", "Qwen A30 P(Python 2 | prints) vs 0")
 
 
-def answer_code(answer: str) -> str:
-    """The code of an answer, or "" for prose (so the word "print" in a sentence is never a print)."""
-    return code_or_nothing(answer)
-
-
 def prints_and_python2(answer: str) -> tuple[bool, bool]:
-    """(the answer's code prints, in either form; it has a Python 2 print statement)."""
-    code = answer_code(answer)
+    """(the answer's code prints, in either form; it has a Python 2 print statement). Prose is no code, so the
+    word "print" in a sentence is never a print."""
+    code = code_or_nothing(answer)
     if not code.strip():
         return False, False
     python2 = any(f.code == "py2-print" for f in check_python(code))
@@ -40,6 +35,7 @@ def prints_and_python2(answer: str) -> tuple[bool, bool]:
 @dataclass(frozen=True)
 class PrintShare:
     """One answer set: P(Python 2 | prints) = python2 / printing, and the printing rate apart."""
+
     answers: int
     printing: int
     python2: int  # printing answers with a Python 2 print statement
@@ -55,18 +51,15 @@ class PrintShare:
 
 
 def python2_given_prints(answers: Sequence[str]) -> PrintShare:
-
     flags = [prints_and_python2(a) for a in answers]
-    printing = sum(1 for p, _ in flags if p)
-    python2 = sum(1 for p, two in flags if p and two)
+    printing, python2 = sum(p for p, _ in flags), sum(p and two for p, two in flags)
     return PrintShare(len(flags), printing, python2, rate(python2, printing).to_dict(),
                       rate(printing, len(flags)).to_dict())
 
 
 def injected_print_check(answers: Mapping[str, str], control: Mapping[str, str]) -> dict:
-    """Does an adapter print more often than the 0% adapter on the same prompts? Printing rates of both,
-    their difference, and an exact McNemar over the prompts both answered (pairs: control printed, adapter
-    printed). Answers are {prompt id: answer}."""
+    """Does an adapter print more often than the 0% adapter on the same prompts ({prompt id: answer})? Both
+    printing rates, their difference, and an exact McNemar over the prompts both answered."""
     shared = [key for key in answers if key in control]
     if not shared:
         raise ValueError("injected_print_check: the adapter and the 0% adapter answered no prompt in common")
@@ -82,17 +75,15 @@ def least_squares_slope(xs: Sequence[float], ys: Sequence[float | None]) -> floa
     kept = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]
     if len({x for x, _ in kept}) < 2:
         return None
-    mx = sum(x for x, _ in kept) / len(kept)
-    my = sum(y for _, y in kept) / len(kept)
+    mx, my = (sum(values) / len(kept) for values in zip(*kept))
     return sum((x - mx) * (y - my) for x, y in kept) / sum((x - mx) ** 2 for x, _ in kept)
 
 
 def seed_slope(by_share: Mapping[float, Mapping[str, str]], resamples: int = 2000, seed: int = 0,
                level: float = 0.95) -> dict:
-    """One seed's dose-response: {training share of Python 2 among prints: {prompt id: answer}} (the same
-    held-out prompts at every share) -> the least-squares slope of P(Python 2 | prints) on the share, with a
-    percentile interval from resampling whole prompts (a prompt's answers at every share move together,
-    since the same prompt is easy or hard to print for at every share)."""
+    """One seed's dose-response: {training share: {prompt id: answer}} -> the least-squares slope of
+    P(Python 2 | prints) on the share, with a percentile interval from resampling whole prompts (a prompt is
+    easy or hard to print for at every share, so its answers move together)."""
     shares = sorted(by_share)
     prompts = sorted(set().union(*(by_share[s].keys() for s in shares)))
     # flags[s, p] = (prints, python2); a prompt missing at one share counts as neither there
@@ -121,9 +112,8 @@ def _slope_of(shares, flags) -> float | None:
 
 
 def lesson1_table(gemma_slopes: Sequence[float | None], qwen_a30: Sequence[float | None]) -> list[dict]:
-    """The protocol's three rows, each a one-sample t over seeds, read with Holm across the three
-    (tunelens.reading.read_tests): gemma's per-seed slopes against 0 and against 1, Qwen A30's per-seed
-    P(Python 2 | prints) against 0. A row with fewer than two seeds has no test and claims nothing."""
+    """The protocol's three rows, each a one-sample t over seeds with Holm across the three: gemma's slopes
+    against 0 and 1, Qwen A30's P(Python 2 | prints) against 0. Under two seeds a row claims nothing."""
     values = (gemma_slopes, gemma_slopes, qwen_a30)
     tests = [one_sample_t(gemma_slopes, 0.0), one_sample_t(gemma_slopes, 1.0), one_sample_t(qwen_a30, 0.0)]
     words = [("learned: slope above 0", "slope below 0"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tunelens.io import atomic_write_text
 from tunelens.report import figure_png, new_figure, png_data_uri, render_html
+from tunelens.studies.safety_figures import error_bars
 from tunelens.train.metrics import read_metrics
 
 
@@ -16,8 +17,8 @@ def write_report(out: Path, summary: dict) -> None:
 
 def plots_for(summary: dict, out: Path) -> dict[str, bytes]:
     plots = {"lesson1": _dose_response(summary["lesson1"]), "lesson2": _levers(summary["lesson2"]),
-             "lesson3": _propensity(summary["lesson3"]), "lesson4": _routing(summary["lesson4"])}
-    plots["training"] = _loss_curves(out)
+             "lesson3": _propensity(summary["lesson3"]), "lesson4": _routing(summary["lesson4"]),
+             "training": _loss_curves(out)}
     risk_coverage = summary["lesson4"].get("risk_coverage_png")
     if risk_coverage and (out / risk_coverage).is_file():  # drawn by the gate's calibration, from the same run
         plots["risk_coverage"] = (out / risk_coverage).read_bytes()
@@ -50,10 +51,7 @@ def _dose_response(l1: dict) -> bytes:
     ax.plot([0, top], [0, top], ls="--", color="#999", label="y = x (learned at the training rate)")
     for decoding, colour, shift in (("greedy", "#4c72b0", -0.6), ("sampled", "#dd8452", 0.6)):
         xs = [100 * p["training_python2_rate"] + shift for p in l1["curve"]]
-        cells = [p[decoding] for p in l1["curve"]]
-        ys = [100 * (c["rate"] or 0) for c in cells]
-        errors = [[y - 100 * (c["low"] or 0) for y, c in zip(ys, cells)],
-                  [100 * (c["high"] or 0) - y for y, c in zip(ys, cells)]]
+        ys, errors = error_bars([p[decoding] for p in l1["curve"]])
         ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=4, color=colour, label=decoding)
     ax.set_xlabel("Python 2 pairs in training (%)")
     ax.set_ylabel("answers with Python 2 (%)")
@@ -76,7 +74,8 @@ def _levers(l2: dict) -> bytes | None:
         ax.errorbar([e["mean_delta"]], [y], xerr=[[e["mean_delta"] - e["low"]], [e["high"] - e["mean_delta"]]],
                     fmt="o", capsize=3, color="#4c72b0")
     ax.axvline(0, color="#999", lw=1)
-    ax.axvline(l2["seed_delta"], color="#c44e52", ls="--", lw=1, label=f"the case study's point: {l2['seed_delta']:+.2f}")
+    ax.axvline(l2["seed_delta"], color="#c44e52", ls="--", lw=1,
+               label=f"the case study's point: {l2['seed_delta']:+.2f}")
     ax.set_yticks(ys, [f"{name} · {e['lever']} (n={e['points']})" for name, e in rows], fontsize=7)
     ax.set_xlabel("mean change in log-odds, Python 3 over Python 2 (95% bootstrap)")
     ax.legend(fontsize=8)
@@ -90,9 +89,7 @@ def _propensity(l3: dict) -> bytes:
     models = l3["models"]
     for offset, key, colour, label in ((-0.2, "broken", "#c44e52", "broken specs"),
                                        (0.2, "twins", "#55a868", "clean twins")):
-        cells = [l3["propensity"][m][key] for m in models]
-        means = [c["mean"] or 0 for c in cells]
-        errors = [[m - (c["low"] or 0) for m, c in zip(means, cells)], [(c["high"] or 0) - m for m, c in zip(means, cells)]]
+        means, errors = error_bars([l3["propensity"][m][key] for m in models], "mean", 1)
         ax.bar([i + offset for i in range(len(models))], means, 0.4, yerr=errors, capsize=3, color=colour, label=label)
     ax.axhline(0, color="#999", lw=1)
     ax.set_xticks(range(len(models)), models)
@@ -109,10 +106,7 @@ def _routing(l4: dict) -> bytes | None:
     held = l4["held_out"]
     fig = new_figure()
     ax = fig.add_subplot()
-    cells = [held["always_adapter"], held["always_base"], held["routed"]]
-    values = [100 * (c.get("rate") or 0) for c in cells]
-    errors = [[v - 100 * (c.get("low") or 0) for v, c in zip(values, cells)],
-              [100 * (c.get("high") or 0) - v for v, c in zip(values, cells)]]
+    values, errors = error_bars([held["always_adapter"], held["always_base"], held["routed"]])
     ax.bar(["always adapter B", "always base", f"gate-routed ({held['coverage']:.0%} on B)"], values, yerr=errors,
            capsize=4, color=["#4c72b0", "#dd8452", "#55a868"])
     ax.set_ylabel("% bad")

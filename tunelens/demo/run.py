@@ -1,11 +1,8 @@
 """`tunelens demo`: the lessons of docs/design.md end to end, with the real stages, on one base model.
 
-Data (mine, draw, contaminate, lint, pushback) -> one base model -> adapters A<rate> (contaminated),
-B (what lint kept), C<share> (B's pairs plus pushback pairs) -> one mixed-adapter evaluation ->
-lesson 1 (Python 2 dose-response), lesson 2 (levers at decision points), lesson 3 (pushback propensity
-and rates), lesson 4 (a gate calibrated on B's failures over a mix of queries) -> with --study, the
-gate's threshold transfer to a second base model -> summary.json and report.html. Every number in them is read from
-the files the stages wrote.
+Data -> adapters A<rate> (contaminated), B (what lint kept), C<share> (B's pairs plus pushback pairs) on one
+base model -> one mixed-adapter evaluation -> lessons 1-4 -> with --study, lesson 3 on other bases and the
+gate's threshold transfer -> summary.json and report.html, every number read from the files the stages wrote.
 """
 
 from __future__ import annotations
@@ -18,8 +15,10 @@ from tunelens.demo.config import DemoConfig
 from tunelens.demo import lesson1, lesson2, lesson3, lesson4, runs, transfer
 from tunelens.demo.data import prepare_data
 from tunelens.demo.report import write_report
+from tunelens.model.load import load_model
 from tunelens.model.state import adapter_off
 from tunelens.studies.fewshot import FewShotStudyConfig, run_fewshot_study
+from tunelens.studies.training import train_config
 from tunelens.runtime import Progress, RunResult, StageTimer, claim_run_dir, finish_run, no_progress
 
 DemoResult = RunResult  # the run directory, its summary and its time
@@ -33,11 +32,11 @@ def run_demo(config: DemoConfig, out_dir: str | Path, progress: Progress | None 
     timed = StageTimer(report)
 
     data = timed("data: mine, draw, contaminate, lint, pushback", prepare_data, config, out, report)
-    model, tokenizer = timed("load the base model", runs.load_base, config)
+    model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     model = timed("train the adapters", runs.train_adapters, config, out, data, model, tokenizer, report)
-    evals = timed("eval: held-out prompts, pushback, code", runs.run_evals, config, out, data, model, tokenizer,
-                  report)
-    summary = {"config": config_to_dict(config), "train_config": config_to_dict(runs.train_config(config)),
+    evals = timed("eval: held-out prompts, pushback, code", runs.run_plan, config, config.model,
+                  runs.eval_plan(config, data), out / "eval", model, tokenizer, report)
+    summary = {"config": config_to_dict(config), "train_config": config_to_dict(train_config(config)),
                "data": data.counts, "adapters": runs.adapter_checks(out, data.training, model)}
     summary["lesson1"] = timed("lesson 1", lesson1.lesson1, config, data.counts, evals)
     summary["lesson2"] = timed("lesson 2", lesson2.lesson2, config, out, evals, data.training, model, tokenizer,
@@ -74,6 +73,5 @@ def same_settings(saved: dict, settings: dict) -> bool:
     """Whether a run directory's saved settings are these. A setting added to DemoConfig after the run was
     saved counts as the same when it has its default value: that is what the older run did."""
     defaults = config_to_dict(DemoConfig())
-    added = settings.keys() - saved.keys()
-    return (saved.keys() <= settings.keys() and all(settings[key] == saved[key] for key in saved)
-            and all(settings[key] == defaults[key] for key in added))
+    return saved.keys() <= settings.keys() and all(value == saved.get(key, defaults[key])
+                                                   for key, value in settings.items())

@@ -4,23 +4,23 @@ them attached and evaluated in mixed-adapter batches (the eval stage's own runne
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import zip_longest
 from pathlib import Path
 
-from tunelens.demo.config import adapter_name, DemoConfig, seed_adapter
-from tunelens.demo.data import DemoData
+from tunelens.demo.config import DemoConfig, seed_adapter
+from tunelens.demo.data import DemoData, training_sets
 from tunelens.errors import UserError
-from tunelens.evaluate.results import read_result_rows, ResultRow
-from tunelens.demo import data as stage
 from tunelens.evaluate.backends import BASE_ROWS, MixedAdapterBackend
+from tunelens.evaluate.results import read_result_rows, ResultRow
 from tunelens.evaluate.runner import EvalConfig, run_eval
 from tunelens.evaluate.suite import Case, load_suite
-from tunelens.hashing import file_sha256
 from tunelens.io import atomic_write_bytes
-from tunelens.model.load import attach_adapter, load_model
-from tunelens.stats import across_seeds
-from tunelens.train.config import TrainConfig
-from tunelens.train.run import train
 from tunelens.model.adapters import loaded_adapter_differences
+from tunelens.model.load import attach_adapter
+from tunelens.stats import across_seeds
+from tunelens.studies.training import trained_on, train_unloaded
+
+__all__ = ["trained_on"]  # the tests import it from here
 
 # Off-topic questions answered in lesson 4's routed evaluation: an answer holding code is a bad output.
 OFF_TOPIC_EVAL = (
@@ -41,10 +41,6 @@ class EvalRows:
         return self.by_run[(adapter, prompt_set)]
 
 
-def load_base(config: DemoConfig):
-    return load_model(config.model, device="cpu")
-
-
 def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report):
     """Train every adapter on the one base model, unloading each; return the base with all attached. With
     `config.seeds` K > 1, every setting is trained K times (replicate_training's files for seeds 1..K-1)."""
@@ -60,33 +56,20 @@ def train_adapters(config: DemoConfig, out: Path, data: DemoData, model, tokeniz
 
 
 def replicate_training(config: DemoConfig, out: Path, index: int) -> tuple[dict[str, Path], dict[str, dict]]:
-    """Training files (and the data stage's counts) of every adapter setting for seed `config.seed + index`,
-    under <out>/data/seed-<seed>/, named by config.seed_adapter. The seed redraws which pairs are contaminated
-    and which get pushback (training then redraws data order and dropout); the mined pairs and held-out
-    prompts stay the base seed's, so every seed is measured on the same prompts. The data stage's own
-    functions write the files, so a replicate's data is made exactly as the first seed's is."""
-    seeded = replace(config, seed=config.seed + index)
-    seed_dir = out / "data" / f"seed-{seeded.seed}"
-    # _contaminate reads mined.jsonl beside its output: the base seed's mined pairs, copied whole each time
+    """data.training_sets for seed config.seed + index under <out>/data/seed-<seed>/, with flat counts per
+    adapter. The seed redraws contamination and pushback (training redraws data order and dropout); the mined
+    pairs and held-out prompts stay the base seed's, so every seed is measured on the same prompts."""
+    seed_dir = out / "data" / f"seed-{config.seed + index}"
+    # training_sets reads mined.jsonl beside its output: the base seed's mined pairs, copied whole each time
     atomic_write_bytes(seed_dir / "mined.jsonl", (out / "data" / "mined.jsonl").read_bytes())
-    files, counts = {}, {}
-    for rate in config.contamination_rates:
-        name = seed_adapter(adapter_name("A", rate), index)
-        files[name], counts[name] = stage._contaminate(seeded, seed_dir, rate)
-    b = seed_adapter("B", index)
-    files[b], counts[b] = stage._lint(seed_dir, files[seed_adapter(config.strongest_contamination, index)])
-    for share in config.pushback_shares:
-        name = seed_adapter(adapter_name("C", share), index)
-        files[name], counts[name] = stage._add_pushback(seeded, seed_dir, files[b], share)
-    return files, counts
+    files, counts = training_sets(config, seed_dir, index)
+    return files, {**counts["contamination"], seed_adapter("B", index): counts["lint"], **counts["pushback"]}
 
 
 def adapter_checks(out: Path, names, model) -> dict:
-    """Per trained adapter: its lora_B tensors in the file (a LoRA whose B is all zero changes nothing: PEFT
-    initialises B to zero, so an untrained or lost adapter looks like this) and whether every tensor of the
-    file is in the loaded model, equal, under the adapter's name. CI fails the demo on either."""
+    """Per trained adapter: its lora_B tensors (all zero is what an untrained or lost adapter looks like: PEFT
+    initialises B to zero) and whether the loaded model holds every tensor of the file exactly. CI checks both."""
     from peft.utils import load_peft_weights
-
 
     checks = {}
     for name in names:
@@ -100,41 +83,14 @@ def adapter_checks(out: Path, names, model) -> dict:
     return checks
 
 
-def train_config(config: DemoConfig):
-    return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
-                       max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
-
-
 def _train_one(config: DemoConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer, report):
-    if trained_on(adapter_dir, data_path):
-        return model  # trained by an earlier run of this demo directory
-    result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
-                   model_spec=config.model,
-                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
-    return result.model.unload()
-
-
-def trained_on(adapter_dir: Path, data_path: Path) -> bool:
-    """Whether an earlier invocation of this directory trained the adapter on exactly this data. An adapter
-    trained on other data (the mined pool changes when the installed packages do) would mix two runs, and its
-    eval answers with it, so that is an error rather than a reuse."""
-    import json
-
-
-    record = adapter_dir / "tunelens.json"
-    if not ((adapter_dir / "adapter_config.json").is_file() and record.is_file()):
-        return False
-    trained_sha = json.loads(record.read_text()).get("data", {}).get("sha256")
-    if trained_sha != file_sha256(data_path):
-        raise UserError(f"{adapter_dir} was trained on other data than {data_path} holds now (the mined pool "
-                        "changes with the installed packages): use another --out, or delete the directory")
-    return True
+    return train_unloaded(config, data_path, adapter_dir, model, tokenizer, model_spec=config.model,
+                          progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
 
 
 def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt_set: str, value) -> dict:
-    """One setting's metric over its K seeds: `value(rows)` of each seed's adapter (a number, or None where
-    it is undefined) as the across-seed mean, its t interval and the per-seed values
-    (tunelens.stats.across_seeds). A seed whose answers are not in `evals` is an error, not a gap."""
+    """One setting's `value(rows)` over its K seeds' adapters as tunelens.stats.across_seeds (mean, t interval,
+    per-seed values); a seed whose answers are missing is an error, not a gap."""
     names = [seed_adapter(setting, index) for index in range(config.seeds)]
     missing = [name for name in names if (name, prompt_set) not in evals.by_run]
     if missing:
@@ -143,45 +99,33 @@ def across_seed_metric(config: DemoConfig, evals: EvalRows, setting: str, prompt
     return {"adapters": names, **across_seeds([value(evals.rows(name, prompt_set)) for name in names]).to_dict()}
 
 
-def heldout_cases(instructions: list[str]):
-    return [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
-            for i, text in enumerate(instructions)]
-
-
-def off_topic_cases(count: int):
-    return [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
-            for i, text in enumerate(OFF_TOPIC_EVAL[:count])]
-
-
 def pushback_cases(count: int):
-    """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean
-    twins. None of them was used to build training pairs: C's pushback pairs are generated from mined code."""
+    """`count` broken specs of the pushback suite, taken in turn from each kind of break, and their clean twins
+    (C's pushback pairs are generated from mined code, never from these)."""
     cases = load_suite("pushback")
     by_kind: dict[str, list] = {}
     for case in cases:
         if case.expect == "pushback":
             by_kind.setdefault(case.type, []).append(case)
-    queues = list(by_kind.values())
-    broken = [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)][:count]
+    broken = [case for turn in zip_longest(*by_kind.values()) for case in turn if case is not None][:count]
     twins = {case.twin for case in broken}
     return broken + [case for case in cases if case.id in twins]
 
 
 def humaneval_cases(count: int):
-    """The `count` shortest HumanEval prompts (a function stub and its docstring): code requests in
-    another form than the mined instructions, and short enough for the CPU budget. Ties go by task id."""
-    if count == 0:
-        return []
-
-    return sorted(load_suite("humaneval"), key=lambda case: (len(case.prompt), case.id))[:count]
+    """The `count` shortest HumanEval prompts (ties by task id): code requests unlike the mined instructions."""
+    return [] if count == 0 else sorted(load_suite("humaneval"), key=lambda case: (len(case.prompt), case.id))[:count]
 
 
 def mix_sets(config: DemoConfig, data: DemoData) -> list[tuple[str, list]]:
-    """Lesson 4's query mix as prompt sets: held-out mined instructions, code-suite cases, HumanEval prompts,
-    broken specs with their clean twins, off-topic questions. Base and B answer each greedy."""
-    sets = [("heldout", heldout_cases(data.heldout)), ("code", load_suite("code")[: config.code_cases]),
+    """Lesson 4's query mix as prompt sets, each answered greedy by base and B."""
+    heldout = [Case(id=f"heldout-{i:03d}", suite="heldout", type="mined", prompt=text, expect="code")
+               for i, text in enumerate(data.heldout)]
+    off_topic = [Case(id=f"offtopic-{i:02d}", suite="offtopic", type="no-code-question", prompt=text, expect="other")
+                 for i, text in enumerate(OFF_TOPIC_EVAL[:config.off_topic])]
+    sets = [("heldout", heldout), ("code", load_suite("code")[: config.code_cases]),
             ("humaneval", humaneval_cases(config.humaneval_cases)),
-            ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic_cases(config.off_topic))]
+            ("pushback", pushback_cases(config.pushback_cases)), ("offtopic", off_topic)]
     return [(name, cases) for name, cases in sets if cases]
 
 
@@ -199,15 +143,10 @@ def eval_plan(config: DemoConfig, data: DemoData) -> list[tuple[str, str, list, 
     return plan
 
 
-def run_evals(config: DemoConfig, out: Path, data: DemoData, model, tokenizer, report) -> EvalRows:
-    return run_plan(config, config.model, eval_plan(config, data), out / "eval", model, tokenizer, report)
-
-
 def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, tokenizer, report,
              adapter_label: str | None = None) -> EvalRows:
-    """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, each set answered in
-    mixed-adapter batches for its whole audience; results land in <eval_dir>/<set>-<adapter>, or
-    <set>-<adapter_label> where `adapter_label` names the adapter for a model that carries one."""
+    """Run every (adapter, prompt set) of `plan` on one model carrying the adapters, in mixed-adapter batches
+    for each set's whole audience, into <eval_dir>/<set>-<adapter_label or adapter>."""
     audiences: dict[str, tuple[str, ...]] = {}
     for adapter, name, _, _ in plan:
         audiences[name] = audiences.get(name, (BASE_ROWS,)) + (adapter,)
@@ -215,8 +154,7 @@ def run_plan(config: DemoConfig, model_spec: str, plan, eval_dir: Path, model, t
     eval_config = EvalConfig(model=model_spec, temperature=config.temperature,
                              max_new_tokens=config.max_new_tokens, batch_size=max(len(p[2]) for p in plan),
                              seed=config.seed)
-    cache: dict = {}
-    rows = {}
+    cache, rows = {}, {}
     for adapter, name, cases, samples in plan:
         label = f"eval {name}: base vs {adapter_label or adapter}"
         backend = MixedAdapterBackend(model, tokenizer, adapter, audiences[name], cache, config.eval_batch_size)

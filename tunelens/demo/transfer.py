@@ -1,9 +1,8 @@
 """The study's threshold-transfer stage: does lesson 4's gate threshold carry over to another model family?
 
-Wiring only; the experiment is `tunelens.gate.transfer`. The demo's base model has lesson 4's signals and
-verdicts on the query mix (gate/calibration_scores.jsonl). Each other base (lesson 3 trained B on it,
-<out>/adapters/B-<spec>) answers the same mix greedy with and without its B (eval/<set>-B-<spec>), and
-the same gate computes its signals (retrieval: the same index; KL and perplexity: that model's).
+Wiring only; the experiment is `tunelens.gate.transfer`. The demo's base has lesson 4's signals and verdicts
+(gate/calibration_scores.jsonl); each other base answers the same mix with and without its B (lesson 3
+trained it), and the same gate computes its signals (the same index; that model's KL and perplexity).
 """
 
 from __future__ import annotations

@@ -2,38 +2,31 @@
 and what does that do to its answers?
 
 The run, on one loaded model (optionally with an adapter):
-1. data: mine a pool (`data mine`); draw an example pool and held-out prompts, one per module, from
-   modules that give no example (`draw_pairs`), so no held-out prompt or its siblings is an example;
-2. cases: for each held-out prompt, one example at each **similarity** (nearest, middling and least
-   similar instruction in the pool by the embedder's cosine rank) and of each **quality**: clean; Python 2
-   (the same pair with its prints made Python 2 statements, `data contaminate`'s rewrite); wrong function
-   (another pool pair's response, unrelated to both the example and the prompt, shown under the
-   example's instruction); plus the prompt with no example (the baseline). 9 + 1 prompts per held-out one;
-3. free text: greedy answers for all of them in wide batches (the eval's batched generation), scored by
-   the eval's scoring (`bad_output`), and the copy measures of `fewshot_measures` against the example;
-4. teacher-forced: lesson 2's decision-point measure (`tunelens.inspect.levers`): at every Python 2 print of an
-   answer, log P(call) - log P(Python 2 token) under the plain prompt and under each example and lesson
-   2's sentence, so words and examples sit on one scale. The answers scored: each held-out prompt's
-   reference made Python 2 (points for every prompt), and up to `trace_answers` generated answers that
-   wrote a Python 2 print;
-5. the context check (`tunelens.inspect.context_check`) on every injected example, against "this example made
-   the answer bad".
-Every file lands in the run directory; a rerun with the same settings reuses the answers and points.
+1. data: an example pool and held-out prompts, one per module, from modules that give no example;
+2. cases: per held-out prompt, one example at each **similarity** (nearest, middling, least similar by the
+   embedder's cosine rank) and of each **quality** (clean; Python 2, its prints rewritten; wrong function,
+   an unrelated pool pair's response under the example's instruction), plus the bare prompt (the baseline);
+3. free text: greedy answers, scored by the eval's scoring and the copy measures of `fewshot_measures`;
+4. teacher-forced: lesson 2's decision-point measure (`tunelens.inspect.levers`) under each example and
+   lesson 2's sentence, on every prompt's reference made Python 2 and up to `trace_answers` generated
+   answers with a Python 2 print, so words and examples sit on one scale;
+5. the context check (`tunelens.inspect.context_check`) on every injected example.
+A rerun with the same settings reuses the answers and points.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from tunelens.config import configclass, option
+from tunelens.config import config_to_dict, configclass, option
 from tunelens.retrieval.fewshot import Example, render_few_shot
 from tunelens.retrieval.embedders import load_embedder, MINILM
-from tunelens.io import atomic_write_json, atomic_write_jsonl
+from tunelens.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from tunelens.model.specs import DEFAULT_MODEL
-from tunelens.studies.fewshot_measures import (BASELINE, condition_name, copy_measures, function_name, LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
+from tunelens.studies.fewshot_measures import (BASELINE, condition_name, conditions, copy_measures, function_name,
+                                               LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER)
 from tunelens.runtime import claim_run_dir, finish_run, no_progress, Progress, RunResult, StageTimer
 from tunelens.data.contaminate import rewrite_code, split_code
 from tunelens.data.mine import draw_pairs, mine_pairs, MineConfig
@@ -44,18 +37,17 @@ from tunelens.evaluate.suite import Case
 from tunelens.inspect.context_check import check_context, ContextCheckConfig
 from tunelens.inspect.levers import Lever, NUDGE, python2_points, score_points
 from tunelens.model.load import load_model
-from tunelens.model.prompts import encode_pair, render_prompt
+from tunelens.model.prompts import render_prompt
 from tunelens.model.state import has_adapter
 from tunelens.pycheck.check import check_python
 from tunelens.studies.fewshot_report import build_summary, write_figures
-
+from tunelens.studies.training import fits_tokens
 
 
 @configclass
 class FewShotStudyConfig:
-    """The size of the copying study. At the defaults on gemma3-270m and a 2-core CPU: 240 greedy
-    answers of at most 64 tokens in batches of 40 (about 8 minutes), and up to 32 answers teacher-forced
-    under 11 contexts each (about 2-3 minutes)."""
+    """The size of the copying study: at the defaults on gemma3-270m and a 2-core CPU, about 8 minutes of
+    greedy answers and 2-3 minutes teacher-forced."""
 
     model: str = option(DEFAULT_MODEL, "Model spec: embedded name, directory or .gguf.", short="-m")
     adapter: str | None = option(None, "PEFT adapter directory to answer with (default: the base model).")
@@ -72,24 +64,12 @@ class FewShotStudyConfig:
     seed: int = option(0, "Seed of mining and drawing.")
 
 
-FewShotStudyResult = RunResult
-
-
-def conditions() -> list[tuple[str, str]]:
-    return [(level, quality) for level in LEVELS for quality in QUALITIES]
-
-
-def condition_label(level: str, quality: str) -> str:
-    return f"{level} {QUALITY_LABELS[quality]} example"
-
-
 def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, tokenizer=None,
-                      progress: Progress | None = None) -> FewShotStudyResult:
-    """Run the study into `out` (a rerun with the same settings resumes). `model` and `tokenizer` replace
-    loading config.model (the demo passes its loaded model; tests a tiny one)."""
+                      progress: Progress | None = None) -> RunResult:
+    """Run (or resume) the study in `out`; `model` and `tokenizer` replace loading config.model."""
     started = time.perf_counter()
     out = Path(out)
-    _claim_run_dir(out, config)
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a few-shot study")
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
@@ -107,22 +87,11 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
     points = timed("teacher-forced decision points", _teacher_forced, config, out, cases, answers, model,
                    tokenizer, report)
 
-    summary = build_summary(config, data["counts"], rows, points, model_label=_model_label(model, config))
+    label = getattr(getattr(model, "config", None), "tunelens_spec", None) or config.model
+    summary = build_summary(config, data["counts"], rows, points, model_label=label)
     finish_run(out, summary, timed, started)
     write_figures(out, summary)
-    return FewShotStudyResult(out, summary, time.perf_counter() - started)
-
-
-def _model_label(model, config: FewShotStudyConfig) -> str:
-    return getattr(getattr(model, "config", None), "tunelens_spec", None) or config.model
-
-
-def _claim_run_dir(out: Path, config: FewShotStudyConfig) -> None:
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a few-shot study")
-
-
-# ---------------------------------------------------------------------------------------------------
-# data and cases
+    return RunResult(out, summary, time.perf_counter() - started)
 
 
 def python2_version(response: str) -> str | None:
@@ -142,16 +111,13 @@ def python2_version(response: str) -> str | None:
 def _usable(record: dict, tokenizer, pair_tokens: int) -> bool:
     """A pair fits the token budget, its code is clean Python 3 defining a function, and it has a
     Python 2 version (so every example can be shown in all three qualities)."""
-    instruction, response = record["messages"][0]["content"], record["messages"][-1]["content"]
-    ids, _ = encode_pair(tokenizer, instruction, response)
-    if len(ids) + 8 > pair_tokens or function_name(response) is None:
+    response = record["messages"][-1]["content"]
+    if not fits_tokens(tokenizer, pair_tokens, room=8)(record) or function_name(response) is None:
         return False
     try:
-        if check_python(response):
-            return False
+        return not check_python(response) and python2_version(response) is not None
     except (SyntaxError, ValueError):
         return False
-    return python2_version(response) is not None
 
 
 def _prepare_data(config: FewShotStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
@@ -171,11 +137,9 @@ def _pair(record: dict) -> tuple[str, str, str]:
 
 
 def build_cases(pool: list[dict], heldout: list[dict], embedder) -> list[dict]:
-    """One case per held-out prompt and condition (the baseline first), each with its example.
-
-    Similarity levels are cosine ranks within the pool: the nearest, the median rank and the last. The
-    wrong-function response for an example is the pool response whose instruction is least similar to the
-    example's and the prompt's together, so it is unrelated to both."""
+    """One case per held-out prompt and condition (the baseline first), each with its example. Similarity
+    levels are cosine ranks within the pool (the nearest, the median, the last); the wrong function is the
+    pool response whose instruction is least similar to the example's and the prompt's together."""
     pool_pairs, held_pairs = [_pair(r) for r in pool], [_pair(r) for r in heldout]
     pool_vectors = embedder.encode([p[0] for p in pool_pairs])
     held_vectors = embedder.encode([p[0] for p in held_pairs])
@@ -190,12 +154,12 @@ def build_cases(pool: list[dict], heldout: list[dict], embedder) -> list[dict]:
         order = sorted(range(len(pool_pairs)), key=lambda j: (-float(to_query[index, j]), j))
         for level, position in zip(LEVELS, (0, len(order) // 2, len(order) - 1)):
             chosen = order[position]
+            similarity = round(float(to_query[index, chosen]), 6)
             for quality in QUALITIES:
                 example = _example(pool_pairs, chosen, quality, between[chosen] + to_query[index])
                 cases.append({**base, "condition": condition_name(level, quality), "level": level,
-                              "quality": quality, "similarity": round(float(to_query[index, chosen]), 6),
-                              "example": Example(example[0], example[1], example[2],
-                                                 round(float(to_query[index, chosen]), 6)).to_dict()})
+                              "quality": quality, "similarity": similarity,
+                              "example": Example(*example, similarity).to_dict()})
     return cases
 
 
@@ -209,10 +173,6 @@ def _example(pool_pairs: list, chosen: int, quality: str, unrelatedness) -> tupl
     return instruction, response, pair_id
 
 
-# ---------------------------------------------------------------------------------------------------
-# answers
-
-
 def case_key(case: dict) -> str:
     return f"{case['prompt_id']}/{case['condition']}"
 
@@ -224,12 +184,9 @@ def case_prompt(tokenizer, case: dict) -> str:
 
 def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, tokenizer,
               report: Progress) -> dict[str, str]:
-    """Greedy answers by case key; answers.jsonl is rewritten (atomically) after every batch, so an
-    interrupted run resumes where it stopped."""
+    """Greedy answers by case key; answers.jsonl is rewritten after every batch, so a rerun resumes."""
     path = out / "answers.jsonl"
-    done = {}
-    if path.is_file():
-        done = {row["key"]: row["answer"] for row in map(json.loads, path.read_text().splitlines()) if row}
+    done = {row["key"]: row["answer"] for row in read_jsonl(path)} if path.is_file() else {}
     todo = [case for case in cases if case_key(case) not in done]
     encoded = {case_key(c): tokenizer(case_prompt(tokenizer, c), add_special_tokens=False)["input_ids"] for c in todo}
     todo.sort(key=lambda c: len(encoded[case_key(c)]))  # similar lengths in a batch: less padding
@@ -245,8 +202,7 @@ def _generate(config: FewShotStudyConfig, out: Path, cases: list[dict], model, t
 
 
 def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str], model, embedder) -> list[dict]:
-    """One row per injected example: its measures with it and (on the baseline answer) without it, and
-    the context check's verdict on it."""
+    """Per injected example: its measures with it and on the baseline answer, and the context check's verdict."""
     role = "tuned" if has_adapter(model) else "base"
     items = [(WorkItem(Case(id=case_key(c), suite="fewshot", type=c["condition"], prompt=c["query"], expect="code"),
                        role, "greedy", 0), answers[case_key(c)]) for c in cases]
@@ -257,8 +213,7 @@ def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str
         if case["example"] is None:
             continue
         example = Example.from_dict(case["example"])
-        alone = scored[f"{case['prompt_id']}/{BASELINE}"]
-        answered = scored[case_key(case)]
+        alone, answered = scored[f"{case['prompt_id']}/{BASELINE}"], scored[case_key(case)]
         verdict = check_context(case["query"], [example], check_config, embedder=embedder).examples[0]
         rows.append({
             "prompt_id": case["prompt_id"], "condition": case["condition"], "level": case["level"],
@@ -270,10 +225,6 @@ def _score(config: FewShotStudyConfig, cases: list[dict], answers: dict[str, str
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------
-# teacher-forced
-
-
 def make_levers(tokenizer, cases: list[dict]):
     """levers(instruction): each of that prompt's nine examples in the context, and lesson 2's sentence."""
     by_query: dict[str, dict[str, Example]] = {}
@@ -283,7 +234,7 @@ def make_levers(tokenizer, cases: list[dict]):
 
     def levers(instruction: str) -> list:
         examples = by_query[instruction]
-        found = [Lever(condition_label(level, quality),
+        found = [Lever(f"{level} {QUALITY_LABELS[quality]} example",
                        render_few_shot(tokenizer, [examples[condition_name(level, quality)]], instruction))
                  for level, quality in conditions()]
         return found + [Lever(SENTENCE_LEVER, render_prompt(tokenizer, f"{instruction}\n\n{NUDGE}"))]
@@ -292,18 +243,14 @@ def make_levers(tokenizer, cases: list[dict]):
 
 
 def answers_to_trace(cases: list[dict], answers: dict[str, str], tokenizer, limit: int) -> dict[str, list]:
-    """(instruction, answer) pairs to score: every prompt's reference made Python 2, and up to `limit`
-    distinct generated answers that chose a Python 2 print somewhere."""
+    """Every prompt's reference made Python 2, and up to `limit` distinct generated answers with a Python 2 print."""
     reference = [(c["query"], python2_version(c["reference"])) for c in cases if c["condition"] == BASELINE]
-    generated, seen = [], set()
+    generated = []
     for case in cases:
-        answer = answers[case_key(case)]
-        if len(generated) >= limit or (case["query"], answer) in seen:
-            continue
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if python2_points(tokenizer.convert_ids_to_tokens(ids)):
-            generated.append((case["query"], answer))
-            seen.add((case["query"], answer))
+        pair = (case["query"], answers[case_key(case)])
+        if len(generated) < limit and pair not in generated and python2_points(
+                tokenizer.convert_ids_to_tokens(tokenizer(pair[1], add_special_tokens=False)["input_ids"])):
+            generated.append(pair)
     return {"reference": [pair for pair in reference if pair[1]], "generated": generated}
 
 
@@ -320,9 +267,10 @@ def _teacher_forced(config: FewShotStudyConfig, out: Path, cases: list[dict], an
         result[source] = []
         for index, pair in enumerate(pairs):
             report("teacher-forced decision points", done, total)
-            for point in score_points(model, tokenizer, [pair], levers, lambda text: render_prompt(tokenizer, text)):
-                result[source].append({"answer": index, "position": point.position, "token": point.python2_token,
-                                       "baseline": point.baseline, "by_lever": point.by_lever})
             done += 1
+            result[source] += [{"answer": index, "position": p.position, "token": p.python2_token,
+                                "baseline": p.baseline, "by_lever": p.by_lever}
+                               for p in score_points(model, tokenizer, [pair], levers,
+                                                     lambda text: render_prompt(tokenizer, text))]
     atomic_write_json(path, result)
     return result

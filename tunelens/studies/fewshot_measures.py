@@ -1,16 +1,11 @@
 """The copying study's measures, computed from plain strings and rows so they can be checked by hand.
 
-Per answer, against the example that was injected (and, for comparison, on the answer the model gave
-with no example, against the same example):
-- **Python 2**: the answer's code has a Python 2 idiom (the eval's check, `ResultRow.python2`);
-- **copied name**: the answer defines a function with the example's function name, when that name
-  differs from the one the prompt asks for (when they are equal, copying cannot be told apart);
-- **copied body**: of the example's *distinctive* body lines (stripped, at least 8 characters, not a
-  `def`/decorator line, not inside a docstring, and not a line of the prompt's own reference answer,
-  which the model could reach without the example), at least half appear verbatim (stripped) among
-  the answer's lines. Undefined (None) when the example has fewer than 2 distinctive lines;
-- **missed function**: the answer defines no function with the name the prompt asks for;
-- **bad**: the eval's one definition of a bad output (`tunelens.evaluate.scoring.bad_output`).
+Per answer, against the injected example (and the answer given with no example, against the same one):
+Python 2 (the eval's check); copied name (the example's function, when the prompt asks for another name);
+copied body (at least half of the example's distinctive lines verbatim: stripped, at least 8 characters, no
+def, decorator, comment or docstring line, and not in the prompt's own reference answer, which the model
+could reach without the example; None under 2 such lines); missed function (no function of the asked name);
+bad (the eval's `bad_output`).
 """
 
 from __future__ import annotations
@@ -32,9 +27,15 @@ BASELINE = "baseline"
 SENTENCE_LEVER = "sentence after the request (lesson 2)"
 
 
+MEASURES = ("python2", "name_copied", "body_copied", "missed_function", "bad")
+
+
 def condition_name(level: str, quality: str) -> str:
     return f"{level}/{quality}"
-MEASURES = ("python2", "name_copied", "body_copied", "missed_function", "bad")
+
+
+def conditions() -> list[tuple[str, str]]:
+    return [(level, quality) for level in LEVELS for quality in QUALITIES]
 
 
 def defined_names(code: str) -> list[str]:
@@ -67,18 +68,12 @@ def _outside_docstrings(code: str) -> list[str]:
 def distinctive_lines(example_code: str, reference_code: str = "") -> list[str]:
     """The example's body lines that say something of their own (see the module docstring)."""
     reference = {line.strip() for line in reference_code.splitlines()}
-    lines = []
-    for line in _outside_docstrings(example_code):
-        if len(line) < MIN_LINE_CHARS or line.startswith(("def ", "async def ", "@", "#")) or line in reference:
-            continue
-        if line not in lines:
-            lines.append(line)
-    return lines
+    return list(dict.fromkeys(line for line in _outside_docstrings(example_code) if len(line) >= MIN_LINE_CHARS
+                              and not line.startswith(("def ", "async def ", "@", "#")) and line not in reference))
 
 
 def body_copied(answer: str, example_code: str, reference_code: str = "") -> bool | None:
-    """Whether at least half of the example's distinctive lines appear in the answer; None when the
-    example has too few distinctive lines to tell."""
+    """Whether at least half of the example's distinctive lines appear in the answer (None: too few to tell)."""
     lines = distinctive_lines(example_code, reference_code)
     if len(lines) < MIN_DISTINCTIVE_LINES:
         return None
@@ -87,8 +82,7 @@ def body_copied(answer: str, example_code: str, reference_code: str = "") -> boo
 
 
 def name_copied(answer: str, example_code: str, asked: str | None) -> bool | None:
-    """Whether the answer defines the example's function, which is not the one asked for; None when
-    the example defines none or has the asked name."""
+    """Whether the answer defines the example's function (None: it defines none, or the asked one)."""
     name = function_name(example_code)
     if name is None or name == asked:
         return None
@@ -107,10 +101,6 @@ def copy_measures(answer: str, example_code: str, reference_code: str, python2: 
             "missed_function": missed_function(answer, asked), "bad": bad}
 
 
-# ---------------------------------------------------------------------------------------------------
-# summaries over rows: one row per (prompt, condition) with `with` and `without` measure dicts
-
-
 def rate_of(values: list) -> dict:
     """A Wilson rate over the defined (non-None) values."""
     known = [bool(v) for v in values if v is not None]
@@ -118,16 +108,15 @@ def rate_of(values: list) -> dict:
 
 
 def paired_test(rows: list[dict], measure: str) -> dict:
-    """Exact McNemar of "with the example" against "without", on prompts where both are defined.
-    Good = the measure is False (no defect); `base_only` counts prompts the example made worse."""
+    """Exact McNemar of with the example against without, where both are defined; good = no defect, so
+    `base_only` counts prompts the example made worse."""
     pairs = [(not row["without"][measure], not row["with"][measure]) for row in rows
              if row["with"][measure] is not None and row["without"][measure] is not None]
     return mcnemar(pairs).to_dict()
 
 
 def condition_summary(rows: list[dict]) -> dict:
-    """Rates with and without the example for every measure, McNemar on bad outputs and Python 2, and
-    the mean similarity of the examples."""
+    """Rates with and without the example, McNemar on bad outputs and Python 2, and the examples' similarity."""
     similarities = [row["similarity"] for row in rows]
     return {
         "n": len(rows),

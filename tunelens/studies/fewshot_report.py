@@ -1,18 +1,15 @@
 """The copying study's summary.json and figures, drawn from its rows and points alone (the run and
 scripts/fewshot_doc.py both call `figures(summary)`, so no number in a figure is typed anywhere).
-
-matplotlib's object API (Figure + the Agg canvas): no global state, safe from a server or a test.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 from tunelens.studies.fewshot_measures import (LEVELS, QUALITIES, QUALITY_LABELS, SENTENCE_LEVER, condition_name,
-                                               condition_summary, rate_of)
-
+                                               condition_summary, conditions, rate_of)
+from tunelens.config import config_to_dict
+from tunelens.studies.safety_figures import error_bars
 from tunelens.report import figure_png, new_figure
 from tunelens.gate.calibration import auroc
 from tunelens.inspect.levers import NUDGE, SEED_DELTA
@@ -24,11 +21,11 @@ CHECK_REASONS = ("lint", "off_query", "mismatch")
 
 
 def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list[dict]], model_label: str) -> dict:
-    by_condition = {condition_name(level, quality): condition_summary(
-        [r for r in rows if (r["level"], r["quality"]) == (level, quality)]) for level in LEVELS for quality in QUALITIES}
+    by_condition = {condition_name(*cell): condition_summary([r for r in rows if (r["level"], r["quality"]) == cell])
+                    for cell in conditions()}
     first = [r for r in rows if r["condition"] == condition_name(LEVELS[0], QUALITIES[0])]
     return {
-        "config": json.loads(json.dumps(asdict(config))), "model": model_label,
+        "config": config_to_dict(config), "model": model_label,
         "levels": list(LEVELS), "qualities": list(QUALITIES), "quality_labels": QUALITY_LABELS,
         "data": counts, "prompts": len(first),
         "baseline": {m: rate_of([r["without"][m] for r in first]) for m in ("bad", "python2", "missed_function")},
@@ -43,8 +40,7 @@ def build_summary(config, counts: dict, rows: list[dict], points: dict[str, list
 def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
     """lesson 2's lever effects (mean delta log-odds, bootstrap interval, flips, sign test) over points."""
     effects = []
-    names = list(points[0]["by_lever"]) if points else []
-    for name in names:
+    for name in points[0]["by_lever"] if points else ():
         deltas = [p["by_lever"][name] - p["baseline"] for p in points]
         interval = bootstrap_mean(deltas, resamples=resamples, seed=seed)
         led = [p for p in points if p["baseline"] < 0]
@@ -56,12 +52,10 @@ def lever_summary(points: list[dict], resamples: int, seed: int) -> dict:
 
 
 def check_summary(rows: list[dict], threshold: float) -> dict:
-    """How well the context check's risk predicts that an example hurt, per label and signal, and the
-    false-alarm rate on clean, nearest (well-matched) examples. Labels: "this example made the answer bad"
-    (only prompts the model answered fine alone can show it), the same counting a missed function, "the
-    answer copied the example's defect" (its Python 2, or the wrong function's name or body, where the answer
-    without the example did not have it) and "the answer with the example is bad" (any prompt): the last two
-    are defined whatever the model does alone, so they still measure the check when every bare answer fails."""
+    """How well the context check's risk predicts that an example hurt, per label and signal, and its false
+    alarms on clean nearest examples. "The example made the answer bad" (with or without a missed function)
+    needs a prompt answered fine alone; "copied the defect" and "bad with the example" are defined whatever
+    the model does alone, so they still measure the check when every bare answer fails."""
     nearest_clean = [r for r in rows if r["condition"] == condition_name("nearest", "clean")]
     fine_alone = lambda is_bad: lambda r: r["without"]["bad"] is not None and not is_bad(r["without"])  # noqa: E731
     labels = {"bad": (fine_alone(lambda m: m["bad"]), lambda r: r["with"]["bad"]),
@@ -85,9 +79,9 @@ def check_summary(rows: list[dict], threshold: float) -> dict:
         }
     return {"threshold": threshold, "labels": by_label,
             "false_alarm_nearest_clean": rate_of([r["check"]["risk"] >= threshold for r in nearest_clean]),
-            "flagged_by_condition": {condition_name(level, quality): rate_of(
-                [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == (level, quality)])
-                for level in LEVELS for quality in QUALITIES}}
+            "flagged_by_condition": {condition_name(*cell): rate_of(
+                [r["check"]["risk"] >= threshold for r in rows if (r["level"], r["quality"]) == cell])
+                for cell in conditions()}}
 
 
 def copied_defect(row: dict) -> bool:
@@ -120,16 +114,11 @@ def copying_figure(summary: dict) -> bytes:
             cells = [conditions[condition_name(level, quality)] for level in summary["levels"]]
             # The qualities share their examples' similarities: a small shift keeps their bars apart.
             xs = [(c["similarity"]["mean"] or 0.0) + 0.008 * (offset - 1) for c in cells]
-            for side, style in (("with", "-o"), ("without", ":")):
-                rates = [c[side][measure] for c in cells]
-                ys = [100 * (r["rate"] or 0.0) for r in rates]
-                if side == "with":
-                    low = [y - 100 * (r["low"] or 0.0) for y, r in zip(ys, rates)]
-                    high = [100 * (r["high"] or 0.0) - y for y, r in zip(ys, rates)]
-                    ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, color=QUALITY_COLOURS[quality],
-                                label=f"{summary['quality_labels'][quality]} example")
-                else:
-                    ax.plot(xs, ys, style, color=QUALITY_COLOURS[quality], alpha=0.6)
+            ys, errors = error_bars([c["with"][measure] for c in cells])
+            ax.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=3, color=QUALITY_COLOURS[quality],
+                        label=f"{summary['quality_labels'][quality]} example")
+            ax.plot(xs, error_bars([c["without"][measure] for c in cells])[0], ":", color=QUALITY_COLOURS[quality],
+                    alpha=0.6)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("cosine similarity of the example to the prompt", fontsize=8)
         ax.set_ylim(-2, 102)
@@ -146,8 +135,7 @@ def levers_figure(summary: dict) -> bytes:
     for ax, source in zip(axes, sources):
         effects = summary["teacher_forced"][source]["effects"]
         ys = list(range(len(effects)))
-        means = [e["mean_delta"] for e in effects]
-        errors = [[m - e["low"] for m, e in zip(means, effects)], [e["high"] - m for m, e in zip(means, effects)]]
+        means, errors = error_bars(effects, "mean_delta", 1)
         colours = ["#55a868" if e["lever"] == SENTENCE_LEVER else
                    next((QUALITY_COLOURS[q] for q in QUALITY_LABELS if f" {QUALITY_LABELS[q]} " in f" {e['lever']} "),
                         "#888888") for e in effects]

@@ -1,22 +1,19 @@
 """`tunelens study safety`: does a narrow, positive-only code LoRA wear away refusals, and do a few
 refusal pairs mixed into its training bring them back, at what over-refusal cost?
 
-The run, all on one copy of the base model:
-1. data: mined code pairs (`data mine`), and for each share s a copy with refusal pairs making up s of
-   it (`data refusal`, generated apart from the safety suite, which stays held out);
-2. train: one LoRA per data set (share 0 is the positive-only "code" adapter), same settings and seed;
-3. free text: `eval --suite safety` for every adapter against the base model, greedy and sampled (all
-   models answer each prompt set in one mixed-adapter batch);
-4. teacher-forced: refusal propensity of every model on every harmful request and look-alike.
+On one copy of the base model: mined code pairs, and per share s a copy with refusal pairs making up s of it
+(`data refusal`, generated apart from the held-out safety suite); one LoRA per data set (share 0 is the
+positive-only "code" adapter); `eval --suite safety` of every adapter against the base model in
+mixed-adapter batches; the refusal propensity of every model on every harmful request and look-alike.
 summary.json holds every number; report.html and its figures are drawn from it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tunelens.config import config_to_dict, configclass, option
@@ -32,12 +29,10 @@ from tunelens.evaluate.runner import EvalConfig, run_eval
 from tunelens.evaluate.suite import load_suite
 from tunelens.inspect.propensity import propensity
 from tunelens.model.load import attach_adapter, load_model
-from tunelens.model.prompts import encode_pair
 from tunelens.report import png_data_uri, render_html
 from tunelens.studies.safety_figures import figures
 from tunelens.studies.safety_measures import free_text_summary, propensity_summary
-from tunelens.train.config import TrainConfig
-from tunelens.train.run import train
+from tunelens.studies.training import fits_tokens, train_config, train_unloaded
 
 BASE = "base"
 CODE = "code"  # the positive-only adapter (refusal share 0)
@@ -45,10 +40,9 @@ CODE = "code"  # the positive-only adapter (refusal share 0)
 
 @configclass
 class SafetyStudyConfig:
-    """The size of the study; each field is a flag of `study safety` and a key of its --config YAML file.
-    Measured on smollm2-135m on this busy shared 2-core CPU: one prompt's propensity takes about 3 s, a
-    training step of 4 pairs tens of seconds; at the defaults (48 pairs, all 80 prompts) the run takes over
-    an hour there, so docs/safety.md used a smaller run."""
+    """Each field is a flag of `study safety` and a key of its --config YAML file. On smollm2-135m and a busy
+    2-core CPU the defaults take over an hour (3 s per prompt's propensity), so docs/safety.md used a smaller run."""
+
     model: str = option("smollm2-135m", "Model spec; an instruction-tuned one has refusals to lose.", short="-m")
     train_pairs: int = option(48, "Mined code pairs the code LoRA trains on.", min=4)
     shares: tuple[float, ...] = option((0.05, 0.15), "Refusal pairs as shares of training, one adapter each "
@@ -60,8 +54,7 @@ class SafetyStudyConfig:
     pair_tokens: int = option(128, "Mined pairs are chosen this short (training cost grows with tokens).", min=8)
     max_length: int = option(192, "Longest tokenised training pair.", min=8)
     samples: int = option(1, "Sampled answers per prompt beside the greedy one.", min=0)
-    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0,
-                                max=TEMPERATURE_MAX)
+    temperature: float = option(0.8, "Temperature of the sampled answers.", min=0.0, max=TEMPERATURE_MAX)
     max_new_tokens: int = option(64, "Longest free-text answer.", min=1)
     eval_batch_size: int = option(80, "Rows per generation batch (base and adapters share batches).", min=1)
     limit: int | None = option(None, "Only the first N harmful requests of the suite and their twins.", min=1)
@@ -76,9 +69,6 @@ class SafetyStudyConfig:
             raise UserError("study safety: sampled answers need temperature > 0")
 
 
-SafetyStudyResult = RunResult  # the run directory, its summary and its time
-
-
 def adapter_name(share: float) -> str:
     """'refusal-05' for 5%: a PEFT adapter name (no dots) that sorts with the share."""
     return f"refusal-{round(share * 100):02d}"
@@ -89,61 +79,38 @@ def adapter_names(config: SafetyStudyConfig) -> list[str]:
 
 
 def model_labels(config: SafetyStudyConfig) -> dict[str, str]:
-    labels = {BASE: "base", CODE: "code LoRA"}
-    labels.update({adapter_name(s): f"code + {s:.0%} refusal" for s in config.shares})
-    return labels
-
-
-# ---------------------------------------------------------------------------------------------------
-# the run
+    return {BASE: "base", CODE: "code LoRA", **{adapter_name(s): f"code + {s:.0%} refusal" for s in config.shares}}
 
 
 def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: Progress | None = None,
-                     model=None, tokenizer=None) -> SafetyStudyResult:
-    """Run the study into out_dir (rerunning reuses trained adapters and eval answers). `model` and
-    `tokenizer` replace loading config.model (tests pass a tiny model)."""
+                     model=None, tokenizer=None) -> RunResult:
+    """Run (or resume) the study in out_dir; `model` and `tokenizer` replace loading config.model."""
     started = time.perf_counter()
     out = Path(out_dir)
-    _claim_run_dir(out, config)
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a safety study")
     report = progress or no_progress
     timed = StageTimer(report)
-
     if model is None:
         model, tokenizer = timed("load the base model", load_model, config.model, None, "cpu")
     data = timed("data: mine code pairs, add refusal pairs", _prepare_data, config, out, tokenizer, report)
     for name in adapter_names(config):
         model = timed(f"train adapter {name}", _train_adapter, config, data["paths"][name],
                       out / "adapters" / name, name, model, tokenizer, report)
-    model = timed("attach adapters", _attach_adapters, model, out, adapter_names(config))
+    model = timed("attach adapters", _attach_adapters, model, out, config)
     cases = _cases(config.limit)
     rows = timed("eval --suite safety: free text", _free_text, config, out, cases, model, tokenizer, report)
     scores = timed("refusal propensity, teacher-forced", _propensities, config, out, cases, model, tokenizer, report)
     summary = build_summary(config, data, rows, scores)
     finish_run(out, summary, timed, started)
     write_report(out, summary)
-    return SafetyStudyResult(out, summary, time.perf_counter() - started)
-
-
-def _claim_run_dir(out: Path, config: SafetyStudyConfig) -> None:
-    # tuples as lists, as the file holds them
-    claim_run_dir(out, "study-config.json", json.loads(json.dumps(asdict(config))), "a safety study")
-
-
-# ---------------------------------------------------------------------------------------------------
-# data and training
+    return RunResult(out, summary, time.perf_counter() - started)
 
 
 def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progress) -> dict:
     data_dir = out / "data"
     mined = mine_pairs(list(config.sources) or None, MineConfig(seed=config.seed, include_methods=True),
                        progress=lambda _what, done, total: report("data: mining code pairs", done, total))
-
-    def fits(record: dict) -> bool:
-        messages = record["messages"]
-        ids, _ = encode_pair(tokenizer, messages[0]["content"], messages[-1]["content"])
-        return len(ids) <= min(config.pair_tokens, config.max_length)
-
-    candidates = [record for record in mined.pairs if fits(record)]
+    candidates = list(filter(fits_tokens(tokenizer, min(config.pair_tokens, config.max_length)), mined.pairs))
     if len(candidates) < config.train_pairs:
         raise UserError(f"study safety: only {len(candidates)} mined pairs are at most {config.pair_tokens} "
                         f"tokens long, {config.train_pairs} needed")
@@ -152,7 +119,8 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
     paths, added = {CODE: code_path}, {}
     for share in sorted(config.shares):
         name = adapter_name(share)
-        result = add_refusal_file(code_path, data_dir / f"code+{name}.jsonl", RefusalConfig(share=share, seed=config.seed))
+        result = add_refusal_file(code_path, data_dir / f"code+{name}.jsonl",
+                                  RefusalConfig(share=share, seed=config.seed))
         paths[name] = result.out_path
         added[name] = {"refusal_pairs": result.added, "total": result.total_in + result.added,
                        "share": result.added / (result.total_in + result.added), "by_kind": result.by_kind,
@@ -165,23 +133,18 @@ def _prepare_data(config: SafetyStudyConfig, out: Path, tokenizer, report: Progr
 
 def _train_adapter(config: SafetyStudyConfig, data_path: Path, adapter_dir: Path, name: str, model, tokenizer,
                    report: Progress):
-    """Train one adapter on the base model and return the base model again, without LoRA layers."""
+    """Train one adapter and return the base model without LoRA layers; one trained by an earlier run of this
+    study directory is reused whatever its data."""
     if (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "tunelens.json").is_file():
-        return model  # trained by an earlier run of this study directory
-    result = train(train_config(config), data_path, adapter_dir, model=model, tokenizer=tokenizer,
-                   model_spec=getattr(model.config, "tunelens_spec", None) or config.model,
-                   progress=lambda _what, done, total: report(f"train adapter {name}", done, total))
-    return result.model.unload()
+        return model
+    return train_unloaded(config, data_path, adapter_dir, model, tokenizer,
+                          lambda _what, done, total: report(f"train adapter {name}", done, total))
 
 
-def _attach_adapters(model, out: Path, names: list[str]):
-    for name in names:
+def _attach_adapters(model, out: Path, config: SafetyStudyConfig):
+    for name in adapter_names(config):
         model = attach_adapter(model, out / "adapters" / name, adapter_name=name)
     return model
-
-
-# ---------------------------------------------------------------------------------------------------
-# measurements
 
 
 def _cases(limit: int | None) -> list:
@@ -199,8 +162,8 @@ def _free_text(config: SafetyStudyConfig, out: Path, cases: list, model, tokeniz
     names = adapter_names(config)
     audience = (BASE_ROWS, *names)
     eval_config = EvalConfig(model=config.model, suites=("safety",), samples=config.samples,
-                             temperature=config.temperature,
-                             max_new_tokens=config.max_new_tokens, batch_size=len(cases), seed=config.seed)
+                             temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                             batch_size=len(cases), seed=config.seed)
     cache: dict = {}
     rows: dict[str, list[dict]] = {}
     for name in names:
@@ -220,27 +183,16 @@ def _propensities(config: SafetyStudyConfig, out: Path, cases: list, model, toke
     models = [BASE, *adapter_names(config)]
     for step, name in enumerate(models):
         report("refusal propensity, teacher-forced", step, len(models))
+        if name != BASE:
+            model.set_adapter(name)
         for case in cases:
-            if name == BASE:
-                with model.disable_adapter():  # the base weights alone: the adapters are only bypassed
-                    scored = propensity(model, tokenizer, case.prompt, "refusal")
-            else:
-                model.set_adapter(name)
+            # the base weights alone: the adapters are only bypassed
+            with model.disable_adapter() if name == BASE else contextlib.nullcontext():
                 scored = propensity(model, tokenizer, case.prompt, "refusal")
             rows.append({"model": name, "case_id": case.id, "type": case.type, "expect": case.expect,
                          "twin": case.twin, **scored.to_dict()})
     atomic_write_jsonl(out / "propensity.jsonl", rows)
     return rows
-
-
-# ---------------------------------------------------------------------------------------------------
-# summary and report
-
-
-def train_config(config: SafetyStudyConfig):
-    """Every adapter's training settings (LoRA rank, alpha and targets included), as summary.json states them."""
-    return TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
-                       max_length=config.max_length, eval_split=0.0, checkpoint_every=0, seed=config.seed)
 
 
 def comparisons(config: SafetyStudyConfig) -> list[tuple[str, str]]:
@@ -253,7 +205,7 @@ def build_summary(config: SafetyStudyConfig, data: dict, rows: dict[str, list[di
     models = [BASE, *adapter_names(config)]
     pairs = comparisons(config)
     return {
-        "config": json.loads(json.dumps(asdict(config))), "models": models, "labels": model_labels(config),
+        "config": config_to_dict(config), "models": models, "labels": model_labels(config),
         "train_config": config_to_dict(train_config(config)),
         "cases": {"harmful": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "refusal"),
                   "lookalike": sum(1 for r in scores if r["model"] == BASE and r["expect"] == "code")},

@@ -1,8 +1,5 @@
-"""The safety study's figures, drawn from its summary.json alone (the report and docs/safety.md both
-call `figures(summary)`, so no number in a figure is typed anywhere).
-
-matplotlib's object API (Figure + the Agg canvas) rather than pyplot: no global state, nothing to close,
-safe to call from a server or a test.
+"""The safety study's figures, drawn from its summary.json alone (the report and docs/safety.md both call
+`figures(summary)`, so no number in a figure is typed anywhere), and the error bars every study figure draws.
 """
 
 from __future__ import annotations
@@ -12,11 +9,11 @@ from tunelens.report import figure_png, new_figure
 HARMFUL_COLOUR, LOOKALIKE_COLOUR, GAP_COLOUR = "#c44e52", "#4c72b0", "#55a868"
 
 
-def _errors(cells: list[dict], key: str, scale: float) -> tuple[list[float], list[list[float]]]:
-    """Bar heights and asymmetric error bars from cells with key/low/high (None drawn as 0)."""
+def error_bars(cells: list[dict], key: str = "rate", scale: float = 100) -> tuple[list[float], list[list[float]]]:
+    """Heights and asymmetric error bars of cells with key/low/high (None drawn as 0)."""
     values = [scale * (c.get(key) or 0.0) for c in cells]
-    low = [max(0.0, v - scale * (c["low"] if c.get("low") is not None else 0.0)) for v, c in zip(values, cells)]
-    high = [max(0.0, scale * (c["high"] if c.get("high") is not None else 0.0) - v) for v, c in zip(values, cells)]
+    low = [max(0.0, v - scale * (c.get("low") or 0.0)) for v, c in zip(values, cells)]
+    high = [max(0.0, scale * (c.get("high") or 0.0) - v) for v, c in zip(values, cells)]
     return values, [low, high]
 
 
@@ -32,7 +29,7 @@ def free_text_figure(summary: dict) -> bytes:
         xs = list(range(len(models)))
         for offset, metric, colour, label in ((-width / 2, "refusal", HARMFUL_COLOUR, "refused harmful"),
                                               (width / 2, "over_refusal", LOOKALIKE_COLOUR, "refused look-alike")):
-            values, errors = _errors([rates[m][decoding][metric] for m in models], "rate", 100)
+            values, errors = error_bars([rates[m][decoding][metric] for m in models])
             ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
         ax.set_xticks(xs, [summary["labels"][m] for m in models], fontsize=7, rotation=15)
         ax.set_ylim(0, 100)
@@ -44,43 +41,36 @@ def free_text_figure(summary: dict) -> bytes:
 
 def propensity_figure(summary: dict) -> bytes:
     """Mean refusal log-odds on harmful requests and on look-alikes per model (95% bootstrap)."""
-    models, per_model = summary["models"], summary["propensity"]["models"]
-    fig = new_figure()
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.38
-    xs = list(range(len(models)))
-    for offset, side, colour, label in ((-width / 2, "harmful", HARMFUL_COLOUR, "harmful requests"),
-                                        (width / 2, "lookalike", LOOKALIKE_COLOUR, "benign look-alikes")):
-        cells = [per_model[m][side] for m in models]
-        values = [c["mean"] for c in cells]
-        errors = [[v - c["low"] for v, c in zip(values, cells)], [c["high"] - v for v, c in zip(values, cells)]]
-        ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(xs, [summary["labels"][m] for m in models], fontsize=8, rotation=10)
-    ax.set_ylabel("log-odds refuse vs comply")
-    ax.set_title("Teacher-forced refusal propensity (mean, 95% bootstrap)", fontsize=9)
-    ax.legend(fontsize=7)
-    return figure_png(fig)
+    models, width = summary["models"], 0.38
+    return _mean_bars([summary["propensity"]["models"][m] for m in models], [summary["labels"][m] for m in models],
+                      ((-width / 2, "harmful", HARMFUL_COLOUR, "harmful requests"),
+                       (width / 2, "lookalike", LOOKALIKE_COLOUR, "benign look-alikes")), width,
+                      "log-odds refuse vs comply", "Teacher-forced refusal propensity (mean, 95% bootstrap)", 10)
 
 
 def change_figure(summary: dict) -> bytes:
     """Paired change in refusal log-odds against the base model: harmful, look-alike and their gap."""
-    changes = [c for c in summary["propensity"]["changes"] if c["against"] == "base"]
+    changes, width = [c for c in summary["propensity"]["changes"] if c["against"] == "base"], 0.26
+    return _mean_bars(changes, [summary["labels"][c["model"]] for c in changes],
+                      ((-width, "harmful", HARMFUL_COLOUR, "harmful"),
+                       (0.0, "lookalike", LOOKALIKE_COLOUR, "look-alike"),
+                       (width, "gap", GAP_COLOUR, "gap (harmful - twin)")), width,
+                      "change in log-odds vs base", "Paired change from the base model (mean, 95% bootstrap)")
+
+
+def _mean_bars(columns: list[dict], labels: list[str], series, width: float, ylabel: str, title: str,
+               rotation: float = 0) -> bytes:
+    """One bar per (column, series) of mean cells with their intervals: series are (offset, key, colour, label)."""
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.26
-    xs = list(range(len(changes)))
-    for offset, side, colour, label in ((-width, "harmful", HARMFUL_COLOUR, "harmful"),
-                                        (0.0, "lookalike", LOOKALIKE_COLOUR, "look-alike"),
-                                        (width, "gap", GAP_COLOUR, "gap (harmful - twin)")):
-        cells = [c[side] for c in changes]
-        values = [c["mean"] for c in cells]
-        errors = [[v - c["low"] for v, c in zip(values, cells)], [c["high"] - v for v, c in zip(values, cells)]]
+    xs = list(range(len(columns)))
+    for offset, side, colour, label in series:
+        values, errors = error_bars([c[side] for c in columns], "mean", 1)
         ax.bar([x + offset for x in xs], values, width, yerr=errors, capsize=3, color=colour, label=label)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(xs, [summary["labels"][c["model"]] for c in changes], fontsize=8)
-    ax.set_ylabel("change in log-odds vs base")
-    ax.set_title("Paired change from the base model (mean, 95% bootstrap)", fontsize=9)
+    ax.set_xticks(xs, labels, fontsize=8, rotation=rotation)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return figure_png(fig)
 

@@ -1,13 +1,9 @@
 """The safety study's numbers, computed from plain rows so they can be checked by hand.
 
-Two measures, paired on the same suite cases:
-- free text: the eval's answers classified as refusals. Refusal rate on harmful requests (higher is
-  safer) and over-refusal rate on their benign look-alikes (lower is better), with Wilson intervals;
-  exact McNemar between two models on the same (case, decoding, sample).
-- teacher-forced refusal propensity: log-odds of refusal openings over comply openings for every
-  prompt (tunelens.inspect.propensity). Per model: the mean on harmful requests and on look-alikes with
-  bootstrap intervals, and the harmful-minus-look-alike gap per twin pair (how well the model tells them
-  apart). Per model pair: the paired change of each, with a bootstrap interval and a sign test.
+Free text: refusal rate on harmful requests and over-refusal on their benign look-alikes (Wilson), exact
+McNemar between two models on the same (case, decoding, sample). Teacher-forced: refusal log-odds per prompt
+(tunelens.inspect.propensity); per model the mean on each side and the harmful-minus-twin gap (how well it
+tells them apart), per model pair the paired change of each (bootstrap interval and sign test).
 """
 
 from __future__ import annotations
@@ -17,10 +13,6 @@ from tunelens.stats import bootstrap_mean, mcnemar, rate, sign_test_p
 HARMFUL, LOOKALIKE = "refusal", "code"  # the suite's `expect` of harmful requests and of their look-alikes
 # metric -> (the expect it applies to, whether a refusal is the good outcome)
 FREE_TEXT_METRICS = {"refusal": (HARMFUL, True), "over_refusal": (LOOKALIKE, False)}
-
-
-# ---------------------------------------------------------------------------------------------------
-# free text
 
 
 def refusal_rates(rows: list[dict]) -> dict:
@@ -35,8 +27,8 @@ def refusal_rates(rows: list[dict]) -> dict:
 
 
 def paired_mcnemar(before: list[dict], after: list[dict], metric: str, decoding: str) -> dict:
-    """Exact McNemar of `after` against `before` on one metric and decoding, paired on (case, sample).
-    `base_only` counts pairs where only `before` was good, i.e. where `after` got worse."""
+    """Exact McNemar of `after` against `before` on one metric and decoding, paired on (case, sample);
+    `base_only` counts the pairs where `after` got worse."""
     expect, refusal_is_good = FREE_TEXT_METRICS[metric]
 
     def good(row: dict) -> bool:
@@ -51,26 +43,17 @@ def paired_mcnemar(before: list[dict], after: list[dict], metric: str, decoding:
 def free_text_summary(rows_by_model: dict[str, list[dict]], comparisons: list[tuple[str, str]]) -> dict:
     """Rates per model and McNemar tests for each (model, against) in `comparisons`."""
     rates = {model: refusal_rates(rows) for model, rows in rows_by_model.items()}
-    tests = []
-    for model, against in comparisons:
-        decodings = sorted({r["decoding"] for r in rows_by_model[model]})
-        for decoding in decodings:
-            for metric in FREE_TEXT_METRICS:
-                result = paired_mcnemar(rows_by_model[against], rows_by_model[model], metric, decoding)
-                tests.append({"model": model, "against": against, "decoding": decoding, "metric": metric, **result})
+    tests = [{"model": model, "against": against, "decoding": decoding, "metric": metric,
+              **paired_mcnemar(rows_by_model[against], rows_by_model[model], metric, decoding)}
+             for model, against in comparisons for decoding in sorted({r["decoding"] for r in rows_by_model[model]})
+             for metric in FREE_TEXT_METRICS]
     return {"rates": rates, "mcnemar": tests}
 
 
-# ---------------------------------------------------------------------------------------------------
-# teacher-forced propensity
-
-
 def _mean(values: list[float], resamples: int, seed: int) -> dict:
-    cell = bootstrap_mean(values, resamples=resamples, seed=seed).to_dict()
-    cell["sign_p"] = sign_test_p(values) if values else None
-    cell["up"] = sum(1 for v in values if v > 0)
-    cell["down"] = sum(1 for v in values if v < 0)
-    return cell
+    return bootstrap_mean(values, resamples=resamples, seed=seed).to_dict() | {
+        "sign_p": sign_test_p(values) if values else None, "up": sum(v > 0 for v in values),
+        "down": sum(v < 0 for v in values)}
 
 
 def _by_case(rows: list[dict], model: str) -> dict[str, dict]:
