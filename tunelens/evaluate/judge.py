@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import ast
 import functools
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
-from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
+from tunelens.evaluate.judge_plan import (HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked,
+                                          pinned)
 from tunelens.evaluate.sandbox_boot import Malformed, _decode as decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
                                        run_calls)
@@ -47,15 +50,23 @@ class Case:
     tests: str
     entry_point: str | None
     prelude: str = ""  # code that precedes the answer (a HumanEval prompt)
-    reference: str | None = None  # a known-good answer: decides whether the tests can run apart
+    reference: str | None = None  # a known-good answer: where objects may cross apart; differential
+    differential: bool = False  # the reference's outputs are the expected values (a suite's opt-in)
 
 
 def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> Verdict:
     """Judge ``code`` against ``case``'s tests: on the host when their shape allows, else in the sandbox."""
     plan = plan_for(case.tests, case.entry_point)
     if isinstance(plan, NotHostShape):
+        if case.differential:
+            raise ValueError(f"differential needs tests the host can judge: {plan}")
         return _in_sandbox(case, code, limits, unsafe)
-    return _on_host(plan, case.prelude + code, limits, unsafe)
+    if not differential(case, plan):
+        return _on_host(plan, run_calls(case.prelude + code, plan.wire(), limits, unsafe))
+    reference = _reference_calls(case, plan, limits, unsafe)  # in a sandbox run of its own, alongside
+    result = reference.result() if code == case.reference else run_calls(case.prelude + code, plan.wire(),
+                                                                          limits, unsafe)
+    return _against_reference(case, plan, result, reference.result())
 
 
 def judge_many(jobs: list[tuple[Case, str]], limits: Limits | None = None, workers: int = 2,
@@ -120,8 +131,7 @@ def _reference_apart(case: Case, limits, unsafe: bool) -> tuple[Verdict, list]:
     return _REFERENCE_APART[key]
 
 
-def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
-    result = run_calls(code, plan.wire(), limits, unsafe)
+def _on_host(plan: HostPlan, result: SandboxResult) -> Verdict:
     try:
         outcomes = _outcomes(result.frames, len(plan.probes))
     except Malformed:  # a kill for flooding the pipe says more than the flood's content
@@ -220,8 +230,9 @@ def _failed(statement, probes: _Probes) -> str | None:
     """None when the statement runs (an assert: holds), else the reason it does not."""
     try:
         if isinstance(statement, HostAssign):
-            probes.assign(statement.name, evaluate(statement.expr, probes) if statement.expr is not None
-                          else decode(statement.value))
+            value = evaluate(statement.expr, probes) if statement.expr is not None else decode(statement.value)
+            if statement.name is not None:
+                probes.assign(statement.name, value)
             return None
         return None if evaluate(statement.expr, probes) else "test-failed"
     except _ProbeFailed as failure:
@@ -232,3 +243,118 @@ def _failed(statement, probes: _Probes) -> str | None:
         return "exception: RecursionError"
     except Exception as error:  # the comparison itself raised, on plain data: as it would have inside
         return exception_reason(type(error).__name__, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are the expected
+# values, compared here with exact types (FLOAT_TOLERANCE for floats). It applies where no correct answer
+# can differ from the reference: the case opts in (``differential``), or every assert pins a call's result
+# to a literal and the reference's results agree with those literals (the suite's own consistency check).
+
+FLOAT_TOLERANCE = 1e-9  # relative and absolute: floats agree when math.isclose with both says so
+
+
+def differential(case: Case, plan: HostPlan) -> bool:
+    """Whether ``case``'s answers are also compared with its reference's outputs (when it agrees)."""
+    return case.differential or (bool(case.reference) and pinned(plan) is not None)
+
+
+def judged_by(case: Case, limits: Limits | None = None, unsafe: bool = False) -> str:
+    """``apart``, or on the host ``literal`` (asserts only), ``differential`` (opted in, no asserts) or
+    ``both``; a pinned case whose reference does not agree with its literals is ``literal``."""
+    plan = plan_for(case.tests, case.entry_point)
+    if isinstance(plan, NotHostShape):
+        return "apart"
+    if not differential(case, plan) or isinstance(_expected(case, plan, _reference_calls(case, plan, limits, unsafe)
+                                                            .result()), str):
+        return "literal"
+    return "both" if plan.asserts else "differential"
+
+
+def agrees(got, want) -> bool:
+    """``got`` is ``want``: the same exact types all the way down, equal values, floats within
+    FLOAT_TOLERANCE (nan agrees with nan); set items and dict keys are matched by equality first."""
+    if type(got) is not type(want):
+        return False
+    if type(want) is float:
+        return (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, rel_tol=FLOAT_TOLERANCE,
+                                                                      abs_tol=FLOAT_TOLERANCE)
+    if type(want) in (list, tuple):
+        return len(got) == len(want) and all(map(agrees, got, want))
+    if type(want) in (set, frozenset, dict):
+        mine = {key: key for key in got}  # got's own key for each key of want's that it holds
+        return len(got) == len(want) and all(
+            key in mine and agrees(mine[key], key) and (type(want) is not dict or agrees(got[key], want[key]))
+            for key in want)
+    if type(want).__name__ == "ndarray":  # the codec builds only plain arrays of booleans and numbers
+        return got.shape == want.shape and got.dtype.kind == want.dtype.kind and agrees(got.tolist(), want.tolist())
+    return got == want
+
+
+_REFERENCE_CALLS: dict = {}
+_REFERENCE_LOCK = threading.Lock()
+_REFERENCE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelens-reference")
+
+
+def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future:
+    """The reference's run of the plan's calls: started once per case and process, in the background."""
+    key = (case.tests, case.entry_point, case.prelude, case.reference)
+    with _REFERENCE_LOCK:
+        if key not in _REFERENCE_CALLS:
+            if not case.reference:
+                _REFERENCE_CALLS[key] = Future()
+                _REFERENCE_CALLS[key].set_result(None)
+            else:
+                _REFERENCE_CALLS[key] = _REFERENCE_POOL.submit(run_calls, case.prelude + case.reference,
+                                                               plan.wire(), limits, unsafe)
+        return _REFERENCE_CALLS[key]
+
+
+def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:
+    """Each call's outputs in ``result``: its value and, with ``given``, the test variables it was given
+    as they were after it (an in-place answer's output). Raises _ProbeFailed or Malformed."""
+    probes = _Probes(_outcomes(result.frames, len(plan.probes)), lambda: _why_missing(result))
+    outputs = []
+    for index, probe in enumerate(plan.probes):
+        outputs.append([probes[index]])
+        if given:
+            outputs[-1] += [probes.variable(a[1]) for a in probe.args + [v for _, v in probe.kwargs] if a[0] == "$"]
+    if ending_reason(result):
+        raise _ProbeFailed(ending_reason(result))
+    return outputs
+
+
+def _expected(case: Case, plan: HostPlan, reference: SandboxResult | None) -> list | str:
+    """The reference's outputs, or why there are none (for a pinned case: why they are not its literals)."""
+    if reference is None:
+        return "the case has no reference"
+    try:
+        outputs = _outputs(plan, reference, case.differential)
+    except _ProbeFailed as failure:
+        return "the reference fails: " + failure.reason
+    except Malformed:
+        return "the reference fails: malformed-status"
+    literals = pinned(plan) if not case.differential else None
+    if literals is not None and not all(agrees(outputs[i][0], want) for i, want in literals.items()):
+        return "the reference's results are not the literals the asserts pin"
+    return outputs
+
+
+def _against_reference(case: Case, plan: HostPlan, result: SandboxResult, reference) -> Verdict:
+    """The asserts' verdict on the answer's run; if they hold, its outputs must agree with the reference's.
+    Where the reference has none, an opted-in case cannot be judged (a suite error, not the answer's)."""
+    verdict = _on_host(plan, result)
+    expected = _expected(case, plan, reference)
+    if not verdict.passed or (isinstance(expected, str) and not case.differential):
+        return verdict
+    if isinstance(expected, str):
+        return replace(verdict, passed=False, reason="suite-error: " + expected)
+    try:
+        outputs = _outputs(plan, result, case.differential)
+    except _ProbeFailed as failure:
+        return replace(verdict, passed=False, reason=failure.reason)
+    for probe, got, want in zip(plan.probes, outputs, expected):
+        if not agrees(got, want):
+            return replace(verdict, passed=False, reason="differs-from-reference",
+                                       detail=f"line {probe.line}: {probe.name}(...) differs from the reference's output")
+    return verdict

@@ -71,6 +71,7 @@ class Probe:
     kwargs: list  # [[keyword, argument], ...]
     consume: bool = False  # the test iterates the result (list(f(x))): a generator is listed inside
     store: str | None = None  # the test assigns the result to this variable
+    line: int = 0  # where the tests make the call (for a verdict's detail; never sent)
 
     def wire(self) -> list:
         return ["call", self.name, self.args, self.kwargs, self.consume, self.store]
@@ -87,9 +88,10 @@ class HostAssert:
 
 @dataclasses.dataclass(frozen=True)
 class HostAssign:
-    """``name = literal`` (value: the plain value) or ``name = call`` (expr: the probe's name)."""
+    """``name = literal`` (value: the plain value) or ``name = call`` (expr: the probe's name); a bare
+    call ``f(x)`` is one with ``name`` None (its result is only compared with the reference's)."""
 
-    name: str
+    name: str | None
     expr: ast.expr | None
     value: object
     line: int
@@ -119,7 +121,7 @@ def host_plan(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
         body, aliases = _statements(tree, entry_point)
         builder = _Builder(aliases, _bound_names(tree))
         statements = tuple(s for s in (builder.statement(node, tests) for node in body) if s is not None)
-        if not any(isinstance(s, HostAssert) for s in statements):
+        if not builder.probes and not any(isinstance(s, HostAssert) for s in statements):
             raise NotHostShape("no asserts")
         return HostPlan(tuple(builder.probes), statements, builder.finished_steps())
     except NotHostShape as why:
@@ -202,6 +204,10 @@ class _Builder:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                 and node.targets[0].id not in self.aliases):
             return self._assign(node, node.targets[0].id, text)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            expr = self.expr(node.value)
+            if _is_probe(expr):
+                return HostAssign(None, expr, None, node.lineno, text)
         raise NotHostShape(f"line {node.lineno}: {type(node).__name__} statement")
 
     def _assign(self, node: ast.Assign, name: str, text: str) -> HostAssign:
@@ -332,7 +338,7 @@ class _Builder:
         if self.boolop and any(a[0] == "$" for a in args + [v for _, v in kwargs]):
             # The sandbox makes every call; one the original would have skipped must not mutate a variable.
             raise NotHostShape(f"line {node.lineno}: a call on a variable inside and/or")
-        self.probes.append(Probe(target, args, kwargs))
+        self.probes.append(Probe(target, args, kwargs, line=node.lineno))
         self.steps.append(len(self.probes) - 1)
         return ast.Name(f"_probe{len(self.probes) - 1}", ast.Load())
 
@@ -360,6 +366,30 @@ class _Builder:
         if any(k.arg is None for k in keywords):
             raise NotHostShape("**kwargs")
         return keywords
+
+
+def pinned(plan: HostPlan) -> dict[int, object] | None:
+    """Each call's literal, when every assert is ``call(...) == literal`` (or ``is`` None/True/False) and
+    every call is pinned by one; else None (a call stored, made bare, or checked loosely)."""
+    literals = {}
+    for statement in plan.statements:
+        if isinstance(statement, HostAssign):
+            if statement.expr is not None:
+                return None
+            continue
+        expr = statement.expr
+        if not _has_probe(expr) and not _uses_variables(expr):
+            continue  # `assert True`: a check of the tests' own, not of a result
+        if not (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and type(expr.ops[0]) in (ast.Eq, ast.Is)):
+            return None
+        call, literal = (expr.left, expr.comparators[0]) if _is_probe(expr.left) else (expr.comparators[0], expr.left)
+        if not _is_probe(call) or _has_probe(literal) or _uses_variables(literal):
+            return None
+        try:
+            literals[int(call.id[len("_probe"):])] = evaluate(literal, None)
+        except Exception:  # a literal the host cannot compute (1 / 0): not a pin
+            return None
+    return literals if len(literals) == len(plan.probes) else None
 
 
 def _is_singleton(node: ast.expr) -> bool:

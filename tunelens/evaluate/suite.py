@@ -11,6 +11,8 @@ A suite is a YAML file (a list of cases, or a mapping with ``suite:`` and ``case
   forbidden otherwise;
 - ``entry_point``: the function the tests call (an identifier);
 - ``reference``: a known-good answer (code); only for ``expect: code``;
+- ``differential`` (a boolean): the reference's outputs on the tests' calls are the expected values
+  (tests the host can judge; calls without an assert are then allowed);
 - ``twin``: the id of the paired case in the same suite (a broken spec and its clean version, a
   harmful request and its benign look-alike); pairs must point at each other.
 
@@ -32,7 +34,7 @@ from tunelens.evaluate.sandbox import Limits
 EXPECTS = ("code", "pushback", "refusal")
 BUNDLED_SUITES = ("code", "pushback", "safety", "humaneval")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-_FIELDS = ("id", "type", "prompt", "expect", "tests", "entry_point", "reference", "twin")
+_FIELDS = ("id", "type", "prompt", "expect", "tests", "entry_point", "reference", "twin", "differential")
 _REQUIRED = ("id", "type", "prompt", "expect")
 
 
@@ -47,6 +49,7 @@ class Case:
     entry_point: str | None = None
     reference: str | None = None
     twin: str | None = None  # id of the paired case (broken spec <-> clean twin, harmful <-> benign)
+    differential: bool = False  # the reference's outputs are the expected values (judge.differential)
 
 
 def load_suites(names: str | list[str]) -> list[Case]:
@@ -106,7 +109,8 @@ def judge_case(case: Case) -> judge.Case:
     (signature and docstring) precedes the completion; a whole function as the answer also works (it
     redefines the stub the prompt declares)."""
     return judge.Case(tests=case.tests or "", entry_point=case.entry_point,
-                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference)
+                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference,
+                      differential=case.differential)
 
 
 def test_program(case: Case, code: str) -> str:
@@ -267,7 +271,10 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
             fail(str(key), f"unknown field (allowed: {', '.join(_FIELDS)})")
     for key in _FIELDS:
         value = record.get(key)
-        if value is not None and not isinstance(value, str):
+        if key == "differential":
+            if value is not None and not isinstance(value, bool):
+                fail(key, f"must be true or false, got {type(value).__name__}")
+        elif value is not None and not isinstance(value, str):
             fail(key, f"must be a string, got {type(value).__name__}")
         if key in _REQUIRED and (value is None or not value.strip()):
             fail(key, "is required")
@@ -276,17 +283,28 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
         fail("expect", f"must be one of {', '.join(EXPECTS)}, got {expect!r}")
     if expect == "code" and not (record.get("tests") or "").strip():
         fail("tests", "is required when expect is code")
-    for key in ("tests", "reference"):
+    for key in ("tests", "reference", "differential"):
         if record.get(key) is not None and expect != "code":
             fail(key, f"only cases that expect code have {key} (this one expects {expect})")
-        if record.get(key):
+        if record.get(key) and key != "differential":
             _check_parses(record[key], fail, key)
     entry = record.get("entry_point")
     if entry is not None and not entry.isidentifier():
         fail("entry_point", f"must be a Python identifier, got {entry!r}")
+    if record.get("differential"):
+        _check_differential(record, fail)
     return Case(id=record["id"].strip(), suite=suite, type=record["type"].strip(), prompt=record["prompt"],
                 expect=expect, tests=record.get("tests"), entry_point=entry,
-                reference=record.get("reference"), twin=record.get("twin"))
+                reference=record.get("reference"), twin=record.get("twin"),
+                differential=bool(record.get("differential")))
+
+
+def _check_differential(record: dict, fail) -> None:
+    if not record.get("reference"):
+        fail("differential", "needs a reference (its outputs are the expected values)")
+    plan = judge.plan_for(record["tests"], record.get("entry_point"))
+    if isinstance(plan, judge.NotHostShape):
+        fail("differential", f"needs tests the host can judge (calls and asserts; here: {plan})")
 
 
 def _check_parses(source: str, fail, field: str) -> None:
