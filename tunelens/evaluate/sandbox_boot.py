@@ -75,19 +75,21 @@ def _boot(status_fd: int) -> None:
     except (_SetupError, OSError) as err:
         _frame("setup", str(err))
         os._exit(SETUP_FAILED)
-    if job["calls"] is None:
-        _run_program(job["code"])
-    else:
-        _run_calls(job["code"], job["calls"])
+    _run_calls(job["code"], job["calls"] or [])  # a program: no calls
 
 
 def _become(uid) -> None:
     """Drop to ``uid`` (root namespaces), or keep this user (bwrap has shed every capability already;
-    unsafe has none to shed): the parent-death signal and no_new_privs apply either way."""
+    unsafe has none to shed); then no_new_privs and the parent-death signal either way."""
     if uid is not None:
-        _drop_privileges(uid)
-    else:
-        _no_new_privileges()
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            raise _SetupError("could not drop to uid %d" % uid)
+    _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
+    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
+    _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
 
 
 def _run_apart(job: dict) -> None:
@@ -122,37 +124,23 @@ def _run_apart(job: dict) -> None:
 
 
 def _not_dumpable(dumpable: int = 0) -> None:
-    import ctypes
-
-    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
+    _check(_libc().prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            os.close(fd)
-            return b"".join(chunks)
-        chunks.append(chunk)
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read()
 
 
 # ---------------------------------------------------------------------------------------------------
 # What runs: a whole program, or the answer's code then one call per test call.
 
 
-def _run_program(code: str) -> None:
-    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
-    if _define(code, namespace):
-        sys.stdout.flush()
-        _frame("end")
-        os._exit(0)
-
-
 def _run_calls(code: str, steps: list) -> None:
-    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one
-    that a call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
-    with every variable's value after it (a call may mutate the arguments it was given)."""
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one a
+    call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args,
+    kwargs, consume, store]`` makes the next call and frames its outcome, with every variable's value
+    after it (a call may mutate the arguments it was given)."""
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
         return
@@ -168,7 +156,7 @@ def _run_calls(code: str, steps: list) -> None:
             continue
         _one_call(index, namespace, variables, *step[1:])
         index += 1
-    sys.stdout.flush()
+    _flush_output()
     _frame("end")
     os._exit(0)
 
@@ -235,10 +223,14 @@ def _encode_or_mark(value):
 def _report_uncaught(error: BaseException) -> None:
     # The frame first: it is small, and after a MemoryError printing a traceback may itself fail.
     _frame("error", type(error).__name__, _errno(error))
+    _print_traceback(error)
+
+
+def _print_traceback(error: BaseException) -> None:
+    """For the human reading the row; the reason comes from the frames."""
     try:
         import traceback
 
-        # The traceback is for the human reading the row; the reason comes from the frame.
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.stderr.flush()
     except BaseException:
@@ -368,12 +360,16 @@ def _array(tagged, depth: int):
 # Containment: new namespaces, a fresh root holding only the Python installation, no privileges.
 
 
-def _libc():
-    import ctypes
+_LIBC = []
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    return libc
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    return _LIBC[0]
 
 
 def _check(result: int, what: str) -> None:
@@ -497,24 +493,6 @@ def _apply_rlimits(limits: dict) -> None:
                         ("RLIMIT_CPU", cpu), ("RLIMIT_FSIZE", disk), ("RLIMIT_CORE", 0),
                         ("RLIMIT_NOFILE", 256)):
         resource.setrlimit(getattr(resource, name), (value, value))
-
-
-def _drop_privileges(uid: int) -> None:
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise _SetupError("could not drop to uid %d" % uid)
-    _no_new_privileges()
-
-
-def _no_new_privileges() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
-    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
-    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
 
 
 def _redirect_stdin() -> None:

@@ -27,7 +27,6 @@ import datetime
 import json
 import operator
 import os
-import sys
 import types
 
 
@@ -219,7 +218,7 @@ class _Server:
             reply = ["ok", self.encode(value), changed]
         except BaseException as error:  # the answer's exception is its outcome for this request
             reply = _raised(error, self.objects)
-        _flush()  # what it printed reaches the host before the tests may end (and the sandbox with them)
+        _flush_output()  # what it printed reaches the host before the tests may end (and the sandbox with them)
         self.channel.send(reply)
 
     def perform(self, message: list):
@@ -306,8 +305,8 @@ def serve_answer(code: str, channel: _Channel) -> None:
         exec(compile(code, "<program>", "exec"), namespace)
     except BaseException as error:
         # Every request now gets the definition's error: the tests fail with its type.
-        _report_traceback(error)
-        _flush()
+        _print_traceback(error)
+        _flush_output()
         while True:
             try:
                 channel.receive()
@@ -315,21 +314,3 @@ def serve_answer(code: str, channel: _Channel) -> None:
                 return
             channel.send(_raised(error))
     _Server(namespace, channel).serve()
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-
-
-def _report_traceback(error: BaseException) -> None:
-    try:
-        import traceback
-
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-        sys.stderr.flush()
-    except BaseException:
-        pass
