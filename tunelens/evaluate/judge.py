@@ -9,6 +9,9 @@ ways, chosen per case from the shape of its tests (judge_plan):
 * ``sandbox-apart``: tests of any other shape run in a process of their own (sandbox_remote.py); the
   answer may hand them an object instead of plain data only where the case's reference did.
 
+On the host, where no correct answer can differ from the reference, its outputs on the same calls are
+expected values too ("Differential" below).
+
 The reason for a failure comes from the sandbox's status frames and the host's own observations (see
 sandbox.ending_reason); the answer's stdout and stderr are kept. docs/eval-suites.md has the design.
 """
@@ -61,12 +64,9 @@ def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = Fa
         if case.differential:
             raise ValueError(f"differential needs tests the host can judge: {plan}")
         return _in_sandbox(case, code, limits, unsafe)
-    if not differential(case, plan):
-        return _on_host(plan, run_calls(case.prelude + code, plan.wire(), limits, unsafe))
-    reference = _reference_calls(case, plan, limits, unsafe)  # in a sandbox run of its own, alongside
-    result = reference.result() if code == case.reference else run_calls(case.prelude + code, plan.wire(),
-                                                                          limits, unsafe)
-    return _against_reference(case, plan, result, reference.result())
+    if differential(case, plan):
+        return _against_reference(case, plan, code, limits, unsafe)
+    return _on_host(plan, run_calls(case.prelude + code, plan.wire(), limits, unsafe))
 
 
 def judge_many(jobs: list[tuple[Case, str]], limits: Limits | None = None, workers: int = 2,
@@ -171,14 +171,7 @@ def _why_missing(result: SandboxResult) -> str:
 
 
 class _ProbeFailed(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _NotPlainVariable:
-    def __init__(self, why: str):
-        self.why = why
+    """A call's outcome that is not a value (``args[0]``: the reason)."""
 
 
 class _Probes:
@@ -189,13 +182,10 @@ class _Probes:
         self.outcomes, self.why_missing = outcomes, why_missing
         self.variables: dict = {}
 
-    def assign(self, name: str, value) -> None:
-        self.variables[name] = value
-
     def variable(self, name: str):
         value = self.variables.get(name)
-        if isinstance(value, _NotPlainVariable):
-            raise _ProbeFailed("not-plain: " + value.why)
+        if isinstance(value, _ProbeFailed):  # it holds something that is not plain data
+            raise value
         return value
 
     def __getitem__(self, index: int):
@@ -221,7 +211,7 @@ class _Probes:
                 raise Malformed("variable")
             name, tagged = pair
             if type(tagged) is list and tagged[:1] == ["?"]:
-                self.variables[name] = _NotPlainVariable(str(tagged[1:2])[:100])
+                self.variables[name] = _ProbeFailed("not-plain: " + str(tagged[1:2])[:100])
             else:
                 self.variables[name] = decode(tagged)
 
@@ -232,11 +222,11 @@ def _failed(statement, probes: _Probes) -> str | None:
         if isinstance(statement, HostAssign):
             value = evaluate(statement.expr, probes) if statement.expr is not None else decode(statement.value)
             if statement.name is not None:
-                probes.assign(statement.name, value)
+                probes.variables[statement.name] = value
             return None
         return None if evaluate(statement.expr, probes) else "test-failed"
     except _ProbeFailed as failure:
-        return failure.reason
+        return failure.args[0]
     except Malformed:
         return "malformed-status"
     except RecursionError:
@@ -246,10 +236,10 @@ def _failed(statement, probes: _Probes) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are the expected
-# values, compared here with exact types (FLOAT_TOLERANCE for floats). It applies where no correct answer
-# can differ from the reference: the case opts in (``differential``), or every assert pins a call's result
-# to a literal and the reference's results agree with those literals (the suite's own consistency check).
+# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are expected
+# values too, compared here: exact types, floats within FLOAT_TOLERANCE. Only where no correct answer
+# can differ from the reference: the case opts in (``differential``), or every assert pins a call's
+# result to a literal and the reference's results agree with those literals (the suite's consistency).
 
 FLOAT_TOLERANCE = 1e-9  # relative and absolute: floats agree when math.isclose with both says so
 
@@ -265,8 +255,7 @@ def judged_by(case: Case, limits: Limits | None = None, unsafe: bool = False) ->
     plan = plan_for(case.tests, case.entry_point)
     if isinstance(plan, NotHostShape):
         return "apart"
-    if not differential(case, plan) or isinstance(_expected(case, plan, _reference_calls(case, plan, limits, unsafe)
-                                                            .result()), str):
+    if not differential(case, plan) or isinstance(_expected(case, plan, limits, unsafe), str):
         return "literal"
     return "both" if plan.asserts else "differential"
 
@@ -296,55 +285,51 @@ _REFERENCE_LOCK = threading.Lock()
 _REFERENCE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelens-reference")
 
 
-def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future:
-    """The reference's run of the plan's calls: started once per case and process, in the background."""
+def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future | None:
+    """The reference's run of the plan's calls, started once per case and process, in the background."""
     key = (case.tests, case.entry_point, case.prelude, case.reference)
     with _REFERENCE_LOCK:
-        if key not in _REFERENCE_CALLS:
-            if not case.reference:
-                _REFERENCE_CALLS[key] = Future()
-                _REFERENCE_CALLS[key].set_result(None)
-            else:
-                _REFERENCE_CALLS[key] = _REFERENCE_POOL.submit(run_calls, case.prelude + case.reference,
-                                                               plan.wire(), limits, unsafe)
-        return _REFERENCE_CALLS[key]
+        if case.reference and key not in _REFERENCE_CALLS:
+            _REFERENCE_CALLS[key] = _REFERENCE_POOL.submit(run_calls, case.prelude + case.reference, plan.wire(),
+                                                           limits, unsafe)
+        return _REFERENCE_CALLS.get(key)
 
 
 def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:
     """Each call's outputs in ``result``: its value and, with ``given``, the test variables it was given
     as they were after it (an in-place answer's output). Raises _ProbeFailed or Malformed."""
     probes = _Probes(_outcomes(result.frames, len(plan.probes)), lambda: _why_missing(result))
-    outputs = []
-    for index, probe in enumerate(plan.probes):
-        outputs.append([probes[index]])
-        if given:
-            outputs[-1] += [probes.variable(a[1]) for a in probe.args + [v for _, v in probe.kwargs] if a[0] == "$"]
+    outputs = [[probes[index]] for index in range(len(plan.probes))]
+    for output, probe in zip(outputs, plan.probes if given else ()):
+        output += [probes.variable(a[1]) for a in probe.args + [v for _, v in probe.kwargs] if a[0] == "$"]
     if ending_reason(result):
         raise _ProbeFailed(ending_reason(result))
     return outputs
 
 
-def _expected(case: Case, plan: HostPlan, reference: SandboxResult | None) -> list | str:
+def _expected(case: Case, plan: HostPlan, limits, unsafe: bool) -> list | str:
     """The reference's outputs, or why there are none (for a pinned case: why they are not its literals)."""
+    reference = _reference_calls(case, plan, limits, unsafe)
     if reference is None:
         return "the case has no reference"
     try:
-        outputs = _outputs(plan, reference, case.differential)
-    except _ProbeFailed as failure:
-        return "the reference fails: " + failure.reason
-    except Malformed:
-        return "the reference fails: malformed-status"
-    literals = pinned(plan) if not case.differential else None
-    if literals is not None and not all(agrees(outputs[i][0], want) for i, want in literals.items()):
+        outputs = _outputs(plan, reference.result(), case.differential)
+    except (_ProbeFailed, Malformed) as failure:
+        return "the reference fails: " + (failure.args[0] if type(failure) is _ProbeFailed else "malformed-status")
+    literals = {} if case.differential else pinned(plan)
+    if not all(agrees(outputs[i][0], want) for i, want in literals.items()):
         return "the reference's results are not the literals the asserts pin"
     return outputs
 
 
-def _against_reference(case: Case, plan: HostPlan, result: SandboxResult, reference) -> Verdict:
+def _against_reference(case: Case, plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
     """The asserts' verdict on the answer's run; if they hold, its outputs must agree with the reference's.
     Where the reference has none, an opted-in case cannot be judged (a suite error, not the answer's)."""
+    reference = _reference_calls(case, plan, limits, unsafe)  # alongside the answer's run
+    own = reference is not None and code == case.reference
+    result = reference.result() if own else run_calls(case.prelude + code, plan.wire(), limits, unsafe)
     verdict = _on_host(plan, result)
-    expected = _expected(case, plan, reference)
+    expected = _expected(case, plan, limits, unsafe)
     if not verdict.passed or (isinstance(expected, str) and not case.differential):
         return verdict
     if isinstance(expected, str):
@@ -352,9 +337,9 @@ def _against_reference(case: Case, plan: HostPlan, result: SandboxResult, refere
     try:
         outputs = _outputs(plan, result, case.differential)
     except _ProbeFailed as failure:
-        return replace(verdict, passed=False, reason=failure.reason)
+        return replace(verdict, passed=False, reason=failure.args[0])
     for probe, got, want in zip(plan.probes, outputs, expected):
         if not agrees(got, want):
             return replace(verdict, passed=False, reason="differs-from-reference",
-                                       detail=f"line {probe.line}: {probe.name}(...) differs from the reference's output")
+                           detail=f"line {probe.line}: {probe.name}(...) differs from the reference's output")
     return verdict
