@@ -142,20 +142,8 @@ class _TestsObject:
     def __call__(self, *args, **kwargs):
         return self._back("call", args, kwargs)
 
-    def __iter__(self):
-        return self._back("iter", (), {})
-
-    def __next__(self):
-        return self._back("next", (), {})
-
-    def __len__(self):
-        return self._back("len", (), {})
-
     def __bool__(self):
         return self._back("bool", (), {}) is True
-
-    def __getitem__(self, key):
-        return self._back("getitem", (key,), {})
 
     def _back(self, operation: str, args, kwargs):
         server = self._server
@@ -263,6 +251,10 @@ def _kind(value) -> str:
     if kind.__name__ == "generator" or (kind.__module__ in _ITERATOR_MODULES and hasattr(kind, "__next__")):
         return "iterator"
     return "instance"
+
+
+for _op in ("iter", "next", "len", "getitem"):
+    setattr(_TestsObject, "__%s__" % _op, lambda self, *args, _op=_op: self._back(_op, args, {}))
 
 
 def _builtin_type(name) -> type:

@@ -222,32 +222,11 @@ class Proxy:
             raise AttributeError(name)
         return _CLIENT.operate("attr", self, name)
 
-    def __setattr__(self, name, value):
-        _CLIENT.operate("setattr", self, name, value)
-
-    def __delattr__(self, name):
-        _CLIENT.operate("delattr", self, name)
-
     def __call__(self, *args, **kwargs):
         return _CLIENT.call(self, args, kwargs)
 
     def __bool__(self):
         return _CLIENT.operate("bool", self) is True
-
-    def __iter__(self):
-        return _CLIENT.operate("iter", self)
-
-    def __next__(self):
-        return _CLIENT.operate("next", self)
-
-    def __len__(self):
-        return _CLIENT.operate("len", self)
-
-    def __hash__(self):
-        return _CLIENT.operate("hash", self)
-
-    def __enter__(self):
-        return _CLIENT.operate("enter", self)
 
     def __exit__(self, kind, error, trace):
         return _CLIENT.operate("exit", self, error is not None) is True
@@ -289,7 +268,8 @@ _COMBINING = set(_BINARY)
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
     setattr(Proxy, "__%s__" % _name, _comparison(_name))
 for _name in ("str", "repr", "int", "float", "index", "neg", "pos", "abs", "invert", "reversed", "round",
-              "format", "contains", "getitem", "setitem", "delitem"):
+              "format", "contains", "getitem", "setitem", "delitem", "setattr", "delattr", "iter", "next", "len",
+              "hash", "enter"):
     setattr(Proxy, "__%s__" % _name, _forward(_name))
 for _name in _BINARY:
     setattr(Proxy, "__%s__" % _name, _forward(_name))
