@@ -103,7 +103,9 @@ def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
     where the reference's run did: the reference decides, never the answer. Without one, plain data."""
     if not case.reference:
         return _apart(case, code, limits, unsafe, [])[0]
-    reference, sites = _reference_apart(case, limits, unsafe)
+    # The reference's verdict apart and its places, once per case and process; a reference that fails
+    # records none: answers to its case are then held to plain data.
+    reference, sites = _once("apart", case, _apart, case, case.reference, limits, unsafe, None).result()
     return reference if code == case.reference else _apart(case, code, limits, unsafe, sites)[0]
 
 
@@ -119,16 +121,18 @@ def _apart(case: Case, code: str, limits, unsafe: bool, sites) -> tuple[Verdict,
     return _verdict(result, reason, APART), recorded if valid else []
 
 
-_REFERENCE_APART: dict = {}
+_REFERENCE_RUNS: dict = {}
+_REFERENCE_LOCK = threading.Lock()
+_REFERENCE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelens-reference")
 
 
-def _reference_apart(case: Case, limits, unsafe: bool) -> tuple[Verdict, list]:
-    """The reference's verdict apart and its places; once per case and process. A reference that
-    fails records none: answers to its case are then held to plain data."""
-    key = (case.tests, case.entry_point, case.prelude, case.reference)
-    if key not in _REFERENCE_APART:
-        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe, None)
-    return _REFERENCE_APART[key]
+def _once(kind: str, case: Case, run, *args) -> Future:
+    """``run(*args)`` for ``case``'s reference, started once per case and process, in the background."""
+    key = (kind, case.tests, case.entry_point, case.prelude, case.reference)
+    with _REFERENCE_LOCK:
+        if key not in _REFERENCE_RUNS:
+            _REFERENCE_RUNS[key] = _REFERENCE_POOL.submit(run, *args)
+        return _REFERENCE_RUNS[key]
 
 
 def _on_host(plan: HostPlan, result: SandboxResult) -> Verdict:
@@ -280,19 +284,11 @@ def agrees(got, want) -> bool:
     return got == want
 
 
-_REFERENCE_CALLS: dict = {}
-_REFERENCE_LOCK = threading.Lock()
-_REFERENCE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelens-reference")
-
-
 def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future | None:
-    """The reference's run of the plan's calls, started once per case and process, in the background."""
-    key = (case.tests, case.entry_point, case.prelude, case.reference)
-    with _REFERENCE_LOCK:
-        if case.reference and key not in _REFERENCE_CALLS:
-            _REFERENCE_CALLS[key] = _REFERENCE_POOL.submit(run_calls, case.prelude + case.reference, plan.wire(),
-                                                           limits, unsafe)
-        return _REFERENCE_CALLS.get(key)
+    """The reference's run of the plan's calls (None without a reference)."""
+    if not case.reference:
+        return None
+    return _once("calls", case, run_calls, case.prelude + case.reference, plan.wire(), limits, unsafe)
 
 
 def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:

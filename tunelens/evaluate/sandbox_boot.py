@@ -204,12 +204,11 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
         return
     if store is not None:
         variables[store] = value
-    try:
-        encoded = _encode(value)
-    except (_Unserializable, RecursionError) as why:
-        _frame("unplain", index, str(why)[:200] or "nested too deep")
-        return
-    _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
+    encoded = _encode_or_mark(value)
+    if encoded[0] == "?":
+        _frame("unplain", index, encoded[1])
+    else:
+        _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
 
 
 def _encode_or_mark(value):
@@ -255,6 +254,9 @@ def _plain_code(code):
 # trusts nothing: every tag, payload and depth is checked, and it builds only exact built-in types
 # (and plain numpy arrays). The host imports this module for it (tunelens.evaluate.judge).
 
+# ints and floats in hex: exact, no digit limit, and a float's carries inf and nan
+_SCALAR_TAGS = {type(None): lambda v: ["n"], bool: lambda v: ["B", v], int: lambda v: ["i", hex(v)],
+                float: lambda v: ["f", v.hex()], str: lambda v: ["s", v], bytes: lambda v: ["b", v.hex()]}
 _CONTAINER_TAGS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 _CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINER_TAGS.items()}
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, dict, *_CONTAINER_TAGS)
@@ -271,18 +273,8 @@ def _encode(value, depth: int = 0, special=None):
     if depth > MAX_DEPTH:
         raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
     kind = type(value)
-    if value is None:
-        return ["n"]
-    if kind is bool:
-        return ["B", value]
-    if kind is int:
-        return ["i", hex(value)]  # hex: no digit limit, exact
-    if kind is float:
-        return ["f", value.hex()]  # exact, and carries inf and nan
-    if kind is str:
-        return ["s", value]
-    if kind is bytes:
-        return ["b", value.hex()]
+    if kind in _SCALAR_TAGS:
+        return _SCALAR_TAGS[kind](value)
     if kind in _CONTAINER_TAGS:
         return [_CONTAINER_TAGS[kind], [_encode(item, depth + 1, special) for item in value]]
     if kind is dict:

@@ -1,25 +1,20 @@
 """In-sandbox tests without the answer in their process: two processes, one sandbox.
 
-For tests the host cannot evaluate itself (loops, classes, files, expected exceptions...), the
-launcher forks after containment. The **answer process** defines the answer's code and serves requests;
-the **tests process** runs the tests (and a HumanEval prompt's own helpers), where every name the tests
-take from the answer is a ``Proxy``: calling it sends the arguments and gets back plain data, checked
-on arrival, or (only where the case's reference did, see sandbox_remote_tests._Client.admit) a handle
-to an object that stays in the answer process. Only the tests process holds the status pipe. The two
-run as the same unprivileged uid; the tests process is made non-dumpable before the fork, so the
-answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID namespace's
-init it ignores the answer's kill(). They share only the working directory. The tests' source reaches
-the tests process through a private pipe after the fork: it is never in the answer's process.
+For tests the host cannot evaluate (loops, classes, files, expected exceptions...), the launcher forks
+after containment. The **answer process** defines the answer's code and serves requests; the **tests
+process** runs the tests (and a HumanEval prompt's helpers), where every name taken from the answer is
+a ``Proxy``: calling it sends the arguments and gets back plain data, checked on arrival, or (only
+where the reference did, sandbox_remote_tests._Client.admit) a handle to an object that stays in the
+answer process. Only the tests process holds the status pipe; it is made non-dumpable before the fork
+(same uid: no ptrace, no /proc reads of it) and, as the PID namespace's init, ignores the answer's
+kill(). They share only the working directory; the tests' source reaches the tests process through a
+private pipe after the fork. A list, dict or set of the tests passed to a call is updated in place;
+built-in classes cross by name; other objects of the tests (a ``key=lambda``, a ``range``) stay in
+the tests process, used by reference (requests back).
 
-A test variable passed to a call (a list, dict or set) is updated in place with the answer's changes
-to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the tests passed to
-the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and are used by
-reference: the answer's calls, iteration and indexing of them are requests back.
-
-This file (the messages, the values and the answer process) and ``sandbox_remote_tests.py`` (the tests
-process) are sent to the launcher as one source in the job, in that order (it must work inside bwrap,
-where nothing of the host is readable), and run with the launcher's globals (``_frame``, the codec
-``_encode``/``_decode``...).
+This file (messages, values, the answer process) and ``sandbox_remote_tests.py`` (the tests process)
+are sent to the launcher as one source, in that order (nothing of the host is readable inside bwrap),
+and run with the launcher's globals (``_frame``, the codec ``_encode``/``_decode``...).
 """
 
 import builtins

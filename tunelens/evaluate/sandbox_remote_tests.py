@@ -1,8 +1,6 @@
-"""The tests process of a sandboxed run apart from the answer: proxies for the answer's objects, and the
-tests run against them (see sandbox_remote.py for the whole design).
-
-Not a module: ``tunelens.evaluate.sandbox`` sends it to the launcher appended to sandbox_remote.py, whose
-names and imports (``_Channel``, ``_pack``, ``_raised``, ``sys``...) and the launcher's globals it uses.
+"""The tests process of a run apart: proxies for the answer's objects, and the tests run against them
+(sandbox_remote.py has the design). Not a module: sent to the launcher appended to sandbox_remote.py,
+whose names (``_Channel``, ``_pack``, ``_raised``...) and the launcher's globals it uses.
 """
 
 
@@ -174,10 +172,9 @@ class _Client:
         return self.request(["op", name, [self.encode(o) for o in operands]])
 
     def combine(self, name: str, *operands):
-        """Arithmetic between an object of the answer's and a value of the tests' (``obj * 3``): the
-        answer would compute the test's own arithmetic with the test's value, so it is made only where
-        the reference's run got an object back from it, and a plain result is refused
-        (``abs(f(x) - want) < eps`` cannot be answered with 0.0)."""
+        """Arithmetic between an object of the answer's and a value of the tests' (``obj * 3``): only
+        where the reference got an object back from it, and never a plain result (``abs(f(x) - want)``
+        cannot be answered with 0.0)."""
         if self.allowed is not None and _site() not in self.allowed:
             self.refuse("not plain data: %s of an object of the answer's with a value of the tests'" % name)
         result = self.operate(name, *operands)
