@@ -45,10 +45,15 @@ _STATUS_FD = -1
 
 
 def _frame(*parts) -> None:
-    """One status frame: a JSON list on its own line, written whole with os.write."""
-    data = (json.dumps(list(parts), separators=(",", ":")) + "\n").encode()
+    """One status frame: a JSON list on its own line."""
+    _write_line(_STATUS_FD, list(parts))
+
+
+def _write_line(fd: int, message: list) -> None:
+    """``message`` as JSON on a line of its own, written whole with os.write."""
+    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     while data:
-        data = data[os.write(_STATUS_FD, data):]
+        data = data[os.write(fd, data):]
 
 
 def _boot(status_fd: int) -> None:
@@ -104,10 +109,8 @@ def _run_apart(job: dict) -> None:
     # namespaces) cannot ptrace this one or open its pipes through /proc.
     _not_dumpable()
     if os.fork() == 0:
-        os.close(_STATUS_FD)
-        os.close(job["private_fd"])  # the tests: never read into the answer's process
-        os.close(to_answer_w)
-        os.close(to_tests_r)
+        for fd in (_STATUS_FD, job["private_fd"], to_answer_w, to_tests_r):  # private_fd: the tests' source
+            os.close(fd)
         _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
         _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
@@ -117,7 +120,8 @@ def _run_apart(job: dict) -> None:
     os.close(to_tests_w)
     _become(uid)
     _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
-    tests = _read_all(job["private_fd"]).decode()
+    with os.fdopen(job["private_fd"], "rb") as private:
+        tests = private.read().decode()
     remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
     _flush_output()  # the tests' own prints, whether they passed or not
     os._exit(0)
@@ -125,11 +129,6 @@ def _run_apart(job: dict) -> None:
 
 def _not_dumpable(dumpable: int = 0) -> None:
     _check(_libc().prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
-
-
-def _read_all(fd: int) -> bytes:
-    with os.fdopen(fd, "rb") as pipe:
-        return pipe.read()
 
 
 # ---------------------------------------------------------------------------------------------------

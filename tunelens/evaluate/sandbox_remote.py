@@ -39,9 +39,7 @@ class _Channel:
         self.write_fd = write_fd
 
     def send(self, message: list) -> None:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
-        while data:
-            data = data[os.write(self.write_fd, data):]
+        _write_line(self.write_fd, message)
 
     def receive(self) -> list:
         line = self.reader.readline()
@@ -111,14 +109,16 @@ def _builtin_exception(names: list, args: list) -> BaseException:
     """The first built-in exception class among an error's class names (its own class may be one the
     answer defined, which does not exist here), with its arguments."""
     values = [_unpack(arg, _no_special) for arg in args]
-    for name in names:
-        kind = getattr(builtins, str(name), None)
-        if isinstance(kind, type) and issubclass(kind, BaseException):
-            try:
-                return kind(*values)
-            except TypeError:
-                return kind()
-    return RuntimeError(*values)
+    kind = _builtin_exception_class(names) or RuntimeError
+    try:
+        return kind(*values)
+    except TypeError:
+        return kind()
+
+
+def _builtin_exception_class(names: list) -> type | None:
+    kinds = (getattr(builtins, str(name), None) for name in names)
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseException)), None)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -78,8 +78,7 @@ class _Client:
 
     def _stand_in(self, handle: int, names: list) -> type:
         if handle not in self.exception_classes:
-            base = next((getattr(builtins, str(n)) for n in names if isinstance(getattr(builtins, str(n), None), type)
-                         and issubclass(getattr(builtins, str(n)), BaseException)), Exception)
+            base = _builtin_exception_class(names) or Exception
             self.exception_classes[handle] = type(str(names[0]).lstrip("~") or "AnswerError", (base,), {
                 "__module__": "__answer__", "__getattr__": _remote_attribute})
         return self.exception_classes[handle]
