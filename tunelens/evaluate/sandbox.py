@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from tunelens.errors import UserError
@@ -141,7 +142,9 @@ def refusal_message() -> str:
             "bubblewrap, or pass --unsafe-no-sandbox to run it with resource limits only")
 
 
-def _mode_for(unsafe: bool) -> str:
+def mode_for(unsafe: bool) -> str:
+    """The mode a job runs in here; SandboxUnavailable (naming --unsafe-no-sandbox) when none works and
+    running generated code uncontained was not asked for."""
     mode = sandbox_isolation()
     if mode == "none" and not unsafe:
         raise SandboxUnavailable(refusal_message())
@@ -154,7 +157,7 @@ def _mode_for(unsafe: bool) -> str:
 
 def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None,
              private: bytes | None = None) -> SandboxResult:
-    mode = _mode_for(unsafe)
+    mode = mode_for(unsafe)
     job = _job(code, calls, limits, mode)
     if remote:
         job.update(remote=remote, remote_source=_remote_source())
@@ -167,7 +170,7 @@ def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote
 
 @functools.lru_cache(maxsize=1)
 def _remote_source() -> str:
-    return "\n\n".join(open(path, encoding="utf-8").read() for path in REMOTE_SCRIPTS)
+    return "\n\n".join(Path(path).read_text(encoding="utf-8") for path in REMOTE_SCRIPTS)
 
 
 def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:
