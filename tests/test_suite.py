@@ -201,6 +201,7 @@ def test_jsonl_and_yaml_suites_load(tmp_path):
     ({"type": 3}, "type", "must be a string"),
     ({"expect": "refusal", "tests": "assert True", "reference": None}, "tests", "only cases that expect code"),
     ({"differential": "yes"}, "differential", "must be true or false"),
+    ({"expect": "pushback", "tests": None, "reference": None, "differential": True}, "differential", "expect code"),
     ({"differential": True, "reference": None}, "differential", "needs a reference"),
     ({"differential": True, "tests": "for x in (1, 2):\n    f()"}, "differential", "host can judge"),
 ])

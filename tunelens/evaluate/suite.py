@@ -283,10 +283,10 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
         fail("expect", f"must be one of {', '.join(EXPECTS)}, got {expect!r}")
     if expect == "code" and not (record.get("tests") or "").strip():
         fail("tests", "is required when expect is code")
-    for key in ("tests", "reference", "differential"):
+    for key in ("tests", "reference"):
         if record.get(key) is not None and expect != "code":
             fail(key, f"only cases that expect code have {key} (this one expects {expect})")
-        if record.get(key) and key != "differential":
+        if record.get(key):
             _check_parses(record[key], fail, key)
     entry = record.get("entry_point")
     if entry is not None and not entry.isidentifier():
@@ -300,6 +300,8 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
 
 
 def _check_differential(record: dict, fail) -> None:
+    if record["expect"] != "code":
+        fail("differential", f"only cases that expect code have differential (this one expects {record['expect']})")
     if not record.get("reference"):
         fail("differential", "needs a reference (its outputs are the expected values)")
     plan = judge.plan_for(record["tests"], record.get("entry_point"))
