@@ -137,12 +137,11 @@ def _once(kind: str, case: Case, run, *args) -> Future:
 
 def _on_host(plan: HostPlan, result: SandboxResult) -> Verdict:
     try:
-        outcomes = _outcomes(result.frames, len(plan.probes))
+        probes = _Probes(result, len(plan.probes))
     except Malformed:  # a kill for flooding the pipe says more than the flood's content
         return _verdict(result, result.killed_for or "malformed-status", HOST)
     if result.reason == "malformed-status":
         return _verdict(result, result.reason, HOST)
-    probes = _Probes(outcomes, lambda: _why_missing(result))
     for statement in plan.statements:
         failed = _failed(statement, probes)
         if failed:
@@ -169,11 +168,6 @@ def _outcomes(frames: list, count: int) -> dict[int, list]:
     return outcomes
 
 
-def _why_missing(result: SandboxResult) -> str:
-    """Why a call has no outcome: the job stopped (or never got to it)."""
-    return ending_reason(result) or "exited-early"
-
-
 class _ProbeFailed(Exception):
     """A call's outcome that is not a value (``args[0]``: the reason)."""
 
@@ -182,8 +176,8 @@ class _Probes:
     """The answer's results by call index, decoded when an assert first needs them, and the test
     variables' values as of the last result fetched (the sandbox reports them after every call)."""
 
-    def __init__(self, outcomes: dict, why_missing):
-        self.outcomes, self.why_missing = outcomes, why_missing
+    def __init__(self, result: SandboxResult, count: int):
+        self.outcomes, self.result = _outcomes(result.frames, count), result
         self.variables: dict = {}
 
     def variable(self, name: str):
@@ -194,8 +188,8 @@ class _Probes:
 
     def __getitem__(self, index: int):
         frame = self.outcomes.get(index)
-        if frame is None:
-            raise _ProbeFailed(self.why_missing())
+        if frame is None:  # the job stopped (or never got to it)
+            raise _ProbeFailed(ending_reason(self.result) or "exited-early")
         kind = frame[0]
         if kind == "ok":
             value = decode(frame[2])
@@ -247,7 +241,7 @@ FLOAT_TOLERANCE = 1e-9  # relative and absolute: floats agree when math.isclose 
 
 
 def differential(case: Case, plan: HostPlan) -> bool:
-    """Whether ``case``'s answers are also compared with its reference's outputs (when it agrees)."""
+    """Whether answers are also compared with the reference's outputs (if a pinned one agrees)."""
     return case.differential or (bool(case.reference) and pinned(plan) is not None)
 
 
@@ -292,7 +286,7 @@ def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future
 def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:
     """Each call's outputs in ``result``: its value and, with ``given``, the test variables it was given
     as they were after it (an in-place answer's output). Raises _ProbeFailed or Malformed."""
-    probes = _Probes(_outcomes(result.frames, len(plan.probes)), lambda: _why_missing(result))
+    probes = _Probes(result, len(plan.probes))
     outputs = [[probes[index]] for index in range(len(plan.probes))]
     for output, probe in zip(outputs, plan.probes if given else ()):
         output += [probes.variable(a[1]) for a in probe.args + [v for _, v in probe.kwargs] if a[0] == "$"]
@@ -302,7 +296,7 @@ def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:
 
 
 def _expected(case: Case, plan: HostPlan, limits, unsafe: bool) -> list | str:
-    """The reference's outputs, or why there are none (for a pinned case: why they are not its literals)."""
+    """The reference's outputs, or why there are none (or, pinned, why they are not the literals)."""
     reference = _reference_calls(case, plan, limits, unsafe)
     if reference is None:
         return "the case has no reference"
