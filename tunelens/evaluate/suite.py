@@ -1,22 +1,10 @@
 """Evaluation suites: the case format, the bundled suites, and running a case's tests in the sandbox.
 
 A suite is a YAML file (a list of cases, or a mapping with ``suite:`` and ``cases:``) or a JSONL file
-(one case object per line). Fields of a case:
-
-- ``id`` (required): unique in the suite;
-- ``type`` (required): the query type, the unit results are broken down by;
-- ``prompt`` (required): what the user sends;
-- ``expect`` (required): ``code``, ``pushback`` or ``refusal``;
-- ``tests``: Python with asserts, run after the generated code; required when ``expect: code``,
-  forbidden otherwise;
-- ``entry_point``: the function the tests call (an identifier);
-- ``reference``: a known-good answer (code); only for ``expect: code``;
-- ``differential`` (a boolean): the reference's outputs on the tests' calls are the expected values
-  (tests the host can judge; calls without an assert are then allowed);
-- ``twin``: the id of the paired case in the same suite (a broken spec and its clean version, a
-  harmful request and its benign look-alike); pairs must point at each other.
-
-Unknown fields are refused. docs/eval-suites.md has the full description and examples.
+(one case object per line). A case has ``id``, ``type``, ``prompt``, ``expect`` (``code``, ``pushback``
+or ``refusal``), and may have ``tests`` (required when it expects code), ``entry_point``, ``reference``,
+``differential`` (a boolean: the reference's outputs are the expected values) and ``twin`` (the paired
+case, which names it back). Unknown fields are refused; docs/eval-suites.md describes every field.
 """
 
 from __future__ import annotations
