@@ -238,8 +238,8 @@ def _bwrap_args(job: dict) -> list[str]:
 
 
 def _launch(job: dict, limits: Limits, mode: str, private: bytes | None = None) -> SandboxResult:
-    """Run the launcher on ``job``. ``private`` (the tests, for run_apart) goes through a pipe of its
-    own that only the tests' process reads: it is never in the answer's process, not even in memory."""
+    """Run the launcher on ``job``; ``private`` (run_apart's tests) through a pipe only the tests' process
+    reads: never in the answer's process, not even in memory."""
     start = time.monotonic()
     status_r, status_w = os.pipe()
     private_r, private_w = os.pipe() if private is not None else (None, None)

@@ -1,15 +1,12 @@
 """The sandbox's launcher: run as ``python -I -S -u sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
 
-It reads a job as JSON on stdin, contains itself (see sandbox.py), then runs the job in this same
-interpreter after dropping privileges: a **program** (``"calls": null``), the answer's code and a list
-of **steps** (calls with plain-data arguments: each call's outcome is framed back as plain data for the
-host's asserts), or tests and answer **apart** (``"remote"``, sandbox_remote.py). It also holds the one
-codec of plain data (``_encode``/``_decode``), which the host imports.
-
-Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD``
-(``_frame``). The answer runs in this interpreter and can write to that pipe too: the host trusts
-nothing in it beyond "these are the answer's outputs", checks every frame, and fails the case on
-anything malformed. This file imports little: every job pays its start-up time.
+It reads a job as JSON on stdin, contains itself (see sandbox.py), drops privileges and runs it in
+this interpreter: the answer's code then a list of **steps** (calls with plain-data arguments, each
+call's outcome framed back as plain data; none for a program), or tests and answer **apart**
+(``"remote"``, sandbox_remote.py). It also holds the one codec of plain data (``_encode``/``_decode``),
+which the host imports. The host learns everything from JSON frames on the status pipe ``FD``; the
+answer can write to it too, so the host trusts nothing there beyond "these are the answer's outputs"
+and fails the case on anything malformed. This file imports little: every job pays its start-up time.
 """
 
 import json
