@@ -296,17 +296,14 @@ def run_tests(job: dict, tests: str, channel: _Channel) -> None:
         exec(compile(tests, "<tests>", "exec"), namespace)
         if remote["check"]:
             namespace["check"](namespace[remote["entry_point"]])
-    except _AnswerGone:
-        _frame_refusal()
-        _frame("exit", None, "the answer's process ended")
-        return
-    except SystemExit as stop:
-        _frame_refusal()
-        _frame("exit", None, _plain_code(stop.code))
-        return
     except BaseException as error:
         _frame_refusal()
-        _report_uncaught(error)
+        if isinstance(error, SystemExit):
+            _frame("exit", None, _plain_code(error.code))
+        elif isinstance(error, _AnswerGone):
+            _frame("exit", None, "the answer's process ended")
+        else:
+            _report_uncaught(error)
         return
     sys.stdout.flush()
     if _frame_refusal():  # the tests caught the refusal themselves (a bare except): still a failure
