@@ -2,7 +2,8 @@
 
 New: ``tunelens.evaluate.judge.judge`` (calls in a fresh sandbox, asserts on the host where the tests
 allow, other tests apart from the answer), given each reference as an answer (one answer per case: a case
-judged apart pays its reference's run too, as the first answer to it does). Old (the baseline): the sandbox of commit ``BASELINE`` (one program per case, code and tests
+judged apart or differentially pays its reference's run too, as the first answer to it does; on the host
+that run goes alongside the answer's). Old (the baseline): the sandbox of commit ``BASELINE`` (one program per case, code and tests
 together, ``/`` remounted read-only), loaded from git history into a temporary directory, running the
 same program the old ``test_program`` built. Both judge the bundled code suite's and HumanEval's
 references one case at a time, alternating old and new per case so that a busy shared CPU slows both
@@ -74,8 +75,8 @@ def main() -> None:
                 was = old.run_python(test_program(case, case.reference), old.Limits(wall_s=20)).passed
                 times["old"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                # judged as an answer (not the reference itself): a case judged apart also pays, once,
-                # the reference's run that says where the answer may hand the tests an object
+                # judged as an answer (not the reference itself): a case judged apart or differentially
+                # also pays, once, the reference's run (where objects may cross; the expected outputs)
                 now = judge(judge_case(case), case.reference + "\n", limits).passed
                 times["new"].append(time.perf_counter() - start)
                 if was != now:

@@ -45,14 +45,20 @@ FORMS = {
               "assert np.allclose([add(10, 5), add(-1, 4)], [15, 3])\n", APART),
     "methods": ("r = add(10, 5)\nassert r.real == 15 and r.bit_length() == 4\n"
                 "assert str(add(2, 3)).startswith('5') and '3' in repr(add(-1, 4))\n", APART),
+    # differential: the expected values are only the reference's outputs (the case opts in)
+    "differential": ("add(2, 3)\nadd(10, 5)\nadd(-1, 4)\n", HOST),
 }
+# Host forms that also compare with the reference's outputs: "literal" pins every result (both ways),
+# "differential" opts in; an opted-in case cannot judge its own reference, nor be judged without one.
+READS_REFERENCE, OPTED_IN = ("literal", "differential"), ("differential",)
 # mode -> what the case's reference is (None: no reference; "right"; "self": the judged code)
 MODES = {"no reference": None, "right reference": "right", "as reference": "self"}
 
 
 def case_for(form: str, reference: str | None) -> Case:
     tests, _ = FORMS[form]
-    return Case(tests=tests, entry_point="add", prelude=PROMPT if form == "humaneval" else "", reference=reference)
+    return Case(tests=tests, entry_point="add", prelude=PROMPT if form == "humaneval" else "", reference=reference,
+                differential=form in OPTED_IN)
 
 
 def jobs_for(codes: dict) -> list:
@@ -62,7 +68,8 @@ def jobs_for(codes: dict) -> list:
     for name, code in codes.items():
         for form, (_, path) in FORMS.items():
             for mode, reference in MODES.items():
-                if path == HOST and mode == "right reference":
+                if (path == HOST and mode == "right reference" and form not in READS_REFERENCE
+                        or form in OPTED_IN and mode != "right reference"):
                     continue
                 ref = {None: None, "right": RIGHT, "self": code}[reference]
                 jobs.append(((name, form, mode), case_for(form, ref), code, path))
@@ -81,7 +88,8 @@ def test_the_right_answer_passes_every_form_in_every_mode():
 
 # One form per judging path, each forgery in each: quick enough for every run of the unit tests.
 PATHS = (("literal", "no reference"), ("tolerance", "as reference"), ("loop", "no reference"),
-         ("helper", "right reference"), ("map", "as reference"), ("numpy", "right reference"))
+         ("helper", "right reference"), ("map", "as reference"), ("numpy", "right reference"),
+         ("literal", "right reference"), ("differential", "right reference"))
 
 
 def test_every_forgery_fails_on_every_judging_path():
@@ -102,7 +110,8 @@ def test_no_forgery_passes_in_any_form_or_mode():
             passes.append((label, verdict.judged, verdict.reason))
     assert passes == []
     # the note's table: forgeries x forms x modes
-    assert sum(table.values()) == len(FORGERIES) * (len(FORMS) * len(MODES) - sum(p == HOST for _, p in FORMS.values()))
+    skipped = sum(p == HOST and f not in READS_REFERENCE for f, (_, p) in FORMS.items()) + 2 * len(OPTED_IN)
+    assert sum(table.values()) == len(FORGERIES) * (len(FORMS) * len(MODES) - skipped) == len(FORGERIES) * 32
 
 
 def test_a_wrong_reference_fails_planted_wrong_in_known_ways():
@@ -111,7 +120,7 @@ def test_a_wrong_reference_fails_planted_wrong_in_known_ways():
                "returns None": "def add(a, b):\n    pass\n",
                "always-equal object": FORGERIES["hook: every operator at once"],
                "end frame on every fd": FORGERIES["fd: end frame on every fd, then exit 0"]}
-    for form in FORMS:
+    for form in set(FORMS) - set(OPTED_IN):  # an opted-in case's reference is its expected values
         for name, code in planted.items():
             verdict = judge(case_for(form, code), code, LIMITS)
             assert not verdict.passed, (form, name, verdict.reason)

@@ -184,6 +184,9 @@ def test_jsonl_and_yaml_suites_load(tmp_path):
     listed = tmp_path / "listed.yml"
     listed.write_text("- id: y\n  type: t\n  prompt: Hm?\n  expect: pushback\n")
     assert load_suite(listed)[0].suite == "listed"
+    opted_in = load_suite(write_jsonl(tmp_path, {**GOOD, "tests": "f()", "differential": True}))[0]
+    assert opted_in.differential and run_case_tests(opted_in, "def f():\n    return 1").passed
+    assert run_case_tests(opted_in, "def f():\n    return 2").reason == "differs-from-reference"
 
 
 @pytest.mark.parametrize("change, field, problem", [
@@ -197,6 +200,10 @@ def test_jsonl_and_yaml_suites_load(tmp_path):
     ({"entry_point": "my func"}, "entry_point", "identifier"),
     ({"type": 3}, "type", "must be a string"),
     ({"expect": "refusal", "tests": "assert True", "reference": None}, "tests", "only cases that expect code"),
+    ({"differential": "yes"}, "differential", "must be true or false"),
+    ({"expect": "pushback", "tests": None, "reference": None, "differential": True}, "differential", "expect code"),
+    ({"differential": True, "reference": None}, "differential", "needs a reference"),
+    ({"differential": True, "tests": "for x in (1, 2):\n    f()"}, "differential", "host can judge"),
 ])
 def test_bad_fields_are_named_with_file_line_and_case(tmp_path, change, field, problem):
     path = write_jsonl(tmp_path, GOOD, {**GOOD, "id": "second", **change})

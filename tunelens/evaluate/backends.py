@@ -10,6 +10,7 @@ for the tuned role, the adapter's served name (vLLM's `--lora-modules NAME=PATH`
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Protocol
 
@@ -41,10 +42,7 @@ class TransformersBackend:
         self.roles = (BASE, TUNED) if has_adapter(model) else (BASE,)
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, role: str, examples=None) -> list[str]:
-        if role == TUNED:
-            return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
-                                  examples=examples)
-        with adapter_off(self.model):
+        with nullcontext() if role == TUNED else adapter_off(self.model):
             return generate_batch(self.model, self.tokenizer, prompts, sampling, batch_size=self.batch_size,
                                   examples=examples)
 
@@ -104,7 +102,6 @@ class OpenAIBackend:
                 raise UserError("--few-shot with --api completions needs the model's tokenizer to render the "
                                 "examples: use --api chat")
             return "/completions", body | {"prompt": prompt}
-
         stops = [s for s in prompt_style(self.tokenizer).stop_strings if s]
         return "/completions", body | {"prompt": render_few_shot(self.tokenizer, examples, prompt),
                                        "stop": stops or None}

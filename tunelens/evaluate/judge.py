@@ -9,6 +9,9 @@ ways, chosen per case from the shape of its tests (judge_plan):
 * ``sandbox-apart``: tests of any other shape run in a process of their own (sandbox_remote.py); the
   answer may hand them an object instead of plain data only where the case's reference did.
 
+On the host, where no correct answer can differ from the reference, its outputs on the same calls are
+expected values too ("Differential" below).
+
 The reason for a failure comes from the sandbox's status frames and the host's own observations (see
 sandbox.ending_reason); the answer's stdout and stderr are kept. docs/eval-suites.md has the design.
 """
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import ast
 import functools
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
-from tunelens.evaluate.judge_plan import HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked
+from tunelens.evaluate.judge_plan import (HostAssign, HostPlan, NotHostShape, evaluate, host_plan, parse_locked,
+                                          pinned)
 from tunelens.evaluate.sandbox_boot import Malformed, _decode as decode
 from tunelens.evaluate.sandbox import (Limits, SandboxResult, ending_reason, exception_reason, run_apart,
                                        run_calls)
@@ -47,15 +53,20 @@ class Case:
     tests: str
     entry_point: str | None
     prelude: str = ""  # code that precedes the answer (a HumanEval prompt)
-    reference: str | None = None  # a known-good answer: decides whether the tests can run apart
+    reference: str | None = None  # a known-good answer: where objects may cross apart; differential
+    differential: bool = False  # the reference's outputs are the expected values (a suite's opt-in)
 
 
 def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = False) -> Verdict:
     """Judge ``code`` against ``case``'s tests: on the host when their shape allows, else in the sandbox."""
     plan = plan_for(case.tests, case.entry_point)
     if isinstance(plan, NotHostShape):
+        if case.differential:
+            raise ValueError(f"differential needs tests the host can judge: {plan}")
         return _in_sandbox(case, code, limits, unsafe)
-    return _on_host(plan, case.prelude + code, limits, unsafe)
+    if differential(case, plan):
+        return _against_reference(case, plan, code, limits, unsafe)
+    return _on_host(plan, run_calls(case.prelude + code, plan.wire(), limits, unsafe))
 
 
 def judge_many(jobs: list[tuple[Case, str]], limits: Limits | None = None, workers: int = 2,
@@ -92,7 +103,9 @@ def _in_sandbox(case: Case, code: str, limits, unsafe: bool) -> Verdict:
     where the reference's run did: the reference decides, never the answer. Without one, plain data."""
     if not case.reference:
         return _apart(case, code, limits, unsafe, [])[0]
-    reference, sites = _reference_apart(case, limits, unsafe)
+    # The reference's verdict apart and its places, once per case and process; a reference that fails
+    # records none: answers to its case are then held to plain data.
+    reference, sites = _once("apart", case, _apart, case, case.reference, limits, unsafe, None).result()
     return reference if code == case.reference else _apart(case, code, limits, unsafe, sites)[0]
 
 
@@ -108,27 +121,27 @@ def _apart(case: Case, code: str, limits, unsafe: bool, sites) -> tuple[Verdict,
     return _verdict(result, reason, APART), recorded if valid else []
 
 
-_REFERENCE_APART: dict = {}
+_REFERENCE_RUNS: dict = {}
+_REFERENCE_LOCK = threading.Lock()
+_REFERENCE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelens-reference")
 
 
-def _reference_apart(case: Case, limits, unsafe: bool) -> tuple[Verdict, list]:
-    """The reference's verdict apart and its places; once per case and process. A reference that
-    fails records none: answers to its case are then held to plain data."""
-    key = (case.tests, case.entry_point, case.prelude, case.reference)
-    if key not in _REFERENCE_APART:
-        _REFERENCE_APART[key] = _apart(case, case.reference, limits, unsafe, None)
-    return _REFERENCE_APART[key]
+def _once(kind: str, case: Case, run, *args) -> Future:
+    """``run(*args)`` for ``case``'s reference, started once per case and process, in the background."""
+    key = (kind, case.tests, case.entry_point, case.prelude, case.reference)
+    with _REFERENCE_LOCK:
+        if key not in _REFERENCE_RUNS:
+            _REFERENCE_RUNS[key] = _REFERENCE_POOL.submit(run, *args)
+        return _REFERENCE_RUNS[key]
 
 
-def _on_host(plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
-    result = run_calls(code, plan.wire(), limits, unsafe)
+def _on_host(plan: HostPlan, result: SandboxResult) -> Verdict:
     try:
-        outcomes = _outcomes(result.frames, len(plan.probes))
+        probes = _Probes(result, len(plan.probes))
     except Malformed:  # a kill for flooding the pipe says more than the flood's content
         return _verdict(result, result.killed_for or "malformed-status", HOST)
     if result.reason == "malformed-status":
         return _verdict(result, result.reason, HOST)
-    probes = _Probes(outcomes, lambda: _why_missing(result))
     for statement in plan.statements:
         failed = _failed(statement, probes)
         if failed:
@@ -155,43 +168,28 @@ def _outcomes(frames: list, count: int) -> dict[int, list]:
     return outcomes
 
 
-def _why_missing(result: SandboxResult) -> str:
-    """Why a call has no outcome: the job stopped (or never got to it)."""
-    return ending_reason(result) or "exited-early"
-
-
 class _ProbeFailed(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _NotPlainVariable:
-    def __init__(self, why: str):
-        self.why = why
+    """A call's outcome that is not a value (``args[0]``: the reason)."""
 
 
 class _Probes:
     """The answer's results by call index, decoded when an assert first needs them, and the test
     variables' values as of the last result fetched (the sandbox reports them after every call)."""
 
-    def __init__(self, outcomes: dict, why_missing):
-        self.outcomes, self.why_missing = outcomes, why_missing
+    def __init__(self, result: SandboxResult, count: int):
+        self.outcomes, self.result = _outcomes(result.frames, count), result
         self.variables: dict = {}
-
-    def assign(self, name: str, value) -> None:
-        self.variables[name] = value
 
     def variable(self, name: str):
         value = self.variables.get(name)
-        if isinstance(value, _NotPlainVariable):
-            raise _ProbeFailed("not-plain: " + value.why)
+        if isinstance(value, _ProbeFailed):  # it holds something that is not plain data
+            raise value
         return value
 
     def __getitem__(self, index: int):
         frame = self.outcomes.get(index)
-        if frame is None:
-            raise _ProbeFailed(self.why_missing())
+        if frame is None:  # the job stopped (or never got to it)
+            raise _ProbeFailed(ending_reason(self.result) or "exited-early")
         kind = frame[0]
         if kind == "ok":
             value = decode(frame[2])
@@ -211,7 +209,7 @@ class _Probes:
                 raise Malformed("variable")
             name, tagged = pair
             if type(tagged) is list and tagged[:1] == ["?"]:
-                self.variables[name] = _NotPlainVariable(str(tagged[1:2])[:100])
+                self.variables[name] = _ProbeFailed("not-plain: " + str(tagged[1:2])[:100])
             else:
                 self.variables[name] = decode(tagged)
 
@@ -220,15 +218,116 @@ def _failed(statement, probes: _Probes) -> str | None:
     """None when the statement runs (an assert: holds), else the reason it does not."""
     try:
         if isinstance(statement, HostAssign):
-            probes.assign(statement.name, evaluate(statement.expr, probes) if statement.expr is not None
-                          else decode(statement.value))
+            value = evaluate(statement.expr, probes) if statement.expr is not None else decode(statement.value)
+            if statement.name is not None:
+                probes.variables[statement.name] = value
             return None
         return None if evaluate(statement.expr, probes) else "test-failed"
     except _ProbeFailed as failure:
-        return failure.reason
+        return failure.args[0]
     except Malformed:
         return "malformed-status"
-    except RecursionError:
-        return "exception: RecursionError"
     except Exception as error:  # the comparison itself raised, on plain data: as it would have inside
         return exception_reason(type(error).__name__, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are expected
+# values too, compared here: exact types, floats within FLOAT_TOLERANCE. Only where no correct answer
+# can differ from the reference: the case opts in (``differential``), or every assert pins a call's
+# result to a literal and the reference's results agree with those literals (the suite's consistency).
+
+FLOAT_TOLERANCE = 1e-9  # relative and absolute: floats agree when math.isclose with both says so
+
+
+def differential(case: Case, plan: HostPlan) -> bool:
+    """Whether answers are also compared with the reference's outputs (if a pinned one agrees)."""
+    return case.differential or (bool(case.reference) and pinned(plan) is not None)
+
+
+def judged_by(case: Case, limits: Limits | None = None, unsafe: bool = False) -> str:
+    """``apart``, or on the host ``literal`` (asserts only), ``differential`` (opted in, no asserts) or
+    ``both``; a pinned case whose reference does not agree with its literals is ``literal``."""
+    plan = plan_for(case.tests, case.entry_point)
+    if isinstance(plan, NotHostShape):
+        return "apart"
+    if not differential(case, plan) or isinstance(_expected(case, plan, limits, unsafe), str):
+        return "literal"
+    return "both" if plan.asserts else "differential"
+
+
+def agrees(got, want) -> bool:
+    """``got`` is ``want``: the same exact types all the way down, equal values, floats within
+    FLOAT_TOLERANCE (nan agrees with nan); set items and dict keys are matched by equality first."""
+    if type(got) is not type(want):
+        return False
+    if type(want) is float:
+        return (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, rel_tol=FLOAT_TOLERANCE,
+                                                                      abs_tol=FLOAT_TOLERANCE)
+    if type(want) in (list, tuple):
+        return len(got) == len(want) and all(map(agrees, got, want))
+    if type(want) in (set, frozenset, dict):
+        mine = {key: key for key in got}  # got's own key for each key of want's that it holds
+        return len(got) == len(want) and all(
+            key in mine and agrees(mine[key], key) and (type(want) is not dict or agrees(got[key], want[key]))
+            for key in want)
+    if type(want).__name__ == "ndarray":  # the codec builds only plain arrays of booleans and numbers
+        return got.shape == want.shape and got.dtype.kind == want.dtype.kind and agrees(got.tolist(), want.tolist())
+    return got == want
+
+
+def _reference_calls(case: Case, plan: HostPlan, limits, unsafe: bool) -> Future | None:
+    """The reference's run of the plan's calls (None without a reference)."""
+    if not case.reference:
+        return None
+    return _once("calls", case, run_calls, case.prelude + case.reference, plan.wire(), limits, unsafe)
+
+
+def _outputs(plan: HostPlan, result: SandboxResult, given: bool) -> list:
+    """Each call's outputs in ``result``: its value and, with ``given``, the test variables it was given
+    as they were after it (an in-place answer's output). Raises _ProbeFailed or Malformed."""
+    probes = _Probes(result, len(plan.probes))
+    outputs = [[probes[index]] for index in range(len(plan.probes))]
+    for output, probe in zip(outputs, plan.probes if given else ()):
+        output += [probes.variable(a[1]) for a in probe.args + [v for _, v in probe.kwargs] if a[0] == "$"]
+    if ending_reason(result):
+        raise _ProbeFailed(ending_reason(result))
+    return outputs
+
+
+def _expected(case: Case, plan: HostPlan, limits, unsafe: bool) -> list | str:
+    """The reference's outputs, or why there are none (or, pinned, why they are not the literals)."""
+    reference = _reference_calls(case, plan, limits, unsafe)
+    if reference is None:
+        return "the case has no reference"
+    try:
+        outputs = _outputs(plan, reference.result(), case.differential)
+    except (_ProbeFailed, Malformed) as failure:
+        return "the reference fails: " + (failure.args[0] if type(failure) is _ProbeFailed else "malformed-status")
+    literals = {} if case.differential else pinned(plan)
+    if not all(agrees(outputs[i][0], want) for i, want in literals.items()):
+        return "the reference's results are not the literals the asserts pin"
+    return outputs
+
+
+def _against_reference(case: Case, plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
+    """The asserts' verdict on the answer's run; if they hold, its outputs must agree with the reference's.
+    Where the reference has none, an opted-in case cannot be judged (a suite error, not the answer's)."""
+    reference = _reference_calls(case, plan, limits, unsafe)  # alongside the answer's run
+    own = reference is not None and code == case.reference
+    result = reference.result() if own else run_calls(case.prelude + code, plan.wire(), limits, unsafe)
+    verdict = _on_host(plan, result)
+    expected = _expected(case, plan, limits, unsafe)
+    if not verdict.passed or (isinstance(expected, str) and not case.differential):
+        return verdict
+    if isinstance(expected, str):
+        return replace(verdict, passed=False, reason="suite-error: " + expected)
+    try:
+        outputs = _outputs(plan, result, case.differential)
+    except _ProbeFailed as failure:
+        return replace(verdict, passed=False, reason=failure.args[0])
+    for probe, got, want in zip(plan.probes, outputs, expected):
+        if not agrees(got, want):
+            return replace(verdict, passed=False, reason="differs-from-reference",
+                           detail=f"line {probe.line}: {probe.name}(...) differs from the reference's output")
+    return verdict

@@ -2,13 +2,13 @@
 
 A case's tests are *host-judged* when every statement is an ``assert`` over expressions the host can
 evaluate itself, except for calls into the answer (a ``probe`` each: the function's name and literal
-arguments the host computes from the test's source). Only the probes run in the sandbox, with the
-test variables they take as arguments; results come back as plain data and the host evaluates the
-asserts. The tests' source and the expected values never enter the sandbox.
+arguments computed from the test's source). Only the probes run in the sandbox, with the test
+variables they take; results come back as plain data and the host evaluates the asserts. The tests'
+source and the expected values never enter the sandbox.
 
-Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), ``name = literal``
-or ``name = call(...)``, docstrings, ``pass``, ``import math``; in the HumanEval form (``def
-check(candidate): ...`` beside literal assignments such as ``METADATA``), the same inside ``check``.
+Accepted, per statement: ``assert EXPR[, message]`` (the message is never evaluated), ``name = literal``,
+``name = call(...)``, a bare call ``f(x)``, docstrings, ``pass``, ``import math``; in the HumanEval form
+(``def check(candidate): ...`` beside literal assignments such as ``METADATA``), the same inside ``check``.
 ``EXPR`` may use literals, comparisons, ``is`` against None/True/False, ``and or not``, arithmetic,
 subscripts and slices, a few pure built-ins (``SAFE``), ``math`` functions, test variables and calls
 into the answer. Anything else keeps the tests in the sandbox (judge.py; docs/eval-suites.md).
@@ -71,6 +71,7 @@ class Probe:
     kwargs: list  # [[keyword, argument], ...]
     consume: bool = False  # the test iterates the result (list(f(x))): a generator is listed inside
     store: str | None = None  # the test assigns the result to this variable
+    line: int = 0  # where the tests make the call (for a verdict's detail; never sent)
 
     def wire(self) -> list:
         return ["call", self.name, self.args, self.kwargs, self.consume, self.store]
@@ -87,9 +88,10 @@ class HostAssert:
 
 @dataclasses.dataclass(frozen=True)
 class HostAssign:
-    """``name = literal`` (value: the plain value) or ``name = call`` (expr: the probe's name)."""
+    """``name = literal`` (value: the plain value) or ``name = call`` (expr: the probe's name); a bare
+    call ``f(x)`` is one with ``name`` None (its result is only compared with the reference's)."""
 
-    name: str
+    name: str | None
     expr: ast.expr | None
     value: object
     line: int
@@ -119,7 +121,7 @@ def host_plan(tests: str, entry_point: str | None) -> HostPlan | NotHostShape:
         body, aliases = _statements(tree, entry_point)
         builder = _Builder(aliases, _bound_names(tree))
         statements = tuple(s for s in (builder.statement(node, tests) for node in body) if s is not None)
-        if not any(isinstance(s, HostAssert) for s in statements):
+        if not builder.probes and not any(isinstance(s, HostAssert) for s in statements):
             raise NotHostShape("no asserts")
         return HostPlan(tuple(builder.probes), statements, builder.finished_steps())
     except NotHostShape as why:
@@ -202,12 +204,16 @@ class _Builder:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                 and node.targets[0].id not in self.aliases):
             return self._assign(node, node.targets[0].id, text)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            expr = self.expr(node.value)
+            if _is_probe(expr):
+                return HostAssign(None, expr, None, node.lineno, text)
         raise NotHostShape(f"line {node.lineno}: {type(node).__name__} statement")
 
     def _assign(self, node: ast.Assign, name: str, text: str) -> HostAssign:
         expr = self.expr(node.value)
         if _is_probe(expr):  # name = f(...): the sandbox keeps the result under that name too
-            index = int(expr.id[len("_probe"):])
+            index = _index(expr)
             self.probes[index] = dataclasses.replace(self.probes[index], store=name)
             self.variables.add(name)
             self.unsent.pop(name, None)
@@ -254,14 +260,10 @@ class _Builder:
             return node
         raise NotHostShape(f"line {node.lineno}: attribute .{node.attr}")
 
-    def _List(self, node):
-        return ast.List([self.expr(e) for e in self._no_star(node.elts)], ast.Load())
+    def _List(self, node):  # and Tuple, Set: the same node with its items built
+        return type(node)(elts=[self.expr(e) for e in self._no_star(node.elts)], ctx=ast.Load())
 
-    def _Tuple(self, node):
-        return ast.Tuple([self.expr(e) for e in self._no_star(node.elts)], ast.Load())
-
-    def _Set(self, node):
-        return ast.Set([self.expr(e) for e in self._no_star(node.elts)])
+    _Tuple = _Set = _List
 
     def _Dict(self, node):
         if any(k is None for k in node.keys):
@@ -311,12 +313,11 @@ class _Builder:
                 # range(n) and bytes(n) cost time or memory on the host in proportion to an answer's n
                 raise NotHostShape(f"line {node.lineno}: {func.id}() of an answer's result")
             if func.id in CONSUMERS and len(args) == 1 and _is_probe(args[0]):
-                index = int(args[0].id[len("_probe"):])
+                index = _index(args[0])
                 self.probes[index] = dataclasses.replace(self.probes[index], consume=True)
-            return ast.Call(func, args, [ast.keyword(k.arg, self.expr(k.value)) for k in self._named(node.keywords)])
+            return ast.Call(func, args, self._keywords(node.keywords))
         if isinstance(func, ast.Attribute) and self._Attribute(func) is func:
-            return ast.Call(func, [self.expr(a) for a in self._no_star(node.args)],
-                            [ast.keyword(k.arg, self.expr(k.value)) for k in self._named(node.keywords)])
+            return ast.Call(func, [self.expr(a) for a in self._no_star(node.args)], self._keywords(node.keywords))
         if isinstance(func, ast.Name):
             return self._probe(node, func.id)
         raise NotHostShape(f"line {node.lineno}: call of {type(func).__name__}")
@@ -332,7 +333,7 @@ class _Builder:
         if self.boolop and any(a[0] == "$" for a in args + [v for _, v in kwargs]):
             # The sandbox makes every call; one the original would have skipped must not mutate a variable.
             raise NotHostShape(f"line {node.lineno}: a call on a variable inside and/or")
-        self.probes.append(Probe(target, args, kwargs))
+        self.probes.append(Probe(target, args, kwargs, line=node.lineno))
         self.steps.append(len(self.probes) - 1)
         return ast.Name(f"_probe{len(self.probes) - 1}", ast.Load())
 
@@ -361,6 +362,33 @@ class _Builder:
             raise NotHostShape("**kwargs")
         return keywords
 
+    def _keywords(self, keywords) -> list:
+        return [ast.keyword(k.arg, self.expr(k.value)) for k in self._named(keywords)]
+
+
+def pinned(plan: HostPlan) -> dict[int, object] | None:
+    """Each call's literal, when every assert is ``call(...) == literal`` (or ``is`` None/True/False) and
+    every call is pinned by one; else None (a call stored, made bare, or checked loosely)."""
+    literals = {}
+    for statement in plan.statements:
+        if isinstance(statement, HostAssign):
+            if statement.expr is not None:
+                return None
+            continue
+        expr = statement.expr
+        if not _has_probe(expr) and not _uses_variables(expr):
+            continue  # `assert True`: a check of the tests' own, not of a result
+        if not (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and type(expr.ops[0]) in (ast.Eq, ast.Is)):
+            return None
+        call, literal = (expr.left, expr.comparators[0]) if _is_probe(expr.left) else (expr.comparators[0], expr.left)
+        if not _is_probe(call) or _has_probe(literal) or _uses_variables(literal):
+            return None
+        try:
+            literals[_index(call)] = evaluate(literal, None)
+        except Exception:  # a literal the host cannot compute (1 / 0): not a pin
+            return None
+    return literals if len(literals) == len(plan.probes) else None
+
 
 def _is_singleton(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and any(node.value is s for s in _SINGLETONS)
@@ -372,6 +400,10 @@ def _uses_variables(node: ast.expr) -> bool:
 
 def _is_probe(node: ast.expr) -> bool:
     return isinstance(node, ast.Name) and node.id.startswith("_probe")
+
+
+def _index(probe: ast.Name) -> int:
+    return int(probe.id[len("_probe"):])
 
 
 def _has_probe(node: ast.expr) -> bool:
@@ -394,7 +426,7 @@ def evaluate(node: ast.expr, probes) -> object:
         return node.value
     if kind is ast.Name:
         if node.id.startswith("_probe"):
-            return probes[int(node.id[len("_probe"):])]
+            return probes[_index(node)]
         if node.id.startswith(VARIABLE):
             return probes.variable(node.id[len(VARIABLE):])
         return getattr(builtins, node.id)
@@ -439,9 +471,7 @@ def _boolop(node: ast.BoolOp, probes):
     value = None
     for operand in node.values:
         value = evaluate(operand, probes)
-        if isinstance(node.op, ast.And) and not value:
-            return value
-        if isinstance(node.op, ast.Or) and value:
+        if bool(value) is isinstance(node.op, ast.Or):  # and: stop at the first falsy; or: the first truthy
             return value
     return value
 

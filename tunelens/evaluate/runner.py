@@ -11,7 +11,7 @@ This module is the stage's entry point and orchestration; each concern has its o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tunelens.config import configclass, option
@@ -29,7 +29,7 @@ from tunelens.model.state import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.model.specs import DEFAULT_MODEL
 from tunelens.runtime import Progress, no_progress, torch_threads
-from tunelens.evaluate.sandbox import Limits, refusal_message, sandbox_isolation, SandboxUnavailable, UNSAFE
+from tunelens.evaluate.sandbox import Limits, mode_for, UNSAFE
 from tunelens.evaluate.suite import score_references
 from tunelens.model.load import attach_adapter, load_model
 
@@ -134,7 +134,7 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
     if not cases:
         raise UserError("no cases to evaluate: the suites are empty")
     out_dir.mkdir(parents=True, exist_ok=True)
-    sandbox = _sandbox_mode(config)  # refuses before any answer is generated
+    sandbox = mode_for(config.unsafe_no_sandbox)  # refuses before any answer is generated
     if config.reference:
         rows = _score_references(cases, out_dir, config)
         generated, reused, described = len(rows), 0, {"backend": REFERENCE}
@@ -169,17 +169,6 @@ def summarize_results(out_dir: str | Path) -> dict:
 def _previous_summary(out_dir: Path) -> dict:
     path = out_dir / SUMMARY
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _sandbox_mode(config: EvalConfig) -> str:
-    """How generated code will be contained here; SandboxUnavailable (a UserError naming
-    --unsafe-no-sandbox) when it cannot be and the config does not ask to run it anyway."""
-    mode = sandbox_isolation()
-    if mode != "none":
-        return mode
-    if not config.unsafe_no_sandbox:
-        raise SandboxUnavailable(refusal_message())
-    return UNSAFE
 
 
 def _sandbox_of_run(out_dir: Path, mode: str, reused: int) -> str:
@@ -223,9 +212,6 @@ def _run_models(config, out_dir, cases, model, tokenizer, adapter, progress, bac
 
 def _with_few_shot(rows: list[ResultRow], shown: dict) -> list[ResultRow]:
     """Each row records the examples its answer was shown (id and similarity, in the order shown)."""
-    from dataclasses import replace
-
-
     return [replace(row, few_shot=tuple(injected(shown[row.key]))) for row in rows]
 
 

@@ -3,21 +3,18 @@
 Every job runs in a fresh ``python -I -S -u`` interpreter started through ``sandbox_boot.py``, which
 shows it nothing of the host (docs/eval-suites.md, "The sandbox"):
 
-* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a fresh tmpfs root with
+* **root** (``namespaces``): new mount, network, PID, IPC and UTS namespaces; a tmpfs root with
   read-only binds of only the Python installation, its site-packages and the system libraries, a
-  minimal ``/dev``, a new ``/proc`` and a private size-capped ``/tmp``; ``pivot_root`` into it, the
-  host's root detached; then an unprivileged uid picked at random for the run (``RLIMIT_NPROC`` on
-  it caps a fork bomb).
-* **not root, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``, every capability
-  dropped. (A home-made user-namespace mode was measured slower than it and removed.)
-* **neither**: jobs are refused (``SandboxUnavailable``) unless the caller passes ``unsafe=True``
-  (``tunelens eval --unsafe-no-sandbox``): then only resource limits and a clean environment apply.
+  minimal ``/dev``, a new ``/proc``, a private size-capped ``/tmp``; ``pivot_root`` into it; then a
+  random unprivileged uid for the run (``RLIMIT_NPROC`` on it caps a fork bomb).
+* **not root, bubblewrap installed** (``bwrap``): the same layout built by ``bwrap``, no capabilities.
+* **neither**: jobs are refused (``SandboxUnavailable``) unless ``unsafe=True``
+  (``--unsafe-no-sandbox``): then only resource limits and a clean environment apply.
 
-In every mode: ``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, a wall-clock deadline after which the
-whole process group is killed, and a cap on every pipe the job writes to the host. How a job ended is
-read from the launcher's status frames and the exit status, never from the text of stderr. Jobs:
-``run_python`` (a program), ``run_calls`` (the answer's code and the calls of host-judged asserts)
-and ``run_apart`` (tests and answer in two processes of one sandbox, see sandbox_remote.py).
+In every mode: ``RLIMIT_AS``/``CPU``/``FSIZE``, a wall-clock deadline that kills the process group, a
+cap on every pipe to the host. How a job ended is read from the launcher's status frames and the exit
+status, never from stderr. Jobs: ``run_python`` (a program), ``run_calls`` (the answer's code and the
+calls of host-judged asserts), ``run_apart`` (tests and answer apart, see sandbox_remote.py).
 """
 
 from __future__ import annotations
@@ -36,15 +33,16 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from tunelens.errors import UserError
 from tunelens.evaluate.sandbox_boot import SETUP_FAILED
 
-BOOT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boot.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOOT_SCRIPT = os.path.join(HERE, "sandbox_boot.py")
 # Sent as one source, in this order: the second file uses the first's names.
-REMOTE_SCRIPTS = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-                       for name in ("sandbox_remote.py", "sandbox_remote_tests.py"))
+REMOTE_SCRIPTS = tuple(os.path.join(HERE, name) for name in ("sandbox_remote.py", "sandbox_remote_tests.py"))
 BOOT_INSIDE = "/.tunelens_boot.py"  # where bwrap shows the launcher
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Random per-run uids come from this range, so runs never share a process count or a file owner.
@@ -73,16 +71,11 @@ class Limits:
 
 @dataclass
 class SandboxResult:
-    """The outcome of one job.
-
-    ``passed`` means the job reached its end (an ``end`` frame) and exited with status 0. Otherwise
-    ``reason`` is one of: ``timeout``, ``memory``, ``output-limit``, ``result-limit``,
-    ``process-limit``, ``network-blocked``, ``write-blocked`` (read-only file system),
-    ``permission-denied``, ``file-size``, ``exited-early`` (exit
-    before the end), ``test-failed`` (an AssertionError), ``exception: <Name>``, ``signal-N``,
-    ``exit-code N``, ``malformed-status`` or ``sandbox-error: ...``. ``frames`` are the status frames,
-    checked for shape (each a list whose first item names its kind).
-    """
+    """The outcome of one job: ``passed`` when it reached its ``end`` frame and exited 0, else ``reason``:
+    ``timeout``, ``memory``, ``output-limit``, ``result-limit``, ``process-limit``, ``network-blocked``,
+    ``write-blocked``, ``permission-denied``, ``file-size``, ``exited-early``, ``test-failed``,
+    ``exception: <Name>``, ``signal-N``, ``exit-code N``, ``malformed-status`` or ``sandbox-error: ...``.
+    ``frames``: the status frames, checked for shape."""
 
     passed: bool
     reason: str | None
@@ -102,20 +95,16 @@ def run_python(code: str, limits: Limits | None = None, unsafe: bool = False) ->
 
 
 def run_calls(code: str, steps: list, limits: Limits | None = None, unsafe: bool = False) -> SandboxResult:
-    """Define ``code``, then take ``steps`` (calls and variable values, see judge_plan.HostPlan.wire and
-    sandbox_boot._run_calls) and frame each call's outcome; ``passed`` only says the job ran to its end."""
+    """Define ``code``, take ``steps`` (judge_plan.HostPlan.wire) and frame each call's outcome."""
     return _run_job(code, steps, limits or Limits(), unsafe)
 
 
 def run_apart(code: str, tests: str, limits: Limits | None = None, unsafe: bool = False, *,
               prelude: str = "", entry_point: str | None = None, check: bool = False,
               handle_sites: list | None = None) -> SandboxResult:
-    """Run ``tests`` against ``code`` with the two in separate processes of one sandbox
-    (sandbox_remote.py): the tests reach the answer only through requests, and only their process
-    writes status frames. ``prelude`` (a HumanEval prompt) is run in both; ``check``: end with
-    ``check(entry_point)``. ``handle_sites``: where in the tests the answer may return an object
-    rather than plain data (from the reference's run, which ``None`` marks: it records them in a
-    ``sites`` frame)."""
+    """Run ``tests`` against ``code`` in two processes of one sandbox (sandbox_remote.py). ``prelude`` (a
+    HumanEval prompt) runs in both; ``check``: end with ``check(entry_point)``. ``handle_sites``: where
+    the answer may return an object (None: this is the reference's run, which records them)."""
     remote = {"prelude": prelude, "entry_point": entry_point, "check": check, "handle_sites": handle_sites}
     return _run_job(prelude + code, None, limits or Limits(), unsafe, remote, private=tests.encode())
 
@@ -128,10 +117,8 @@ _ISOLATION: str | None = None
 
 
 def sandbox_isolation(probe: Callable[[str], bool] | None = None) -> str:
-    """The first of ``MODES`` that runs a trivial job here, else ``"none"``; cached once found.
-
-    ``probe(mode) -> bool`` replaces the real trial run (tests use it to play a host without one).
-    """
+    """The first of ``MODES`` that runs a trivial job here, else ``"none"``; cached. ``probe(mode)``
+    replaces the trial run (tests play a host without a sandbox)."""
     global _ISOLATION
     if probe is not None:
         return next((mode for mode in _candidates() if probe(mode)), "none")
@@ -143,15 +130,11 @@ def sandbox_isolation(probe: Callable[[str], bool] | None = None) -> str:
 def _candidates() -> list[str]:
     if not sys.platform.startswith("linux"):
         return []
-    found = ["namespaces"] if os.geteuid() == 0 else []
-    if shutil.which("bwrap"):
-        found.append("bwrap")
-    return found
+    return ["namespaces"] * (os.geteuid() == 0) + ["bwrap"] * bool(shutil.which("bwrap"))
 
 
 def _works(mode: str) -> bool:
-    result = _launch(_job("pass", None, Limits(wall_s=20), mode), Limits(wall_s=20), mode)
-    return result.passed
+    return _launch(_job("pass", None, Limits(wall_s=20), mode), Limits(wall_s=20), mode).passed
 
 
 def refusal_message() -> str:
@@ -159,13 +142,13 @@ def refusal_message() -> str:
             "bubblewrap, or pass --unsafe-no-sandbox to run it with resource limits only")
 
 
-def _mode_for(unsafe: bool) -> str:
+def mode_for(unsafe: bool) -> str:
+    """The mode a job runs in here; SandboxUnavailable (naming --unsafe-no-sandbox) when none works and
+    running generated code uncontained was not asked for."""
     mode = sandbox_isolation()
-    if mode != "none":
-        return mode
-    if not unsafe:
+    if mode == "none" and not unsafe:
         raise SandboxUnavailable(refusal_message())
-    return UNSAFE
+    return UNSAFE if mode == "none" else mode
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,7 +157,7 @@ def _mode_for(unsafe: bool) -> str:
 
 def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote: dict | None = None,
              private: bytes | None = None) -> SandboxResult:
-    mode = _mode_for(unsafe)
+    mode = mode_for(unsafe)
     job = _job(code, calls, limits, mode)
     if remote:
         job.update(remote=remote, remote_source=_remote_source())
@@ -187,11 +170,7 @@ def _run_job(code: str, calls: list | None, limits: Limits, unsafe: bool, remote
 
 @functools.lru_cache(maxsize=1)
 def _remote_source() -> str:
-    sources = []
-    for path in REMOTE_SCRIPTS:
-        with open(path, encoding="utf-8") as handle:
-            sources.append(handle.read())
-    return "\n\n".join(sources)
+    return "\n\n".join(Path(path).read_text(encoding="utf-8") for path in REMOTE_SCRIPTS)
 
 
 def _job(code: str, calls: list | None, limits: Limits, mode: str) -> dict:
@@ -217,8 +196,7 @@ def _binds() -> list[str]:
 
 
 def _own_processes() -> int:
-    uid = os.getuid()
-    return sum(1 for entry in os.listdir("/proc") if entry.isdigit() and _owner(entry) == uid)
+    return sum(1 for entry in os.listdir("/proc") if entry.isdigit() and _owner(entry) == os.getuid())
 
 
 def _owner(pid: str) -> int | None:
@@ -260,8 +238,8 @@ def _bwrap_args(job: dict) -> list[str]:
 
 
 def _launch(job: dict, limits: Limits, mode: str, private: bytes | None = None) -> SandboxResult:
-    """Run the launcher on ``job``. ``private`` (the tests, for run_apart) goes through a pipe of its
-    own that only the tests' process reads: it is never in the answer's process, not even in memory."""
+    """Run the launcher on ``job``; ``private`` (run_apart's tests) through a pipe only the tests' process
+    reads: never in the answer's process, not even in memory."""
     start = time.monotonic()
     status_r, status_w = os.pipe()
     private_r, private_w = os.pipe() if private is not None else (None, None)
@@ -366,23 +344,18 @@ FRAME_KINDS = {"setup": 2, "end": 1, "error": 3, "exit": 3, "ok": 4, "raise": 4,
 
 
 def parse_frames(data: bytes) -> tuple[list, bool]:
-    """The status frames, and whether anything in the pipe was not a well-formed frame.
-
-    A truncated last line (the job killed mid-write) is dropped, not counted as malformed.
-    """
-    lines = data.split(b"\n")
+    """The status frames, and whether anything in the pipe was not a well-formed frame (a truncated
+    last line, the job killed mid-write, is dropped, not malformed)."""
     frames, malformed = [], False
-    for line in lines[:-1]:
+    for line in data.split(b"\n")[:-1]:
         try:
             frame = json.loads(line)
         except (ValueError, RecursionError):
+            frame = None
+        if type(frame) is list and frame and type(frame[0]) is str and FRAME_KINDS.get(frame[0]) == len(frame):
+            frames.append(frame)
+        else:
             malformed = True
-            continue
-        if (type(frame) is not list or not frame or type(frame[0]) is not str
-                or FRAME_KINDS.get(frame[0]) != len(frame)):
-            malformed = True
-            continue
-        frames.append(frame)
     return frames, malformed
 
 
@@ -412,6 +385,7 @@ def _signal_reason(number: int) -> str:
     return {_SIGXCPU: "timeout", _SIGXFSZ: "file-size"}.get(number, "signal-%d" % number)
 
 
+_NAMED = {"MemoryError": "memory", "AssertionError": "test-failed"}
 _DENIED_ERRNOS = {1, 13}  # EPERM, EACCES
 _EROFS = 30
 _NETWORK_ERRNOS = {99, 100, 101}  # EADDRNOTAVAIL, ENETDOWN, ENETUNREACH
@@ -420,10 +394,8 @@ _NETWORK_ERRNOS = {99, 100, 101}  # EADDRNOTAVAIL, ENETDOWN, ENETUNREACH
 def exception_reason(name, errno) -> str:
     """The reason for an exception the job reported by type name and errno."""
     name = str(name)[:100]
-    if name == "MemoryError":
-        return "memory"
-    if name == "AssertionError":
-        return "test-failed"
+    if name in _NAMED:
+        return _NAMED[name]
     if name == "BlockingIOError" and errno == 11:
         return "process-limit"  # fork() at RLIMIT_NPROC
     if errno in _NETWORK_ERRNOS:

@@ -1,15 +1,12 @@
 """The sandbox's launcher: run as ``python -I -S -u sandbox_boot.py --boot FD`` by tunelens.evaluate.sandbox.
 
-It reads a job as JSON on stdin, contains itself (see sandbox.py), then runs the job in this same
-interpreter after dropping privileges: a **program** (``"calls": null``), the answer's code and a list
-of **steps** (calls with plain-data arguments: each call's outcome is framed back as plain data for the
-host's asserts), or tests and answer **apart** (``"remote"``, sandbox_remote.py). It also holds the one
-codec of plain data (``_encode``/``_decode``), which the host imports.
-
-Everything the host learns comes as newline-separated JSON frames on the status pipe ``FD``
-(``_frame``). The answer runs in this interpreter and can write to that pipe too: the host trusts
-nothing in it beyond "these are the answer's outputs", checks every frame, and fails the case on
-anything malformed. This file imports little: every job pays its start-up time.
+It reads a job as JSON on stdin, contains itself (see sandbox.py), drops privileges and runs it in
+this interpreter: the answer's code then a list of **steps** (calls with plain-data arguments, each
+call's outcome framed back as plain data; none for a program), or tests and answer **apart**
+(``"remote"``, sandbox_remote.py). It also holds the one codec of plain data (``_encode``/``_decode``),
+which the host imports. The host learns everything from JSON frames on the status pipe ``FD``; the
+answer can write to it too, so the host trusts nothing there beyond "these are the answer's outputs"
+and fails the case on anything malformed. This file imports little: every job pays its start-up time.
 """
 
 import json
@@ -45,10 +42,15 @@ _STATUS_FD = -1
 
 
 def _frame(*parts) -> None:
-    """One status frame: a JSON list on its own line, written whole with os.write."""
-    data = (json.dumps(list(parts), separators=(",", ":")) + "\n").encode()
+    """One status frame: a JSON list on its own line."""
+    _write_line(_STATUS_FD, list(parts))
+
+
+def _write_line(fd: int, message: list) -> None:
+    """``message`` as JSON on a line of its own, written whole with os.write."""
+    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     while data:
-        data = data[os.write(_STATUS_FD, data):]
+        data = data[os.write(fd, data):]
 
 
 def _boot(status_fd: int) -> None:
@@ -75,19 +77,21 @@ def _boot(status_fd: int) -> None:
     except (_SetupError, OSError) as err:
         _frame("setup", str(err))
         os._exit(SETUP_FAILED)
-    if job["calls"] is None:
-        _run_program(job["code"])
-    else:
-        _run_calls(job["code"], job["calls"])
+    _run_calls(job["code"], job["calls"] or [])  # a program: no calls
 
 
 def _become(uid) -> None:
     """Drop to ``uid`` (root namespaces), or keep this user (bwrap has shed every capability already;
-    unsafe has none to shed): the parent-death signal and no_new_privs apply either way."""
+    unsafe has none to shed); then no_new_privs and the parent-death signal either way."""
     if uid is not None:
-        _drop_privileges(uid)
-    else:
-        _no_new_privileges()
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            raise _SetupError("could not drop to uid %d" % uid)
+    _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
+    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
+    _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
 
 
 def _run_apart(job: dict) -> None:
@@ -102,10 +106,8 @@ def _run_apart(job: dict) -> None:
     # namespaces) cannot ptrace this one or open its pipes through /proc.
     _not_dumpable()
     if os.fork() == 0:
-        os.close(_STATUS_FD)
-        os.close(job["private_fd"])  # the tests: never read into the answer's process
-        os.close(to_answer_w)
-        os.close(to_tests_r)
+        for fd in (_STATUS_FD, job["private_fd"], to_answer_w, to_tests_r):  # private_fd: the tests' source
+            os.close(fd)
         _become(uid)  # the same uid as the tests: files either writes, the other reads (mkstemp's 0600)
         _not_dumpable(1)  # its own /proc/self as usual; the tests' process stays closed
         remote["serve_answer"](job["code"], remote["_Channel"](to_answer_r, to_tests_w))
@@ -115,44 +117,26 @@ def _run_apart(job: dict) -> None:
     os.close(to_tests_w)
     _become(uid)
     _not_dumpable()  # again: a uid change may reset it (fs.suid_dumpable)
-    tests = _read_all(job["private_fd"]).decode()
+    with os.fdopen(job["private_fd"], "rb") as private:
+        tests = private.read().decode()
     remote["run_tests"](job, tests, remote["_Channel"](to_tests_r, to_answer_w))
     _flush_output()  # the tests' own prints, whether they passed or not
     os._exit(0)
 
 
 def _not_dumpable(dumpable: int = 0) -> None:
-    import ctypes
-
-    _check(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            os.close(fd)
-            return b"".join(chunks)
-        chunks.append(chunk)
+    _check(_libc().prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0), "prctl dumpable")
 
 
 # ---------------------------------------------------------------------------------------------------
 # What runs: a whole program, or the answer's code then one call per test call.
 
 
-def _run_program(code: str) -> None:
-    namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
-    if _define(code, namespace):
-        sys.stdout.flush()
-        _frame("end")
-        os._exit(0)
-
-
 def _run_calls(code: str, steps: list) -> None:
-    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one
-    that a call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args, kwargs, consume, store]`` makes the next call and frames its outcome,
-    with every variable's value after it (a call may mutate the arguments it was given)."""
+    """Define the code, then take the steps: ``["set", variable, value]`` gives a test variable (one a
+    call takes as an argument) its value, ``["forget", variable]`` drops it; ``["call", name, args,
+    kwargs, consume, store]`` makes the next call and frames its outcome, with every variable's value
+    after it (a call may mutate the arguments it was given)."""
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     if not _define(code, namespace):
         return
@@ -168,7 +152,7 @@ def _run_calls(code: str, steps: list) -> None:
             continue
         _one_call(index, namespace, variables, *step[1:])
         index += 1
-    sys.stdout.flush()
+    _flush_output()
     _frame("end")
     os._exit(0)
 
@@ -216,12 +200,11 @@ def _one_call(index: int, namespace: dict, variables: dict, name: str, args, kwa
         return
     if store is not None:
         variables[store] = value
-    try:
-        encoded = _encode(value)
-    except (_Unserializable, RecursionError) as why:
-        _frame("unplain", index, str(why)[:200] or "nested too deep")
-        return
-    _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
+    encoded = _encode_or_mark(value)
+    if encoded[0] == "?":
+        _frame("unplain", index, encoded[1])
+    else:
+        _frame("ok", index, encoded, [[key, _encode_or_mark(item)] for key, item in variables.items()])
 
 
 def _encode_or_mark(value):
@@ -235,10 +218,14 @@ def _encode_or_mark(value):
 def _report_uncaught(error: BaseException) -> None:
     # The frame first: it is small, and after a MemoryError printing a traceback may itself fail.
     _frame("error", type(error).__name__, _errno(error))
+    _print_traceback(error)
+
+
+def _print_traceback(error: BaseException) -> None:
+    """For the human reading the row; the reason comes from the frames."""
     try:
         import traceback
 
-        # The traceback is for the human reading the row; the reason comes from the frame.
         traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.stderr.flush()
     except BaseException:
@@ -263,6 +250,9 @@ def _plain_code(code):
 # trusts nothing: every tag, payload and depth is checked, and it builds only exact built-in types
 # (and plain numpy arrays). The host imports this module for it (tunelens.evaluate.judge).
 
+# ints and floats in hex: exact, no digit limit, and a float's carries inf and nan
+_SCALAR_TAGS = {type(None): lambda v: ["n"], bool: lambda v: ["B", v], int: lambda v: ["i", hex(v)],
+                float: lambda v: ["f", v.hex()], str: lambda v: ["s", v], bytes: lambda v: ["b", v.hex()]}
 _CONTAINER_TAGS = {list: "l", tuple: "t", set: "S", frozenset: "F"}
 _CONTAINER_KINDS = {tag: kind for kind, tag in _CONTAINER_TAGS.items()}
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, dict, *_CONTAINER_TAGS)
@@ -279,18 +269,8 @@ def _encode(value, depth: int = 0, special=None):
     if depth > MAX_DEPTH:
         raise _Unserializable("nested deeper than %d" % MAX_DEPTH)
     kind = type(value)
-    if value is None:
-        return ["n"]
-    if kind is bool:
-        return ["B", value]
-    if kind is int:
-        return ["i", hex(value)]  # hex: no digit limit, exact
-    if kind is float:
-        return ["f", value.hex()]  # exact, and carries inf and nan
-    if kind is str:
-        return ["s", value]
-    if kind is bytes:
-        return ["b", value.hex()]
+    if kind in _SCALAR_TAGS:
+        return _SCALAR_TAGS[kind](value)
     if kind in _CONTAINER_TAGS:
         return [_CONTAINER_TAGS[kind], [_encode(item, depth + 1, special) for item in value]]
     if kind is dict:
@@ -368,12 +348,16 @@ def _array(tagged, depth: int):
 # Containment: new namespaces, a fresh root holding only the Python installation, no privileges.
 
 
-def _libc():
-    import ctypes
+_LIBC = []
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    return libc
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    return _LIBC[0]
 
 
 def _check(result: int, what: str) -> None:
@@ -497,24 +481,6 @@ def _apply_rlimits(limits: dict) -> None:
                         ("RLIMIT_CPU", cpu), ("RLIMIT_FSIZE", disk), ("RLIMIT_CORE", 0),
                         ("RLIMIT_NOFILE", 256)):
         resource.setrlimit(getattr(resource, name), (value, value))
-
-
-def _drop_privileges(uid: int) -> None:
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-    if os.getuid() != uid or os.geteuid() != uid:
-        raise _SetupError("could not drop to uid %d" % uid)
-    _no_new_privileges()
-
-
-def _no_new_privileges() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
-    # A uid change clears the parent-death signal, so it is set after: the launcher dying kills us.
-    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
 
 
 def _redirect_stdin() -> None:

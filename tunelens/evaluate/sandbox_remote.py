@@ -1,25 +1,20 @@
 """In-sandbox tests without the answer in their process: two processes, one sandbox.
 
-For tests the host cannot evaluate itself (loops, classes, files, expected exceptions...), the
-launcher forks after containment. The **answer process** defines the answer's code and serves requests;
-the **tests process** runs the tests (and a HumanEval prompt's own helpers), where every name the tests
-take from the answer is a ``Proxy``: calling it sends the arguments and gets back plain data, checked
-on arrival, or (only where the case's reference did, see sandbox_remote_tests._Client.admit) a handle
-to an object that stays in the answer process. Only the tests process holds the status pipe. The two
-run as the same unprivileged uid; the tests process is made non-dumpable before the fork, so the
-answer cannot ptrace it, read its memory or open its fds through /proc, and as the PID namespace's
-init it ignores the answer's kill(). They share only the working directory. The tests' source reaches
-the tests process through a private pipe after the fork: it is never in the answer's process.
+For tests the host cannot evaluate (loops, classes, files, expected exceptions...), the launcher forks
+after containment. The **answer process** defines the answer's code and serves requests; the **tests
+process** runs the tests (and a HumanEval prompt's helpers), where every name taken from the answer is
+a ``Proxy``: calling it sends the arguments and gets back plain data, checked on arrival, or (only
+where the reference did, sandbox_remote_tests._Client.admit) a handle to an object that stays in the
+answer process. Only the tests process holds the status pipe; it is made non-dumpable before the fork
+(same uid: no ptrace, no /proc reads of it) and, as the PID namespace's init, ignores the answer's
+kill(). They share only the working directory; the tests' source reaches the tests process through a
+private pipe after the fork. A list, dict or set of the tests passed to a call is updated in place;
+built-in classes cross by name; other objects of the tests (a ``key=lambda``, a ``range``) stay in
+the tests process, used by reference (requests back).
 
-A test variable passed to a call (a list, dict or set) is updated in place with the answer's changes
-to it. Built-in classes (``int``, ``ValueError``) cross by name. Other objects of the tests passed to
-the answer (a ``key=lambda``, a ``range``, an iterator) stay in the tests process and are used by
-reference: the answer's calls, iteration and indexing of them are requests back.
-
-This file (the messages, the values and the answer process) and ``sandbox_remote_tests.py`` (the tests
-process) are sent to the launcher as one source in the job, in that order (it must work inside bwrap,
-where nothing of the host is readable), and run with the launcher's globals (``_frame``, the codec
-``_encode``/``_decode``...).
+This file (messages, values, the answer process) and ``sandbox_remote_tests.py`` (the tests process)
+are sent to the launcher as one source, in that order (nothing of the host is readable inside bwrap),
+and run with the launcher's globals (``_frame``, the codec ``_encode``/``_decode``...).
 """
 
 import builtins
@@ -27,7 +22,6 @@ import datetime
 import json
 import operator
 import os
-import sys
 import types
 
 
@@ -45,9 +39,7 @@ class _Channel:
         self.write_fd = write_fd
 
     def send(self, message: list) -> None:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
-        while data:
-            data = data[os.write(self.write_fd, data):]
+        _write_line(self.write_fd, message)
 
     def receive(self) -> list:
         line = self.reader.readline()
@@ -117,14 +109,16 @@ def _builtin_exception(names: list, args: list) -> BaseException:
     """The first built-in exception class among an error's class names (its own class may be one the
     answer defined, which does not exist here), with its arguments."""
     values = [_unpack(arg, _no_special) for arg in args]
-    for name in names:
-        kind = getattr(builtins, str(name), None)
-        if isinstance(kind, type) and issubclass(kind, BaseException):
-            try:
-                return kind(*values)
-            except TypeError:
-                return kind()
-    return RuntimeError(*values)
+    kind = _builtin_exception_class(names) or RuntimeError
+    try:
+        return kind(*values)
+    except TypeError:
+        return kind()
+
+
+def _builtin_exception_class(names: list) -> type | None:
+    kinds = (getattr(builtins, str(name), None) for name in names)
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseException)), None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,20 +137,8 @@ class _TestsObject:
     def __call__(self, *args, **kwargs):
         return self._back("call", args, kwargs)
 
-    def __iter__(self):
-        return self._back("iter", (), {})
-
-    def __next__(self):
-        return self._back("next", (), {})
-
-    def __len__(self):
-        return self._back("len", (), {})
-
     def __bool__(self):
         return self._back("bool", (), {}) is True
-
-    def __getitem__(self, key):
-        return self._back("getitem", (key,), {})
 
     def _back(self, operation: str, args, kwargs):
         server = self._server
@@ -219,7 +201,7 @@ class _Server:
             reply = ["ok", self.encode(value), changed]
         except BaseException as error:  # the answer's exception is its outcome for this request
             reply = _raised(error, self.objects)
-        _flush()  # what it printed reaches the host before the tests may end (and the sandbox with them)
+        _flush_output()  # what it printed reaches the host before the tests may end (and the sandbox with them)
         self.channel.send(reply)
 
     def perform(self, message: list):
@@ -266,6 +248,10 @@ def _kind(value) -> str:
     return "instance"
 
 
+for _op in ("iter", "next", "len", "getitem"):
+    setattr(_TestsObject, "__%s__" % _op, lambda self, *args, _op=_op: self._back(_op, args, {}))
+
+
 def _builtin_type(name) -> type:
     kind = getattr(builtins, str(name), None)
     if not isinstance(kind, type):
@@ -306,8 +292,8 @@ def serve_answer(code: str, channel: _Channel) -> None:
         exec(compile(code, "<program>", "exec"), namespace)
     except BaseException as error:
         # Every request now gets the definition's error: the tests fail with its type.
-        _report_traceback(error)
-        _flush()
+        _print_traceback(error)
+        _flush_output()
         while True:
             try:
                 channel.receive()
@@ -315,21 +301,3 @@ def serve_answer(code: str, channel: _Channel) -> None:
                 return
             channel.send(_raised(error))
     _Server(namespace, channel).serve()
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-
-
-def _report_traceback(error: BaseException) -> None:
-    try:
-        import traceback
-
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-        sys.stderr.flush()
-    except BaseException:
-        pass

@@ -1,8 +1,6 @@
-"""The tests process of a sandboxed run apart from the answer: proxies for the answer's objects, and the
-tests run against them (see sandbox_remote.py for the whole design).
-
-Not a module: ``tunelens.evaluate.sandbox`` sends it to the launcher appended to sandbox_remote.py, whose
-names and imports (``_Channel``, ``_pack``, ``_raised``, ``sys``...) and the launcher's globals it uses.
+"""The tests process of a run apart: proxies for the answer's objects, and the tests run against them
+(sandbox_remote.py has the design). Not a module: sent to the launcher appended to sandbox_remote.py,
+whose names (``_Channel``, ``_pack``, ``_raised``...) and the launcher's globals it uses.
 """
 
 
@@ -80,8 +78,7 @@ class _Client:
 
     def _stand_in(self, handle: int, names: list) -> type:
         if handle not in self.exception_classes:
-            base = next((getattr(builtins, str(n)) for n in names if isinstance(getattr(builtins, str(n), None), type)
-                         and issubclass(getattr(builtins, str(n)), BaseException)), Exception)
+            base = _builtin_exception_class(names) or Exception
             self.exception_classes[handle] = type(str(names[0]).lstrip("~") or "AnswerError", (base,), {
                 "__module__": "__answer__", "__getattr__": _remote_attribute})
         return self.exception_classes[handle]
@@ -174,10 +171,9 @@ class _Client:
         return self.request(["op", name, [self.encode(o) for o in operands]])
 
     def combine(self, name: str, *operands):
-        """Arithmetic between an object of the answer's and a value of the tests' (``obj * 3``): the
-        answer would compute the test's own arithmetic with the test's value, so it is made only where
-        the reference's run got an object back from it, and a plain result is refused
-        (``abs(f(x) - want) < eps`` cannot be answered with 0.0)."""
+        """Arithmetic between an object of the answer's and a value of the tests' (``obj * 3``): only
+        where the reference got an object back from it, and never a plain result (``abs(f(x) - want)``
+        cannot be answered with 0.0)."""
         if self.allowed is not None and _site() not in self.allowed:
             self.refuse("not plain data: %s of an object of the answer's with a value of the tests'" % name)
         result = self.operate(name, *operands)
@@ -222,32 +218,11 @@ class Proxy:
             raise AttributeError(name)
         return _CLIENT.operate("attr", self, name)
 
-    def __setattr__(self, name, value):
-        _CLIENT.operate("setattr", self, name, value)
-
-    def __delattr__(self, name):
-        _CLIENT.operate("delattr", self, name)
-
     def __call__(self, *args, **kwargs):
         return _CLIENT.call(self, args, kwargs)
 
     def __bool__(self):
         return _CLIENT.operate("bool", self) is True
-
-    def __iter__(self):
-        return _CLIENT.operate("iter", self)
-
-    def __next__(self):
-        return _CLIENT.operate("next", self)
-
-    def __len__(self):
-        return _CLIENT.operate("len", self)
-
-    def __hash__(self):
-        return _CLIENT.operate("hash", self)
-
-    def __enter__(self):
-        return _CLIENT.operate("enter", self)
 
     def __exit__(self, kind, error, trace):
         return _CLIENT.operate("exit", self, error is not None) is True
@@ -289,7 +264,8 @@ _COMBINING = set(_BINARY)
 for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
     setattr(Proxy, "__%s__" % _name, _comparison(_name))
 for _name in ("str", "repr", "int", "float", "index", "neg", "pos", "abs", "invert", "reversed", "round",
-              "format", "contains", "getitem", "setitem", "delitem"):
+              "format", "contains", "getitem", "setitem", "delitem", "setattr", "delattr", "iter", "next", "len",
+              "hash", "enter"):
     setattr(Proxy, "__%s__" % _name, _forward(_name))
 for _name in _BINARY:
     setattr(Proxy, "__%s__" % _name, _forward(_name))
@@ -320,17 +296,14 @@ def run_tests(job: dict, tests: str, channel: _Channel) -> None:
         exec(compile(tests, "<tests>", "exec"), namespace)
         if remote["check"]:
             namespace["check"](namespace[remote["entry_point"]])
-    except _AnswerGone:
-        _frame_refusal()
-        _frame("exit", None, "the answer's process ended")
-        return
-    except SystemExit as stop:
-        _frame_refusal()
-        _frame("exit", None, _plain_code(stop.code))
-        return
     except BaseException as error:
         _frame_refusal()
-        _report_uncaught(error)
+        if isinstance(error, SystemExit):
+            _frame("exit", None, _plain_code(error.code))
+        elif isinstance(error, _AnswerGone):
+            _frame("exit", None, "the answer's process ended")
+        else:
+            _report_uncaught(error)
         return
     sys.stdout.flush()
     if _frame_refusal():  # the tests caught the refusal themselves (a bare except): still a failure

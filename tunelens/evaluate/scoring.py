@@ -48,7 +48,7 @@ def score_answers(pairs: list[tuple[WorkItem, str]], limits, workers: int, unsaf
     scored = [_static_row(item.case, item, answer) for item, answer in pairs]
     to_test = [(index, pairs[index][0].case, code) for index, (_, code) in enumerate(scored) if code is not None]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        verdicts = list(pool.map(lambda job: _run_tests(job[1], job[2], limits, unsafe), to_test))
+        verdicts = list(pool.map(lambda job: run_case_tests(job[1], job[2], limits, unsafe), to_test))
     rows = [row for row, _ in scored]
     for (index, _, _), verdict in zip(to_test, verdicts):
         rows[index] = _with_verdict(rows[index], verdict)
@@ -81,10 +81,6 @@ def _static_row(case, item: WorkItem, answer: str) -> tuple[ResultRow, str | Non
                     prompt=case.prompt, answer=answer)
     runnable = expects_code and checked.has_code and bool(checked.parses) and has_tests
     return row, (checked.code if runnable else None)
-
-
-def _run_tests(case, code: str, limits, unsafe: bool):
-    return run_case_tests(case, code, limits, unsafe)
 
 
 def _with_verdict(row: ResultRow, verdict) -> ResultRow:

@@ -1,20 +1,10 @@
 """Evaluation suites: the case format, the bundled suites, and running a case's tests in the sandbox.
 
 A suite is a YAML file (a list of cases, or a mapping with ``suite:`` and ``cases:``) or a JSONL file
-(one case object per line). Fields of a case:
-
-- ``id`` (required): unique in the suite;
-- ``type`` (required): the query type, the unit results are broken down by;
-- ``prompt`` (required): what the user sends;
-- ``expect`` (required): ``code``, ``pushback`` or ``refusal``;
-- ``tests``: Python with asserts, run after the generated code; required when ``expect: code``,
-  forbidden otherwise;
-- ``entry_point``: the function the tests call (an identifier);
-- ``reference``: a known-good answer (code); only for ``expect: code``;
-- ``twin``: the id of the paired case in the same suite (a broken spec and its clean version, a
-  harmful request and its benign look-alike); pairs must point at each other.
-
-Unknown fields are refused. docs/eval-suites.md has the full description and examples.
+(one case object per line). A case has ``id``, ``type``, ``prompt``, ``expect`` (``code``, ``pushback``
+or ``refusal``), and may have ``tests`` (required when it expects code), ``entry_point``, ``reference``,
+``differential`` (a boolean: the reference's outputs are the expected values) and ``twin`` (the paired
+case, which names it back). Unknown fields are refused; docs/eval-suites.md describes every field.
 """
 
 from __future__ import annotations
@@ -32,7 +22,7 @@ from tunelens.evaluate.sandbox import Limits
 EXPECTS = ("code", "pushback", "refusal")
 BUNDLED_SUITES = ("code", "pushback", "safety", "humaneval")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-_FIELDS = ("id", "type", "prompt", "expect", "tests", "entry_point", "reference", "twin")
+_FIELDS = ("id", "type", "prompt", "expect", "tests", "entry_point", "reference", "twin", "differential")
 _REQUIRED = ("id", "type", "prompt", "expect")
 
 
@@ -47,6 +37,7 @@ class Case:
     entry_point: str | None = None
     reference: str | None = None
     twin: str | None = None  # id of the paired case (broken spec <-> clean twin, harmful <-> benign)
+    differential: bool = False  # the reference's outputs are the expected values (judge.differential)
 
 
 def load_suites(names: str | list[str]) -> list[Case]:
@@ -106,7 +97,8 @@ def judge_case(case: Case) -> judge.Case:
     (signature and docstring) precedes the completion; a whole function as the answer also works (it
     redefines the stub the prompt declares)."""
     return judge.Case(tests=case.tests or "", entry_point=case.entry_point,
-                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference)
+                      prelude=case.prompt if case.suite == "humaneval" else "", reference=case.reference,
+                      differential=case.differential)
 
 
 def test_program(case: Case, code: str) -> str:
@@ -267,7 +259,10 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
             fail(str(key), f"unknown field (allowed: {', '.join(_FIELDS)})")
     for key in _FIELDS:
         value = record.get(key)
-        if value is not None and not isinstance(value, str):
+        if key == "differential":
+            if value is not None and not isinstance(value, bool):
+                fail(key, f"must be true or false, got {type(value).__name__}")
+        elif value is not None and not isinstance(value, str):
             fail(key, f"must be a string, got {type(value).__name__}")
         if key in _REQUIRED and (value is None or not value.strip()):
             fail(key, "is required")
@@ -284,9 +279,22 @@ def _to_case(path: Path, where: str, record: object, suite: str) -> Case:
     entry = record.get("entry_point")
     if entry is not None and not entry.isidentifier():
         fail("entry_point", f"must be a Python identifier, got {entry!r}")
+    if record.get("differential"):
+        _check_differential(record, fail)
     return Case(id=record["id"].strip(), suite=suite, type=record["type"].strip(), prompt=record["prompt"],
                 expect=expect, tests=record.get("tests"), entry_point=entry,
-                reference=record.get("reference"), twin=record.get("twin"))
+                reference=record.get("reference"), twin=record.get("twin"),
+                differential=bool(record.get("differential")))
+
+
+def _check_differential(record: dict, fail) -> None:
+    if record["expect"] != "code":
+        fail("differential", f"only cases that expect code have differential (this one expects {record['expect']})")
+    if not record.get("reference"):
+        fail("differential", "needs a reference (its outputs are the expected values)")
+    plan = judge.plan_for(record["tests"], record.get("entry_point"))
+    if isinstance(plan, judge.NotHostShape):
+        fail("differential", f"needs tests the host can judge (calls and asserts; here: {plan})")
 
 
 def _check_parses(source: str, fail, field: str) -> None:

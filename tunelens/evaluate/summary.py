@@ -3,15 +3,16 @@ base and tuned, and the regression gate. Format in docs/eval.md."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 from tunelens.evaluate.backends import BASE, TUNED
+from tunelens.evaluate.checks import BEHAVIOURS
 from tunelens.evaluate.results import REFERENCE, ResultRow
 from tunelens.stats import mcnemar, rate
 
 ALL = "*"  # the suite / type of a group that totals over all of them
-BEHAVIOURS = ("code", "pushback", "refusal", "other")
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,7 @@ def group_table(rows: list[ResultRow]) -> list[dict]:
 
 
 def _count_by_model_and_decoding(rows: list[ResultRow]) -> dict:
-    counts: dict[str, int] = {}
-    for row in rows:
-        label = f"{row.model}/{row.decoding}"
-        counts[label] = counts.get(label, 0) + 1
-    return counts
+    return dict(Counter(f"{row.model}/{row.decoding}" for row in rows))
 
 
 def paired(rows: list[ResultRow]) -> dict[tuple, ResultRow]:
