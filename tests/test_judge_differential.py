@@ -34,8 +34,17 @@ def test_a_wrong_answer_returning_a_forged_object_still_fails():
     forged = judge(OPTED_IN, OMNI + "def collatz_steps(n):\n    return Omni()\n", LIMITS)
     assert not forged.passed and forged.reason.startswith("not-plain")
     pinned_case = Case(tests="assert collatz_steps(27) == 111\n", entry_point="collatz_steps", reference=REFERENCE)
-    assert judged_by(pinned_case) == "both"
+    assert judged_by(pinned_case) == "pinned"
     assert not judge(pinned_case, OMNI + "def collatz_steps(n):\n    return Omni()\n", LIMITS).passed
+
+
+@needs_sandbox
+def test_a_pinned_case_is_judged_by_its_asserts_as_the_official_harness_would():
+    # 111.0 == 111 holds, so HumanEval's own harness passes this answer; a pinned case (not opted in) keeps
+    # that verdict: the reference only checks the suite's literals, it adds no exact-type rule of its own.
+    pinned_case = Case(tests="assert collatz_steps(27) == 111\n", entry_point="collatz_steps", reference=REFERENCE)
+    assert judge(pinned_case, REFERENCE.replace("return steps", "return float(steps)"), LIMITS).passed
+    assert not judge(pinned_case, REFERENCE.replace("return steps", "return steps + 1"), LIMITS).passed
 
 
 @needs_sandbox
@@ -94,7 +103,7 @@ def test_which_cases_are_differential():
 
 @pytest.mark.parametrize("suite, pinned_cases", [("code", 71), ("humaneval", 151)])
 def test_bundled_cases_whose_every_assert_pins_a_result(suite, pinned_cases):
-    # docs/eval-suites.md gives the counts judged each way (both: these, less the references that do
+    # docs/eval-suites.md gives the counts judged each way (pinned: these, less the references that do
     # not agree with their literals' types: code 3 of 71, HumanEval none)
     plans = [host_plan(case.tests, case.entry_point) for case in load_suite(suite) if case.expect == "code"]
     assert sum(not isinstance(p, NotHostShape) and pinned(p) is not None for p in plans) == pinned_cases

@@ -48,8 +48,9 @@ FORMS = {
     # differential: the expected values are only the reference's outputs (the case opts in)
     "differential": ("add(2, 3)\nadd(10, 5)\nadd(-1, 4)\n", HOST),
 }
-# Host forms that also compare with the reference's outputs: "literal" pins every result (both ways),
-# "differential" opts in; an opted-in case cannot judge its own reference, nor be judged without one.
+# Host forms run with the right reference too: "literal" pins every result (the reference is checked against
+# the literals, the asserts judge), "differential" opts in (the reference's outputs judge); an opted-in case
+# cannot judge its own reference, nor be judged without one.
 READS_REFERENCE, OPTED_IN = ("literal", "differential"), ("differential",)
 # mode -> what the case's reference is (None: no reference; "right"; "self": the judged code)
 MODES = {"no reference": None, "right reference": "right", "as reference": "self"}

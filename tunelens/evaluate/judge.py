@@ -64,7 +64,7 @@ def judge(case: Case, code: str, limits: Limits | None = None, unsafe: bool = Fa
         if case.differential:
             raise ValueError(f"differential needs tests the host can judge: {plan}")
         return _in_sandbox(case, code, limits, unsafe)
-    if differential(case, plan):
+    if case.differential:
         return _against_reference(case, plan, code, limits, unsafe)
     return _on_host(plan, run_calls(case.prelude + code, plan.wire(), limits, unsafe))
 
@@ -232,28 +232,28 @@ def _failed(statement, probes: _Probes) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are expected
-# values too, compared here: exact types, floats within FLOAT_TOLERANCE. Only where no correct answer
-# can differ from the reference: the case opts in (``differential``), or every assert pins a call's
-# result to a literal and the reference's results agree with those literals (the suite's consistency).
+# Differential: the reference's outputs on the same calls, from a sandbox run of its own, are the expected
+# values, compared here: exact types, floats within FLOAT_TOLERANCE. Only where the case opts in
+# (``differential``): elsewhere a correct answer may differ from the reference (several valid answers, 2.0
+# for 2), and the test's own asserts decide, as the official harnesses do. Where every assert pins a call's
+# result to a literal, the reference's results are checked against those literals instead: the suite's
+# consistency, reported by judged_by.
 
 FLOAT_TOLERANCE = 1e-9  # relative and absolute: floats agree when math.isclose with both says so
 
 
-def differential(case: Case, plan: HostPlan) -> bool:
-    """Whether answers are also compared with the reference's outputs (if a pinned one agrees)."""
-    return case.differential or (bool(case.reference) and pinned(plan) is not None)
-
-
 def judged_by(case: Case, limits: Limits | None = None, unsafe: bool = False) -> str:
-    """``apart``, or on the host ``literal`` (asserts only), ``differential`` (opted in, no asserts) or
-    ``both``; a pinned case whose reference does not agree with its literals is ``literal``."""
+    """``apart``, ``differential`` (opted in: the reference's outputs are the expected values), ``pinned``
+    (the literal asserts judge, and the reference's results agree with the literals they pin) or
+    ``literal`` (the asserts judge; loose tests, no reference, or a reference that disagrees)."""
     plan = plan_for(case.tests, case.entry_point)
     if isinstance(plan, NotHostShape):
         return "apart"
-    if not differential(case, plan) or isinstance(_expected(case, plan, limits, unsafe), str):
-        return "literal"
-    return "both" if plan.asserts else "differential"
+    if case.differential:
+        return "differential"
+    if case.reference and pinned(plan) is not None and not isinstance(_expected(case, plan, limits, unsafe), str):
+        return "pinned"
+    return "literal"
 
 
 def agrees(got, want) -> bool:
@@ -311,14 +311,15 @@ def _expected(case: Case, plan: HostPlan, limits, unsafe: bool) -> list | str:
 
 
 def _against_reference(case: Case, plan: HostPlan, code: str, limits, unsafe: bool) -> Verdict:
-    """The asserts' verdict on the answer's run; if they hold, its outputs must agree with the reference's.
-    Where the reference has none, an opted-in case cannot be judged (a suite error, not the answer's)."""
+    """An opted-in case: the asserts' verdict on the answer's run (if it has any); if they hold, its outputs
+    must agree with the reference's. Where the reference has none, the case cannot be judged (a suite error,
+    not the answer's)."""
     reference = _reference_calls(case, plan, limits, unsafe)  # alongside the answer's run
     own = reference is not None and code == case.reference
     result = reference.result() if own else run_calls(case.prelude + code, plan.wire(), limits, unsafe)
     verdict = _on_host(plan, result)
     expected = _expected(case, plan, limits, unsafe)
-    if not verdict.passed or (isinstance(expected, str) and not case.differential):
+    if not verdict.passed:
         return verdict
     if isinstance(expected, str):
         return replace(verdict, passed=False, reason="suite-error: " + expected)
