@@ -38,6 +38,13 @@ class TrustSignals:
 
 
 
+def add_model_signals(items: list[TrustSignals], model, tokenizer, queries: Sequence[str],
+                      progress: Progress | None = None) -> None:
+    """Fill in each item's model signals (model_signals) for its query."""
+    for item, (kl, ppl) in zip(items, model_signals(model, tokenizer, queries, progress=progress)):
+        item.adapter_base_kl, item.prompt_perplexity = kl, ppl
+
+
 def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress | None = None) -> list[tuple]:
     """(adapter_base_kl, prompt_perplexity) per query, from one adapter and one base forward pass each.
 

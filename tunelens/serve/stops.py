@@ -29,14 +29,10 @@ class _PrefixMatcher:
             return False
         while q > 0 and stop[q] != char:
             q = self.fail[q - 1]
-        if stop[q] == char:
-            q += 1
-        if q == len(stop):
-            self.state = q
-            return True
-        self._extend_fail(q)
-        self.state = q
-        return False
+        self.state = q = q + (stop[q] == char)
+        if q < len(stop):
+            self._extend_fail(q)
+        return q == len(stop)
 
 
 class StopText:
@@ -50,8 +46,7 @@ class StopText:
     def __init__(self, tokenizer, stops: tuple[str, ...]):
         self.tokenizer, self.stops = tokenizer, tuple(dict.fromkeys(s for s in stops if s))
         self.ids: list[int] = []
-        self.sent = 0
-        self.text = ""
+        self.sent, self.text = 0, ""
         self.cut: int | None = None  # where the earliest stop string found so far starts
         self._restart()
 
@@ -68,20 +63,15 @@ class StopText:
         if not text.startswith(self.text[:self.fed]):  # a decoder that rewrote earlier text: match again
             self._restart()
         self.text = text
-        self._feed()
-        if self.cut is not None:
-            return self._advance(self.cut), True
-        hold = max((m.state for m in self.matchers), default=0)
-        return self._advance(len(text) - hold), False
-
-    def _feed(self) -> None:
-        for position in range(self.fed, len(self.text)):
-            char = self.text[position]
+        for position, char in enumerate(text[self.fed:], self.fed):
             for matcher in self.matchers:
                 if matcher.feed(char):
                     start = position + 1 - len(matcher.stop)
                     self.cut = start if self.cut is None else min(self.cut, start)
-        self.fed = len(self.text)
+        self.fed = len(text)
+        if self.cut is not None:
+            return self._advance(self.cut), True
+        return self._advance(len(text) - max((m.state for m in self.matchers), default=0)), False
 
     def flush(self) -> str:
         return self._advance(len(self.text))
