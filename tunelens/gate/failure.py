@@ -151,16 +151,20 @@ def calibrate_on_outcomes(gate: "Gate", outcomes: Sequence[Outcome], model=None,
         model=model_info, inputs=inputs or {},
     )
     if write:
-        _write(gate, calibration, outcomes, items, combined, held)
+        atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
+        atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
+        atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
+            {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt,
+             "adapter_bad": o.adapter_bad, "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
+             "route": "adapter" if p >= threshold else "base", "signals": item.scores()}
+            for o, item, p, h in zip(outcomes, items, combined, held)))
     gate.calibration = calibration
     return calibration
 
 
 def _failure_auroc(values: np.ndarray, bad: np.ndarray) -> float | None:
     """P(a failure scores below a success): the AUROC of low trust predicting a bad answer."""
-    if bad.all() or not bad.any():
-        return None
-    return auroc(values[~bad], values[bad])
+    return None if bad.all() or not bad.any() else auroc(values[~bad], values[bad])
 
 
 def _operating_point(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
@@ -187,16 +191,6 @@ def _conformal(fit_scores, fit_bad, held_scores, held_bad, target_risk, seed) ->
             "held_out_served_bad": served_bad_rate(held_scores, held_bad, threshold),
             "held_out_coverage": float((held_scores >= threshold).mean()),
             "sample_size": conformal_sample_size(pool_scores, pool_bad, alpha, seed=seed)}
-
-
-def _write(gate, calibration: OutcomeCalibration, outcomes, items, combined, held) -> None:
-    atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
-    atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
-    atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
-        {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt, "adapter_bad": o.adapter_bad,
-         "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
-         "route": "adapter" if p >= calibration.threshold else "base", "signals": item.scores()}
-        for o, item, p, h in zip(outcomes, items, combined, held)))
 
 
 def risk_coverage_plot_png(calibration: OutcomeCalibration) -> bytes:

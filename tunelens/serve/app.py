@@ -86,11 +86,10 @@ def _error_response(err: APIError) -> JSONResponse:
 
 def _add_info_routes(app: FastAPI, engine: Engine, label: str) -> None:
     created = int(time.time())
-    gate = engine.gate
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": label, "adapter": engine.has_adapter, "gate": gate is not None,
+        return {"status": "ok", "model": label, "adapter": engine.has_adapter, "gate": engine.gate is not None,
                 "models": engine.model_names(), "in_flight": engine.metrics.in_flight}
 
     @app.get("/metrics")
@@ -151,8 +150,7 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
 
 
 def _authorised(request: Request, api_key: str) -> bool:
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     # compare_digest: the time taken does not tell how much of the key was right.
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
 
@@ -185,10 +183,9 @@ async def _stream(engine: Engine, body, job: Job, routing: dict, served: str, ch
             outcome = await engine.generate(job, on_token, cancelled)
             engine.metrics.count_generation(routing, outcome)
             await queue.put(("done", outcome, None))
-        except APIError as err:
-            await queue.put(("error", err, None))
         except Exception as err:  # reported to the client as an error event, then the stream ends
-            await queue.put(("error", APIError(500, f"generation failed: {err}"), None))
+            error = err if isinstance(err, APIError) else APIError(500, f"generation failed: {err}")
+            await queue.put(("error", error, None))
 
     task = asyncio.create_task(produce())
     try:
@@ -347,9 +344,8 @@ def _make_job(engine: Engine, body, ids: list[int], asked_tokens: int | None, to
         with_examples = f" with its {shown} few-shot example(s)" if shown else ""
         raise APIError(400, f"the prompt{with_examples} is {len(ids)} tokens, over this server's limit of "
                             f"{limits.max_prompt_tokens}", param=param, code="context_length_exceeded")
-    max_tokens = _max_tokens(engine, asked_tokens, len(ids))
-    return Job(ids, max_tokens, body.temperature, body.top_p, body.seed, top_logprobs, stops + user_stops,
-               use_adapter=True)
+    return Job(ids, _max_tokens(engine, asked_tokens, len(ids)), body.temperature, body.top_p, body.seed,
+               top_logprobs, stops + user_stops, use_adapter=True)
 
 
 def _max_tokens(engine: Engine, asked: int | None, prompt_tokens: int) -> int:
@@ -369,5 +365,4 @@ def _max_tokens(engine: Engine, asked: int | None, prompt_tokens: int) -> int:
 async def _route(engine: Engine, name: str, query: str) -> dict:
     if name == MODEL_AUTO:
         return await engine.call(engine.decide, query)
-    route = "adapter" if name == MODEL_ADAPTER else "base"
-    return {"route": route, "reason": "forced"}
+    return {"route": "adapter" if name == MODEL_ADAPTER else "base", "reason": "forced"}

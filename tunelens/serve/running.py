@@ -100,10 +100,8 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> ServerHandle
 
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (a name other than localhost counts as not)."""
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 

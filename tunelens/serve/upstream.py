@@ -75,8 +75,7 @@ def check_upstream_models(upstream: Upstream) -> str | None:
         served = {item["id"] for item in response.json()["data"]}
     except (ValueError, KeyError, TypeError):
         return f"upstream {upstream.url}/models is not an OpenAI model list; model names not checked"
-    wanted = [name for name in (upstream.base_model, upstream.adapter_model) if name]
-    missing = [name for name in wanted if name not in served]
+    missing = [name for name in (upstream.base_model, upstream.adapter_model) if name and name not in served]
     if missing:
         raise UserError(f"upstream {upstream.url} does not serve {', '.join(missing)}: it has "
                         f"{', '.join(sorted(served))} (check --upstream-base-model / --upstream-adapter-model)")
@@ -133,7 +132,10 @@ class UpstreamEngine(WorkerThread):
                 handed_over = True  # the relay leaves the queue when the stream ends
                 return StreamingResponse(self._relay(response, served, routing, wants_usage, start),
                                          media_type="text/event-stream", headers=headers)
-            answer = _answer_json(self.upstream, response.content)
+            answer = _json(response.content)
+            if not isinstance(answer, dict) or "choices" not in answer:
+                raise APIError(502, f"upstream {self.upstream.url} answered 200 without an OpenAI response: "
+                                    f"{response.content[:200]!r}", code="upstream_error")
             self._count(routing, answer.get("usage"), start)
             return JSONResponse({**answer, "model": served, "tunelens": routing}, headers=headers)
         finally:
@@ -227,14 +229,6 @@ def _json(content):
         return json.loads(content)
     except ValueError:
         return None
-
-
-def _answer_json(upstream: Upstream, content: bytes) -> dict:
-    answer = _json(content)
-    if not isinstance(answer, dict) or "choices" not in answer:
-        raise APIError(502, f"upstream {upstream.url} answered 200 without an OpenAI response: {content[:200]!r}",
-                       code="upstream_error")
-    return answer
 
 
 def transport_error(upstream: Upstream, err) -> APIError:
