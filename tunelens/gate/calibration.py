@@ -58,10 +58,8 @@ def threshold_for_coverage(in_domain_scores: Sequence[float], target: float) -> 
 
 
 class LogisticRule:
-    """What both calibrations route with: a logistic combiner over standardised, oriented signals.
-
-    A subclass is a dataclass with `signals`, `directions`, `mean`, `std` and `weights` fields; what its
-    score is the probability of (in-domain, or the adapter's answer being good) is the subclass's to say."""
+    """What both calibrations route with: a logistic combiner over standardised, oriented signals. A subclass
+    is a dataclass with `signals`, `directions`, `mean`, `std` and `weights`, and says what its score means."""
 
     def features(self, signals: TrustSignals) -> np.ndarray:
         raw = np.array([signals.value(name) * self.directions[name] for name in self.signals])

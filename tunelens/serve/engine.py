@@ -111,12 +111,9 @@ class WorkerThread:
 
 
 class Engine(WorkerThread):
-    """Owns the model: every job (gate scoring, generation) runs on its single worker thread.
-
-    One thread, because the adapter on/off switch is a property of the shared model: two requests on two
-    threads could see each other's setting. Requests of one route may still decode together on it, as
-    one batch (`max_batch` > 1, serve/batching.py).
-    """
+    """Owns the model: every job (gate scoring, generation) runs on its single worker thread, because the
+    adapter switch is a property of the shared model: two threads could see each other's setting. Requests
+    of one route may still decode together on it (`max_batch` > 1, serve/batching.py)."""
 
     def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
         super().__init__(gate, limits, loaded.has_adapter, "tunelens-model")
@@ -149,11 +146,8 @@ class Engine(WorkerThread):
             self.metrics.leave()
 
     def _drain(self) -> None:
-        """On the model thread: waiting requests join the running batch, or start one.
-
-        Every queued job adds one drain, and the end of a batch adds another while jobs wait, so no job
-        is left behind; a drain that finds nothing to take does nothing.
-        """
+        """On the model thread: waiting requests join the running batch, or start one. Every queued job adds
+        one drain and the end of a batch another while jobs wait, so none is left behind."""
         active = self.active
         with self.pending_lock:
             room = self.max_batch - (len(active.rows) if active else 0)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 
 class _PrefixMatcher:
-    """Knuth-Morris-Pratt over one stop string, fed one character at a time.
-
-    `state` is the length of the longest prefix of the stop string that is a suffix of the text fed
-    so far; it reaching the full length is a match. The failure table is built lazily, only as far as
-    `state` has reached, so a 240 KB stop string costs nothing beyond the text actually generated.
-    """
+    """Knuth-Morris-Pratt over one stop string, fed one character at a time. `state` is the longest prefix of
+    the stop string that ends the text fed so far (all of it: a match). The failure table is built only as
+    far as `state` has reached, so a 240 KB stop string costs nothing beyond the text generated."""
 
     def __init__(self, stop: str):
         self.stop, self.state, self.fail = stop, 0, [0]
@@ -36,12 +33,9 @@ class _PrefixMatcher:
 
 
 class StopText:
-    """Token ids in, safe text deltas out: text that could still begin a stop string is held back.
-
-    Plain equivalent: decode all ids at the end and cut at the first stop string; the deltas always
-    concatenate to exactly that text (a test checks it). Each new character is fed once to a matcher
-    per stop string, so the work is linear in the text and independent of the stop strings' length.
-    """
+    """Token ids in, safe text deltas out: text that could still begin a stop string is held back. Each new
+    character is fed once to a matcher per stop string. Plain equivalent: decode all ids at the end and cut
+    at the first stop string; the deltas always concatenate to exactly that text (a test checks it)."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
         self.tokenizer, self.stops = tokenizer, tuple(dict.fromkeys(s for s in stops if s))
