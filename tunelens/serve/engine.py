@@ -173,12 +173,13 @@ class Engine(WorkerThread):
                 finished = [(batch.requests[index], outcome, None) for index, outcome in batch.step()]
         except BaseException as err:  # every request still in the batch answers with the error
             finished, batch.rows = [(batch.requests[index], None, err) for index in batch.rows], []
+        if not batch.rows:
+            self.active = None  # before the last answers go out, so whoever hears of them sees the batch gone
         for request, outcome, err in finished:
             request.done(outcome, err)
         if batch.rows:
             self.executor.submit(self._step)
             return
-        self.active = None
         with self.pending_lock:
             waiting = bool(self.pending)
         if waiting:
