@@ -19,11 +19,9 @@ if TYPE_CHECKING:
 
 
 def auroc(positives: Iterable[float], negatives: Iterable[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count one half).
-
-    Mann-Whitney U by binary search in the sorted negatives. Plain equivalent: the mean over all (positive,
-    negative) pairs of 1 if p > n, 0.5 if equal, else 0; a test checks the two agree.
-    """
+    """Probability that a random positive scores above a random negative (ties count one half): Mann-Whitney U
+    by binary search in the sorted negatives. Plain equivalent: the mean over all (positive, negative) pairs
+    of 1 if p > n, 0.5 if equal, else 0; a test checks the two agree."""
     pos, neg = np.asarray(list(positives), float), np.sort(np.asarray(list(negatives), float))
     if len(pos) == 0 or len(neg) == 0:
         raise UserError("AUROC needs at least one in-domain and one out-of-domain query")

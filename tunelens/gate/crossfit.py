@@ -36,10 +36,8 @@ def score_fitter(scores: Sequence[float], bad: Sequence[bool], target_coverage: 
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
 
     def fit(calibration: np.ndarray) -> Router:
-        if target_coverage is not None:
-            threshold = threshold_for_coverage(scores[calibration], target_coverage)
-        else:
-            threshold = conformal_risk_threshold(scores[calibration], bad[calibration], conformal_alpha)
+        threshold = (threshold_for_coverage(scores[calibration], target_coverage) if target_coverage is not None
+                     else conformal_risk_threshold(scores[calibration], bad[calibration], conformal_alpha))
         return lambda indices: scores[indices] >= threshold
 
     return fit

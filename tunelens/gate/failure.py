@@ -116,10 +116,9 @@ def calibrate_on_outcomes(gate: "Gate", outcomes: Sequence[Outcome], model=None,
                           inputs: dict | None = None, write: bool = True,
                           strata: Sequence | None = None, conformal_alpha: float | None = None) -> OutcomeCalibration:
     """Fit the failure-calibrated rule on one part of the outcomes, measure it on the other; write the files.
-
-    `strata` (one label per outcome, e.g. its kind of query): the split keeps each stratum's failures and
-    successes in the same proportions in both parts. `conformal_alpha`: the served-bad rate conformal risk
-    control aims at (default: the target risk; without either, no conformal figures)."""
+    `strata` (a label per outcome, e.g. its kind of query): both parts keep each stratum's share of failures.
+    `conformal_alpha`: the served-bad rate conformal risk control aims at (default: the target risk; with
+    neither, no conformal figures)."""
     _check_inputs(outcomes, target_risk, target_coverage, holdout)
     items, cost = timed_signals(gate, [o.prompt for o in outcomes], model, tokenizer, progress)
     bad = np.array([o.adapter_bad for o in outcomes])

@@ -96,12 +96,9 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
                embedder=None, k: int = 5, source: dict | None = None,
                progress: Progress | None = None, index: str = "auto",
                responses: Sequence[str] | None = None) -> Gate:
-    """Embed the instructions and write a gate directory; returns the loaded gate.
-
-    Every instruction is indexed (duplicates too), so the row count equals the input count. `index`: auto
-    (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw. `responses` (one per instruction) are
-    stored with their entries, so the gate can also serve them as few-shot examples.
-    """
+    """Embed the instructions (duplicates too: one row each) and write a gate directory; returns the loaded
+    gate. `index`: auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw. `responses` (one
+    per instruction) are stored with their entries, so the gate can also serve them as few-shot examples."""
     if not queries:
         raise UserError("no instructions to index: the gate needs at least one training pair")
     if responses is not None and len(responses) != len(queries):

@@ -21,12 +21,10 @@ API_KEY_ENV = "TUNELENS_API_KEY"
 
 
 def _deadline_protocol(read_timeout: float):
-    """uvicorn's h11 protocol, closing a connection whose request is not fully received in time.
-
-    uvicorn's keep-alive timeout only covers the gap between requests: a client sending a byte at a time
-    (or nothing) would hold the connection forever. The clock runs from the connection or a request's
-    first byte to its last; generating and streaming the answer is not limited.
-    """
+    """uvicorn's h11 protocol, closing a connection whose request is not fully received in time. uvicorn's
+    keep-alive timeout only covers the gap between requests: a client sending a byte at a time (or nothing)
+    would hold the connection forever. The clock runs from the connection or a request's first byte to its
+    last; generating and streaming the answer is not limited."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
