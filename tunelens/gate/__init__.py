@@ -1,19 +1,10 @@
 """Retrieval-confidence gate: when is a query close enough to the training data to trust the adapter?
 
-The gate embeds every training instruction (all-MiniLM-L6-v2, offline) into a cosine-similarity index
-(exact faiss search; an HNSW index from a size threshold). For a query it computes trust signals
-before any generation:
-
-- `max_similarity` / `mean_similarity`: the best and the mean cosine similarity of the top-k neighbours;
-- `adapter_base_kl`: mean KL(adapter || base) of the next-token distributions over the prompt's positions;
-- `prompt_perplexity`: the adapter's perplexity of the rendered prompt.
-
-Two calibrations: `calibrate` (calibration.py) separates in-domain from out-of-domain queries;
-`calibrate_on_outcomes` (outcomes.py) predicts when the adapter's answer is bad, from eval results,
-and picks a threshold for a target risk or coverage.
-
-Modules, one concern each: embedders, onnx_graph (the embedder export's graph rewrites), index, signals,
-queries, calibration, outcomes, routing (the Gate object, build and route).
+The gate indexes every training instruction's embedding (tunelens.retrieval). Before any generation it
+computes a query's trust signals (signals.py): the best and mean cosine similarity of its top-k
+neighbours, and with a model the adapter-vs-base KL and the prompt's perplexity. `calibrate`
+(calibration.py) separates in-domain from out-of-domain queries; `calibrate_on_outcomes` (failure.py)
+predicts from eval results when the adapter's answer is bad, for a target risk or coverage.
 """
 
 from tunelens.gate.calibration import (Calibration, auroc, calibrate, coverage_curve, coverage_plot_png,

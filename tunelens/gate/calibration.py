@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -11,47 +10,29 @@ import numpy as np
 
 from tunelens.errors import UserError
 from tunelens.retrieval.embedders import Progress
-from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals
+from tunelens.gate.signals import RETRIEVAL_SIGNALS, TrustSignals
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from tunelens.report import figure_png, new_figure
 
 if TYPE_CHECKING:
     from tunelens.gate.routing import Gate
 
-# ---------------------------------------------------------------- calibration maths
-
 
 def auroc(positives: Iterable[float], negatives: Iterable[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count one half).
-
-    Computed from average ranks (Mann-Whitney U). Plain equivalent: the mean over all (positive, negative)
-    pairs of 1 if p > n, 0.5 if equal, else 0; a test checks the two agree.
-    """
-    pos, neg = np.asarray(list(positives), float), np.asarray(list(negatives), float)
+    """Probability that a random positive scores above a random negative (ties count one half): Mann-Whitney U
+    by binary search in the sorted negatives. Plain equivalent: the mean over all (positive, negative) pairs
+    of 1 if p > n, 0.5 if equal, else 0; a test checks the two agree."""
+    pos, neg = np.asarray(list(positives), float), np.sort(np.asarray(list(negatives), float))
     if len(pos) == 0 or len(neg) == 0:
         raise UserError("AUROC needs at least one in-domain and one out-of-domain query")
-    ranks = _average_ranks(np.concatenate([pos, neg]))
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1  # 1-based average rank of a tie group
-        start = end + 1
-    return ranks
+    # Per positive, the negatives below it count twice and those tied with it once: twice U.
+    twice_u = (np.searchsorted(neg, pos, "left") + np.searchsorted(neg, pos, "right")).sum()
+    return float(twice_u / 2 / (len(pos) * len(neg)))
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
-    """Weights (last one the bias) of an L2-regularised logistic regression, by Newton's method.
-
-    The small L2 term keeps the weights finite when the classes separate perfectly.
-    """
+    """Weights (last one the bias) of an L2-regularised logistic regression, by Newton's method; the small
+    L2 term keeps the weights finite when the classes separate perfectly."""
     design = np.hstack([features, np.ones((len(features), 1))])
     weights = np.zeros(design.shape[1])
     penalty = l2 * np.eye(design.shape[1])
@@ -74,14 +55,9 @@ def threshold_for_coverage(in_domain_scores: Sequence[float], target: float) -> 
     return float(ordered[keep - 1])
 
 
-# ---------------------------------------------------------------- calibration
-
-
 class LogisticRule:
-    """What both calibrations route with: a logistic combiner over standardised, oriented signals.
-
-    A subclass is a dataclass with `signals`, `directions`, `mean`, `std` and `weights` fields; what its
-    score is the probability of (in-domain, or the adapter's answer being good) is the subclass's to say."""
+    """What both calibrations route with: a logistic combiner over standardised, oriented signals. A subclass
+    is a dataclass with `signals`, `directions`, `mean`, `std` and `weights`, and says what its score means."""
 
     def features(self, signals: TrustSignals) -> np.ndarray:
         raw = np.array([signals.value(name) * self.directions[name] for name in self.signals])
@@ -121,13 +97,41 @@ class Calibration(LogisticRule):
     inputs: dict = field(default_factory=dict)
 
 
+@dataclass
+class FittedRule:
+    """A logistic combiner over oriented, standardised signals fitted on one set of queries (label 1: trust
+    the adapter): the part of a calibration that can be carried to another model unchanged (gate.transfer)."""
+
+    names: list[str]
+    directions: dict
+    mean: np.ndarray
+    std: np.ndarray
+    weights: np.ndarray
+    raw_auroc: dict
+    auroc: dict  # in each signal's chosen direction
+
+    def matrix(self, items: Sequence[TrustSignals]) -> np.ndarray:
+        return oriented_matrix(list(items), self.names, self.directions)
+
+    def scores(self, items: Sequence[TrustSignals]) -> np.ndarray:
+        """P(label 1) per query, by this rule."""
+        logits = ((self.matrix(items) - self.mean) / self.std) @ self.weights[:-1] + self.weights[-1]
+        return 1 / (1 + np.exp(-logits))
+
+
+def fit_rule(items: Sequence[TrustSignals], names: Sequence[str], labels: np.ndarray) -> FittedRule:
+    """Orient each signal and fit the combiner to predict label 1."""
+    raw_auroc, directions, oriented_auroc = orient_signals(list(items), list(names), labels)
+    matrix = oriented_matrix(list(items), list(names), directions)
+    mean, std = matrix.mean(0), matrix.std(0) + 1e-12
+    return FittedRule(list(names), directions, mean, std, fit_logistic((matrix - mean) / std, labels), raw_auroc,
+                      oriented_auroc)
+
 
 def orient_signals(items: list[TrustSignals], names: list[str], labels: np.ndarray) -> tuple[dict, dict, dict]:
-    """(raw AUROC, direction, AUROC in that direction) per signal, for labels 1 = trust the adapter.
-
-    Retrieval similarity is "higher = closer" by construction; the model signals' direction is an
-    empirical question, so calibration picks it (and reports the raw AUROC beside it).
-    """
+    """(raw AUROC, direction, AUROC in that direction) per signal, for labels 1 = trust the adapter. Retrieval
+    similarity is "higher = closer" by construction; the model signals' direction is an empirical question,
+    so calibration picks it (and reports the raw AUROC beside it)."""
     raw_auroc, directions, oriented_auroc = {}, {}, {}
     for name in names:
         values = np.array([item.value(name) for item in items])
@@ -168,25 +172,18 @@ def calibrate(gate: Gate, in_domain: Sequence[str], out_of_domain: Sequence[str]
                         f"{len(in_domain)} and {len(out_of_domain)}")
     items = gate.signals(list(in_domain) + list(out_of_domain), model, tokenizer, progress=progress)
     labels = np.array([1] * len(in_domain) + [0] * len(out_of_domain))
-    names = list(RETRIEVAL_SIGNALS) + [n for n in MODEL_SIGNALS if getattr(items[0], n) is not None]
-
-    raw_auroc, directions, oriented_auroc = orient_signals(items, names, labels)
-    matrix = oriented_matrix(items, names, directions)
-    mean, std = matrix.mean(0), matrix.std(0) + 1e-12
-    weights = fit_logistic((matrix - mean) / std, labels)
-    logits = ((matrix - mean) / std) @ weights[:-1] + weights[-1]
-    probs = 1 / (1 + np.exp(-logits))
+    names = list(items[0].scores())  # the signals computed: retrieval, and the model's when given one
+    rule = fit_rule(items, names, labels)
+    matrix, probs = rule.matrix(items), rule.scores(items)
     folds = min(5, len(in_domain), len(out_of_domain))
     oof = cross_validated_scores(matrix, labels, folds)
-    oriented_auroc["combined"] = auroc(oof[labels == 1], oof[labels == 0])
-
     threshold = threshold_for_coverage(probs[labels == 1], target_coverage)
     calibration = Calibration(
-        signals=names, directions=directions, mean=mean.tolist(), std=std.tolist(), weights=weights.tolist(),
-        threshold=threshold, target_coverage=target_coverage,
+        signals=names, directions=rule.directions, mean=rule.mean.tolist(), std=rule.std.tolist(),
+        weights=rule.weights.tolist(), threshold=threshold, target_coverage=target_coverage,
         in_domain_coverage=float((probs[labels == 1] >= threshold).mean()),
         out_of_domain_fallback_rate=float((probs[labels == 0] < threshold).mean()),
-        auroc=oriented_auroc, raw_auroc=raw_auroc,
+        auroc=rule.auroc | {"combined": auroc(oof[labels == 1], oof[labels == 0])}, raw_auroc=rule.raw_auroc,
         counts={"in_domain": len(in_domain), "out_of_domain": len(out_of_domain), "folds": folds},
         combined_auroc_in_sample=auroc(probs[labels == 1], probs[labels == 0]),
         model=model_info, inputs=inputs or {},
@@ -214,12 +211,8 @@ def coverage_curve(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.nd
 
 def coverage_plot_png(curves: dict, labels: np.ndarray, calibration: Calibration) -> bytes:
     """Three panels: coverage and fallback as the combined threshold moves; each signal's ROC; the histograms."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (sweep, roc, hist) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig = new_figure(15, 4.4)
+    sweep, roc, hist = fig.subplots(1, 3)
     combined = curves["combined"]
     inside, outside = combined[labels == 1], combined[labels == 0]
     grid = np.linspace(0, 1, 401)
@@ -245,8 +238,4 @@ def coverage_plot_png(curves: dict, labels: np.ndarray, calibration: Calibration
     hist.axvline(calibration.threshold, color="crimson", linestyle="--", label="threshold")
     hist.set(xlabel="combined score, P(in-domain)", ylabel="queries", title="Combined score")
     hist.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

@@ -1,12 +1,11 @@
 """Lesson 4 as docs/protocol.md fixes it: cross-fitted routing over many random splits, exact McNemar per
 split, the split p-values combined as min(1, 2 x median), and AUROCs with DeLong intervals.
 
-One calibration/test split leaves half the queries unrouted and its p-value depends on the draw. Here every
-split is 2-fold cross-fitted: each half is routed by a rule fitted on the other half, so every query gets an
-out-of-sample routing decision, and the McNemar of each split sees all queries. Splits depend on each other
-(the same queries), so their p-values are combined by 2 x median, valid under any dependence
-(Meinshausen, Meier and Buehlmann 2009). The per-adapter estimand is the routed minus always-B bad rate,
-averaged over the splits; across training seeds it is tested by a one-sample t (`lesson4_seed_table`).
+Each split is 2-fold cross-fitted (each half routed by a rule fitted on the other), so every query gets an
+out-of-sample decision and each split's McNemar sees all queries. The splits share queries, so their
+p-values are combined by 2 x median, valid under any dependence (Meinshausen, Meier and Buehlmann 2009).
+The per-adapter estimand is the routed minus always-B bad rate averaged over the splits; across training
+seeds it is tested by a one-sample t (`lesson4_seed_table`).
 """
 
 from __future__ import annotations
@@ -31,17 +30,14 @@ COMPARISONS = ("routed vs always-B", "routed vs always-base")
 def score_fitter(scores: Sequence[float], bad: Sequence[bool], target_coverage: float | None = None,
                  conformal_alpha: float | None = None) -> Fitter:
     """A fitter for one fixed score per query (high = trust the adapter): the threshold is chosen on the
-    calibration indices, for a coverage target (share of them kept) or a split-conformal risk target (at most
-    alpha of queries served bad), exactly one of the two."""
+    calibration indices for a coverage target or a split-conformal risk target (exactly one of the two)."""
     if (target_coverage is None) == (conformal_alpha is None):
         raise ValueError("score_fitter: give exactly one of a target coverage and a conformal alpha")
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
 
     def fit(calibration: np.ndarray) -> Router:
-        if target_coverage is not None:
-            threshold = threshold_for_coverage(scores[calibration], target_coverage)
-        else:
-            threshold = conformal_risk_threshold(scores[calibration], bad[calibration], conformal_alpha)
+        threshold = (threshold_for_coverage(scores[calibration], target_coverage) if target_coverage is not None
+                     else conformal_risk_threshold(scores[calibration], bad[calibration], conformal_alpha))
         return lambda indices: scores[indices] >= threshold
 
     return fit
@@ -49,8 +45,8 @@ def score_fitter(scores: Sequence[float], bad: Sequence[bool], target_coverage: 
 
 def failure_rule_fitter(items: Sequence, names: Sequence[str], bad: Sequence[bool],
                         target_coverage: float | None = None, conformal_alpha: float | None = None) -> Fitter:
-    """A fitter that refits the gate's failure rule (gate.failure.fit_failure_rule: signal orientation and the
-    logistic combiner) on the calibration indices, then picks its threshold there as score_fitter does."""
+    """A fitter that refits the gate's failure rule (gate.failure.fit_failure_rule) on the calibration
+    indices, then picks its threshold there as score_fitter does."""
     bad = np.asarray(bad, bool)
 
     def fit(calibration: np.ndarray) -> Router:
@@ -62,8 +58,8 @@ def failure_rule_fitter(items: Sequence, names: Sequence[str], bad: Sequence[boo
 
 
 def cross_fitted_routes(bad: Sequence[bool], fit: Fitter, seed: int, strata: Sequence | None = None) -> np.ndarray:
-    """One split's routing: the queries halved (seeded, stratified by the adapter's failures and `strata` as
-    the gate's own split is), each half routed by the rule fitted on the other half."""
+    """One split's routing: the queries halved (seeded, stratified as the gate's own split), each half routed
+    by the rule fitted on the other half."""
     bad = np.asarray(bad, bool)
     held = split_held_out(bad, 0.5, seed, strata)
     routes = np.zeros(len(bad), bool)
@@ -78,11 +74,8 @@ def split_result(routes: np.ndarray, adapter_bad: np.ndarray, base_bad: np.ndarr
     against each (pairs: (other ok, routed ok))."""
     routed_bad = np.where(routes, adapter_bad, base_bad)
     n = len(routed_bad)
-
-    def versus(other_bad):
-        return mcnemar([(not o, not r) for o, r in zip(other_bad, routed_bad)])
-
-    vs_b, vs_base = versus(adapter_bad), versus(base_bad)
+    vs_b, vs_base = (mcnemar([(not o, not r) for o, r in zip(other_bad, routed_bad)])
+                     for other_bad in (adapter_bad, base_bad))
     return {"coverage": float(routes.mean()), "routed_bad": float(routed_bad.sum() / n),
             "always_b_bad": float(adapter_bad.sum() / n), "always_base_bad": float(base_bad.sum() / n),
             "routed_minus_b": float((routed_bad.sum() - adapter_bad.sum()) / n),
@@ -94,9 +87,8 @@ def split_result(routes: np.ndarray, adapter_bad: np.ndarray, base_bad: np.ndarr
 
 def split_comparisons(adapter_bad: Sequence[bool], base_bad: Sequence[bool], fit: Fitter, splits: int = 20,
                       seed: int = 0, strata: Sequence | None = None) -> dict:
-    """One adapter's lesson 4: `splits` cross-fitted splits (seeds seed ... seed + splits - 1), each split's
-    rates and McNemar p-values, their mean and spread, the combined p of each comparison, and the table of two
-    read by the rule (Holm over both rows)."""
+    """One adapter's lesson 4: `splits` cross-fitted splits (seeds seed ... seed + splits - 1), their rates
+    and McNemar p-values with mean and spread, and each comparison's combined p read by the rule (Holm)."""
     adapter_bad, base_bad = np.asarray(adapter_bad, bool), np.asarray(base_bad, bool)
     if len(adapter_bad) != len(base_bad) or not len(adapter_bad):
         raise ValueError(f"split_comparisons: {len(adapter_bad)} adapter and {len(base_bad)} base outcomes")
@@ -110,11 +102,9 @@ def split_comparisons(adapter_bad: Sequence[bool], base_bad: Sequence[bool], fit
         return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
                 "min": float(values.min()), "max": float(values.max())}
 
-    p_b = combine_split_p([s["p_vs_b"] for s in per_split])
-    p_base = combine_split_p([s["p_vs_base"] for s in per_split])
-    estimate_b, estimate_base = spread("routed_minus_b")["mean"], spread("routed_minus_base")["mean"]
-    readings = read_table([(COMPARISONS[0], estimate_b, p_b), (COMPARISONS[1], estimate_base, p_base)],
-                          up="routing serves more bad answers", down="routing serves fewer bad answers")
+    rows = [(name, spread(f"routed_minus_{key}")["mean"], combine_split_p([s[f"p_vs_{key}"] for s in per_split]))
+            for name, key in zip(COMPARISONS, ("b", "base"))]
+    readings = read_table(rows, up="routing serves more bad answers", down="routing serves fewer bad answers")
     return {"queries": len(adapter_bad), "splits": splits,
             "summary": {key: spread(key) for key in ("coverage", "routed_bad", "routed_minus_b", "routed_minus_base")},
             "always_b_bad": float(adapter_bad.mean()), "always_base_bad": float(base_bad.mean()),
@@ -134,9 +124,9 @@ def lesson4_seed_table(per_seed_routed_minus_b: Sequence[float | None]) -> dict:
 
 def auroc_table(signals: dict[str, Sequence[float]], good: Sequence[bool],
                 kinds: Sequence[str] | None = None) -> list[dict]:
-    """AUROC per signal (good answers as positives, high = trust) with its DeLong interval, overall and per
-    kind of query; each AUROC against 0.5 by the normal test on DeLong's SE, Holm over the whole table (a
-    secondary table: it never decides a headline). A cell with fewer than 2 good or 2 bad answers is None."""
+    """AUROC per signal (good answers positive, high = trust) with its DeLong interval, overall and per kind
+    of query, each against 0.5 by the normal test on DeLong's SE, Holm over the table (a secondary table:
+    it never decides a headline). A cell with fewer than 2 good or 2 bad answers is None."""
     good = np.asarray(good, bool)
     groups = [("all", np.ones(len(good), bool))]
     if kinds is not None:

@@ -1,23 +1,16 @@
 """Failure-calibrated gate: trust signals scored on whether the adapter's answer was actually bad.
 
-`calibrate_on_outcomes` takes Outcomes (eval results of the adapter and the base on the same cases),
-splits them into a calibration part and a held-out part (stratified by the adapter's failures), and:
-
-1. on the calibration part: orients each signal, fits the logistic combiner to predict a good adapter
-   answer, and picks the threshold for a target risk (bad-output rate of the answers kept on the
-   adapter) or a target coverage (share kept);
-2. on the held-out part: each signal's and the combiner's AUROC for predicting failure (with the number
-   of failures it rests on), the risk-coverage curves, routed vs always-adapter vs always-base
-   (Wilson intervals, McNemar), and the split-conformal threshold and labelled points it needs;
-3. the cost per query of each signal family, timed while computing them.
-
-The result routes like the in/out-of-domain Calibration (same `score` and `threshold`), so
-`Gate.route` and `tunelens serve` use whichever calibration.json holds.
+`calibrate_on_outcomes` splits Outcomes (eval results of adapter and base on the same cases) into a
+calibration and a held-out part, stratified by the adapter's failures. On the first it fits the rule
+predicting a good adapter answer and the threshold for a target risk (bad-output rate of the answers kept
+on the adapter) or coverage (share kept); on the second it measures each signal's and the rule's AUROC
+for failure, the risk-coverage curves, routed vs always-adapter vs always-base (Wilson intervals,
+McNemar) and split conformal risk control; and it times each signal family per query. The result routes
+like the in/out-of-domain Calibration, so `Gate.route` and `tunelens serve` use whichever one is saved.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
@@ -25,12 +18,12 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from tunelens.errors import UserError
-from tunelens.gate.calibration import (LogisticRule, auroc, fit_logistic, orient_signals, oriented_matrix,
-                                       threshold_for_coverage)
+from tunelens.gate.calibration import FittedRule, LogisticRule, auroc, fit_rule, threshold_for_coverage
 from tunelens.gate.outcomes import (Outcome, conformal_risk_threshold, conformal_sample_size, risk_coverage,
                                     routed_comparison, served_bad_rate, threshold_for_risk)
-from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals, model_signals
+from tunelens.gate.signals import MODEL_SIGNALS, RETRIEVAL_SIGNALS, TrustSignals, add_model_signals
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from tunelens.report import figure_png, new_figure
 
 if TYPE_CHECKING:
     from tunelens.gate.routing import Gate
@@ -65,28 +58,22 @@ class OutcomeCalibration(LogisticRule):
     kind: str = OUTCOME_KIND
 
 
-
 def timed_signals(gate: "Gate", queries: Sequence[str], model=None, tokenizer=None,
                   progress=None) -> tuple[list[TrustSignals], dict]:
-    """All signals per query, and the milliseconds per query each one costs.
-
-    The two similarity signals come from one embedding and one search; KL and perplexity from the same
-    forward passes (two with an adapter, one without), so each family's time is reported for its members.
-    """
+    """All signals per query, and the milliseconds per query each one costs. The similarity signals come
+    from one embedding and search, KL and perplexity from the same forward passes, so each family's time
+    is reported for its members."""
     start = time.perf_counter()
     items = gate.retrieval_signals(list(queries), progress=progress)
     retrieval_ms = (time.perf_counter() - start) * 1000 / len(queries)
     cost = {name: retrieval_ms for name in RETRIEVAL_SIGNALS}
-    if model is not None:
-        start = time.perf_counter()
-        for item, (kl, ppl) in zip(items, model_signals(model, tokenizer, queries, progress=progress)):
-            item.adapter_base_kl, item.prompt_perplexity = kl, ppl
-        model_ms = (time.perf_counter() - start) * 1000 / len(queries)
-        cost |= {name: model_ms for name in MODEL_SIGNALS if getattr(items[0], name) is not None}
-        cost["combined"] = retrieval_ms + model_ms
-    else:
-        cost["combined"] = retrieval_ms
-    return items, cost
+    if model is None:
+        return items, cost | {"combined": retrieval_ms}
+    start = time.perf_counter()
+    add_model_signals(items, model, tokenizer, queries, progress)
+    model_ms = (time.perf_counter() - start) * 1000 / len(queries)
+    cost |= {name: model_ms for name in MODEL_SIGNALS if getattr(items[0], name) is not None}
+    return items, cost | {"combined": retrieval_ms + model_ms}
 
 
 def split_held_out(bad: np.ndarray, holdout: float, seed: int, strata: Sequence | None = None) -> np.ndarray:
@@ -103,40 +90,9 @@ def split_held_out(bad: np.ndarray, holdout: float, seed: int, strata: Sequence 
     return held
 
 
-@dataclass
-class FittedRule:
-    """A logistic combiner over oriented, standardised signals, fitted on one set of queries: the part of
-    a calibration that can be carried to another model unchanged (gate.transfer does)."""
-
-    names: list[str]
-    directions: dict
-    mean: np.ndarray
-    std: np.ndarray
-    weights: np.ndarray
-    raw_auroc: dict
-
-    def scores(self, items: Sequence[TrustSignals]) -> np.ndarray:
-        """P(the adapter's answer is good) per query, by this rule."""
-        matrix = oriented_matrix(list(items), self.names, self.directions)
-        return 1 / (1 + np.exp(-(((matrix - self.mean) / self.std) @ self.weights[:-1] + self.weights[-1])))
-
-
 def fit_failure_rule(items: Sequence[TrustSignals], names: Sequence[str], bad: np.ndarray) -> FittedRule:
     """Orient each signal and fit the combiner to predict a good adapter answer (high score = keep)."""
-    good = (~np.asarray(bad, bool)).astype(int)
-    raw_auroc, directions, _ = orient_signals(list(items), list(names), good)
-    matrix = oriented_matrix(list(items), list(names), directions)
-    mean, std = matrix.mean(0), matrix.std(0) + 1e-12
-    weights = fit_logistic((matrix - mean) / std, good)
-    return FittedRule(list(names), directions, mean, std, weights, raw_auroc)
-
-
-def threshold_for_target(scores: np.ndarray, bad: np.ndarray, target_risk: float | None,
-                         target_coverage: float | None) -> float:
-    """The threshold on `scores` for a target risk (lowest threshold meeting it) or a target coverage."""
-    if target_risk is not None:
-        return threshold_for_risk(scores, bad, target_risk)
-    return threshold_for_coverage(scores, target_coverage)
+    return fit_rule(items, names, (~np.asarray(bad, bool)).astype(int))
 
 
 def _check_inputs(outcomes: Sequence[Outcome], target_risk, target_coverage, holdout) -> None:
@@ -160,27 +116,24 @@ def calibrate_on_outcomes(gate: "Gate", outcomes: Sequence[Outcome], model=None,
                           inputs: dict | None = None, write: bool = True,
                           strata: Sequence | None = None, conformal_alpha: float | None = None) -> OutcomeCalibration:
     """Fit the failure-calibrated rule on one part of the outcomes, measure it on the other; write the files.
-
-    `strata` (one label per outcome, e.g. its kind of query): the split keeps each stratum's failures and
-    successes in the same proportions in both parts. `conformal_alpha`: the served-bad rate conformal risk
-    control aims at (default: the target risk; without either, no conformal figures)."""
+    `strata` (a label per outcome, e.g. its kind of query): both parts keep each stratum's share of failures.
+    `conformal_alpha`: the served-bad rate conformal risk control aims at (default: the target risk; with
+    neither, no conformal figures)."""
     _check_inputs(outcomes, target_risk, target_coverage, holdout)
     items, cost = timed_signals(gate, [o.prompt for o in outcomes], model, tokenizer, progress)
     bad = np.array([o.adapter_bad for o in outcomes])
     base_bad = np.array([o.base_bad for o in outcomes])
     held = split_held_out(bad, holdout, seed, strata)
-    names = list(RETRIEVAL_SIGNALS) + [n for n in MODEL_SIGNALS if getattr(items[0], n) is not None]
-
+    names = list(items[0].scores())  # the signals computed: retrieval, and the model's when given one
     rule = fit_failure_rule([item for item, h in zip(items, held) if not h], names, bad[~held])
-    matrix = oriented_matrix(items, names, rule.directions)
-    combined = rule.scores(items)
+    matrix, combined = rule.matrix(items), rule.scores(items)
     fit_scores, fit_bad = combined[~held], bad[~held]
-    threshold = threshold_for_target(fit_scores, fit_bad, target_risk, target_coverage)
+    threshold = (threshold_for_risk(fit_scores, fit_bad, target_risk) if target_risk is not None
+                 else threshold_for_coverage(fit_scores, target_coverage))
     columns = {name: matrix[:, i] for i, name in enumerate(names)} | {"combined": combined}
     calibration = OutcomeCalibration(
         signals=names, directions=rule.directions, mean=rule.mean.tolist(), std=rule.std.tolist(),
-        weights=rule.weights.tolist(),
-        threshold=threshold,
+        weights=rule.weights.tolist(), threshold=threshold,
         target={"risk": target_risk} if target_risk is not None else {"coverage": target_coverage},
         calibration_split=_operating_point(fit_scores, fit_bad, threshold),
         auroc={name: _failure_auroc(values[held], bad[held]) for name, values in columns.items()},
@@ -197,16 +150,20 @@ def calibrate_on_outcomes(gate: "Gate", outcomes: Sequence[Outcome], model=None,
         model=model_info, inputs=inputs or {},
     )
     if write:
-        _write(gate, calibration, outcomes, items, combined, held)
+        atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
+        atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
+        atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
+            {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt,
+             "adapter_bad": o.adapter_bad, "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
+             "route": "adapter" if p >= threshold else "base", "signals": item.scores()}
+            for o, item, p, h in zip(outcomes, items, combined, held)))
     gate.calibration = calibration
     return calibration
 
 
 def _failure_auroc(values: np.ndarray, bad: np.ndarray) -> float | None:
     """P(a failure scores below a success): the AUROC of low trust predicting a bad answer."""
-    if bad.all() or not bad.any():
-        return None
-    return auroc(values[~bad], values[bad])
+    return None if bad.all() or not bad.any() else auroc(values[~bad], values[bad])
 
 
 def _operating_point(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
@@ -235,24 +192,10 @@ def _conformal(fit_scores, fit_bad, held_scores, held_bad, target_risk, seed) ->
             "sample_size": conformal_sample_size(pool_scores, pool_bad, alpha, seed=seed)}
 
 
-def _write(gate, calibration: OutcomeCalibration, outcomes, items, combined, held) -> None:
-    atomic_write_json(gate.directory / "calibration.json", calibration.to_dict())
-    atomic_write_bytes(gate.directory / "risk_coverage.png", risk_coverage_plot_png(calibration))
-    atomic_write_jsonl(gate.directory / "calibration_scores.jsonl", (
-        {"suite": o.suite, "case_id": o.case_id, "expect": o.expect, "query": o.prompt, "adapter_bad": o.adapter_bad,
-         "base_bad": o.base_bad, "held_out": bool(h), "score": float(p),
-         "route": "adapter" if p >= calibration.threshold else "base", "signals": item.scores()}
-        for o, item, p, h in zip(outcomes, items, combined, held)))
-
-
 def risk_coverage_plot_png(calibration: OutcomeCalibration) -> bytes:
     """Held-out risk-coverage curve of each signal and the combiner, with the chosen operating point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig = new_figure(7.5, 4.8)
+    ax = fig.subplots()
     for name, curve in calibration.curves.items():
         value = calibration.auroc.get(name)
         label = f"{name} (AUROC {value:.3f})" if value is not None else name
@@ -270,8 +213,4 @@ def risk_coverage_plot_png(calibration: OutcomeCalibration) -> bytes:
            title=f"Risk vs coverage, held out ({calibration.failures['held_out']} failures in "
                  f"{calibration.failures['held_out_queries']} queries)")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

@@ -1,16 +1,15 @@
 """Outcomes: which queries the adapter answers badly (from eval results), and the maths of trusting it.
 
-A query's label comes from the eval's own verdicts in results.jsonl (`tunelens eval`), never from a
-second reading of the answer: see `answer_is_bad`. The rest is selective-prediction arithmetic on a
-trust score (higher = keep the query on the adapter): the risk-coverage curve, the threshold for a
-target risk, split conformal risk control, and routed vs always-adapter vs always-base with Wilson
-intervals and exact McNemar tests (tunelens.stats).
+A query's label is the eval's own verdict in results.jsonl (`answer_is_bad`), never a second reading of
+the answer. The rest is selective-prediction arithmetic on a trust score (higher = keep the query on the
+adapter): risk-coverage, the threshold for a target risk, split conformal risk control, and routed vs
+always-adapter vs always-base with Wilson intervals and exact McNemar tests (tunelens.stats).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterable, Sequence
@@ -41,16 +40,10 @@ class Outcome:
     adapter_bad: bool
     base_bad: bool
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def outcomes_from_rows(rows: Iterable[dict], decoding: str = "greedy", sample: int = 0) -> tuple[list[Outcome], dict]:
-    """Pair each case's adapter and base answers (one decoding, one sample) into Outcomes.
-
-    Returns the outcomes in (suite, case_id) order and counts that reconcile: cases seen, paired, and
-    those left out because one model's answer is missing.
-    """
+    """Pair each case's adapter and base answers (one decoding, one sample) into Outcomes, in (suite, case_id)
+    order, with counts that reconcile: cases seen, paired, and left out for a missing answer."""
     answers: dict[tuple, dict] = {}
     for row in rows:
         if row["decoding"] == decoding and row["sample"] == sample and row["model"] in (ADAPTER_ROLE, BASE_ROLE):
@@ -85,15 +78,10 @@ def read_outcomes(paths: Sequence[str | Path], decoding: str = "greedy", sample:
     return outcomes, counts
 
 
-# ---------------------------------------------------------------- risk and coverage
-
-
 def risk_coverage(scores: Sequence[float], bad: Sequence[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, coverage, risk) for keeping every query with score >= threshold on the adapter.
-
-    One point per distinct score, highest first: coverage = share of all queries kept, risk = share of
-    the kept ones the adapter answers badly. Plain equivalent: for each t, mean(bad[scores >= t]).
-    """
+    """(thresholds, coverage, risk) for keeping every query with score >= threshold on the adapter: one point
+    per distinct score, highest first; coverage = share of all queries kept, risk = share of the kept ones
+    answered badly. Plain equivalent: for each t, mean(bad[scores >= t])."""
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
     order = np.argsort(-scores, kind="stable")
     sorted_scores, sorted_bad = scores[order], bad[order]
@@ -112,10 +100,9 @@ def threshold_for_risk(scores: Sequence[float], bad: Sequence[bool], target_risk
 def conformal_risk_threshold(scores: Sequence[float], bad: Sequence[bool], alpha: float) -> float:
     """Split conformal risk control (Angelopoulos et al. 2022) of the adapter's bad answers served.
 
-    Loss of query i at threshold t: L_i(t) = bad_i * [score_i >= t], in [0, 1] and non-increasing in t.
-    The threshold is the lowest t with (n / (n + 1)) * mean_i L_i(t) + 1 / (n + 1) <= alpha; then for a
-    new exchangeable query E[L(t)] <= alpha: the share of all queries on which the adapter serves a bad
-    answer is at most alpha. inf (keep none) when even that fails, i.e. when alpha < 1 / (n + 1).
+    Loss at threshold t: L_i(t) = bad_i * [score_i >= t], in [0, 1], non-increasing in t. The threshold is
+    the lowest t with (n / (n + 1)) * mean_i L_i(t) + 1 / (n + 1) <= alpha; then a new exchangeable query
+    has E[L(t)] <= alpha. inf (keep none) when even that fails, i.e. when alpha < 1 / (n + 1).
     """
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
     n = len(scores)
@@ -137,10 +124,9 @@ def conformal_sample_size(scores: Sequence[float], bad: Sequence[bool], alpha: f
                           sizes: Sequence[int] | None = None, trials: int = 200, seed: int = 0) -> dict:
     """How many labelled queries conformal risk control needs to bring the served-bad rate to alpha.
 
-    For each calibration size n, `trials` random splits of the labelled pool: the threshold from n
-    queries, the served-bad rate measured on the rest. The answer is the smallest n whose mean rate is
-    within `tolerance` below alpha (the method never aims above alpha; with few points it is
-    conservative by about 1 / (n + 1)). None when no size tried reaches it.
+    For each calibration size n, `trials` random splits of the pool: the threshold from n queries, the
+    served-bad rate on the rest. The answer is the smallest n whose mean rate is within `tolerance` below
+    alpha (with few points the method is conservative by about 1 / (n + 1)); None when no size reaches it.
     """
     scores, bad = np.asarray(scores, float), np.asarray(bad, bool)
     total = len(scores)
@@ -164,22 +150,17 @@ def conformal_sample_size(scores: Sequence[float], bad: Sequence[bool], alpha: f
             "labelled_points_needed": needed}
 
 
-# ---------------------------------------------------------------- routed vs always-one-model
-
-
 def routed_comparison(to_adapter: Sequence[bool], adapter_bad: Sequence[bool], base_bad: Sequence[bool]) -> dict:
     """Bad-output rates (95% Wilson intervals) of the routed system, always-adapter and always-base on the
     same queries, and exact McNemar tests of routed against each (pairs: (other ok, routed ok))."""
     to_adapter, adapter_bad, base_bad = (np.asarray(x, bool) for x in (to_adapter, adapter_bad, base_bad))
     routed_bad = np.where(to_adapter, adapter_bad, base_bad)
     n = len(routed_bad)
-
-    def versus(other_bad):
-        return mcnemar([(not o, not r) for o, r in zip(other_bad, routed_bad)]).to_dict()
-
+    vs_adapter, vs_base = (mcnemar([(not o, not r) for o, r in zip(other_bad, routed_bad)]).to_dict()
+                           for other_bad in (adapter_bad, base_bad))
     return {"queries": n, "coverage": float(to_adapter.mean()) if n else None,
             "risk_on_adapter": float(adapter_bad[to_adapter].mean()) if to_adapter.any() else None,
             "routed": rate(int(routed_bad.sum()), n).to_dict(),
             "always_adapter": rate(int(adapter_bad.sum()), n).to_dict(),
             "always_base": rate(int(base_bad.sum()), n).to_dict(),
-            "mcnemar_routed_vs_adapter": versus(adapter_bad), "mcnemar_routed_vs_base": versus(base_bad)}
+            "mcnemar_routed_vs_adapter": vs_adapter, "mcnemar_routed_vs_base": vs_base}

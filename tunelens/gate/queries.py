@@ -63,21 +63,16 @@ OUT_OF_DOMAIN_EXAMPLES = (
 
 
 def read_queries(path: str | Path) -> list[str]:
-    """Queries from a JSONL of training-pair records (their instructions) or a text file, one per line.
-
-    The name `builtin` stands for OUT_OF_DOMAIN_EXAMPLES.
-    """
+    """Queries from a JSONL of training-pair records (their instructions) or a text file, one per line; the
+    name `builtin` stands for OUT_OF_DOMAIN_EXAMPLES."""
     if str(path) == "builtin":
         return list(OUT_OF_DOMAIN_EXAMPLES)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"query file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if path.suffix == ".jsonl" or first.startswith("{"):
-        queries = [p.instruction for p in load_pairs(path)]
-    else:
-        queries = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = path.suffix == ".jsonl" or (lines and lines[0].startswith("{"))
+    queries = [p.instruction for p in load_pairs(path)] if records else lines
     if not queries:
         raise UserError(f"{path}: no queries in it")
     return queries

@@ -22,13 +22,10 @@ from tunelens.gate.failure import OUTCOME_KIND, OutcomeCalibration
 from tunelens.retrieval.embedders import MINILM, Progress, load_embedder
 from tunelens.retrieval.index import build_index
 from tunelens.retrieval.store import GATE_FORMAT, PairIndex
-from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, model_signals
+from tunelens.gate.signals import MODEL_SIGNALS, TrustSignals, add_model_signals
 from tunelens.hashing import file_sha256
 from tunelens.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from tunelens.data.records import load_pairs
-
-
-# ---------------------------------------------------------------- the gate
 
 
 @dataclass
@@ -46,14 +43,6 @@ class Decision:
                 "signals": self.signals.scores(), "neighbours": self.signals.neighbours}
 
 
-def read_calibration(path: Path):
-    """calibration.json: a failure-calibrated rule (kind "outcome") or an in/out-of-domain one (no kind)."""
-    data = json.loads(path.read_text())
-    if data.get("kind") == OUTCOME_KIND:
-        return OutcomeCalibration.from_dict(data)
-    return Calibration.from_dict(data)
-
-
 class Gate(PairIndex):
     """A built index (and, once calibrated, its routing rule) loaded from a gate directory."""
 
@@ -65,8 +54,11 @@ class Gate(PairIndex):
     @classmethod
     def load(cls, directory: str | Path) -> "Gate":
         found = PairIndex.load(directory)
-        calibration_file = found.directory / "calibration.json"
-        calibration = read_calibration(calibration_file) if calibration_file.is_file() else None
+        path = found.directory / "calibration.json"
+        calibration = json.loads(path.read_text()) if path.is_file() else None
+        if calibration is not None:  # a failure-calibrated rule (kind "outcome") or an in/out-of-domain one
+            rule = OutcomeCalibration if calibration.get("kind") == OUTCOME_KIND else Calibration
+            calibration = rule.from_dict(calibration)
         return cls(found.directory, found.meta, found.vectors, found.entries, calibration)
 
     def retrieval_signals(self, queries: Sequence[str], progress: Progress | None = None) -> list[TrustSignals]:
@@ -83,8 +75,7 @@ class Gate(PairIndex):
         """All trust signals per query: retrieval always, model-based ones when a model is given."""
         found = self.retrieval_signals(queries, progress=progress)
         if model is not None:
-            for item, (kl, ppl) in zip(found, model_signals(model, tokenizer, queries, progress=progress)):
-                item.adapter_base_kl, item.prompt_perplexity = kl, ppl
+            add_model_signals(found, model, tokenizer, queries, progress)
         return found
 
     def route(self, query: str, model=None, tokenizer=None) -> Decision:
@@ -105,21 +96,18 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
                embedder=None, k: int = 5, source: dict | None = None,
                progress: Progress | None = None, index: str = "auto",
                responses: Sequence[str] | None = None) -> Gate:
-    """Embed the instructions and write a gate directory; returns the loaded gate.
-
-    Every instruction is indexed (duplicates too), so the row count equals the input count. `index`:
-    auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw. `responses` (one per
-    instruction) are stored with their entries, so the gate can also serve them as few-shot examples.
-    """
+    """Embed the instructions (duplicates too: one row each) and write a gate directory; returns the loaded
+    gate. `index`: auto (exact below index.ANN_MIN_ROWS rows, HNSW above), exact or hnsw. `responses` (one
+    per instruction) are stored with their entries, so the gate can also serve them as few-shot examples."""
     if not queries:
         raise UserError("no instructions to index: the gate needs at least one training pair")
-    if k < 1:
-        raise UserError(f"k must be at least 1, got {k}")
     if responses is not None and len(responses) != len(queries):
         raise ValueError(f"{len(responses)} responses for {len(queries)} instructions")
     embedder = embedder or load_embedder(MINILM)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(queries))]
-    entries = gate_entries(ids, queries, responses)
+    entries = [{"id": i, "instruction": q} for i, q in zip(ids, queries)]
+    for entry, response in zip(entries, responses or ()):  # built from pairs: what --few-shot shows
+        entry["response"] = response
     vectors = embedder.encode(list(queries), progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,13 +123,6 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
     (out_dir / "calibration.json").unlink(missing_ok=True)
     atomic_write_json(out_dir / "gate.json", meta)
     return Gate(out_dir, meta, vectors, entries, embedder=embedder, index=search)
-
-
-def gate_entries(ids: Sequence[str], queries: Sequence[str], responses: Sequence[str] | None) -> list[dict]:
-    """The rows of entries.jsonl: id and instruction, and the response when the gate is built from pairs."""
-    if responses is None:
-        return [{"id": i, "instruction": q} for i, q in zip(ids, queries)]
-    return [{"id": i, "instruction": q, "response": r} for i, q, r in zip(ids, queries, responses)]
 
 
 def build_gate_from_file(data_path: str | Path, out_dir: str | Path, k: int = 5, embedder=None,

@@ -1,7 +1,5 @@
-"""The gate stage's entry points as the commands call them: calibrate from files, route one query.
-
-Each loads what it needs (the gate directory, and the model through the one loader when model signals
-are asked for) and returns the library's result; printing is the command's.
+"""The gate stage's entry points as the commands call them: calibrate from files, route one query. Each
+loads what it needs (the gate, and the model when model signals are asked for); printing is the command's.
 """
 
 from __future__ import annotations
@@ -20,14 +18,14 @@ from tunelens.model.load import LoadedModel
 from tunelens.runtime import Progress
 
 
-def _load_model(model: str | None, adapter: str | Path | None, device: str) -> LoadedModel | None:
+def _load_model(model: str | None, adapter: str | Path | None, device: str) -> tuple:
+    """(model, tokenizer, what a calibration records of them); all None without a model."""
     if adapter is not None and model is None:
         raise UserError("--adapter needs --model: the base model the adapter was trained on")
-    return LoadedModel.load(model, adapter, device=device) if model is not None else None
-
-
-def _model_info(loaded: LoadedModel | None) -> dict | None:
-    return {"model": loaded.spec, "adapter": loaded.adapter_dir} if loaded is not None else None
+    if model is None:
+        return None, None, None
+    loaded = LoadedModel.load(model, adapter, device=device)
+    return loaded.model, loaded.tokenizer, {"model": loaded.spec, "adapter": loaded.adapter_dir}
 
 
 def calibrate_from_files(gate_dir: str | Path, config: GateCalibrateConfig, results: Sequence[Path] = (),
@@ -35,16 +33,13 @@ def calibrate_from_files(gate_dir: str | Path, config: GateCalibrateConfig, resu
                          model: str | None = None, adapter: str | Path | None = None,
                          progress: Progress | None = None, on_unpaired=None) -> Calibration | OutcomeCalibration:
     """`tunelens gate calibrate`: on eval outcomes (`results`) or on in- vs out-of-domain query files.
-
-    `on_unpaired(counts)` hears of cases with an answer from only one of adapter and base (left out).
-    """
+    `on_unpaired(counts)` hears of cases with an answer from only one of adapter and base (left out)."""
     if bool(results) == (in_domain is not None or out_of_domain is not None):
         raise UserError("calibrate either on eval outcomes (--results) or on --in-domain and --out-of-domain queries")
     if not results and (in_domain is None or out_of_domain is None):
         raise UserError("in/out-of-domain calibration needs both --in-domain and --out-of-domain")
     gate = Gate.load(gate_dir)
-    loaded = _load_model(model, adapter, config.device)
-    model_obj, tokenizer = (loaded.model, loaded.tokenizer) if loaded is not None else (None, None)
+    model_obj, tokenizer, info = _load_model(model, adapter, config.device)
     if results:
         outcomes, counts = read_outcomes(list(results), decoding=config.decoding)
         if counts["unpaired"] and on_unpaired is not None:
@@ -55,11 +50,11 @@ def calibrate_from_files(gate_dir: str | Path, config: GateCalibrateConfig, resu
         return calibrate_on_outcomes(gate, outcomes, model_obj, tokenizer,
                                      target_risk=0.05 if neither else config.target_risk,
                                      target_coverage=config.target_coverage, holdout=config.holdout, seed=config.seed,
-                                     progress=progress, model_info=_model_info(loaded), inputs=inputs)
+                                     progress=progress, model_info=info, inputs=inputs)
     inputs = {"in_domain": str(in_domain), "out_of_domain": str(out_of_domain)}
     return calibrate(gate, read_queries(in_domain), read_queries(out_of_domain), model_obj, tokenizer,
                      target_coverage=0.95 if config.target_coverage is None else config.target_coverage,
-                     progress=progress, model_info=_model_info(loaded), inputs=inputs)
+                     progress=progress, model_info=info, inputs=inputs)
 
 
 def route_query(gate_dir: str | Path, query: str, config: RouteConfig, model: str | None = None,
@@ -70,5 +65,5 @@ def route_query(gate_dir: str | Path, query: str, config: RouteConfig, model: st
     recorded = (gate.calibration.model or {}) if gate.calibration else {}
     if model is None and recorded.get("model"):
         model, adapter = recorded["model"], adapter or recorded.get("adapter")
-    loaded = _load_model(model, adapter, config.device)
-    return gate.route(query, *((loaded.model, loaded.tokenizer) if loaded is not None else (None, None)))
+    model_obj, tokenizer, _ = _load_model(model, adapter, config.device)
+    return gate.route(query, model_obj, tokenizer)

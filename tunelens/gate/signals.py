@@ -37,16 +37,18 @@ class TrustSignals:
                 if getattr(self, name) is not None}
 
 
+def add_model_signals(items: list[TrustSignals], model, tokenizer, queries: Sequence[str],
+                      progress: Progress | None = None) -> None:
+    """Fill in each item's model signals (model_signals) for its query."""
+    for item, (kl, ppl) in zip(items, model_signals(model, tokenizer, queries, progress=progress)):
+        item.adapter_base_kl, item.prompt_perplexity = kl, ppl
+
 
 def model_signals(model, tokenizer, queries: Sequence[str], progress: Progress | None = None) -> list[tuple]:
-    """(adapter_base_kl, prompt_perplexity) per query, from one adapter and one base forward pass each.
-
-    KL is averaged over every prompt position (the distributions that predict the prompt's next token and
-    the answer's first); perplexity is exp of the adapter's mean NLL of prompt tokens 2..n. KL is None for
-    a model without an adapter (it would always be 0).
-    """
+    """(adapter_base_kl, prompt_perplexity) per query, from one adapter and one base forward pass each. KL is
+    averaged over every prompt position (the distributions predicting each next prompt token and the
+    answer's first), None without an adapter; perplexity is exp of the adapter's mean NLL of tokens 2..n."""
     import torch
-
 
     results = []
     for query in queries:

@@ -1,22 +1,13 @@
 """Does a gate's threshold transfer to another model family? Calibrate on one model, apply unchanged to another.
 
-Every model answered the same queries (the same adapter data, trained on each base), so each has, per
-query, the gate's trust signals and the eval's verdict on its adapter's answer. One seeded split of the
-queries (stratified by kind) gives a calibration half and a test half shared by all models. For each set
-of signals:
-
-- its rule (oriented, standardised, logistic; gate.failure.fit_failure_rule) and threshold for the target
-  coverage are fitted on each model's calibration half;
-- the rule and threshold of model S are applied unchanged to model T's test half, and T's risk (bad
-  answers among those kept on the adapter) and coverage (share kept) are set against what T's own
-  calibration gets on the same test half;
-- split conformal risk control then recalibrates only the threshold of S's rule on labelled answers of
-  T: how many labelled points bring T's served-bad rate to the target within the tolerance.
-
-Retrieval similarity depends only on the query and the embedder's index of the training instructions,
-so it is the same function on every model: what can differ across models is which queries their
-adapters get wrong. Model-based signals (KL to the base, prompt perplexity) are measured in each model's
-own units, so a threshold on them need not mean anything on another model.
+Every model answered the same queries (one adapter dataset trained on each base), so each has per query
+the trust signals and the eval's verdict on its adapter's answer. One seeded split (stratified by kind)
+gives calibration and test halves shared by all models. For each set of signals, each model's rule
+(gate.failure.fit_failure_rule) and coverage threshold are fitted on its calibration half; model S's are
+applied unchanged to model T's test half, T's risk and coverage set against T's own calibration there;
+and split conformal risk control recalibrates only S's threshold on T's labels, counting the points it
+needs. Retrieval similarity is the same function on every model; model signals are in each model's own
+units, so a threshold on them need not mean anything on another model.
 """
 
 from __future__ import annotations
@@ -50,7 +41,12 @@ def transfer_experiment(runs: Sequence[ModelRun], kinds: Sequence[str], target_c
                         holdout: float = 0.5, seed: int = 0, tolerance: float = 0.02) -> dict:
     """The transfer table (every signal set, every calibrated-on -> applied-to pair, own calibration beside
     it), the conformal recalibration size per pair, and how far each signal moves between models."""
-    _check_runs(runs, kinds)
+    if len(runs) < 2:
+        raise UserError("threshold transfer needs at least two models")
+    for run in runs:
+        if not len(run.items) == len(run.adapter_bad) == len(run.base_bad) == len(kinds):
+            raise UserError(f"transfer: model {run.name} has {len(run.items)} signal rows and "
+                            f"{len(run.adapter_bad)} verdicts for {len(kinds)} queries; all must answer the same")
     test = split_held_out(np.zeros(len(kinds), bool), holdout, seed, strata=list(kinds))
     table = []
     for set_name, wanted in SIGNAL_SETS.items():
@@ -58,23 +54,11 @@ def transfer_experiment(runs: Sequence[ModelRun], kinds: Sequence[str], target_c
         if not names:
             continue
         fitted = {r.name: _fit(r, names, ~test, target_coverage) for r in runs}
-        for source in runs:
-            for target in runs:
-                if source.name != target.name:
-                    table.append(_transfer_row(set_name, names, fitted, source, target, test, alpha, seed,
-                                               tolerance))
+        table += [_transfer_row(set_name, names, fitted, source, target, test, alpha, seed, tolerance)
+                  for source in runs for target in runs if source.name != target.name]
     return {"models": [r.name for r in runs], "queries": len(kinds), "test_queries": int(test.sum()),
             "target_coverage": target_coverage, "alpha": alpha, "tolerance": tolerance, "seed": seed,
             "table": table, "signal_shift": signal_shift(runs), "test_mask": test.tolist()}
-
-
-def _check_runs(runs: Sequence[ModelRun], kinds: Sequence[str]) -> None:
-    if len(runs) < 2:
-        raise UserError("threshold transfer needs at least two models")
-    for run in runs:
-        if not len(run.items) == len(run.adapter_bad) == len(run.base_bad) == len(kinds):
-            raise UserError(f"transfer: model {run.name} has {len(run.items)} signal rows and "
-                            f"{len(run.adapter_bad)} verdicts for {len(kinds)} queries; all must answer the same")
 
 
 def _fit(run: ModelRun, names: list[str], calibration: np.ndarray, target_coverage: float):
@@ -102,13 +86,14 @@ def _transfer_row(set_name, names, fitted, source: ModelRun, target: ModelRun, t
     bad = target.adapter_bad
     transferred = _operating_point(scores[test], bad[test], threshold)
     own = _operating_point(own_rule.scores(target.items)[test], bad[test], own_threshold)
+    risk, own_risk = transferred["risk"]["rate"], own["risk"]["rate"]
     conformal_threshold = conformal_risk_threshold(scores[~test], bad[~test], alpha)
     size = conformal_sample_size(scores, bad, alpha, tolerance=tolerance, seed=seed)
     return {
         "signals": set_name, "signal_names": names, "calibrated_on": source.name, "applied_to": target.name,
         "threshold": threshold, "own_threshold": own_threshold, "transferred": transferred, "own": own,
         "coverage_change": transferred["coverage"] - own["coverage"],
-        "risk_change": _difference(transferred["risk"]["rate"], own["risk"]["rate"]),
+        "risk_change": None if None in (risk, own_risk) else risk - own_risk,
         "conformal": {"threshold": conformal_threshold,
                       "test_served_bad": served_bad_rate(scores[test], bad[test], conformal_threshold),
                       "test_coverage": float((scores[test] >= conformal_threshold).mean()),
@@ -116,24 +101,18 @@ def _transfer_row(set_name, names, fitted, source: ModelRun, target: ModelRun, t
     }
 
 
-def _difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
 def signal_shift(runs: Sequence[ModelRun]) -> dict:
-    """Per signal: its mean on each model, and the correlation of its values across models' queries (first
-    model against each other). Retrieval signals are the same numbers on every model (correlation 1, equal
-    means); a model signal with another mean or a low correlation is in another model's units."""
+    """Per signal: its mean on each model, and the correlation of its values across queries (first model
+    against each other): retrieval signals are the same numbers on every model; a model signal with another
+    mean or a low correlation is in another model's units."""
     shift = {}
-    first = runs[0]
     for name in RETRIEVAL_SIGNALS + MODEL_SIGNALS:
-        if any(getattr(r.items[0], name) is None for r in runs):
-            continue
-        values = {r.name: np.array([item.value(name) for item in r.items]) for r in runs}
-        shift[name] = {"kind": "retrieval" if name in RETRIEVAL_SIGNALS else "model",
-                       "mean": {n: float(v.mean()) for n, v in values.items()},
-                       "correlation": {r.name: _correlation(values[first.name], values[r.name])
-                                       for r in runs[1:]}}
+        if all(getattr(r.items[0], name) is not None for r in runs):
+            values = {r.name: np.array([item.value(name) for item in r.items]) for r in runs}
+            shift[name] = {"kind": "retrieval" if name in RETRIEVAL_SIGNALS else "model",
+                           "mean": {n: float(v.mean()) for n, v in values.items()},
+                           "correlation": {r.name: _correlation(values[runs[0].name], values[r.name])
+                                           for r in runs[1:]}}
     return shift
 
 
@@ -144,19 +123,17 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def transfer_reading(result: dict) -> list[str]:
-    """One sentence per (signal set, pair): what the threshold gives there against the model's own
-    calibration; a change is called a change only when the Wilson intervals of the two risks do not overlap."""
+    """One sentence per (signal set, pair): what the threshold gives there against the model's own calibration;
+    a change is called one only when the Wilson intervals of the two risks do not overlap."""
     lines = []
     for row in result["table"]:
         moved, own = row["transferred"], row["own"]
-        risk, own_risk = moved["risk"], own["risk"]
-        verdict = _risk_verdict(risk, own_risk)
         needed = row["conformal"]["labelled_points_needed"]
         lines.append(
             f"{row['signals']} signals, calibrated on {row['calibrated_on']} -> applied to {row['applied_to']}: "
             f"coverage {moved['coverage']:.0%} (own {own['coverage']:.0%}), "
-            f"risk {_rate(risk)} (own {_rate(own_risk)}): "
-            f"{verdict}; conformal recalibration to {result['alpha']:.0%} served bad needs "
+            f"risk {_rate(moved['risk'])} (own {_rate(own['risk'])}): {_risk_verdict(moved['risk'], own['risk'])}; "
+            f"conformal recalibration to {result['alpha']:.0%} served bad needs "
             + (f"{needed} labelled points" if needed is not None else "more labelled points than the pool holds"))
     return lines
 

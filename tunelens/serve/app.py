@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import threading
 import time
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -16,27 +16,23 @@ from tunelens.errors import UserError
 from tunelens.model.load import LoadedModel, as_loaded
 from tunelens.serve.engine import MODEL_ADAPTER, MODEL_AUTO, MODEL_BASE, Engine, Job, TokenInfo
 from tunelens.serve.fewshot import FewShotServing, reported, with_example_messages
-from tunelens.serve.responses import ChunkWriter, chat_response, completion_response, model_card, sse
+from tunelens.serve.responses import ChunkWriter, model_card, response_body, sse
 from tunelens.serve.schemas import APIError, ChatMessage, ChatRequest, CompletionRequest, ServeLimits, parse
 from tunelens.serve.upstream import Upstream, UpstreamEngine
 from tunelens.engine.generate import prompt_ids_for
 from tunelens.retrieval.fewshot import encode_few_shot
 
-# Paths a load balancer may probe without the API key.
-OPEN_PATHS = ("/healthz",)
+OPEN_PATHS = ("/healthz",)  # a load balancer may probe these without the API key
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def create_app(model: LoadedModel | object | None = None, tokenizer=None, gate=None,
                limits: ServeLimits = ServeLimits(), model_label: str | None = None, api_key: str | None = None,
                upstream: Upstream | None = None, max_batch: int = 16, few_shot: FewShotServing | None = None):
-    """The FastAPI app serving one loaded model (optionally with its adapter and a calibrated gate).
+    """The app serving a LoadedModel (or a bare model and its `tokenizer`), or forwarding to `upstream`.
 
-    `model` is a LoadedModel, or a bare model with its `tokenizer`. With `upstream` (and no model),
-    generation is forwarded to that OpenAI-compatible engine and only the gate runs here. With
-    `api_key`, every request but /healthz must carry `Authorization: Bearer <api_key>`. Up to
-    `max_batch` waiting requests decode together (serve/batching.py); 1 serves one at a time.
-    `few_shot` shows chat requests their nearest training pairs (serve/fewshot.py); without it, a
-    request asking for examples gets a 400.
+    With `api_key`, every request but /healthz needs `Authorization: Bearer <api_key>`; up to `max_batch`
+    waiting requests decode together; without `few_shot`, a request asking for examples gets a 400.
     """
     if gate is not None and gate.calibration is None:
         raise UserError(f"gate {gate.directory} is not calibrated: run `tunelens gate calibrate` before serving it")
@@ -62,18 +58,18 @@ def _add_error_handling(app: FastAPI, engine: Engine, api_key: str | None) -> No
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError):
-        return JSONResponse(err.body(), status_code=err.status)
+        return _error_response(err)
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, err: Exception):
         # Still OpenAI's error shape, so clients parse it like any other error.
-        return JSONResponse(APIError(500, f"internal error: {type(err).__name__}: {err}").body(), status_code=500)
+        return _error_response(APIError(500, f"internal error: {type(err).__name__}: {err}"))
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
         if api_key is not None and request.url.path not in OPEN_PATHS and not _authorised(request, api_key):
-            response = JSONResponse(APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                                             code="invalid_api_key").body(), status_code=401)
+            response = _error_response(APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
+                                                code="invalid_api_key"))
         else:
             try:
                 response = await call_next(request)
@@ -84,13 +80,16 @@ def _add_error_handling(app: FastAPI, engine: Engine, api_key: str | None) -> No
         return response
 
 
+def _error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
 def _add_info_routes(app: FastAPI, engine: Engine, label: str) -> None:
     created = int(time.time())
-    gate = engine.gate
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": label, "adapter": engine.has_adapter, "gate": gate is not None,
+        return {"status": "ok", "model": label, "adapter": engine.has_adapter, "gate": engine.gate is not None,
                 "models": engine.model_names(), "in_flight": engine.metrics.in_flight}
 
     @app.get("/metrics")
@@ -121,7 +120,6 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
         few_shot.k_for(body.few_shot, chat=False)  # refuses a completion that asks for examples
         if isinstance(engine, UpstreamEngine):
             return await _forward(engine, data, body, body.max_tokens, prompt, "/completions")
-
         # Tokenising runs on the model thread too: a fast tokenizer used from two threads at once can
         # fail ("Already borrowed") when one call changes its padding/truncation state.
         ids = await engine.call(prompt_ids_for, engine.tokenizer, prompt, True)
@@ -142,9 +140,7 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
             return await _forward(engine, data, body, asked, _last_user_text(body), "/chat/completions",
                                   few_shot, k)
         instruction, system = _single_turn(body.messages)
-
-        examples = await engine.call(few_shot.retrieve, instruction, k) if k else []
-        checked = await engine.call(few_shot.check, instruction, examples) if body.context_check else None
+        examples, checked = await _examples(engine, few_shot, instruction, k, body.context_check)
         # With no examples this is exactly prompts.encode_prompt (tunelens.retrieval.fewshot.encode_few_shot).
         ids = await engine.call(encode_few_shot, engine.tokenizer, examples, instruction, system)
         top = (body.top_logprobs or 0) if body.logprobs else None
@@ -154,8 +150,7 @@ def _add_generation_routes(app: FastAPI, engine: Engine, few_shot: FewShotServin
 
 
 def _authorised(request: Request, api_key: str) -> bool:
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     # compare_digest: the time taken does not tell how much of the key was right.
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
 
@@ -169,30 +164,28 @@ async def _respond(engine: Engine, body, job: Job, query: str, chat: bool, few: 
         stream = _stream(engine, body, job, routing, served, chat)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     outcome = await engine.generate(job, lambda delta, info: None, threading.Event())
-    engine.metrics.count_generation(routing["route"], routing["reason"], outcome)
-    build = chat_response if chat else completion_response
-    return JSONResponse(build(outcome, job, served, routing), headers=headers)
+    engine.metrics.count_generation(routing, outcome)
+    return JSONResponse(response_body(chat, outcome, job, served, routing), headers=headers)
 
 
 async def _stream(engine: Engine, body, job: Job, routing: dict, served: str, chat: bool):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
-    response_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    chunk = ChunkWriter(response_id, served, routing, chat)
+    chunk = ChunkWriter(served, routing, chat)
 
     def on_token(delta: str, info: TokenInfo | None) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("token", delta, info))
+        if delta or info is not None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("token", delta, info))
 
     async def produce():
         try:
             outcome = await engine.generate(job, on_token, cancelled)
-            engine.metrics.count_generation(routing["route"], routing["reason"], outcome)
+            engine.metrics.count_generation(routing, outcome)
             await queue.put(("done", outcome, None))
-        except APIError as err:
-            await queue.put(("error", err, None))
         except Exception as err:  # reported to the client as an error event, then the stream ends
-            await queue.put(("error", APIError(500, f"generation failed: {err}"), None))
+            error = err if isinstance(err, APIError) else APIError(500, f"generation failed: {err}")
+            await queue.put(("error", error, None))
 
     task = asyncio.create_task(produce())
     try:
@@ -200,8 +193,7 @@ async def _stream(engine: Engine, body, job: Job, routing: dict, served: str, ch
         while True:
             kind, payload, info = await queue.get()
             if kind == "token":
-                if payload or info is not None:
-                    yield chunk.token(payload, info)
+                yield chunk.token(payload, info)
             elif kind == "error":
                 yield sse(payload.body())
                 break
@@ -222,9 +214,6 @@ def _unknown_model(name: str, engine: Engine) -> APIError:
         " (`auto` needs --adapter and a calibrated --gate)"
     return APIError(404, f"unknown model {name!r}: this server has {', '.join(engine.model_names())}{hint}",
                     param="model", code="model_not_found")
-
-
-# ---------------------------------------------------------------- reading the request
 
 
 def _too_large(size: int | str, limits: ServeLimits) -> APIError:
@@ -255,11 +244,9 @@ async def read_json(request: Request, limits: ServeLimits) -> dict:
     raw = await read_body(request, limits)
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise APIError(400, f"malformed JSON body: {err}", code="invalid_json") from None
     except RecursionError:
         raise APIError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
-    except ValueError as err:  # e.g. an integer past Python's 4300-digit conversion limit
+    except ValueError as err:  # bad JSON or UTF-8, or e.g. an integer past Python's 4300-digit conversion limit
         raise APIError(400, f"malformed JSON body: {err}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, f"the JSON body must be an object, got {type(data).__name__}", code="invalid_json")
@@ -273,31 +260,24 @@ def _refuse_lone_surrogates(data) -> None:
     while pending:  # iterative: the nesting depth is whatever json.loads accepted
         item = pending.pop()
         if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            pending += [*item, *item.values()]
         elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise APIError(400, "a string in the body holds a lone UTF-16 surrogate (e.g. \\ud800): not text",
-                               code="invalid_value") from None
+            pending += item
+        elif isinstance(item, str) and _SURROGATE.search(item):
+            raise APIError(400, "a string in the body holds a lone UTF-16 surrogate (e.g. \\ud800): not text",
+                           code="invalid_value")
 
 
 def _single_prompt(body: CompletionRequest) -> str:
-    if isinstance(body.prompt, list):
-        if len(body.prompt) != 1:
-            raise APIError(400, f"prompt: one prompt per request is supported, got a list of {len(body.prompt)}",
-                           param="prompt")
-        return body.prompt[0]
-    return body.prompt
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        raise APIError(400, f"prompt: one prompt per request is supported, got a list of {len(body.prompt)}",
+                       param="prompt")
+    return body.prompt[0] if isinstance(body.prompt, list) else body.prompt
 
 
 def _content_text(message: ChatMessage) -> str:
-    if isinstance(message.content, list):
-        return "".join(part.text for part in message.content)
-    return message.content or ""
+    content = message.content
+    return "".join(part.text for part in content) if isinstance(content, list) else content or ""
 
 
 def _single_turn(messages: list[ChatMessage]) -> tuple[str, str | None]:
@@ -326,21 +306,25 @@ def _check_request(engine, body, asked_tokens: int | None) -> tuple[str, ...]:
 
 async def _forward(engine: UpstreamEngine, data: dict, body, asked_tokens: int | None, query: str | None,
                    path: str, few_shot: FewShotServing | None = None, k: int = 0):
-    """Check and route here, generate upstream. Prompt-length limits are the upstream's (no tokenizer here).
-    Few-shot examples (chat only) go to the upstream as earlier messages; the field itself is ours, not sent."""
+    """Check and route here, generate upstream (which has the prompt-length limits: no tokenizer here).
+    Few-shot examples (chat only) go upstream as earlier messages; the field itself is ours, not sent."""
     _check_request(engine, body, asked_tokens)
     if (body.model == MODEL_AUTO or k) and query is None:
         what = "`auto` routes" if body.model == MODEL_AUTO else "few_shot retrieves examples"
         raise APIError(400, f"messages: {what} on the last user message, and there is none", param="messages")
     data = {key: value for key, value in data.items() if key not in ("few_shot", "context_check")}
-    examples = await engine.call(few_shot.retrieve, query, k) if k else []
-    checked = (await engine.call(few_shot.check, query or "", examples)
-               if getattr(body, "context_check", False) else None)
+    examples, checked = await _examples(engine, few_shot, query or "", k, getattr(body, "context_check", False))
     if examples:
         data["messages"] = with_example_messages(data["messages"], examples)
     routing = reported(await _route(engine, body.model, query or ""), k, examples, checked)
     wants_usage = body.stream_options is not None and body.stream_options.include_usage
     return await engine.forward(path, data, routing, body.stream, wants_usage)
+
+
+async def _examples(engine, few_shot: FewShotServing, query: str, k: int, check: bool) -> tuple[list, dict | None]:
+    """The request's few-shot examples, and the context check's verdict on them when asked for."""
+    examples = await engine.call(few_shot.retrieve, query, k) if k else []
+    return examples, (await engine.call(few_shot.check, query, examples) if check else None)
 
 
 def _last_user_text(body: ChatRequest) -> str | None:
@@ -360,16 +344,13 @@ def _make_job(engine: Engine, body, ids: list[int], asked_tokens: int | None, to
         with_examples = f" with its {shown} few-shot example(s)" if shown else ""
         raise APIError(400, f"the prompt{with_examples} is {len(ids)} tokens, over this server's limit of "
                             f"{limits.max_prompt_tokens}", param=param, code="context_length_exceeded")
-    max_tokens = _max_tokens(engine, asked_tokens, len(ids))
-    return Job(ids, max_tokens, body.temperature, body.top_p, body.seed, top_logprobs, stops + user_stops,
-               use_adapter=True)
+    return Job(ids, _max_tokens(engine, asked_tokens, len(ids)), body.temperature, body.top_p, body.seed,
+               top_logprobs, stops + user_stops, use_adapter=True)
 
 
 def _max_tokens(engine: Engine, asked: int | None, prompt_tokens: int) -> int:
-    """The request's max_tokens, checked against the server's limit and the model's context window.
-
-    An unset max_tokens means "as many as fit": the server's limit, cut to the room left in the window.
-    """
+    """The request's max_tokens, checked against the model's context window; unset means "as many as fit":
+    the server's limit, cut to the room left in the window."""
     limit, window = engine.limits.max_tokens, engine.loaded.context_length
     room = window - prompt_tokens if window is not None else limit
     if asked is not None and asked > room:
@@ -384,5 +365,4 @@ def _max_tokens(engine: Engine, asked: int | None, prompt_tokens: int) -> int:
 async def _route(engine: Engine, name: str, query: str) -> dict:
     if name == MODEL_AUTO:
         return await engine.call(engine.decide, query)
-    route = "adapter" if name == MODEL_ADAPTER else "base"
-    return {"route": route, "reason": "forced"}
+    return {"route": "adapter" if name == MODEL_ADAPTER else "base", "reason": "forced"}

@@ -1,24 +1,17 @@
 """Continuous batching on the single model thread: requests join and leave between decode steps.
 
-A batch (`Batch`) is advanced one step, one forward pass for all its rows, per task on the model
-thread, and puts itself back at the end of that thread's queue; so between two steps the thread
-tokenises newly arrived requests and runs the gate, and the new requests **join** the running batch.
-A request **leaves** as soon as it ends (its rows are dropped from the KV cache) and its answer returns
-then. Each row keeps its own sampler and seed, stop ids, stop strings, max_tokens and logprobs.
+A `Batch` advances one step (one forward pass for all its rows) per task on the model thread and puts
+itself back at the end of that thread's queue, so between two steps newly arrived requests are
+tokenised, gated and **join** (the engine's BatchDecoder re-prefills, one pass per join; one join takes
+every request waiting then). A request **leaves** as soon as it ends (its rows leave the KV cache) and
+its answer returns then; each row keeps its own sampler and seed, stops, max_tokens and logprobs.
 
-The decoding itself is the engine's BatchDecoder (tunelens.engine.decode): joining re-prefills the
-batch, which costs one pass over the rows' sequences per join (joins are rare next to steps; one join
-takes every request waiting at that moment). This module keeps what is the server's: requests, routes,
-and each answer's stop strings and logprobs (serve/jobs.py's Answer).
+A batch holds one route: the adapter switch is a property of the shared model, so the other route's
+requests wait for the next batch. A request that finds the thread idle with nothing else waiting takes
+the one-at-a-time loop (`run_job`, with its certified greedy head), so batching costs it nothing.
 
-A batch holds one route (adapter or base): the adapter switch is a property of the shared model, so
-the other route's requests wait for the next batch. A request that arrives to an idle thread with
-nothing else waiting takes the one-at-a-time loop (`run_job`, with its certified greedy head), so
-batching costs a lone request nothing; requests arriving meanwhile form the next batch.
-
-Plain equivalent: `run_job` on each request alone. Greedy tokens are the same and log-probabilities
-equal within float rounding (batched matrix products round differently); tests check them against
-each other, joins included.
+Plain equivalent: `run_job` on each request alone. Greedy tokens are the same and log-probabilities equal
+within float rounding (batched matrix products round differently); tests check them, joins included.
 """
 
 from __future__ import annotations
@@ -44,10 +37,7 @@ class Request:
 
 
 def take_group(pending: list[Request], room: int, route: bool | None = None) -> list[Request]:
-    """Remove and return up to `room` waiting requests of one route, oldest first.
-
-    The route is `route` (the running batch's) when given, else the oldest waiting request's.
-    """
+    """Remove and return up to `room` waiting requests of one route (`route`, else the oldest's), oldest first."""
     if not pending or room < 1:
         return []
     route = pending[0].job.use_adapter if route is None else route
@@ -62,27 +52,23 @@ def run_lone(loaded: LoadedModel, request: Request, stop_ids: set[int]) -> None:
     try:
         outcome = run_job(loaded, request.job, stop_ids, request.on_token, request.cancelled)
     except BaseException as err:  # handed to the waiting request, which answers with an error
-        request.done(None, err)
-        return
+        return request.done(None, err)
     request.done(outcome, None)
 
 
 class Batch:
-    """Requests of one route decoding together in the engine's BatchDecoder, one step at a time.
-
-    Between steps, requests join (`join`; the decoder re-prefills) and finished ones leave (the decoder
-    drops their rows from the KV cache). Each request's tokens go through its own Answer (stop
-    strings, logprobs, deltas), as in `run_job`. Plain equivalent: `run_job` on each request alone.
-    """
+    """Requests of one route decoding together, one step at a time; each request's tokens go through its
+    own Answer (stop strings, logprobs, deltas), as in `run_job`."""
 
     def __init__(self, loaded: LoadedModel, requests: list[Request], stop_ids: set[int]):
         self.loaded, self.stop_ids = loaded, frozenset(stop_ids)
         self.use_adapter = requests[0].job.use_adapter
         self.requests: list[Request] = []
-        self.answers: list[Answer] = []
-        self.index: dict[Row, int] = {}  # the request index of each decoder row
+        self.answers: dict[Row, tuple[int, Answer]] = {}  # decoder row -> (request index, its answer)
         self.rows: list[int] = []  # the request index of each row still decoding, in row order
-        self.decoder = BatchDecoder(loaded.model, pad_id=_pad_id(loaded.tokenizer))
+        tokenizer = loaded.tokenizer  # pad positions are masked out: any id will do
+        pad = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self.decoder = BatchDecoder(loaded.model, pad_id=pad)
         self.join(requests)
 
     def join(self, requests: list[Request]) -> None:
@@ -92,24 +78,23 @@ class Batch:
             assert job.use_adapter == self.use_adapter, "a batch holds one route"
             rows.append(Row(job.prompt_ids, Sampler(job.temperature, job.top_p, job.seed), job.max_tokens,
                             self.stop_ids))
-            self.index[rows[-1]] = len(self.requests)
+            answer = Answer(self.loaded.tokenizer, job, self.stop_ids, request.on_token, request.cancelled)
+            self.answers[rows[-1]] = (len(self.requests), answer)
             self.rows.append(len(self.requests))
             self.requests.append(request)
-            self.answers.append(Answer(self.loaded.tokenizer, job, self.stop_ids, request.on_token, request.cancelled))
         self.decoder.join(rows)
 
     def step(self) -> list[tuple[int, Outcome]]:
         """One forward pass and one token per row; returns (request index, outcome) of the rows that ended."""
-        switch = contextlib.nullcontext() if self.use_adapter else self.loaded.adapter_off()
-        with switch:
+        with contextlib.nullcontext() if self.use_adapter else self.loaded.adapter_off():
             steps = self.decoder.step()
         finished = []
         for row, step in steps:
-            index = self.index[row]
-            if self.answers[index].take(step.token, step.logits) or row.done:
+            index, answer = self.answers[row]
+            if answer.take(step.token, step.logits) or row.done:
                 row.done = True  # leaves the batch and the cache before the next step
-                finished.append((index, self.answers[index].finish()))
-        self.rows = [self.index[row] for row in self.decoder.rows if not row.done]
+                finished.append((index, answer.finish()))
+        self.rows = [self.answers[row][0] for row in self.decoder.rows if not row.done]
         return finished
 
 
@@ -118,8 +103,3 @@ def run_batch(loaded: LoadedModel, group: list[Request], stop_ids: set[int]):
     batch = Batch(loaded, group, stop_ids)
     while batch.rows:
         yield from batch.step()
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return pad if pad is not None else 0  # masked out: any id will do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -21,13 +22,11 @@ class Metrics:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = {}
-        self.routes: dict[tuple[str, str], int] = {}
-        self.prompt_tokens = self.completion_tokens = 0
-        self.generation_seconds = 0.0
-        self.generations = 0
-        self.in_flight = 0
+        self.requests: Counter = Counter()  # (path, status code) -> requests
+        self.routes: Counter = Counter()  # (route, reason) -> generations
+        self.prompt_tokens = self.completion_tokens = self.generations = self.in_flight = 0
         self.batches = self.batched_requests = self.joins = 0
+        self.generation_seconds = 0.0
 
     def enter(self, max_queue: int) -> None:
         """Admit one more request that waits for or holds the model (or the upstream); 503 past the cap."""
@@ -43,79 +42,57 @@ class Metrics:
 
     def count_request(self, path: str, status: int) -> None:
         with self.lock:
-            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+            self.requests[(path, status)] += 1
 
     def count_batch(self, size: int, joined: bool = False) -> None:
         with self.lock:
-            self.batches += 0 if joined else 1
+            self.batches += not joined
             self.batched_requests += size
-            self.joins += 1 if joined else 0
+            self.joins += joined
 
-    def count_generation(self, route: str, reason: str, outcome: Outcome) -> None:
+    def count_generation(self, routing: dict, outcome: Outcome) -> None:
         with self.lock:
-            self.routes[(route, reason)] = self.routes.get((route, reason), 0) + 1
+            self.routes[(routing["route"], routing["reason"])] += 1
             self.prompt_tokens += outcome.prompt_tokens
             self.completion_tokens += outcome.completion_tokens
             self.generation_seconds += outcome.seconds
             self.generations += 1
 
     def render(self) -> str:
-        with self.lock:
-            lines = ["# HELP tunelens_requests_total HTTP requests by path and status code.",
-                     "# TYPE tunelens_requests_total counter"]
-            lines += [f'tunelens_requests_total{{path="{p}",code="{c}"}} {n}'
-                      for (p, c), n in sorted(self.requests.items())]
-            lines += ["# HELP tunelens_routes_total Generations by route (adapter/base) and reason (gate/forced).",
-                      "# TYPE tunelens_routes_total counter"]
-            lines += [f'tunelens_routes_total{{route="{r}",reason="{why}"}} {n}'
-                      for (r, why), n in sorted(self.routes.items())]
-            lines += ["# HELP tunelens_prompt_tokens_total Prompt tokens processed.",
-                      "# TYPE tunelens_prompt_tokens_total counter", f"tunelens_prompt_tokens_total {self.prompt_tokens}",
-                      "# HELP tunelens_completion_tokens_total Tokens generated.",
-                      "# TYPE tunelens_completion_tokens_total counter",
-                      f"tunelens_completion_tokens_total {self.completion_tokens}",
-                      "# HELP tunelens_generation_seconds Time spent generating, per request.",
-                      "# TYPE tunelens_generation_seconds summary",
-                      f"tunelens_generation_seconds_sum {self.generation_seconds:.6f}",
-                      f"tunelens_generation_seconds_count {self.generations}",
-                      "# HELP tunelens_batches_total Decoding batches run with --max-batch over 1 (a lone request is a batch of 1).",
-                      "# TYPE tunelens_batches_total counter", f"tunelens_batches_total {self.batches}",
-                      "# HELP tunelens_batch_joins_total Times waiting requests joined a running batch.",
-                      "# TYPE tunelens_batch_joins_total counter", f"tunelens_batch_joins_total {self.joins}",
-                      "# HELP tunelens_batched_requests_total Requests decoded in those batches.",
-                      "# TYPE tunelens_batched_requests_total counter",
-                      f"tunelens_batched_requests_total {self.batched_requests}",
-                      "# HELP tunelens_in_flight Requests waiting for or holding the model.",
-                      "# TYPE tunelens_in_flight gauge", f"tunelens_in_flight {self.in_flight}"]
+        with self.lock:  # (name, type, help, [(labels or suffix, value)]) per metric family
+            families = [
+                ("requests_total", "counter", "HTTP requests by path and status code.",
+                 [(f'{{path="{p}",code="{c}"}}', n) for (p, c), n in sorted(self.requests.items())]),
+                ("routes_total", "counter", "Generations by route (adapter/base) and reason (gate/forced).",
+                 [(f'{{route="{r}",reason="{why}"}}', n) for (r, why), n in sorted(self.routes.items())]),
+                ("prompt_tokens_total", "counter", "Prompt tokens processed.", [("", self.prompt_tokens)]),
+                ("completion_tokens_total", "counter", "Tokens generated.", [("", self.completion_tokens)]),
+                ("generation_seconds", "summary", "Time spent generating, per request.",
+                 [("_sum", f"{self.generation_seconds:.6f}"), ("_count", self.generations)]),
+                ("batches_total", "counter", "Decoding batches run with --max-batch over 1 (a lone request is a "
+                                             "batch of 1).", [("", self.batches)]),
+                ("batch_joins_total", "counter", "Times waiting requests joined a running batch.", [("", self.joins)]),
+                ("batched_requests_total", "counter", "Requests decoded in those batches.",
+                 [("", self.batched_requests)]),
+                ("in_flight", "gauge", "Requests waiting for or holding the model.", [("", self.in_flight)])]
+        lines = []
+        for name, kind, text, samples in families:
+            lines += [f"# HELP tunelens_{name} {text}", f"# TYPE tunelens_{name} {kind}"]
+            lines += [f"tunelens_{name}{labels} {value}" for labels, value in samples]
         return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- the engine: one worker thread
+class WorkerThread:
+    """What the local and the upstream engine share: model names, metrics, and one worker thread whose
+    queue is capped (`max_queue`, then 503)."""
 
-
-class Engine:
-    """Owns the model: every job (gate scoring, generation) runs on its single worker thread.
-
-    One thread, because the adapter on/off switch is a property of the shared model: two requests
-    running on two threads could see each other's setting. Several requests of one route may still
-    decode together on it, as one batch (`max_batch` > 1, serve/batching.py).
-    """
-
-    def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
-        self.loaded, self.gate, self.limits = loaded, gate, limits
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        self.has_adapter = loaded.has_adapter
-        self.stop_ids = set(stop_token_ids(self.tokenizer))
-        self.chat_stops = tuple(s for s in prompt_style(self.tokenizer).stop_strings if s)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelens-model")
+    def __init__(self, gate, limits: ServeLimits, has_adapter: bool, thread_name: str):
+        self.gate, self.limits, self.has_adapter = gate, limits, has_adapter
+        self.metrics = Metrics()
+        self.background: set = set()  # streaming tasks, kept referenced until they end
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         # The executor already serialises; the lock also guards direct library use of the same model.
         self.lock = threading.Lock()
-        self.metrics = Metrics()
-        self.background: set = set()
-        self.max_batch = max_batch  # 1: one request at a time; more: serve/batching.py
-        self.pending: list = []  # batching.Request objects waiting for the model thread
-        self.pending_lock = threading.Lock()
-        self.active = None  # the batching.Batch decoding now (touched only on the model thread)
 
     def model_names(self) -> list[str]:
         return served_names(self.has_adapter, self.gate)
@@ -125,58 +102,65 @@ class Engine:
             return fn(*args)
 
     async def call(self, fn: Callable, *args):
-        """Run fn(*args) on the model thread, refusing new work when the queue is full."""
+        """Run fn(*args) on the worker thread, refusing new work when the queue is full."""
         self.metrics.enter(self.limits.max_queue)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self._locked, fn, *args)
         finally:
             self.metrics.leave()
 
+
+class Engine(WorkerThread):
+    """Owns the model: every job (gate scoring, generation) runs on its single worker thread, because the
+    adapter switch is a property of the shared model: two threads could see each other's setting. Requests
+    of one route may still decode together on it (`max_batch` > 1, serve/batching.py)."""
+
+    def __init__(self, loaded: LoadedModel, gate=None, limits: ServeLimits = ServeLimits(), max_batch: int = 1):
+        super().__init__(gate, limits, loaded.has_adapter, "tunelens-model")
+        self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
+        self.stop_ids = set(stop_token_ids(self.tokenizer))
+        self.chat_stops = tuple(s for s in prompt_style(self.tokenizer).stop_strings if s)
+        self.max_batch = max_batch  # 1: one request at a time
+        self.pending: list[Request] = []  # waiting for the model thread
+        self.pending_lock = threading.Lock()
+        self.active: Batch | None = None  # the batch decoding now (touched only on the model thread)
+
     async def generate(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
         if self.max_batch <= 1:
             return await self.call(run_job, self.loaded, job, self.stop_ids, on_token, cancelled)
-        return await self._batched(job, on_token, cancelled)
-
-    async def _batched(self, job: Job, on_token: Callable, cancelled: threading.Event) -> Outcome:
-        """Queue the job and one drain of the queue on the model thread; the outcome comes back by future."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
-        def done(outcome, err) -> None:
-            def settle():
-                if not future.done():
-                    future.set_exception(err) if err is not None else future.set_result(outcome)
-            loop.call_soon_threadsafe(settle)
+        def settle(outcome, err) -> None:
+            if not future.done():
+                future.set_exception(err) if err is not None else future.set_result(outcome)
 
         self.metrics.enter(self.limits.max_queue)
-        try:
+        try:  # queue the job and one drain of the queue on the model thread; the outcome comes back by future
             with self.pending_lock:
-                self.pending.append(Request(job, on_token, cancelled, done))
+                self.pending.append(Request(job, on_token, cancelled,
+                                            lambda *result: loop.call_soon_threadsafe(settle, *result)))
             self.executor.submit(self._drain)
             return await future
         finally:
             self.metrics.leave()
 
     def _drain(self) -> None:
-        """On the model thread: waiting requests join the running batch, or start one.
-
-        Every queued job adds one drain, and the end of a batch adds another while jobs wait, so no
-        job is left behind; a drain that finds nothing to take does nothing.
-        """
+        """On the model thread: waiting requests join the running batch, or start one. Every queued job adds
+        one drain and the end of a batch another while jobs wait, so none is left behind."""
+        active = self.active
         with self.pending_lock:
-            if self.active is not None:
-                group = take_group(self.pending, self.max_batch - len(self.active.rows), self.active.use_adapter)
-            else:
-                group = take_group(self.pending, self.max_batch)
-            alone = self.active is None and len(group) == 1 and not self.pending
+            room = self.max_batch - (len(active.rows) if active else 0)
+            group = take_group(self.pending, room, active.use_adapter if active else None)
+            alone = active is None and len(group) == 1 and not self.pending
         if not group:
             return
-        self.metrics.count_batch(len(group), joined=self.active is not None)
+        self.metrics.count_batch(len(group), joined=active is not None)
         if alone:
             with self.lock:
                 run_lone(self.loaded, group[0], self.stop_ids)
-        elif self.active is not None:
-            self.active.join(group)
+        elif active is not None:
+            active.join(group)
         else:
             self.active = Batch(self.loaded, group, self.stop_ids)
             self.executor.submit(self._step)
@@ -186,18 +170,16 @@ class Engine:
         batch = self.active
         try:
             with self.lock:
-                finished = batch.step()
+                finished = [(batch.requests[index], outcome, None) for index, outcome in batch.step()]
         except BaseException as err:  # every request still in the batch answers with the error
-            for index in batch.rows:
-                batch.requests[index].done(None, err)
-            batch.rows = []
-            finished = []
-        for index, outcome in finished:
-            batch.requests[index].done(outcome, None)
+            finished, batch.rows = [(batch.requests[index], None, err) for index in batch.rows], []
+        if not batch.rows:
+            self.active = None  # before the last answers go out, so whoever hears of them sees the batch gone
+        for request, outcome, err in finished:
+            request.done(outcome, err)
         if batch.rows:
             self.executor.submit(self._step)
             return
-        self.active = None
         with self.pending_lock:
             waiting = bool(self.pending)
         if waiting:
@@ -211,9 +193,7 @@ class Engine:
 def served_names(has_adapter: bool, gate) -> list[str]:
     """The model names a server answers to: `auto` only where there is an adapter and a calibrated gate."""
     names = [MODEL_ADAPTER, MODEL_BASE] if has_adapter else [MODEL_BASE]
-    if gate is not None and has_adapter and gate.calibration is not None:
-        names.append(MODEL_AUTO)
-    return names
+    return names + [MODEL_AUTO] if gate is not None and has_adapter and gate.calibration is not None else names
 
 
 def routing_info(decision) -> dict:

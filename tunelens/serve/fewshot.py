@@ -14,12 +14,11 @@ class FewShotServing:
 
     def __init__(self, default_k: int = 0, gate=None):
         self.default_k, self.gate = default_k, gate
-        self.problem = None  # why this server cannot show examples, for a 400
-        if gate is None:
-            self.problem = "this server has no few-shot index: start it with --few-shot-index DIR (or --gate DIR)"
-        else:
+        # Why this server cannot show examples, for a 400.
+        self.problem = "this server has no few-shot index: start it with --few-shot-index DIR (or --gate DIR)"
+        if gate is not None:
             try:
-                require_responses(gate)
+                self.problem = require_responses(gate)  # None: it has examples to show
             except UserError as err:
                 self.problem = str(err)
         if default_k > 0 and self.problem:
@@ -41,7 +40,6 @@ class FewShotServing:
         """The K nearest pairs, least similar first (runs on a worker thread: the embedder is CPU-bound)."""
         return nearest_examples(self.gate, instruction, k) if k > 0 else []
 
-
     def check(self, query: str, examples: list[Example]) -> dict:
         """tunelens.inspect.context_check's verdict on the examples about to be shown (a worker thread: it embeds)."""
         return check_context(query, examples, gate=self.gate).to_dict()
@@ -56,8 +54,6 @@ def reported(routing: dict, k: int, examples: list[Example], checked: dict | Non
 
 def with_example_messages(messages: list[dict], examples: list[Example]) -> list[dict]:
     """An upstream chat with the examples as earlier user/assistant messages, after any system messages."""
-    if not examples:
-        return messages
     first = next((i for i, m in enumerate(messages) if m.get("role") not in ("system", "developer")), len(messages))
     shown = [{"role": role, "content": text} for e in examples
              for role, text in (("user", e.instruction), ("assistant", e.response))]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,11 +49,8 @@ class Outcome:
 
 
 class Answer:
-    """One request's answer as its tokens arrive: stop ids, stop strings, logprobs, deltas, finish reason.
-
-    Shared by the one-at-a-time loop (`run_job`) and the batched one (serve/batching.py), so a token
-    is handled the same way whichever loop chose it.
-    """
+    """One request's answer as its tokens arrive: stop ids, stop strings, logprobs, deltas, finish reason;
+    shared by `run_job` and serve/batching.py, so a token is handled alike whichever loop chose it."""
 
     def __init__(self, tokenizer, job: Job, stop_ids: set[int], on_token: Callable[[str, TokenInfo | None], None],
                  cancelled: threading.Event):
@@ -67,24 +64,20 @@ class Answer:
     def take(self, token: int, logits) -> bool:
         """Handle one chosen token (and the raw logits that chose it); True when the answer has ended."""
         outcome = self.outcome
-        if self.cancelled.is_set():
-            outcome.finish_reason = "cancelled"
-            return True
-        if token in self.stop_ids:
-            outcome.finish_reason = "stop"
+        ended = "cancelled" if self.cancelled.is_set() else "stop" if token in self.stop_ids else None
+        if ended:
+            outcome.finish_reason = ended
             return True
         outcome.completion_tokens += 1
         outcome.ids.append(token)
         info = _token_info(self.tokenizer, logits, token, self.job.top_logprobs)
-        if info is not None:
-            outcome.tokens.append(info)
+        outcome.tokens += [info] if info is not None else []
         delta, self.hit_stop_text = self.text.push(token)
         outcome.text += delta
         self.on_token(delta, info)
         if self.hit_stop_text:
             outcome.finish_reason = "stop"
-            return True
-        return outcome.completion_tokens >= self.job.max_tokens  # finish_reason stays "length"
+        return self.hit_stop_text or outcome.completion_tokens >= self.job.max_tokens  # else it stays "length"
 
     def finish(self) -> Outcome:
         # Text held back as a possible stop-string start is real text unless a stop string did follow.
@@ -98,13 +91,9 @@ class Answer:
 
 def run_job(loaded: LoadedModel, job: Job, stop_ids: set[int], on_token: Callable[[str, TokenInfo | None], None],
             cancelled: threading.Event) -> Outcome:
-    """Decode with the shared loop, calling `on_token(text_delta, info)` for each token.
-
-    Logprobs are the model's raw next-token log-probabilities (before temperature and top_p), as vLLM
-    reports them by default. Plain equivalent: `model.generate` with output_logits.
-    """
-    import contextlib
-
+    """Decode with the shared loop, calling `on_token(text_delta, info)` for each token. Logprobs are the
+    model's raw next-token log-probabilities (before temperature and top_p), as vLLM reports them by
+    default. Plain equivalent: `model.generate` with output_logits."""
     import torch
 
     answer = Answer(loaded.tokenizer, job, stop_ids, on_token, cancelled)
@@ -126,12 +115,8 @@ def _token_info(tokenizer, logits, token: int, top_n: int | None) -> TokenInfo |
     import torch
 
     logprobs = torch.log_softmax(logits, -1)
-    top, top_bytes = [], []
-    if top_n > 0:
-        values, ids = torch.topk(logprobs, top_n)
-        for value, alt in zip(values.tolist(), ids.tolist()):
-            text = token_text(tokenizer, alt)
-            top.append((text, value))
-            top_bytes.append(token_bytes(tokenizer, alt, text))
+    values, ids = (x.tolist() for x in torch.topk(logprobs, top_n))  # top_n 0: none
+    top = [(token_text(tokenizer, alt), value) for value, alt in zip(values, ids)]
+    top_bytes = [token_bytes(tokenizer, alt, text) for (text, _), alt in zip(top, ids)]
     text = token_text(tokenizer, token)
     return TokenInfo(text, float(logprobs[token]), top, token_bytes(tokenizer, token, text), top_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from itertools import accumulate
 
 from tunelens.serve.jobs import Job, Outcome, TokenInfo
 
@@ -13,18 +14,22 @@ def model_card(name: str, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "tunelens"}
 
 
+def sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
 def _usage(outcome: Outcome) -> dict:
     return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
 
 
-def _completion_logprobs(tokens: list[TokenInfo], offset: int = 0) -> dict:
-    offsets, position = [], offset
-    for info in tokens:
-        offsets.append(position)
-        position += len(info.token)
+def _logprobs(chat: bool, tokens: list[TokenInfo], offset: int = 0) -> dict:
+    """Chat's per-token entries, or the legacy completion's parallel lists (text offsets from `offset`)."""
+    if chat:
+        return {"content": [_chat_token(t) for t in tokens], "refusal": None}
     return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) for t in tokens], "text_offset": offsets}
+            "top_logprobs": [dict(t.top) for t in tokens],
+            "text_offset": list(accumulate([len(t.token) for t in tokens], initial=offset))[:-1]}
 
 
 def _chat_token(info: TokenInfo) -> dict:
@@ -32,71 +37,57 @@ def _chat_token(info: TokenInfo) -> dict:
     return {"token": info.token, "logprob": info.logprob, "bytes": info.token_bytes, "top_logprobs": top}
 
 
-def completion_response(outcome: Outcome, job: Job, served: str, routing: dict) -> dict:
-    logprobs = _completion_logprobs(outcome.tokens) if job.top_logprobs is not None else None
-    return {"id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion", "created": int(time.time()),
-            "model": served, "system_fingerprint": None,
-            "choices": [{"index": 0, "text": outcome.text, "logprobs": logprobs,
-                         "finish_reason": _finish(outcome)}],
-            "usage": _usage(outcome), "tunelens": routing}
+def _finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
 
 
-def chat_response(outcome: Outcome, job: Job, served: str, routing: dict) -> dict:
-    logprobs = {"content": [_chat_token(t) for t in outcome.tokens], "refusal": None} \
-        if job.top_logprobs is not None else None
-    return {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion", "created": int(time.time()),
-            "model": served, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome.text, "refusal": None},
-                         "logprobs": logprobs, "finish_reason": _finish(outcome)}],
-            "usage": _usage(outcome), "tunelens": routing}
+def _envelope(chat: bool, response_id: str, created: int, served: str, choices: list, streamed: bool = False,
+              **extra) -> dict:
+    kind = ("chat.completion.chunk" if streamed else "chat.completion") if chat else "text_completion"
+    return {"id": response_id, "object": kind, "created": created, "model": served, "system_fingerprint": None,
+            "choices": choices, **extra}
 
 
-def _finish(outcome: Outcome) -> str:
-    return "length" if outcome.finish_reason == "length" else "stop"
+def new_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+def response_body(chat: bool, outcome: Outcome, job: Job, served: str, routing: dict) -> dict:
+    """A whole (not streamed) response."""
+    logprobs = _logprobs(chat, outcome.tokens) if job.top_logprobs is not None else None
+    content = {"message": {"role": "assistant", "content": outcome.text, "refusal": None}} if chat \
+        else {"text": outcome.text}
+    choice = {"index": 0, **content, "logprobs": logprobs, "finish_reason": _finish(outcome.finish_reason)}
+    return _envelope(chat, new_id(chat), int(time.time()), served, [choice], usage=_usage(outcome), tunelens=routing)
 
 
 class ChunkWriter:
     """The server-sent events of one streamed response, in OpenAI's chunk shapes."""
 
-    def __init__(self, response_id: str, served: str, routing: dict, chat: bool):
-        self.id, self.served, self.routing, self.chat = response_id, served, routing, chat
+    def __init__(self, served: str, routing: dict, chat: bool):
+        self.id, self.served, self.routing, self.chat = new_id(chat), served, routing, chat
         self.created = int(time.time())
         self.offset = 0
 
-    def _envelope(self, choices: list, **extra) -> str:
-        kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return sse({"id": self.id, "object": kind, "created": self.created, "model": self.served,
-                     "system_fingerprint": None, "choices": choices, **extra})
+    def _chunk(self, choices: list, **extra) -> str:
+        return sse(_envelope(self.chat, self.id, self.created, self.served, choices, streamed=True, **extra))
+
+    def _choice(self, delta: dict, logprobs: dict | None = None, finish_reason: str | None = None, **extra) -> str:
+        """`delta` in chat's form; a completion chunk carries its content as `text`."""
+        content = {"delta": delta} if self.chat else {"text": delta.get("content", "")}
+        return self._chunk([{"index": 0, **content, "logprobs": logprobs, "finish_reason": finish_reason}], **extra)
 
     def first(self) -> str:
         # The routing decision travels in the first chunk, before any text.
-        if self.chat:
-            choice = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                      "finish_reason": None}
-        else:
-            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": None}
-        return self._envelope([choice], tunelens=self.routing)
+        return self._choice({"role": "assistant", "content": ""}, tunelens=self.routing)
 
     def token(self, delta: str, info: TokenInfo | None) -> str:
-        if self.chat:
-            logprobs = {"content": [_chat_token(info)], "refusal": None} if info else None
-            choice = {"index": 0, "delta": {"content": delta}, "logprobs": logprobs, "finish_reason": None}
-        else:
-            logprobs = _completion_logprobs([info], self.offset) if info else None
-            if info:
-                self.offset += len(info.token)
-            choice = {"index": 0, "text": delta, "logprobs": logprobs, "finish_reason": None}
-        return self._envelope([choice])
+        logprobs = _logprobs(self.chat, [info], self.offset) if info else None
+        self.offset += len(info.token) if info else 0
+        return self._choice({"content": delta}, logprobs)
 
     def final(self, finish_reason: str) -> str:
-        reason = "length" if finish_reason == "length" else "stop"
-        choice = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason} if self.chat
-                  else {"index": 0, "text": "", "logprobs": None, "finish_reason": reason})
-        return self._envelope([choice])
+        return self._choice({}, finish_reason=_finish(finish_reason))
 
     def usage(self, outcome: Outcome) -> str:
-        return self._envelope([], usage=_usage(outcome))
+        return self._chunk([], usage=_usage(outcome))

@@ -21,13 +21,10 @@ API_KEY_ENV = "TUNELENS_API_KEY"
 
 
 def _deadline_protocol(read_timeout: float):
-    """uvicorn's h11 protocol, closing a connection whose request is not fully received in time.
-
-    uvicorn's own keep-alive timeout only covers the gap between requests; a client that sends its
-    headers or body a byte at a time (or connects and says nothing) would otherwise hold the
-    connection forever. The clock starts at the connection or at the first byte of each request and
-    stops when the request's last byte has arrived; generating and streaming the answer is not limited.
-    """
+    """uvicorn's h11 protocol, closing a connection whose request is not fully received in time. uvicorn's
+    keep-alive timeout only covers the gap between requests: a client sending a byte at a time (or nothing)
+    would hold the connection forever. The clock runs from the connection or a request's first byte to its
+    last; generating and streaming the answer is not limited."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -39,13 +36,12 @@ def _deadline_protocol(read_timeout: float):
             self._start_clock()
 
         def _start_clock(self) -> None:
-            if self._timer is None:
-                self._timer = self.loop.call_later(read_timeout, self._too_slow)
+            self._timer = self._timer or self.loop.call_later(read_timeout, self._too_slow)
 
         def _stop_clock(self) -> None:
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
+            self._timer = None
 
         def data_received(self, data: bytes) -> None:
             if self.conn.their_state is h11.IDLE:
@@ -102,10 +98,8 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> ServerHandle
 
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (a name other than localhost counts as not)."""
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -124,12 +118,10 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
           limits: ServeLimits = ServeLimits(), api_key: str | None = None, insecure: bool = False,
           log: Callable[[str], None] = print, upstream=None, max_batch: int = 16, few_shot: int = 0,
           few_shot_index: str | Path | None = None) -> None:
-    """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until interrupted.
-
-    Chat requests are shown `few_shot` (or their own `few_shot`) nearest training pairs from the gate
-    directory `few_shot_index` (default: `gate_dir`)."""
+    """`tunelens serve`: load the model (and adapter, gate), or point at an upstream engine; serve until
+    interrupted. Chat requests are shown `few_shot` (or their own `few_shot`) nearest training pairs from
+    the gate directory `few_shot_index` (default: `gate_dir`)."""
     import uvicorn
-
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     check_exposure(host, api_key, insecure)
@@ -149,10 +141,8 @@ def serve(model_spec: str, adapter: str | Path | None = None, gate_dir: str | Pa
 def _few_shot_serving(k: int, index, gate_dir, gate):
     """The few-shot examples' source: its own gate directory, or the routing gate's (loaded once)."""
     index = index if index is not None else gate_dir
-    if index is None:
-        return FewShotServing(k, None)
     same = gate_dir is not None and Path(index).resolve() == Path(gate_dir).resolve()
-    return FewShotServing(k, gate if same else Gate.load(index))
+    return FewShotServing(k, gate if same else Gate.load(index) if index is not None else None)
 
 
 def _local_app(model_spec: str, adapter, gate, device: str, limits: ServeLimits, api_key: str | None, log,
@@ -172,8 +162,7 @@ def _upstream_app(upstream, adapter, gate, limits: ServeLimits, api_key: str | N
     if gate is not None and upstream.adapter_model is None:
         raise UserError("--gate routes between the adapter and the base model: pass --upstream-adapter-model too")
     check_gate_for_upstream(gate)  # before anything slow
-    warning = check_upstream_models(upstream)
-    if warning:
+    if warning := check_upstream_models(upstream):
         log(f"warning: {warning}")
     log(f"forwarding to {upstream.url}: base {upstream.base_model}"
         + (f", adapter {upstream.adapter_model}" if upstream.adapter_model else ""))

@@ -11,6 +11,7 @@ from tunelens.retrieval.fewshot import MAX_FEW_SHOT
 from tunelens.engine.decode import SEED_MAX, SEED_MIN, TEMPERATURE_MAX
 
 MAX_TOP_LOGPROBS = 20
+_BRANCHES = ("str", "int", "float", "bool")  # pydantic's names of union branches in an error's field path
 
 
 @dataclass(frozen=True)
@@ -81,22 +82,14 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 401:
-            kind = "authentication_error"
+        kind = ("authentication_error" if self.status == 401 else
+                "invalid_request_error" if self.status < 500 else "server_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
-def _validation_message(err: ValidationError) -> tuple[str, str | None]:
-    parts, first = [], None
-    for item in err.errors():
-        # Drop pydantic's union-branch names (e.g. "str", "list[str]") from the field path.
-        loc = ".".join(str(p) for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in
-                                                                                  ("str", "int", "float", "bool"))))
-        first = first or loc
-        parts.append(f"{loc or 'body'}: {item['msg']}")
-    unique = list(dict.fromkeys(parts))
-    return "invalid request: " + "; ".join(unique[:5]), first
+def _field(loc: tuple) -> str:
+    """The field path, without pydantic's union-branch names (e.g. "str", "list[str]")."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _BRANCHES)))
 
 
 def parse(schema, data: dict):
@@ -104,5 +97,7 @@ def parse(schema, data: dict):
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        message, param = _validation_message(err)
-        raise APIError(400, message, param=param, code="invalid_value") from None
+        fields = [(_field(item["loc"]), item["msg"]) for item in err.errors()]
+        message = "; ".join(list(dict.fromkeys(f"{loc or 'body'}: {msg}" for loc, msg in fields))[:5])
+        param = next((loc for loc, _ in fields if loc), "")
+        raise APIError(400, f"invalid request: {message}", param=param, code="invalid_value") from None

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 
 class _PrefixMatcher:
-    """Knuth-Morris-Pratt over one stop string, fed one character at a time.
-
-    `state` is the length of the longest prefix of the stop string that is a suffix of the text fed
-    so far; it reaching the full length is a match. The failure table is built lazily, only as far as
-    `state` has reached, so a 240 KB stop string costs nothing beyond the text actually generated.
-    """
+    """Knuth-Morris-Pratt over one stop string, fed one character at a time. `state` is the longest prefix of
+    the stop string that ends the text fed so far (all of it: a match). The failure table is built only as
+    far as `state` has reached, so a 240 KB stop string costs nothing beyond the text generated."""
 
     def __init__(self, stop: str):
         self.stop, self.state, self.fail = stop, 0, [0]
@@ -29,29 +26,21 @@ class _PrefixMatcher:
             return False
         while q > 0 and stop[q] != char:
             q = self.fail[q - 1]
-        if stop[q] == char:
-            q += 1
-        if q == len(stop):
-            self.state = q
-            return True
-        self._extend_fail(q)
-        self.state = q
-        return False
+        self.state = q = q + (stop[q] == char)
+        if q < len(stop):
+            self._extend_fail(q)
+        return q == len(stop)
 
 
 class StopText:
-    """Token ids in, safe text deltas out: text that could still begin a stop string is held back.
-
-    Plain equivalent: decode all ids at the end and cut at the first stop string; the deltas always
-    concatenate to exactly that text (a test checks it). Each new character is fed once to a matcher
-    per stop string, so the work is linear in the text and independent of the stop strings' length.
-    """
+    """Token ids in, safe text deltas out: text that could still begin a stop string is held back. Each new
+    character is fed once to a matcher per stop string. Plain equivalent: decode all ids at the end and cut
+    at the first stop string; the deltas always concatenate to exactly that text (a test checks it)."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
         self.tokenizer, self.stops = tokenizer, tuple(dict.fromkeys(s for s in stops if s))
         self.ids: list[int] = []
-        self.sent = 0
-        self.text = ""
+        self.sent, self.text = 0, ""
         self.cut: int | None = None  # where the earliest stop string found so far starts
         self._restart()
 
@@ -68,20 +57,15 @@ class StopText:
         if not text.startswith(self.text[:self.fed]):  # a decoder that rewrote earlier text: match again
             self._restart()
         self.text = text
-        self._feed()
-        if self.cut is not None:
-            return self._advance(self.cut), True
-        hold = max((m.state for m in self.matchers), default=0)
-        return self._advance(len(text) - hold), False
-
-    def _feed(self) -> None:
-        for position in range(self.fed, len(self.text)):
-            char = self.text[position]
+        for position, char in enumerate(text[self.fed:], self.fed):
             for matcher in self.matchers:
                 if matcher.feed(char):
                     start = position + 1 - len(matcher.stop)
                     self.cut = start if self.cut is None else min(self.cut, start)
-        self.fed = len(self.text)
+        self.fed = len(text)
+        if self.cut is not None:
+            return self._advance(self.cut), True
+        return self._advance(len(text) - max((m.state for m in self.matchers), default=0)), False
 
     def flush(self) -> str:
         return self._advance(len(self.text))

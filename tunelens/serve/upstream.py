@@ -1,29 +1,25 @@
 """The gate in front of an existing OpenAI-compatible engine (vLLM with LoRA modules, llama.cpp, tunelens).
 
-`UpstreamEngine` stands where `Engine` stands in the app: tunelens keeps the request checks, the API
-key, the gate's decision, the metrics and the `tunelens` routing field; the engine behind it generates.
-Bodies go upstream as the client sent them (after tunelens's checks) with only `model` replaced by the
-upstream's name for the chosen route, and answers come back unchanged but for `model` (the tunelens
-name that answered) and the added `tunelens` field, so text and `logprobs` are the upstream's own.
-
-Only retrieval signals can route here: the model signals need full next-token distributions at every
-prompt position, which no OpenAI-compatible API returns (at most 20 alternatives per token).
+`UpstreamEngine` stands where `Engine` stands in the app: tunelens keeps the request checks, the API key,
+the gate's decision, the metrics and the `tunelens` field; the engine behind it generates. Bodies go up as
+the client sent them with `model` replaced by the upstream's name for the route; answers come back
+unchanged but for `model` (the tunelens name) and the `tunelens` field, so text and `logprobs` are the
+upstream's own. Only retrieval signals can route here: model signals need full next-token distributions
+at every prompt position, which no OpenAI-compatible API returns (at most 20 alternatives per token).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tunelens.errors import UserError
-from tunelens.serve.engine import MODEL_ADAPTER, MODEL_BASE, Metrics, Outcome, routing_info, served_names
+from tunelens.serve.engine import MODEL_ADAPTER, MODEL_BASE, Outcome, WorkerThread, routing_info
 from tunelens.serve.responses import sse
 from tunelens.serve.schemas import APIError, ServeLimits
 from tunelens.gate import MODEL_SIGNALS
@@ -52,9 +48,8 @@ class Upstream:
 
 def check_gate_for_upstream(gate) -> None:
     """Refuse a gate whose score needs the local model: behind an upstream there is none."""
-    if gate is None or gate.calibration is None:
-        return
-    used = [name for name in gate.calibration.signals if name in MODEL_SIGNALS]
+    calibration = gate.calibration if gate is not None else None
+    used = [name for name in calibration.signals if name in MODEL_SIGNALS] if calibration is not None else []
     if used:
         raise UserError(f"gate {gate.directory} is calibrated with model signals ({', '.join(used)}), which need a "
                         "local model: with --upstream recalibrate it on retrieval signals only (`tunelens gate "
@@ -62,11 +57,9 @@ def check_gate_for_upstream(gate) -> None:
 
 
 def check_upstream_models(upstream: Upstream) -> str | None:
-    """Ask the upstream's /v1/models whether it serves the configured names.
-
-    A missing name or a refused key is an error (the configuration is wrong); an upstream that does not
-    answer yet is only a warning, returned as text: engines take minutes to start.
-    """
+    """Ask the upstream's /v1/models whether it serves the configured names. A missing name or a refused key
+    is an error (the configuration is wrong); an upstream that does not answer yet is only a warning,
+    returned as text: engines take minutes to start."""
     import httpx
 
     try:
@@ -82,40 +75,23 @@ def check_upstream_models(upstream: Upstream) -> str | None:
         served = {item["id"] for item in response.json()["data"]}
     except (ValueError, KeyError, TypeError):
         return f"upstream {upstream.url}/models is not an OpenAI model list; model names not checked"
-    wanted = [name for name in (upstream.base_model, upstream.adapter_model) if name]
-    missing = [name for name in wanted if name not in served]
+    missing = [name for name in (upstream.base_model, upstream.adapter_model) if name and name not in served]
     if missing:
         raise UserError(f"upstream {upstream.url} does not serve {', '.join(missing)}: it has "
                         f"{', '.join(sorted(served))} (check --upstream-base-model / --upstream-adapter-model)")
     return None
 
 
-class UpstreamEngine:
-    """The Engine interface for forwarding: model names, gate decisions, admission and metrics.
-
-    The gate runs on one worker thread (its embedder is CPU-bound and must not block the event loop);
-    generation is the upstream's, which batches concurrent requests itself, so forwarded requests are
-    not serialised here: only their number is capped (`max_queue`, then 503).
-    """
+class UpstreamEngine(WorkerThread):
+    """The Engine interface for forwarding. The gate runs on the worker thread (its embedder is CPU-bound
+    and must not block the event loop); generation is the upstream's, which batches concurrent requests
+    itself, so forwarded requests are not serialised here, only capped (`max_queue`, then 503)."""
 
     def __init__(self, upstream: Upstream, gate=None, limits: ServeLimits = ServeLimits()):
         check_gate_for_upstream(gate)
-        self.upstream, self.gate, self.limits = upstream, gate, limits
-        self.has_adapter = upstream.adapter_model is not None
-        self.metrics = Metrics()
-        self.background: set = set()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelens-gate")
+        super().__init__(gate, limits, upstream.adapter_model is not None, "tunelens-gate")
+        self.upstream = upstream
         self._client = None
-
-    def model_names(self) -> list[str]:
-        return served_names(self.has_adapter, self.gate)
-
-    async def call(self, fn: Callable, *args):
-        self.metrics.enter(self.limits.max_queue)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            self.metrics.leave()
 
     def decide(self, query: str) -> dict:
         return routing_info(self.gate.route(query))
@@ -153,10 +129,13 @@ class UpstreamEngine:
                 raise status_error(self.upstream, response.status_code, content)
             headers = {"X-Tunelens-Route": routing["route"]}
             if stream:
-                relay = Relay(self, response, served, routing, wants_usage, start)
                 handed_over = True  # the relay leaves the queue when the stream ends
-                return StreamingResponse(relay.events(), media_type="text/event-stream", headers=headers)
-            answer = _answer_json(self.upstream, response.content)
+                return StreamingResponse(self._relay(response, served, routing, wants_usage, start),
+                                         media_type="text/event-stream", headers=headers)
+            answer = _json(response.content)
+            if not isinstance(answer, dict) or "choices" not in answer:
+                raise APIError(502, f"upstream {self.upstream.url} answered 200 without an OpenAI response: "
+                                    f"{response.content[:200]!r}", code="upstream_error")
             self._count(routing, answer.get("usage"), start)
             return JSONResponse({**answer, "model": served, "tunelens": routing}, headers=headers)
         finally:
@@ -165,77 +144,59 @@ class UpstreamEngine:
 
     def _count(self, routing: dict, usage: dict | None, start: float) -> None:
         usage = usage if isinstance(usage, dict) else {}
-        outcome = Outcome(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0),
-                          seconds=time.perf_counter() - start)
-        self.metrics.count_generation(routing["route"], routing["reason"], outcome)
+        self.metrics.count_generation(routing, Outcome(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                                       completion_tokens=int(usage.get("completion_tokens") or 0),
+                                                       seconds=time.perf_counter() - start))
 
-
-class Relay:
-    """One streamed answer passed through: the upstream's events, with `model` renamed and `tunelens` added.
-
-    Ends with `data: [DONE]` whatever happens upstream; a failure after the first byte has gone out can
-    only be an error event (the status line is already sent), as the local server does.
-    """
-
-    def __init__(self, engine: UpstreamEngine, response, served: str, routing: dict, wants_usage: bool,
-                 start: float):
-        self.engine, self.response, self.served, self.routing = engine, response, served, routing
-        self.wants_usage, self.start = wants_usage, start
-        self.usage = None
-        self.first = True
-
-    async def events(self) -> AsyncIterator[str]:
+    async def _relay(self, response, served: str, routing: dict, wants_usage: bool, start: float) -> AsyncIterator[str]:
+        """One streamed answer passed through: the upstream's events, with `model` renamed and `tunelens` added
+        to the first. Ends with `data: [DONE]` whatever happens upstream; a failure after the first byte has
+        gone out can only be an error event (the status line is already sent), as from the local server."""
         import httpx
 
+        usage, first = None, True
         try:
-            finished = False
-            async for data in sse_data(self.response):
+            async for data in sse_data(response):
                 if data == "[DONE]":
-                    finished = True
+                    self._count(routing, usage, start)
                     break
-                out, stop = self._rewrite(data)
-                if out:
-                    yield out
-                if stop:
+                chunk, problem = _event(data)
+                if problem is not None:
+                    yield sse(APIError(502, problem, code="upstream_error").body())
                     break
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                    if not chunk.get("choices") and not wants_usage:
+                        continue
+                chunk["model"] = served
+                if first:  # the routing decision travels in the first chunk, as from the local server
+                    chunk["tunelens"], first = routing, False
+                yield sse(chunk)
             else:
                 yield sse(APIError(502, "the upstream closed the stream before `data: [DONE]`").body())
-            if finished:
-                self.engine._count(self.routing, self.usage, self.start)
         except httpx.TimeoutException:
-            yield sse(APIError(504, f"the upstream sent nothing for {self.engine.upstream.timeout:g} s",
+            yield sse(APIError(504, f"the upstream sent nothing for {self.upstream.timeout:g} s",
                                code="upstream_timeout").body())
         except httpx.HTTPError as err:
             yield sse(APIError(502, f"the upstream stream broke: {type(err).__name__}: {err}",
                                code="upstream_error").body())
         finally:
-            self.engine.metrics.leave()
+            self.metrics.leave()
             # Also when the client goes away (this task is then cancelled, hence the shield): closing the
             # upstream stream tells the engine to stop generating.
             with anyio.CancelScope(shield=True):
-                await self.response.aclose()
+                await response.aclose()
         yield "data: [DONE]\n\n"
 
-    def _rewrite(self, data: str) -> tuple[str | None, bool]:
-        """(the event to send or None, whether the stream ends here) for one upstream event."""
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return sse(APIError(502, f"the upstream sent an event that is not JSON: {data[:200]!r}",
-                                code="upstream_error").body()), True
-        if not isinstance(chunk, dict) or _error_of(chunk) is not None:
-            message = _error_of(chunk) if isinstance(chunk, dict) else repr(chunk)[:200]
-            return sse(APIError(502, f"the upstream failed mid-stream: {message}", code="upstream_error").body()), True
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-            if not chunk.get("choices") and not self.wants_usage:
-                return None, False
-        chunk["model"] = self.served
-        if self.first:  # the routing decision travels in the first chunk, as from the local server
-            chunk["tunelens"] = self.routing
-            self.first = False
-        return sse(chunk), False
+
+def _event(data: str) -> tuple[dict | None, str | None]:
+    """An upstream event's chunk, or why the stream ends there."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None, f"the upstream sent an event that is not JSON: {data[:200]!r}"
+    message = _error_of(chunk) if isinstance(chunk, dict) else repr(chunk)[:200]
+    return (chunk, None) if message is None else (None, f"the upstream failed mid-stream: {message}")
 
 
 async def sse_data(response) -> AsyncIterator[str]:
@@ -254,26 +215,20 @@ async def sse_data(response) -> AsyncIterator[str]:
 
 def _error_of(body) -> str | None:
     """The message of an error body: OpenAI's {"error": {...}} or vLLM's older {"object": "error", ...}."""
-    if not isinstance(body, dict):
-        return None
-    if isinstance(body.get("error"), dict):
-        return str(body["error"].get("message") or body["error"])
-    if isinstance(body.get("error"), str):
-        return body["error"]
-    if body.get("object") == "error":
-        return str(body.get("message") or body)
-    return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    if isinstance(error, str):
+        return error
+    return str(body.get("message") or body) if isinstance(body, dict) and body.get("object") == "error" else None
 
 
-def _answer_json(upstream: Upstream, content: bytes) -> dict:
+def _json(content):
+    """The parsed JSON, or None where it is not JSON."""
     try:
-        answer = json.loads(content)
+        return json.loads(content)
     except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or "choices" not in answer:
-        raise APIError(502, f"upstream {upstream.url} answered 200 without an OpenAI response: {content[:200]!r}",
-                       code="upstream_error")
-    return answer
+        return None
 
 
 def transport_error(upstream: Upstream, err) -> APIError:
@@ -291,15 +246,10 @@ def transport_error(upstream: Upstream, err) -> APIError:
 
 
 def status_error(upstream: Upstream, status: int, content: bytes) -> APIError:
-    """An upstream error status, mapped so that the client sees whose fault it is.
-
-    The client's own mistakes the upstream caught (400, 413, 422, 429) keep their status and message;
-    a refused key or an unknown model name is tunelens's configuration, so a 502 saying which option.
-    """
-    try:
-        body = json.loads(content)
-    except ValueError:
-        body = None
+    """An upstream error status, mapped so that the client sees whose fault it is: the client's own mistakes
+    the upstream caught (400, 413, 422, 429) keep their status and message; a refused key or an unknown
+    model name is tunelens's configuration, so a 502 saying which option."""
+    body = _json(content)
     message = _error_of(body) or content[:300].decode("utf-8", "replace") or "(empty body)"
     if status in (401, 403):
         return APIError(502, f"upstream {upstream.url} refused tunelens's key ({status}: {message}): check "
@@ -309,8 +259,7 @@ def status_error(upstream: Upstream, status: int, content: bytes) -> APIError:
                              "--upstream-adapter-model against its /v1/models", code="upstream_model_not_found")
     if 400 <= status < 500:
         error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        param = error.get("param") if isinstance(error.get("param"), str) else None
+        param, code = (error.get(key) if isinstance(error.get(key), str) else None for key in ("param", "code"))
         return APIError(status, f"upstream rejected the request: {message}", param=param, code=code)
     if status == 504:
         return APIError(504, f"upstream {upstream.url} timed out: {message}", code="upstream_timeout")
