@@ -101,6 +101,8 @@ def build_gate(queries: Sequence[str], out_dir: str | Path, ids: Sequence[str] |
     per instruction) are stored with their entries, so the gate can also serve them as few-shot examples."""
     if not queries:
         raise UserError("no instructions to index: the gate needs at least one training pair")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     if responses is not None and len(responses) != len(queries):
         raise ValueError(f"{len(responses)} responses for {len(queries)} instructions")
     embedder = embedder or load_embedder(MINILM)
