@@ -251,6 +251,19 @@ def test_lesson2_values_are_the_seed_files_means(study):
     assert not lesson["floor_met"]  # the tiny run has no contested points, so the protocol's floor is not met
 
 
+def test_a_copy_without_the_mined_pool_still_resumes(study, tmp_path):
+    import shutil
+
+    config, out, _, _, _, (model, tokenizer) = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("mined.jsonl", "adapters"))
+    again = L.run_lessons_study(config, copy, model=model, tokenizer=tokenizer).summary
+    original = L.run_lessons_study(config, out, model=model, tokenizer=tokenizer).summary
+    assert not (copy / "data" / "mined.jsonl").exists()  # not mined again
+    assert again["seeds_done"] == original["seeds_done"] == [0, 1]
+    assert again["lessons"] == original["lessons"]
+
+
 def test_other_settings_need_another_directory(study, sources):
     _, out, _, _, _, (model, tokenizer) = study
     with pytest.raises(UserError, match="other settings"):

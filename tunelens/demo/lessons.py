@@ -233,7 +233,9 @@ def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progr
     data_dir = out / "data"
     paths = {name: data_dir / f"{name}.jsonl" for name in ("mined", "train", "heldout", "silent")}
     counts_path = data_dir / "data.json"
-    if all(p.is_file() for p in paths.values()) and counts_path.is_file():
+    # The draw is what the seeds use; once it is on disk the pool is not needed (a run directory copied
+    # without its 19 MB mined.jsonl, as docs/runs/ keeps it, still resumes).
+    if all(paths[name].is_file() for name in ("train", "heldout", "silent")) and counts_path.is_file():
         return {"paths": paths, "counts": json.loads(counts_path.read_text())}
     if not paths["mined"].is_file():
         settings = MineConfig(seed=config.seed, licenses=config.licenses, max_lines=config.mine_max_lines)

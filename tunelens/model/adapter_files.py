@@ -56,6 +56,7 @@ def read_json_object(path: Path, what: str) -> dict:
 def read_weights(path: Path) -> dict:
     """The adapter's tensors. safetensors checks the header, dtypes, shapes and offsets itself; the size
     checks before it only say in plain words what a short or cut file is."""
+    # here, not at the top: safetensors.torch imports torch, which commands' --help should not wait for
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tunelens.errors import UserError
+from tunelens.retrieval.embedders import written_atomically
 
 EXACT, HNSW = "exact", "hnsw"
 INDEX_KINDS = ("auto", EXACT, HNSW)
@@ -154,7 +155,6 @@ class HNSWIndex(_FaissSearch):
 
     def save(self, directory: Path) -> dict:
         """Write the graph next to embeddings.npy (atomically); returns what gate.json records."""
-        from tunelens.retrieval.embedders import written_atomically
 
         with written_atomically(Path(directory) / HNSW_FILE) as partial:
             _faiss().write_index(self.index, str(partial))
