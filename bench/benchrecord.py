@@ -34,11 +34,17 @@ def add_json_argument(parser) -> None:
                         help="write the figures (median, min, max of the repetitions; ratios) and the machine here")
 
 
+KEEP_VALUES = 50  # repetitions kept in the record up to this many; beyond, their 5th and 95th percentiles
+
+
 def spread(values: list[float]) -> dict:
-    """Median, min and max of the repetitions, and the repetitions themselves."""
+    """Median, min and max of the repetitions, and the repetitions themselves (or, for many, percentiles)."""
     values = [float(v) for v in values]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-            "values": values}
+    out = {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+    if len(values) <= KEEP_VALUES:
+        return out | {"values": values}
+    ordered = sorted(values)
+    return out | {"p05": ordered[int(0.05 * (len(values) - 1))], "p95": ordered[int(0.95 * (len(values) - 1))]}
 
 
 class Figures:
@@ -49,9 +55,11 @@ class Figures:
         self.figures: dict[str, dict] = {}
         self.ratios: dict[str, dict] = {}
         self.facts: dict[str, object] = {}
+        self._values: dict[str, list[float]] = {}  # every repetition, for paired ratios
 
     def add(self, name: str, unit: str, values: list[float]) -> dict:
         """One measured quantity, from its repetitions (one value for a count fixed by the inputs)."""
+        self._values[name] = [float(v) for v in values]
         self.figures[name] = {"unit": unit, **spread(values)}
         return self.figures[name]
 
@@ -63,13 +71,19 @@ class Figures:
         top, bottom = self.figures[figure], self.figures[baseline]
         value = top["median"] / bottom["median"] if bottom["median"] else math.nan
         entry = {"value": value, "figure": figure, "baseline": baseline}
-        if paired and top["n"] == bottom["n"]:
-            pairs = [a / b for a, b in zip(top["values"], bottom["values"]) if b]
-            entry["paired"] = spread(pairs) if pairs else None
+        if paired:
+            entry["paired"] = self.paired_spread(figure, baseline)
         if target:
             entry["target"] = target
         self.ratios[name] = entry
         return value
+
+    def paired_spread(self, figure: str, baseline: str) -> dict | None:
+        top, bottom = self._values.get(figure), self._values.get(baseline)
+        if not top or not bottom or len(top) != len(bottom):
+            return None
+        pairs = [a / b for a, b in zip(top, bottom) if b]
+        return spread(pairs) if pairs else None
 
     def fact(self, name: str, value) -> None:
         """Something the run found that is not a repeated measurement: a count, a recall, an agreement."""

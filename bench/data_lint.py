@@ -1,7 +1,8 @@
 """Benchmark of the data stage: lint speed on N records, Python 2 recall on contaminated records, and
 the parser against a regex filter (the approach that failed in docs/design.md lesson 1).
 
-    python bench/data_lint.py [--records 5000] [--mined pairs.jsonl] [--work DIR] [--repeat 5] [--json PATH]
+    python bench/data_lint.py [--records 5000] [--mined pairs.jsonl | --source DIRS] [--work DIR] [--repeat 5]
+                              [--json PATH]
 
 The corpus is built in the same run: pairs mined from the standard library (methods included), pushback
 pairs, a contaminated share, exact and near duplicates and malformed lines, cut to --records. Figures
@@ -35,11 +36,11 @@ REGEX = re.compile(r"print\s+[\"'\w]|except\s+[\w.]+\s*,\s*\w+\s*:|\bxrange\(|\.
                    r"|\b0[0-7]+\b|\b\d+L\b|\bur['\"]|\braw_input\(|\bunicode\(|\bbasestring\b|raise\s+\w+\s*,")
 
 
-def build_corpus(work: Path, records: int, mined: Path | None, seed: int) -> Path:
+def build_corpus(work: Path, records: int, mined: Path | None, seed: int, source: list[str] | None = None) -> Path:
     if mined is None:
         mined = work / "mined.jsonl"
         started = time.perf_counter()
-        result = mine_to_file(None, mined, MineConfig(include_methods=True))
+        result = mine_to_file(source, mined, MineConfig(include_methods=True))
         print(f"mined {len(result.pairs)} pairs (methods included) in {time.perf_counter() - started:.1f} s")
     with_pushback = work / "pushback.jsonl"
     pushback = add_pushback_file(mined, with_pushback, PushbackConfig(rate=0.3, seed=seed))
@@ -89,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--mined", type=Path, help="reuse a mined pairs file instead of mining the stdlib")
+    parser.add_argument("--source", default=None, help="comma-separated sources to mine (default: the stdlib)")
     parser.add_argument("--work", type=Path, help="working directory (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=MIN_REPEATS, help="timed lint runs (medians printed)")
@@ -96,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tunelens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, args.records, args.mined, args.seed)
+    source = [s for s in args.source.split(",") if s] if args.source else None
+    corpus = build_corpus(work, args.records, args.mined, args.seed, source)
 
     figures = Figures("data_lint", args)
     baselines, walls, cpus = [], [], []
