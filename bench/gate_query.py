@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchrecord import Figures, add_json_argument  # noqa: E402
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 VERBS = ["reverses", "sorts", "counts", "filters", "merges", "parses", "validates", "formats", "compresses",
          "deduplicates", "groups", "flattens", "normalises", "searches", "serialises", "summarises",
@@ -526,6 +526,8 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=None, help="HNSW search effort [library default]")
     add_json_argument(parser)
     args = parser.parse_args()
+    if min(args.queries, args.ann_queries) < MIN_REPEATS:  # each query is one repetition of every variant
+        parser.error(f"--queries and --ann-queries must be at least {MIN_REPEATS}")
     args.figures = Figures("gate_query", argparse.Namespace(**vars(args)))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = [(args.profile, profile), (args.quality, quality), (args.real_recall, real_recall), (args.ann_rows, ann_rows),
