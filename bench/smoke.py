@@ -6,7 +6,7 @@
 Sizes here are for seconds, not for figures: a ratio from a smoke run says nothing about speed (tiny random
 models, a few prompts), only that the benchmark's code path and its baseline still run and that it still
 prints the ratio line its page is read from. Each benchmark runs in its own process with a time limit, with
-two repetitions where it repeats (its default is at least 5) and `--json`; its ratio is parsed from its
+one or two repetitions where it repeats (its default is at least 5) and `--json`; its ratio is parsed from its
 output and must be a finite positive number, and its JSON must hold the machine record and, for each
 figure, a median within its min and max.
 """

@@ -313,7 +313,7 @@ def ab_steps(args) -> None:
     print(f"earlier: {settings[0]}\nnew: {settings[1]}")
     print(f"positions: {real} real, {padded} padded; {args.ab}: new / earlier trained tokens per CPU-second "
           f"{cpu[0] / cpu[1]:.2f}x, per second {wall[0] / wall[1]:.2f}x")
-    figures = Figures("train_throughput", args, mode=f"ab {args.ab}")
+    figures = Figures("train_throughput", chosen(args), mode=f"ab {args.ab}")
     for kind, unit in (("cpu", "CPU s"), ("wall", "s")):
         for which, label in enumerate(("earlier", "new")):
             figures.add(f"{label} step {unit}", unit, reps[kind][which])
@@ -322,6 +322,11 @@ def ab_steps(args) -> None:
 
 
 # ---------------------------------------------------------------- the run
+
+
+def chosen(args) -> argparse.Namespace:
+    """The settings a reader can rerun: not the workers' own (a temporary data file, the worker's variant)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("data", "worker", "variant")})
 
 
 def _worker_main(args) -> None:
@@ -403,7 +408,7 @@ def main() -> None:
         results = [_spawn(args, "tunelens", variant) for variant in args.variants.split(",")]
         results += [] if args.no_trl else [_spawn(args, "trl", v) for v in args.trl_variants.split(",")]
         matmuls += matmul_flops()  # before and after: the machine is shared
-    figures = Figures("train_throughput", args)
+    figures = Figures("train_throughput", chosen(args))
     matmul = figures.add("fp32 matmul (2048^3)", "GFLOP/s", [rate / 1e9 for rate in matmuls])
     peak = matmul["median"] * 1e9
     for r in results:
