@@ -66,9 +66,9 @@ def ratio_rows(record: dict) -> list[str]:
     for name, ratio in record["ratios"].items():
         paired = ratio.get("paired")
         figures = [record["figures"][key] for key in (ratio["figure"], ratio["baseline"])]
-        of = "; ".join(f"{key}: {figure_cell(f)} {f['unit']}, n={f['n']}"
+        of = "; ".join(f"{cell(key)}: {figure_cell(f)} {f['unit']}, n={f['n']}"
                        for key, f in zip((ratio["figure"], ratio["baseline"]), figures))
-        rows.append(f"| {name} | {number(ratio['value'])}x | {figure_cell(paired) + 'x' if paired else '-'} | "
+        rows.append(f"| {cell(name)} | {number(ratio['value'])}x | {figure_cell(paired) + 'x' if paired else '-'} | "
                     f"{ratio.get('target') or '-'} | {of} |")
     return rows
 
@@ -76,16 +76,28 @@ def ratio_rows(record: dict) -> list[str]:
 def figure_rows(record: dict) -> list[str]:
     rows = ["| figure | unit | median | min | max | repetitions |", "|---|---|---|---|---|---|"]
     for name, figure in record["figures"].items():
-        rows.append(f"| {name} | {figure['unit']} | {number(figure['median'])} | {number(figure['min'])} | "
+        rows.append(f"| {cell(name)} | {figure['unit']} | {number(figure['median'])} | {number(figure['min'])} | "
                     f"{number(figure['max'])} | {figure['n']} |")
     return rows
 
 
+def cell(text: str) -> str:
+    """Text safe inside a table cell: a `|` (as in |dp|) would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def fact_rows(record: dict) -> list[str]:
-    simple = {k: v for k, v in record.get("facts", {}).items() if not isinstance(v, (dict, list))}
+    """Facts with one value, and those of a flat dict (one row per key); lists (per-prompt rows) stay in
+    the record."""
+    simple = {}
+    for name, value in record.get("facts", {}).items():
+        if isinstance(value, dict):
+            simple.update({f"{name}: {key}": v for key, v in value.items() if not isinstance(v, (dict, list))})
+        elif not isinstance(value, list):
+            simple[name] = value
     if not simple:
         return []
-    return ["| fact | value |", "|---|---|"] + [f"| {k} | {number(v)} |" for k, v in simple.items()]
+    return ["| fact | value |", "|---|---|"] + [f"| {cell(k)} | {number(v)} |" for k, v in simple.items()]
 
 
 def settings_line(record: dict) -> str:

@@ -204,6 +204,10 @@ def test_the_bench_page_says_which_record_commit_and_machine_each_figure_comes_f
     assert "| new / old | 0.5x | 0.5 [0.25, 1.5]x | <= 1 |" in page
     assert "| new | s | 2 | 1 | 9 | 5 |" in page and "| rows | 1,200 |" in page
     assert "with uncommitted changes" in bench_doc.render({"made_up": bench_record(dirty=True)})
+    piped = bench_record()
+    piped["facts"] = {"max |dp|": 0.5, "weights": {"changed": 3}, "prompts": [{"row": 1}]}
+    assert "| max \\|dp\\| | 0.5 |" in bench_doc.render({"made_up": piped})  # a | inside a cell is escaped
+    assert "| weights: changed | 3 |" in bench_doc.render({"made_up": piped})
 
 
 def test_the_bench_page_is_listed_and_checked():
