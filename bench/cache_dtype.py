@@ -7,14 +7,23 @@ per prompt, then rounds the weights in place and compares on the same token sequ
 logit difference, how often the argmax (the greedy choice) agrees teacher-forced, and where free-running
 greedy decoding first diverges.
 
+These figures are exact (the same weights and tokens give the same differences on every run), so nothing
+is repeated; the baseline is the fp32 model's own greedy answer and logits, in the same run. `--json`
+writes them with the machine and commit (bench/benchrecord.py).
+
     python bench/cache_dtype.py [--model qwen2.5-coder-1.5b] [--new-tokens 48] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchrecord import Figures, add_json_argument  # noqa: E402
 
 PROMPTS = [
     "Write a Python function that returns the n-th Fibonacci number.",
@@ -83,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--json", default=None)
+    add_json_argument(parser)
     args = parser.parse_args()
 
     model, tok = load_model(args.model, device="cpu", dtype="fp32")
@@ -105,18 +114,20 @@ def main() -> None:
             "exact_answer": tok.decode(answer),
             "bf16_answer": tok.decode(rounded_answer),
         })
-    result = {"model": args.model, "new_tokens": args.new_tokens, "weights": rounding, "prompts": rows,
-              "seconds": time.perf_counter() - start, "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads()}
+    figures = Figures("cache_dtype", args, torch_threads=torch.get_num_threads())
+    figures.fact("weights", rounding)
+    figures.fact("prompts", rows)
+    figures.fact("max |dlogit| over prompts", max(row["max_abs_logit_diff"] for row in rows))
+    figures.fact("teacher-forced argmax agreement, lowest", min(row["teacher_forced_argmax_agreement"] for row in rows))
+    figures.fact("prompts whose free-running answer diverges", sum(row["free_running_first_divergence"] is not None
+                                                                  for row in rows))
+    figures.fact("seconds (one run)", time.perf_counter() - start)
     for row in rows:
         print(f"{row['prompt']:<60}  max|dlogit| {row['max_abs_logit_diff']:.4f}  argmax agree "
               f"{row['teacher_forced_argmax_agreement']:.3f}  diverges at {row['free_running_first_divergence']}")
     print(f"weights changed by bf16 rounding: {rounding['changed_fraction']:.3%} of {rounding['elements']:,}, "
           f"max relative change {rounding['max_relative_change']:.2e}")
-    if args.json:
-        from tunelens.io import atomic_write_json
-
-        atomic_write_json(args.json, result)
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

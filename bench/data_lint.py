@@ -1,12 +1,14 @@
 """Benchmark of the data stage: lint speed on N records, Python 2 recall on contaminated records, and
 the parser against a regex filter (the approach that failed in docs/design.md lesson 1).
 
-    python bench/data_lint.py [--records 5000] [--mined pairs.jsonl] [--work DIR]
+    python bench/data_lint.py [--records 5000] [--mined pairs.jsonl | --source DIRS] [--work DIR] [--repeat 5]
+                              [--json PATH]
 
 The corpus is built in the same run: pairs mined from the standard library (methods included), pushback
 pairs, a contaminated share, exact and near duplicates and malformed lines, cut to --records. Figures
 are printed with ratios against baselines measured in the same run: reading + JSON-parsing the same file
-(the least any lint must do) and a regex filter.
+(the least any lint must do) and a regex filter. Times are medians of --repeat runs, lint and baseline
+alternating, with their min and max.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 from tunelens.data.contaminate import ContaminateConfig, contaminate_file  # noqa: E402
 from tunelens.data.lint import lint_file  # noqa: E402
 from tunelens.data.mine import MineConfig, mine_to_file  # noqa: E402
@@ -33,11 +36,11 @@ REGEX = re.compile(r"print\s+[\"'\w]|except\s+[\w.]+\s*,\s*\w+\s*:|\bxrange\(|\.
                    r"|\b0[0-7]+\b|\b\d+L\b|\bur['\"]|\braw_input\(|\bunicode\(|\bbasestring\b|raise\s+\w+\s*,")
 
 
-def build_corpus(work: Path, records: int, mined: Path | None, seed: int) -> Path:
+def build_corpus(work: Path, records: int, mined: Path | None, seed: int, source: list[str] | None = None) -> Path:
     if mined is None:
         mined = work / "mined.jsonl"
         started = time.perf_counter()
-        result = mine_to_file(None, mined, MineConfig(include_methods=True))
+        result = mine_to_file(source, mined, MineConfig(include_methods=True))
         print(f"mined {len(result.pairs)} pairs (methods included) in {time.perf_counter() - started:.1f} s")
     with_pushback = work / "pushback.jsonl"
     pushback = add_pushback_file(mined, with_pushback, PushbackConfig(rate=0.3, seed=seed))
@@ -87,21 +90,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--mined", type=Path, help="reuse a mined pairs file instead of mining the stdlib")
+    parser.add_argument("--source", default=None, help="comma-separated sources to mine (default: the stdlib)")
     parser.add_argument("--work", type=Path, help="working directory (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=MIN_REPEATS, help="timed lint runs (medians printed)")
+    add_json_argument(parser)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tunelens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, args.records, args.mined, args.seed)
+    source = [s for s in args.source.split(",") if s] if args.source else None
+    corpus = build_corpus(work, args.records, args.mined, args.seed, source)
 
-    baseline = read_baseline(corpus)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = lint_file(corpus, work / "lint")
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"\nlint: {result.total} records in {wall:.2f} s wall, {cpu:.2f} s CPU "
-          f"({result.total / wall:.0f} records/s); kept {result.kept}, rejected {result.rejected}")
+    figures = Figures("data_lint", args)
+    baselines, walls, cpus = [], [], []
+    for repeat in range(args.repeat):  # alternating, so a burst of load lands on both
+        baselines.append(read_baseline(corpus))
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = lint_file(corpus, work / "lint")
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    baseline = figures.add("baseline: read + JSON-parse", "s", baselines)
+    wall, cpu = figures.add("lint wall", "s", walls), figures.add("lint CPU", "s", cpus)
+    rate = figures.add("lint records/s", "records/s", [result.total / w for w in walls])
+    costs = figures.ratio("lint / baseline", "lint wall", "baseline: read + JSON-parse", paired=True)
+    figures.fact("records", result.total)
+    figures.fact("kept", result.kept)
+    figures.fact("rejected", result.rejected)
+    print(f"\nlint: {result.total} records in {wall['median']:.2f} s wall [{wall['min']:.2f}, {wall['max']:.2f}], "
+          f"{cpu['median']:.2f} s CPU ({rate['median']:.0f} records/s); kept {result.kept}, rejected {result.rejected}")
     print(f"  by reason: {result.by_reason}")
-    print(f"  baseline (read + JSON-parse only): {baseline:.2f} s -> lint costs {wall / baseline:.1f}x the baseline")
+    print(f"  baseline (read + JSON-parse only): {baseline['median']:.2f} s -> lint costs {costs:.1f}x the baseline")
 
     quarantine = {json.loads(line)["line"]: json.loads(line)
                   for line in (work / "lint" / "quarantine.jsonl").read_text().splitlines()}
@@ -131,7 +149,13 @@ def main() -> None:
     print(f"\nPython 2 recall on {tagged} contaminated records: parser {caught / tagged:.2%}, "
           f"regex {regex_caught / tagged:.2%}")
     print(f"false Python 2 flags on {clean_records} uncontaminated records: parser {lint_false}, regex {regex_false}")
+    figures.fact("contaminated records", tagged)
+    figures.fact("python2 recall, parser", caught / tagged)
+    figures.fact("python2 recall, regex", regex_caught / tagged)
+    figures.fact("false python2 flags on clean records, parser", lint_false)
+    figures.fact("false python2 flags on clean records, regex", regex_false)
     print(f"work directory: {work}")
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

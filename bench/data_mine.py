@@ -1,9 +1,10 @@
 """Benchmark of `data mine`: pairs, wall and CPU seconds, in-process against a worker pool, and against
 the least any AST-based miner must do (read and `ast.parse` every planned file, in this process).
 
-    python bench/data_mine.py [--source stdlib,site-packages] [--workers 2] [--repeat 1]
+    python bench/data_mine.py [--source stdlib,site-packages] [--workers 2] [--repeat 5] [--json PATH]
 
-Figures are printed as ratios against that baseline, measured in the same run on the same files. On a
+Figures are medians of --repeat runs (min and max beside them), printed as ratios against that baseline,
+measured in the same run on the same files. On a
 shared machine wall seconds depend on the load; CPU seconds (this process and its workers, user + system)
 show the cost itself.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 from tunelens.data.mine import MineConfig, mine_pairs  # noqa: E402
 from tunelens.data.mine.extract import _gc_paused  # noqa: E402
 from tunelens.data.mine.sources import plan_files  # noqa: E402
@@ -57,20 +58,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="stdlib,site-packages")
     parser.add_argument("--workers", type=int, default=2, help="pool size compared with in-process mining")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each; medians are printed")
+    parser.add_argument("--repeat", type=int, default=MIN_REPEATS, help="runs of each; medians are printed")
+    add_json_argument(parser)
     args = parser.parse_args()
     specs = [s for s in args.source.split(",") if s]
+    figures = Figures("data_mine", args)
 
     base = [parse_baseline(specs) for _ in range(args.repeat)]
-    base_wall, base_cpu = statistics.median(b[0] for b in base), statistics.median(b[1] for b in base)
+    base_wall = figures.add("baseline wall", "s", [b[0] for b in base])
+    base_cpu = figures.add("baseline CPU", "s", [b[1] for b in base])
+    figures.fact("files", base[0][2])
+    figures.fact("MB", round(base[0][3], 1))
     print(f"baseline, read + ast.parse only: {base[0][2]} files, {base[0][3]:.0f} MB, "
-          f"{base_wall:.1f} s wall, {base_cpu:.1f} s CPU")
+          f"{base_wall['median']:.1f} s wall [{base_wall['min']:.1f}, {base_wall['max']:.1f}], "
+          f"{base_cpu['median']:.1f} s CPU")
     for workers in (1, args.workers):
+        # Alternating with the baseline would double the run; each path's repetitions run back to back.
         runs = [mine(specs, workers) for _ in range(args.repeat)]
-        wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-        print(f"mine, {workers} worker(s): {runs[0][2]} pairs, {wall:.1f} s wall ({wall / base_wall:.2f}x the "
-              f"baseline), {cpu:.1f} s CPU ({cpu / base_cpu:.2f}x)")
+        name = f"mine {workers} worker(s)"
+        wall = figures.add(f"{name} wall", "s", [r[0] for r in runs])
+        cpu = figures.add(f"{name} CPU", "s", [r[1] for r in runs])
+        figures.fact(f"{name} pairs", runs[0][2])
+        wall_ratio = figures.ratio(f"{name} wall / baseline", f"{name} wall", "baseline wall")
+        cpu_ratio = figures.ratio(f"{name} CPU / baseline", f"{name} CPU", "baseline CPU")
+        print(f"mine, {workers} worker(s): {runs[0][2]} pairs, {wall['median']:.1f} s wall [{wall['min']:.1f}, "
+              f"{wall['max']:.1f}] ({wall_ratio:.2f}x the baseline), {cpu['median']:.1f} s CPU ({cpu_ratio:.2f}x)")
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ with batch_size=N, and "model.generate" is the batched path as it was before the
 replaced `model.generate` (kept here, for this comparison only). Generated tokens are counted by
 re-encoding each answer, so padding is never counted. Targets on a 2-core CPU with gemma3-270m:
 batched at least 2x one-at-a-time, and the engine at least as fast as model.generate (ratio >= 1).
-Batched runs alternate between the two paths `--repeats` times and keep each one's best, so a burst
-of load from other jobs does not land on one side only.
+Each of `--repeats` repetitions runs the three ways in turn, so a burst of load from other jobs does not
+land on one side only; tokens/s are the medians of the repetitions, with their min and max.
 
     python bench/eval_throughput.py [--model gemma3-270m|tiny] [--prompts 8] [--batch-size 8]
-                                    [--max-new-tokens 64] [--threads 1] [--repeats 3]
+                                    [--max-new-tokens 64] [--threads 1] [--repeats 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 PROMPTS = [
     "Write a Python function `reverse_words(s)` that reverses the order of words in a sentence.",
@@ -101,7 +106,9 @@ def main() -> None:
     # scheduler slice (measured: an 8x640 @ 640x2048 matmul took 16 ms with 2 threads, 0.8 ms with 1),
     # which erases what batching gains. Pass --threads 0 for torch's default.
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--repeats", type=int, default=3, help="batched runs of each path, alternating; best kept")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                        help="repetitions of the three ways in turn; medians kept")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     import torch
@@ -114,32 +121,39 @@ def main() -> None:
     prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
     timed(model, tokenizer, prompts[:1], SamplingConfig(max_new_tokens=4), 1)  # warm-up: first call pays setup
-    print(f"one at a time: {len(prompts)} prompts ...", file=sys.stderr, flush=True)
-    single_s, single_tokens, single_answers = timed(model, tokenizer, prompts, sampling, 1)
     timed_old(model, tokenizer, prompts[:1], SamplingConfig(max_new_tokens=4), 1)
-    engine_runs, old_runs = [], []
+    runs = {"one at a time": [], "batched": [], "model.generate": []}
     for repeat in range(args.repeats):
-        print(f"batched, run {repeat + 1}/{args.repeats}: {len(prompts)} prompts ...", file=sys.stderr, flush=True)
-        engine_runs.append(timed(model, tokenizer, prompts, sampling, args.batch_size))
-        old_runs.append(timed_old(model, tokenizer, prompts, sampling, args.batch_size))
-    batch_s, batch_tokens, batch_answers = min(engine_runs)
-    old_s, old_tokens, old_answers = min(old_runs)
+        print(f"repetition {repeat + 1}/{args.repeats}: {len(prompts)} prompts, three ways ...", file=sys.stderr,
+              flush=True)
+        runs["one at a time"].append(timed(model, tokenizer, prompts, sampling, 1))
+        runs["batched"].append(timed(model, tokenizer, prompts, sampling, args.batch_size))
+        runs["model.generate"].append(timed_old(model, tokenizer, prompts, sampling, args.batch_size))
+    figures = Figures("eval_throughput", args, torch_threads=torch.get_num_threads())
+    rates = {name: figures.add(f"{name} tokens/s", "tokens/s", [tokens / seconds for seconds, tokens, _ in done])
+             for name, done in runs.items()}
+    single_answers, batch_answers, old_answers = (runs[name][0][2] for name in runs)
     same = sum(a == b for a, b in zip(single_answers, batch_answers))
-    single_rate, batch_rate, old_rate = single_tokens / single_s, batch_tokens / batch_s, old_tokens / old_s
     print(f"model {args.model}, {len(prompts)} prompts, greedy, max_new_tokens {args.max_new_tokens}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"one at a time:      {single_tokens:5d} tokens in {single_s:6.1f} s = {single_rate:7.1f} tokens/s")
-    print(f"batched (size {args.batch_size:2d}): {batch_tokens:5d} tokens in {batch_s:6.1f} s = {batch_rate:7.1f} tokens/s")
-    print(f"model.generate (size {args.batch_size:2d}): {old_tokens:5d} tokens in {old_s:6.1f} s = {old_rate:7.1f} tokens/s")
-    print(f"batched / one at a time: {batch_rate / single_rate:5.2f}x  (target >= 2x)")
-    pairs = sorted(old[0] / new[0] for new, old in zip(engine_runs, old_runs))  # same tokens: time ratios
-    print(f"engine / model.generate, batched: {batch_rate / old_rate:5.2f}x  (target >= 1.0; best of "
-          f"{args.repeats} alternating runs each); per pair of runs: median {pairs[len(pairs) // 2]:.2f}x, "
-          f"all {', '.join(f'{r:.2f}' for r in pairs)}")
+          f"torch threads {torch.get_num_threads()}, {args.repeats} repetitions (median [min, max])")
+    for name, label in (("one at a time", "one at a time:     "), ("batched", f"batched (size {args.batch_size:2d}):"),
+                        ("model.generate", f"model.generate (size {args.batch_size:2d}):")):
+        rate = rates[name]
+        print(f"{label} {runs[name][0][1]:5d} tokens, {rate['median']:7.1f} tokens/s [{rate['min']:.1f}, {rate['max']:.1f}]")
+    speedup = figures.ratio("batched / one at a time", "batched tokens/s", "one at a time tokens/s", paired=True,
+                            target=">= 2")
+    print(f"batched / one at a time: {speedup:5.2f}x  (target >= 2x)")
+    engine = figures.ratio("engine / model.generate, batched", "batched tokens/s", "model.generate tokens/s",
+                           paired=True, target=">= 1")
+    pairs = figures.ratios["engine / model.generate, batched"]["paired"]
+    print(f"engine / model.generate, batched: {engine:5.2f}x  (target >= 1.0; medians of {args.repeats} "
+          f"repetitions); per repetition: min {pairs['min']:.2f}x, max {pairs['max']:.2f}x")
     print(f"identical greedy answers: {same}/{len(prompts)} one at a time vs batched (padding can change float "
           f"rounding), {sum(a == b for a, b in zip(batch_answers, old_answers))}/{len(prompts)} engine vs model.generate")
+    figures.fact("identical answers, one at a time vs batched", f"{same}/{len(prompts)}")
     # Other jobs on the machine slow both runs, batched ones less than proportionally: report the load.
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ tunelens.retrieval.onnx_graph's rewrites (hidden states out, pooled in numpy, to
 Gate = the default now: fp32 MiniLM with fused attention, the rewrites (pooling in the graph), faiss
 exact search (fp16 scan, fp32 re-score); and the same with the int8 embedder (`--quality` gives its
 neighbour agreement with fp32), and with HNSW.
+
+Every query is one repetition of each variant: times are medians over the queries, with min and p95; ratios
+are medians of per-query ratios (each query saw both variants under one load). `--json PATH` writes the
+figures of whichever mode ran, with the machine and commit (bench/benchrecord.py).
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import ast
 import os
 import random
 import statistics
+import sys
 import sysconfig
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 VERBS = ["reverses", "sorts", "counts", "filters", "merges", "parses", "validates", "formats", "compresses",
          "deduplicates", "groups", "flattens", "normalises", "searches", "serialises", "summarises",
@@ -148,7 +157,10 @@ def query_time(args) -> None:
     print(f"index: {len(indexed)} instructions, {vectors.shape[1]} dims, {vectors.nbytes / 2**20:.1f} MiB; {built}")
     print(f"{len(queries)} single queries, every variant on each query in turn (so all see the same load); "
           f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print_query_times(samples, k)
+    print_query_times(samples, k, args.figures)
+    args.figures.fact("index rows", len(indexed))
+    args.figures.fact("queries", len(queries))
+    args.figures.fact(f"HNSW recall@{k} vs exact", recall)
     print(f"HNSW at {len(indexed)} rows: recall@{k} {recall:.4f} against exact over these {len(queries)} queries")
     print(f"exact index: {exact.half_scans} single queries settled by the fp16 scan, {exact.full_scans} needed "
           "the fp32 scan (rows within the fp16 bound of the k-th)")
@@ -189,12 +201,16 @@ def embed_variants(embedders: dict) -> list[tuple[str, object]]:
             ("embed int8 now, 1 intra-op thread", embedders["int8 1 thread"])]
 
 
-def print_query_times(samples: dict, k: int) -> None:
+def print_query_times(samples: dict, k: int, figures: Figures) -> None:
     print(f"{'step':46s} {'median ms':>10s} {'p95 ms':>8s} {'min ms':>8s} {'x baseline':>10s}")
     baselines = {"embed": "embed fp32 unfused export (baseline)", "top-": f"top-{k} numpy argpartition (baseline)",
                  "total": "total, baseline: fp32 unfused + numpy"}
     for name, values in samples.items():
-        base = samples[next(b for prefix, b in baselines.items() if name.startswith(prefix))]
+        base_name = next(b for prefix, b in baselines.items() if name.startswith(prefix))
+        base = samples[base_name]
+        figures.add(name, "ms", [1000 * v for v in values])
+        if name != base_name:
+            figures.ratio(f"{name} / baseline", name, base_name, paired=True)
         print(f"{name:46s} {ms(values)[0]:10.2f} {ms(values)[1]:8.2f} {ms(values)[2]:8.2f} "
               f"{ms(values)[0] / ms(base)[0]:9.2f}x")
     pairs = [("total, gate fp32: now + faiss exact", "total, fp32 before rewrites + exact"),
@@ -203,6 +219,7 @@ def print_query_times(samples: dict, k: int) -> None:
              ("total, int8 now 1 thread + faiss HNSW", "total, int8 before rewrites + exact")]
     for name, before in pairs:
         median = ms(samples[name])[0]
+        figures.ratio(f"{name} / {before}", name, before, paired=True)
         print(f"{name}: median {median:.2f} ms, paired per query {paired(samples, name, before):.2f}x "
               f"'{before}', {paired(samples, name, 'total, baseline: fp32 unfused + numpy'):.2f}x the baseline; "
               f"{'meets' if median <= 3 else 'misses'} the 3 ms target")
@@ -289,6 +306,7 @@ def profile(args) -> None:
           f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'stage':46s} {'median ms':>10s} {'min ms':>8s}")
     for name, values in samples.items():
+        args.figures.add(name, "ms", [1000 * v for v in values])
         print(f"{name:46s} {ms(values)[0]:10.3f} {ms(values)[2]:8.3f}")
     parts = {"before": [n for n in stages if n.startswith("before")] + [f"search: faiss exact top-{k}"],
              "now": ["now: tokenize (Rust tokenizer directly)", "now: ORT run (pooled in the graph)",
@@ -298,6 +316,8 @@ def profile(args) -> None:
         whole = samples[f"whole: {label} encode() + exact search"]
         print(f"{label}: sum of stages median {ms(list(total))[0]:.3f} ms, the whole call {ms(whole)[0]:.3f} ms "
               f"(glue {ms(whole)[0] - ms(list(total))[0]:+.3f} ms)")
+    args.figures.ratio("whole call, now / before", "whole: now encode() + exact search",
+                       "whole: before encode() + exact search", paired=True)
     print(f"now vs before, whole call paired per query: "
           f"{paired(samples, 'whole: now encode() + exact search', 'whole: before encode() + exact search'):.3f}x")
 
@@ -328,6 +348,10 @@ def quality(args) -> None:
     print(f"top-5 neighbours, int8 gate vs fp32 gate: recall@5 {recall_at_k(results['int8'][1], results['fp32'][1]):.3f}")
     print(f"max similarity shift: median {np.median(shift):.4f}, max {shift.max():.4f}")
     print(f"in/out-of-domain AUROC of max similarity: fp32 {results['fp32'][3]:.4f}, int8 {results['int8'][3]:.4f}")
+    args.figures.fact("int8 vs fp32 query cosine, min", float(cosine.min()))
+    args.figures.fact("int8 vs fp32 top-5 recall@5", recall_at_k(results["int8"][1], results["fp32"][1]))
+    args.figures.fact("AUROC fp32", results["fp32"][3])
+    args.figures.fact("AUROC int8", results["int8"][3])
     compatibility(indexed, held, embedders["int8"])
 
 
@@ -363,7 +387,7 @@ def compatibility(indexed: list[str], held: list[str], now) -> None:
 
 
 def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str, ef_construction: int | None = None,
-                ef_search: int | None = None) -> None:
+                ef_search: int | None = None, figures: Figures | None = None) -> None:
     from tunelens.retrieval.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, ExactIndex, HNSWIndex
 
     start = time.perf_counter()
@@ -372,13 +396,24 @@ def hnsw_report(vectors: np.ndarray, queries: np.ndarray, k: int, label: str, ef
     build_s = time.perf_counter() - start
     exact = ExactIndex(vectors)
     truth = np.vstack([exact.search(q[None], k)[1] for q in queries])
-    exact_ms = ms(timed(lambda q: exact.search(q[None], k), queries))[0]
+    exact_times = timed(lambda q: exact.search(q[None], k), queries)
+    exact_ms = ms(exact_times)[0]
+    if figures:
+        figures.fact(f"{label}: rows", len(vectors))
+        figures.add(f"{label}: HNSW build", "s", [build_s])
+        figures.add(f"{label}: exact search", "ms", [1000 * t for t in exact_times])
     print(f"{label}: {len(vectors)} rows, HNSW M={hnsw.m} efConstruction={hnsw.index.hnsw.efConstruction}: "
           f"build {build_s:.1f} s on {os.cpu_count()} CPUs; exact search median {exact_ms:.3f} ms (baseline)")
     for ef in sorted({hnsw.index.hnsw.efSearch, 2 * hnsw.index.hnsw.efSearch, 4 * hnsw.index.hnsw.efSearch}):
         hnsw.index.hnsw.efSearch = ef
         found = np.vstack([hnsw.search(q[None], k)[1] for q in queries])
-        hnsw_ms = ms(timed(lambda q: hnsw.search(q[None], k), queries))[0]
+        hnsw_times = timed(lambda q: hnsw.search(q[None], k), queries)
+        hnsw_ms = ms(hnsw_times)[0]
+        if figures:
+            figures.add(f"{label}: HNSW efSearch {ef}", "ms", [1000 * t for t in hnsw_times])
+            figures.ratio(f"{label}: HNSW efSearch {ef} / exact", f"{label}: HNSW efSearch {ef}",
+                          f"{label}: exact search", paired=True)
+            figures.fact(f"{label}: HNSW efSearch {ef} recall@{k}", recall_at_k(found, truth))
         print(f"  efSearch {ef}: recall@{k} vs exact {recall_at_k(found, truth):.4f} over {len(queries)} queries, "
               f"median {hnsw_ms:.3f} ms = {hnsw_ms / exact_ms:.3f}x the exact time", flush=True)
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
@@ -390,7 +425,8 @@ def real_recall(args) -> None:
     texts = docstrings(args.real_recall + 300)
     embedder = MiniLMEmbedder(precision="int8")
     vectors = embedder.encode(texts, batch_size=64)
-    hnsw_report(vectors[300:], vectors[:300], args.k, "real MiniLM (int8) embeddings of docstrings")
+    hnsw_report(vectors[300:], vectors[:300], args.k, "real MiniLM (int8) embeddings of docstrings",
+                figures=args.figures)
 
 
 def synthetic_rows(count: int, dim: int = 384, seed: int = 0, clusters: int = 20_000) -> np.ndarray:
@@ -412,7 +448,7 @@ def synthetic_rows(count: int, dim: int = 384, seed: int = 0, clusters: int = 20
 
 def ann_rows(args) -> None:
     hnsw_report(synthetic_rows(args.ann_rows), synthetic_rows(args.ann_queries, seed=1), args.k, "synthetic",
-                args.ef_construction, args.ef_search)
+                args.ef_construction, args.ef_search, figures=args.figures)
 
 
 def compare_ann(args) -> None:
@@ -488,13 +524,18 @@ def main() -> None:
     parser.add_argument("--ann-queries", type=int, default=200)
     parser.add_argument("--ef-construction", type=int, default=None, help="HNSW build effort [library default]")
     parser.add_argument("--ef-search", type=int, default=None, help="HNSW search effort [library default]")
+    add_json_argument(parser)
     args = parser.parse_args()
+    if min(args.queries, args.ann_queries) < MIN_REPEATS:  # each query is one repetition of every variant
+        parser.error(f"--queries and --ann-queries must be at least {MIN_REPEATS}")
+    args.figures = Figures("gate_query", argparse.Namespace(**vars(args)))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = [(args.profile, profile), (args.quality, quality), (args.real_recall, real_recall), (args.ann_rows, ann_rows),
               (args.compare_ann, compare_ann)]
     ran = [func(args) for size, func in chosen if size]
     if not ran:
         query_time(args)
+    args.figures.write(args.json)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ that run goes alongside the answer's). Old (the baseline): the sandbox of commit
 together, ``/`` remounted read-only), loaded from git history into a temporary directory, running the
 same program the old ``test_program`` built. Both judge the bundled code suite's and HumanEval's
 references one case at a time, alternating old and new per case so that a busy shared CPU slows both
-alike. Target: new/old time per case at most 1.5.
+alike. Each of --repeat passes judges every case once with each; the figure of a pass is its mean time per
+case, and the medians of the passes (with min and max) are compared. Target: new/old time per case at most 1.5.
 
-    python bench/judge_speed.py [--cases 60] [--suites code,humaneval] [--repeat 1]
+    python bench/judge_speed.py [--cases 60] [--suites code,humaneval] [--repeat 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pathlib import Path
 
 BASELINE = "7d98a5d"  # the last commit with the old sandbox and judge
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 
 def load_old_sandbox(directory: Path):
@@ -49,7 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", default="code,humaneval")
     parser.add_argument("--cases", type=int, default=60, help="cases per suite (0: all)")
-    parser.add_argument("--repeat", type=int, default=1, help="times each case is judged by each judge")
+    parser.add_argument("--repeat", type=int, default=MIN_REPEATS, help="passes over the cases, each judge per case")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     from tunelens.evaluate.judge import judge, plan_for
@@ -68,8 +73,10 @@ def main() -> None:
         judge(judge_case(cases[0]), cases[0].reference, limits)  # warm-up: imports, plan cache
         old.run_python("pass")
         times = {"old": [], "new": []}
+        per_pass = {"old": [], "new": []}  # mean seconds per case of each pass
         disagree = []
         for _ in range(args.repeat):
+            marks = {key: len(values) for key, values in times.items()}
             for case in cases:
                 start = time.perf_counter()
                 was = old.run_python(test_program(case, case.reference), old.Limits(wall_s=20)).passed
@@ -81,11 +88,21 @@ def main() -> None:
                 times["new"].append(time.perf_counter() - start)
                 if was != now:
                     disagree.append(case.id)
-    old_ms, new_ms = (1000 * statistics.mean(times[k]) for k in ("old", "new"))
-    print(f"old judge: {old_ms:.1f} ms per case (median {1000 * statistics.median(times['old']):.1f})")
-    print(f"new judge: {new_ms:.1f} ms per case (median {1000 * statistics.median(times['new']):.1f})")
-    print(f"new/old time per case: {new_ms / old_ms:.2f}x (target <= 1.5x)")
+            for key, values in times.items():
+                per_pass[key].append(1000 * statistics.mean(values[marks[key]:]))
+    figures = Figures("judge_speed", args, baseline_commit=BASELINE, cases=len(cases))
+    old_ms = figures.add("old judge, mean per case", "ms", per_pass["old"])
+    new_ms = figures.add("new judge, mean per case", "ms", per_pass["new"])
+    ratio = figures.ratio("new/old time per case", "new judge, mean per case", "old judge, mean per case",
+                          paired=True, target="<= 1.5")
+    print(f"old judge: {old_ms['median']:.1f} ms per case [{old_ms['min']:.1f}, {old_ms['max']:.1f}] "
+          f"(median over cases {1000 * statistics.median(times['old']):.1f})")
+    print(f"new judge: {new_ms['median']:.1f} ms per case [{new_ms['min']:.1f}, {new_ms['max']:.1f}] "
+          f"(median over cases {1000 * statistics.median(times['new']):.1f})")
+    print(f"new/old time per case: {ratio:.2f}x (target <= 1.5x)")
     print(f"verdicts that differ: {len(disagree)}" + (f" {disagree[:10]}" if disagree else ""))
+    figures.fact("verdicts that differ", len(disagree))
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

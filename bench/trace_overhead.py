@@ -3,13 +3,13 @@ top-K recomputed in fp32, its default for greedy traces on the CPU), `tunelens t
 fp32 head) and the decode loop without logits (what `serve` and `generate` run for greedy requests
 without logprobs) against plain `model.generate` on the same prompt and model.
 
-Prints, from one run: greedy tokens/s of each (best and median of --repeats alternating runs, same
+Prints, from one run: greedy tokens/s of each (median, min and max of --repeats alternating runs, same
 tokens), the ratios to generate (target: trace and the decode loop at least 1.5x generate's tokens/s),
 the largest probability and entropy differences between the default trace and the exact one over every
 step of every prompt (stated tolerance |dp| <= 1e-3), and the memory each way of keeping per-step
 distributions holds: generate(output_scores=True) keeps steps x vocabulary floats, the trace steps x K.
 Peak memory is measured around each call: CUDA's allocator peak on a GPU, else the process's resident set
-sampled every 2 ms.
+sampled every 2 ms, --repeats times each way (medians kept). `--json PATH` writes the figures.
 
     python bench/trace_overhead.py                      # the embedded gemma3-270m
     python bench/trace_overhead.py --model tiny         # a tiny random Gemma 3 (seconds; for CI)
@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring and a doctest."
 
@@ -97,11 +102,12 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m", help="embedded name, model directory, or `tiny`")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (alternating)")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help="timed runs of each (alternating)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 gives steadier figures on a busy machine)")
+    add_json_argument(parser)
     return parser.parse_args()
 
 
@@ -135,21 +141,26 @@ def time_runs(ways: dict, repeats: int, device) -> tuple[dict, dict, list[int]]:
     return rates, cpu_rates, reference
 
 
-def print_speeds(rates: dict, cpu_rates: dict, labels: dict) -> None:
+def print_speeds(rates: dict, cpu_rates: dict, labels: dict, figures: Figures) -> None:
     for name, label in labels.items():
-        print(f"{label:22s}: best {max(rates[name]):8.2f} tokens/s, median {statistics.median(rates[name]):8.2f}"
+        wall = figures.add(f"{label.strip()} tokens/s", "tokens/s", rates[name])
+        figures.add(f"{label.strip()} tokens/CPU-s", "tokens/CPU-s", cpu_rates[name])
+        print(f"{label:22s}: median {wall['median']:8.2f} tokens/s, min {wall['min']:8.2f}, max {wall['max']:8.2f}"
               f"  (runs: {', '.join(f'{r:.2f}' for r in rates[name])})")
-    base, base_cpu = rates["generate"], cpu_rates["generate"]
-    # Best-of is the figure least disturbed by other processes on a shared machine (as timeit reports).
+    # Medians (never a best-of): the spread of each way's runs is in the record beside them.
+    base = labels["generate"].strip()
     for name in [n for n in labels if n != "generate"]:
-        print(f"{labels[name].strip()} tokens/s / generate tokens/s: "
-              f"wall median {statistics.median(rates[name]) / statistics.median(base):.2f}x, "
-              f"wall best-of {max(rates[name]) / max(base):.2f}x, "
-              f"CPU-time median {statistics.median(cpu_rates[name]) / statistics.median(base_cpu):.2f}x; "
-              "target >= 1.5x")
+        label = labels[name].strip()
+        wall = figures.ratio(f"{label} / generate, tokens/s", f"{label} tokens/s", f"{base} tokens/s", paired=True,
+                             target=">= 1.5")
+        cpu = figures.ratio(f"{label} / generate, tokens/CPU-s", f"{label} tokens/CPU-s", f"{base} tokens/CPU-s",
+                            paired=True)
+        pairs = figures.ratios[f"{label} / generate, tokens/s"]["paired"]
+        print(f"{label} tokens/s / generate tokens/s: wall median {wall:.2f}x "
+              f"(per run pair {pairs['min']:.2f}-{pairs['max']:.2f}x), CPU-time median {cpu:.2f}x; target >= 1.5x")
 
 
-def tolerance(model, tokenizer, prompts: list[str], tokens: int, top_k: int) -> None:
+def tolerance(model, tokenizer, prompts: list[str], tokens: int, top_k: int, figures: Figures) -> None:
     """Largest differences between the default trace and --exact-probs over every step of `prompts`."""
     from tunelens.inspect.trace import TraceConfig, trace_generate
 
@@ -168,6 +179,9 @@ def tolerance(model, tokenizer, prompts: list[str], tokens: int, top_k: int) -> 
             worst_p, worst_entropy = max(worst_p, *diffs), max(worst_entropy, abs(a.entropy - b.entropy))
         steps += len(fast)
     verdict = "within" if worst_p <= TOLERANCE else "OUTSIDE"
+    figures.fact("default vs exact trace: steps compared", steps)
+    figures.fact("default vs exact trace: max |dp|", worst_p)
+    figures.fact("default vs exact trace: max |d entropy| nats", worst_entropy)
     print(f"default trace vs --exact-probs over {steps} steps of {len(prompts)} prompts: same tokens and top-{top_k} "
           f"ids; max |dp| {worst_p:.2e} ({verdict} the stated {TOLERANCE:.0e}), max |d entropy| {worst_entropy:.2e} nats")
 
@@ -206,13 +220,21 @@ def main() -> None:
     }
     rates, cpu_rates, reference_tokens = time_runs(ways, args.repeats, device)
     print(f"tokens generated per run: {len(reference_tokens)}")
+    figures = Figures("trace_overhead", args, device=str(device), torch_threads=torch.get_num_threads())
+    figures.fact("tokens per run", len(reference_tokens))
     print_speeds(rates, cpu_rates, {"generate": "plain model.generate", "trace": "tunelens trace",
-                                    "exact": "trace --exact-probs", "loop": "decode loop, greedy"})
-    tolerance(model, tokenizer, [args.prompt] + TOLERANCE_PROMPTS, args.tokens, args.top_k)
+                                    "exact": "trace --exact-probs", "loop": "decode loop, greedy"}, figures)
+    tolerance(model, tokenizer, [args.prompt] + TOLERANCE_PROMPTS, args.tokens, args.top_k, figures)
 
-    scores_out, scores_peak = peak_memory(
-        lambda: model.generate(**generate_kwargs, output_scores=True, return_dict_in_generate=True), device)
-    trace_out, trace_peak = peak_memory(lambda: trace_generate(model, tokenizer, args.prompt, config), device)
+    peaks = {"scores": [], "trace": []}
+    for _ in range(args.repeats):  # alternating, as the speeds
+        scores_out, peak = peak_memory(
+            lambda: model.generate(**generate_kwargs, output_scores=True, return_dict_in_generate=True), device)
+        peaks["scores"].append(peak / 2**20)
+        trace_out, peak = peak_memory(lambda: trace_generate(model, tokenizer, args.prompt, config), device)
+        peaks["trace"].append(peak / 2**20)
+    scores_peak = figures.add("peak memory growth, generate(output_scores=True)", "MiB", peaks["scores"])["median"] * 2**20
+    trace_peak = figures.add("peak memory growth, trace", "MiB", peaks["trace"])["median"] * 2**20
     scores_bytes = sum(s.numel() * s.element_size() for s in scores_out.scores)
     # What the trace loop holds per step: K probabilities and K ids, plus entropy, chosen probability, rank.
     trace_bytes = len(trace_out.steps) * (max(args.top_k, 2) * (4 + 8) + 3 * 4)
@@ -222,6 +244,10 @@ def main() -> None:
     print(f"per-step data held   : scores {scores_bytes / 2**20:.2f} MiB ({len(scores_out.scores)} steps x vocabulary), "
           f"trace {trace_bytes / 2**10:.1f} KiB ({len(trace_out.steps)} steps x K={args.top_k}); "
           f"ratio {scores_bytes / trace_bytes:.0f}x; trace.json {trace_json / 2**10:.1f} KiB")
+    figures.fact("per-step data held, scores MiB", scores_bytes / 2**20)
+    figures.fact("per-step data held, trace KiB", trace_bytes / 2**10)
+    figures.fact("trace.json KiB", trace_json / 2**10)
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

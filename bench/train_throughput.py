@@ -27,6 +27,10 @@ Work beyond that (head logits at masked positions, recomputation, padding) is wh
     python bench/train_throughput.py --threads 2 --ab head --steps 3   # one lever's effect alone: packing, fused,
                                                                        # attention, head; all: every lever off vs on
     python bench/train_throughput.py --model tiny                 # tiny random model, seconds
+
+Each timed optimizer step is one repetition: a trainer's tokens/s is the median over its timed steps (at
+least 5 by default), with min and max; ratios are of those medians. `--json PATH` writes them with the
+machine and commit (bench/benchrecord.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchrecord import MIN_REPEATS, Figures, add_json_argument  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -75,18 +83,18 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
 # ---------------------------------------------------------------- measurements shared by both workers
 
 
-def matmul_flops(size: int = 2048, seconds: float = 2.0) -> float:
-    """FLOP/s of a large fp32 matmul on this machine now (best of repeated runs)."""
+def matmul_flops(size: int = 2048, repeats: int = MIN_REPEATS) -> list[float]:
+    """FLOP/s of each of `repeats` large fp32 matmuls on this machine now."""
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    rates = []
+    for _ in range(repeats):
         start = time.perf_counter()
         a @ b
-        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
-    return best
+        rates.append(2 * size ** 3 / (time.perf_counter() - start))
+    return rates
 
 
 VARIANTS = {"plain": {"packing": False}, "packing": {"packing": True}, "bf16": {"packing": False, "bf16": True},
@@ -131,7 +139,10 @@ class Meter:
         hidden, vocab, body = model_shape(model)
         flops = 4 * body * real + 4 * hidden * vocab * trained
         losses = self.losses[1:] or self.losses
-        return {"trainer": name, "precision": precision, "timed_steps": len(self.marks) - 1, "loss": sum(losses) / max(1, len(losses)), "seconds": seconds, "trained_tokens": trained,
+        steps = list(zip(self.marks, self.marks[1:]))
+        return {"step_tokens_per_s": [(b[2] - a[2]) / (b[0] - a[0]) for a, b in steps],
+                "step_tokens_per_cpu_s": [(b[2] - a[2]) / max(b[1] - a[1], 1e-9) for a, b in steps],
+                "trainer": name, "precision": precision, "timed_steps": len(self.marks) - 1, "loss": sum(losses) / max(1, len(losses)), "seconds": seconds, "trained_tokens": trained,
                 "real_tokens": real, "tokens_per_s": trained / seconds, "cpu_seconds": cpu1 - cpu0,
                 "tokens_per_cpu_s": trained / (cpu1 - cpu0), "model_flops_per_s": flops / seconds,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -282,6 +293,7 @@ def ab_steps(args) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     settings = AB_PAIRS[args.ab]
     cpu, wall = [0.0, 0.0], [0.0, 0.0]
+    reps = {"cpu": ([], []), "wall": ([], [])}  # per timed repetition, for the record
     for rep in range(args.steps):
         for which, setting in enumerate(settings):
             parts = LoopParts(Accelerator(cpu=True), loss_module(peft, True), optimizer, scheduler, params,
@@ -292,15 +304,29 @@ def ab_steps(args) -> None:
             used, used_wall = time.process_time() - start, time.perf_counter() - start_wall
             cpu[which] += used if rep else 0.0
             wall[which] += used_wall if rep else 0.0
+            if rep:
+                reps["cpu"][which].append(used)
+                reps["wall"][which].append(used_wall)
             print(f"rep {rep} {['earlier', 'new'][which]}: loss {loss:.6f}, {tokens} trained tokens, "
                   f"{used:.2f} CPU s, {used_wall:.2f} s", flush=True)
     real, padded = sum(len(ex.ids) for ex in batch), len(batch) * max(len(ex.ids) for ex in batch)
     print(f"earlier: {settings[0]}\nnew: {settings[1]}")
     print(f"positions: {real} real, {padded} padded; {args.ab}: new / earlier trained tokens per CPU-second "
           f"{cpu[0] / cpu[1]:.2f}x, per second {wall[0] / wall[1]:.2f}x")
+    figures = Figures("train_throughput", chosen(args), mode=f"ab {args.ab}")
+    for kind, unit in (("cpu", "CPU s"), ("wall", "s")):
+        for which, label in enumerate(("earlier", "new")):
+            figures.add(f"{label} step {unit}", unit, reps[kind][which])
+        figures.ratio(f"new / earlier trained tokens per {unit}", f"earlier step {unit}", f"new step {unit}", paired=True)
+    figures.write(args.json)
 
 
 # ---------------------------------------------------------------- the run
+
+
+def chosen(args) -> argparse.Namespace:
+    """The settings a reader can rerun: not the workers' own (a temporary data file, the worker's variant)."""
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("data", "worker", "variant")})
 
 
 def _worker_main(args) -> None:
@@ -337,7 +363,8 @@ def _tiny_model_dir(root: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m", help="gemma3-270m, tiny, or any tunelens model spec")
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per trainer (the first is untimed)")
+    parser.add_argument("--steps", type=int, default=MIN_REPEATS + 1,
+                        help="optimizer steps per trainer (the first is untimed; each other one is a repetition)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=320)
     # One thread each by default: on a shared, oversubscribed CPU two-thread workers mostly wait on each other.
@@ -356,6 +383,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("tunelens", "trl"), help=argparse.SUPPRESS)
+    add_json_argument(parser)
     args = parser.parse_args()
     if args.worker:
         _worker_main(args)
@@ -376,11 +404,22 @@ def main() -> None:
         args.data.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(args.batch_size * args.steps + 8)))
         print(f"model {args.model}; {args.steps} steps x batch {args.batch_size} (first step untimed); "
               f"max_length {args.max_length}; load average {os.getloadavg()[0]:.1f}", flush=True)
-        peak_before = matmul_flops()
+        matmuls = matmul_flops()
         results = [_spawn(args, "tunelens", variant) for variant in args.variants.split(",")]
         results += [] if args.no_trl else [_spawn(args, "trl", v) for v in args.trl_variants.split(",")]
-        peak = max(peak_before, matmul_flops())
-    print(f"fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s; load average now {os.getloadavg()[0]:.1f}")
+        matmuls += matmul_flops()  # before and after: the machine is shared
+    figures = Figures("train_throughput", chosen(args))
+    matmul = figures.add("fp32 matmul (2048^3)", "GFLOP/s", [rate / 1e9 for rate in matmuls])
+    peak = matmul["median"] * 1e9
+    for r in results:
+        r["tokens_per_s"] = figures.add(f"{r['trainer']} trained tokens/s", "tokens/s", r["step_tokens_per_s"])["median"]
+        r["tokens_per_cpu_s"] = figures.add(f"{r['trainer']} trained tokens/CPU-s", "tokens/CPU-s",
+                                            r["step_tokens_per_cpu_s"])["median"]
+        figures.fact(f"{r['trainer']} peak RSS GiB", r["peak_rss_bytes"] / 2**30)
+        figures.fact(f"{r['trainer']} mean loss of timed steps", r["loss"])
+        figures.fact(f"{r['trainer']} model FLOP/s of matmul (whole window)", r["model_flops_per_s"] / peak)
+    print(f"fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s [{matmul['min']:.1f}, {matmul['max']:.1f}]; "
+          f"load average now {os.getloadavg()[0]:.1f}; trained tok/s are medians over timed steps")
     print(f"{'trainer':<22}{'trained tok/s':>14}{'tok/CPU-s':>10}{'peak RSS':>10}{'GFLOP/s':>9}"
           f"{'of matmul':>10}{'loss':>8}{'trained tok':>12}{'all tok':>8}{'seconds':>8}{'CPU s':>7}")
     for r in results:
@@ -392,9 +431,12 @@ def main() -> None:
     if len(ours) > 1:
         base = ours[0]
         for r in ours[1:]:
+            figures.ratio(f"{r['trainer']} / {base['trainer']}, trained tokens/s", f"{r['trainer']} trained tokens/s",
+                          f"{base['trainer']} trained tokens/s")
             print(f"{r['trainer']} / {base['trainer']}: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x trained tokens/s, "
                   f"{r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x per CPU-second")
     if args.no_trl:
+        figures.write(args.json)
         return
     # Against TRL at the same precision, and against TRL's fastest run (its best settings on this machine).
     # CPU time counts each one's own work; on a shared machine the wall-clock ratio moves with other jobs.
@@ -403,10 +445,16 @@ def main() -> None:
     for r in ours:
         same = [t for t in trls if t["precision"] == r["precision"]]
         for trl in same[:1] + ([fastest] if fastest not in same[:1] else []):
+            figures.ratio(f"{r['trainer']} / {trl['trainer']}, trained tokens/s", f"{r['trainer']} trained tokens/s",
+                          f"{trl['trainer']} trained tokens/s", target=">= 3")
+            figures.ratio(f"{r['trainer']} / {trl['trainer']}, trained tokens/CPU-s",
+                          f"{r['trainer']} trained tokens/CPU-s", f"{trl['trainer']} trained tokens/CPU-s")
+            figures.fact(f"{r['trainer']} / {trl['trainer']}, peak RSS", r["peak_rss_bytes"] / trl["peak_rss_bytes"])
             print(f"{r['trainer']} / {trl['trainer']}: {r['tokens_per_s'] / trl['tokens_per_s']:.2f}x trained tokens/s "
                   f"(wall clock), {r['tokens_per_cpu_s'] / trl['tokens_per_cpu_s']:.2f}x per CPU-second, "
                   f"{r['peak_rss_bytes'] / trl['peak_rss_bytes']:.2f}x peak RSS (target: >= 3x, <= 1.0x)"
                   + ("" if trl is not fastest else "  [TRL's fastest]"))
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

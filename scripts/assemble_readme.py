@@ -23,9 +23,14 @@ def demoted(text: str) -> str:
     return "\n".join(out).replace("](images/", "](docs/images/")
 
 
+def from_root(text: str) -> str:
+    """Links to the benchmark page, written relative to docs/, made relative to the root."""
+    return text.replace("](bench.md", "](docs/bench.md")
+
+
 def assemble() -> str:
-    parts = [(ROOT / "docs" / "readme-head.md").read_text()]
-    parts += [demoted((ROOT / "docs" / name).read_text()) for name in PAGES if (ROOT / "docs" / name).exists()]
+    parts = [from_root((ROOT / "docs" / "readme-head.md").read_text())]
+    parts += [from_root(demoted((ROOT / "docs" / name).read_text())) for name in PAGES if (ROOT / "docs" / name).exists()]
     return "\n\n".join(part.rstrip() + "\n" for part in parts)
 
 

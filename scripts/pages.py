@@ -5,8 +5,10 @@
 
 A record is a run directory's summary.json (and, for the few-shot study, its answers.jsonl) copied to
 docs/runs/<name>/, small files and no weights; the run record inside it names the commit, command, versions
-and machine. tests/test_pages.py runs the check, so a page edited by hand, or a record changed without its
-page, fails the tests.
+and machine. Benchmark records are the `--json` output of bench/*.py under docs/runs/bench/: they make
+docs/bench.md, and the `<!-- bench: NAME -->` blocks of every other page under docs/ (scripts/bench_doc.py).
+tests/test_pages.py runs the check, so a page edited by hand, or a record changed without its page, fails
+the tests.
 """
 from __future__ import annotations
 
@@ -31,11 +33,35 @@ PAGES = (
     Page("docs/demo-quick.md", ("demo-quick",), "tunelens demo --quick"),
     Page("docs/few-shot-study.md", ("fewshot", "fewshot-B"), "tunelens study few-shot"),
     Page("docs/safety.md", ("safety",), "tunelens study safety"),
+    Page("docs/bench.md", ("bench",), "python bench/NAME.py --json docs/runs/bench/NAME.json"),
 )
 
 
 def has_records(page: Page) -> bool:
+    if page.target == "docs/bench.md":
+        return any((RUNS / "bench").glob("*.json"))
     return all((RUNS / name / "summary.json").is_file() for name in page.records)
+
+
+def bench_records() -> dict[str, dict]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_doc
+
+    return bench_doc.read_records(RUNS / "bench")
+
+
+def with_blocks(text: str) -> str:
+    """A page's text with its `<!-- bench: NAME -->` blocks regenerated from docs/runs/bench/NAME.json."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_doc
+
+    return bench_doc.fill_blocks(text, bench_records()) if "<!-- bench: " in text else text
+
+
+def pages_with_blocks() -> list[Path]:
+    generated = {page.target for page in PAGES}
+    return [path for path in sorted((ROOT / "docs").glob("*.md"))
+            if str(path.relative_to(ROOT)) not in generated and "<!-- bench: " in path.read_text()]
 
 
 def render(page: Page) -> str:
@@ -57,6 +83,10 @@ def render(page: Page) -> str:
         import safety_doc
 
         return safety_doc.render(read_summary(first), shown)
+    if page.target == "docs/bench.md":
+        import bench_doc
+
+        return bench_doc.render(bench_records())
     raise ValueError(f"{page.target}: no generator for this page")
 
 
@@ -70,6 +100,7 @@ def readme() -> str:
 def differences() -> list[str]:
     """Every generated page (and the README) that differs from its regenerated self."""
     wrong = [page.target for page in PAGES if has_records(page) and (ROOT / page.target).read_text() != render(page)]
+    wrong += [str(path.relative_to(ROOT)) for path in pages_with_blocks() if path.read_text() != with_blocks(path.read_text())]
     if (ROOT / "README.md").read_text() != readme():
         wrong.append("README.md")
     return wrong
@@ -87,6 +118,9 @@ def main(argv: list[str]) -> int:
             print(f"wrote {page.target} from {', '.join(f'docs/runs/{name}' for name in page.records)}")
         else:
             print(f"kept {page.target}: no record under docs/runs/ ({', '.join(page.records)})")
+    for path in pages_with_blocks():
+        path.write_text(with_blocks(path.read_text()))
+        print(f"wrote the bench blocks of {path.relative_to(ROOT)} from docs/runs/bench/")
     (ROOT / "README.md").write_text(readme())
     print("wrote README.md")
     return 0

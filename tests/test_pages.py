@@ -176,3 +176,69 @@ def test_the_few_shot_page_renders_from_a_tiny_run(tmp_path, tiny_llama, one_thr
     assert "Record: `" in page and "## At Gemma 4 E2B scale" in page
     assert "| lever | mean change | flipped | to Python 2 | sign test p | Holm p | reading |" in page
     assert "weakly" not in page
+
+
+# ---------------------------------------------------------------- the benchmark page and the stage pages' blocks
+
+def bench_record(ratio_value=0.5, commit="0123456789abcdef", dirty=False):
+    new, old = [1.0, 1.0, 2.0, 3.0, 9.0], [2.0, 4.0, 4.0, 4.0, 6.0]
+    return {"benchmark": "made_up", "settings": {"size": 3},
+            "record": {"commit": commit, "dirty": dirty, "command": "bench/made_up.py --size 3 --json x.json",
+                       "finished": "2026-01-01T00:00:00Z", "versions": {"torch": "2.13.0"},
+                       "machine": {"cpu_model": "Example CPU", "usable_cpus": 2, "cpus": 4, "cpu_flags": ["avx2"],
+                                   "torch_threads": 1}},
+            "load_average_end": [3.5, 3.0, 2.0],
+            "figures": {"new": {"unit": "s", "median": 2.0, "min": 1.0, "max": 9.0, "n": 5, "values": new},
+                        "old": {"unit": "s", "median": 4.0, "min": 2.0, "max": 6.0, "n": 5, "values": old}},
+            "ratios": {"new / old": {"value": ratio_value, "figure": "new", "baseline": "old", "target": "<= 1",
+                                     "paired": {"median": 0.5, "min": 0.25, "max": 1.5, "n": 5}}},
+            "facts": {"rows": 1200}}
+
+
+def test_the_bench_page_says_which_record_commit_and_machine_each_figure_comes_from():
+    import bench_doc
+
+    page = bench_doc.render({"made_up": bench_record()})
+    assert "## made_up" in page and "Record `docs/runs/bench/made_up.json`" in page
+    assert "commit 0123456789;" in page and "Example CPU, 2 of 4 cores usable, flags avx2" in page
+    assert "| new / old | 0.5x | 0.5 [0.25, 1.5]x | <= 1 |" in page
+    assert "| new | s | 2 | 1 | 9 | 5 |" in page and "| rows | 1,200 |" in page
+    assert "with uncommitted changes" in bench_doc.render({"made_up": bench_record(dirty=True)})
+    piped = bench_record()
+    piped["facts"] = {"max |dp|": 0.5, "weights": {"changed": 3}, "prompts": [{"row": 1}]}
+    assert "| max \\|dp\\| | 0.5 |" in bench_doc.render({"made_up": piped})  # a | inside a cell is escaped
+    assert "| weights: changed | 3 |" in bench_doc.render({"made_up": piped})
+
+
+def test_the_bench_page_is_listed_and_checked():
+    assert "docs/bench.md" in {page.target for page in pages.PAGES}
+
+
+def test_a_bench_block_follows_its_record_and_a_hand_edit_is_found(tmp_path, monkeypatch):
+    import json
+
+    docs, runs = tmp_path / "docs", tmp_path / "docs" / "runs"
+    (runs / "bench").mkdir(parents=True)
+    (runs / "bench" / "made_up.json").write_text(json.dumps(bench_record()))
+    stage = docs / "stage.md"
+    stage.write_text("# Stage\n\n<!-- bench: made_up -->\n<!-- /bench -->\n\nAfter.\n")
+    monkeypatch.setattr(pages, "ROOT", tmp_path)
+    monkeypatch.setattr(pages, "RUNS", runs)
+    monkeypatch.setattr(pages, "PAGES", ())
+    monkeypatch.setattr(pages, "readme", lambda: "")
+    (tmp_path / "README.md").write_text("")
+    assert pages.differences() == ["docs/stage.md"]  # the block is empty: not yet generated
+    stage.write_text(pages.with_blocks(stage.read_text()))
+    assert pages.differences() == []
+    assert "| new / old | 0.5x |" in stage.read_text() and stage.read_text().endswith("<!-- /bench -->\n\nAfter.\n")
+    stage.write_text(stage.read_text().replace("| new / old | 0.5x |", "| new / old | 0.4x |"))
+    assert pages.differences() == ["docs/stage.md"]
+    (runs / "bench" / "made_up.json").write_text(json.dumps(bench_record(ratio_value=0.4)))
+    assert pages.differences() == []  # the record changed the same way: the block is its record again
+
+
+def test_a_block_without_its_record_says_how_to_make_it():
+    import bench_doc
+
+    text = bench_doc.fill_blocks("<!-- bench: absent -->\n<!-- /bench -->\n", {})
+    assert "No record `docs/runs/bench/absent.json` is committed yet" in text
