@@ -50,18 +50,28 @@ def bench_records() -> dict[str, dict]:
     return bench_doc.read_records(RUNS / "bench")
 
 
-def with_blocks(text: str) -> str:
-    """A page's text with its `<!-- bench: NAME -->` blocks regenerated from docs/runs/bench/NAME.json."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_doc
+BLOCK_MARKS = ("<!-- bench: ", "<!-- humaneval -->")
 
-    return bench_doc.fill_blocks(text, bench_records()) if "<!-- bench: " in text else text
+
+def with_blocks(text: str) -> str:
+    """A page's text with its `<!-- bench: NAME -->` blocks regenerated from docs/runs/bench/NAME.json, and its
+    `<!-- humaneval -->` block from the eval runs under docs/runs/humaneval/."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    if "<!-- bench: " in text:
+        import bench_doc
+
+        text = bench_doc.fill_blocks(text, bench_records())
+    if "<!-- humaneval -->" in text:
+        import humaneval_doc
+
+        text = humaneval_doc.fill(text, RUNS / "humaneval")
+    return text
 
 
 def pages_with_blocks() -> list[Path]:
     generated = {page.target for page in PAGES}
-    return [path for path in sorted((ROOT / "docs").glob("*.md"))
-            if str(path.relative_to(ROOT)) not in generated and "<!-- bench: " in path.read_text()]
+    return [path for path in sorted((ROOT / "docs").glob("*.md")) if str(path.relative_to(ROOT)) not in generated
+            and any(mark in path.read_text() for mark in BLOCK_MARKS)]
 
 
 def render(page: Page) -> str:
@@ -120,7 +130,7 @@ def main(argv: list[str]) -> int:
             print(f"kept {page.target}: no record under docs/runs/ ({', '.join(page.records)})")
     for path in pages_with_blocks():
         path.write_text(with_blocks(path.read_text()))
-        print(f"wrote the bench blocks of {path.relative_to(ROOT)} from docs/runs/bench/")
+        print(f"wrote the generated blocks of {path.relative_to(ROOT)} from docs/runs/")
     (ROOT / "README.md").write_text(readme())
     print("wrote README.md")
     return 0

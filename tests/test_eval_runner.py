@@ -84,6 +84,11 @@ def test_resumed_run_matches_an_uninterrupted_one_and_regenerates_nothing(tmp_pa
     third = ScriptedBackend()
     again = run_eval(config, tmp_path / "resumed", cases=CASES, backend=third)
     assert third.generated == 0 and again.reused == total
+    # every summary carries its run record, and recomputing the summary keeps the record of the run
+    record = again.summary["record"]
+    assert set(record) >= {"commit", "dirty", "command", "versions", "machine", "stages"}
+    assert list(record["stages"]) == ["generate and judge"]
+    assert summarize_results(tmp_path / "resumed")["record"] == record
 
 
 def test_sampled_batches_share_seeds_across_models():

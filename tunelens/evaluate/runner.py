@@ -28,7 +28,7 @@ from tunelens.retrieval.fewshot import check_few_shot, few_shot_index_option, fe
 from tunelens.model.state import has_adapter
 from tunelens.io import atomic_write_json
 from tunelens.model.specs import DEFAULT_MODEL
-from tunelens.runtime import Progress, no_progress, torch_threads
+from tunelens.runtime import Progress, StageTimer, no_progress, run_record, torch_threads
 from tunelens.evaluate.sandbox import Limits, mode_for, UNSAFE
 from tunelens.evaluate.suite import score_references
 from tunelens.model.load import attach_adapter, load_model
@@ -135,17 +135,19 @@ def run_eval(config: EvalConfig, out_dir: str | Path, model=None, tokenizer=None
         raise UserError("no cases to evaluate: the suites are empty")
     out_dir.mkdir(parents=True, exist_ok=True)
     sandbox = mode_for(config.unsafe_no_sandbox)  # refuses before any answer is generated
+    timed = StageTimer(no_progress)  # the run record's commit is the one when the run began
     if config.reference:
-        rows = _score_references(cases, out_dir, config)
+        rows = timed("judge the references", _score_references, cases, out_dir, config)
         generated, reused, described = len(rows), 0, {"backend": REFERENCE}
     else:
         # torch's thread count is process-wide: set it for this run only (see bench/eval_throughput.py).
         with torch_threads(config.threads if config.backend == "transformers" else None):
-            rows, generated, reused, described = _run_models(config, out_dir, cases, model, tokenizer, adapter,
-                                                             progress, backend)
+            rows, generated, reused, described = timed("generate and judge", _run_models, config, out_dir, cases,
+                                                       model, tokenizer, adapter, progress, backend)
     summary = summarize(rows, config=asdict(config), source=described)
     summary["counts"].update(generated=generated, reused=reused)
     summary["sandbox"] = _sandbox_of_run(out_dir, sandbox, reused)
+    summary["record"] = run_record(timed.stages(), git_at_start=timed.git_at_start)
     atomic_write_json(out_dir / SUMMARY, summary)
     write_reports(summary, rows, out_dir)
     return EvalSummary(out_dir, summary, generated, reused, summary["regressions"], summary["reference_failures"])
@@ -159,8 +161,9 @@ def summarize_results(out_dir: str | Path) -> dict:
         raise UserError(f"{out_dir / RESULTS}: no results to summarize")
     previous = _previous_summary(out_dir)
     summary = summarize(rows, previous.get("config"), previous.get("source"))
-    if "sandbox" in previous:
-        summary["sandbox"] = previous["sandbox"]
+    for kept in ("sandbox", "record"):  # what the run that made the rows knew
+        if kept in previous:
+            summary[kept] = previous[kept]
     atomic_write_json(out_dir / SUMMARY, summary)
     write_reports(summary, rows, out_dir)
     return summary
