@@ -9,8 +9,8 @@ ways, chosen per case from the shape of its tests (judge_plan):
 * ``sandbox-apart``: tests of any other shape run in a process of their own (sandbox_remote.py); the
   answer may hand them an object instead of plain data only where the case's reference did.
 
-On the host, where no correct answer can differ from the reference, its outputs on the same calls are
-expected values too ("Differential" below).
+On the host, where a case opts in, the reference's outputs on the same calls are the expected values
+("Differential" below).
 
 The reason for a failure comes from the sandbox's status frames and the host's own observations (see
 sandbox.ending_reason); the answer's stdout and stderr are kept. docs/eval-suites.md has the design.
