@@ -1,8 +1,6 @@
-"""The engine's core: one sampler and one batched KV-cache decode loop (`BatchDecoder`).
-
-Every generation goes through it: `decode` (one row: trace, `tunelens generate`, serve's lone
-requests), `generate_batch` (eval, the demo, the studies) and serve's continuous batching.
-"""
+"""The engine's core: one sampler and one batched KV-cache decode loop (`BatchDecoder`), which every
+generation goes through: `decode` (one row: trace, `tunelens generate`, serve's lone requests),
+`generate_batch` (eval, the demo, the studies) and serve's continuous batching."""
 
 from __future__ import annotations
 
@@ -17,22 +15,18 @@ from tunelens.model.state import base_model_of, device_of
 
 # torch.Generator.manual_seed takes any integer in this range (negative ones wrap to unsigned).
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1
-# The one temperature bound, for every config, command and the server. Past 5 the tempered distribution of
-# a language model is close to uniform over its nucleus: higher values only produce noise. (OpenAI caps at
-# 2; trace studies of high-temperature sampling use up to 5.)
+# The one temperature bound, for every config, command and the server: past 5 a language model's tempered
+# distribution is close to uniform over its nucleus (OpenAI caps at 2; high-temperature studies go to 5).
 TEMPERATURE_MAX = 5.0
-
-
-# ---------------------------------------------------------------- sampling
 
 
 @dataclass(frozen=True)
 class Sampler:
     """Greedy at temperature 0; otherwise a sample from the temperature-scaled top-p nucleus (no top-k).
 
-    Logits are shifted by their maximum before dividing by the temperature, so a tiny temperature
-    (1e-45) gives -inf for every token but the argmax instead of inf - inf = nan; the distribution is
-    the same as softmax(logits / temperature) wherever that one is finite (a test checks it).
+    Logits are shifted by their maximum before dividing by the temperature, so a tiny temperature (1e-45)
+    gives -inf for every token but the argmax instead of inf - inf = nan; the distribution equals
+    softmax(logits / temperature) wherever that one is finite (a test checks it).
     """
 
     temperature: float = 0.0
@@ -89,22 +83,17 @@ class Sampler:
 def row_seed(seed: int | None, index: int) -> int | None:
     """The seed of row `index` of a batch seeded with `seed` (None stays None: fresh entropy per row).
 
-    Hashed rather than seed + index: the eval seeds consecutive batches seed, seed + 1, ..., and
-    seed + index would then give two rows of neighbouring batches (two samples of one case) one stream.
+    Hashed rather than seed + index: the eval seeds consecutive batches seed, seed + 1, ..., and seed +
+    index would then give two rows of neighbouring batches (two samples of one case) one stream.
     """
-    if seed is None:
-        return None
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest(), "big")
-
-
-# ---------------------------------------------------------------- a cheaper greedy head
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return None if seed is None else int.from_bytes(digest, "big")
 
 
 # The error of an fp16 GEMV with fp32 accumulation: the inputs' rounding (2^-11 each, relative) bounds it by
 # 2^-10 * sum_j |W_ij x_j| plus the output's rounding, 2^-11 |logit|; twice that is kept as margin.
-_HALF_ERROR = 2.0 ** -9
 # Values below fp16's normal range round to a multiple of 2^-24 (absolute, not relative error).
-_HALF_SUBNORMAL = 2.0 ** -24
+_HALF_ERROR, _HALF_SUBNORMAL = 2.0 ** -9, 2.0 ** -24
 # The same for a bfloat16 GEMM (8 significant bits: 2^-8 per rounding) whose output is bfloat16 too; its
 # range is fp32's, so only products below 2^-126 lose more than that (absolute 2^-133 each).
 _BF16_ERROR, _BF16_SUBNORMAL = 2.0 ** -6, 2.0 ** -120
@@ -114,14 +103,14 @@ _PLAIN_HEAD_MODELS = {"Gemma3ForCausalLM", "Gemma2ForCausalLM", "GemmaForCausalL
 
 
 class CertifiedArgmax:
-    """The argmax of the fp32 vocabulary head, reading mostly an fp16 copy of it (half the bytes).
+    """The argmax of the fp32 vocabulary head, reading mostly a low-precision copy of it.
 
-    The fp16 logits come with a per-row error bound (from each row's L1 and L2 norms, precomputed); only
-    the rows whose bound reaches the best lower bound can be the argmax, and those few are recomputed in
-    fp32. Plain equivalent: int(F.linear(hidden, weight).argmax()); a test checks them against each other.
-    They can differ only between logits equal to within fp32 rounding, which is kernel-dependent anyway.
-    When the bound admits too many rows (a flat distribution) the whole head is computed in fp32.
-    `scan` keeps the fp16 logits and bounds, for callers that want the top-K and probabilities as well.
+    The copy's logits come with per-row error bounds (from each row's L1 and L2 norms, precomputed); only
+    rows whose upper bound reaches the best lower bound can be the argmax, and those few are recomputed in
+    fp32 (the whole head when the bound admits too many: a flat distribution). A lone hidden state reads an
+    fp16 copy (`scan`, which also keeps the logits for the top-K); a batch a bfloat16 one (`rows_argmax`).
+    Plain equivalent: F.linear(hidden, weight).argmax(-1); tests check them against each other. They can
+    differ only between logits equal to within fp32 rounding, which is kernel-dependent anyway.
     """
 
     def __init__(self, weight, max_candidates: int = 4096):
@@ -131,37 +120,37 @@ class CertifiedArgmax:
         self._weight, self.version, self.max_candidates = weakref.ref(weight), weight._version, max_candidates
         with torch.no_grad():
             self.half = weight.detach().half()
-            self.row_l1 = weight.detach().abs().sum(dim=1)
-            self.row_l2 = weight.detach().norm(dim=1)
+            self.row_l1, self.row_l2 = weight.detach().abs().sum(dim=1), weight.detach().norm(dim=1)
             self.usable = bool(torch.isfinite(self.half).all())  # a weight past 65504 overflows fp16
         self.bf16, self.bf16_faster = None, None  # made and decided on the first batch (rows_argmax)
 
     def __call__(self, hidden) -> int:
         return self.scan(hidden).argmax()
 
+    def _bound(self, x, approx, error: float, subnormal: float):
+        """Each logit's bound on |approx - exact| for hidden states x [..., d] (see the constants above)."""
+        import torch
+
+        dots = torch.minimum(self.row_l1 * x.abs().amax(-1, keepdim=True), self.row_l2 * x.norm(dim=-1, keepdim=True))
+        return error * (dots + approx.abs()) + subnormal * (x.abs().sum(-1, keepdim=True) + self.row_l1)
+
     def scan(self, hidden, softcap: float | None = None) -> "HeadScan":
         """One hidden state through the fp16 head: logits, their error bounds (None when exact)."""
         import torch
 
         x, weight = hidden.reshape(-1).float(), self._weight().detach()
-        if not self.usable or not torch.isfinite(x).all() or float(x.abs().max()) > 6e4:  # past fp16's range
-            return HeadScan(self, weight, x, torch.mv(weight, x), None, softcap)
-        approx = torch.mv(self.half, x.half()).float()
-        if not torch.isfinite(approx).all():  # a logit past fp16's range
-            return HeadScan(self, weight, x, torch.mv(weight, x), None, softcap)
-        bound = _HALF_ERROR * (torch.minimum(self.row_l1 * x.abs().max(), self.row_l2 * x.norm()) + approx.abs()) \
-            + _HALF_SUBNORMAL * (x.abs().sum() + self.row_l1)
-        return HeadScan(self, weight, x, approx, bound, softcap)
-
+        if self.usable and torch.isfinite(x).all() and float(x.abs().max()) <= 6e4:  # within fp16's range
+            approx = torch.mv(self.half, x.half()).float()
+            if torch.isfinite(approx).all():  # no logit past fp16's range
+                return HeadScan(self, weight, x, approx, self._bound(x, approx, _HALF_ERROR, _HALF_SUBNORMAL), softcap)
+        return HeadScan(self, weight, x, torch.mv(weight, x), None, softcap)
 
     def rows_argmax(self, hidden, bf16: bool | None = None):
         """The argmax ids, int64 [batch], of the fp32 head for several hidden states [batch, d].
 
-        A batch reads a bfloat16 copy of the head, with per-row bounds and fp32 recomputation of each
-        row's candidates as in `scan`, where this CPU multiplies bfloat16 faster than fp32 (AVX512-BF16:
-        about 4x on an 8-row batch of Gemma 3's 262k-row head; without it bfloat16 is slower). The first
-        batch times both ways once and keeps the faster; `bf16` forces the choice (tests).
-        Plain equivalent: F.linear(hidden, weight).argmax(-1); a test checks them against each other.
+        Through the bfloat16 copy only where this CPU multiplies bfloat16 faster than fp32 (AVX512-BF16:
+        about 4x on an 8-row batch of Gemma 3's 262k-row head); the first batch times both ways once and
+        keeps the faster; `bf16` forces the choice (tests).
         """
         import torch
         from torch.nn.functional import linear
@@ -177,17 +166,9 @@ class CertifiedArgmax:
         approx = linear(x.bfloat16(), self.bf16).float()
         if not torch.isfinite(approx).all():
             return linear(x, weight).argmax(-1)
-        bound = _BF16_ERROR * (torch.minimum(self.row_l1 * x.abs().amax(-1, keepdim=True),
-                                             self.row_l2 * x.norm(dim=-1, keepdim=True)) + approx.abs()) \
-            + _BF16_SUBNORMAL * (x.abs().sum(-1, keepdim=True) + self.row_l1)
-        candidates = approx + bound >= (approx - bound).amax(-1, keepdim=True)
-        chosen = []
-        for row, ids in zip(x, candidates):
-            ids = ids.nonzero().flatten()
-            if len(ids) > self.max_candidates:
-                ids = torch.arange(len(weight), device=weight.device)
-            chosen.append(ids[torch.mv(weight[ids], row).argmax()])  # ids ascend: exact ties go to the lowest
-        return torch.stack(chosen)
+        bound = self._bound(x, approx, _BF16_ERROR, _BF16_SUBNORMAL)
+        return torch.tensor([HeadScan(self, weight, *row, None).argmax() for row in zip(x, approx, bound)],
+                            device=weight.device)
 
     def _bf16_is_faster(self, weight, x) -> bool:
         import time
@@ -209,60 +190,49 @@ class CertifiedArgmax:
 
 
 class HeadScan:
-    """The vocabulary head's logits for one hidden state: fp16-computed, each within `bound` of the fp32
-    value (or exact, `bound` None), refined on demand where exactness matters (the argmax, the top-K).
-
-    A row can be among the k largest fp32 logits only if its upper bound reaches the k-th largest lower
-    bound; those rows are recomputed in fp32, so the argmax and the top-K ids and logits are exact.
+    """The vocabulary head's logits for one hidden state, each within `bound` of the fp32 value (or exact,
+    `bound` None), refined on demand where exactness matters (the argmax, the top-K): a row can be among
+    the k largest fp32 logits only if its upper bound reaches the k-th largest lower bound, and those rows
+    are recomputed in fp32, so the argmax and the top-K ids and logits are exact.
     """
 
     def __init__(self, head: CertifiedArgmax, weight, x, logits, bound, softcap: float | None):
         self.head, self.weight, self.x, self.softcap = head, weight, x, softcap
         self._logits, self.bound = logits, bound
 
-    def _candidates(self, k: int):
-        """Ascending ids of the rows that may be among the k largest, or None when that is too many."""
-        lower = self._logits - self.bound
-        k = min(k, len(lower))
-        kth_lower = lower.max() if k == 1 else lower.topk(k).values[-1]
-        candidates = (self._logits + self.bound >= kth_lower).nonzero().flatten()
-        return candidates if len(candidates) <= self.head.max_candidates else None
-
-    def _make_exact(self) -> None:
+    def _exact_rows(self, k: int):
+        """(ascending ids of the rows that may be among the k largest, their fp32 logits), or None when
+        there is no bound or too many rows (the logits are then made exact everywhere)."""
         import torch
 
-        self._logits, self.bound = torch.mv(self.weight, self.x), None
+        if self.bound is not None:
+            lower = self._logits - self.bound
+            kth_lower = lower.max() if k == 1 else lower.topk(min(k, len(lower))).values[-1]
+            ids = (self._logits + self.bound >= kth_lower).nonzero().flatten()
+            if len(ids) <= self.head.max_candidates:
+                return ids, torch.mv(self.weight[ids], self.x)
+            self._logits, self.bound = torch.mv(self.weight, self.x), None
+        return None
 
     def argmax(self) -> int:
-        import torch
-
-        if self.bound is None:
+        rows = self._exact_rows(1)
+        if rows is None:
             return int(self._logits.argmax())
-        candidates = self._candidates(1)
-        if candidates is None:
-            self._make_exact()
-            return int(self._logits.argmax())
-        exact = torch.mv(self.weight[candidates], self.x)
-        return int(candidates[int(exact.argmax())])  # candidates ascend: exact ties go to the lowest id
+        return int(rows[0][int(rows[1].argmax())])  # ids ascend: exact ties go to the lowest id
 
     def logits(self, k: int):
         """The [vocabulary] logits, fp32-exact at every row that may be among the k largest, fp16 elsewhere.
 
         Plain equivalent: F.linear(hidden, weight) (soft-capped like the model's forward): the top-k ids
-        and values are the same, every other logit is within its bound. `bench/trace_overhead.py` measures
-        what that does to softmax probabilities (docs/trace.md has the figure).
+        and values are the same, every other logit is within its bound (`bench/trace_overhead.py`
+        measures what that does to softmax probabilities; docs/trace.md has the figure).
         """
         import torch
 
-        logits = self._logits
-        if self.bound is not None:
-            candidates = self._candidates(k)
-            if candidates is None:
-                self._make_exact()
-                logits = self._logits
-            else:
-                logits = logits.clone()
-                logits[candidates] = torch.mv(self.weight[candidates], self.x)
+        rows, logits = self._exact_rows(k), self._logits
+        if rows is not None:
+            logits = logits.clone()
+            logits[rows[0]] = rows[1]
         if self.softcap:  # monotonic, so the rows that may be in the top-k are the same after it
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -272,14 +242,14 @@ _certified_heads: dict = {}
 
 
 def certified_head(model):
-    """The CertifiedArgmax for a model whose logits are a plain linear head, else None (use the forward)."""
+    """The CertifiedArgmax for a model whose logits are a plain linear head on the CPU (measured only there,
+    where the head is bandwidth-bound), else None (use the forward)."""
     import torch
 
     lm = base_model_of(model)
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    if type(lm).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None:
-        return None
-    if head.weight.device.type != "cpu":  # measured on the CPU only, where the head is bandwidth-bound
+    if type(lm).__name__ not in _PLAIN_HEAD_MODELS or type(head) is not torch.nn.Linear or head.bias is not None \
+            or head.weight.device.type != "cpu":
         return None
     weight = head.weight
     cached = _certified_heads.get(id(weight))
@@ -291,24 +261,19 @@ def certified_head(model):
 
 def final_logit_softcap(model) -> float | None:
     """The soft-cap the model's forward applies to its head's logits (Gemma 2), None when there is none."""
-    config = getattr(base_model_of(model), "config", None)
-    cap = getattr(config, "final_logit_softcapping", None)
+    cap = getattr(getattr(base_model_of(model), "config", None), "final_logit_softcapping", None)
     return float(cap) if cap else None
-
-
-# ---------------------------------------------------------------- the decode loop
 
 
 @dataclass
 class Step:
-    """One generated token: its id (also as a 1-element device tensor) and the raw logits that chose it.
-
-    On the certified greedy path `logits` is None and `head` holds the fp16 head's scan instead, from
-    which `head.logits(k)` gives logits exact where they may be among the k largest.
+    """One generated token: its id (also as a 1-element device tensor) and the raw logits that chose it
+    (float32 [vocabulary], before temperature and top-p). On the certified greedy path `logits` is None and
+    `head` holds the fp16 head's scan instead, whose `head.logits(k)` are exact where they may be in the top k.
     """
 
     token: int
-    logits: object  # float32 [vocabulary], before temperature and top-p
+    logits: object
     chosen: object  # int64 [1] on the model's device
     head: HeadScan | None = None
 
@@ -317,11 +282,10 @@ class Step:
 class Row:
     """One sequence in a BatchDecoder: its prompt, how its tokens are chosen, and when it ends.
 
-    `adapter_name` picks the adapter of a multi-adapter PEFT model for this row alone (PEFT's
-    "__base__" for the base weights); None, for every row of a batch, leaves the model's active adapter
-    (a batch names the adapter of all its rows or of none). `ids` grows by one token
-    per step (a stop id included); `done` is set by the decoder at a stop id or the length limit, or by
-    the caller (a stop string, a cancellation), and the row leaves the batch before the next step.
+    `adapter_name` picks the adapter of a multi-adapter PEFT model for this row alone (PEFT's "__base__" for
+    the base weights); None leaves the model's active adapter (a batch names the adapter of all its rows or
+    of none). `ids` grows by one token per step (a stop id included); `done` is set by the decoder at a stop
+    id or the length limit, or by the caller (a stop string, a cancellation), and the row leaves the batch.
     """
 
     prompt_ids: list[int]
@@ -336,8 +300,7 @@ class Row:
 
 def cache_argument(model) -> str:
     """The forward keyword for the KV cache: `cache` in recent transformers 5.x, `past_key_values` before."""
-    params = inspect.signature(base_model_of(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in inspect.signature(base_model_of(model).forward).parameters else "past_key_values"
 
 
 def _cache_of(output, name: str):
@@ -360,30 +323,26 @@ def left_padded(sequences: list[list[int]], pad_id: int, device):
 class BatchDecoder:
     """The one decode loop: rows of different prompts decode together, one forward pass per step.
 
-    The first step (and the first after a `join`) runs every row's sequence so far, left-padded, with
-    positions counted from each row's first real token, so every row sees exactly what it would see
-    alone; later steps feed one token per row against the KV cache. Rows that end leave the cache
-    before the next step. Joining re-prefills instead of appending to the running cache: a new row's
-    positions would have to be re-aligned to the others', and Gemma 3's sliding-window layers keep
-    only the last window of keys, which makes that fragile; a re-prefill is correct by construction.
-    Only the last position's logits are computed (logits_to_keep=1).
+    The first step (and the first after a `join`) runs every row's sequence so far, left-padded (see
+    `left_padded`); later steps feed one token per row against the KV cache, computing only the last
+    position's logits. Rows that end leave the cache before the next step. Joining re-prefills instead of
+    appending to the running cache: a new row's positions would have to be re-aligned to the others', and
+    Gemma 3's sliding-window layers keep only the last window of keys; a re-prefill is correct by construction.
 
     Plain equivalent: each row alone, where at step i the logits are model(prompt + tokens so far)
     .logits[-1] with no cache; greedy tokens equal `model.generate(do_sample=False)`'s on the same
     left-padded batch (tests check both). A lone unpadded row is fed without a mask, exactly as alone.
 
     With `need_logits=False`, greedy rows of a plain-head model on the CPU take their argmax from
-    CertifiedArgmax: a lone row from its fp16 head (about half the head's memory traffic; the steps'
-    `head` holds that scan, from which trace takes its top-K probabilities), a batch from its bfloat16
-    head where the CPU has fast bfloat16 products. The steps' `logits` are then None.
+    `CertifiedArgmax` (a lone row's steps keep its fp16 scan in `head`, for trace's top-K; a batch's
+    steps have no head), and the steps' `logits` are None.
     """
 
     def __init__(self, model, rows=(), need_logits: bool = True, pad_id: int = 0):
         self.model, self.need_logits, self.pad_id = model, need_logits, pad_id
         self.device, self.name = device_of(model), cache_argument(model)
         self.rows: list[Row] = []
-        self.past = self.mask = self.positions = self.chosen = None
-        self._head = self._softcap = None
+        self.past = self.mask = self.positions = self.chosen = self._head = self._softcap = None
         self.join(rows)
 
     def join(self, rows) -> None:
@@ -405,20 +364,23 @@ class BatchDecoder:
         self._leave()
         if not self.rows:
             return []
+        logits, scans = None, [None] * len(self.rows)
         with torch.inference_mode():
             head = self._certified_head()
-            if head is not None:
-                hidden, logits = self._forward(base_model_of(self.model).get_decoder()).last_hidden_state[:, -1], None
+            if head is None:
+                logits = self._forward(self.model).logits[:, -1, :].float()
+                chosen = logits.argmax(dim=-1)  # every greedy row at once; sampled rows draw from their own generator
+                for b, row in enumerate(self.rows):
+                    if not row.sampler.greedy:
+                        chosen[b] = row.sampler.pick(logits[b:b + 1], row.generator)[0]
+            else:
+                hidden = self._forward(base_model_of(self.model).get_decoder()).last_hidden_state[:, -1]
                 if len(self.rows) == 1:
                     scans = [head.scan(hidden[0], self._softcap)]
                     chosen = torch.tensor([scans[0].argmax()], device=self.device)
                 else:
-                    chosen, scans = head.rows_argmax(hidden), [None] * len(self.rows)
-            else:
-                logits = self._forward(self.model).logits[:, -1, :].float()
-                chosen, scans = self._pick(logits), [None] * len(self.rows)
-        self.chosen = chosen
-        steps = []
+                    chosen = head.rows_argmax(hidden)
+        self.chosen, steps = chosen, []
         for b, (row, token) in enumerate(zip(self.rows, chosen.tolist())):  # the one host sync per step
             row.ids.append(token)
             row.done = token in row.stop_ids or len(row.ids) >= row.max_new_tokens
@@ -431,13 +393,6 @@ class BatchDecoder:
         while self.step():
             pass
         return rows
-
-    def _pick(self, logits):
-        chosen = logits.argmax(dim=-1)  # every greedy row at once; sampled rows draw from their own generator
-        for b, row in enumerate(self.rows):
-            if not row.sampler.greedy:
-                chosen[b] = row.sampler.pick(logits[b:b + 1], row.generator)[0]
-        return chosen
 
     def _leave(self) -> None:
         """Drop the rows that are done from the batch, and from the cache when there is one."""
@@ -488,10 +443,8 @@ class BatchDecoder:
 
 def decode(model, prompt_ids: list[int], sampler: Sampler, max_new_tokens: int,
            stop_ids: Iterable[int] = (), need_logits: bool = True) -> Iterator[Step]:
-    """Yield one Step per new token of one prompt: the BatchDecoder with one row.
-
-    Ends after a stop id (yielded) or the limit; the caller may stop early by closing the iterator.
-    """
+    """Yield one Step per new token of one prompt (the BatchDecoder with one row): ends after a stop id
+    (yielded) or the limit; the caller may stop early by closing the iterator."""
     decoder = BatchDecoder(model, [Row(list(prompt_ids), sampler, max_new_tokens, frozenset(stop_ids))],
                            need_logits=need_logits)
     while steps := decoder.step():

@@ -59,11 +59,9 @@ def prompt_ids_for(tokenizer, prompt: str, raw: bool, examples: Sequence = ()) -
 
 def stream_generate(model, tokenizer, prompt: str, sampling: SamplingConfig, raw: bool = False,
                     examples: Sequence = ()) -> Iterator[str]:
-    """Yield the continuation's text piece by piece as the model produces it, from the shared decode loop.
-
-    The pieces join to decode(generated ids), the stop token included, as transformers'
-    TextIteratorStreamer over `model.generate` gives; a token that ends inside a character waits for the next.
-    """
+    """Yield the continuation's text piece by piece as the model produces it. The pieces join to
+    decode(generated ids), the stop token included, as transformers' TextIteratorStreamer gives; a token
+    that ends inside a character waits for the next."""
     sampler = Sampler(sampling.temperature, sampling.top_p, sampling.seed)
     ids, sent = [], ""
     steps = decode(model, prompt_ids_for(tokenizer, prompt, raw, examples), sampler, sampling.max_new_tokens,
@@ -84,13 +82,11 @@ def generate_batch(model, tokenizer, prompts: list[str | list[int]], sampling: S
                    examples: list[Sequence] | None = None) -> list[str]:
     """Generate one answer per prompt, `batch_size` prompts at a time (left-padded), cut at stop text.
 
-    Plain equivalent: each prompt decoded alone; batching only amortises the per-step cost over several
-    rows (greedy answers match, up to float rounding from padding). Sampled row i draws from its own
-    generator seeded by (seed, i), so a seeded call is reproducible whatever the batch size and leaves
-    the caller's generator alone. `adapter_names` (one per prompt; PEFT's `"__base__"` for the base
-    model) answers each row with its own adapter of a multi-adapter PEFT model, so several adapters
-    share one batch. `examples` (one list per prompt) puts few-shot examples before each prompt.
-    A prompt given as a list of token ids (a rendered few-shot conversation, say) is used as it is.
+    Plain equivalent: each prompt decoded alone (greedy answers match, up to float rounding from padding).
+    Sampled row i draws from its own generator seeded by (seed, i), so a seeded call is reproducible
+    whatever the batch size. `adapter_names` (one per prompt; PEFT's `"__base__"` for the base model)
+    lets several adapters of a multi-adapter PEFT model share one batch; `examples` (one list per prompt)
+    puts few-shot examples before each prompt; a prompt given as token ids is used as it is.
     """
     if adapter_names is not None and len(adapter_names) != len(prompts):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(prompts)} prompts")

@@ -18,10 +18,8 @@ def score_continuations(model, prompts: Sequence[Sequence[int]], continuations: 
     the whole log-softmax rows at the positions that predict each continuation token and the token after
     it: float32 [n + 1, vocabulary] (KL, ranks and perplexity are built from those).
 
-    The rows run in one forward pass, left-padded with positions counted from each row's first real
-    token, and only the positions that predict continuation tokens go through the vocabulary head. When
-    every row has the same prompt (several openings of one answer), the prompt runs once and its KV
-    cache is shared by the continuations: the prompt is most of every row.
+    The rows run in one left-padded forward pass, only the positions that predict continuation tokens
+    through the vocabulary head; rows that share one prompt run it once and share its KV cache.
     Plain equivalent: log_softmax(model(prompt + continuation).logits[len(prompt) - 1:]) for each row
     alone, its last row dropped unless `full` (a test checks both paths against it).
     """

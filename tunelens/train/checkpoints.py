@@ -1,9 +1,8 @@
 """Resumable checkpoints: `<out>-checkpoints/step-NNNNNNN/` with the adapter weights, optimizer and
 scheduler state, and `trainer_state.json` (written last, so a directory without it is not a checkpoint).
 
-Each checkpoint is built in a staging directory and swapped in whole (`tunelens.io.atomic_directory`,
-which fsyncs the files and the directories); staging directories left by a killed run are removed
-when the next run starts.
+Each checkpoint is built in a staging directory and swapped in whole (`tunelens.io.atomic_directory`);
+staging directories left by a killed run are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from tunelens.errors import UserError
 from tunelens.io import atomic_directory, remove_staging_dirs, staging_dirs_of
+from tunelens.train.config import RESUME_FREE_FIELDS
 
 CHECKPOINT_STATE = "trainer_state.json"
 
@@ -26,13 +26,9 @@ def checkpoint_root(out_dir: Path) -> Path:
 
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """(step, path) of every complete checkpoint under `root`, oldest first."""
-    found = []
-    if root.is_dir():
-        for path in root.iterdir():
-            match = re.fullmatch(r"step-(\d+)", path.name)
-            if match and (path / CHECKPOINT_STATE).is_file():
-                found.append((int(match.group(1)), path))
-    return sorted(found)
+    found = [(re.fullmatch(r"step-(\d+)", path.name), path) for path in root.iterdir()] if root.is_dir() else []
+    return sorted((int(match.group(1)), path) for match, path in found
+                  if match and (path / CHECKPOINT_STATE).is_file())
 
 
 def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, meta: dict, keep: int) -> Path:
@@ -40,51 +36,43 @@ def save_checkpoint(root: Path, step: int, peft_model, optimizer, scheduler, met
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-
     final = root / f"step-{step:07d}"
     with atomic_directory(final) as staging:
         weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
         save_file(weights, staging / "adapter_weights.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    staging / "optimizer.pt")
-        # The state file is written last: a directory without it is never taken for a checkpoint.
-        (staging / CHECKPOINT_STATE).write_text(json.dumps({**meta, "step": step}, indent=2))
+        (staging / CHECKPOINT_STATE).write_text(json.dumps({**meta, "step": step}, indent=2))  # last
     for _old_step, old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, meta: dict, peft_model, optimizer, scheduler) -> None:
+    """Restore a checkpoint, after refusing one made from other data, other base weights or another config
+    (but RESUME_FREE_FIELDS)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(peft_model, load_file(path / "adapter_weights.safetensors"))
-    states = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(states["optimizer"])
-    scheduler.load_state_dict(states["scheduler"])
-    return json.loads((path / CHECKPOINT_STATE).read_text())
-
-
-def check_resumable(state: dict, meta: dict, path: Path, free_fields: set[str]) -> None:
-    """Refuse a checkpoint made from other data, other base weights or another config (but `free_fields`)."""
+    state = json.loads((path / CHECKPOINT_STATE).read_text())
     if state.get("data_sha256") != meta["data_sha256"]:
         raise UserError(f"checkpoint {path} was made from other training data (hash differs): "
                         "resume with the same data file, or start afresh without --resume")
     if state.get("base_weights_hash") != meta["base_weights_hash"]:
         raise UserError(f"checkpoint {path} was made on other base weights: resume with the same model")
     for key, value in meta["config"].items():
-        if key not in free_fields and state["config"].get(key) != value:
+        if key not in RESUME_FREE_FIELDS and state["config"].get(key) != value:
             raise UserError(f"checkpoint {path} was made with {key}={state['config'].get(key)!r}, "
                             f"this run has {key}={value!r}: resume with the same config")
+    set_peft_model_state_dict(peft_model, load_file(path / "adapter_weights.safetensors"))
+    states = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(states["optimizer"])
+    scheduler.load_state_dict(states["scheduler"])
 
 
 def remove_abandoned_staging(root: Path, out_dir: Path) -> list[Path]:
-    """Delete staging directories a killed run left behind (in `root` and beside `out_dir`).
-
-    `atomic_directory` stages in `.<name>.tmp-XXXX` beside its target; a run killed while writing a
-    checkpoint or the adapter leaves one there (or a `.<name>.old-XXXX` it was about to delete). Call this only when no other run writes to the
-    same output (a run owns its `--out`).
-    """
+    """Delete the staging directories (`.<name>.tmp-XXXX`, `.<name>.old-XXXX`) a run killed while writing a
+    checkpoint or the adapter left in `root` and beside `out_dir`. Only safe because a run owns its `--out`."""
     removed = [path for path in root.iterdir() if path.name.startswith(".step-")] if root.is_dir() else []
     return remove_staging_dirs(removed) + remove_staging_dirs(staging_dirs_of(out_dir))

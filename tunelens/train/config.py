@@ -1,8 +1,6 @@
 """What a training run computes, declared once: `TrainConfig`'s fields are the `tunelens train` flags, the
-keys of its `--config` YAML file and the `config` recorded in an adapter's tunelens.json.
-
-No torch import here, so the CLI can build its flags cheaply.
-"""
+keys of its `--config` YAML file and the `config` recorded in an adapter's tunelens.json. No torch import
+here, so the CLI can build its flags cheaply."""
 
 from __future__ import annotations
 

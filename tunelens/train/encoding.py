@@ -12,6 +12,8 @@ Position t predicts token t+1, so token 0 is never trained whatever its span say
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
+
 from tunelens.data.records import Turn
 from tunelens.errors import UserError
 from tunelens.model.prompts import conversation_segments, encode_segments, TemplateMismatch, text_segments
@@ -58,12 +60,8 @@ def encode_record(tokenizer, pair) -> tuple[list[int], list[tuple[int, int]]]:
     response and optionally system (one exchange)."""
     if getattr(pair, "kind", "chat") == "text":
         return encode_segments(tokenizer, text_segments(tokenizer, pair.response))
-    turns = getattr(pair, "conversation", None) or _one_exchange(pair)
+    turns = getattr(pair, "conversation", None) or (Turn("user", pair.instruction), Turn("assistant", pair.response))
     return encode_segments(tokenizer, conversation_segments(tokenizer, turns, getattr(pair, "system", None)))
-
-
-def _one_exchange(pair):
-    return (Turn("user", pair.instruction), Turn("assistant", pair.response))
 
 
 def encode_examples(tokenizer, pairs, max_length: int) -> EncodedData:
@@ -105,12 +103,7 @@ def mask_spans(tokenizer, pair, max_length: int | None = None) -> MaskView:
     states = ["masked"] * cut + ["cut"] * (len(ids) - cut)
     for start, end in example.trained_spans:
         states[start:end] = ["trained"] * (end - start)
-    groups: list[tuple[str, list[int]]] = []
-    for token, state in zip(ids, states):
-        if groups and groups[-1][0] == state:
-            groups[-1][1].append(token)
-        else:
-            groups.append((state, [token]))
-    view = tuple((tokenizer.decode(part, skip_special_tokens=False), state) for state, part in groups)
+    view = tuple((tokenizer.decode([token for token, _ in run], skip_special_tokens=False), state)
+                 for state, run in groupby(zip(ids, states), key=lambda pair: pair[1]))
     return MaskView(view, states.count("masked"), states.count("trained"), states.count("cut"),
                     len(example.trained_spans))

@@ -1,35 +1,31 @@
 """A LoRA linear as one autograd Function, for training: fewer passes over the activations than PEFT's.
 
-PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as separate modules, and autograd
-records every step: dropout draws a Bernoulli mask, divides it by the keep rate and multiplies it in;
-the scaling is a multiply over the whole output; the sum is another pass; backward repeats each of
-them. On a CPU those passes over [tokens, features] tensors are memory-bound, and with seven adapted
-projections per layer they add up; torch's Bernoulli draw alone costs 10-40 ns per element. Here
-the same function is written out by hand (1.07x trained tokens per second on a whole gemma3-270m
-step, `bench/train_throughput.py --ab fused`):
+PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as separate modules, and autograd records
+every step (dropout's Bernoulli mask, its rescale, the scaling, the sum), each repeated in backward; on a
+CPU those passes over [tokens, features] tensors are memory-bound, and with seven adapted projections per
+layer they add up. Here the same function is written out by hand (1.07x trained tokens per second on a
+whole gemma3-270m step, `bench/train_throughput.py --ab fused`):
 
     forward:   y = x W^T (+ b) + scaling * ((x * m) A^T) B^T          m = keep-mask / keep-rate
     backward:  dx = dy W + ((scaling * dy B) A) * m
                dA = (scaling * dy B)^T (x * m),  dB = scaling * dy^T ((x * m) A^T)
 
-the scaling and the keep rate folded into the small [tokens, r] factors, the sum fused into the
-matmul (`addmm_`), the dropout mask drawn from raw random bits (`dropout_mask`) and applied with one
-multiply. The frozen base weight gets no gradient. The parameters stay PEFT's own
-(`lora_A.<name>.weight`, `lora_B.<name>.weight`), so saving, loading and merging are unchanged:
-`fused_lora_layers` swaps the forward of each adapted linear while training and puts PEFT's back
-after it.
-
-The dropout mask is drawn from torch's generator like PEFT's, but in another way (15 raw random bits
-compared with the drop rate instead of a Bernoulli draw; the rate is rounded to 1/32768), so a run
-with dropout > 0 is the same distribution, not the same numbers; with dropout 0 both paths agree to
-float tolerance (tested).
+with the scaling and the keep rate folded into the small [tokens, r] factors, the sum fused into the
+matmul (`addmm_`) and the dropout mask drawn from raw random bits (`dropout_mask`). The frozen base weight
+gets no gradient. The parameters stay PEFT's own, so saving, loading and merging are unchanged:
+`fused_lora_layers` swaps the forward of each adapted linear while training and puts PEFT's back after it.
+A run with dropout > 0 draws its masks another way than PEFT (the same distribution, not the same
+numbers); with dropout 0 both paths agree to float tolerance (tested).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
+from math import prod
 
 
+@cache  # built on first use, so importing this module does not import torch
 def _lora_function():
     import torch
 
@@ -82,31 +78,23 @@ _MASK_BITS = 15
 def dropout_mask(shape, drop: float, device):
     """(keep mask as bool, the keep rate it was drawn with) for dropout rate `drop`.
 
-    torch's Bernoulli and uniform draws cost 10-40 ns per element on a CPU, and LoRA dropout needs one
-    per input feature per token per adapted linear (about 50 million per gemma3-270m step). Raw
-    64-bit draws are several times cheaper per bit: each gives four 16-bit lanes, of which the low
-    15 bits are uniform (torch draws 63-bit integers, so the top lane's sign bit is always 0).
+    torch's Bernoulli and uniform draws cost 10-40 ns per element on a CPU, and LoRA dropout needs one per
+    input feature per token per adapted linear (about 50 million per gemma3-270m step). A raw 64-bit draw
+    gives four 16-bit lanes, whose low 15 bits are uniform (torch draws 63-bit integers: the top lane's sign
+    bit is always 0).
     """
-    import math
-
     import torch
 
-    count = math.prod(shape)
+    count = prod(shape)
     lanes = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_().view(torch.int16)[:count]
     threshold = round(drop * (1 << _MASK_BITS))
     mask = (lanes & ((1 << _MASK_BITS) - 1)) >= threshold
     return mask.view(*shape), 1.0 - threshold / (1 << _MASK_BITS)
 
 
-_FUNCTION = None
-
-
 def lora_linear(x, weight, bias, lora_a, lora_b, scaling: float, drop: float):
     """`x W^T + b + scaling * dropout(x) A^T B^T` in one autograd node (see the module docstring)."""
-    global _FUNCTION
-    if _FUNCTION is None:
-        _FUNCTION = _lora_function()
-    return _FUNCTION.apply(x, weight, bias, lora_a, lora_b, scaling, drop)
+    return _lora_function().apply(x, weight, bias, lora_a, lora_b, scaling, drop)
 
 
 def fusable(module) -> bool:
@@ -114,22 +102,19 @@ def fusable(module) -> bool:
     LoRA bias), not merged, a plain nn.Linear base with a frozen weight."""
     import torch.nn as nn
 
-    if not (hasattr(module, "lora_A") and hasattr(module, "get_base_layer")):
-        return False
     active = getattr(module, "active_adapters", [])
-    if len(active) != 1 or getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
+    if not (hasattr(module, "lora_A") and hasattr(module, "get_base_layer")) or len(active) != 1 \
+            or getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
         return False
-    name = active[0]
-    base = module.get_base_layer()
-    if type(base) is not nn.Linear or base.weight.requires_grad or name not in module.lora_A:
+    name, base = active[0], module.get_base_layer()
+    if type(base) is not nn.Linear or base.weight.requires_grad or name not in module.lora_A \
+            or getattr(module, "use_dora", {}).get(name, False):
         return False
-    if any(hasattr(w, "full_tensor") for w in (base.weight, module.lora_A[name].weight)):
-        return False  # FSDP2-sharded DTensors: PEFT's modules gather them, this path would not
-    if getattr(module, "use_dora", {}).get(name, False) or module.lora_A[name].bias is not None \
-            or module.lora_B[name].bias is not None:
-        return False
-    dropout = module.lora_dropout[name]
-    return isinstance(dropout, (nn.Dropout, nn.Identity))
+    lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+    # FSDP2-sharded DTensors: PEFT's modules gather them, this path would not.
+    sharded = any(hasattr(w, "full_tensor") for w in (base.weight, lora_a.weight))
+    return not sharded and lora_a.bias is None and lora_b.bias is None \
+        and isinstance(module.lora_dropout[name], (nn.Dropout, nn.Identity))
 
 
 def _fused_forward(module):

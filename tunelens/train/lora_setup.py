@@ -1,8 +1,9 @@
 """Which linears get LoRA, and wrapping the model with PEFT (the setup half of a training run).
 
 The target linears are looked up inside the text decoder only, so vision and audio towers are never
-searched; `placement_table` reports what was found per kind and layer, `wrap_lora` hands exactly
-that set to PEFT and checks PEFT adapted nothing else.
+searched (their `Gemma4ClippableLinear`s, which PEFT rejects, are never targeted); `placement_table`
+reports what was found per kind and layer, `wrap_lora` hands exactly that set to PEFT and checks PEFT
+adapted nothing else.
 """
 
 from __future__ import annotations
@@ -63,13 +64,8 @@ def _text_decoder(model):
 
 
 def placement_table(model, config: TrainConfig) -> Placement:
-    """Resolve the target linears inside the text decoder only and count the LoRA parameters.
-
-    Towers (vision, audio) are never searched, so their `Gemma4ClippableLinear`s (which PEFT
-    rejects) and the plain Linears inside them are never targeted.
-    """
+    """Resolve the target linears inside the text decoder only and count the LoRA parameters."""
     import torch.nn as nn
-
 
     base = base_model_of(model)
     decoder_path, decoder = _text_decoder(base)
@@ -85,21 +81,15 @@ def placement_table(model, config: TrainConfig) -> Placement:
     if missing:
         raise UserError(f"target module(s) {', '.join(missing)} match no linear layer in the text decoder "
                         f"of {type(base).__name__}")
-    all_layers = range(len(decoder.layers))
     rows = []
     for kind, layers in found.items():
-        first = next(iter(layers.values()))
-        params = sum(config.lora_r * (m.in_features + m.out_features) for m in layers.values())
-        shapes = tuple(dict.fromkeys((m.in_features, m.out_features) for m in layers.values()))
-        rows.append(PlacementRow(kind, tuple(sorted(layers)), tuple(i for i in all_layers if i not in layers),
-                                 first.in_features, first.out_features, params, shapes))
-    return Placement(
-        decoder_path=decoder_path, num_layers=len(decoder.layers), rows=tuple(rows), module_names=tuple(names),
-        kv_shared_layers=_kv_shared_layers(base, decoder),
-        frozen_towers=_towers(base, decoder_path),
-        trainable_params=sum(row.lora_params for row in rows),
-        total_params=sum(p.numel() for p in base.parameters()),
-    )
+        shapes = [(m.in_features, m.out_features) for m in layers.values()]
+        absent = tuple(i for i in range(len(decoder.layers)) if i not in layers)
+        rows.append(PlacementRow(kind, tuple(sorted(layers)), absent, *shapes[0],
+                                 sum(config.lora_r * (i + o) for i, o in shapes), tuple(dict.fromkeys(shapes))))
+    return Placement(decoder_path, len(decoder.layers), tuple(rows), tuple(names), _kv_shared_layers(base, decoder),
+                     _towers(base, decoder_path), sum(row.lora_params for row in rows),
+                     sum(p.numel() for p in base.parameters()))
 
 
 def _kv_shared_layers(base, decoder) -> tuple[int, ...]:
@@ -124,24 +114,18 @@ def _towers(base, decoder_path: str) -> tuple[str, ...]:
 
 def layer_ranges(layers: Sequence[int]) -> str:
     """(0, 1, 2, 5) -> '0-2, 5'."""
-    parts, start, prev = [], None, None
+    runs: list[list[int]] = []
     for i in layers:
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
         else:
-            parts.append(f"{start}-{prev}" if prev > start else str(start))
-            start = prev = i
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev > start else str(start))
-    return ", ".join(parts) or "-"
+            runs.append([i])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs) or "-"
 
 
 def wrap_lora(model, config, placement: Placement):
     """Freeze the base, inject LoRA on `placement.module_names` (seeded init); returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
-
 
     for param in model.parameters():
         param.requires_grad_(False)
@@ -168,11 +152,9 @@ def enable_gradient_checkpointing(model) -> None:
 
 
 def load_4bit(spec: str, device: str):
-    """(model, tokenizer) with the base linears in 4-bit NF4 through bitsandbytes: QLoRA's base.
-
-    transformers' own quantizer does the work (`BitsAndBytesConfig`); PEFT's
-    `prepare_model_for_kbit_training` upcasts the norms and readies the inputs for gradients.
-    """
+    """(model, tokenizer) with the base linears in 4-bit NF4 through bitsandbytes (transformers'
+    `BitsAndBytesConfig`): QLoRA's base. PEFT's `prepare_model_for_kbit_training` upcasts the norms and
+    readies the inputs for gradients."""
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -183,7 +165,6 @@ def load_4bit(spec: str, device: str):
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)

@@ -1,23 +1,21 @@
 """The training loss: summed cross-entropy over trained positions, with the LM head applied only there.
 
-Labels are -100 outside completions. The loss returned is a *sum* with its token count, so the
-caller can normalise by the trained tokens of a whole global batch (gradient accumulation then
-equals one bigger batch).
+Labels are -100 outside completions. The loss returned is a *sum* with its token count, so the caller can
+normalise by the trained tokens of a whole global batch (gradient accumulation then equals one bigger batch).
 """
 
 from __future__ import annotations
+
+from functools import cache
+
 from tunelens.model.state import base_model_of
-
-IGNORE_INDEX = -100
-
-
-def _causal_lm(model):
-    """The transformers model (the one with an LM head) under a PEFT wrapper."""
-    return base_model_of(model)
-
-
+from tunelens.train.encoding import IGNORE_INDEX
 # Trained positions whose logits exist at once in the fused head: 256 x 262k vocabulary x 4 bytes = 268 MB.
 HEAD_CHUNK_TOKENS = 256
+# Vocabulary rows per block when the head is frozen: a block of logits (256 rows x 4096 x 4 bytes = 4 MB)
+# and of head weights (4096 x hidden) stay in the CPU's cache between the two matmuls that use them.
+# 0: all of a chunk's logits at once (the earlier way; bench/train_throughput.py --ab head compares them).
+HEAD_VOCAB_BLOCK = 4096
 
 
 def completion_loss_sums(model, input_ids, attention_mask, labels, trained_only: bool = True,
@@ -27,30 +25,26 @@ def completion_loss_sums(model, input_ids, attention_mask, labels, trained_only:
     Plain equivalent (`trained_only=False`):
         logits = model(input_ids, attention_mask).logits
         cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
-    The fast path runs the decoder body, gathers the hidden states at positions whose next-token label
-    is trained, and applies the LM head (and the final logit soft-cap, if the model has one) only
-    there, `chunk_tokens` positions at a time (see `linear_cross_entropy`). Masked positions need no
-    logits, and over a 262k vocabulary the head is most of the cost.
-
-    A packed row (see `tunelens.train.loop.pack_rows`) comes with `attention_mask=None` and
-    `position_ids` that restart at 0 for each sequence: transformers then builds a block-diagonal
-    causal mask from them, so no sequence attends to another.
+    The fast path runs the decoder body, gathers the hidden states at positions whose next-token label is
+    trained, and applies the LM head (and the final logit soft-cap, if the model has one) only there (see
+    `linear_cross_entropy`): masked positions need no logits, and over a 262k vocabulary the head is most
+    of the cost. A packed row (`tunelens.train.loop.pack_rows`) comes with `attention_mask=None` and
+    `position_ids` that restart at 0 for each sequence, from which transformers builds a block-diagonal mask.
     """
     import torch.nn.functional as F
 
     targets = labels[:, 1:]
     trained = targets != IGNORE_INDEX
     count = int(trained.sum())
-    lm = _causal_lm(model)
     if not trained_only:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).logits
         loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")
         return loss, count
-    body = getattr(lm, lm.base_model_prefix)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=False).last_hidden_state
+    lm = base_model_of(model)
+    hidden = getattr(lm, lm.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
+                                               position_ids=position_ids, use_cache=False).last_hidden_state
     picked = hidden[:, :-1][trained]
     head = lm.get_output_embeddings()
     cap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
@@ -68,18 +62,22 @@ def linear_cross_entropy(hidden, weight, targets, softcap: float | None = None, 
     """sum_i cross_entropy(softcap(hidden_i @ weight.T), targets_i), without holding all the logits.
 
     Plain equivalent: `cross_entropy(softcap(hidden @ weight.T).float(), targets, reduction="sum")`.
-    Rows are processed `chunk_tokens` at a time, and each chunk's gradient with respect to `hidden`
-    (and `weight`, if it is trained) is computed right away, while its logits exist; backward only
-    scales the stored gradients. Memory is one chunk of logits instead of all of them, and the
-    work is the same two matmuls as the plain version (no recomputation).
+    Rows are processed `chunk_tokens` at a time, and each chunk's gradient with respect to `hidden` (and
+    `weight`, if it is trained) is computed right away, while its logits exist; backward only scales the
+    stored gradients. Memory is one chunk of logits, the work the same two matmuls (no recomputation).
     """
-    return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, chunk_tokens)
+    return _linear_ce_function().apply(hidden, weight, targets, softcap, chunk_tokens)
 
 
-# Vocabulary rows per block when the head is frozen: a block of logits (256 rows x 4096 x 4 bytes = 4 MB)
-# and of head weights (4096 x hidden) stay in the CPU's cache between the two matmuls that use them.
-# 0: all of a chunk's logits at once (the earlier way; bench/train_throughput.py --ab head compares them).
-HEAD_VOCAB_BLOCK = 4096
+def _capped_logits(rows, weights, softcap):
+    """(float32 logits of rows @ weights.T after the soft-cap, tanh(z / cap) or None without a cap)."""
+    import torch
+
+    logits = (rows @ weights.t()).float()
+    if softcap is None:
+        return logits, None
+    squash = torch.tanh(logits / softcap)
+    return squash * softcap, squash
 
 
 def _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden, want_weight):
@@ -87,11 +85,7 @@ def _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden, want_weigh
     its logits at once (needed when the head's weight is trained: its gradient wants the final softmax)."""
     import torch
 
-    logits = (rows @ mm_weight.t()).float()
-    squash = None
-    if softcap is not None:
-        squash = torch.tanh(logits / softcap)
-        logits = squash * softcap
+    logits, squash = _capped_logits(rows, mm_weight, softcap)
     # log-sum-exp and softmax in place over the logits' memory (no second chunk-sized buffer).
     target_logit = logits.gather(1, target[:, None]).squeeze(1)
     top = logits.amax(dim=-1, keepdim=True)
@@ -105,19 +99,16 @@ def _full_logits_chunk(rows, target, mm_weight, softcap, want_hidden, want_weigh
     if squash is not None:
         grad.mul_(1 - squash * squash)  # through cap * tanh(z / cap)
     grad = grad.to(mm_weight.dtype)
-    grad_rows = grad @ mm_weight if want_hidden else None
-    grad_weight = (grad.t() @ rows).float() if want_weight else None
-    return loss, grad_rows, grad_weight
+    return loss, grad @ mm_weight if want_hidden else None, (grad.t() @ rows).float() if want_weight else None
 
 
 def _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden, block=HEAD_VOCAB_BLOCK):
     """(summed loss, d loss / d rows or None) of one chunk of rows, a block of the vocabulary at a time.
 
     An online softmax, as flash attention does over keys: a running max `top` and sum `sums` per row, and
-    the running `sum_v exp(z_v - top) * dz_v/draw * W_v` in `acc`, all rescaled when the max grows. The
+    the running `sum_v exp(z_v - top) * dz_v/draw * W_v` in `acc`, all rescaled when the max grows; the
     gradient is then acc / sums minus the target's row of W. Each block's logits are used by both matmuls
-    while still in cache, instead of writing a [rows x vocabulary] buffer to memory and reading it back
-    five times; the FLOPs are the same two matmuls.
+    while still in cache, instead of a [rows x vocabulary] buffer written to memory and read back five times.
     """
     import torch
 
@@ -128,11 +119,7 @@ def _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden, block=HE
     target_logit = torch.zeros(count, device=rows.device)
     for start in range(0, mm_weight.shape[0], block):
         weights = mm_weight[start:start + block]
-        logits = (rows @ weights.t()).float()
-        squash = None
-        if softcap is not None:
-            squash = torch.tanh(logits / softcap)
-            logits = squash * softcap
+        logits, squash = _capped_logits(rows, weights, softcap)
         inside = (target >= start) & (target < start + weights.shape[0])
         if inside.any():
             picked = inside.nonzero().squeeze(1)
@@ -155,6 +142,7 @@ def _vocab_blocked_chunk(rows, target, mm_weight, softcap, want_hidden, block=HE
     return loss, acc.div_(sums).sub_(own).to(rows.dtype)
 
 
+@cache  # built on first use, so importing this module does not import torch
 def _linear_ce_function():
     import torch
 
@@ -182,43 +170,27 @@ def _linear_ce_function():
                 total += loss
                 if want_hidden:
                     grad_hidden[start:start + chunk_tokens] = grad_rows
-            ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
-            ctx.has = (want_hidden, want_weight)
+            ctx.save_for_backward(grad_hidden, grad_weight)
             ctx.weight_dtype = weight.dtype
             return total
 
         @staticmethod
         def backward(ctx, grad_total):
-            saved = list(ctx.saved_tensors)
+            grad_hidden, grad_weight = ctx.saved_tensors
             # A 0-dim factor keeps the stored gradient's dtype (bf16 stays bf16).
-            grad_hidden = saved.pop(0) * grad_total if ctx.has[0] else None
-            grad_weight = (saved.pop(0) * grad_total).to(ctx.weight_dtype) if ctx.has[1] else None
-            return grad_hidden, grad_weight, None, None, None
+            return (grad_hidden * grad_total if grad_hidden is not None else None,
+                    (grad_weight * grad_total).to(ctx.weight_dtype) if grad_weight is not None else None,
+                    None, None, None)
 
     return LinearCrossEntropy
-
-
-class _LazyFunction:
-    """Builds the autograd Function on first use, so importing this module does not import torch."""
-
-    def __init__(self, build):
-        self._build, self._function = build, None
-
-    def apply(self, *args):
-        if self._function is None:
-            self._function = self._build()
-        return self._function.apply(*args)
-
-
-_LinearCrossEntropy = _LazyFunction(_linear_ce_function)
 
 
 def loss_module(model, trained_only: bool, bf16: bool = False):
     """The loss as a module, so Accelerate's DDP / FSDP wrapper sees every forward it must sync.
 
-    `bf16` runs the forward under torch's bfloat16 autocast (backward follows it); the trained
-    weights stay fp32. It is torch.autocast itself, not Accelerate's `mixed_precision`, because
-    Accelerate fixes that once per process and tunelens may train several times in one.
+    `bf16` runs the forward under torch's bfloat16 autocast (backward follows it); the trained weights stay
+    fp32. It is torch.autocast itself, not Accelerate's `mixed_precision`, because Accelerate fixes that
+    once per process and tunelens may train several times in one.
     """
     import torch
     import torch.nn as nn

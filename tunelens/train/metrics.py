@@ -1,14 +1,14 @@
 """Training history: `metrics.jsonl` (one row per optimizer step), experiment trackers, the loss curve.
 
-The JSONL file is the record that always exists; `--report-to` sends the same rows to TensorBoard,
-Weights & Biases, trackio or MLflow through Accelerate's trackers (which call those libraries), when
-they are installed. A resumed run cuts the file back to its checkpoint's step, then appends, so each
-step appears once.
+The JSONL file is the record that always exists; `--report-to` sends the same rows to TensorBoard, Weights
+& Biases, trackio or MLflow through Accelerate's trackers, when their libraries are installed. A resumed
+run cuts the file back to its checkpoint's step, then appends, so each step appears once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from tunelens.errors import UserError
 from tunelens.io import atomic_write_bytes, atomic_write_jsonl, read_jsonl
 
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # name: package
+TRACKERS = ("tensorboard", "wandb", "trackio", "mlflow")  # each the name of its package too
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 
 
@@ -32,12 +32,10 @@ def logs_dir(out_dir: Path) -> Path:
 
 
 def check_trackers(names: Sequence[str]) -> None:
-    """A clear one-line error for an unknown tracker or one whose library is not installed."""
+    """A clear one-line error for a tracker whose library is not installed (TrainConfig refuses unknown ones)."""
     for name in names:
-        if name not in TRACKERS:
-            raise UserError(f"--report-to {name}: unknown tracker (use {', '.join(TRACKERS)})")
-        if importlib.util.find_spec(TRACKERS[name]) is None:
-            raise UserError(f"--report-to {name} needs the {TRACKERS[name]} package: pip install {TRACKERS[name]}")
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"--report-to {name} needs the {name} package: pip install {name}")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -52,8 +50,8 @@ class MetricsLog:
     def __init__(self, path: Path, start_step: int):
         self.path = Path(path)
         # A fresh run starts an empty file; a resumed one keeps only the steps its checkpoint holds.
-        kept = [row for row in read_metrics(self.path) if row["step"] <= start_step] if start_step else []
-        atomic_write_jsonl(self.path, kept)
+        atomic_write_jsonl(self.path, [row for row in read_metrics(self.path) if row["step"] <= start_step]
+                           if start_step else [])
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, row: dict) -> None:
@@ -73,9 +71,6 @@ def tracker_config(config: dict) -> dict:
             for key, value in config.items()}
 
 
-# ---------------------------------------------------------------- the loss curve
-
-
 def loss_sparkline(losses: Sequence[float], width: int = 48) -> str:
     """The loss curve as one line of block characters (mean of each of `width` buckets), low = ▁."""
     values = [v for v in losses if v == v]  # drop NaN
@@ -83,25 +78,23 @@ def loss_sparkline(losses: Sequence[float], width: int = 48) -> str:
         return ""
     buckets = [values[i * len(values) // width:(i + 1) * len(values) // width] for i in range(width)]
     means = [sum(b) / len(b) for b in buckets if b] if len(values) > width else values
-    low, high = min(means), max(means)
-    span = (high - low) or 1.0
+    low, span = min(means), (max(means) - min(means)) or 1.0
     return "".join(SPARK_BARS[min(len(SPARK_BARS) - 1, int((v - low) / span * len(SPARK_BARS)))] for v in means)
 
 
-def render_loss_curve(metrics: Path | Iterable[dict], png_path: Path | None = None, title: str = "training loss") -> bytes:
-    """PNG of loss per optimizer step (and eval loss, where rows hold one) from a metrics file or its rows.
-
-    Uses matplotlib's object API with the Agg canvas, so no global backend is switched.
-    """
+def render_loss_curve(metrics: Path | Iterable[dict], png_path: Path | None = None,
+                      title: str = "training loss") -> bytes:
+    """PNG of loss per optimizer step (and eval loss, where rows hold one) from a metrics file or its rows,
+    drawn with matplotlib's object API on the Agg canvas, so no global backend is switched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = read_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
-    steps = [row["step"] for row in rows if row.get("loss") is not None]
     figure = Figure(figsize=(6, 3.2), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.plot(steps, [row["loss"] for row in rows if row.get("loss") is not None], label="train loss", lw=1.2)
+    train = [(row["step"], row["loss"]) for row in rows if row.get("loss") is not None]
+    axes.plot([s for s, _ in train], [loss for _, loss in train], label="train loss", lw=1.2)
     evals = [(row["step"], row["eval_loss"]) for row in rows if row.get("eval_loss") is not None]
     if evals:
         axes.plot(*zip(*evals), "o-", label="eval loss", lw=1.2)
@@ -109,11 +102,8 @@ def render_loss_curve(metrics: Path | Iterable[dict], png_path: Path | None = No
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    data = buffer.getvalue()
     if png_path is not None:
-        atomic_write_bytes(png_path, data)
-    return data
+        atomic_write_bytes(png_path, buffer.getvalue())
+    return buffer.getvalue()

@@ -1,23 +1,23 @@
 """Attention over a packed row one sequence at a time, instead of through a block-diagonal mask.
 
 A packed micro-batch (`tunelens.train.loop.pack_rows`) is one row of several pairs whose position ids
-restart at 0. Through transformers' `sdpa` path the model builds a [row x row] block-diagonal causal
-mask and attention computes every query against every key of the row, most of it masked: for four
-pairs of similar length about 85% of the score matrix is thrown away (per sequence instead: 1.05-1.07x
-trained tokens per second on a whole gemma3-270m step, `bench/train_throughput.py --ab attention`). Here each sequence attends to itself with a plain causal SDPA
-call (and a sliding-window mask only where a sequence is longer than the layer's window), so the
-work is the sum of the squares of the lengths, not the square of their sum. The result is the same
-attention, up to float rounding (tested against the masked path).
+restart at 0. Through transformers' `sdpa` path the model builds a [row x row] block-diagonal causal mask
+and attention computes every query against every key of the row, most of it masked (about 85% for four
+pairs of similar length). Here each sequence attends to itself with a plain causal SDPA call (and a
+sliding-window mask only where a sequence is longer than the layer's window): the same attention up to
+float rounding (tested), 1.05-1.07x trained tokens per second on a whole gemma3-270m step
+(`bench/train_throughput.py --ab attention`).
 
-It is registered with transformers' `AttentionInterface` under `PACKED_SDPA`; `packed_attention(model)`
-switches a model that uses `sdpa` to it while a packed training loop runs. transformers builds no
-mask for an implementation it does not know, so this function refuses rows it cannot read: more than
-one row, or a cache (the packing loop has neither).
+`packed_attention(model)` switches a model on `sdpa` to it (registered with transformers'
+`AttentionInterface` as `PACKED_SDPA`) while a packed training loop runs. transformers builds no mask for
+an implementation it does not know, so it refuses rows it cannot read: more than one, or a cache.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cache
+
 from tunelens.model.state import base_model_of
 
 PACKED_SDPA = "tunelens_packed_sdpa"
@@ -26,19 +26,15 @@ PACKED_SDPA = "tunelens_packed_sdpa"
 def sequence_bounds(position_ids) -> list[tuple[int, int]]:
     """[(start, end)] of the sequences in one packed row: a new one wherever the position does not
     follow the previous one by 1 (as transformers' own packed-sequence detection reads them)."""
-    import torch
-
     positions = position_ids.reshape(-1)
     if positions.numel() == 0:
         return []
     breaks = (positions[1:] != positions[:-1] + 1).nonzero().flatten().add(1).tolist()
-    starts = [0, *breaks]
-    return list(zip(starts, [*breaks, positions.numel()]))
+    return list(zip([0, *breaks], [*breaks, positions.numel()]))
 
 
 def _window_mask(length: int, window: int, device):
-    """Causal and within `window` (a query sees keys less than `window` positions back), as Gemma's
-    sliding layers: True where attention is allowed."""
+    """True where attention is allowed: causal and less than `window` positions back, as Gemma's sliding layers."""
     import torch
 
     index = torch.arange(length, device=device)
@@ -64,9 +60,8 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     pieces = []
     for start, end in bounds:
-        mask = None
-        if sliding_window is not None and end - start > sliding_window:
-            mask = _window_mask(end - start, sliding_window, query.device)
+        windowed = sliding_window is not None and end - start > sliding_window
+        mask = _window_mask(end - start, sliding_window, query.device) if windowed else None
         pieces.append(F.scaled_dot_product_attention(
             query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], attn_mask=mask,
             dropout_p=dropout, scale=scaling, is_causal=mask is None, enable_gqa=gqa))
@@ -74,16 +69,11 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     return output.transpose(1, 2).contiguous(), None
 
 
-_registered = False
-
-
+@cache  # once per process
 def _register() -> None:
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
+    from transformers import AttentionInterface
 
-        AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
-        _registered = True
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
 
 
 @contextmanager
@@ -91,16 +81,15 @@ def packed_attention(model):
     """While the block runs, a model on `sdpa` attention computes with `packed_sdpa_attention`; its
     implementation is restored on exit. Yields whether it switched (eager, flash attention and models
     whose implementation cannot be set are left alone)."""
-    base = base_model_of(model)
+    base, switched = base_model_of(model), False
     before = getattr(base.config, "_attn_implementation", None)
-    switched = False
     if before == "sdpa" and hasattr(base, "set_attn_implementation"):
         _register()
         try:
             base.set_attn_implementation(PACKED_SDPA)
             switched = True
         except (ValueError, NotImplementedError, AttributeError):
-            switched = False
+            pass
     try:
         yield switched
     finally:
