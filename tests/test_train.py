@@ -8,7 +8,7 @@ import torch
 
 from tunelens.errors import UserError
 from tunelens.train.lora_setup import layer_ranges, placement_table, wrap_lora
-from tunelens.train.run import Example, collate, encode_examples, make_collate, mask_spans, train
+from tunelens.train.run import Example, collate, encode_examples, mask_spans, train
 from tunelens.train.config import TrainConfig
 from tunelens.train.loop import BatchPlan, LoopParts, optimizer_step, padded_inputs, split_even
 from tunelens.train.loss import completion_loss_sums, linear_cross_entropy, loss_module
