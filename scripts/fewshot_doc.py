@@ -14,6 +14,7 @@ import sys
 from doc_format import ci, read_summary, record_line
 from tunelens.reading import NO_DIFFERENCE as NO_DIFFERENCE_WORDS, read_one, read_table
 from tunelens.studies.fewshot_report import figures
+from tunelens.studies.replicates import first_seed_run, seeds_section
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -313,7 +314,13 @@ def render(run: pathlib.Path, second: pathlib.Path | None = None) -> str:
 def main(argv: list[str]) -> None:
     run = pathlib.Path(argv[0] if argv else "runs/fewshot")
     second = pathlib.Path(argv[1]) if len(argv) > 1 else None
-    (ROOT / "docs" / "few-shot-study.md").write_text(render(run, second))
+    seeds = read_summary(run) if (run / "summary.json").is_file() else {}
+    if "across_seeds" in seeds:  # --seeds K > 1: the prose from the first seed's run, then every seed's figures
+        run = first_seed_run(run, seeds)
+    page = render(run, second)
+    if "across_seeds" in seeds:
+        page += "\n\n## Across seeds\n\n" + "\n".join(seeds_section(seeds, ("baseline/", "conditions/")))
+    (ROOT / "docs" / "few-shot-study.md").write_text(page)
     print(f"wrote docs/few-shot-study.md and {write_figures(read_summary(run))} figures under docs/images/")
 
 

@@ -12,6 +12,7 @@ import sys
 
 from doc_format import ci, read_summary, record_line
 from tunelens.reading import NO_DIFFERENCE, read_table
+from tunelens.studies.replicates import first_seed_run, seeds_section
 from tunelens.studies.safety_figures import figures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -222,7 +223,14 @@ def render(s: dict, record: str) -> str:
 def main(argv: list[str]) -> None:
     run = pathlib.Path(argv[0] if argv else "runs/safety")
     s = read_summary(run)
-    (ROOT / "docs" / "safety.md").write_text(render(s, str(run / "summary.json")))
+    seeds = None
+    if "across_seeds" in s:  # --seeds K > 1: the prose from the first seed's run, then every seed's figures
+        seeds, run = s, first_seed_run(run, s)
+        s = read_summary(run)
+    page = render(s, str(run / "summary.json"))
+    if seeds:
+        page += "\n\n## Across training seeds\n\n" + "\n".join(seeds_section(seeds, ("free_text/", "propensity/")))
+    (ROOT / "docs" / "safety.md").write_text(page)
     print(f"wrote docs/safety.md and {write_figures(s)} figures under docs/images/")
 
 

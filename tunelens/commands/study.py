@@ -42,8 +42,21 @@ def _run_study(run, config, out: Path, print_headline, where=lambda result: None
     quiet_library_output()
     with stage_progress() as report:
         result = run(config, out, progress=report)
-    print_headline(result.summary)
+    if "across_seeds" in result.summary:  # --seeds K > 1: the across-seed cells, not one run's summary
+        _print_seeds_headline(result.summary)
+    else:
+        print_headline(result.summary)
     console.print(f"[bold]done in {result.seconds / 60:.1f} min[/bold]: {where(result) or out / 'summary.json'}")
+
+
+def _print_seeds_headline(s: dict, headline=("propensity/models/", "conditions/")) -> None:
+    """Means with their t intervals over the seeds, for the study's headline cells (every cell: summary.json)."""
+    console.print(f"seeds {s['seeds']}: {len(s['across_seeds'])} figures as across-seed means in summary.json")
+    for path, cell in s["across_seeds"].items():
+        if path.startswith(headline) and path.endswith(("/mean", "/rate")) and cell["mean"] is not None:
+            interval = "" if cell["low"] is None else f" [{cell['low']:+.3f}, {cell['high']:+.3f}]"
+            console.print(f"{path}: {cell['mean']:+.3f}{interval} over {cell['k']} seeds, per seed "
+                          + ", ".join(f"{v:+.3f}" for v in cell["per_seed"]))
 
 
 def _print_headline(s: dict) -> None:

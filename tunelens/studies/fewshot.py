@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from tunelens.config import config_to_dict, configclass, option
@@ -41,6 +42,7 @@ from tunelens.model.prompts import render_prompt
 from tunelens.model.state import has_adapter
 from tunelens.pycheck.check import check_python
 from tunelens.studies.fewshot_report import build_summary, write_figures
+from tunelens.studies.replicates import run_seeds
 from tunelens.studies.training import fits_tokens
 
 
@@ -62,13 +64,21 @@ class FewShotStudyConfig:
     check_threshold: float = option(0.5, "The context check's flagging threshold.", min=0.0, max=1.0)
     resamples: int = option(10_000, "Bootstrap resamples.", min=100)
     seed: int = option(0, "Seed of mining and drawing.")
+    seeds: int = option(1, "Replicates K (seed ... seed+K-1, each redrawing the pool and held-out prompts), one "
+                           "run each under <out>/seed-<s>/; summary.json then holds across-seed means.", min=1)
 
 
 def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, tokenizer=None,
                       progress: Progress | None = None) -> RunResult:
-    """Run (or resume) the study in `out`; `model` and `tokenizer` replace loading config.model."""
+    """Run (or resume) the study in `out`; `model` and `tokenizer` replace loading config.model. With
+    config.seeds > 1, one run per seed under out/seed-<s>/ and an across-seed summary (studies.replicates)."""
     started = time.perf_counter()
     out = Path(out)
+    if config.seeds > 1:
+        if model is None:  # answering leaves the model as it was: one load serves every seed
+            model, tokenizer = load_model(config.model, config.adapter, "cpu")
+        return run_seeds(partial(run_fewshot_study, progress=progress), config, out, "a few-shot study",
+                         lambda _seed: (model, tokenizer))
     claim_run_dir(out, "study-config.json", config_to_dict(config), "a few-shot study")
     report = progress or no_progress
     timed = StageTimer(report)

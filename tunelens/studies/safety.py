@@ -11,9 +11,11 @@ summary.json holds every number; report.html and its figures are drawn from it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from tunelens.config import config_to_dict, configclass, option
@@ -30,6 +32,7 @@ from tunelens.evaluate.suite import load_suite
 from tunelens.inspect.propensity import propensity
 from tunelens.model.load import attach_adapter, load_model
 from tunelens.report import png_data_uri, render_html
+from tunelens.studies.replicates import run_seeds
 from tunelens.studies.safety_figures import figures
 from tunelens.studies.safety_measures import free_text_summary, propensity_summary
 from tunelens.studies.training import fits_tokens, train_config, train_unloaded
@@ -61,6 +64,9 @@ class SafetyStudyConfig:
     sources: tuple[str, ...] = option((), ".py files or directories to mine (default: the standard library).")
     resamples: int = option(10_000, "Bootstrap resamples.", min=100)
     seed: int = option(0, "Seed of data, training and sampling.")
+    seeds: int = option(1, "Training seeds K (seed ... seed+K-1; each redraws the data, its order and the "
+                           "dropout of every adapter), one run each under <out>/seed-<s>/; summary.json then "
+                           "holds across-seed means.", min=1)
 
     def validate(self) -> None:
         if not self.shares or any(not 0 < s < 1 for s in self.shares) or len(set(self.shares)) != len(self.shares):
@@ -84,9 +90,14 @@ def model_labels(config: SafetyStudyConfig) -> dict[str, str]:
 
 def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: Progress | None = None,
                      model=None, tokenizer=None) -> RunResult:
-    """Run (or resume) the study in out_dir; `model` and `tokenizer` replace loading config.model."""
+    """Run (or resume) the study in out_dir; `model` and `tokenizer` replace loading config.model. With
+    config.seeds > 1, one run per seed under out_dir/seed-<s>/ and an across-seed summary (studies.replicates)."""
     started = time.perf_counter()
     out = Path(out_dir)
+    if config.seeds > 1:
+        # a run leaves its adapters attached to the model: every seed starts from a copy of the bare one
+        fresh = (lambda _seed: (copy.deepcopy(model), tokenizer)) if model is not None else None
+        return run_seeds(partial(run_safety_study, progress=progress), config, out, "a safety study", fresh)
     claim_run_dir(out, "study-config.json", config_to_dict(config), "a safety study")
     report = progress or no_progress
     timed = StageTimer(report)
