@@ -3,6 +3,8 @@ leaves adapters attached), the across-seed summary from the seed files, a rerun 
 
 import json
 
+import pytest
+
 from tunelens.io import atomic_write_json
 from tunelens.runtime import RunResult
 from tunelens.studies import safety as S
@@ -50,3 +52,21 @@ def test_a_seed_missing_a_figure_leaves_it_out():
 
 def test_one_seed_is_the_default():
     assert _config().seeds == 1 and S.SafetyStudyConfig().seeds == 1
+
+
+@pytest.mark.slow
+def test_two_seeds_end_to_end_on_a_tiny_model(tmp_path, one_thread):
+    from test_study_safety import MODULE
+
+    from tunelens.testing import tiny_model
+
+    source = tmp_path / "src.py"
+    source.write_text(MODULE)
+    model, tokenizer = tiny_model("llama")
+    config = _config(sources=(str(source),), max_new_tokens=6, resamples=200, pair_tokens=400, max_length=400, seeds=2)
+    s = S.run_safety_study(config, tmp_path / "run", model=model, tokenizer=tokenizer).summary
+    seeds = [json.loads((tmp_path / "run" / f"seed-{k}" / "summary.json").read_text()) for k in (0, 1)]
+    assert [x["config"]["seed"] for x in seeds] == [0, 1] and all(x["models"] == seeds[0]["models"] for x in seeds)
+    cell = s["across_seeds"]["propensity/models/code/harmful/mean"]
+    assert cell["per_seed"] == [x["propensity"]["models"]["code"]["harmful"]["mean"] for x in seeds]
+    assert not any("lora" in name for name, _ in model.named_modules())  # each seed trained on its own copy
