@@ -70,3 +70,12 @@ def test_two_seeds_end_to_end_on_a_tiny_model(tmp_path, one_thread):
     cell = s["across_seeds"]["propensity/models/code/harmful/mean"]
     assert cell["per_seed"] == [x["propensity"]["models"]["code"]["harmful"]["mean"] for x in seeds]
     assert not any("lora" in name for name, _ in model.named_modules())  # each seed trained on its own copy
+
+
+def test_a_run_directory_from_before_seeds_resumes():
+    from tunelens.config import config_to_dict
+    from tunelens.studies.replicates import same_settings
+
+    now = config_to_dict(_config())
+    before = {k: v for k, v in now.items() if k != "seeds"}
+    assert same_settings(before, now) and not same_settings(before, config_to_dict(_config(seeds=2)))

@@ -42,7 +42,7 @@ from tunelens.model.prompts import render_prompt
 from tunelens.model.state import has_adapter
 from tunelens.pycheck.check import check_python
 from tunelens.studies.fewshot_report import build_summary, write_figures
-from tunelens.studies.replicates import run_seeds
+from tunelens.studies.replicates import run_seeds, same_settings
 from tunelens.studies.training import fits_tokens
 
 
@@ -79,7 +79,7 @@ def run_fewshot_study(config: FewShotStudyConfig, out: str | Path, model=None, t
             model, tokenizer = load_model(config.model, config.adapter, "cpu")
         return run_seeds(partial(run_fewshot_study, progress=progress), config, out, "a few-shot study",
                          lambda _seed: (model, tokenizer))
-    claim_run_dir(out, "study-config.json", config_to_dict(config), "a few-shot study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a few-shot study", same_settings)
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:

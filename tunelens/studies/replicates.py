@@ -26,6 +26,11 @@ from tunelens.stats import across_seeds
 NOT_FIGURES = frozenset({"config", "train_config", "record", "machine", "timings_s", "seconds", "invocations"})
 
 
+def same_settings(on_disk: dict, now: dict) -> bool:
+    """claim_run_dir's test: a run directory from before --seeds existed (no `seeds` key) was one seed."""
+    return {"seeds": 1, **on_disk} == now
+
+
 def seed_dir(out: Path, seed: int) -> Path:
     return out / f"seed-{seed}"
 

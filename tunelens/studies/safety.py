@@ -32,7 +32,7 @@ from tunelens.evaluate.suite import load_suite
 from tunelens.inspect.propensity import propensity
 from tunelens.model.load import attach_adapter, load_model
 from tunelens.report import png_data_uri, render_html
-from tunelens.studies.replicates import run_seeds
+from tunelens.studies.replicates import run_seeds, same_settings
 from tunelens.studies.safety_figures import figures
 from tunelens.studies.safety_measures import free_text_summary, propensity_summary
 from tunelens.studies.training import fits_tokens, train_config, train_unloaded
@@ -98,7 +98,7 @@ def run_safety_study(config: SafetyStudyConfig, out_dir: str | Path, progress: P
         # a run leaves its adapters attached to the model: every seed starts from a copy of the bare one
         fresh = (lambda _seed: (copy.deepcopy(model), tokenizer)) if model is not None else None
         return run_seeds(partial(run_safety_study, progress=progress), config, out, "a safety study", fresh)
-    claim_run_dir(out, "study-config.json", config_to_dict(config), "a safety study")
+    claim_run_dir(out, "study-config.json", config_to_dict(config), "a safety study", same_settings)
     report = progress or no_progress
     timed = StageTimer(report)
     if model is None:
