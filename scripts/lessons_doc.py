@@ -19,10 +19,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The protocol's runs: the command, its minutes (docs/protocol.md's budget) and where its record is committed.
 RUNS = {
     "1": ("lessons-1-gemma", "tunelens study lessons --model gemma3-270m --lesson 1 --seeds 14 --budget-minutes 90 "
-                             "--out runs/lessons-1-gemma", "241 min in 3 invocations of at most 90"),
-    "2": ("lessons-2-qwen", "tunelens study lessons --model qwen2.5-coder-1.5b --lesson 1,2 --shares 0.3 --seeds 4 "
-                            "--lesson1-seeds 2 --budget-minutes 90 --out runs/lessons-2-qwen",
-          "223 min for lesson 2, 48 more for Qwen's lesson 1 at K = 2, in invocations of at most 90"),
+                             "--out runs/lessons-1-gemma", "302 min in 4 invocations of at most 90"),
+    "2": ("lessons-2-qwen", "tunelens study lessons --model qwen2.5-coder-1.5b --lesson 2 --seeds 4 --budget-minutes 90 "
+                            "--out runs/lessons-2-qwen",
+          "339 min in 4 invocations of at most 90; Qwen's lesson 1 at K = 2 no longer fits (amendment 1)"),
 }
 ESTIMANDS = {
     "1": "Per seed, the least-squares slope of P(Python 2 | the answer prints) on the share of Python 2 among the "
@@ -77,7 +77,8 @@ def pending(key: str, record: tuple[str, dict] | None = None) -> list[str]:
         f"{len(record[1]['seeds'])} of {record[1]['seeds_planned']} seeds finished in {record[0]}"
     return [f"**Headline: pending** ({state}). The run that makes it ({minutes}):", "", "```",
             f"{command}   # rerun until summary.json says complete",
-            f"mkdir -p docs/runs/{directory} && cp runs/{directory}/summary.json docs/runs/{directory}/",
+            f"tar -C runs --exclude adapters --exclude mined.jsonl -cf - {directory} | tar -C docs/runs -xf -"
+            "   # the record; `cp -r docs/runs/DIR runs/` resumes from it",
             "python scripts/lessons_doc.py", "```", ""]
 
 
@@ -164,7 +165,9 @@ def note(found: dict[str, dict]) -> list[str]:
             f"{len(record['seeds_done'])} of {record['seeds_planned']} seeds" if "seeds_done" in record else "present"
         lines.append(f"| {directory} | `{command}` | {minutes} | {state} |")
     lines += [""] + ([f"- {what}: {why} (the original rule reads: {original})" for what, why, original in AMENDMENTS]
-                     or ["Amendments to docs/protocol.md after a governed run: none."])
+                     or ["Amendments to docs/protocol.md after a governed run: none. Amendment 1 (the print-rich pool is too "
+                         "small: print-inviting held-out prompts, longer training pairs, lesson 2's points in the "
+                         "base's answers) was made before any run and is on that page."])
     return lines + [""]
 
 

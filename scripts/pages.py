@@ -34,12 +34,15 @@ PAGES = (
     Page("docs/few-shot-study.md", ("fewshot", "fewshot-B"), "tunelens study few-shot"),
     Page("docs/safety.md", ("safety",), "tunelens study safety"),
     Page("docs/bench.md", ("bench",), "python bench/NAME.py --json docs/runs/bench/NAME.json"),
+    Page("docs/lessons.md", ("lessons",), "tunelens study lessons"),
 )
 
 
 def has_records(page: Page) -> bool:
     if page.target == "docs/bench.md":
         return any((RUNS / "bench").glob("*.json"))
+    if page.target == "docs/lessons.md":  # it says "pending" with the commands until records exist
+        return True
     return all((RUNS / name / "summary.json").is_file() for name in page.records)
 
 
@@ -97,6 +100,10 @@ def render(page: Page) -> str:
         import bench_doc
 
         return bench_doc.render(bench_records())
+    if page.target == "docs/lessons.md":
+        import lessons_doc
+
+        return lessons_doc.render(lessons_doc.records(RUNS))
     raise ValueError(f"{page.target}: no generator for this page")
 
 

@@ -55,8 +55,8 @@ def test_no_record_gives_a_pending_page_with_the_commands(doc, tmp_path):
     doc.main([str(tmp_path / "none"), str(out)])
     page = out.read_text()
     assert headline_of(page, "Lesson 1:") == "pending" and headline_of(page, "Lesson 2:") == "pending"
-    assert "--lesson 1 --seeds 14 --budget-minutes 90" in page and "241 min" in page
-    assert "--lesson 1,2 --shares 0.3 --seeds 4" in page and "223 min" in page
+    assert "--lesson 1 --seeds 14 --budget-minutes 90" in page and "302 min" in page  # protocol, amendment 1
+    assert "--lesson 2 --seeds 4" in page and "339 min" in page
     for title in ("Lesson 3:", "Lesson 4:", "Safety:"):
         assert headline_of(page, title) == "not testable here"
     assert "[" not in page.split("## Lesson 3")[0].split("Records:")[1]  # no interval anywhere: no numbers
