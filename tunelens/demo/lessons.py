@@ -261,8 +261,8 @@ def prepare_data(config: LessonsStudyConfig, out: Path, tokenizer, report: Progr
                         f"{len(heldout_rows)} print-inviting prompts from other modules for {config.heldout} "
                         "held-out prompts: lower --train-pairs/--heldout, raise --pair-tokens or --mine-max-lines, "
                         "or add --mine-sources")
-    silent = [p for p in pool if count_prints(code_or_nothing(p.response)) == 0 and id(p) not in
-              {id(h) for h in heldout_rows}]
+    held = {id(pair) for pair in heldout_rows}
+    silent = [p for p in pool if id(p) not in held and count_prints(code_or_nothing(p.response)) == 0]
     rng.shuffle(silent)
     silent = [p for p in silent[:200] if fits(p)][:50]
     for name, rows in (("train", train_rows), ("heldout", heldout_rows), ("silent", silent)):
